@@ -1,0 +1,1 @@
+"""Example entity types: the original's Counter and a small bank."""

@@ -1,0 +1,106 @@
+"""The programming model: entities with pure ``init``, ``handle`` and ``update``."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from ._effects import Effect, Send
+from ._messages import MessageTypes, MessageTypesSpec
+from ._reference import Ref, check_type_name
+
+StateT = TypeVar("StateT")
+
+AnyEffect = Effect | Send
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An explicit reply, optionally with events and effects.
+
+    Without it the caller's reply is the entity's new state.
+    """
+
+    value: Any
+    events: Sequence[Any] = ()
+    effects: Sequence[AnyEffect] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Refuse the command: nothing is written and the caller gets ``reason``.
+
+    ``reason`` is a short machine-readable string such as ``"insufficient_funds"``;
+    ``detail`` is optional plain data for the caller.
+    """
+
+    reason: str
+    detail: Any = None
+
+
+HandleResult = None | Sequence[Any] | tuple[Sequence[Any], Sequence[AnyEffect]] | Reply | Reject
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Entity(ABC, Generic[StateT]):
+    """Base class of entity types.
+
+    Subclasses list their message types and implement three pure methods::
+
+        class Counter(Entity[dict]):
+            commands = [Increment]
+            events = [Increased]
+
+            def init(self): return {"count": 0}
+            def handle(self, message, state): ...
+            def update(self, event, state): ...
+
+    ``type_name`` defaults to the snake-cased class name; set it explicitly
+    before renaming the class, since stored histories are filed under it.
+    ``commands`` and ``events`` take classes (registered under their class
+    names) or a mapping of stable name to class. ``state_type`` tells how to
+    read the state back from a snapshot when it is not plain data.
+    """
+
+    type_name: ClassVar[str]
+    commands: ClassVar[MessageTypesSpec] = ()
+    events: ClassVar[MessageTypesSpec] = ()
+    state_type: ClassVar[Any] = Any
+
+    command_types: ClassVar[MessageTypes]
+    event_types: ClassVar[MessageTypes]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type_name" not in cls.__dict__:
+            cls.type_name = _snake_case(cls.__name__)
+        check_type_name(cls.type_name)
+        cls.command_types = MessageTypes("command", cls.commands)
+        cls.event_types = MessageTypes("event", cls.events)
+
+    @classmethod
+    def ref(cls, key: str) -> Ref:
+        """Reference the entity of this type known by the natural ``key``."""
+        return Ref.from_key(cls.type_name, key)
+
+    @abstractmethod
+    def init(self) -> StateT:
+        """The state of an entity that has no events yet."""
+
+    @abstractmethod
+    def handle(self, message: Any, state: StateT) -> HandleResult:
+        """Decide what ``message`` means for ``state``; pure: decide, never do.
+
+        Return events; ``(events, effects)``; a :class:`Reply`; or a
+        :class:`Reject`. ``None`` means no events.
+        """
+
+    @abstractmethod
+    def update(self, event: Any, state: StateT) -> StateT:
+        """Fold one event into the state; pure."""

@@ -1,0 +1,98 @@
+"""The error hierarchy: every error Pachyderm raises is a :class:`PachydermError`.
+
+The tree is small on purpose. Callers usually need to tell apart only three
+situations: their input was bad (fix the input), the entity said no (show the
+reason), or infrastructure failed (retry later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class PachydermError(Exception):
+    """Root of every error raised by Pachyderm."""
+
+
+class DefinitionError(PachydermError):
+    """An entity, message type or app is declared wrongly (a programming error)."""
+
+
+class DuplicateNameError(DefinitionError):
+    """Two things were registered under one name, or one thing under two names."""
+
+
+class InvalidInputError(PachydermError):
+    """Input from outside (a publisher, a caller, a file) cannot be accepted."""
+
+
+class DecodeError(InvalidInputError):
+    """Bytes are not a well-formed, acceptable message (syntax, size, nesting, types)."""
+
+
+class UnsupportedContentTypeError(DecodeError):
+    """The message declares a content type Pachyderm does not read."""
+
+
+class UnknownNameError(InvalidInputError):
+    """A name (entity type, command, event, effect handler) is not registered."""
+
+
+class InvalidEntityIdError(InvalidInputError):
+    """An entity id is not a UUID."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One problem with one field: ``location`` is a dotted path such as ``items.2.sku``."""
+
+    location: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.location or '<root>'}: {self.problem}"
+
+
+class InvalidMessageError(InvalidInputError):
+    """A decoded message does not match its declared type; ``problems`` names each field."""
+
+    def __init__(self, message_name: str, problems: Sequence[FieldProblem]) -> None:
+        self.message_name = message_name
+        self.problems = tuple(problems)
+        listed = "; ".join(str(problem) for problem in self.problems)
+        super().__init__(f"invalid {message_name}: {listed}")
+
+
+class EntityTypeMismatchError(InvalidInputError):
+    """An id that belongs to an entity of one type was addressed as another type."""
+
+    def __init__(self, entity_id: object, stored_type: str, requested_type: str) -> None:
+        self.stored_type = stored_type
+        self.requested_type = requested_type
+        super().__init__(f"entity {entity_id} is a {stored_type!r}, not a {requested_type!r}")
+
+
+class HandlerError(PachydermError):
+    """An entity's own code raised, or returned something ``handle`` may not return."""
+
+
+class RejectedError(PachydermError):
+    """The entity refused the command; ``reason`` and ``detail`` are its own words."""
+
+    def __init__(self, reason: str, detail: object = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"rejected: {reason}")
+
+
+class StoreError(PachydermError):
+    """The event store failed in a way that is not the caller's fault."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached or dropped the connection; retry later."""
+
+
+class MigrationError(StoreError):
+    """The schema could not be brought to the version this code needs."""

@@ -1,0 +1,115 @@
+"""Running one command against one entity's state: pure, no I/O.
+
+The worker and the testing kit both go through :func:`execute`, so what a
+test asserts is what production does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic_core
+
+from . import _codec
+from ._decision import NEW_STATE
+from ._effects import Effect, Send
+from ._entity import AnyEffect, Reject
+from ._entity_type import EntityType
+from ._errors import HandlerError, PachydermError
+from ._reference import Ref
+from .store import Change, NewEffect, Snapshot
+
+DEFAULT_SNAPSHOT_EVERY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """The result of one command: the new state and what must be committed.
+
+    ``change`` is ``None`` when nothing needs writing (a rejection, or a
+    command that produced neither events nor effects).
+    """
+
+    state: Any
+    version: int
+    events: tuple[Any, ...] = ()
+    effects: tuple[AnyEffect, ...] = ()
+    reply: Any = None
+    rejection: Reject | None = None
+    change: Change | None = None
+
+
+def effect_id(entity: uuid.UUID, command_id: str, index: int) -> uuid.UUID:
+    """The stable id of a command's ``index``-th effect: the same on every retry."""
+    return uuid.uuid5(entity, f"{command_id}/{index}")
+
+
+def plain(value: Any) -> Any:
+    """Plain data for the codec from dataclasses, models, UUIDs, datetimes and the like."""
+    try:
+        return pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError as error:
+        raise HandlerError(f"cannot serialise {type(value).__name__}: {error}") from error
+
+
+def encode_effect(
+    entity_type: EntityType[Any], effect: AnyEffect, effect_id: uuid.UUID
+) -> NewEffect:
+    """An effect as an outbox row: external handlers and other entities alike."""
+    if isinstance(effect, Effect):
+        body = {"handler": effect.handler, "payload": plain(effect.payload)}
+        return NewEffect(effect_id, f"effect.{effect.handler}", _codec.encode(body))
+    assert isinstance(effect, Send)
+    try:
+        target = entity_type.app.entity_type(effect.to.type)
+        name, data = target.commands.dump(effect.command)
+    except PachydermError as error:
+        raise HandlerError(f"{entity_type.name} sent an invalid command: {error}") from error
+    body = {
+        "entity_type": target.name,
+        "entity_id": str(effect.to.id),
+        "command": name,
+        "data": data,
+    }
+    return NewEffect(effect_id, f"command.{target.name}", _codec.encode(body))
+
+
+def execute(
+    entity_type: EntityType[Any],
+    ref: Ref,
+    state: Any,
+    version: int,
+    command: Any,
+    *,
+    command_id: str,
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+) -> Execution:
+    """Decide ``command`` on ``state`` (at ``version``) and prepare its commit."""
+    decision = entity_type.decide(ref, state, command)
+    if decision.rejection is not None:
+        return Execution(state, version, rejection=decision.rejection)
+    new_state = entity_type.evolve(state, decision.events)
+    new_version = version + len(decision.events)
+    reply = (
+        entity_type.dump_state(new_state) if decision.reply is NEW_STATE else plain(decision.reply)
+    )
+    if not decision.events and not decision.effects:
+        return Execution(new_state, new_version, reply=reply)
+    snapshot = None
+    if snapshot_every and new_version // snapshot_every > version // snapshot_every:
+        snapshot = Snapshot(new_version, entity_type.encode_state(new_state))
+    change = Change(
+        ref,
+        version,
+        command_id,
+        [entity_type.encode_event(event) for event in decision.events],
+        _codec.encode(reply),
+        [
+            encode_effect(entity_type, effect, effect_id(ref.id, command_id, index))
+            for index, effect in enumerate(decision.effects)
+        ],
+        snapshot,
+    )
+    return Execution(new_state, new_version, decision.events, decision.effects, reply, None, change)

@@ -1,0 +1,109 @@
+"""Typed messages (commands, events) registered under stable names.
+
+A message type is a dataclass or a pydantic model. On the wire and at rest a
+message is its registered name plus its fields as plain data, so a renamed
+Python class keeps reading old events as long as its registered name stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pydantic
+
+from ._errors import (
+    DefinitionError,
+    DuplicateNameError,
+    FieldProblem,
+    InvalidMessageError,
+    UnknownNameError,
+)
+
+MessageTypesSpec = Iterable[type[Any]] | Mapping[str, type[Any]]
+
+
+def field_problems(error: pydantic.ValidationError) -> list[FieldProblem]:
+    """Turn pydantic's report into field problems with dotted locations."""
+    return [
+        FieldProblem(".".join(str(part) for part in detail["loc"]), detail["msg"])
+        for detail in error.errors(include_url=False)
+    ]
+
+
+def _check_message_class(kind: str, name: str, cls: Any) -> None:
+    is_model = isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
+    if not (is_model or (isinstance(cls, type) and dataclasses.is_dataclass(cls))):
+        raise DefinitionError(
+            f"{kind} {name!r}: {cls!r} is neither a dataclass nor a pydantic model"
+        )
+    if not name or not isinstance(name, str) or len(name) > 200:
+        raise DefinitionError(f"{kind} name {name!r} must be a non-empty string of at most 200")
+
+
+class MessageTypes:
+    """A registry of message types of one kind ("command", "event") for one entity type.
+
+    Names and classes map one to one: registering a name twice, or a class under
+    two names, raises :class:`DuplicateNameError`.
+    """
+
+    def __init__(self, kind: str, spec: MessageTypesSpec = ()) -> None:
+        self.kind = kind
+        self._by_name: dict[str, pydantic.TypeAdapter[Any]] = {}
+        self._name_by_class: dict[type[Any], str] = {}
+        pairs = spec.items() if isinstance(spec, Mapping) else ((c.__name__, c) for c in spec)
+        for name, cls in pairs:
+            self.register(name, cls)
+
+    def register(self, name: str, cls: type[Any]) -> None:
+        """Register ``cls`` under ``name``."""
+        _check_message_class(self.kind, name, cls)
+        if name in self._by_name:
+            raise DuplicateNameError(f"{self.kind} name {name!r} is already registered")
+        if cls in self._name_by_class:
+            raise DuplicateNameError(
+                f"{self.kind} {cls.__qualname__} is already registered as "
+                f"{self._name_by_class[cls]!r}"
+            )
+        self._by_name[name] = pydantic.TypeAdapter(cls)
+        self._name_by_class[cls] = name
+
+    @property
+    def names(self) -> list[str]:
+        """Registered names, in registration order."""
+        return list(self._by_name)
+
+    def __contains__(self, message: object) -> bool:
+        return type(message) in self._name_by_class
+
+    def name_of(self, message: object) -> str:
+        """The registered name of ``message``'s type; :class:`UnknownNameError` if unregistered."""
+        try:
+            return self._name_by_class[type(message)]
+        except KeyError:
+            raise UnknownNameError(
+                f"{type(message).__qualname__} is not a registered {self.kind}; "
+                f"registered: {', '.join(self.names) or 'none'}"
+            ) from None
+
+    def dump(self, message: object) -> tuple[str, Any]:
+        """The message as ``(name, plain data)`` ready for the codec."""
+        name = self.name_of(message)
+        return name, self._by_name[name].dump_python(message, mode="json")
+
+    def load(self, name: str, data: Any) -> Any:
+        """Build the message registered as ``name`` from plain data.
+
+        Raises :class:`UnknownNameError` or :class:`InvalidMessageError` (which names each field).
+        """
+        adapter = self._by_name.get(name) if isinstance(name, str) else None
+        if adapter is None:
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; registered: {', '.join(self.names) or 'none'}"
+            )
+        try:
+            return adapter.validate_python(data)
+        except pydantic.ValidationError as error:
+            raise InvalidMessageError(name, field_problems(error)) from None

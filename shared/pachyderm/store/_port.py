@@ -1,0 +1,61 @@
+"""The event store port: what the runtime needs from a database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from .._reference import Ref
+from ._records import Change, CommitOutcome, LoadedEntity, OutboxEntry, RecordedEvent
+
+
+class EventStore(Protocol):
+    """Durable histories, snapshots, command ids and the effect outbox.
+
+    Every backend passes the same contract suite (``tests/store/contract.py``).
+    """
+
+    async def migrate(self) -> int:
+        """Bring the schema up to date; safe when several processes run it at once.
+
+        Returns the schema version.
+        """
+        ...
+
+    async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
+        """The latest snapshot of ``ref`` and the events after it.
+
+        An entity with no history loads at version 0. Raises
+        :class:`~pachyderm.EntityTypeMismatchError` when the id belongs to another type.
+        """
+        ...
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        """Commit a batch in one transaction; one outcome per change, in order.
+
+        Changes to one entity apply in the order given, each seeing the ones
+        before it. A stale change (:class:`Conflict`) or an already committed
+        command id (:class:`Duplicate`) writes nothing, while the rest commit.
+        Raises :class:`~pachyderm.StoreError` when the transaction fails as a
+        whole; then nothing of the batch was written.
+        """
+        ...
+
+    async def history(
+        self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Events of one entity from ``from_version`` on, oldest first."""
+        ...
+
+    async def pending_effects(self, limit: int = 100) -> list[OutboxEntry]:
+        """Effects not yet marked published, oldest first."""
+        ...
+
+    async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
+        """Record that these effects reached the broker."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

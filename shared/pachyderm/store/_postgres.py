@@ -1,0 +1,233 @@
+"""The production event store: PostgreSQL through asyncpg.
+
+Each namespace lives in its own schema, so several isolated fleets can share
+one database. A whole batch commits in one round trip through the
+``pachyderm_commit`` function installed by the migrations.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
+from .._reference import Ref
+from ._migrations import migrations_for, pending
+from ._records import (
+    Change,
+    CommitOutcome,
+    Committed,
+    Conflict,
+    Duplicate,
+    LoadedEntity,
+    OutboxEntry,
+    RecordedEvent,
+    Snapshot,
+)
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_COMMIT = "SELECT outcome, version, reply FROM pachyderm_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"  # noqa: E501
+_EVENTS_FROM = """
+    SELECT entity_id, version, name, data, command_id, recorded_at FROM events
+     WHERE entity_id = $1 AND version >= $2 ORDER BY version LIMIT $3
+"""
+
+
+def check_schema_name(schema: str) -> str:
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
+    return schema
+
+
+@asynccontextmanager
+async def _translated_errors() -> AsyncIterator[None]:
+    """Present driver failures as Pachyderm's store errors."""
+    try:
+        yield
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as error:
+        raise StoreUnavailableError(f"PostgreSQL unavailable: {error}") from error
+    except asyncpg.PostgresError as error:
+        raise StoreError(f"PostgreSQL error: {error}") from error
+
+
+def _recorded(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        row["entity_id"],
+        row["version"],
+        row["name"],
+        row["data"],
+        row["command_id"],
+        row["recorded_at"],
+    )
+
+
+def _commit_arguments(changes: Sequence[Change]) -> list[list[Any]]:
+    """Flatten changes into the parallel arrays ``pachyderm_commit`` takes."""
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    (
+        ids,
+        types,
+        expected,
+        command_ids,
+        replies,
+        event_counts,
+        effect_counts,
+        snapshots,
+        event_names,
+        event_data,
+        effect_ids,
+        destinations,
+        payloads,
+    ) = columns
+    for change in changes:
+        ids.append(change.ref.id)
+        types.append(change.ref.type)
+        expected.append(change.expected_version)
+        command_ids.append(change.command_id)
+        replies.append(change.reply)
+        event_counts.append(len(change.events))
+        effect_counts.append(len(change.effects))
+        snapshots.append(change.snapshot.state if change.snapshot else None)
+        for event in change.events:
+            event_names.append(event.name)
+            event_data.append(event.data)
+        for effect in change.effects:
+            effect_ids.append(effect.effect_id)
+            destinations.append(effect.destination)
+            payloads.append(effect.payload)
+    return columns
+
+
+def _outcome(row: Any) -> CommitOutcome:
+    kind = row["outcome"]
+    if kind == "c":
+        return Committed(row["version"])
+    if kind == "d":
+        return Duplicate(row["reply"], row["version"])
+    return Conflict(row["version"])
+
+
+class PostgresEventStore:
+    """:class:`~pachyderm.store.EventStore` on PostgreSQL, one schema per namespace."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self._pool = pool
+        self.schema = schema
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, *, schema: str = "pachyderm", min_size: int = 1, max_size: int = 10
+    ) -> PostgresEventStore:
+        """Open a connection pool whose sessions see ``schema`` first."""
+        check_schema_name(schema)
+        async with _translated_errors():
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings={"search_path": schema, "application_name": "pachyderm"},
+            )
+        return cls(pool, schema)
+
+    async def migrate(self) -> int:
+        migrations = migrations_for("postgres")
+        async with _translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            # Serialise concurrent migrators (several pods starting at once):
+            # even CREATE SCHEMA IF NOT EXISTS can fail when two race.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('pachyderm.migrate'), hashtext($1))",
+                self.schema,
+            )
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.schema}".schema_migrations ('
+                "version int PRIMARY KEY, name text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = await conn.fetchval(
+                f'SELECT coalesce(max(version), 0) FROM "{self.schema}".schema_migrations'
+            )
+            for migration in pending(migrations, applied):
+                await self._apply(conn, migration.sql)
+                await conn.execute(
+                    f'INSERT INTO "{self.schema}".schema_migrations (version, name) '
+                    "VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+        return len(migrations)
+
+    async def _apply(self, conn: asyncpg.Connection, sql: str) -> None:
+        await conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
+        try:
+            await conn.execute(sql)
+        except asyncpg.PostgresError as error:
+            raise MigrationError(f"migration failed in schema {self.schema}: {error}") from error
+
+    async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
+        async with _translated_errors(), self._pool.acquire() as conn:
+            head = await conn.fetchrow(
+                "SELECT e.entity_type, s.version, s.state FROM entities e"
+                " LEFT JOIN snapshots s ON s.entity_id = e.entity_id AND $2"
+                " WHERE e.entity_id = $1",
+                ref.id,
+                use_snapshot,
+            )
+            if head is None:
+                return LoadedEntity(ref, None)
+            if head["entity_type"] != ref.type:
+                raise EntityTypeMismatchError(ref.id, head["entity_type"], ref.type)
+            snapshot = None if head["state"] is None else Snapshot(head["version"], head["state"])
+            rows = await conn.fetch(
+                _EVENTS_FROM, ref.id, (snapshot.version if snapshot else 0) + 1, None
+            )
+        return LoadedEntity(ref, snapshot, tuple(map(_recorded, rows)))
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        if not changes:
+            return []
+        # Lock entities in one global order (stable, so per-entity order
+        # holds): two overlapping batches then never deadlock.
+        order = sorted(range(len(changes)), key=lambda index: changes[index].ref.id)
+        async with _translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(_COMMIT, *_commit_arguments([changes[i] for i in order]))
+        by_index = dict(zip(order, map(_outcome, rows), strict=True))
+        return [by_index[index] for index in range(len(changes))]
+
+    async def history(
+        self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        async with _translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(_EVENTS_FROM, entity_id, from_version, limit)
+        return [_recorded(row) for row in rows]
+
+    async def pending_effects(self, limit: int = 100) -> list[OutboxEntry]:
+        async with _translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT effect_id, destination, payload, entity_id, command_id, created_at"
+                " FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1",
+                limit,
+            )
+        return [OutboxEntry(**dict(row)) for row in rows]
+
+    async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
+        async with _translated_errors(), self._pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now()"
+                " WHERE effect_id = ANY($1) AND published_at IS NULL",
+                list(effect_ids),
+            )
+
+    async def drop_namespace(self) -> None:
+        """Delete the whole schema with everything in it (tests, tear-down)."""
+        async with _translated_errors(), self._pool.acquire() as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,140 @@
+"""What goes into and comes out of an event store: plain records of bytes.
+
+The store never sees Python message types: events, states, replies and
+effects arrive encoded. That keeps the backends small and lets every backend
+pass one contract suite.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .._reference import Ref
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended: its registered name and encoded payload."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """A committed event. ``version`` is the entity's version once it applied (from 1)."""
+
+    entity_id: uuid.UUID
+    version: int
+    name: str
+    data: bytes
+    command_id: str | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The encoded state of an entity as of ``version``."""
+
+    version: int
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewEffect:
+    """An effect for the outbox. ``destination`` becomes the effects exchange's routing key."""
+
+    effect_id: uuid.UUID
+    destination: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An effect waiting in the outbox, with where it came from."""
+
+    effect_id: uuid.UUID
+    destination: str
+    payload: bytes
+    entity_id: uuid.UUID
+    command_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one command did to one entity, to be committed atomically with others.
+
+    The change applies only if the entity is still at ``expected_version`` and
+    ``command_id`` was never committed for this entity before. ``snapshot``,
+    when given, must be the state at ``expected_version + len(events)``.
+    """
+
+    ref: Ref
+    expected_version: int
+    command_id: str
+    events: Sequence[NewEvent] = ()
+    reply: bytes = b""
+    effects: Sequence[NewEffect] = ()
+    snapshot: Snapshot | None = None
+
+    @property
+    def new_version(self) -> int:
+        return self.expected_version + len(self.events)
+
+    def __post_init__(self) -> None:
+        if self.expected_version < 0:
+            raise ValueError("expected_version must not be negative")
+        if not self.command_id:
+            raise ValueError("a change needs a command id")
+        if self.snapshot is not None and self.snapshot.version != self.new_version:
+            raise ValueError(
+                f"snapshot at version {self.snapshot.version} does not match "
+                f"the new version {self.new_version}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The change is durable; the entity is now at ``version``."""
+
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The command id was committed before: nothing was written; here is its reply."""
+
+    reply: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """The entity moved on (or is of another type): nothing was written.
+
+    ``actual_version`` is the entity's version when the commit looked.
+    """
+
+    actual_version: int
+
+
+CommitOutcome = Committed | Duplicate | Conflict
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedEntity:
+    """An entity as stored: its latest snapshot (if any) and every event after it."""
+
+    ref: Ref
+    snapshot: Snapshot | None
+    events: Sequence[RecordedEvent] = field(default_factory=tuple)
+
+    @property
+    def version(self) -> int:
+        if self.events:
+            return self.events[-1].version
+        return self.snapshot.version if self.snapshot else 0

@@ -1,0 +1,31 @@
+"""Checks against a real store: does the stored history fold into the live state?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._app import App
+from .._reference import Ref
+from ..store import EventStore
+
+_ANY: Any = object()
+
+
+async def assert_replay_matches(
+    store: EventStore, app: App, ref: Ref, live_state: Any = _ANY
+) -> Any:
+    """Assert that ``ref``'s full history, its snapshot path and ``live_state`` agree.
+
+    Returns the replayed state.
+    """
+    entity_type = app.entity_type(ref.type)
+    from_history = entity_type.replay(await store.load(ref, use_snapshot=False))
+    from_snapshot = entity_type.replay(await store.load(ref))
+    assert from_snapshot == from_history, (
+        f"{ref}: snapshot + tail gives {from_snapshot!r}, full history gives {from_history!r}"
+    )
+    if live_state is not _ANY:
+        assert from_history == live_state, (
+            f"{ref}: history replays to {from_history!r}, live state is {live_state!r}"
+        )
+    return from_history

@@ -1,0 +1,334 @@
+"""The event store contract: every backend runs these same tests.
+
+A backend's test module subclasses :class:`EventStoreContract` and provides the
+``open_store`` fixture: an async factory returning a new, migrated store on one
+shared, empty namespace (a new connection each call, for the race tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from pachyderm import EntityTypeMismatchError, Ref, StoreError
+from pachyderm.store import (
+    Change,
+    Committed,
+    Conflict,
+    Duplicate,
+    EventStore,
+    NewEffect,
+    NewEvent,
+    Snapshot,
+)
+
+StoreFactory = Callable[[], Awaitable[EventStore]]
+
+
+def counter(key: str = "a") -> Ref:
+    return Ref.from_key("counter", key)
+
+
+def events(*names: str) -> tuple[NewEvent, ...]:
+    return tuple(NewEvent(name, name.encode()) for name in names)
+
+
+def effect(tag: str) -> NewEffect:
+    return NewEffect(uuid.uuid4(), f"effect.{tag}", tag.encode())
+
+
+class EventStoreContract:
+    @pytest.fixture
+    async def store(self, open_store: StoreFactory) -> EventStore:
+        return await open_store()
+
+    # -- loading -----------------------------------------------------------
+
+    async def test_unknown_entity_loads_empty_at_version_zero(self, store: EventStore) -> None:
+        loaded = await store.load(counter())
+        assert (loaded.version, loaded.snapshot, list(loaded.events)) == (0, None, [])
+
+    async def test_committed_events_load_back_in_order(self, store: EventStore) -> None:
+        ref = counter()
+        outcomes = await store.commit([Change(ref, 0, "c1", events("a", "b", "c"), b"r1")])
+        assert outcomes == [Committed(3)]
+        loaded = await store.load(ref)
+        assert [(e.version, e.name, e.data) for e in loaded.events] == [
+            (1, "a", b"a"),
+            (2, "b", b"b"),
+            (3, "c", b"c"),
+        ]
+        assert {e.command_id for e in loaded.events} == {"c1"}
+        assert all(e.entity_id == ref.id for e in loaded.events)
+        assert all(e.recorded_at.tzinfo is not None for e in loaded.events)
+        assert loaded.version == 3
+
+    async def test_binary_payloads_survive_byte_for_byte(self, store: EventStore) -> None:
+        payload = bytes(range(256)) * 64
+        await store.commit([Change(counter(), 0, "c1", [NewEvent("blob", payload)])])
+        assert (await store.load(counter())).events[0].data == payload
+
+    async def test_loading_as_another_type_is_refused(self, store: EventStore) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a"))])
+        with pytest.raises(EntityTypeMismatchError, match="counter"):
+            await store.load(Ref("account", ref.id))
+
+    # -- the version check ---------------------------------------------------
+
+    async def test_stale_change_conflicts_and_writes_nothing(self, store: EventStore) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a", "b"))])
+        stale = Change(ref, 1, "c2", events("x"), b"r", [effect("x")])
+        assert await store.commit([stale]) == [Conflict(2)]
+        assert [e.name for e in (await store.load(ref)).events] == ["a", "b"]
+        assert await store.pending_effects() == []
+        # The conflicting command id was not recorded: it can commit later.
+        assert await store.commit([Change(ref, 2, "c2", events("y"))]) == [Committed(3)]
+
+    async def test_creating_an_existing_entity_conflicts(self, store: EventStore) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a"))])
+        assert await store.commit([Change(ref, 0, "c2", events("b"))]) == [Conflict(1)]
+
+    async def test_expecting_a_version_of_a_missing_entity_conflicts(
+        self, store: EventStore
+    ) -> None:
+        assert await store.commit([Change(counter(), 4, "c1", events("a"))]) == [Conflict(0)]
+        assert (await store.load(counter())).version == 0
+
+    async def test_committing_as_another_type_conflicts(self, store: EventStore) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a"))])
+        other = Ref("account", ref.id)
+        assert await store.commit([Change(other, 1, "c2", events("b"))]) == [Conflict(1)]
+        assert await store.commit([Change(other, 0, "c3", events("b"))]) == [Conflict(1)]
+        assert (await store.load(ref)).version == 1
+
+    async def test_a_stale_change_does_not_stop_the_rest_of_the_batch(
+        self, store: EventStore
+    ) -> None:
+        first, second, third = counter("1"), counter("2"), counter("3")
+        await store.commit([Change(second, 0, "setup", events("s"))])
+        outcomes = await store.commit(
+            [
+                Change(first, 0, "c1", events("a")),
+                Change(second, 0, "c2", events("b"), b"", [effect("lost")]),
+                Change(third, 0, "c3", events("c", "d"), b"", [effect("kept")]),
+            ]
+        )
+        assert outcomes == [Committed(1), Conflict(1), Committed(2)]
+        assert [e.destination for e in await store.pending_effects()] == ["effect.kept"]
+
+    async def test_changes_to_one_entity_apply_in_batch_order(self, store: EventStore) -> None:
+        ref = counter()
+        outcomes = await store.commit(
+            [
+                Change(ref, 0, "c1", events("a", "b")),
+                Change(ref, 2, "c2", events("c")),
+                Change(ref, 3, "c3", events("d")),
+            ]
+        )
+        assert outcomes == [Committed(2), Committed(3), Committed(4)]
+        assert [(e.name, e.command_id) for e in (await store.load(ref)).events] == [
+            ("a", "c1"),
+            ("b", "c1"),
+            ("c", "c2"),
+            ("d", "c3"),
+        ]
+
+    async def test_a_change_built_on_a_conflicting_one_conflicts_too(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c0", events("a"))])
+        outcomes = await store.commit(
+            [
+                Change(ref, 0, "c1", events("b")),
+                Change(ref, 1, "c2", events("c")),
+            ]
+        )
+        # c2 was computed on top of c1, which lost; c2 happens to expect the
+        # real version, so it commits: the store judges each change on its own.
+        assert outcomes == [Conflict(1), Committed(2)]
+
+    async def test_effect_only_change_checks_the_version_without_new_events(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a"))])
+        assert await store.commit([Change(ref, 1, "c2", (), b"r", [effect("e")])]) == [Committed(1)]
+        assert await store.commit([Change(ref, 0, "c3", (), b"r", [effect("f")])]) == [Conflict(1)]
+        assert [e.destination for e in await store.pending_effects()] == ["effect.e"]
+        assert await store.commit([Change(ref, 1, "c2", (), b"r")]) == [Duplicate(b"r", 1)]
+
+    # -- command ids ---------------------------------------------------------
+
+    async def test_a_seen_command_id_returns_the_stored_reply_and_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a"), b"first reply", [effect("e")])])
+        again = Change(ref, 1, "c1", events("a"), b"second reply", [effect("e2")])
+        assert await store.commit([again]) == [Duplicate(b"first reply", 1)]
+        stale_again = Change(ref, 0, "c1", events("a"), b"third reply")
+        assert await store.commit([stale_again]) == [Duplicate(b"first reply", 1)]
+        assert (await store.load(ref)).version == 1
+        assert len(await store.pending_effects()) == 1
+
+    async def test_a_command_id_repeated_within_one_batch_applies_once(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        outcomes = await store.commit(
+            [
+                Change(ref, 0, "c1", events("a"), b"reply"),
+                Change(ref, 1, "c1", events("a"), b"other"),
+            ]
+        )
+        assert outcomes == [Committed(1), Duplicate(b"reply", 1)]
+
+    async def test_command_ids_are_scoped_to_their_entity(self, store: EventStore) -> None:
+        outcomes = await store.commit(
+            [
+                Change(counter("1"), 0, "same", events("a"), b"one"),
+                Change(counter("2"), 0, "same", events("a"), b"two"),
+            ]
+        )
+        assert outcomes == [Committed(1), Committed(1)]
+        again = await store.commit([Change(counter("2"), 1, "same", events("a"))])
+        assert again == [Duplicate(b"two", 1)]
+
+    # -- snapshots -------------------------------------------------------------
+
+    async def test_load_starts_from_the_latest_snapshot(self, store: EventStore) -> None:
+        ref = counter()
+        await store.commit(
+            [
+                Change(ref, 0, "c1", events("a", "b"), snapshot=Snapshot(2, b"state@2")),
+                Change(ref, 2, "c2", events("c")),
+                Change(ref, 3, "c3", events("d"), snapshot=Snapshot(4, b"state@4")),
+                Change(ref, 4, "c4", events("e")),
+            ]
+        )
+        loaded = await store.load(ref)
+        assert loaded.snapshot == Snapshot(4, b"state@4")
+        assert [e.version for e in loaded.events] == [5]
+        assert loaded.version == 5
+        full = await store.load(ref, use_snapshot=False)
+        assert full.snapshot is None
+        assert [e.version for e in full.events] == [1, 2, 3, 4, 5]
+
+    async def test_a_snapshot_of_a_conflicting_change_is_not_written(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a"), snapshot=Snapshot(1, b"good"))])
+        stale = Change(ref, 0, "c2", events("x"), snapshot=Snapshot(1, b"bad"))
+        assert await store.commit([stale]) == [Conflict(1)]
+        assert (await store.load(ref)).snapshot == Snapshot(1, b"good")
+
+    def test_a_snapshot_must_match_the_new_version(self) -> None:
+        with pytest.raises(ValueError, match="snapshot"):
+            Change(counter(), 0, "c1", events("a"), snapshot=Snapshot(3, b"s"))
+
+    # -- history ---------------------------------------------------------------
+
+    async def test_history_reads_from_a_version_with_a_limit(self, store: EventStore) -> None:
+        ref = counter()
+        names = [f"e{n}" for n in range(1, 11)]
+        await store.commit([Change(ref, 0, "c1", events(*names), snapshot=Snapshot(10, b"s"))])
+        assert [e.version for e in await store.history(ref.id)] == list(range(1, 11))
+        assert [e.name for e in await store.history(ref.id, 4, limit=3)] == ["e4", "e5", "e6"]
+        assert await store.history(ref.id, 11) == []
+        assert await store.history(uuid.uuid4()) == []
+
+    # -- the outbox --------------------------------------------------------------
+
+    async def test_effects_wait_in_the_outbox_until_marked_published(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        first, second, third = effect("1"), effect("2"), effect("3")
+        await store.commit([Change(ref, 0, "c1", events("a"), b"", [first, second])])
+        await store.commit([Change(ref, 1, "c2", events("b"), b"", [third])])
+        pending = await store.pending_effects()
+        assert [e.effect_id for e in pending] == [
+            first.effect_id,
+            second.effect_id,
+            third.effect_id,
+        ]
+        assert [(e.entity_id, e.command_id) for e in pending] == [
+            (ref.id, "c1"),
+            (ref.id, "c1"),
+            (ref.id, "c2"),
+        ]
+        assert (pending[0].destination, pending[0].payload) == ("effect.1", b"1")
+        assert [e.effect_id for e in await store.pending_effects(limit=1)] == [first.effect_id]
+        await store.mark_published([first.effect_id, third.effect_id])
+        assert [e.effect_id for e in await store.pending_effects()] == [second.effect_id]
+        await store.mark_published([second.effect_id, second.effect_id])
+        assert await store.pending_effects() == []
+
+    # -- atomicity -----------------------------------------------------------------
+
+    async def test_a_batch_that_fails_as_a_whole_writes_nothing(self, store: EventStore) -> None:
+        clash = effect("same")
+        with pytest.raises(StoreError):
+            await store.commit(
+                [
+                    Change(counter("1"), 0, "c1", events("a"), b"", [clash]),
+                    Change(counter("2"), 0, "c2", events("b"), b"", [clash]),
+                ]
+            )
+        assert (await store.load(counter("1"))).version == 0
+        assert (await store.load(counter("2"))).version == 0
+        assert await store.pending_effects() == []
+
+    async def test_an_empty_batch_commits_nothing(self, store: EventStore) -> None:
+        assert await store.commit([]) == []
+
+    # -- schema ------------------------------------------------------------------------
+
+    async def test_migrating_again_is_harmless(self, store: EventStore) -> None:
+        await store.commit([Change(counter(), 0, "c1", events("a"))])
+        version = await store.migrate()
+        assert version >= 1
+        assert await store.migrate() == version
+        assert (await store.load(counter())).version == 1
+
+    # -- concurrency -------------------------------------------------------------------
+
+    async def test_racing_writers_each_version_has_exactly_one_winner(
+        self, open_store: StoreFactory
+    ) -> None:
+        writers, rounds = 8, 15
+        stores = [await open_store() for _ in range(writers)]
+        ref = counter("contended")
+        wins: list[tuple[int, str]] = []
+        conflicts = 0
+
+        async def writer(number: int, store: EventStore) -> None:
+            nonlocal conflicts
+            for attempt in range(rounds):
+                version = (await store.load(ref)).version
+                command_id = f"w{number}-{attempt}"
+                change = Change(ref, version, command_id, [NewEvent("e", command_id.encode())])
+                [outcome] = await store.commit([change])
+                if isinstance(outcome, Committed):
+                    assert outcome.version == version + 1
+                    wins.append((outcome.version, command_id))
+                else:
+                    assert isinstance(outcome, Conflict)
+                    assert outcome.actual_version > version
+                    conflicts += 1
+
+        await asyncio.gather(*(writer(n, s) for n, s in enumerate(stores)))
+        history = await stores[0].history(ref.id)
+        assert [e.version for e in history] == list(range(1, len(history) + 1))
+        assert sorted(wins) == [(e.version, e.command_id) for e in history]
+        assert len(wins) + conflicts == writers * rounds
+        assert conflicts > 0, "the writers never overlapped: the race did not happen"
