@@ -64,7 +64,7 @@ class Box(Entity[list[str]]):
                 return [], ["not an effect"]
             case "bad send":
                 return [], [Send(Ref.from_key("nobody", "x"), Do("x"))]
-        return "a string"  # type: ignore[return-value]
+        return "a string"
 
     def update(self, event: Done, state: list[str]) -> list[str]:
         return [*state, event.what]
@@ -161,5 +161,5 @@ def test_an_app_names_what_it_does_not_know() -> None:
 def test_an_entity_with_duplicate_message_names_fails_at_definition() -> None:
     with pytest.raises(DuplicateNameError):
 
-        class Twice(Box):
+        class Twice(Entity[None]):
             commands = MappingProxyType({"Do": Do, "Again": Do})

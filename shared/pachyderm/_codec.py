@@ -44,27 +44,44 @@ def encode(value: Any) -> bytes:
 
 
 def _reject_extension(code: int, data: bytes) -> Any:
-    raise DecodeError(f"msgpack extension types are not accepted (type {code})")
+    raise DecodeError("msgpack extension types are not accepted")
 
 
-def decode(data: bytes, content_type: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Any:
+Body = bytes | bytearray | memoryview
+
+# No container may declare more items than the body has bytes, so what a
+# body this small can make msgpack allocate up front stays under a MiB
+# (measured); larger bodies are walked first (see _check_msgpack_containers).
+_PRESCAN_ABOVE = 1024
+
+
+def decode(data: Body, content_type: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode a message body; ``content_type`` defaults to msgpack.
 
     Raises :class:`DecodeError` (or :class:`UnsupportedContentTypeError`) and nothing else.
     """
     kind = _media_type(content_type)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise DecodeError(f"body must be bytes, got {type(data).__name__}")
-    if len(data) > limits.max_bytes:
-        raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {limits.max_bytes}")
-    value = _decode_json(bytes(data)) if kind in _JSON_ALIASES else _decode_msgpack(data, limits)
+    body = _as_bytes(data, limits)
+    value = _decode_json(body) if kind in _JSON_ALIASES else _decode_msgpack(body, limits)
     _check_shape(value, limits)
     return value
+
+
+def _as_bytes(data: Body, limits: Limits) -> bytes:
+    """The body as bytes, refused before copying when it is over the size limit."""
+    if not isinstance(data, Body):
+        raise DecodeError(f"body must be bytes, got {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > limits.max_bytes:
+        raise DecodeError(f"message of {size} bytes exceeds the limit of {limits.max_bytes}")
+    return data.tobytes() if isinstance(data, memoryview) else bytes(data)
 
 
 def _media_type(content_type: str | None) -> str:
     if not content_type:
         return MSGPACK
+    if not isinstance(content_type, str):
+        raise UnsupportedContentTypeError("content type must be text")
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind in _MSGPACK_ALIASES or kind in _JSON_ALIASES:
         return kind
@@ -73,26 +90,82 @@ def _media_type(content_type: str | None) -> str:
     )
 
 
-def _decode_msgpack(data: bytes | bytearray | memoryview, limits: Limits) -> Any:
+def _decode_msgpack(data: bytes, limits: Limits) -> Any:
+    # No container can hold more items than the body has bytes; the item and
+    # depth limits proper are checked by the walks before and after.
+    limits_by_kind = {
+        "max_str_len": len(data),
+        "max_bin_len": len(data),
+        "max_array_len": len(data),
+        "max_map_len": len(data) // 2,
+        "max_ext_len": len(data),
+    }
     try:
+        if len(data) > _PRESCAN_ABOVE:
+            _check_msgpack_containers(data, limits, limits_by_kind)
         return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
             ext_hook=_reject_extension,
             timestamp=0,
-            max_str_len=limits.max_bytes,
-            max_bin_len=limits.max_bytes,
-            max_array_len=limits.max_items,
-            max_map_len=limits.max_items,
-            max_ext_len=0,
+            **limits_by_kind,
         )
     except DecodeError:
         raise
     except msgpack.ExtraData:
         raise DecodeError("trailing bytes after the msgpack value") from None
     except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as error:
-        raise DecodeError(f"malformed msgpack: {error or type(error).__name__}") from None
+        raise DecodeError(f"malformed msgpack: {str(error) or type(error).__name__}") from None
+
+
+def _is_extension(marker: int) -> bool:
+    return 0xC7 <= marker <= 0xC9 or 0xD4 <= marker <= 0xD8
+
+
+def _check_msgpack_containers(data: bytes, limits: Limits, limits_by_kind: dict[str, int]) -> None:
+    """Walk container headers before decoding, without building anything.
+
+    msgpack allocates a container's declared length up front, so a short
+    hostile body of nested huge headers could claim gigabytes before any
+    check after decoding ran. Depth and item counts are enforced here first.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1), **limits_by_kind)
+    unpacker.feed(data)
+    remaining = [1]  # items still to read in each open container
+    items = 0
+    while remaining:
+        if remaining[-1] == 0:
+            remaining.pop()
+            continue
+        remaining[-1] -= 1
+        position = unpacker.tell()
+        marker = data[position] if position < len(data) else None
+        if marker is None:
+            raise DecodeError("malformed msgpack: the body ends before the value does")
+        if 0x90 <= marker <= 0x9F or marker in (0xDC, 0xDD):
+            count = unpacker.read_array_header()
+            slots = count
+        elif 0x80 <= marker <= 0x8F or marker in (0xDE, 0xDF):
+            count = unpacker.read_map_header()
+            slots = 2 * count
+        elif _is_extension(marker):
+            raise DecodeError("msgpack extension types are not accepted")
+        else:
+            unpacker.skip()
+            continue
+        left = len(data) - unpacker.tell()
+        if slots > left:
+            raise DecodeError(
+                f"malformed msgpack: a container declares {count} items "
+                f"but only {left} bytes follow"
+            )
+        items += count
+        if len(remaining) > limits.max_depth:
+            raise DecodeError(f"nesting deeper than {limits.max_depth} levels")
+        if items > limits.max_items:
+            raise DecodeError(f"more than {limits.max_items} items in one message")
+        remaining.append(slots)
 
 
 def _reject_constant(name: str) -> Any:
@@ -116,13 +189,15 @@ def _decode_json(data: bytes) -> Any:
 
 
 def _check_shape(value: Any, limits: Limits) -> None:
-    """Enforce nesting depth, total item count, string keys and finite floats."""
+    """Enforce nesting depth, total item count, string keys, finite floats, no extensions."""
     pending: list[tuple[Any, int]] = [(value, 1)]
     items = 0
     while pending:
         node, depth = pending.pop()
         if isinstance(node, float) and not math.isfinite(node):
             raise DecodeError("NaN and infinite numbers are not accepted")
+        if isinstance(node, msgpack.Timestamp):  # the one extension msgpack decodes itself
+            raise DecodeError("msgpack extension types are not accepted")
         if not isinstance(node, dict | list):
             continue
         if depth > limits.max_depth:

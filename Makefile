@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Each sets up its own virtual environment from pyproject.toml on first use.
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The machine's PostgreSQL, unless the environment names another.
+PACHYDERM_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export PACHYDERM_TEST_DATABASE_URL
+
+.PHONY: run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --editable '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/python -m examples.demo
+
+test: $(BIN)/.installed
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.store_commit
+
+clean:
+	rm -rf $(VENV) pachyderm.db pachyderm.db-wal pachyderm.db-shm

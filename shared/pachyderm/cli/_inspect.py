@@ -1,0 +1,101 @@
+"""``pachyderm inspect``: an entity's history and state, for a person or a machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .. import _codec
+from .._entity_type import EntityType
+from .._errors import InvalidEntityIdError
+from .._loading import load_app
+from .._reference import Ref
+from .._settings import Settings
+from ..store import LoadedEntity, RecordedEvent, open_store
+
+
+def _ref(arguments: argparse.Namespace) -> Ref:
+    if arguments.key:
+        return Ref.from_key(arguments.type, arguments.id)
+    try:
+        return Ref.parse(arguments.type, arguments.id)
+    except InvalidEntityIdError as error:
+        raise InvalidEntityIdError(f"{error} (a natural key? add --key)") from None
+
+
+async def inspect_entity(settings: Settings, arguments: argparse.Namespace) -> None:
+    ref = _ref(arguments)
+    entity_type = load_app(settings.app).entity_type(ref.type) if settings.app else None
+    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    try:
+        loaded = await store.load(ref, use_snapshot=False)
+    finally:
+        await store.close()
+    events = [e for e in loaded.events if e.version >= arguments.from_version]
+    state = entity_type.dump_state(entity_type.replay(loaded)) if entity_type else None
+    if arguments.json:
+        print(json.dumps(_as_json(ref, loaded.version, events, state, entity_type), indent=2))
+    else:
+        print(_as_text(ref, loaded, events, state, entity_type))
+
+
+def _event_data(event: RecordedEvent, entity_type: EntityType[Any] | None) -> Any:
+    if entity_type is None:
+        return _codec.decode(event.data)
+    return _plain(entity_type.events.dump(entity_type.decode_event(event.name, event.data))[1])
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=repr))
+
+
+def _as_json(
+    ref: Ref,
+    version: int,
+    events: list[RecordedEvent],
+    state: Any,
+    entity_type: EntityType[Any] | None,
+) -> dict[str, Any]:
+    return {
+        "type": ref.type,
+        "id": str(ref.id),
+        "version": version,
+        "state": state,
+        "events": [
+            {
+                "version": e.version,
+                "name": e.name,
+                "data": _plain(_event_data(e, entity_type)),
+                "command_id": e.command_id,
+                "recorded_at": e.recorded_at.isoformat(),
+            }
+            for e in events
+        ],
+    }
+
+
+def _as_text(
+    ref: Ref,
+    loaded: LoadedEntity,
+    events: list[RecordedEvent],
+    state: Any,
+    entity_type: EntityType[Any] | None,
+) -> str:
+    if loaded.version == 0:
+        return f"{ref}: no history (a new entity)"
+    lines = [f"{ref} at version {loaded.version}", ""]
+    width = max(len(e.name) for e in events) if events else 0
+    for event in events:
+        data = json.dumps(_plain(_event_data(event, entity_type)), ensure_ascii=False)
+        when = event.recorded_at.strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(
+            f"  v{event.version:<5} {when}  {event.name:<{width}}  {data}"
+            f"  [command {event.command_id}]"
+        )
+    lines.append("")
+    if entity_type is None:
+        lines.append("state: pass --app (or set PACHYDERM_APP) to fold the history into state")
+    else:
+        lines.append(f"state: {json.dumps(state, ensure_ascii=False)}")
+    return "\n".join(lines)

@@ -1,0 +1,387 @@
+"""The embedded event store: SQLite through the standard library's ``sqlite3``.
+
+``sqlite3`` is synchronous, so each store owns one connection and one worker
+thread that does all of its database work; the event loop only waits for
+results. Commits and migrations take the write lock up front (``BEGIN
+IMMEDIATE``), so the version check and the writes see the same database even
+when other stores or processes write to the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar, TypeVarTuple
+
+from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
+from .._reference import Ref
+from ._migrations import Migration, migrations_for, pending
+from ._records import (
+    Change,
+    CommitOutcome,
+    Committed,
+    Conflict,
+    Duplicate,
+    LoadedEntity,
+    OutboxEntry,
+    RecordedEvent,
+    Snapshot,
+)
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+# Failures worth retrying: another writer held the lock too long, or the file
+# (disk, permissions, locking protocol) is in trouble.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+_EVENTS_FROM = """
+    SELECT entity_id, version, name, data, command_id, recorded_at FROM events
+     WHERE entity_id = ? AND version >= ? ORDER BY version LIMIT ?
+"""
+_HEAD = """
+    SELECT e.entity_type, s.version, s.state FROM entities e
+      LEFT JOIN snapshots s ON s.entity_id = e.entity_id AND ?
+     WHERE e.entity_id = ?
+"""
+_UPSERT_ENTITY = """
+    INSERT INTO entities (entity_id, entity_type, version, updated_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (entity_id) DO UPDATE
+       SET version = excluded.version, updated_at = excluded.updated_at
+"""
+_INSERT_EVENT = """
+    INSERT INTO events (entity_id, version, name, data, command_id, recorded_at)
+    VALUES (?, ?, ?, ?, ?, ?)
+"""
+_INSERT_COMMAND = """
+    INSERT INTO commands (entity_id, command_id, version, reply, recorded_at)
+    VALUES (?, ?, ?, ?, ?)
+"""
+_INSERT_EFFECT = """
+    INSERT INTO outbox (effect_id, entity_id, command_id, destination, payload, created_at)
+    VALUES (?, ?, ?, ?, ?, ?)
+"""
+# A snapshot only ever moves forward.
+_UPSERT_SNAPSHOT = """
+    INSERT INTO snapshots (entity_id, version, state, taken_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (entity_id) DO UPDATE
+       SET version = excluded.version, state = excluded.state, taken_at = excluded.taken_at
+     WHERE snapshots.version < excluded.version
+"""
+_PENDING_EFFECTS = """
+    SELECT effect_id, destination, payload, entity_id, command_id, created_at FROM outbox
+     WHERE published_at IS NULL ORDER BY position LIMIT ?
+"""
+
+
+def _now() -> str:
+    # Fixed-width ISO 8601 in UTC, so the text sorts like the time it shows.
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    # The schema keeps times in UTC: text without an offset is UTC too.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Present driver failures as Pachyderm's store errors."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        # Errors raised by the sqlite3 module itself carry no SQLite code.
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in _UNAVAILABLE:
+            raise StoreUnavailableError(f"SQLite unavailable: {error}") from error
+        raise StoreError(f"SQLite error: {error}") from error
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """Run the block in one transaction: committed if it returns, else rolled back."""
+    connection.execute(begin)
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        # rollback() is a no-op if SQLite already rolled back on its own.
+        connection.rollback()
+        raise
+
+
+def _connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
+    # Autocommit mode: transactions are begun explicitly, never implicitly.
+    connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        # WAL lets readers run beside the writer (an in-memory database
+        # ignores it); FULL syncs every commit, so a success reply is durable.
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements.
+
+    ``executescript`` would commit the migration's transaction first, so the
+    statements run one by one; ``complete_statement`` keeps semicolons inside
+    comments, strings and trigger bodies from splitting a statement.
+    """
+    *pieces, tail = script.split(";")
+    statement = ""
+    for piece in pieces:
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
+    if (statement + tail).strip():
+        yield statement + tail
+
+
+def _apply_migration(connection: sqlite3.Connection, migration: Migration) -> None:
+    try:
+        for statement in _statements(migration.sql):
+            connection.execute(statement)
+    except sqlite3.Error as error:
+        raise MigrationError(
+            f"SQLite migration {migration.version} ({migration.name}) failed: {error}"
+        ) from error
+    connection.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        (migration.version, migration.name, _now()),
+    )
+
+
+def _migrate(connection: sqlite3.Connection) -> int:
+    migrations = migrations_for("sqlite")
+    # The write lock serialises concurrent migrators: each later one finds
+    # the migrations already recorded and applies nothing.
+    with _transaction(connection, "BEGIN IMMEDIATE"):
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        (applied,) = connection.execute(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations"
+        ).fetchone()
+        for migration in pending(migrations, applied):
+            _apply_migration(connection, migration)
+    return len(migrations)
+
+
+def _recorded(row: Any) -> RecordedEvent:
+    entity_id, version, name, data, command_id, recorded_at = row
+    return RecordedEvent(
+        uuid.UUID(bytes=entity_id), version, name, data, command_id, _time(recorded_at)
+    )
+
+
+def _history(
+    connection: sqlite3.Connection, entity_id: uuid.UUID, from_version: int, limit: int | None
+) -> list[RecordedEvent]:
+    # SQLite reads a negative LIMIT as "no limit".
+    rows = connection.execute(
+        _EVENTS_FROM, (entity_id.bytes, from_version, -1 if limit is None else limit)
+    )
+    return [_recorded(row) for row in rows]
+
+
+def _load(connection: sqlite3.Connection, ref: Ref, use_snapshot: bool) -> LoadedEntity:
+    # One read transaction: the snapshot and the events come from one state.
+    with _transaction(connection, "BEGIN"):
+        head = connection.execute(_HEAD, (use_snapshot, ref.id.bytes)).fetchone()
+        if head is None:
+            return LoadedEntity(ref, None)
+        stored_type, version, state = head
+        if stored_type != ref.type:
+            raise EntityTypeMismatchError(ref.id, stored_type, ref.type)
+        snapshot = None if state is None else Snapshot(version, state)
+        events = _history(connection, ref.id, (snapshot.version if snapshot else 0) + 1, None)
+    return LoadedEntity(ref, snapshot, tuple(events))
+
+
+def _check(connection: sqlite3.Connection, change: Change) -> CommitOutcome | None:
+    """The outcome of a change that must not be written, or None if it may commit."""
+    entity_id = change.ref.id.bytes
+    stored = connection.execute(
+        "SELECT version, reply FROM commands WHERE entity_id = ? AND command_id = ?",
+        (entity_id, change.command_id),
+    ).fetchone()
+    if stored is not None:
+        return Duplicate(stored[1], stored[0])
+    row = connection.execute(
+        "SELECT entity_type, version FROM entities WHERE entity_id = ?", (entity_id,)
+    ).fetchone()
+    if row is None:
+        # Only a change creating the entity may find it missing.
+        return None if change.expected_version == 0 else Conflict(0)
+    entity_type, version = row
+    if entity_type != change.ref.type or version != change.expected_version:
+        return Conflict(version)
+    return None
+
+
+def _write(connection: sqlite3.Connection, change: Change, now: str) -> Committed:
+    entity_id, command_id = change.ref.id.bytes, change.command_id
+    connection.execute(_UPSERT_ENTITY, (entity_id, change.ref.type, change.new_version, now))
+    connection.executemany(
+        _INSERT_EVENT,
+        [
+            (entity_id, change.expected_version + offset, event.name, event.data, command_id, now)
+            for offset, event in enumerate(change.events, start=1)
+        ],
+    )
+    connection.execute(
+        _INSERT_COMMAND, (entity_id, command_id, change.new_version, change.reply, now)
+    )
+    connection.executemany(
+        _INSERT_EFFECT,
+        [
+            (effect.effect_id.bytes, entity_id, command_id, effect.destination, effect.payload, now)
+            for effect in change.effects
+        ],
+    )
+    if change.snapshot is not None:
+        snapshot = change.snapshot
+        connection.execute(_UPSERT_SNAPSHOT, (entity_id, snapshot.version, snapshot.state, now))
+    return Committed(change.new_version)
+
+
+def _commit(connection: sqlite3.Connection, changes: Sequence[Change]) -> list[CommitOutcome]:
+    now = _now()
+    # Holding the write lock from the start, each check sees every write
+    # before it, including earlier changes of this batch.
+    with _transaction(connection, "BEGIN IMMEDIATE"):
+        outcomes = []
+        for change in changes:
+            refused = _check(connection, change)
+            outcomes.append(refused if refused is not None else _write(connection, change, now))
+    return outcomes
+
+
+def _outbox_entry(row: Any) -> OutboxEntry:
+    effect_id, destination, payload, entity_id, command_id, created_at = row
+    return OutboxEntry(
+        uuid.UUID(bytes=effect_id),
+        destination,
+        payload,
+        uuid.UUID(bytes=entity_id),
+        command_id,
+        _time(created_at),
+    )
+
+
+def _pending_effects(connection: sqlite3.Connection, limit: int) -> list[OutboxEntry]:
+    return [_outbox_entry(row) for row in connection.execute(_PENDING_EFFECTS, (limit,))]
+
+
+def _mark_published(connection: sqlite3.Connection, effect_ids: Sequence[uuid.UUID]) -> None:
+    now = _now()
+    with _transaction(connection, "BEGIN IMMEDIATE"):
+        connection.executemany(
+            "UPDATE outbox SET published_at = ? WHERE effect_id = ? AND published_at IS NULL",
+            [(now, effect_id.bytes) for effect_id in effect_ids],
+        )
+
+
+class SqliteEventStore:
+    """:class:`~pachyderm.store.EventStore` in one SQLite file (or in memory).
+
+    Several stores, in one process or many, may share a file: SQLite's write
+    lock serialises their commits.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, worker: ThreadPoolExecutor) -> None:
+        """Use :meth:`open`; ``connection`` belongs to the single thread of ``worker``."""
+        self._connection = connection
+        self._worker = worker
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0
+    ) -> SqliteEventStore:
+        """Open (creating if needed) the database at ``path``; ``":memory:"`` is private.
+
+        A writer finding the file locked waits up to ``busy_timeout`` seconds
+        before failing with :class:`~pachyderm.StoreUnavailableError`.
+        """
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pachyderm-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            with _translated_errors():
+                connection = await loop.run_in_executor(worker, _connect, path, busy_timeout)
+        except BaseException:
+            worker.shutdown()
+            raise
+        return cls(connection, worker)
+
+    async def _run(self, work: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        """Run ``work(connection, *args)`` on the store's thread."""
+        if self._closed:
+            raise StoreError("the SQLite event store is closed")
+        loop = asyncio.get_running_loop()
+        with _translated_errors():
+            return await loop.run_in_executor(self._worker, work, self._connection, *args)
+
+    async def migrate(self) -> int:
+        """Apply the pending migrations; safe when several stores run it at once.
+
+        Returns the schema version.
+        """
+        return await self._run(_migrate)
+
+    async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
+        """The latest snapshot of ``ref`` and the events after it."""
+        return await self._run(_load, ref, use_snapshot)
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        """Commit a batch in one transaction; one outcome per change, in order."""
+        if not changes:
+            return []
+        return await self._run(_commit, list(changes))
+
+    async def history(
+        self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Events of one entity from ``from_version`` on, oldest first."""
+        return await self._run(_history, entity_id, from_version, limit)
+
+    async def pending_effects(self, limit: int = 100) -> list[OutboxEntry]:
+        """Effects not yet marked published, oldest first."""
+        return await self._run(_pending_effects, limit)
+
+    async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
+        """Record that these effects reached the broker."""
+        if effect_ids:
+            await self._run(_mark_published, list(effect_ids))
+
+    async def close(self) -> None:
+        """Close the connection and stop the store's thread; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # Queued behind any work still running, so that work finishes first.
+            await asyncio.get_running_loop().run_in_executor(self._worker, self._connection.close)
+        finally:
+            # The thread is idle by now: joining it does not hold up the loop.
+            self._worker.shutdown()
