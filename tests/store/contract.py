@@ -143,17 +143,31 @@ class EventStoreContract:
     async def test_a_change_built_on_a_conflicting_one_conflicts_too(
         self, store: EventStore
     ) -> None:
-        ref = counter()
+        ref, other = counter(), counter("other")
         await store.commit([Change(ref, 0, "c0", events("a"))])
         outcomes = await store.commit(
             [
                 Change(ref, 0, "c1", events("b")),
+                # c2 was computed on top of c1, which lost: even though its
+                # expected version happens to be the real one, it must not commit.
                 Change(ref, 1, "c2", events("c")),
+                Change(other, 0, "c3", events("d")),
+                Change(ref, 2, "c4", events("e")),
             ]
         )
-        # c2 was computed on top of c1, which lost; c2 happens to expect the
-        # real version, so it commits: the store judges each change on its own.
-        assert outcomes == [Conflict(1), Committed(2)]
+        assert outcomes == [Conflict(1), Conflict(1), Committed(1), Conflict(1)]
+        assert [e.name for e in await store.history(ref.id)] == ["a"]
+
+    async def test_a_change_built_on_a_duplicate_is_refused_too(self, store: EventStore) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c1", events("a"), b"r1")])
+        outcomes = await store.commit(
+            [
+                Change(ref, 1, "c1", events("a"), b"r1"),
+                Change(ref, 2, "c2", events("b")),
+            ]
+        )
+        assert outcomes == [Duplicate(b"r1", 1), Conflict(1)]
 
     async def test_effect_only_change_checks_the_version_without_new_events(
         self, store: EventStore

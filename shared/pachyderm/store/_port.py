@@ -36,7 +36,9 @@ class EventStore(Protocol):
 
         Changes to one entity apply in the order given, each seeing the ones
         before it. A stale change (:class:`Conflict`) or an already committed
-        command id (:class:`Duplicate`) writes nothing, while the rest commit.
+        command id (:class:`Duplicate`) writes nothing, while the rest commit;
+        the entity's later changes in the batch are then refused as conflicts,
+        since they were computed on top of the refused one.
         Raises :class:`~pachyderm.StoreError` when the transaction fails as a
         whole; then nothing of the batch was written.
         """

@@ -269,12 +269,28 @@ def _commit(connection: sqlite3.Connection, changes: Sequence[Change]) -> list[C
     now = _now()
     # Holding the write lock from the start, each check sees every write
     # before it, including earlier changes of this batch.
+    refused_entities: set[uuid.UUID] = set()
     with _transaction(connection, "BEGIN IMMEDIATE"):
-        outcomes = []
+        outcomes: list[CommitOutcome] = []
         for change in changes:
-            refused = _check(connection, change)
-            outcomes.append(refused if refused is not None else _write(connection, change, now))
+            if change.ref.id in refused_entities:
+                refused: CommitOutcome | None = Conflict(_version(connection, change.ref.id))
+            else:
+                refused = _check(connection, change)
+            if refused is None:
+                outcomes.append(_write(connection, change, now))
+            else:
+                # Later changes to this entity were computed on top of this one.
+                refused_entities.add(change.ref.id)
+                outcomes.append(refused)
     return outcomes
+
+
+def _version(connection: sqlite3.Connection, entity_id: uuid.UUID) -> int:
+    row = connection.execute(
+        "SELECT version FROM entities WHERE entity_id = ?", (entity_id.bytes,)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _outbox_entry(row: Any) -> OutboxEntry:
