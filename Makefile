@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # The machine's PostgreSQL, unless the environment names another.
 PACHYDERM_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export PACHYDERM_TEST_DATABASE_URL
+# The machine's RabbitMQ (with the consistent-hash plugin), unless the environment names another.
+PACHYDERM_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+export PACHYDERM_TEST_AMQP_URL
 
 .PHONY: run test lint bench clean
 

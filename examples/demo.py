@@ -1,9 +1,10 @@
-"""A first run: the example entities, embedded, on SQLite.
+"""A first run: the example entities on the embedded fleet (SQLite, in-process).
 
     python -m examples.demo
 
-Every command carries a fixed id, so a second run applies nothing twice: it
-prints the stored replies instead (guarantee 3 of DESIGN.md at work).
+The same worker, engine and client as a RabbitMQ + PostgreSQL fleet. Every
+command carries a fixed id, so a second run applies nothing twice: it prints
+the stored replies instead (guarantee 3 of DESIGN.md at work).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import logging
 import sys
 from typing import Any
 
-from pachyderm import App, PachydermError, Ref
-from pachyderm._processor import Processor
+from pachyderm import App, PachydermError, Ref, RejectedError
+from pachyderm._client import Client
+from pachyderm._embedded import embedded
 from pachyderm._settings import Settings
-from pachyderm.store import EventStore, open_store
+from pachyderm.store import EventStore
 
 from . import bank, counter
 
@@ -36,18 +38,15 @@ SCRIPT: list[tuple[str, Ref, Any]] = [
 ]
 
 
-async def run_script(processor: Processor) -> None:
+async def run_script(client: Client) -> None:
     for step, (label, ref, command) in enumerate(SCRIPT, start=1):
-        result = await processor.process(ref, command, command_id=f"demo-step-{step}")
-        if result.rejection:
-            said = f"rejected: {result.rejection.reason} {result.rejection.detail or ''}"
-        else:
-            said = json.dumps(result.reply)
-            said += "  (already applied: stored reply)" if result.duplicate else ""
+        try:
+            reply = await client.call(ref, command, command_id=f"demo-step-{step}")
+            said = json.dumps(reply)
+        except RejectedError as rejection:
+            said = f"rejected: {rejection.reason} {rejection.detail or ''}"
         print(f"{step:>2}. {label:<30} -> {said}")
-        delivered = await processor.drain_outbox(config={"to": "admin@example.com"})
-        if delivered:
-            print(f"    {delivered} effect(s) delivered after the commit")
+        await asyncio.sleep(0.05)  # let effects land before the next line prints
 
 
 async def show_balances(store: EventStore) -> None:
@@ -59,17 +58,12 @@ async def show_balances(store: EventStore) -> None:
 
 async def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="    effect: %(message)s", stream=sys.stdout)
-    settings = Settings()
-    url = settings.database_url.get_secret_value()
-    store = await open_store(url, namespace=settings.namespace)
-    try:
-        await store.migrate()
-        print(f"Pachyderm demo on {url.split('@')[-1]}: an entity never forgets.\n")
-        await run_script(Processor(APP, store))
+    url = Settings().database_url.get_secret_value()
+    print(f"Pachyderm demo, embedded on {url}: an entity never forgets.\n")
+    async with embedded(APP, url, effects_config={"to": "admin@example.com"}) as fleet:
+        await run_script(fleet.client)
         print("\nBalances, folded from each account's stored history:")
-        await show_balances(store)
-    finally:
-        await store.close()
+        await show_balances(fleet.store)
     print(
         "\nRun it again: every command id was seen, so nothing applies twice.\n"
         "Inspect a history: .venv/bin/pachyderm inspect --app examples.demo:APP account alice --key"

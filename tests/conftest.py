@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 
 import pytest
 from testcontainers.community.postgres import PostgresContainer
 
 # The store contract lives in a helper module; have pytest explain its failures.
-pytest.register_assert_rewrite("tests.store.contract")
+pytest.register_assert_rewrite("tests.store.contract", "tests.transport.contract")
 
 
 def _missing_service(what: str) -> None:
@@ -51,3 +52,33 @@ def postgres_dsn() -> Iterator[str]:
 def namespace() -> str:
     """A namespace of this test's own, so runs sharing the machine never meet."""
     return f"pachyderm_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """An AMQP URL: PACHYDERM_TEST_AMQP_URL, else a throwaway container."""
+    url = os.environ.get("PACHYDERM_TEST_AMQP_URL")
+    if url:
+        yield url
+        return
+    if not _docker_engine_reachable():
+        _missing_service("RabbitMQ")
+    with warnings.catch_warnings():
+        # The module applies a decorator testcontainers itself deprecates.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from testcontainers.community.rabbitmq import RabbitMqContainer  # noqa: PLC0415
+    try:
+        container = RabbitMqContainer("rabbitmq:3.13-alpine").start()
+    except Exception as error:  # Docker client present but no engine
+        _missing_service(f"RabbitMQ (testcontainers: {error})")
+    try:
+        # Commands are spread by the consistent-hash exchange, a plugin.
+        plugin = ["rabbitmq-plugins", "enable", "rabbitmq_consistent_hash_exchange"]
+        exit_code, output = container.exec(plugin)
+        if exit_code != 0:
+            raise RuntimeError(f"enabling the plugin failed: {output!r}")
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(container.port)
+        yield f"amqp://{container.username}:{container.password}@{host}:{port}/"
+    finally:
+        container.stop()

@@ -1,10 +1,12 @@
 """Pachyderm: durable, event-sourced entities (virtual actors) for Python."""
 
 from ._app import App
+from ._client import Client
 from ._context import current_ref
 from ._effects import Effect, EffectHandler, Send
 from ._entity import Entity, HandleResult, Reject, Reply
 from ._errors import (
+    CallTimeoutError,
     DecodeError,
     DefinitionError,
     DuplicateNameError,
@@ -19,18 +21,25 @@ from ._errors import (
     RejectedError,
     StoreError,
     StoreUnavailableError,
+    TransportError,
+    TransportUnavailableError,
     UnknownNameError,
     UnsupportedContentTypeError,
 )
+from ._embedded import EmbeddedFleet, embedded
 from ._reference import Ref, entity_id
+from ._settings import Settings
 
 __all__ = [
     "App",
+    "CallTimeoutError",
+    "Client",
     "DecodeError",
     "DefinitionError",
     "DuplicateNameError",
     "Effect",
     "EffectHandler",
+    "EmbeddedFleet",
     "Entity",
     "EntityTypeMismatchError",
     "FieldProblem",
@@ -46,10 +55,14 @@ __all__ = [
     "RejectedError",
     "Reply",
     "Send",
+    "Settings",
     "StoreError",
     "StoreUnavailableError",
+    "TransportError",
+    "TransportUnavailableError",
     "UnknownNameError",
     "UnsupportedContentTypeError",
     "current_ref",
+    "embedded",
     "entity_id",
 ]

@@ -60,5 +60,9 @@ class App:
         except (KeyError, TypeError):
             raise UnknownNameError(f"unknown effect handler {name!r}") from None
 
+    @property
+    def effect_handlers(self) -> list[EffectHandler]:
+        return list(self._handlers.values())
+
     def __iter__(self) -> Iterator[EntityType[Any]]:
         return iter(self._types.values())

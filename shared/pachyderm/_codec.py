@@ -43,6 +43,16 @@ def encode(value: Any) -> bytes:
         raise DecodeError(f"value cannot be encoded: {error}") from None
 
 
+def encode_as(value: Any, content_type: str) -> bytes:
+    """Encode plain data as msgpack or, for ``application/json``, as JSON."""
+    if media_type(content_type) != JSON:
+        return encode(value)
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as error:
+        raise DecodeError(f"value cannot be encoded as JSON: {error}") from None
+
+
 def _reject_extension(code: int, data: bytes) -> Any:
     raise DecodeError("msgpack extension types are not accepted")
 
@@ -60,7 +70,7 @@ def decode(data: Body, content_type: str | None = None, limits: Limits = DEFAULT
 
     Raises :class:`DecodeError` (or :class:`UnsupportedContentTypeError`) and nothing else.
     """
-    kind = _media_type(content_type)
+    kind = media_type(content_type)
     body = _as_bytes(data, limits)
     value = _decode_json(body) if kind in _JSON_ALIASES else _decode_msgpack(body, limits)
     _check_shape(value, limits)
@@ -77,7 +87,8 @@ def _as_bytes(data: Body, limits: Limits) -> bytes:
     return data.tobytes() if isinstance(data, memoryview) else bytes(data)
 
 
-def _media_type(content_type: str | None) -> str:
+def media_type(content_type: str | None) -> str:
+    """The media type a content type names (msgpack when none), checked as supported."""
     if not content_type:
         return MSGPACK
     if not isinstance(content_type, str):

@@ -64,17 +64,20 @@ class Entity(ABC, Generic[StateT]):
     ``type_name`` defaults to the snake-cased class name; set it explicitly
     before renaming the class, since stored histories are filed under it.
     ``commands`` and ``events`` take classes (registered under their class
-    names) or a mapping of stable name to class. ``state_type`` tells how to
+    names) or a mapping of stable name to class; ``queries`` likewise, for
+    read-only questions answered by :meth:`query`. ``state_type`` tells how to
     read the state back from a snapshot when it is not plain data.
     """
 
     type_name: ClassVar[str]
     commands: ClassVar[MessageTypesSpec] = ()
     events: ClassVar[MessageTypesSpec] = ()
+    queries: ClassVar[MessageTypesSpec] = ()
     state_type: ClassVar[Any] = Any
 
     command_types: ClassVar[MessageTypes]
     event_types: ClassVar[MessageTypes]
+    query_types: ClassVar[MessageTypes]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -83,6 +86,7 @@ class Entity(ABC, Generic[StateT]):
         check_type_name(cls.type_name)
         cls.command_types = MessageTypes("command", cls.commands)
         cls.event_types = MessageTypes("event", cls.events)
+        cls.query_types = MessageTypes("query", cls.queries)
 
     @classmethod
     def ref(cls, key: str) -> Ref:
@@ -104,3 +108,10 @@ class Entity(ABC, Generic[StateT]):
     @abstractmethod
     def update(self, event: Any, state: StateT) -> StateT:
         """Fold one event into the state; pure."""
+
+    def query(self, query: Any, state: StateT) -> Any:
+        """Answer a read-only ``query`` (one of ``queries``) from the state; pure.
+
+        The default answers the plain query (``None``) with the state itself.
+        """
+        return state

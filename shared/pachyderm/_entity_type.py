@@ -13,6 +13,7 @@ from ._decision import Decision, decision_from
 from ._entity import Entity, StateT
 from ._errors import HandlerError, InvalidMessageError
 from ._messages import field_problems
+from ._plain import plain
 from ._reference import Ref
 from .store import LoadedEntity, NewEvent
 
@@ -33,6 +34,7 @@ class EntityType(Generic[StateT]):
         self.name = entity.type_name
         self.commands = entity.command_types
         self.events = entity.event_types
+        self.queries = entity.query_types
         self._state = pydantic.TypeAdapter[Any](entity.state_type)
 
     # -- user code -------------------------------------------------------------
@@ -70,6 +72,14 @@ class EntityType(Generic[StateT]):
                     f"{self.name}.handle returned {event!r}, which is not a registered event"
                 )
         return decision
+
+    def answer(self, state: StateT, query: Any) -> Any:
+        """Run the entity's read-only ``query``; its answer as plain data."""
+        try:
+            answer = self.entity.query(query, state)
+        except Exception as error:
+            raise HandlerError(f"{self.name}.query raised {error!r}") from error
+        return self.dump_state(answer) if answer is state else plain(answer)
 
     # -- encoding ----------------------------------------------------------------
 

@@ -86,6 +86,10 @@ class RejectedError(PachydermError):
         super().__init__(f"rejected: {reason}")
 
 
+class CallTimeoutError(PachydermError):
+    """No reply came in time. The command may still apply: retry with the same command id."""
+
+
 class StoreError(PachydermError):
     """The event store failed in a way that is not the caller's fault."""
 
@@ -96,3 +100,11 @@ class StoreUnavailableError(StoreError):
 
 class MigrationError(StoreError):
     """The schema could not be brought to the version this code needs."""
+
+
+class TransportError(PachydermError):
+    """The message broker failed or refused an operation, not the caller's input."""
+
+
+class TransportUnavailableError(TransportError):
+    """The message broker cannot be reached or dropped the connection; retry later."""

@@ -10,14 +10,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic_core
-
 from . import _codec
 from ._decision import NEW_STATE
 from ._effects import Effect, Send
 from ._entity import AnyEffect, Reject
 from ._entity_type import EntityType
 from ._errors import HandlerError, PachydermError
+from ._plain import plain
 from ._reference import Ref
 from .store import Change, NewEffect, Snapshot
 
@@ -46,21 +45,14 @@ def effect_id(entity: uuid.UUID, command_id: str, index: int) -> uuid.UUID:
     return uuid.uuid5(entity, f"{command_id}/{index}")
 
 
-def plain(value: Any) -> Any:
-    """Plain data for the codec from dataclasses, models, UUIDs, datetimes and the like."""
-    try:
-        return pydantic_core.to_jsonable_python(value)
-    except pydantic_core.PydanticSerializationError as error:
-        raise HandlerError(f"cannot serialise {type(value).__name__}: {error}") from error
-
-
 def encode_effect(
     entity_type: EntityType[Any], effect: AnyEffect, effect_id: uuid.UUID
 ) -> NewEffect:
     """An effect as an outbox row: external handlers and other entities alike."""
     if isinstance(effect, Effect):
-        body = {"handler": effect.handler, "payload": plain(effect.payload)}
-        return NewEffect(effect_id, f"effect.{effect.handler}", _codec.encode(body))
+        return NewEffect(
+            effect_id, f"effect.{effect.handler}", _codec.encode(plain(effect.payload))
+        )
     assert isinstance(effect, Send)
     try:
         target = entity_type.app.entity_type(effect.to.type)

@@ -9,8 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Everything a Pachyderm process reads from its environment.
 
-    ``PACHYDERM_DATABASE_URL`` may carry a password, so it is a secret: it
-    never appears in ``repr`` or logs.
+    URLs may carry passwords, so they are secrets: they never appear in
+    ``repr`` or logs.
     """
 
     model_config = SettingsConfigDict(env_prefix="PACHYDERM_", env_file=".env", extra="ignore")
@@ -19,10 +19,28 @@ class Settings(BaseSettings):
         SecretStr("sqlite:///pachyderm.db"),
         description="postgresql://user:password@host/db, or sqlite:///path for embedded mode",
     )
+    amqp_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/"), description="the RabbitMQ broker"
+    )
     namespace: str = Field(
         "pachyderm",
         pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-        description="isolates fleets sharing one database (the PostgreSQL schema)",
+        description="isolates fleets sharing a broker and a database (exchange and queue"
+        " prefix, PostgreSQL schema)",
     )
+    partitions: int = Field(16, ge=1, le=1024, description="partition queues; fixed per fleet")
     app: str | None = Field(None, description="the app to serve, as module or module:attribute")
+    worker_id: str | None = Field(None, description="defaults to host name and process id")
     snapshot_every: int = Field(100, ge=0, description="snapshot every N events; 0 turns it off")
+    prefetch: int = Field(512, ge=1, description="unacknowledged deliveries per partition")
+    max_batch: int = Field(256, ge=1, description="deliveries applied in one commit")
+    cache_capacity: int = Field(100_000, ge=1, description="entities kept in memory per worker")
+    idle_timeout: float = Field(600.0, gt=0, description="seconds before an idle entity unloads")
+    heartbeat_interval: float = Field(0.4, gt=0, description="seconds between worker heartbeats")
+    dead_after: float = Field(
+        1.2,
+        gt=0,
+        description="seconds without a heartbeat before a worker counts as dead; the same"
+        " for every worker of a namespace",
+    )
+    call_timeout: float = Field(10.0, gt=0, description="seconds a call waits for its reply")

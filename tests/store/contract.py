@@ -249,6 +249,20 @@ class EventStoreContract:
         with pytest.raises(ValueError, match="snapshot"):
             Change(counter(), 0, "c1", events("a"), snapshot=Snapshot(3, b"s"))
 
+    async def test_versions_reports_current_versions_of_known_entities(
+        self, store: EventStore
+    ) -> None:
+        first, second, unknown = counter("1"), counter("2"), counter("3")
+        await store.commit(
+            [
+                Change(first, 0, "c1", events("a", "b")),
+                Change(second, 0, "c2", events("a")),
+            ]
+        )
+        found = await store.versions([first.id, second.id, unknown.id])
+        assert found == {first.id: 2, second.id: 1}
+        assert await store.versions([]) == {}
+
     # -- history ---------------------------------------------------------------
 
     async def test_history_reads_from_a_version_with_a_limit(self, store: EventStore) -> None:
@@ -286,6 +300,12 @@ class EventStoreContract:
         assert [e.effect_id for e in await store.pending_effects()] == [second.effect_id]
         await store.mark_published([second.effect_id, second.effect_id])
         assert await store.pending_effects() == []
+
+    async def test_recent_effects_can_be_left_to_their_publisher(self, store: EventStore) -> None:
+        await store.commit([Change(counter(), 0, "c1", events("a"), b"", [effect("e")])])
+        assert await store.pending_effects(older_than=60) == []
+        await asyncio.sleep(0.05)
+        assert len(await store.pending_effects(older_than=0.01)) == 1
 
     # -- atomicity -----------------------------------------------------------------
 

@@ -44,14 +44,22 @@ class EventStore(Protocol):
         """
         ...
 
+    async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The current version of each entity that has one (new entities are absent)."""
+        ...
+
     async def history(
         self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
         """Events of one entity from ``from_version`` on, oldest first."""
         ...
 
-    async def pending_effects(self, limit: int = 100) -> list[OutboxEntry]:
-        """Effects not yet marked published, oldest first."""
+    async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:
+        """Effects not yet marked published, oldest first.
+
+        ``older_than`` (seconds) skips effects written more recently, which
+        the worker that committed them is most likely publishing right now.
+        """
         ...
 
     async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:

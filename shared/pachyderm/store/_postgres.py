@@ -46,7 +46,7 @@ def check_schema_name(schema: str) -> str:
 
 
 @asynccontextmanager
-async def _translated_errors() -> AsyncIterator[None]:
+async def translated_errors() -> AsyncIterator[None]:
     """Present driver failures as Pachyderm's store errors."""
     try:
         yield
@@ -126,7 +126,7 @@ class PostgresEventStore:
     ) -> PostgresEventStore:
         """Open a connection pool whose sessions see ``schema`` first."""
         check_schema_name(schema)
-        async with _translated_errors():
+        async with translated_errors():
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=min_size,
@@ -137,7 +137,7 @@ class PostgresEventStore:
 
     async def migrate(self) -> int:
         migrations = migrations_for("postgres")
-        async with _translated_errors(), self._pool.acquire() as conn, conn.transaction():
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
             # Serialise concurrent migrators (several pods starting at once):
             # even CREATE SCHEMA IF NOT EXISTS can fail when two race.
             await conn.execute(
@@ -171,7 +171,7 @@ class PostgresEventStore:
             raise MigrationError(f"migration failed in schema {self.schema}: {error}") from error
 
     async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
-        async with _translated_errors(), self._pool.acquire() as conn:
+        async with translated_errors(), self._pool.acquire() as conn:
             head = await conn.fetchrow(
                 "SELECT e.entity_type, s.version, s.state FROM entities e"
                 " LEFT JOIN snapshots s ON s.entity_id = e.entity_id AND $2"
@@ -195,29 +195,40 @@ class PostgresEventStore:
         # Lock entities in one global order (stable, so per-entity order
         # holds): two overlapping batches then never deadlock.
         order = sorted(range(len(changes)), key=lambda index: changes[index].ref.id)
-        async with _translated_errors(), self._pool.acquire() as conn:
+        async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(_COMMIT, *_commit_arguments([changes[i] for i in order]))
         by_index = dict(zip(order, map(_outcome, rows), strict=True))
         return [by_index[index] for index in range(len(changes))]
 
+    async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        async with translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT entity_id, version FROM entities WHERE entity_id = ANY($1)",
+                list(entity_ids),
+            )
+        return {row["entity_id"]: row["version"] for row in rows}
+
     async def history(
         self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
-        async with _translated_errors(), self._pool.acquire() as conn:
+        async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(_EVENTS_FROM, entity_id, from_version, limit)
         return [_recorded(row) for row in rows]
 
-    async def pending_effects(self, limit: int = 100) -> list[OutboxEntry]:
-        async with _translated_errors(), self._pool.acquire() as conn:
+    async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:
+        async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT effect_id, destination, payload, entity_id, command_id, created_at"
-                " FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1",
+                " FROM outbox WHERE published_at IS NULL"
+                " AND created_at <= now() - make_interval(secs => $2)"
+                " ORDER BY position LIMIT $1",
                 limit,
+                older_than,
             )
         return [OutboxEntry(**dict(row)) for row in rows]
 
     async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
-        async with _translated_errors(), self._pool.acquire() as conn:
+        async with translated_errors(), self._pool.acquire() as conn:
             await conn.execute(
                 "UPDATE outbox SET published_at = now()"
                 " WHERE effect_id = ANY($1) AND published_at IS NULL",
@@ -226,7 +237,7 @@ class PostgresEventStore:
 
     async def drop_namespace(self) -> None:
         """Delete the whole schema with everything in it (tests, tear-down)."""
-        async with _translated_errors(), self._pool.acquire() as conn:
+        async with translated_errors(), self._pool.acquire() as conn:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
     async def close(self) -> None:

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, TypeVarTuple
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
@@ -83,7 +83,7 @@ _UPSERT_SNAPSHOT = """
 """
 _PENDING_EFFECTS = """
     SELECT effect_id, destination, payload, entity_id, command_id, created_at FROM outbox
-     WHERE published_at IS NULL ORDER BY position LIMIT ?
+     WHERE published_at IS NULL AND created_at <= ? ORDER BY position LIMIT ?
 """
 
 
@@ -293,6 +293,17 @@ def _version(connection: sqlite3.Connection, entity_id: uuid.UUID) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _versions(
+    connection: sqlite3.Connection, entity_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    marks = ",".join("?" * len(entity_ids))
+    rows = connection.execute(
+        f"SELECT entity_id, version FROM entities WHERE entity_id IN ({marks})",
+        [entity_id.bytes for entity_id in entity_ids],
+    )
+    return {uuid.UUID(bytes=entity_id): version for entity_id, version in rows}
+
+
 def _outbox_entry(row: Any) -> OutboxEntry:
     effect_id, destination, payload, entity_id, command_id, created_at = row
     return OutboxEntry(
@@ -305,8 +316,14 @@ def _outbox_entry(row: Any) -> OutboxEntry:
     )
 
 
-def _pending_effects(connection: sqlite3.Connection, limit: int) -> list[OutboxEntry]:
-    return [_outbox_entry(row) for row in connection.execute(_PENDING_EFFECTS, (limit,))]
+def _pending_effects(
+    connection: sqlite3.Connection, limit: int, older_than: float
+) -> list[OutboxEntry]:
+    written_by = (datetime.now(UTC) - timedelta(seconds=older_than)).isoformat(
+        timespec="microseconds"
+    )
+    rows = connection.execute(_PENDING_EFFECTS, (written_by, limit))
+    return [_outbox_entry(row) for row in rows]
 
 
 def _mark_published(connection: sqlite3.Connection, effect_ids: Sequence[uuid.UUID]) -> None:
@@ -375,15 +392,21 @@ class SqliteEventStore:
             return []
         return await self._run(_commit, list(changes))
 
+    async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The current version of each entity that has one (new entities are absent)."""
+        if not entity_ids:
+            return {}
+        return await self._run(_versions, list(entity_ids))
+
     async def history(
         self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
         """Events of one entity from ``from_version`` on, oldest first."""
         return await self._run(_history, entity_id, from_version, limit)
 
-    async def pending_effects(self, limit: int = 100) -> list[OutboxEntry]:
-        """Effects not yet marked published, oldest first."""
-        return await self._run(_pending_effects, limit)
+    async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:
+        """Effects not yet marked published, oldest first, written over ``older_than`` s ago."""
+        return await self._run(_pending_effects, limit, older_than)
 
     async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
         """Record that these effects reached the broker."""

@@ -1,0 +1,197 @@
+"""The wire contract: commands in, replies out (see docs/protocol.md).
+
+A command is an AMQP message to the commands exchange whose routing key is
+the entity id, whose ``type`` is the command's registered name, whose
+``pachyderm-entity-type`` header names the entity type, and whose body is the
+command's fields (msgpack, or JSON by ``content_type``). ``message_id`` is the
+command id; ``reply_to`` and ``correlation_id`` ask for a reply.
+
+A reply's body is a map with ``status`` first: ``ok`` (with ``version`` and
+``reply``), ``rejected`` (``reason``, ``detail``), ``invalid`` (``error``,
+``message``, ``problems``) or ``failed`` (``message``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from . import _codec
+from ._app import App
+from ._entity import Reject
+from ._entity_type import EntityType
+from ._errors import (
+    DecodeError,
+    HandlerError,
+    InvalidInputError,
+    InvalidMessageError,
+    PachydermError,
+    RejectedError,
+)
+from ._reference import Ref
+from .store import OutboxEntry
+from .transport import Message
+
+ENTITY_TYPE_HEADER = "pachyderm-entity-type"
+KIND_HEADER = "pachyderm-kind"
+STATUS_HEADER = "pachyderm-status"
+COMMAND, QUERY = "command", "query"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded, validated command (or query) for one entity."""
+
+    ref: Ref
+    entity_type: EntityType[Any]
+    message: Any
+    command_id: str
+    kind: str = COMMAND
+
+
+def command_message(
+    app: App, ref: Ref, command: Any, *, command_id: str | None = None, kind: str = COMMAND
+) -> Message:
+    """The AMQP message for the typed ``command`` (or query) to ``ref``."""
+    registry = app.entity_type(ref.type)
+    if kind == QUERY and command is None:
+        return named_message(ref, "", None, kind=QUERY)
+    types = registry.commands if kind == COMMAND else registry.queries
+    name, data = types.dump(command)
+    return named_message(ref, name, data, command_id=command_id, kind=kind)
+
+
+def named_message(
+    ref: Ref, name: str, data: Any, *, command_id: str | None = None, kind: str = COMMAND
+) -> Message:
+    """The AMQP message for a command (or query) given by name and plain data."""
+    return Message(
+        body=_codec.encode(data),
+        routing_key=str(ref.id),
+        message_id=command_id or str(uuid.uuid4()),
+        content_type=_codec.MSGPACK,
+        type=name or None,
+        headers={ENTITY_TYPE_HEADER: ref.type, KIND_HEADER: kind},
+    )
+
+
+def parse_request(app: App, message: Message) -> Request:
+    """Decode and validate an inbound command; :class:`InvalidInputError` on bad input."""
+    headers = message.headers or {}
+    kind = headers.get(KIND_HEADER, COMMAND)
+    if kind not in (COMMAND, QUERY):
+        raise InvalidInputError(f"{KIND_HEADER} must be {COMMAND!r} or {QUERY!r}")
+    type_name = headers.get(ENTITY_TYPE_HEADER)
+    if not isinstance(type_name, str):
+        raise InvalidInputError(f"the {ENTITY_TYPE_HEADER} header must name the entity type")
+    entity_type = app.entity_type(type_name)
+    ref = Ref.parse(entity_type.name, message.routing_key)
+    if not message.message_id and kind == COMMAND:
+        raise InvalidInputError("a command needs a message_id: it is the command id")
+    data = _codec.decode(message.body, message.content_type)
+    if kind == QUERY and not message.type:
+        body = None  # the plain query: "what is your state?"
+    else:
+        types = entity_type.commands if kind == COMMAND else entity_type.queries
+        body = types.load(message.type or "", data)
+    return Request(ref, entity_type, body, message.message_id or "", kind)
+
+
+# -- effects -------------------------------------------------------------------
+
+EFFECT_ID_HEADER = "pachyderm-effect-id"
+SOURCE_ENTITY_HEADER = "pachyderm-source-entity-id"
+SOURCE_COMMAND_HEADER = "pachyderm-source-command-id"
+
+
+def effect_message(entry: OutboxEntry) -> tuple[str, Message]:
+    """An outbox entry as ``("command", message)`` for another entity, or
+    ``("effect", message)`` for the effects exchange.
+
+    Both carry the effect id as ``message_id``: for an entity it is the
+    command id, so however often the effect is published it applies once.
+    """
+    headers = {
+        EFFECT_ID_HEADER: str(entry.effect_id),
+        SOURCE_ENTITY_HEADER: str(entry.entity_id),
+        SOURCE_COMMAND_HEADER: entry.command_id,
+    }
+    if entry.destination.startswith("command."):
+        sent = _codec.decode(entry.payload)
+        return COMMAND, Message(
+            body=_codec.encode(sent["data"]),
+            routing_key=sent["entity_id"],
+            message_id=str(entry.effect_id),
+            content_type=_codec.MSGPACK,
+            type=sent["command"],
+            headers={**headers, ENTITY_TYPE_HEADER: sent["entity_type"], KIND_HEADER: COMMAND},
+        )
+    return "effect", Message(
+        body=entry.payload,
+        routing_key=entry.destination,
+        message_id=str(entry.effect_id),
+        content_type=_codec.MSGPACK,
+        type=entry.destination.removeprefix("effect."),
+        headers=headers,
+    )
+
+
+# -- replies -------------------------------------------------------------------
+
+
+def _reply(request: Message, body: dict[str, Any]) -> Message:
+    content_type = _codec.JSON if _is_json(request.content_type) else _codec.MSGPACK
+    return Message(
+        body=_codec.encode_as(body, content_type),
+        routing_key=request.reply_to or "",
+        correlation_id=request.correlation_id or request.message_id,
+        content_type=content_type,
+        headers={STATUS_HEADER: body["status"]},
+    )
+
+
+def _is_json(content_type: object) -> bool:
+    # Never raises: a reply must go out even to a request with a bogus content type.
+    return (
+        isinstance(content_type, str) and content_type.split(";")[0].strip().lower() == _codec.JSON
+    )
+
+
+def ok_reply(request: Message, version: int, value: Any) -> Message:
+    return _reply(request, {"status": "ok", "version": version, "reply": value})
+
+
+def rejected_reply(request: Message, rejection: Reject) -> Message:
+    body = {"status": "rejected", "reason": rejection.reason, "detail": rejection.detail}
+    return _reply(request, body)
+
+
+def error_reply(request: Message, error: PachydermError) -> Message:
+    """The reply for a command that failed: bad input, or the entity's own code."""
+    if isinstance(error, InvalidInputError):
+        problems = error.problems if isinstance(error, InvalidMessageError) else ()
+        body = {
+            "status": "invalid",
+            "error": type(error).__name__,
+            "message": str(error),
+            "problems": [{"location": p.location, "problem": p.problem} for p in problems],
+        }
+    else:
+        body = {"status": "failed", "error": type(error).__name__, "message": str(error)}
+    return _reply(request, body)
+
+
+def read_reply(message: Message) -> tuple[int, Any]:
+    """``(version, reply)`` from a reply message, or the error it carries, raised."""
+    body = _codec.decode(message.body, message.content_type)
+    if not isinstance(body, dict):
+        raise DecodeError("a reply must be a map")
+    status = body.get("status")
+    if status == "ok":
+        return int(body.get("version", 0)), body.get("reply")
+    if status == "rejected":
+        raise RejectedError(str(body.get("reason")), body.get("detail"))
+    if status == "invalid":
+        raise InvalidInputError(str(body.get("message")))
+    raise HandlerError(str(body.get("message", f"reply with status {status!r}")))

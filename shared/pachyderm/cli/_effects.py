@@ -1,0 +1,34 @@
+"""``pachyderm effects MODULE``: dispatch effects to the module's handlers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from .._dispatcher import EffectDispatcher
+from .._loading import load_app
+from .._settings import Settings
+from ._runtime import broker, stop_on_signals, worker_id
+
+log = logging.getLogger("pachyderm.effects")
+
+
+async def run_effects(
+    settings: Settings, app_spec: str, config: dict[str, Any], group: str
+) -> None:
+    app = load_app(app_spec)
+    if not app.effect_handlers:
+        log.warning("%s registers no effect handlers: nothing to dispatch", app_spec)
+    stop = stop_on_signals()
+    async with broker(settings, f"effects-{worker_id(settings)}") as transport:
+        await EffectDispatcher(transport, app.effect_handlers, config, group=group).start()
+        log.info("dispatching effects to %s", ", ".join(h.name for h in app.effect_handlers))
+        await stop.wait()
+
+
+def parse_config(text: str | None) -> dict[str, Any]:
+    config = json.loads(text) if text else {}
+    if not isinstance(config, dict):
+        raise ValueError("--config must be a JSON object")
+    return config

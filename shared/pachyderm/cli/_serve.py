@@ -1,0 +1,48 @@
+"""``pachyderm worker APP``: serve partitions from RabbitMQ against PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+
+from .._loading import load_app
+from .._settings import Settings
+from ..fleet import PostgresMembership
+from ..store import open_store
+from ..worker import Worker, WorkerOptions
+from ._runtime import broker, stop_on_signals, worker_id
+
+log = logging.getLogger("pachyderm.worker")
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    return WorkerOptions(
+        prefetch=settings.prefetch,
+        max_batch=settings.max_batch,
+        snapshot_every=settings.snapshot_every,
+        cache_capacity=settings.cache_capacity,
+        idle_timeout=settings.idle_timeout,
+    )
+
+
+async def serve(settings: Settings, app_spec: str) -> None:
+    app = load_app(app_spec)
+    name = worker_id(settings)
+    database_url = settings.database_url.get_secret_value()
+    stop = stop_on_signals()
+    store = await open_store(database_url, namespace=settings.namespace)
+    membership = await PostgresMembership.connect(
+        database_url,
+        schema=settings.namespace,
+        worker_id=name,
+        heartbeat_interval=settings.heartbeat_interval,
+        dead_after=settings.dead_after,
+    )
+    try:
+        async with broker(settings, name) as transport:
+            worker = Worker(app, store, transport, membership, worker_options(settings))
+            log.info("worker %s serving namespace %r", name, settings.namespace)
+            await worker.run(stop)
+    finally:
+        await membership.close()
+        await store.close()
+    log.info("worker %s stopped", name)

@@ -1,0 +1,17 @@
+"""The worker: serves partitions of commands against the event store."""
+
+from ._cache import EntityCache
+from ._effects import EffectPublisher
+from ._engine import Done, Engine
+from ._partition import PartitionWorker
+from ._worker import Worker, WorkerOptions
+
+__all__ = [
+    "Done",
+    "EffectPublisher",
+    "Engine",
+    "EntityCache",
+    "PartitionWorker",
+    "Worker",
+    "WorkerOptions",
+]

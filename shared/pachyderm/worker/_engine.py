@@ -1,0 +1,217 @@
+"""Apply a batch of requests: load, decide in memory, commit once, retry conflicts.
+
+Requests to one entity (a *lane*) run in order, each on the state the
+previous one left; the changes of the whole batch commit in one store
+transaction. A refused change (stale state, or a command id seen before)
+refuses the lane's later changes too, so those requests are decided again on
+reloaded state, a bounded number of times. A result is final only once the
+state it was computed from is known to be the committed one: a committed
+change proves it for its lane; a lane that changed nothing is checked against
+the store's current version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _codec
+from .._app import App
+from .._entity import Reject
+from .._errors import HandlerError, PachydermError
+from .._execution import DEFAULT_SNAPSHOT_EVERY, execute
+from .._reference import Ref
+from .._wire import QUERY, Request
+from ..store import Change, CommitOutcome, Committed, Duplicate, EventStore
+from ._cache import EntityCache
+
+log = logging.getLogger("pachyderm.worker")
+
+DEFAULT_MAX_ATTEMPTS = 5
+_LOAD_CONCURRENCY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A request's final result: a reply at ``version``, a rejection, or an error."""
+
+    version: int = 0
+    reply: Any = None
+    rejection: Reject | None = None
+    error: PachydermError | None = None
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Step:
+    index: int
+    request: Request
+    result: Done | None = None
+    change: Change | None = None
+    state: Any = None  # the state after this step, if it has a change
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The steps of one entity in one round, decided from ``base_version``."""
+
+    ref: Ref
+    steps: list[_Step] = field(default_factory=list)
+    base_version: int = 0
+
+    def changes(self) -> Iterator[Change]:
+        return (step.change for step in self.steps if step.change is not None)
+
+
+@dataclass(slots=True)
+class _Settled:
+    final: list[_Step] = field(default_factory=list)
+    retry: list[_Step] = field(default_factory=list)
+    unverified: list[_Step] = field(default_factory=list)
+
+
+class Engine:
+    """Runs requests for the entities of ``app`` against ``store``, with a hot cache."""
+
+    def __init__(
+        self,
+        app: App,
+        store: EventStore,
+        cache: EntityCache | None = None,
+        *,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.cache = cache if cache is not None else EntityCache()
+        self.snapshot_every = snapshot_every
+        self.max_attempts = max_attempts
+
+    async def run(self, requests: Sequence[Request]) -> tuple[list[Done], list[Change]]:
+        """Apply ``requests``; one final result each, in order, and the committed changes."""
+        results: dict[int, Done] = {}
+        committed: list[Change] = []
+        pending = [_Step(index, request) for index, request in enumerate(requests)]
+        for _ in range(self.max_attempts):
+            if not pending:
+                break
+            pending = await self._round(pending, results, committed)
+        for step in pending:
+            error = HandlerError(f"{step.request.ref}: still conflicting after retries")
+            results[step.index] = Done(error=error)
+        return [results[index] for index in range(len(requests))], committed
+
+    async def _round(
+        self, pending: list[_Step], results: dict[int, Done], committed: list[Change]
+    ) -> list[_Step]:
+        lanes: dict[Ref, _Lane] = {}
+        for step in pending:
+            lanes.setdefault(step.request.ref, _Lane(step.request.ref)).steps.append(
+                _Step(step.index, step.request)
+            )
+        await self._load_missing(list(lanes))
+        for lane in lanes.values():
+            self._decide(lane)
+        changes = [change for lane in lanes.values() for change in lane.changes()]
+        outcomes = iter(await self.store.commit(changes) if changes else ())
+        settled = [self._settle(lane, outcomes, committed) for lane in lanes.values()]
+        stale = await self._stale(
+            [lane for lane, s in zip(lanes.values(), settled, strict=True) if s.unverified]
+        )
+        retry: list[_Step] = []
+        for lane, outcome in zip(lanes.values(), settled, strict=True):
+            if lane.ref in stale:
+                self.cache.forget([lane.ref])
+                retry.extend(outcome.unverified)
+            else:
+                outcome.final.extend(outcome.unverified)
+            results.update((step.index, step.result) for step in outcome.final if step.result)
+            retry.extend(outcome.retry)
+        return sorted(retry, key=lambda step: step.index)
+
+    async def _load_missing(self, refs: list[Ref]) -> None:
+        missing = [ref for ref in refs if ref not in self.cache]
+        limit = asyncio.Semaphore(_LOAD_CONCURRENCY)
+
+        async def load(ref: Ref) -> None:
+            async with limit:
+                loaded = await self.store.load(ref)
+            state = self.app.entity_type(ref.type).replay(loaded)
+            self.cache.put(ref, state, loaded.version)
+
+        await asyncio.gather(*(load(ref) for ref in missing))
+
+    def _decide(self, lane: _Lane) -> None:
+        """Decide each step on the state the previous one left (provisionally)."""
+        hot = self.cache.get(lane.ref)
+        assert hot is not None
+        state, version = hot.state, hot.version
+        lane.base_version = version
+        for step in lane.steps:
+            request = step.request
+            try:
+                if request.kind == QUERY:
+                    answer = request.entity_type.answer(state, request.message)
+                    step.result = Done(version, answer)
+                    continue
+                execution = execute(
+                    request.entity_type,
+                    lane.ref,
+                    state,
+                    version,
+                    request.message,
+                    command_id=request.command_id,
+                    snapshot_every=self.snapshot_every,
+                )
+            except PachydermError as error:
+                step.result = Done(version, error=error)
+                continue
+            step.result = Done(execution.version, execution.reply, execution.rejection)
+            if execution.change is not None:
+                step.change, step.state = execution.change, execution.state
+                state, version = execution.state, execution.version
+
+    def _settle(
+        self, lane: _Lane, outcomes: Iterator[CommitOutcome], committed: list[Change]
+    ) -> _Settled:
+        """Match the lane's steps with their commit outcomes, in order."""
+        settled = _Settled()
+        proven = False  # a committed change proves the lane's base state was current
+        for position, step in enumerate(lane.steps):
+            if step.change is None:
+                (settled.final if proven else settled.unverified).append(step)
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, Committed):
+                proven = True
+                settled.final.extend(settled.unverified)
+                settled.unverified.clear()
+                settled.final.append(step)
+                committed.append(step.change)
+                self.cache.put(lane.ref, step.state, outcome.version)
+                continue
+            self.cache.forget([lane.ref])
+            rest = lane.steps[position + 1 :]
+            for later in rest:
+                if later.change is not None:
+                    next(outcomes)
+            # What follows was computed on state that did not happen: decide it again.
+            if isinstance(outcome, Duplicate):
+                step.result = Done(outcome.version, _codec.decode(outcome.reply), duplicate=True)
+                settled.final.append(step)
+                settled.retry.extend(rest)
+            else:
+                settled.retry.extend([step, *rest])
+            break
+        return settled
+
+    async def _stale(self, lanes: list[_Lane]) -> set[Ref]:
+        """Lanes whose base version is no longer the store's: their results are suspect."""
+        if not lanes:
+            return set()
+        current = await self.store.versions([lane.ref.id for lane in lanes])
+        return {lane.ref for lane in lanes if current.get(lane.ref.id, 0) != lane.base_version}

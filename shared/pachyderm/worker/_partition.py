@@ -1,0 +1,160 @@
+"""Serve one partition queue: take a batch, apply it, reply, publish effects, ack."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .._app import App
+from .._errors import HandlerError, InvalidInputError, PachydermError, StoreError
+from .._wire import Request, error_reply, ok_reply, parse_request, rejected_reply
+from ..transport import Delivery, Inbox, Message, Transport
+from ._effects import EffectPublisher
+from ._engine import Done, Engine
+
+log = logging.getLogger("pachyderm.worker")
+
+DEFAULT_MAX_BATCH = 256
+_STORE_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What to do with one delivery once its batch is applied."""
+
+    delivery: Delivery
+    reply: Message | None
+    dead_letter: bool = False
+
+
+def _reply_for(message: Message, result: Done) -> Message:
+    if result.error is not None:
+        return error_reply(message, result.error)
+    if result.rejection is not None:
+        return rejected_reply(message, result.rejection)
+    return ok_reply(message, result.version, result.reply)
+
+
+def _verdict(delivery: Delivery, outcome: Done | PachydermError) -> _Verdict:
+    """Reply when asked to; a failure nobody will hear of goes to the dead-letter queue."""
+    message = delivery.message
+    result = outcome if isinstance(outcome, Done) else Done(error=outcome)
+    if message.reply_to:
+        return _Verdict(delivery, _reply_for(message, result))
+    if result.error is not None:
+        log.warning("dead-lettering command %s: %s", message.message_id, result.error)
+        return _Verdict(delivery, None, dead_letter=True)
+    return _Verdict(delivery, None)
+
+
+class PartitionWorker:
+    """Consumes one partition's inbox until stopped."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        app: App,
+        engine: Engine,
+        transport: Transport,
+        effects: EffectPublisher,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.inbox = inbox
+        self.app = app
+        self.engine = engine
+        self.transport = transport
+        self.effects = effects
+        self.max_batch = max_batch
+        self._handling = asyncio.Lock()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def partition(self) -> int:
+        return self.inbox.partition
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"partition-{self.partition}")
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, then hand the rest back to the queue."""
+        self._stopping = True
+        async with self._handling:
+            await self.inbox.close()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while deliveries := await self.inbox.take(self.max_batch):
+            async with self._handling:
+                if self._stopping:
+                    return  # closing the inbox hands these back
+                await self._handle_until_done(deliveries)
+
+    async def _handle_until_done(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply a batch; while the store is down, keep trying (nothing is acked meanwhile)."""
+        delays = itertools.chain(_STORE_RETRY_DELAYS, itertools.repeat(_STORE_RETRY_DELAYS[-1]))
+        for delay in delays:
+            try:
+                await self._handle_isolating(deliveries)
+                return
+            except StoreError as error:
+                if self._stopping:
+                    return
+                log.warning(
+                    "partition %d: store failed, retrying in %ss: %s", self.partition, delay, error
+                )
+                await asyncio.sleep(delay)
+
+    async def _handle_isolating(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply a batch; if something unforeseen breaks it, apply its deliveries one by
+        one so that only the one that breaks is refused and the partition keeps flowing."""
+        try:
+            await self.handle(deliveries)
+        except (StoreError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("partition %d: batch failed; isolating the culprit", self.partition)
+            for delivery in deliveries:
+                try:
+                    await self.handle([delivery])
+                except (StoreError, asyncio.CancelledError):
+                    raise
+                except Exception as error:
+                    log.exception(
+                        "partition %d: refusing %s", self.partition, delivery.message.message_id
+                    )
+                    await self._refuse(delivery, HandlerError(f"internal error: {error!r}"))
+
+    async def _refuse(self, delivery: Delivery, error: PachydermError) -> None:
+        verdict = _verdict(delivery, error)
+        if verdict.reply is not None:
+            await self.transport.publish_reply(verdict.reply)
+            await self.inbox.ack([delivery])
+        else:
+            await self.inbox.dead_letter([delivery])
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply one batch: one commit, then replies and effects, then one ack."""
+        outcomes: dict[int, Done | PachydermError] = {}
+        requests: list[tuple[int, Request]] = []
+        for index, delivery in enumerate(deliveries):
+            try:
+                requests.append((index, parse_request(self.app, delivery.message)))
+            except InvalidInputError as error:
+                outcomes[index] = error
+        results, committed = await self.engine.run([request for _, request in requests])
+        outcomes.update(
+            (index, result) for (index, _), result in zip(requests, results, strict=True)
+        )
+        verdicts = [_verdict(delivery, outcomes[i]) for i, delivery in enumerate(deliveries)]
+        await asyncio.gather(
+            *(self.transport.publish_reply(v.reply) for v in verdicts if v.reply is not None)
+        )
+        await self.effects.publish_committed(committed)
+        await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
+        await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])

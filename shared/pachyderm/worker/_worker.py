@@ -1,0 +1,119 @@
+"""A worker process: owns some partitions, serves them, hands them over on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .._app import App
+from ..fleet import Membership
+from ..store import EventStore
+from ..transport import Transport
+from ._cache import EntityCache
+from ._effects import EffectPublisher
+from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
+from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
+
+log = logging.getLogger("pachyderm.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """Tuning knobs; the defaults suit most fleets."""
+
+    prefetch: int = 512
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    snapshot_every: int = 100
+    cache_capacity: int = 100_000
+    idle_timeout: float = 600.0
+    effects_grace: float = 5.0
+
+
+class Worker:
+    """Serves the partitions ``membership`` assigns to it until :meth:`run`'s stop event."""
+
+    def __init__(
+        self,
+        app: App,
+        store: EventStore,
+        transport: Transport,
+        membership: Membership,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.transport = transport
+        self.membership = membership
+        self.options = options or WorkerOptions()
+        self.cache = EntityCache(self.options.cache_capacity, self.options.idle_timeout)
+        self.engine = Engine(
+            app,
+            store,
+            self.cache,
+            snapshot_every=self.options.snapshot_every,
+            max_attempts=self.options.max_attempts,
+        )
+        self.effects = EffectPublisher(store, transport, grace=self.options.effects_grace)
+        self.partitions: dict[int, PartitionWorker] = {}
+        self._assigning = asyncio.Lock()
+        self.ready = asyncio.Event()
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self.partitions)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Join the fleet, serve until ``stop`` is set, then leave cleanly."""
+        await self.transport.start()
+        await self.membership.join()
+        background = [
+            asyncio.create_task(
+                self.membership.watch(self._assign, self.transport.topology.partitions)
+            ),
+            asyncio.create_task(self.effects.sweep_forever()),
+            asyncio.create_task(self._unload_idle_forever()),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # Leave while still consuming: the others take over at once.
+            await self.membership.leave()
+            await self._assign([])
+
+    async def _assign(self, owned: Sequence[int]) -> None:
+        """Start serving newly owned partitions; finish and release the others."""
+        async with self._assigning:
+            wanted = set(owned)
+            released = [p for p in self.partitions if p not in wanted]
+            await asyncio.gather(*(self.partitions.pop(p).stop() for p in released))
+            for partition in sorted(wanted - set(self.partitions)):
+                inbox = await self.transport.open_inbox(partition, self.options.prefetch)
+                worker = PartitionWorker(
+                    inbox,
+                    self.app,
+                    self.engine,
+                    self.transport,
+                    self.effects,
+                    max_batch=self.options.max_batch,
+                )
+                worker.start()
+                self.partitions[partition] = worker
+            if released or wanted:
+                log.info("serving partitions %s", self.owned)
+            self.ready.set()
+
+    async def _unload_idle_forever(self) -> None:
+        interval = max(self.options.idle_timeout / 4, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            if unloaded := self.cache.unload_idle():
+                log.debug("unloaded %d idle entities", unloaded)

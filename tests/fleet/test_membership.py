@@ -1,0 +1,286 @@
+"""Fleet membership on the machine's real PostgreSQL, and embedded mode's fleet of one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing, suppress
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from pachyderm.fleet import Membership, PostgresMembership, SoloMembership, assign
+from pachyderm.store import PostgresEventStore, SqliteEventStore
+
+PARTITIONS = 16
+# Short enough to keep the tests fast, long enough for a loaded CI machine.
+INTERVAL, DEAD_AFTER = 0.1, 0.3
+# How late past its deadline a hand-over may be observed: a heartbeat's round
+# trips, the event loop, the 10 ms polling of `eventually`.
+SLACK = 0.25
+
+postgres = pytest.mark.postgres
+
+
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> float:
+    """Wait until ``condition()`` holds; the seconds that took."""
+    start = time.monotonic()
+    while True:
+        holds = condition()
+        if holds if isinstance(holds, bool) else await holds:
+            return time.monotonic() - start
+        assert time.monotonic() - start < within, f"not so within {within} s"
+        await asyncio.sleep(0.01)
+
+
+class Watcher:
+    """Runs one member's ``watch`` and remembers the partitions it was last given."""
+
+    def __init__(self, membership: Membership) -> None:
+        self.membership = membership
+        self.worker_id = membership.worker_id
+        self.owned: list[int] | None = None
+        self.calls = 0
+        self._task = asyncio.create_task(membership.watch(self._on_change, PARTITIONS))
+
+    async def _on_change(self, owned: list[int]) -> None:
+        self.owned = owned
+        self.calls += 1
+
+    @property
+    def running(self) -> bool:
+        return not self._task.done()
+
+    async def kill(self) -> None:
+        """Stop heartbeating without leaving, as SIGKILL would."""
+        self._task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._task
+
+
+def split_as_assigned(watchers: list[Watcher]) -> bool:
+    """Whether the watchers own exactly what :func:`assign` gives them among themselves."""
+    expected = assign(PARTITIONS, [watcher.worker_id for watcher in watchers])
+    return all(watcher.owned == expected[watcher.worker_id] for watcher in watchers)
+
+
+class Fleet:
+    """Members of one migrated namespace; closes them all at the end of the test."""
+
+    def __init__(self, dsn: str, namespace: str) -> None:
+        self.dsn = dsn
+        self.namespace = namespace
+        self._members: list[PostgresMembership] = []
+        self._watchers: list[Watcher] = []
+
+    async def member(
+        self, worker_id: str, interval: float = INTERVAL, dead_after: float = DEAD_AFTER
+    ) -> PostgresMembership:
+        member = await PostgresMembership.connect(
+            self.dsn,
+            worker_id=worker_id,
+            schema=self.namespace,
+            heartbeat_interval=interval,
+            dead_after=dead_after,
+        )
+        self._members.append(member)
+        return member
+
+    async def watcher(self, worker_id: str, **timing: float) -> Watcher:
+        watcher = Watcher(await self.member(worker_id, **timing))
+        self._watchers.append(watcher)
+        return watcher
+
+    async def query(self, sql: str) -> list[asyncpg.Record]:
+        """Run ``sql`` in the namespace, behind the members' backs."""
+        connection = await asyncpg.connect(
+            self.dsn, server_settings={"search_path": self.namespace}
+        )
+        try:
+            rows: list[asyncpg.Record] = await connection.fetch(sql)
+            return rows
+        finally:
+            await connection.close()
+
+    async def close(self) -> None:
+        for watcher in self._watchers:
+            await watcher.kill()
+        for member in self._members:
+            await member.close()
+
+
+@pytest.fixture
+async def fleet(postgres_dsn: str, namespace: str) -> AsyncIterator[Fleet]:
+    store = await PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=1)
+    try:
+        await store.migrate()
+        fleet = Fleet(postgres_dsn, namespace)
+        try:
+            yield fleet
+        finally:
+            await fleet.close()
+    finally:
+        await store.drop_namespace()
+        await store.close()
+
+
+@postgres
+async def test_joining_makes_a_worker_live(fleet: Fleet) -> None:
+    member = await fleet.member("a")
+    assert await member.live_workers() == []
+    await member.join()
+    await (await fleet.member("b")).join()
+    assert await member.live_workers() == ["a", "b"]
+
+
+@postgres
+async def test_a_silent_worker_is_dead_after_dead_after(fleet: Fleet) -> None:
+    member = await fleet.member("a")
+    start = time.monotonic()
+    await member.join()
+
+    async def dead() -> bool:
+        return await member.live_workers() == []
+
+    await eventually(dead)
+    # Judged by the database's clock, which read at least `start` when it stored the heartbeat.
+    assert DEAD_AFTER <= time.monotonic() - start <= DEAD_AFTER + SLACK
+    await fleet.query("DELETE FROM workers")  # as pruning would, in a long outage
+    await member.heartbeat()
+    assert await member.live_workers() == ["a"]
+
+
+@postgres
+async def test_leaving_removes_a_worker_at_once(fleet: Fleet) -> None:
+    member = await fleet.member("a")
+    await member.join()
+    await member.leave()
+    assert await member.live_workers() == []
+
+
+@postgres
+@pytest.mark.parametrize(
+    ("interval", "dead_after"), [(INTERVAL, DEAD_AFTER), (0.5, 1.5)], ids=["fast", "default"]
+)
+async def test_a_killed_workers_partitions_go_to_the_survivor(
+    fleet: Fleet, interval: float, dead_after: float
+) -> None:
+    a = await fleet.watcher("a", interval=interval, dead_after=dead_after)
+    b = await fleet.watcher("b", interval=interval, dead_after=dead_after)
+    await eventually(lambda: split_as_assigned([a, b]))
+    assert a.owned is not None
+    assert b.owned is not None
+    assert (len(a.owned), len(b.owned)) == (8, 8)
+    assert sorted(a.owned + b.owned) == list(range(PARTITIONS))
+
+    await a.kill()
+    failover = await eventually(lambda: b.owned == list(range(PARTITIONS)))
+    # a's lease runs out dead_after after its last heartbeat (before the kill),
+    # and b looks at most one interval later.
+    assert failover <= dead_after + interval + SLACK
+
+
+@postgres
+async def test_workers_joining_and_leaving_rebalance(fleet: Fleet) -> None:
+    a, b = await fleet.watcher("a"), await fleet.watcher("b")
+    await eventually(lambda: split_as_assigned([a, b]))
+    c = await fleet.watcher("c")
+    await eventually(lambda: split_as_assigned([a, b, c]))
+
+    await c.kill()
+    await c.membership.leave()
+    # A clean exit hands over on the others' next heartbeat, without waiting for dead_after.
+    handover = await eventually(lambda: split_as_assigned([a, b]))
+    assert handover <= INTERVAL + SLACK
+
+
+@postgres
+async def test_workers_long_dead_are_pruned(fleet: Fleet) -> None:
+    await fleet.query(
+        "INSERT INTO workers (worker_id, heartbeat_at) VALUES"
+        " ('long-gone', now() - interval '1 hour'), ('just-died', now() - interval '1 second')"
+    )
+    a = await fleet.watcher("a")
+    await eventually(lambda: a.owned == list(range(PARTITIONS)))  # after a first heartbeat
+    rows = await fleet.query("SELECT worker_id FROM workers ORDER BY worker_id")
+    # Until ten times dead_after, a dead worker's row stays for operators to see.
+    assert [row["worker_id"] for row in rows] == ["a", "just-died"]
+
+
+@postgres
+async def test_a_worker_cut_off_from_the_database_keeps_its_partitions(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pachyderm.fleet")
+    a = await fleet.watcher("a")
+    await eventually(lambda: a.owned == list(range(PARTITIONS)))
+
+    await fleet.query("ALTER TABLE workers RENAME TO workers_away")  # every heartbeat fails
+    await eventually(lambda: any(r.levelno == logging.ERROR for r in caplog.records))
+    assert "keeps consuming" in caplog.text
+    assert (a.running, a.owned, a.calls) == (True, list(range(PARTITIONS)), 1)
+
+    await fleet.query("ALTER TABLE workers_away RENAME TO workers")
+    await eventually(lambda: "reached the database again" in caplog.text)
+    assert (a.running, a.owned, a.calls) == (True, list(range(PARTITIONS)), 1)
+
+
+@postgres
+async def test_a_failed_hand_over_is_retried(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[list[int]] = []
+
+    async def flaky(owned: list[int]) -> None:
+        calls.append(owned)
+        if len(calls) == 1:
+            raise RuntimeError("broker unavailable")
+
+    task = asyncio.create_task((await fleet.member("a")).watch(flaky, PARTITIONS))
+    try:
+        await eventually(lambda: len(calls) == 2)
+        assert calls == [list(range(PARTITIONS))] * 2
+        assert "broker unavailable" in caplog.text
+        await asyncio.sleep(3 * INTERVAL)
+        assert len(calls) == 2  # not called again once it succeeded
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_timing_that_would_declare_live_workers_dead_is_refused() -> None:
+    with pytest.raises(ValueError, match="dead_after"):
+        await PostgresMembership.connect(
+            "postgresql://nowhere/x", worker_id="a", heartbeat_interval=1.0, dead_after=1.0
+        )
+
+
+async def test_a_solo_worker_owns_every_partition() -> None:
+    solo = SoloMembership("only")
+    watcher = Watcher(solo)
+    try:
+        await eventually(lambda: watcher.owned == list(range(PARTITIONS)))
+        assert await solo.live_workers() == ["only"]
+        await asyncio.sleep(0.05)
+        assert (watcher.running, watcher.calls) == (True, 1)
+    finally:
+        await watcher.kill()
+    await solo.leave()
+    await solo.close()
+
+
+async def test_the_sqlite_schema_has_the_workers_table(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = await SqliteEventStore.open(str(path))
+    try:
+        assert await store.migrate() >= 2
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(workers)")]
+    assert columns == ["worker_id", "info", "started_at", "heartbeat_at"]

@@ -1,0 +1,171 @@
+"""The batch engine: one commit per batch, conflicts retried, results only from real state."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from examples import bank, counter
+from pachyderm import App, HandlerError, Ref, Reject
+from pachyderm._wire import COMMAND, QUERY, Request
+from pachyderm.store import Change, CommitOutcome, Conflict, EventStore, open_store
+from pachyderm.testing import assert_replay_matches
+from pachyderm.worker import Engine
+
+APP = App([counter.Counter, bank.Account])
+ALICE, BOB = bank.account("alice"), bank.account("bob")
+
+
+def request(ref: Ref, message: Any, command_id: str | None = None, kind: str = COMMAND) -> Request:
+    return Request(ref, APP.entity_type(ref.type), message, command_id or str(uuid.uuid4()), kind)
+
+
+class CountingStore:
+    """Delegates to a real store, counting commits (and optionally refusing them all)."""
+
+    def __init__(self, store: EventStore, *, always_conflict: bool = False) -> None:
+        self._store = store
+        self.commits = 0
+        self.always_conflict = always_conflict
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        self.commits += 1
+        if self.always_conflict:
+            return [Conflict(99) for _ in changes]
+        return await self._store.commit(changes)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[EventStore]:
+    store = await open_store("sqlite:///:memory:")
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+async def test_a_batch_across_entities_commits_once_and_replies_in_order(
+    store: EventStore,
+) -> None:
+    counting = CountingStore(store)
+    engine = Engine(APP, counting)
+    results, committed = await engine.run(
+        [
+            request(ALICE, bank.Open(owner="alice")),
+            request(BOB, bank.Open(owner="bob")),
+            request(ALICE, bank.Deposit(amount=100)),
+            request(ALICE, bank.Withdraw(amount=30)),
+            request(ALICE, bank.Withdraw(amount=500)),
+            request(BOB, bank.Deposit(amount=5)),
+        ]
+    )
+    assert counting.commits == 1
+    assert [r.reply for r in results[:4]] == [
+        {"owner": "alice", "balance": 0},
+        {"owner": "bob", "balance": 0},
+        {"owner": "alice", "balance": 100},
+        {"owner": "alice", "balance": 70},
+    ]
+    assert results[4].rejection == Reject("insufficient_funds", {"balance": 70})
+    assert (results[5].reply, results[5].version) == ({"owner": "bob", "balance": 5}, 2)
+    assert len(committed) == 5
+    await assert_replay_matches(store, APP, ALICE, bank.AccountState(owner="alice", balance=70))
+
+
+async def test_a_stale_cache_is_caught_by_the_version_check_and_retried(
+    store: EventStore,
+) -> None:
+    first, second = Engine(APP, store), Engine(APP, store)
+    ref = counter.Counter.ref("c")
+    await first.run([request(ref, counter.Increment(amount=1))])
+    await second.run([request(ref, counter.Increment(amount=10))])
+    counting = CountingStore(store)
+    first.store = counting
+    results, _ = await first.run([request(ref, counter.Increment(amount=100))])
+    assert results[0].reply == {"count": 111}
+    assert counting.commits == 2  # refused once, then applied on fresh state
+    assert [e.version for e in await store.history(ref.id)] == [1, 2, 3]
+
+
+async def test_a_redelivered_command_gets_its_stored_reply_and_the_rest_still_apply(
+    store: EventStore,
+) -> None:
+    engine = Engine(APP, store)
+    ref = counter.Counter.ref("c")
+    await engine.run([request(ref, counter.Increment(amount=5), "first")])
+    results, _ = await Engine(APP, store).run(
+        [
+            request(ref, counter.Increment(amount=5), "first"),
+            request(ref, counter.Increment(amount=1), "second"),
+            request(ref, counter.Increment(amount=1), "second"),
+        ]
+    )
+    assert [(r.reply, r.duplicate) for r in results] == [
+        ({"count": 5}, True),
+        ({"count": 6}, False),
+        ({"count": 6}, True),
+    ]
+    await assert_replay_matches(store, APP, ref, {"count": 6})
+
+
+async def test_a_failing_handler_fails_its_request_only(store: EventStore) -> None:
+    class Broken(counter.Counter):
+        type_name = "broken"
+
+        def handle(self, message: Any, state: dict[str, int]) -> Any:
+            if message.amount == 13:
+                raise ValueError("unlucky")
+            return super().handle(message, state)
+
+    app = App([Broken])
+    ref = Ref.from_key("broken", "b")
+    entity_type = app.entity_type("broken")
+    results, _ = await Engine(app, store).run(
+        [
+            Request(ref, entity_type, counter.Increment(amount=13), "a"),
+            Request(ref, entity_type, counter.Increment(amount=2), "b"),
+        ]
+    )
+    assert isinstance(results[0].error, HandlerError)
+    assert "unlucky" in str(results[0].error)
+    assert results[1].reply == {"count": 2}
+
+
+async def test_queries_and_rejections_see_the_committed_state(store: EventStore) -> None:
+    stale, other = Engine(APP, store), Engine(APP, store)
+    await stale.run([request(ALICE, bank.Open(owner="alice"))])
+    await other.run([request(ALICE, bank.Deposit(amount=100))])
+    # The stale engine caches a balance of 0: without the version check it
+    # would refuse the withdrawal and report an empty account.
+    results, _ = await stale.run(
+        [
+            request(ALICE, None, kind=QUERY),
+            request(ALICE, bank.Withdraw(amount=60)),
+        ]
+    )
+    assert results[0].reply == {"owner": "alice", "balance": 100}
+    assert results[1].reply == {"owner": "alice", "balance": 40}
+
+
+async def test_a_query_writes_nothing(store: EventStore) -> None:
+    engine = Engine(APP, store)
+    results, committed = await engine.run([request(ALICE, None, kind=QUERY)])
+    assert (results[0].reply, committed) == ({"owner": None, "balance": 0}, [])
+    assert (await store.load(ALICE)).version == 0
+
+
+async def test_endless_conflicts_end_in_an_error_after_bounded_attempts(
+    store: EventStore,
+) -> None:
+    counting = CountingStore(store, always_conflict=True)
+    engine = Engine(APP, counting, max_attempts=3)
+    results, committed = await engine.run([request(ALICE, bank.Open(owner="alice"))])
+    assert counting.commits == 3
+    assert isinstance(results[0].error, HandlerError)
+    assert "still conflicting" in str(results[0].error)
+    assert committed == []
