@@ -23,6 +23,8 @@ from pachyderm._wire import ENTITY_TYPE_HEADER
 from pachyderm.testing import assert_replay_matches
 from pachyderm.transport import Message
 
+from .waiting import eventually
+
 
 class Recorder(EffectHandler):
     name = "admin_mailer"
@@ -44,14 +46,6 @@ async def fleet(mailer: Recorder) -> AsyncIterator[EmbeddedFleet]:
     app = App([counter.Counter, bank.Account], effect_handlers=[mailer])
     async with embedded(app, effects_config={"to": "ops"}) as fleet:
         yield fleet
-
-
-async def eventually(condition: Any, timeout: float = 2.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if await condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{condition.__name__} did not come true within {timeout}s")
 
 
 async def test_calls_reply_with_the_new_state(fleet: EmbeddedFleet) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,6 +32,11 @@ class Settings(BaseSettings):
     )
     partitions: int = Field(16, ge=1, le=1024, description="partition queues; fixed per fleet")
     app: str | None = Field(None, description="the app to serve, as module or module:attribute")
+    ownership: Literal["fleet", "all"] = Field(
+        "fleet",
+        description="fleet: partitions spread over the live workers; all: this worker"
+        " consumes every partition (a single worker, or tests of overlapping fleets)",
+    )
     worker_id: str | None = Field(None, description="defaults to host name and process id")
     snapshot_every: int = Field(100, ge=0, description="snapshot every N events; 0 turns it off")
     prefetch: int = Field(512, ge=1, description="unacknowledged deliveries per partition")

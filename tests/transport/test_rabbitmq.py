@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aio_pika
+import aiormq
 import pytest
 
 from pachyderm import TransportError, TransportUnavailableError
@@ -17,7 +20,9 @@ from .contract import (
     collect,
     command,
     eventually,
+    nothing_more,
     only_ready_partition,
+    publish_commands,
 )
 
 TransportFactory = Callable[[], Awaitable[RabbitMQTransport]]
@@ -88,6 +93,25 @@ async def test_transports_of_one_namespace_share_it(open_transport: TransportFac
     assert delivery.message.body == b"across"
 
 
+async def test_deliveries_of_a_lost_channel_come_again_and_settle_harmlessly(
+    transport: RabbitMQTransport,
+) -> None:
+    bodies = await publish_commands(transport, "reconnected", 2)
+    partition = await only_ready_partition(transport)
+    inbox = await transport.open_inbox(partition, prefetch=10)
+    assert isinstance(inbox, _rabbitmq._RabbitMQInbox)
+    stale = await collect(inbox, 2)
+    # Close the inbox's channel under it, as a network failure would: aio-pika
+    # opens another and consumes again, and the broker delivers both again.
+    await (await inbox._channel.get_underlay_channel()).close()
+    again = await collect(inbox, 2)
+    assert [(d.message.body, d.redelivered) for d in again] == [(body, True) for body in bodies]
+    await inbox.ack([stale[0], again[1]])  # one by one, the first one's channel gone
+    await inbox.ack([stale[1], again[0]])  # the oldest, one ack on the live channel
+    await inbox.close()
+    await nothing_more(await transport.open_inbox(partition, prefetch=10))
+
+
 async def test_a_command_no_partition_queue_takes_raises(
     transport: RabbitMQTransport, broker: aio_pika.abc.AbstractChannel
 ) -> None:
@@ -123,3 +147,48 @@ async def test_an_unreachable_broker_is_unavailable(namespace: str) -> None:
     transport = RabbitMQTransport("amqp://guest:guest@127.0.0.1:1/", Topology(namespace))
     with pytest.raises(TransportUnavailableError, match="connecting"):
         await transport.start()
+
+
+async def test_deleting_the_topology_removes_the_namespace(
+    transport: RabbitMQTransport, rabbitmq_url: str
+) -> None:
+    async def ignore(message: Message) -> None:
+        pass
+
+    await transport.consume_effects("mailer", ["effect.mailer"], ignore)
+    await transport.delete_topology()
+    topology = transport.topology
+    queues = [
+        *map(topology.partition_queue, range(PARTITIONS)),
+        topology.dead_letter_queue,
+        topology.effects_queue("mailer"),
+    ]
+    exchanges = [
+        topology.commands_exchange,
+        topology.effects_exchange,
+        topology.dead_letter_exchange,
+    ]
+    async with await aio_pika.connect(rabbitmq_url) as connection:
+        for queue in queues:
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                await (await connection.channel()).declare_queue(queue, passive=True)
+        for exchange in exchanges:
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                await (await connection.channel()).declare_exchange(exchange, passive=True)
+
+
+async def test_racing_starts_share_one_connection(
+    open_transport: TransportFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = await open_transport()
+    await transport.close()
+    connected: list[aio_pika.abc.AbstractRobustConnection] = []
+    connect = aio_pika.connect_robust
+
+    async def counted(*args: Any, **kwargs: Any) -> aio_pika.abc.AbstractRobustConnection:
+        connected.append(await connect(*args, **kwargs))
+        return connected[-1]
+
+    monkeypatch.setattr(aio_pika, "connect_robust", counted)
+    await asyncio.gather(transport.start(), transport.start())
+    assert len(connected) == 1

@@ -6,7 +6,7 @@ import logging
 
 from .._loading import load_app
 from .._settings import Settings
-from ..fleet import PostgresMembership
+from ..fleet import Membership, PostgresMembership, SoloMembership
 from ..store import open_store
 from ..worker import Worker, WorkerOptions
 from ._runtime import broker, stop_on_signals, worker_id
@@ -24,19 +24,25 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
+async def _membership(settings: Settings, name: str) -> Membership:
+    if settings.ownership == "all":
+        return SoloMembership(name)
+    return await PostgresMembership.connect(
+        settings.database_url.get_secret_value(),
+        schema=settings.namespace,
+        worker_id=name,
+        heartbeat_interval=settings.heartbeat_interval,
+        dead_after=settings.dead_after,
+    )
+
+
 async def serve(settings: Settings, app_spec: str) -> None:
     app = load_app(app_spec)
     name = worker_id(settings)
     database_url = settings.database_url.get_secret_value()
     stop = stop_on_signals()
     store = await open_store(database_url, namespace=settings.namespace)
-    membership = await PostgresMembership.connect(
-        database_url,
-        schema=settings.namespace,
-        worker_id=name,
-        heartbeat_interval=settings.heartbeat_interval,
-        dead_after=settings.dead_after,
-    )
+    membership = await _membership(settings, name)
     try:
         async with broker(settings, name) as transport:
             worker = Worker(app, store, transport, membership, worker_options(settings))

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -231,26 +231,33 @@ class _RabbitMQInbox:
         return [self._buffer.popleft() for _ in range(min(max_count, len(self._buffer)))]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Acknowledge, in one ``multiple`` ack when they are the oldest unsettled ones."""
+        """Acknowledge, in one ``multiple`` ack when they are the oldest unsettled ones.
+
+        A delivery whose channel was lost is skipped: the broker took it back
+        and delivers it again.
+        """
         oldest = self._are_oldest(deliveries)
         messages = self._settle(deliveries)
         async with _translated_errors("acknowledging deliveries"):
             if oldest and messages:
-                await messages[-1].ack(multiple=True)
-                return
-            for message in messages:
-                await message.ack()
+                # Of a lost channel only the older ones can be: if the newest
+                # one's is live, this settles all that need it.
+                await _settle_each(messages[-1:], lambda message: message.ack(multiple=True))
+            else:
+                await _settle_each(messages, lambda message: message.ack())
 
     async def dead_letter(self, deliveries: Sequence[Delivery]) -> None:
-        """Reject without requeueing: the queue dead-letters them."""
+        """Reject without requeueing: the queue dead-letters them.
+
+        A delivery whose channel was lost is skipped, as by :meth:`ack`.
+        """
         messages = self._settle(deliveries)
         async with _translated_errors("dead-lettering deliveries"):
-            for message in messages:
-                await message.reject(requeue=False)
+            await _settle_each(messages, lambda message: message.reject(requeue=False))
 
     def _are_oldest(self, deliveries: Sequence[Delivery]) -> bool:
-        """Whether these are exactly the oldest unsettled deliveries, so all that
-        a ``multiple`` ack of the newest of them would settle."""
+        """Whether these are exactly the oldest unsettled deliveries: then a
+        ``multiple`` ack of the newest settles them and nothing else."""
         tags = sorted(delivery.tag for delivery in deliveries)
         return tags == list(islice(self._unsettled, len(tags)))
 
@@ -281,6 +288,19 @@ class _RabbitMQInbox:
         self._buffer.clear()
         self._unsettled.clear()
         self._forget(self)
+
+
+async def _settle_each(
+    messages: Sequence[AbstractIncomingMessage],
+    settle: Callable[[AbstractIncomingMessage], Awaitable[None]],
+) -> None:
+    for message in messages:
+        try:
+            await settle(message)
+        except aiormq.exceptions.ChannelInvalidStateError:
+            # Its channel closed (a reconnect opened another one), which
+            # returned the delivery to its queue: it comes again.
+            log.warning("delivery %s lost its channel before it was settled", message.message_id)
 
 
 async def _deliver_reply(handler: MessageHandler, incoming: AbstractIncomingMessage) -> None:
@@ -323,15 +343,6 @@ class _Session:
     effects: AbstractExchange
 
 
-async def _open_session(connection: AbstractRobustConnection, topology: Topology) -> _Session:
-    async with _translated_errors("declaring the topology"):
-        publisher = await connection.channel(on_return_raises=True)
-        commands, effects = await _declare_topology(publisher, topology)
-        consumer = await connection.channel(publisher_confirms=False)
-        await consumer.set_qos(prefetch_count=_EFFECT_PREFETCH)
-    return _Session(connection, publisher, consumer, commands, effects)
-
-
 async def _publish(
     exchange: AbstractExchange,
     message: Message,
@@ -354,6 +365,8 @@ class RabbitMQTransport:
 
     A message published without a ``message_id`` is given a random one:
     aio-pika's client needs it to match a returned message with its publish.
+    While the connection is lost, aio-pika reconnects in the background and
+    operations wait for it: bound them with a timeout where waiting is wrong.
     """
 
     def __init__(self, url: str, topology: Topology, *, connection_name: str | None = None) -> None:
@@ -361,6 +374,7 @@ class RabbitMQTransport:
         self._url = url
         self._connection_name = connection_name
         self._session: _Session | None = None
+        self._starting = asyncio.Lock()
         self._inboxes: set[_RabbitMQInbox] = set()
         self._effect_groups: set[str] = set()
         self._tags = count(1)
@@ -372,18 +386,26 @@ class RabbitMQTransport:
         cannot be reached, :class:`~pachyderm.TransportError` when it refuses
         the topology (a missing plugin, a queue declared with other arguments).
         """
-        if self._session is not None:
-            return
+        async with self._starting:  # callers racing to start share one connection
+            if self._session is None:
+                self._session = await self._open_session()
+
+    async def _open_session(self) -> _Session:
         properties: dict[str, Any] = {}
         if self._connection_name:
             properties["connection_name"] = self._connection_name
         async with _translated_errors("connecting"):
             connection = await aio_pika.connect_robust(self._url, client_properties=properties)
         try:
-            self._session = await _open_session(connection, self.topology)
+            async with _translated_errors("declaring the topology"):
+                publisher = await connection.channel(on_return_raises=True)
+                commands, effects = await _declare_topology(publisher, self.topology)
+                consumer = await connection.channel(publisher_confirms=False)
+                await consumer.set_qos(prefetch_count=_EFFECT_PREFETCH)
         except BaseException:
             await connection.close()
             raise
+        return _Session(connection, publisher, consumer, commands, effects)
 
     async def close(self) -> None:
         """Close inboxes, consumers and the connection (idempotent).
