@@ -4,6 +4,7 @@ from ._app import App
 from ._client import Client
 from ._context import current_ref
 from ._effects import Effect, EffectHandler, Send
+from ._embedded import EmbeddedFleet, embedded
 from ._entity import Entity, HandleResult, Reject, Reply
 from ._errors import (
     CallTimeoutError,
@@ -26,7 +27,6 @@ from ._errors import (
     UnknownNameError,
     UnsupportedContentTypeError,
 )
-from ._embedded import EmbeddedFleet, embedded
 from ._reference import Ref, entity_id
 from ._settings import Settings
 
