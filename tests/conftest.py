@@ -18,8 +18,8 @@ from testcontainers.community.postgres import PostgresContainer
 pytest.register_assert_rewrite("tests.store.contract", "tests.transport.contract")
 
 
-def _missing_service(what: str) -> None:
-    message = f"{what} is not available: set PACHYDERM_TEST_DATABASE_URL or install Docker"
+def _missing_service(what: str, variable: str) -> None:
+    message = f"{what} is not available: set {variable} or install Docker"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -37,11 +37,11 @@ def postgres_dsn() -> Iterator[str]:
         yield dsn
         return
     if not _docker_engine_reachable():
-        _missing_service("PostgreSQL")
+        _missing_service("PostgreSQL", "PACHYDERM_TEST_DATABASE_URL")
     try:
         container = PostgresContainer("postgres:16-alpine", driver=None).start()
     except Exception as error:  # Docker client present but no engine
-        _missing_service(f"PostgreSQL (testcontainers: {error})")
+        _missing_service(f"PostgreSQL (testcontainers: {error})", "PACHYDERM_TEST_DATABASE_URL")
     try:
         yield container.get_connection_url()
     finally:
@@ -62,7 +62,7 @@ def rabbitmq_url() -> Iterator[str]:
         yield url
         return
     if not _docker_engine_reachable():
-        _missing_service("RabbitMQ")
+        _missing_service("RabbitMQ", "PACHYDERM_TEST_AMQP_URL")
     with warnings.catch_warnings():
         # The module applies a decorator testcontainers itself deprecates.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -70,7 +70,7 @@ def rabbitmq_url() -> Iterator[str]:
     try:
         container = RabbitMqContainer("rabbitmq:3.13-alpine").start()
     except Exception as error:  # Docker client present but no engine
-        _missing_service(f"RabbitMQ (testcontainers: {error})")
+        _missing_service(f"RabbitMQ (testcontainers: {error})", "PACHYDERM_TEST_AMQP_URL")
     try:
         # Commands are spread by the consistent-hash exchange, a plugin.
         plugin = ["rabbitmq-plugins", "enable", "rabbitmq_consistent_hash_exchange"]

@@ -50,4 +50,10 @@ class Settings(BaseSettings):
         description="seconds without a heartbeat before a worker counts as dead; the same"
         " for every worker of a namespace",
     )
+    effects_grace: float = Field(
+        5.0,
+        gt=0,
+        description="seconds an effect may wait in the outbox before any worker's sweep"
+        " publishes it (normally its own worker publishes it right after the commit)",
+    )
     call_timeout: float = Field(10.0, gt=0, description="seconds a call waits for its reply")

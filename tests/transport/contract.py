@@ -318,7 +318,6 @@ class TransportContract:
             "effect.billing.invoice.pdf",
             "effect.refund",
             "effect",
-            "command.deposit",
         ]:
             await transport.publish_effect(Message(key.encode(), routing_key=key, message_id=key))
         expected = {
@@ -339,6 +338,12 @@ class TransportContract:
         await eventually(as_expected)
         await asyncio.sleep(QUIET)
         assert as_expected(), received
+
+    async def test_an_effect_nobody_is_bound_for_is_refused_not_lost(
+        self, transport: Transport
+    ) -> None:
+        with pytest.raises(TransportError):
+            await transport.publish_effect(Message(b"x", routing_key="effect.nobody"))
 
     async def test_an_effect_whose_handler_raises_is_dead_lettered(
         self, transport: InspectableTransport, dead_lettered: DeadLetters

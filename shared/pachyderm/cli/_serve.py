@@ -21,6 +21,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         snapshot_every=settings.snapshot_every,
         cache_capacity=settings.cache_capacity,
         idle_timeout=settings.idle_timeout,
+        effects_grace=settings.effects_grace,
     )
 
 

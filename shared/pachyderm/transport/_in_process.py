@@ -231,11 +231,17 @@ class InProcessTransport:
         await queue.notify()
 
     async def publish_effect(self, message: Message) -> None:
-        """Queue an effect for every group with a pattern matching its routing key."""
+        """Queue an effect for every group with a pattern matching its routing key.
+
+        An effect no group wants raises :class:`TransportError`, as RabbitMQ's
+        mandatory flag makes it do.
+        """
         self._check_running()
-        for group in self._groups.values():
-            if group.wants(message.routing_key):
-                group.queue.put_nowait(message)
+        groups = [group for group in self._groups.values() if group.wants(message.routing_key)]
+        if not groups:
+            raise TransportError(f"no effect group is bound for {message.routing_key!r}")
+        for group in groups:
+            group.queue.put_nowait(message)
 
     async def publish_reply(self, message: Message) -> None:
         """Hand a reply to the listener at ``message.routing_key``; dropped if there is none."""

@@ -57,7 +57,11 @@ class Transport(Protocol):
         ...
 
     async def publish_effect(self, message: Message) -> None:
-        """Publish to the effects exchange; returns once the broker has it (confirmed)."""
+        """Publish to the effects exchange; returns once the broker has it (confirmed).
+
+        Raises :class:`~pachyderm.TransportError` when no effect group's queue
+        is bound for its routing key: nobody would ever receive it.
+        """
         ...
 
     async def publish_reply(self, message: Message) -> None:

@@ -442,7 +442,8 @@ class RabbitMQTransport:
     async def publish_effect(self, message: Message) -> None:
         """Publish to the effects exchange, persistent; returns once confirmed.
 
-        An effect no group's routing keys match is dropped by the broker.
+        Mandatory: an effect no group's queue is bound for raises
+        :class:`TransportError`, so it stays in the outbox instead of vanishing.
         """
         session = self._started()
         await _publish(
@@ -450,7 +451,7 @@ class RabbitMQTransport:
             message,
             "publishing an effect",
             persistent=True,
-            mandatory=False,
+            mandatory=True,
         )
 
     async def publish_reply(self, message: Message) -> None:

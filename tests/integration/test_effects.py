@@ -1,0 +1,136 @@
+"""Effects over RabbitMQ: published after the commit with their ids, recovered from
+the outbox after a crash, and dispatched by `pachyderm effects`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from examples import counter
+from pachyderm import _codec as codec
+from pachyderm.store import Change, NewEffect, NewEvent, PostgresEventStore
+
+from ..waiting import eventually
+from .harness import ROOT, Fleet, fleet
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+
+@pytest.fixture
+async def running(
+    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
+) -> AsyncIterator[Fleet]:
+    async with fleet(tmp_path, namespace, postgres_dsn, rabbitmq_url, partitions=4) as started:
+        yield started
+
+
+@pytest.fixture
+async def effects_seen(
+    running: Fleet, rabbitmq_url: str
+) -> AsyncIterator[asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]]:
+    """Everything published to the effects exchange, seen by a plain AMQP consumer."""
+    seen: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(running.topology.effects_exchange, routing_key="effect.#")
+        await queue.consume(seen.put, no_ack=True)
+        yield seen
+
+
+async def test_an_effect_is_published_after_its_commit_with_its_ids(
+    running: Fleet, effects_seen: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage]
+) -> None:
+    running.start_worker("w1")
+    await running.balanced()
+    ref = counter.Counter.ref("visits")
+    async with running.client() as client:
+        await client.call(ref, counter.Increment(amount=4), command_id="below")
+        await client.call(ref, counter.Increment(amount=7), command_id="crossing")
+    message = await asyncio.wait_for(effects_seen.get(), 5)
+    assert message.routing_key == "effect.admin_mailer"
+    assert codec.decode(message.body) == {"threshold": 10}
+    assert message.headers["pachyderm-source-entity-id"] == str(ref.id)
+    assert message.headers["pachyderm-source-command-id"] == "crossing"
+    assert message.message_id == message.headers["pachyderm-effect-id"]
+    assert effects_seen.empty()
+
+
+async def test_effects_a_crash_left_in_the_outbox_are_published_by_a_survivor(
+    running: Fleet,
+    effects_seen: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
+    postgres_dsn: str,
+) -> None:
+    # A worker committed, then died before publishing: the outbox alone knows.
+    store = await PostgresEventStore.connect(postgres_dsn, schema=running.topology.namespace)
+    effect_id = uuid.uuid4()
+    orphan = NewEffect(effect_id, "effect.admin_mailer", codec.encode({"threshold": 10}))
+    change = Change(
+        counter.Counter.ref("orphan"),
+        0,
+        "lost-command",
+        [NewEvent("Increased", codec.encode({"amount": 12}))],
+        b"",
+        [orphan],
+    )
+    await store.commit([change])
+    running.start_worker("survivor", effects_grace="0.2")
+    message = await asyncio.wait_for(effects_seen.get(), 10)
+    assert message.message_id == str(effect_id)
+
+    async def marked_published() -> bool:
+        return await store.pending_effects() == []
+
+    await eventually(marked_published, timeout=5)
+    await store.close()
+
+
+async def test_pachyderm_effects_dispatches_to_the_module_handlers(
+    running: Fleet, tmp_path: Path, rabbitmq_url: str
+) -> None:
+    running.start_worker("w1")
+    await running.balanced()
+    record = tmp_path / "mail.jsonl"
+    environment = {
+        **os.environ,
+        "PACHYDERM_AMQP_URL": rabbitmq_url,
+        "PACHYDERM_NAMESPACE": running.topology.namespace,
+        "PACHYDERM_PARTITIONS": str(running.topology.partitions),
+    }
+    dispatcher = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pachyderm",
+        "effects",
+        "tests.integration.effect_app",
+        "--config",
+        json.dumps({"path": str(record)}),
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.sleep(2)  # let it bind its queue before the effect goes out
+        async with running.client() as client:
+            await client.call(counter.Counter.ref("c"), counter.Increment(amount=11))
+
+        async def dispatched() -> bool:
+            return record.exists() and record.read_text().strip() != ""
+
+        await eventually(dispatched, timeout=10, interval=0.05)
+        assert [json.loads(line) for line in record.read_text().splitlines()] == [{"threshold": 10}]
+    finally:
+        dispatcher.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(dispatcher.wait(), 10) == 0
