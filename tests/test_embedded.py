@@ -64,6 +64,21 @@ async def test_a_retried_call_with_the_same_id_applies_once(fleet: EmbeddedFleet
     assert await fleet.client.query(ref) == {"count": 6}
 
 
+async def test_send_returns_the_command_id_without_waiting(fleet: EmbeddedFleet) -> None:
+    ref = counter.Counter.ref("fire-and-forget")
+    command_id = await fleet.client.send(ref, counter.Increment(amount=2), command_id="s-1")
+    assert command_id == "s-1"
+    generated = await fleet.client.send(ref, counter.Increment(amount=3))
+    uuid.UUID(generated)
+
+    async def both_applied() -> bool:
+        return bool(await fleet.client.query(ref) == {"count": 5})
+
+    await eventually(both_applied)
+    history = await fleet.store.history(ref.id)
+    assert [event.command_id for event in history] == ["s-1", generated]
+
+
 async def test_effects_are_dispatched_after_the_commit_once(
     fleet: EmbeddedFleet, mailer: Recorder
 ) -> None:

@@ -62,7 +62,15 @@ STORE = {
     "SqliteEventStore",
     "open_store",
 }
-TESTING = {"Outcome", "Scenario", "assert_replay_matches", "given"}
+TESTING = {
+    "Outcome",
+    "ProcessFleet",
+    "Scenario",
+    "WorkerProcess",
+    "assert_replay_matches",
+    "given",
+    "process_fleet",
+}
 TRANSPORT = {
     "DEFAULT_PARTITIONS",
     "Delivery",

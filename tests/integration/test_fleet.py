@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -200,3 +201,24 @@ async def test_concurrent_transfers_conserve_money(running: Fleet) -> None:
     assert not caused & set(rejected), "a rejected command left events behind"
     effects_caused_by = await outbox_command_ids(running.dsn, running.topology.namespace)
     assert not set(rejected) & effects_caused_by, "a rejected command published effects"
+
+
+async def test_sigterm_hands_over_cleanly_mid_run(running: Fleet) -> None:
+    first = running.start_worker("w1")
+    running.start_worker("w2")
+    await running.balanced()
+    commands = workload(seed=5)
+    async with running.client() as client:
+        load = asyncio.create_task(run_load(client, commands, limit=200))
+        await asyncio.sleep(1.0)
+        stopping = time.monotonic()
+        first.process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(first.process.wait, 30)
+        print(f"\nSIGTERM to exit: {time.monotonic() - stopping:.2f}s")
+        assert exit_code == 0
+        await running.balanced()
+        replies = await load
+    assert "stopped" in first.log.read_text()
+    await assert_exact(running, commands)
+    history = await histories(running.dsn, running.topology.namespace)
+    assert_replies_match_history(replies, commands, history)

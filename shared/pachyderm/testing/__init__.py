@@ -9,7 +9,16 @@
     )
 """
 
+from ._fleet import ProcessFleet, WorkerProcess, process_fleet
 from ._replay import assert_replay_matches
 from ._scenario import Outcome, Scenario, given
 
-__all__ = ["Outcome", "Scenario", "assert_replay_matches", "given"]
+__all__ = [
+    "Outcome",
+    "ProcessFleet",
+    "Scenario",
+    "WorkerProcess",
+    "assert_replay_matches",
+    "given",
+    "process_fleet",
+]
