@@ -113,6 +113,40 @@ async def test_a_redelivered_command_gets_its_stored_reply_and_the_rest_still_ap
     await assert_replay_matches(store, APP, ref, {"count": 6})
 
 
+async def test_many_copies_of_one_command_in_a_batch_apply_once_and_share_its_reply(
+    store: EventStore,
+) -> None:
+    ref = counter.Counter.ref("c")
+    retried = [request(ref, counter.Increment(amount=2), "retried") for _ in range(12)]
+    results, committed = await Engine(APP, store, max_attempts=2).run(
+        [
+            request(ref, counter.Increment(amount=1), "before"),
+            *retried,
+            request(ref, counter.Increment(amount=5), "after"),
+        ]
+    )
+    assert [r.reply for r in results] == [{"count": 1}] + [{"count": 3}] * 12 + [{"count": 8}]
+    assert [r.duplicate for r in results[1:4]] == [False, True, True]
+    assert len(committed) == 3
+    await assert_replay_matches(store, APP, ref, {"count": 8})
+
+
+async def test_commands_applied_before_do_not_use_up_the_attempts_of_the_rest(
+    store: EventStore,
+) -> None:
+    ref = counter.Counter.ref("c")
+    earlier = [request(ref, counter.Increment(amount=1), f"early-{n}") for n in range(6)]
+    await Engine(APP, store).run(earlier)
+    # Redelivered copies interleaved with new commands: each copy refuses the
+    # lane's later changes once, which must not exhaust the new commands' attempts.
+    mixed = [
+        item for n in range(6) for item in (earlier[n], request(ref, counter.Increment(amount=10)))
+    ]
+    results, _ = await Engine(APP, store, max_attempts=2).run(mixed)
+    assert all(result.error is None for result in results)
+    await assert_replay_matches(store, APP, ref, {"count": 66})
+
+
 async def test_a_failing_handler_fails_its_request_only(store: EventStore) -> None:
     class Broken(counter.Counter):
         type_name = "broken"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import _codec
@@ -73,6 +73,24 @@ class _Settled:
     unverified: list[_Step] = field(default_factory=list)
 
 
+def _copies(requests: Sequence[Request]) -> dict[int, int]:
+    """Requests repeating an earlier command of the batch (a caller retrying while
+    the partition was busy): index of each copy -> index of its original.
+
+    Copies share their original's result instead of each costing a round of
+    refusals, which could otherwise exhaust the attempts of the rest.
+    """
+    first: dict[tuple[Ref, str], int] = {}
+    copies: dict[int, int] = {}
+    for index, request in enumerate(requests):
+        if request.kind == QUERY:
+            continue
+        original = first.setdefault((request.ref, request.command_id), index)
+        if original != index:
+            copies[index] = original
+    return copies
+
+
 class Engine:
     """Runs requests for the entities of ``app`` against ``store``, with a hot cache."""
 
@@ -95,14 +113,23 @@ class Engine:
         """Apply ``requests``; one final result each, in order, and the committed changes."""
         results: dict[int, Done] = {}
         committed: list[Change] = []
-        pending = [_Step(index, request) for index, request in enumerate(requests)]
-        for _ in range(self.max_attempts):
-            if not pending:
-                break
+        copies = _copies(requests)
+        pending = [
+            _Step(index, request) for index, request in enumerate(requests) if index not in copies
+        ]
+        # Give up on what keeps being refused without anything settling in between
+        # (another writer winning every time); a round that settles something, as
+        # one resolving a duplicate does, is progress and does not count.
+        fruitless = 0
+        while pending and fruitless < self.max_attempts:
+            before = len(pending)
             pending = await self._round(pending, results, committed)
+            fruitless = fruitless + 1 if len(pending) == before else 0
         for step in pending:
             error = HandlerError(f"{step.request.ref}: still conflicting after retries")
             results[step.index] = Done(error=error)
+        for index, original in copies.items():
+            results[index] = replace(results[original], duplicate=True)
         return [results[index] for index in range(len(requests))], committed
 
     async def _round(
