@@ -18,7 +18,7 @@ from typing import Any
 from pachyderm import App, PachydermError, Ref, RejectedError
 from pachyderm._client import Client
 from pachyderm._embedded import embedded
-from pachyderm._settings import Settings
+from pachyderm._settings import load_settings
 from pachyderm.store import EventStore
 
 from . import bank, counter
@@ -58,7 +58,7 @@ async def show_balances(store: EventStore) -> None:
 
 async def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="    effect: %(message)s", stream=sys.stdout)
-    url = Settings().database_url.get_secret_value()
+    url = load_settings().database_url.get_secret_value()
     print(f"Pachyderm demo, embedded on {url}: an entity never forgets.\n")
     async with embedded(APP, url, effects_config={"to": "admin@example.com"}) as fleet:
         await run_script(fleet.client)

@@ -44,6 +44,7 @@ PACHYDERM = {
     "current_ref",
     "embedded",
     "entity_id",
+    "load_settings",
 }
 STORE = {
     "Change",

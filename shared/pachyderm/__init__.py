@@ -28,7 +28,7 @@ from ._errors import (
     UnsupportedContentTypeError,
 )
 from ._reference import Ref, entity_id
-from ._settings import Settings
+from ._settings import Settings, load_settings
 
 __all__ = [
     "App",
@@ -65,4 +65,5 @@ __all__ = [
     "current_ref",
     "embedded",
     "entity_id",
+    "load_settings",
 ]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRETS_DIR_VARIABLE = "PACHYDERM_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/run/secrets/pachyderm"
 
 
 class Settings(BaseSettings):
@@ -57,3 +62,38 @@ class Settings(BaseSettings):
         " publishes it (normally its own worker publishes it right after the commit)",
     )
     call_timeout: float = Field(10.0, gt=0, description="seconds a call waits for its reply")
+    gateway_host: str = Field("127.0.0.1", description="address the HTTP gateway listens on")
+    gateway_port: int = Field(8080, ge=0, le=65535, description="port of the HTTP gateway")
+    gateway_auth: bool = Field(
+        True, description="require bearer tokens at the gateway; false only for local development"
+    )
+    gateway_tokens: SecretStr = Field(
+        SecretStr(""),
+        description="gateway bearer tokens and their rights, e.g."
+        " 's3cret=call+read,dashboard=read' (rights: call, read)",
+    )
+    gateway_max_body: int = Field(
+        1024 * 1024, ge=1, description="largest request body the gateway accepts, in bytes"
+    )
+    health_port: int = Field(
+        8081, ge=0, le=65535, description="port of a worker's health and metrics endpoints"
+    )
+    otlp_endpoint: str | None = Field(
+        None, description="OpenTelemetry collector (OTLP over HTTP); unset: no export"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one structured record per line, with trace ids"
+    )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, a ``.env`` file and secret files.
+
+    Secret files (one per setting, named like its variable: ``PACHYDERM_DATABASE_URL``) are read
+    from ``$PACHYDERM_SECRETS_DIR``, else from ``/run/secrets/pachyderm`` when
+    it exists: the way Kubernetes and Docker mount secrets.
+    """
+    folder = os.environ.get(SECRETS_DIR_VARIABLE) or DEFAULT_SECRETS_DIR
+    if Path(folder).is_dir():
+        return Settings(_secrets_dir=folder, **overrides)
+    return Settings(**overrides)

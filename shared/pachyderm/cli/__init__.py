@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .._errors import PachydermError
-from .._settings import Settings
+from .._settings import Settings, load_settings
 from ._call import call
 from ._effects import parse_config, run_effects
 from ._inspect import inspect_entity
@@ -61,7 +61,7 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         for name in ("database_url", "amqp_url", "namespace", "app")
         if (value := getattr(arguments, name, None)) is not None
     }
-    return Settings(**overrides)
+    return load_settings(**overrides)
 
 
 async def _topology(settings: Settings) -> None:
