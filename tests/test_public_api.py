@@ -4,7 +4,9 @@ import inspect
 
 import pachyderm
 import pachyderm.fleet
+import pachyderm.gateway
 import pachyderm.store
+import pachyderm.telemetry
 import pachyderm.testing
 import pachyderm.transport
 import pachyderm.worker
@@ -100,6 +102,28 @@ WORKER = {
     "Worker",
     "WorkerOptions",
 }
+GATEWAY = {
+    "GatewayOptions",
+    "Right",
+    "Tokens",
+    "create_app",
+    "listen",
+    "serve",
+}
+TELEMETRY = {
+    "Check",
+    "HealthServer",
+    "PrometheusReader",
+    "Telemetry",
+    "broker_check",
+    "configure_logging",
+    "database_check",
+    "health_routes",
+    "install_telemetry",
+    "metrics_response",
+    "setup_telemetry",
+    "traced",
+}
 MODULES = {
     pachyderm: PACHYDERM,
     pachyderm.store: STORE,
@@ -107,6 +131,8 @@ MODULES = {
     pachyderm.transport: TRANSPORT,
     pachyderm.fleet: FLEET,
     pachyderm.worker: WORKER,
+    pachyderm.telemetry: TELEMETRY,
+    pachyderm.gateway: GATEWAY,
 }
 
 

@@ -11,6 +11,7 @@ from ._app import App
 from ._errors import CallTimeoutError, PachydermError
 from ._reference import Ref
 from ._wire import COMMAND, QUERY, command_message, named_message, read_reply
+from .telemetry._messaging import publishing
 from .transport import Message, Transport
 
 DEFAULT_TIMEOUT = 10.0
@@ -88,9 +89,13 @@ class Client:
         Returns once the broker has confirmed the message.
         """
         message = command_message(self._typed(), ref, command, command_id=command_id)
-        await self.transport.publish_command(message)
+        await self._publish(message)
         assert message.message_id is not None
         return message.message_id
+
+    async def _publish(self, message: Message) -> None:
+        with publishing(self.transport.topology.commands_exchange, message) as traced:
+            await self.transport.publish_command(traced)
 
     async def _request(self, message: Message, timeout: float | None) -> tuple[int, Any]:
         if self._address is None:
@@ -99,7 +104,7 @@ class Client:
         waiting: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = waiting
         try:
-            await self.transport.publish_command(
+            await self._publish(
                 replace(message, reply_to=self._address, correlation_id=correlation_id)
             )
             reply = await asyncio.wait_for(waiting, timeout or self.timeout)

@@ -10,6 +10,7 @@ from typing import Any
 from . import _codec
 from ._effects import EffectHandler
 from ._errors import UnknownNameError
+from .telemetry._messaging import consuming
 from .transport import Message, Transport
 
 log = logging.getLogger("pachyderm.effects")
@@ -41,11 +42,12 @@ class EffectDispatcher:
         await self.transport.consume_effects(self.group, keys, self.dispatch)
 
     async def dispatch(self, message: Message) -> None:
-        handler = self.handlers.get(message.routing_key.removeprefix("effect."))
-        if handler is None:
-            raise UnknownNameError(f"no handler for effect {message.routing_key!r}")
-        payload = _codec.decode(message.body, message.content_type)
-        outcome = handler.dispatch(payload, self.config)
-        if inspect.isawaitable(outcome):
-            await outcome
-        log.debug("dispatched effect %s to %s", message.message_id, handler.name)
+        with consuming(self.transport.topology.effects_exchange, message, group=self.group):
+            handler = self.handlers.get(message.routing_key.removeprefix("effect."))
+            if handler is None:
+                raise UnknownNameError(f"no handler for effect {message.routing_key!r}")
+            payload = _codec.decode(message.body, message.content_type)
+            outcome = handler.dispatch(payload, self.config)
+            if inspect.isawaitable(outcome):
+                await outcome
+            log.debug("dispatched effect %s to %s", message.message_id, handler.name)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .._errors import PachydermError
 from .._settings import Settings, load_settings
-from ._call import call
+from ._call import GATEWAY_URL_VARIABLE, call
 from ._effects import parse_config, run_effects
+from ._gateway import run_dev, run_gateway
 from ._inspect import inspect_entity
 from ._migrate import migrate
 from ._runtime import broker
@@ -47,6 +49,28 @@ def _parser() -> argparse.ArgumentParser:
     call_parser.add_argument("--data", help="the command's fields as a JSON object")
     call_parser.add_argument("--query", action="store_true", help="a read-only query")
     call_parser.add_argument("--command-id", help="makes retries safe: applies once")
+    call_parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        default=os.environ.get(GATEWAY_URL_VARIABLE),
+        help="call through this HTTP gateway (e.g. a running `pachyderm dev`) instead of"
+        f" over AMQP; default ${GATEWAY_URL_VARIABLE}; a token from $PACHYDERM_GATEWAY_TOKEN",
+    )
+    gateway = commands.add_parser(
+        "gateway", help="serve the HTTP gateway of a fleet (RabbitMQ, history from PostgreSQL)"
+    )
+    gateway.add_argument(
+        "--app",
+        help="module[:attribute] of the App: unknown names and bad fields are answered"
+        " at the gateway (PACHYDERM_APP is not read: the gateway needs no app code)",
+    )
+    dev = commands.add_parser(
+        "dev", help="run an app embedded in this process, with its HTTP gateway on localhost"
+    )
+    dev.add_argument("app", help="module[:attribute] of the App")
+    dev.add_argument(
+        "--port", type=int, help="the gateway's port on 127.0.0.1 (default PACHYDERM_GATEWAY_PORT)"
+    )
     inspect = commands.add_parser("inspect", help="show an entity's history and state")
     _add_entity_arguments(inspect)
     inspect.add_argument("--app", help="module[:attribute] of the App; overrides PACHYDERM_APP")
@@ -80,6 +104,8 @@ def _command(arguments: argparse.Namespace, settings: Settings) -> Coroutine[Any
             settings, arguments.app, parse_config(arguments.config), arguments.group
         ),
         "call": lambda: call(settings, arguments),
+        "gateway": lambda: run_gateway(settings, arguments.app),
+        "dev": lambda: run_dev(settings, arguments.app, arguments.port),
         "inspect": lambda: inspect_entity(settings, arguments),
     }
     return commands[arguments.command_name]()

@@ -1,17 +1,53 @@
-"""``pachyderm call TYPE ID COMMAND --data JSON``: one command from the shell."""
+"""``pachyderm call TYPE ID COMMAND --data JSON``: one command from the shell.
+
+Over AMQP to a fleet, or with ``--gateway URL`` over HTTP through a gateway
+(e.g. a running ``pachyderm dev``), with the same output either way.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from .._client import Client
-from .._errors import InvalidInputError, RejectedError
+from .._errors import (
+    CallTimeoutError,
+    HandlerError,
+    InvalidInputError,
+    PachydermError,
+    RejectedError,
+    TransportUnavailableError,
+    UnknownNameError,
+)
 from .._reference import Ref
 from .._settings import Settings
 from .._wire import COMMAND, QUERY
 from ._runtime import broker, worker_id
+
+GATEWAY_URL_VARIABLE = "PACHYDERM_GATEWAY_URL"
+GATEWAY_TOKEN_VARIABLE = "PACHYDERM_GATEWAY_TOKEN"
+# The gateway answers 504 once its own call timeout passes; wait longer than that.
+_HTTP_MARGIN = 30.0
+# What the gateway's error statuses mean as errors, as the AMQP path raises them.
+_HTTP_ERRORS: Mapping[int, type[PachydermError]] = {
+    400: InvalidInputError,
+    404: UnknownNameError,
+    413: InvalidInputError,
+    415: InvalidInputError,
+    422: InvalidInputError,
+    500: HandlerError,
+    503: TransportUnavailableError,
+    504: CallTimeoutError,
+}
 
 
 def _data(text: str | None) -> Any:
@@ -29,22 +65,99 @@ def reference(arguments: argparse.Namespace) -> Ref:
     return Ref.parse(arguments.type, arguments.id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call, from the command line."""
+
+    ref: Ref
+    name: str
+    data: Any
+    kind: str
+    command_id: str
+
+    @property
+    def reads_state(self) -> bool:
+        return self.kind == QUERY and not self.name
+
+
 async def call(settings: Settings, arguments: argparse.Namespace) -> int:
-    ref = reference(arguments)
+    """Print ``{"version", "reply"}`` (exit 0), or the rejection (exit 2)."""
     kind = QUERY if arguments.query else COMMAND
+    if kind == COMMAND and not arguments.command:
+        raise InvalidInputError("name the command to send (or pass --query to read the state)")
+    one = _Call(
+        reference(arguments),
+        arguments.command or "",
+        _data(arguments.data),
+        kind,
+        # Chosen here, not downstream, so that a timeout can say what to retry with.
+        arguments.command_id or str(uuid.uuid4()),
+    )
+    try:
+        if arguments.gateway:
+            timeout = settings.call_timeout + _HTTP_MARGIN
+            version, reply = await asyncio.to_thread(_over_http, arguments.gateway, one, timeout)
+        else:
+            version, reply = await _over_amqp(settings, one)
+    except RejectedError as rejection:
+        print(json.dumps({"rejected": rejection.reason, "detail": rejection.detail}))
+        return 2
+    print(json.dumps({"version": version, "reply": reply}, ensure_ascii=False))
+    return 0
+
+
+async def _over_amqp(settings: Settings, one: _Call) -> tuple[int, Any]:
     async with broker(settings, f"call-{worker_id(settings)}") as transport:
         client = Client(None, transport, timeout=settings.call_timeout)
         await client.start()
-        try:
-            version, reply = await client.call_named(
-                ref,
-                arguments.command or "",
-                _data(arguments.data),
-                kind=kind,
-                command_id=arguments.command_id,
-            )
-        except RejectedError as rejection:
-            print(json.dumps({"rejected": rejection.reason, "detail": rejection.detail}))
-            return 2
-    print(json.dumps({"version": version, "reply": reply}, ensure_ascii=False))
-    return 0
+        return await client.call_named(
+            one.ref, one.name, one.data, kind=one.kind, command_id=one.command_id
+        )
+
+
+def _over_http(base_url: str, one: _Call, timeout: float) -> tuple[int, Any]:
+    """The call through a gateway (blocking: run it in a thread)."""
+    if urlsplit(base_url).scheme not in {"http", "https"}:
+        raise InvalidInputError("--gateway must be an http:// or https:// URL")
+    entity = f"{base_url.rstrip('/')}/entities/{one.ref.type}/{one.ref.id}"
+    headers = {"Accept": "application/json"}
+    if token := os.environ.get(GATEWAY_TOKEN_VARIABLE):
+        headers["Authorization"] = f"Bearer {token}"
+    if one.reads_state:
+        request = urllib.request.Request(entity, headers=headers)
+    else:
+        path = "commands" if one.kind == COMMAND else "queries"
+        headers["Content-Type"] = "application/json"
+        headers["Idempotency-Key"] = one.command_id
+        url = f"{entity}/{path}/{quote(one.name, safe='')}"
+        request = urllib.request.Request(url, json.dumps(one.data).encode(), headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as error:
+        raise _error_from(error) from None
+    except TimeoutError:
+        raise CallTimeoutError(
+            f"no answer from the gateway within {timeout}s; the command may still apply:"
+            f" retry with --command-id {one.command_id}"
+        ) from None
+    except OSError as error:
+        reason = getattr(error, "reason", error)
+        raise TransportUnavailableError(f"cannot reach the gateway: {reason}") from None
+    return answer["version"], answer["state" if one.reads_state else "reply"]
+
+
+def _error_from(error: urllib.error.HTTPError) -> PachydermError:
+    """The error the gateway's problem document describes."""
+    try:
+        problem = json.load(error)
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        problem = {"detail": error.reason}
+    if error.code == 409:
+        return RejectedError(str(problem.get("reason")), problem.get("rejection_detail"))
+    detail = f"{problem.get('detail')} (HTTP {error.code})"
+    if error.code == 401:
+        detail += f"; set {GATEWAY_TOKEN_VARIABLE}"
+    return _HTTP_ERRORS.get(error.code, PachydermError)(detail)

@@ -9,7 +9,8 @@ from typing import Any
 from .._dispatcher import EffectDispatcher
 from .._loading import load_app
 from .._settings import Settings
-from ._runtime import broker, stop_on_signals, worker_id
+from ..telemetry import Check, broker_check
+from ._runtime import broker, health_endpoints, observed, starting, stop_on_signals, worker_id
 
 log = logging.getLogger("pachyderm.effects")
 
@@ -20,11 +21,19 @@ async def run_effects(
     app = load_app(app_spec)
     if not app.effect_handlers:
         log.warning("%s registers no effect handlers: nothing to dispatch", app_spec)
-    stop = stop_on_signals()
-    async with broker(settings, f"effects-{worker_id(settings)}") as transport:
-        await EffectDispatcher(transport, app.effect_handlers, config, group=group).start()
-        log.info("dispatching effects to %s", ", ".join(h.name for h in app.effect_handlers))
-        await stop.wait()
+    name = f"effects-{worker_id(settings)}"
+    checks: dict[str, Check] = {"startup": starting}
+    with observed(settings, "pachyderm-effects", name):
+        stop = stop_on_signals()
+        async with (
+            health_endpoints(checks, settings.health_port),
+            broker(settings, name) as transport,
+        ):
+            await EffectDispatcher(transport, app.effect_handlers, config, group=group).start()
+            checks.clear()
+            checks["broker"] = broker_check(transport)
+            log.info("dispatching effects to %s", ", ".join(h.name for h in app.effect_handlers))
+            await stop.wait()
 
 
 def parse_config(text: str | None) -> dict[str, Any]:

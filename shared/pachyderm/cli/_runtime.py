@@ -3,20 +3,63 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 
 from .._settings import Settings
+from ..telemetry import Check, HealthServer, Telemetry, configure_logging, setup_telemetry
 from ..transport import RabbitMQTransport, Topology
+
+log = logging.getLogger("pachyderm")
 
 
 def worker_id(settings: Settings) -> str:
     """The configured id, else one naming this host and process, made unique."""
     return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@contextmanager
+def observed(settings: Settings, service: str, instance: str) -> Iterator[Telemetry]:
+    """Logs in the configured format, and telemetry until the block ends (then flushed)."""
+    configure_logging(settings)
+    telemetry = setup_telemetry(settings, service, instance=instance)
+    try:
+        yield telemetry
+    finally:
+        telemetry.shutdown()
+
+
+async def starting() -> str:
+    """The readiness check of a process still starting."""
+    return "starting"
+
+
+@asynccontextmanager
+async def health_endpoints(checks: Mapping[str, Check], port: int) -> AsyncIterator[None]:
+    """``/healthz``, ``/readyz`` (``checks``, read on every request) and ``/metrics`` on
+    ``port`` while in the block. A port already taken is no reason to stop serving: the
+    process goes on without them (several workers on one host, as in development)."""
+    server = HealthServer(checks, port=port)
+    try:
+        await server.start()
+    except OSError as error:
+        log.warning(
+            "no health endpoints: port %d: %s (PACHYDERM_HEALTH_PORT=0 picks a free one)",
+            port,
+            error,
+        )
+        yield
+        return
+    log.info("health and metrics on port %d: /healthz, /readyz, /metrics", server.port)
+    try:
+        yield
+    finally:
+        await server.stop()
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -8,8 +8,9 @@ from .._loading import load_app
 from .._settings import Settings
 from ..fleet import Membership, PostgresMembership, SoloMembership
 from ..store import open_store
+from ..telemetry import Check, broker_check, database_check
 from ..worker import Worker, WorkerOptions
-from ._runtime import broker, stop_on_signals, worker_id
+from ._runtime import broker, health_endpoints, observed, starting, stop_on_signals, worker_id
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -37,19 +38,39 @@ async def _membership(settings: Settings, name: str) -> Membership:
     )
 
 
+def readiness(worker: Worker) -> dict[str, Check]:
+    """A worker is ready when it consumes its whole assignment, and its database and
+    broker answer."""
+
+    async def consumers() -> str | None:
+        return None if worker.serving else "not consuming its assigned partitions"
+
+    return {
+        "consumers": consumers,
+        "database": database_check(worker.store),
+        "broker": broker_check(worker.transport),
+    }
+
+
 async def serve(settings: Settings, app_spec: str) -> None:
     app = load_app(app_spec)
     name = worker_id(settings)
-    database_url = settings.database_url.get_secret_value()
-    stop = stop_on_signals()
-    store = await open_store(database_url, namespace=settings.namespace)
-    membership = await _membership(settings, name)
-    try:
-        async with broker(settings, name) as transport:
-            worker = Worker(app, store, transport, membership, worker_options(settings))
-            log.info("worker %s serving namespace %r", name, settings.namespace)
-            await worker.run(stop)
-    finally:
-        await membership.close()
-        await store.close()
+    # Read on every request: "starting" until the worker exists.
+    checks: dict[str, Check] = {"startup": starting}
+    with observed(settings, "pachyderm-worker", name):
+        stop = stop_on_signals()
+        async with health_endpoints(checks, settings.health_port):
+            database_url = settings.database_url.get_secret_value()
+            store = await open_store(database_url, namespace=settings.namespace)
+            membership = await _membership(settings, name)
+            try:
+                async with broker(settings, name) as transport:
+                    worker = Worker(app, store, transport, membership, worker_options(settings))
+                    checks.clear()
+                    checks.update(readiness(worker))
+                    log.info("worker %s serving namespace %r", name, settings.namespace)
+                    await worker.run(stop)
+            finally:
+                await membership.close()
+                await store.close()
     log.info("worker %s stopped", name)

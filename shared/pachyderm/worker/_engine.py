@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +26,9 @@ from .._execution import DEFAULT_SNAPSHOT_EVERY, execute
 from .._reference import Ref
 from .._wire import QUERY, Request
 from ..store import Change, CommitOutcome, Committed, Duplicate, EventStore
+from ..telemetry._store import committing, loading
+from ..telemetry._telemetry import instruments
+from ..telemetry._tracing import traced
 from ._cache import EntityCache
 
 log = logging.getLogger("pachyderm.worker")
@@ -71,6 +74,7 @@ class _Settled:
     final: list[_Step] = field(default_factory=list)
     retry: list[_Step] = field(default_factory=list)
     unverified: list[_Step] = field(default_factory=list)
+    conflict: bool = False  # the store refused a change: the entity had moved on
 
 
 def _copies(requests: Sequence[Request]) -> dict[int, int]:
@@ -141,11 +145,13 @@ class Engine:
                 _Step(step.index, step.request)
             )
         await self._load_missing(list(lanes))
-        for lane in lanes.values():
-            self._decide(lane)
+        with traced("handle"):
+            for lane in lanes.values():
+                self._decide(lane)
         changes = [change for lane in lanes.values() for change in lane.changes()]
-        outcomes = iter(await self.store.commit(changes) if changes else ())
+        outcomes = iter(await self._commit(changes) if changes else ())
         settled = [self._settle(lane, outcomes, committed) for lane in lanes.values()]
+        self._count_conflicts(lanes.values(), settled)
         stale = await self._stale(
             [lane for lane, s in zip(lanes.values(), settled, strict=True) if s.unverified]
         )
@@ -162,6 +168,8 @@ class Engine:
 
     async def _load_missing(self, refs: list[Ref]) -> None:
         missing = [ref for ref in refs if ref not in self.cache]
+        if not missing:
+            return
         limit = asyncio.Semaphore(_LOAD_CONCURRENCY)
 
         async def load(ref: Ref) -> None:
@@ -170,7 +178,21 @@ class Engine:
             state = self.app.entity_type(ref.type).replay(loaded)
             self.cache.put(ref, state, loaded.version)
 
-        await asyncio.gather(*(load(ref) for ref in missing))
+        with loading(self.store, len(missing)):
+            await asyncio.gather(*(load(ref) for ref in missing))
+
+    async def _commit(self, changes: list[Change]) -> list[CommitOutcome]:
+        with committing(self.store, len(changes)):
+            return await self.store.commit(changes)
+
+    @staticmethod
+    def _count_conflicts(lanes: Iterable[_Lane], settled: list[_Settled]) -> None:
+        telemetry = instruments()
+        if not telemetry.metering:
+            return
+        for lane, outcome in zip(lanes, settled, strict=True):
+            if outcome.conflict:
+                telemetry.conflicts.add(1, telemetry.type_labels(lane.ref.type))
 
     def _decide(self, lane: _Lane) -> None:
         """Decide each step on the state the previous one left (provisionally)."""
@@ -232,6 +254,7 @@ class Engine:
                 settled.final.append(step)
                 settled.retry.extend(rest)
             else:
+                settled.conflict = True
                 settled.retry.extend([step, *rest])
             break
         return settled

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .._app import App
 from .._errors import HandlerError, InvalidInputError, PachydermError, StoreError
 from .._wire import Request, error_reply, ok_reply, parse_request, rejected_reply
+from ..telemetry._batch import FAILED, Batch, processing
 from ..transport import Delivery, Inbox, Message, Transport
 from ._effects import EffectPublisher
 from ._engine import Done, Engine
@@ -50,6 +51,27 @@ def _verdict(delivery: Delivery, outcome: Done | PachydermError) -> _Verdict:
     return _Verdict(delivery, None)
 
 
+def _outcome_name(outcome: Done | PachydermError) -> str:
+    error = outcome if isinstance(outcome, PachydermError) else outcome.error
+    if error is not None:
+        return "invalid" if isinstance(error, InvalidInputError) else FAILED
+    assert isinstance(outcome, Done)
+    if outcome.duplicate:
+        return "duplicate"
+    return "rejected" if outcome.rejection is not None else "ok"
+
+
+def _report(
+    batch: Batch,
+    requests: Sequence[tuple[int, Request]],
+    outcomes: dict[int, Done | PachydermError],
+) -> None:
+    """Tell the batch's telemetry how each of its deliveries ended."""
+    entity_types = {index: request.entity_type.name for index, request in requests}
+    for index, outcome in outcomes.items():
+        batch.outcome(index, entity_types.get(index), _outcome_name(outcome))
+
+
 class PartitionWorker:
     """Consumes one partition's inbox until stopped."""
 
@@ -69,6 +91,7 @@ class PartitionWorker:
         self.transport = transport
         self.effects = effects
         self.max_batch = max_batch
+        self._exchange = transport.topology.commands_exchange
         self._handling = asyncio.Lock()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -131,30 +154,36 @@ class PartitionWorker:
                     await self._refuse(delivery, HandlerError(f"internal error: {error!r}"))
 
     async def _refuse(self, delivery: Delivery, error: PachydermError) -> None:
-        verdict = _verdict(delivery, error)
-        if verdict.reply is not None:
-            await self.transport.publish_reply(verdict.reply)
-            await self.inbox.ack([delivery])
-        else:
-            await self.inbox.dead_letter([delivery])
+        with processing(self._exchange, self.partition, [delivery]) as batch:
+            verdict = _verdict(delivery, error)
+            if verdict.reply is not None:
+                await self.transport.publish_reply(verdict.reply)
+                await self.inbox.ack([delivery])
+            else:
+                await self.inbox.dead_letter([delivery])
+            if batch.measuring:
+                batch.outcome(0, None, FAILED)
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Apply one batch: one commit, then replies and effects, then one ack."""
-        outcomes: dict[int, Done | PachydermError] = {}
-        requests: list[tuple[int, Request]] = []
-        for index, delivery in enumerate(deliveries):
-            try:
-                requests.append((index, parse_request(self.app, delivery.message)))
-            except InvalidInputError as error:
-                outcomes[index] = error
-        results, committed = await self.engine.run([request for _, request in requests])
-        outcomes.update(
-            (index, result) for (index, _), result in zip(requests, results, strict=True)
-        )
-        verdicts = [_verdict(delivery, outcomes[i]) for i, delivery in enumerate(deliveries)]
-        await asyncio.gather(
-            *(self.transport.publish_reply(v.reply) for v in verdicts if v.reply is not None)
-        )
-        await self.effects.publish_committed(committed)
-        await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
-        await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
+        with processing(self._exchange, self.partition, deliveries) as batch:
+            outcomes: dict[int, Done | PachydermError] = {}
+            requests: list[tuple[int, Request]] = []
+            for index, delivery in enumerate(deliveries):
+                try:
+                    requests.append((index, parse_request(self.app, delivery.message)))
+                except InvalidInputError as error:
+                    outcomes[index] = error
+            results, committed = await self.engine.run([request for _, request in requests])
+            outcomes.update(
+                (index, result) for (index, _), result in zip(requests, results, strict=True)
+            )
+            verdicts = [_verdict(delivery, outcomes[i]) for i, delivery in enumerate(deliveries)]
+            await asyncio.gather(
+                *(self.transport.publish_reply(v.reply) for v in verdicts if v.reply is not None)
+            )
+            await self.effects.publish_committed(committed, parent_of=batch.parent_of)
+            await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
+            await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
+            if batch.measuring:
+                _report(batch, requests, outcomes)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .._app import App
 from ..fleet import Membership
 from ..store import EventStore
+from ..telemetry._gauges import observing
 from ..transport import Transport
 from ._cache import EntityCache
 from ._effects import EffectPublisher
@@ -60,11 +61,19 @@ class Worker:
         self.effects = EffectPublisher(store, transport, grace=self.options.effects_grace)
         self.partitions: dict[int, PartitionWorker] = {}
         self._assigning = asyncio.Lock()
+        self._assignment: frozenset[int] | None = None  # the latest, once there is one
+        self._leaving = False
         self.ready = asyncio.Event()
 
     @property
     def owned(self) -> list[int]:
         return sorted(self.partitions)
+
+    @property
+    def serving(self) -> bool:
+        """Whether it consumes exactly the partitions last assigned to it, and stays."""
+        assigned = self._assignment
+        return not self._leaving and assigned is not None and assigned == self.partitions.keys()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Join the fleet, serve until ``stop`` is set, then leave cleanly."""
@@ -78,8 +87,12 @@ class Worker:
             asyncio.create_task(self._unload_idle_forever()),
         ]
         try:
-            await stop.wait()
+            with observing(
+                partitions=lambda: len(self.partitions), entities=lambda: len(self.cache)
+            ):
+                await stop.wait()
         finally:
+            self._leaving = True
             for task in background:
                 task.cancel()
             for task in background:
@@ -91,6 +104,7 @@ class Worker:
 
     async def _assign(self, owned: Sequence[int]) -> None:
         """Start serving newly owned partitions; finish and release the others."""
+        self._assignment = frozenset(owned)
         async with self._assigning:
             wanted = set(owned)
             released = [p for p in self.partitions if p not in wanted]

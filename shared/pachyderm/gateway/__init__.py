@@ -1,0 +1,21 @@
+"""The HTTP gateway: commands, queries, state and history of entities over JSON.
+
+An ASGI application (Starlette) in front of the same RPC path as
+:class:`~pachyderm.Client`, served by uvicorn. ``pachyderm gateway`` runs it
+against a RabbitMQ + PostgreSQL fleet, ``pachyderm dev`` against the
+embedded fleet; see ``gateway/README.md``.
+"""
+
+from ._app import create_app
+from ._auth import Right, Tokens
+from ._options import GatewayOptions
+from ._server import listen, serve
+
+__all__ = [
+    "GatewayOptions",
+    "Right",
+    "Tokens",
+    "create_app",
+    "listen",
+    "serve",
+]

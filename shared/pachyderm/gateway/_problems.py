@@ -1,0 +1,160 @@
+"""Errors as RFC 9457 problem documents (``application/problem+json``).
+
+Every error the gateway answers is a :class:`Problem`: routing's own (404,
+405), the gateway's checks (auth, body, parameters) and, through
+:func:`problem_from`, the errors of the call path. A problem's ``detail``
+never carries a traceback, a URL or an entity's internal error text: those go
+to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .._errors import (
+    CallTimeoutError,
+    EntityTypeMismatchError,
+    HandlerError,
+    InvalidInputError,
+    InvalidMessageError,
+    PachydermError,
+    RejectedError,
+    StoreUnavailableError,
+    TransportError,
+    UnknownNameError,
+)
+
+log = logging.getLogger("pachyderm.gateway")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:pachyderm:problem:"
+
+# Pachyderm's own problem types: the part after TYPE_PREFIX, and the title
+# every occurrence of the type shares (RFC 9457, section 3.1.3). Problems of
+# plain HTTP meaning (401, 404 of a route, 405, 413, ...) are "about:blank".
+KINDS: Mapping[str, str] = {
+    "invalid-input": "Invalid input",
+    "unknown-name": "No such entity type or command",
+    "invalid-message": "Invalid command fields",
+    "rejected": "Rejected by the entity",
+    "entity-failed": "The entity failed",
+    "timeout": "No reply in time",
+    "unavailable": "Temporarily unavailable",
+}
+
+
+class Problem(HTTPException):
+    """An HTTP error answered as a problem document.
+
+    ``kind`` is one of :data:`KINDS` (its type URI is ``urn:pachyderm:problem:<kind>``),
+    or ``None`` for a problem that means no more than its HTTP status.
+    ``extensions`` become members of the document next to ``detail``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        kind: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"unknown problem kind {kind!r}")
+        super().__init__(status, detail, dict(headers or {}))
+        self.kind = kind
+        self.extensions = extensions
+
+    def document(self) -> dict[str, Any]:
+        """The problem document: ``type``, ``title``, ``status``, ``detail`` and extensions."""
+        if self.kind is None:
+            kind, title = "about:blank", HTTPStatus(self.status_code).phrase
+        else:
+            kind, title = TYPE_PREFIX + self.kind, KINDS[self.kind]
+        return {
+            "type": kind,
+            "title": title,
+            "status": self.status_code,
+            "detail": self.detail,
+            **self.extensions,
+        }
+
+    def response(self, headers: Mapping[str, str] | None = None) -> Response:
+        """The problem as a response, with its own headers and ``headers``."""
+        return JSONResponse(
+            self.document(),
+            status_code=self.status_code,
+            headers={**(self.headers or {}), **(headers or {})},
+            media_type=PROBLEM_JSON,
+        )
+
+
+def problem_from(error: PachydermError) -> Problem:
+    """The problem that answers ``error``, raised on the call path."""
+    if isinstance(error, InvalidMessageError):
+        problems = [{"location": p.location, "problem": p.problem} for p in error.problems]
+        return Problem(422, str(error), kind="invalid-message", problems=problems)
+    if isinstance(error, UnknownNameError | EntityTypeMismatchError):
+        # An id taken by another type names no entity of the requested type.
+        return Problem(404, str(error), kind="unknown-name")
+    if isinstance(error, InvalidInputError):
+        return Problem(400, str(error), kind="invalid-input")
+    if isinstance(error, RejectedError):
+        return Problem(
+            409,
+            f"the entity rejected the command: {error.reason}",
+            kind="rejected",
+            reason=error.reason,
+            rejection_detail=error.detail,
+        )
+    if isinstance(error, CallTimeoutError):
+        return Problem(
+            504,
+            f"{error}; it may still apply: retry with the same Idempotency-Key",
+            kind="timeout",
+        )
+    if isinstance(error, TransportError):
+        return Problem(503, "the message broker is unavailable; retry later", kind="unavailable")
+    if isinstance(error, StoreUnavailableError):
+        return Problem(503, "the event store is unavailable; retry later", kind="unavailable")
+    if isinstance(error, HandlerError):
+        return Problem(
+            500,
+            "the entity's code failed on this command, or it kept conflicting; nothing was written",
+            kind="entity-failed",
+        )
+    return Problem(500, "internal error")
+
+
+async def answer_http_error(request: Request, error: Exception) -> Response:
+    """Exception handler: a :class:`Problem`, or Starlette's own HTTP errors (404, 405), as
+    problem documents."""
+    assert isinstance(error, HTTPException)  # registered for HTTPException only
+    if isinstance(error, Problem):
+        return error.response()
+    return Problem(error.status_code, error.detail, headers=error.headers).response()
+
+
+async def answer_pachyderm_error(
+    request: Request, error: Exception, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Exception handler: an error of the call path as its problem; server faults logged."""
+    assert isinstance(error, PachydermError)  # registered for PachydermError only
+    problem = problem_from(error)
+    if problem.status_code >= 500:
+        # The document says little on purpose; the log says what happened.
+        log.warning("%s %s: %s: %s", request.method, request.url.path, type(error).__name__, error)
+    return problem.response(headers)
+
+
+async def answer_unexpected(request: Request, error: Exception) -> Response:
+    """Exception handler of last resort: a bare 500 (Starlette logs the traceback)."""
+    return Problem(500, "internal error").response()

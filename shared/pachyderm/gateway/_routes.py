@@ -1,0 +1,134 @@
+"""The entity endpoints: commands, queries, state and history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import _codec
+from .._app import App
+from .._client import Client
+from .._errors import PachydermError
+from .._reference import Ref
+from .._wire import COMMAND, QUERY
+from ..store import EventStore, RecordedEvent
+from ._auth import Guard, Right
+from ._problems import answer_pachyderm_error
+from ._requests import command_id, entity_ref, json_object, page
+
+COMMAND_ID_HEADER = "Pachyderm-Command-Id"
+
+ENTITY = "/entities/{type}/{id}"
+COMMANDS = ENTITY + "/commands/{command}"
+QUERIES = ENTITY + "/queries/{query}"
+HISTORY = ENTITY + "/history"
+
+
+class EntityEndpoints:
+    """Sends what requests ask to entities through ``client``; reads histories from ``store``.
+
+    With ``app``, unknown entity types, commands and queries, and invalid
+    fields, are answered at once, without a round trip to the workers.
+    """
+
+    def __init__(
+        self, client: Client, store: EventStore | None, app: App | None, max_body: int
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.app = app
+        self.max_body = max_body
+
+    def routes(self, guard: Guard) -> list[Route]:
+        """The routes, each behind ``guard`` with the right it needs (history needs a store)."""
+        routes = [
+            Route(COMMANDS, guard.protect(self.command, Right.CALL), methods=["POST"]),
+            Route(QUERIES, guard.protect(self.query, Right.READ), methods=["POST"]),
+            Route(ENTITY, guard.protect(self.state, Right.READ), methods=["GET"]),
+        ]
+        if self.store is not None:
+            routes.append(Route(HISTORY, guard.protect(self.history, Right.READ), methods=["GET"]))
+        return routes
+
+    async def command(self, request: Request) -> Response:
+        """``POST /entities/{type}/{id}/commands/{command}``: ``{"version", "reply"}``."""
+        ref, name = entity_ref(request), request.path_params["command"]
+        identifier = command_id(request)
+        data = await json_object(request, self.max_body)
+        self._check_message(ref, COMMAND, name, data)
+        headers = {COMMAND_ID_HEADER: identifier}
+        try:
+            version, reply = await self.client.call_named(ref, name, data, command_id=identifier)
+        except PachydermError as error:
+            # The id goes back with every outcome: after a timeout it is what to retry with.
+            return await answer_pachyderm_error(request, error, headers)
+        return JSONResponse({"version": version, "reply": reply}, headers=headers)
+
+    async def query(self, request: Request) -> Response:
+        """``POST /entities/{type}/{id}/queries/{query}``: ``{"version", "reply"}``."""
+        ref, name = entity_ref(request), request.path_params["query"]
+        data = await json_object(request, self.max_body)
+        self._check_message(ref, QUERY, name, data)
+        version, reply = await self.client.call_named(ref, name, data, kind=QUERY)
+        return JSONResponse({"version": version, "reply": reply})
+
+    async def state(self, request: Request) -> Response:
+        """``GET /entities/{type}/{id}``: ``{"type", "id", "version", "state"}``."""
+        ref = entity_ref(request)
+        self._check_type(ref)
+        version, state = await self.client.call_named(ref, "", None, kind=QUERY)
+        return JSONResponse(
+            {"type": ref.type, "id": str(ref.id), "version": version, "state": state}
+        )
+
+    async def history(self, request: Request) -> Response:
+        """``GET /entities/{type}/{id}/history?from=1&limit=100``: a page of events, oldest
+        first, and the link to the next page (``null`` on the last)."""
+        assert self.store is not None  # routed only with a store
+        ref = entity_ref(request)
+        self._check_type(ref)
+        first, limit = page(request)
+        # One more than asked tells whether there is a next page.
+        events = await self.store.history(ref.id, first, limit + 1)
+        if events:
+            # The store files events by id alone: loading checks that the id is of this
+            # type (it reads the latest snapshot and the events after it).
+            await self.store.load(ref)
+        next_page = None
+        if len(events) > limit:
+            path = HISTORY.format(type=ref.type, id=ref.id)
+            root = request.scope.get("root_path", "")
+            next_page = f"{root}{path}?from={events[limit].version}&limit={limit}"
+        body = {
+            "type": ref.type,
+            "id": str(ref.id),
+            "events": [_event(event) for event in events[:limit]],
+            "next": next_page,
+        }
+        headers = {"Link": f'<{next_page}>; rel="next"'} if next_page else None
+        return JSONResponse(body, headers=headers)
+
+    def _check_type(self, ref: Ref) -> None:
+        """With the app: an unknown entity type is answered here."""
+        if self.app is not None:
+            self.app.entity_type(ref.type)
+
+    def _check_message(self, ref: Ref, kind: str, name: str, data: Any) -> None:
+        """With the app: what the workers would answer to an unknown name or bad fields."""
+        if self.app is not None:
+            entity_type = self.app.entity_type(ref.type)
+            types = entity_type.commands if kind == COMMAND else entity_type.queries
+            types.load(name, data)
+
+
+def _event(event: RecordedEvent) -> dict[str, Any]:
+    return {
+        "version": event.version,
+        "name": event.name,
+        "data": _codec.decode(event.data),
+        "command_id": event.command_id,
+        "recorded_at": event.recorded_at.isoformat(),
+    }

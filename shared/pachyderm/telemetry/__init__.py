@@ -1,0 +1,32 @@
+"""Observability: traces, metrics, structured logs and health endpoints.
+
+A process calls :func:`setup_telemetry` (and :func:`configure_logging`) once;
+the client, the workers and the effect dispatcher then trace the whole path
+of a command, W3C trace context travelling in the message headers, and
+measure what they do. :func:`health_routes` and :func:`metrics_response`
+serve ``/healthz``, ``/readyz`` and ``/metrics`` from any Starlette app;
+:class:`HealthServer` serves them from a worker.
+"""
+
+from ._checks import Check, broker_check, database_check
+from ._health import HealthServer, health_routes, metrics_response
+from ._logging import configure_logging
+from ._prometheus import PrometheusReader
+from ._setup import setup_telemetry
+from ._telemetry import Telemetry, install_telemetry
+from ._tracing import traced
+
+__all__ = [
+    "Check",
+    "HealthServer",
+    "PrometheusReader",
+    "Telemetry",
+    "broker_check",
+    "configure_logging",
+    "database_check",
+    "health_routes",
+    "install_telemetry",
+    "metrics_response",
+    "setup_telemetry",
+    "traced",
+]

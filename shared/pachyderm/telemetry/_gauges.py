@@ -1,0 +1,41 @@
+"""What the observable gauges read: the state of the workers running in this process.
+
+A worker registers while it runs; the gauges sum over what is registered
+when a reader collects, so nothing is computed between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+Reading = Callable[[], int]
+
+_partitions: list[Reading] = []
+_entities: list[Reading] = []
+
+
+@contextmanager
+def observing(*, partitions: Reading, entities: Reading) -> Iterator[None]:
+    """Report ``partitions()`` (owned) and ``entities()`` (cached) while in the block."""
+    _partitions.append(partitions)
+    _entities.append(entities)
+    try:
+        yield
+    finally:
+        _partitions.remove(partitions)
+        _entities.remove(entities)
+
+
+def _total(readings: list[Reading]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        # No worker, no data point: a process without workers has no such gauge.
+        return [Observation(sum(reading() for reading in readings))] if readings else []
+
+    return observe
+
+
+observe_partitions = _total(_partitions)
+observe_entities = _total(_entities)

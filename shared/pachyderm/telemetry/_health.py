@@ -1,0 +1,117 @@
+"""Health over HTTP: liveness, readiness and Prometheus metrics.
+
+The routes serve workers (:class:`HealthServer`) and the gateway alike.
+They run on the process's event loop, so an answer from ``/healthz`` proves
+the loop is responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ._checks import Check, readiness
+from ._prometheus import CONTENT_TYPE
+from ._telemetry import installed
+
+
+def metrics_response() -> Response:
+    """The installed telemetry's metrics in Prometheus's text format (empty without a
+    :class:`PrometheusReader`)."""
+    reader = installed().prometheus
+    return Response(reader.render() if reader is not None else b"", media_type=CONTENT_TYPE)
+
+
+def health_routes(checks: Mapping[str, Check]) -> list[Route]:
+    """``GET /healthz``, ``/readyz`` and ``/metrics``, for a Starlette app.
+
+    ``/healthz`` answers 200 with the uptime; ``/readyz`` runs ``checks``
+    and answers 200 when all pass, else 503, with each check's verdict in
+    the JSON body; ``/metrics`` is :func:`metrics_response`.
+    """
+    started = time.monotonic()
+
+    async def healthz(_: Request) -> Response:
+        uptime = round(time.monotonic() - started, 3)
+        return JSONResponse({"status": "alive", "uptime_seconds": uptime})
+
+    async def readyz(_: Request) -> Response:
+        verdicts = await readiness(checks)
+        ready = not any(verdicts.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "checks": {name: verdict or "ok" for name, verdict in verdicts.items()},
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(_: Request) -> Response:
+        return metrics_response()
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the process's own stop it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HealthServer:
+    """:func:`health_routes` served on the running event loop; an async context manager.
+
+    ``port`` 0 picks a free one; :attr:`port` tells which once started.
+    """
+
+    def __init__(self, checks: Mapping[str, Check], *, host: str = "0.0.0.0", port: int = 0):
+        self._app = Starlette(routes=health_routes(checks))
+        self._address = (host, port)
+        self._server: _Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self.port = port
+
+    async def start(self) -> int:
+        """Listen and serve; returns the port. Raises :class:`OSError` if it is taken."""
+        listening = socket.create_server(self._address)
+        self.port = listening.getsockname()[1]
+        config = uvicorn.Config(
+            self._app, log_config=None, log_level="warning", access_log=False, lifespan="off"
+        )
+        self._server = server = _Server(config)
+        self._serving = serving = asyncio.create_task(server.serve(sockets=[listening]))
+        while not server.started:
+            if serving.done():
+                serving.result()  # raises what stopped it, if anything did
+                raise RuntimeError("the health server stopped while starting")
+            await asyncio.sleep(0.01)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and close the connections."""
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+        self._server = self._serving = None
+
+    async def __aenter__(self) -> HealthServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()

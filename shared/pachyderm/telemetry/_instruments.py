@@ -1,0 +1,111 @@
+"""Pachyderm's tracer and metric instruments, made from the installed providers.
+
+Without providers they are OpenTelemetry's no-op implementations, and the
+``tracing`` / ``metering`` flags let hot paths skip per-message work entirely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry.metrics import Meter, MeterProvider, NoOpMeter
+from opentelemetry.trace import NoOpTracer, Tracer, TracerProvider
+
+from . import _gauges
+
+SCOPE = "pachyderm"
+
+# Seconds, from a fast local commit to an effect the outbox sweep published late.
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+Labels = Mapping[str, str]
+
+
+class Instruments:
+    """The tracer and the metric instruments of one set of providers."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        self.tracing = tracer_provider is not None
+        self.metering = meter_provider is not None
+        self.tracer: Tracer = (
+            tracer_provider.get_tracer(SCOPE) if tracer_provider is not None else NoOpTracer()
+        )
+        meter: Meter = (
+            meter_provider.get_meter(SCOPE) if meter_provider is not None else NoOpMeter(SCOPE)
+        )
+        self.commands = meter.create_counter(
+            "pachyderm.commands",
+            unit="{command}",
+            description="Commands and queries handled, by outcome:"
+            " ok, rejected, failed, invalid or duplicate",
+        )
+        self.conflicts = meter.create_counter(
+            "pachyderm.conflicts",
+            unit="{conflict}",
+            description="Commits refused because the entity had moved on (decided again)",
+        )
+        self.command_duration = meter.create_histogram(
+            "pachyderm.command.duration",
+            unit="s",
+            description="From publish (or delivery, without the sent-at header) to reply",
+            explicit_bucket_boundaries_advisory=_SECONDS,
+        )
+        self.commit_duration = meter.create_histogram(
+            "pachyderm.commit.duration",
+            unit="s",
+            description="One batch's commit to the event store",
+            explicit_bucket_boundaries_advisory=_SECONDS,
+        )
+        self.batch_size = meter.create_histogram(
+            "pachyderm.batch.size",
+            unit="{message}",
+            description="Deliveries applied in one batch",
+            explicit_bucket_boundaries_advisory=_BATCH_SIZES,
+        )
+        self.outbox_lag = meter.create_histogram(
+            "pachyderm.outbox.lag",
+            unit="s",
+            description="From an effect's commit to its publish, by source: commit or sweep",
+            explicit_bucket_boundaries_advisory=_SECONDS,
+        )
+        meter.create_observable_gauge(
+            "pachyderm.partitions.owned",
+            callbacks=[_gauges.observe_partitions],
+            unit="{partition}",
+            description="Partitions this process's workers consume",
+        )
+        meter.create_observable_gauge(
+            "pachyderm.entities.cached",
+            callbacks=[_gauges.observe_entities],
+            unit="{entity}",
+            description="Entities whose state this process's workers hold in memory",
+        )
+        self._command_labels: dict[tuple[str | None, str, str], Labels] = {}
+        self._type_labels: dict[str, Labels] = {}
+
+    def command_labels(self, entity_type: str | None, kind: str, outcome: str) -> Labels:
+        """The attributes of a command's measurements (shared, built once per combination).
+
+        ``entity_type`` is None when the message did not name a known type: an
+        arbitrary header value would make the label unbounded.
+        """
+        key = (entity_type, kind, outcome)
+        labels = self._command_labels.get(key)
+        if labels is None:
+            labels = {"outcome": outcome, "kind": kind}
+            if entity_type is not None:
+                labels["entity_type"] = entity_type
+            self._command_labels[key] = labels
+        return labels
+
+    def type_labels(self, entity_type: str) -> Labels:
+        """The attributes of a measurement about one entity type (built once per type)."""
+        labels = self._type_labels.get(entity_type)
+        if labels is None:
+            labels = self._type_labels[entity_type] = {"entity_type": entity_type}
+        return labels

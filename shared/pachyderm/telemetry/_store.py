@@ -1,0 +1,47 @@
+"""Spans (and the commit latency) around the event-store calls of a batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry.trace import Span, SpanKind
+
+from ..store import PostgresEventStore, SqliteEventStore
+from . import _conventions as semconv
+from ._telemetry import instruments
+from ._tracing import traced
+
+
+def _system(store: object) -> str:
+    if isinstance(store, PostgresEventStore):
+        return "postgresql"
+    if isinstance(store, SqliteEventStore):
+        return "sqlite"
+    return "other_sql"
+
+
+@contextmanager
+def _calling(store: object, operation: str, attribute: str, count: int) -> Iterator[Span]:
+    with traced(operation, kind=SpanKind.CLIENT) as current:
+        if current.is_recording():
+            current.set_attribute(semconv.DB_SYSTEM, _system(store))
+            current.set_attribute(attribute, count)
+        yield current
+
+
+@contextmanager
+def loading(store: object, entities: int) -> Iterator[Span]:
+    """The ``load`` span of a batch loading ``entities`` entities missing from the cache."""
+    with _calling(store, "load", semconv.ENTITY_COUNT, entities) as current:
+        yield current
+
+
+@contextmanager
+def committing(store: object, changes: int) -> Iterator[Span]:
+    """The ``commit`` span of a batch's ``changes``, whose duration is also measured."""
+    started = time.perf_counter()
+    with _calling(store, "commit", semconv.CHANGE_COUNT, changes) as current:
+        yield current
+    instruments().commit_duration.record(time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""Offline checks of the deployment files: images, docker-compose.yml, deploy/k8s."""

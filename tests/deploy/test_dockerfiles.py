@@ -1,0 +1,239 @@
+"""workers/Dockerfile and gateway/Dockerfile, read without Docker.
+
+Both images install the project from the repository's own files, run as an
+unprivileged user, stop on SIGTERM, probe their health port with the
+standard library and hold no secret; .dockerignore keeps the context lean.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pachyderm import Settings
+
+from .manifests import (
+    GATEWAY_DOCKERFILE,
+    ROOT,
+    SECRET_SETTINGS,
+    WORKER_DOCKERFILE,
+    Dockerfile,
+    cli_error,
+    dockerignore_patterns,
+    environment,
+    exec_form,
+    healthcheck_command,
+    parse_dockerfile,
+    pip_install_arguments,
+)
+
+BASE_IMAGE = "python:3.11-slim"
+# (Dockerfile, target built, the setting naming the port its HEALTHCHECK probes)
+IMAGES = [
+    (WORKER_DOCKERFILE, None, "health_port"),
+    (WORKER_DOCKERFILE, "examples", "health_port"),
+    (GATEWAY_DOCKERFILE, None, "gateway_port"),
+]
+IMAGE_IDS = ["worker", "worker-examples", "gateway"]
+DOCKERFILES = [WORKER_DOCKERFILE, GATEWAY_DOCKERFILE]
+DOCKERFILE_IDS = ["workers", "gateway"]
+
+
+def _default_port(setting: str) -> int:
+    default = Settings.model_fields[setting].default
+    assert isinstance(default, int)
+    return default
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_builds_in_stages_on_python_3_11_slim(path: Path) -> None:
+    dockerfile = parse_dockerfile(path)
+    assert len(dockerfile.stages) >= 2, "build and runtime stages"
+    for stage in dockerfile.stages:
+        assert dockerfile.base_image(stage.name) == BASE_IMAGE, stage.name
+    # The runtime gets the installed virtualenv, not the build's tools and sources.
+    final = dockerfile.lineage()
+    copies = [c for stage in final for c in stage.all("COPY") if c.startswith("--from=")]
+    assert copies, "the runtime stage copies the build's result"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_installs_the_project_from_the_repository_not_a_package_list(path: Path) -> None:
+    dockerfile = parse_dockerfile(path)
+    installs = [
+        arguments
+        for stage in dockerfile.stages
+        for run in stage.all("RUN")
+        for arguments in pip_install_arguments(run)
+    ]
+    # Exactly one install, of the build context: dependencies come from pyproject.toml.
+    assert installs == [["."]], installs
+    sources = [
+        word
+        for stage in dockerfile.stages
+        for copy in stage.all("COPY")
+        if not copy.startswith("--from=")
+        for word in copy.split()[:-1]
+        if not word.startswith("--")
+    ]
+    assert {"pyproject.toml", "README.md", "shared/"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+
+
+@pytest.mark.parametrize(("path", "target", "port_setting"), IMAGES, ids=IMAGE_IDS)
+def test_runs_as_a_numeric_non_root_user(path: Path, target: str | None, port_setting: str) -> None:
+    user = parse_dockerfile(path).effective("USER", target)
+    assert user is not None, "no USER: the image would run as root"
+    uid, _, gid = user.partition(":")
+    # Numeric, so that Kubernetes' runAsNonRoot can check it.
+    assert uid.isdigit(), user
+    assert int(uid) > 0, user
+    assert gid.isdigit() or not gid, user
+    assert int(gid or 1) > 0, user
+
+
+@pytest.mark.parametrize(("path", "target", "port_setting"), IMAGES, ids=IMAGE_IDS)
+def test_stops_on_sigterm_and_probes_its_health_port_with_python(
+    path: Path, target: str | None, port_setting: str
+) -> None:
+    dockerfile = parse_dockerfile(path)
+    assert dockerfile.effective("STOPSIGNAL", target) == "SIGTERM"
+    healthcheck = dockerfile.effective("HEALTHCHECK", target)
+    assert healthcheck is not None
+    assert healthcheck.upper() != "NONE"
+    command = healthcheck_command(healthcheck)
+    assert command[:2] == ["python", "-c"], "no curl in the slim image: use python"
+    assert "urllib.request" in command[2]
+    assert "/healthz" in command[2]
+    variable = f"PACHYDERM_{port_setting.upper()}"
+    default = _default_port(port_setting)
+    assert f"os.environ.get('{variable}', '{default}')" in command[2]
+    exposed = {int(p.split("/")[0]) for p in (dockerfile.effective("EXPOSE", target) or "").split()}
+    assert default in exposed
+    compile(command[2], "HEALTHCHECK", "exec")  # valid Python
+
+
+@pytest.mark.parametrize(("path", "target", "port_setting"), IMAGES, ids=IMAGE_IDS)
+def test_runs_the_pachyderm_command(path: Path, target: str | None, port_setting: str) -> None:
+    dockerfile = parse_dockerfile(path)
+    entrypoint = dockerfile.effective("ENTRYPOINT", target)
+    assert entrypoint is not None
+    assert exec_form(entrypoint) == ["pachyderm"]
+    cmd = dockerfile.effective("CMD", target)
+    assert cmd is not None
+    arguments = exec_form(cmd)
+    assert cli_error(arguments) is None, f"CMD {arguments}: {cli_error(arguments)}"
+
+
+def test_the_default_commands_are_help_worker_demo_and_gateway() -> None:
+    worker, gateway = parse_dockerfile(WORKER_DOCKERFILE), parse_dockerfile(GATEWAY_DOCKERFILE)
+    assert exec_form(worker.effective("CMD") or "") == ["--help"]
+    assert exec_form(worker.effective("CMD", "examples") or "") == [
+        "worker",
+        "examples.demo:APP",
+    ]
+    assert exec_form(gateway.effective("CMD") or "") == ["gateway"]
+    # The app modules live in the working directory, which is on the path.
+    assert worker.effective("WORKDIR", "examples") == "/app"
+    assert "COPY examples/ /app/examples/" in [
+        f"COPY {c}" for c in worker.stage("examples").all("COPY")
+    ]
+
+
+def test_the_gateway_image_listens_on_every_interface() -> None:
+    variables = environment(parse_dockerfile(GATEWAY_DOCKERFILE))
+    assert variables["PACHYDERM_GATEWAY_HOST"] == "0.0.0.0"
+    assert int(variables["PACHYDERM_GATEWAY_PORT"]) == _default_port("gateway_port")
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_no_secret_is_baked_in(path: Path) -> None:
+    dockerfile = parse_dockerfile(path)
+    secret_variables = {f"PACHYDERM_{name.upper()}" for name in SECRET_SETTINGS}
+    names = set(dockerfile.global_args)
+    for stage in dockerfile.stages:
+        names |= set(environment(dockerfile, stage.name))
+        names |= {a.partition("=")[0] for a in stage.all("ARG")}
+    assert not names & secret_variables
+    assert not [n for n in names if re.search(r"PASSWORD|TOKEN|SECRET", n)], names
+    text = path.read_text()
+    assert not re.search(r"\w+://[^\s/:@]+:[^\s/@]+@", text), "credentials in a URL"
+    for stage in dockerfile.stages:
+        for copy in stage.all("COPY") + stage.all("ADD"):
+            assert ".env" not in copy.split(), copy
+
+
+def _pattern_regex(pattern: str) -> str:
+    """A .dockerignore pattern as a regex: Go's filepath.Match, plus ``**`` for any depth."""
+    segments = pattern.strip("/").split("/")
+    regex = ""
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            regex += ".*" if last else "(?:[^/]+/)*"
+            continue
+        for token in re.findall(r"\[[^\]]*\]|.", segment):
+            if token == "*":
+                regex += "[^/]*"
+            elif token == "?":
+                regex += "[^/]"
+            elif token.startswith("[") and len(token) > 1:
+                regex += token
+            else:
+                regex += re.escape(token)
+        regex += "" if last else "/"
+    return regex
+
+
+def _ignored(patterns: list[str], path: str) -> bool:
+    """Whether .dockerignore excludes ``path`` (the last matching pattern wins; ``!`` keeps)."""
+    ignored = False
+    parts = path.split("/")
+    for pattern in patterns:
+        regex = _pattern_regex(pattern.removeprefix("!"))
+        # A pattern matching a parent folder excludes everything under it.
+        if any(re.fullmatch(regex, "/".join(parts[: i + 1])) for i in range(len(parts))):
+            ignored = not pattern.startswith("!")
+    return ignored
+
+
+def test_dockerignore_excludes_local_clutter_but_keeps_what_the_images_copy() -> None:
+    patterns = dockerignore_patterns()
+    for unwanted in [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "shared/pachyderm/__pycache__/x.pyc",
+        "shared/pachyderm_entities.egg-info/PKG-INFO",
+        ".mypy_cache/x",
+        ".pytest_cache/x",
+        ".ruff_cache/x",
+        ".hypothesis/x",
+        "pachyderm.db",
+        "examples/pachyderm.db-wal",
+        ".env",
+    ]:
+        assert _ignored(patterns, unwanted), f"{unwanted} would be sent to the build"
+    for needed in [
+        "pyproject.toml",
+        "README.md",
+        "shared/pachyderm/__init__.py",
+        "shared/pachyderm/store/migrations/postgres/0001_initial.sql",
+        "examples/demo.py",
+    ]:
+        assert not _ignored(patterns, needed), f".dockerignore drops {needed}"
+
+
+def test_the_dockerfile_reader_sees_through_continuations_and_comments(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        "ARG BASE=python:3.11-slim\nFROM ${BASE} AS one\n# a comment\nRUN a \\\n"
+        "    # inside\n    && pip install . \\\n    && b\nFROM one\nUSER 1:1\n"
+    )
+    parsed: Dockerfile = parse_dockerfile(path)
+    assert [s.name for s in parsed.stages] == ["one", None]
+    assert parsed.base_image() == "python:3.11-slim"
+    assert pip_install_arguments(parsed.stage("one").all("RUN")[0]) == [["."]]
+    assert parsed.effective("USER") == "1:1"

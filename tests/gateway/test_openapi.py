@@ -1,0 +1,116 @@
+"""The OpenAPI document: 3.1, every route with its methods, every reference resolvable."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from pachyderm import Client
+from pachyderm._embedded import EmbeddedFleet
+from pachyderm.gateway import GatewayOptions, create_app
+
+from .serving import TOKENS, serving
+
+
+def references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from references(item)
+
+
+def resolve(document: dict[str, Any], reference: str) -> Any:
+    assert reference.startswith("#/"), reference
+    node: Any = document
+    for part in reference[2:].split("/"):
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize(("tokens", "with_store"), [(TOKENS, True), (None, False)])
+async def test_the_document_describes_every_route(
+    fleet: EmbeddedFleet, tokens: Any, with_store: bool
+) -> None:
+    store = fleet.store if with_store else None
+    asgi = create_app(Client(None, fleet.transport), store, GatewayOptions(tokens=tokens))
+    async with serving(asgi) as http:
+        response = await http.get("/openapi.json")
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert document["openapi"] == "3.1.0"
+    routes = {
+        route.path: {method.lower() for method in route.methods or ()} - {"head"}
+        for route in asgi.routes
+        if isinstance(route, Route)
+    }
+    assert {path: set(operations) for path, operations in document["paths"].items()} == routes
+    assert ("/entities/{type}/{id}/history" in routes) is with_store
+    for reference in set(references(document)):
+        assert resolve(document, reference), reference
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            statuses = set(operation["responses"])
+            assert "200" in statuses
+            public = path in {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+            assert ({"401", "403"} <= statuses) is (tokens is not None and not public), path
+            for name in path.replace("}", "{").split("{")[1::2]:
+                assert {"$ref": f"#/components/parameters/{name}"} in operation["parameters"]
+    assert ("security" in document) is (tokens is not None)
+
+
+async def test_the_document_is_valid_where_a_validator_is_installed(
+    http: httpx.AsyncClient,
+) -> None:
+    if importlib.util.find_spec("openapi_spec_validator") is None:
+        pytest.skip("openapi-spec-validator is not installed")
+    from openapi_spec_validator import validate  # type: ignore[import-not-found]  # noqa: PLC0415
+
+    validate((await http.get("/openapi.json")).json())
+
+
+async def test_answers_match_the_schemas_the_document_gives(http: httpx.AsyncClient) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    document = (await http.get("/openapi.json")).json()
+
+    def check(method: str, template: str, response: httpx.Response) -> None:
+        described = document["paths"][template][method]["responses"][str(response.status_code)]
+        if "$ref" in described:
+            described = resolve(document, described["$ref"])
+        media_type = response.headers["content-type"]
+        schema = described["content"][media_type]["schema"]
+        # The document is the root, so that the schema's references resolve in it.
+        jsonschema.Draft202012Validator({**document, **schema}).validate(response.json())
+
+    entity, account = "/entities/{type}/{id}", "/entities/account/key:a"
+    commands, queries = f"{entity}/commands/{{command}}", f"{entity}/queries/{{query}}"
+    reading = {"Authorization": "Bearer caller-token"}
+    sending = reading | {"Content-Type": "application/json"}
+
+    async def post(path: str, body: bytes, headers: dict[str, str] = sending) -> httpx.Response:
+        return await http.post(path, content=body, headers=headers)
+
+    for body, status in ((b'{"owner": "A"}', 200), (b'{"owner": "A"}', 409), (b"{}", 422)):
+        response = await post(f"{account}/commands/Open", body)
+        assert response.status_code == status
+        check("post", commands, response)
+    check("post", commands, await post("/entities/nope/key:a/commands/X", b"{}"))  # 404
+    check("post", commands, await post(f"{account}/commands/Open", b"[]"))  # 400
+    check("post", commands, await post(f"{account}/commands/Open", b"{}", {}))  # 401
+    await post("/entities/meter/key:m/commands/Add", b'{"amount": 1}')
+    check("post", queries, await post("/entities/meter/key:m/queries/Exceeds", b'{"limit": 0}'))
+    check("get", entity, await http.get(account, headers=reading))
+    history = await http.get(f"{account}/history?limit=1", headers=reading)
+    assert history.json()["next"] is None
+    check("get", f"{entity}/history", history)
+    check("get", "/healthz", await http.get("/healthz"))
+    check("get", "/readyz", await http.get("/readyz"))
