@@ -83,6 +83,15 @@ async def run_load(
     return replies
 
 
+async def assert_outcome(
+    running: Fleet, commands: list[tuple[int, int, str]], replies: dict[str, Any]
+) -> None:
+    """Exactly-once application, and every reply consistent with the stored history."""
+    await assert_exact(running, commands)
+    history = await histories(running.dsn, running.topology.namespace)
+    assert_replies_match_history(replies, commands, history)
+
+
 async def assert_exact(running: Fleet, commands: list[tuple[int, int, str]]) -> None:
     """Each command applied exactly once; histories gapless; states the exact sums."""
     history = await histories(running.dsn, running.topology.namespace)
@@ -121,12 +130,13 @@ async def test_two_workers_apply_concurrent_commands_exactly(running: Fleet) -> 
         replies = await run_load(client, commands)
         elapsed = time.monotonic() - started
     print(f"\n{len(commands)} commands in {elapsed:.2f}s: {len(commands) / elapsed:.0f}/s")
-    await assert_exact(running, commands)
-    history = await histories(running.dsn, running.topology.namespace)
-    assert_replies_match_history(replies, commands, history)
+    await assert_outcome(running, commands, replies)
 
 
-async def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(running: Fleet) -> None:
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+async def test_a_worker_stopped_mid_run_loses_nothing_and_doubles_nothing(
+    running: Fleet, how: str
+) -> None:
     first = running.start_worker("w1")
     running.start_worker("w2")
     await running.balanced()
@@ -134,14 +144,18 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(running
     async with running.client() as client:
         load = asyncio.create_task(run_load(client, commands, limit=200))
         await asyncio.sleep(1.0)
-        first.kill()
-        killed_at = time.monotonic()
+        stopped_at = time.monotonic()
+        if how == "SIGKILL":
+            first.kill()
+        else:
+            first.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(first.process.wait, 30) == 0
+            print(f"\nSIGTERM to exit: {time.monotonic() - stopped_at:.2f}s")
+            assert "stopped" in first.log.read_text()
         await running.balanced()
-        print(f"\npartitions taken over {time.monotonic() - killed_at:.2f}s after SIGKILL")
+        print(f"\npartitions taken over {time.monotonic() - stopped_at:.2f}s after {how}")
         replies = await load
-    await assert_exact(running, commands)
-    history = await histories(running.dsn, running.topology.namespace)
-    assert_replies_match_history(replies, commands, history)
+    await assert_outcome(running, commands, replies)
 
 
 async def test_two_fleets_consuming_the_same_partitions_stay_exact(running: Fleet) -> None:
@@ -152,9 +166,7 @@ async def test_two_fleets_consuming_the_same_partitions_stay_exact(running: Flee
     commands = workload(seed=3)
     async with running.client() as client:
         replies = await run_load(client, commands)
-    await assert_exact(running, commands)
-    history = await histories(running.dsn, running.topology.namespace)
-    assert_replies_match_history(replies, commands, history)
+    await assert_outcome(running, commands, replies)
 
 
 async def test_concurrent_transfers_conserve_money(running: Fleet) -> None:
@@ -201,24 +213,3 @@ async def test_concurrent_transfers_conserve_money(running: Fleet) -> None:
     assert not caused & set(rejected), "a rejected command left events behind"
     effects_caused_by = await outbox_command_ids(running.dsn, running.topology.namespace)
     assert not set(rejected) & effects_caused_by, "a rejected command published effects"
-
-
-async def test_sigterm_hands_over_cleanly_mid_run(running: Fleet) -> None:
-    first = running.start_worker("w1")
-    running.start_worker("w2")
-    await running.balanced()
-    commands = workload(seed=5)
-    async with running.client() as client:
-        load = asyncio.create_task(run_load(client, commands, limit=200))
-        await asyncio.sleep(1.0)
-        stopping = time.monotonic()
-        first.process.send_signal(signal.SIGTERM)
-        exit_code = await asyncio.to_thread(first.process.wait, 30)
-        print(f"\nSIGTERM to exit: {time.monotonic() - stopping:.2f}s")
-        assert exit_code == 0
-        await running.balanced()
-        replies = await load
-    assert "stopped" in first.log.read_text()
-    await assert_exact(running, commands)
-    history = await histories(running.dsn, running.topology.namespace)
-    assert_replies_match_history(replies, commands, history)
