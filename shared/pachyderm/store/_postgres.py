@@ -144,7 +144,14 @@ class PostgresEventStore:
                 "SELECT pg_advisory_xact_lock(hashtext('pachyderm.migrate'), hashtext($1))",
                 self.schema,
             )
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            # Create the schema only when missing: CREATE SCHEMA IF NOT EXISTS
+            # needs the CREATE right on the database even when the schema is
+            # there, which a least-privilege migrator role does not have.
+            exists = await conn.fetchval(
+                "SELECT true FROM pg_namespace WHERE nspname = $1", self.schema
+            )
+            if not exists:
+                await conn.execute(f'CREATE SCHEMA "{self.schema}"')
             await conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{self.schema}".schema_migrations ('
                 "version int PRIMARY KEY, name text NOT NULL, "
