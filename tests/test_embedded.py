@@ -14,6 +14,8 @@ from pachyderm import (
     App,
     EffectHandler,
     InvalidInputError,
+    InvalidMessageError,
+    Ref,
     RejectedError,
     UnknownNameError,
 )
@@ -198,5 +200,11 @@ async def test_bad_input_without_reply_to_is_dead_lettered(fleet: EmbeddedFleet)
 async def test_a_json_caller_gets_json_replies(fleet: EmbeddedFleet) -> None:
     reply = await raw_call(fleet, command(b'{"owner": "x"}'))
     assert reply == {"status": "ok", "version": 1, "reply": {"owner": "x", "balance": 0}}
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidMessageError) as invalid:
         await fleet.client.call_named(bank.account("x"), "Deposit", {"amount": -1})
+    assert [p.location for p in invalid.value.problems] == ["amount"]
+    assert "greater than 0" in str(invalid.value)
+    with pytest.raises(UnknownNameError, match="nope"):
+        await fleet.client.call_named(Ref.from_key("nope", "x"), "Open", {})
+    with pytest.raises(InvalidInputError):
+        await fleet.client.call_named(bank.account("x"), "Deposit", "not a map")

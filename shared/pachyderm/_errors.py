@@ -57,6 +57,9 @@ class FieldProblem:
 class InvalidMessageError(InvalidInputError):
     """A decoded message does not match its declared type; ``problems`` names each field."""
 
+    message_name: str = ""
+    problems: tuple[FieldProblem, ...] = ()
+
     def __init__(self, message_name: str, problems: Sequence[FieldProblem]) -> None:
         self.message_name = message_name
         self.problems = tuple(problems)
@@ -66,6 +69,9 @@ class InvalidMessageError(InvalidInputError):
 
 class EntityTypeMismatchError(InvalidInputError):
     """An id that belongs to an entity of one type was addressed as another type."""
+
+    stored_type: str | None = None
+    requested_type: str | None = None
 
     def __init__(self, entity_id: object, stored_type: str, requested_type: str) -> None:
         self.stored_type = stored_type

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     gateway_max_body: int = Field(
         1024 * 1024, ge=1, description="largest request body the gateway accepts, in bytes"
     )
+    gateway_url: str | None = Field(
+        None, description="where `pachyderm call` reaches a gateway instead of the broker"
+    )
+    gateway_token: SecretStr = Field(
+        SecretStr(""), description="the bearer token `pachyderm call` sends to that gateway"
+    )
     health_port: int = Field(
         8081, ge=0, le=65535, description="port of a worker's health and metrics endpoints"
     )

@@ -23,11 +23,16 @@ from ._entity import Reject
 from ._entity_type import EntityType
 from ._errors import (
     DecodeError,
+    EntityTypeMismatchError,
+    FieldProblem,
     HandlerError,
+    InvalidEntityIdError,
     InvalidInputError,
     InvalidMessageError,
     PachydermError,
     RejectedError,
+    UnknownNameError,
+    UnsupportedContentTypeError,
 )
 from ._reference import Ref
 from .store import OutboxEntry
@@ -193,5 +198,35 @@ def read_reply(message: Message) -> tuple[int, Any]:
     if status == "rejected":
         raise RejectedError(str(body.get("reason")), body.get("detail"))
     if status == "invalid":
-        raise InvalidInputError(str(body.get("message")))
+        raise _invalid_input(body)
     raise HandlerError(str(body.get("message", f"reply with status {status!r}")))
+
+
+_INVALID_INPUT_KINDS: dict[str, type[InvalidInputError]] = {
+    kind.__name__: kind
+    for kind in (
+        InvalidInputError,
+        DecodeError,
+        UnsupportedContentTypeError,
+        UnknownNameError,
+        InvalidEntityIdError,
+        EntityTypeMismatchError,
+        InvalidMessageError,
+    )
+}
+
+
+def _invalid_input(body: dict[str, Any]) -> InvalidInputError:
+    """The error an ``invalid`` reply describes, as the class the worker raised."""
+    kind = _INVALID_INPUT_KINDS.get(str(body.get("error")), InvalidInputError)
+    # The worker's message is kept as it is; the constructors of some kinds
+    # would compose another from fields the reply does not carry.
+    error = kind.__new__(kind)
+    InvalidInputError.__init__(error, str(body.get("message")))
+    if isinstance(error, InvalidMessageError):
+        error.problems = tuple(
+            FieldProblem(str(p.get("location", "")), str(p.get("problem", "")))
+            for p in body.get("problems") or ()
+            if isinstance(p, dict)
+        )
+    return error

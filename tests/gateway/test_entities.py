@@ -309,12 +309,6 @@ async def test_a_gateway_without_the_app_calls_by_name(bare: httpx.AsyncClient) 
     assert [e["data"] for e in history["events"]] == [{"owner": "Alice"}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Client.call_named raises a bare InvalidInputError for every `invalid` reply"
-    " (_wire.read_reply drops the error class and the field problems), so a gateway"
-    " without the app answers 400 where it should answer 404 or 422",
-)
 @pytest.mark.parametrize(
     ("path", "status"),
     [("/entities/nope/key:a/commands/Open", 404), (f"{ALICE}/commands/Open", 422)],

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from pachyderm._embedded import EmbeddedFleet
 from pachyderm.gateway import GatewayOptions, create_app
 
-from .serving import serving
+from .serving import problem, serving
 
 
 async def test_alive_and_ready(http: httpx.AsyncClient) -> None:
@@ -26,3 +29,15 @@ async def test_metrics_are_served(http: httpx.AsyncClient) -> None:
     response = await http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
+
+
+async def test_extra_routes_are_served_and_a_bug_is_a_bare_500(fleet: EmbeddedFleet) -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("password=hunter2")
+
+    extra = [Route("/broken", broken)]
+    asgi = create_app(fleet.client, None, GatewayOptions(tokens=None), routes=extra)
+    async with serving(asgi) as http:
+        response = await http.get("/broken")
+    assert problem(response, 500)["detail"] == "internal error"
+    assert "hunter2" not in response.text

@@ -92,7 +92,7 @@ async def call(env: Mapping[str, str], *argv: str) -> tuple[int, object]:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode in (0, 2), err.decode()
+    assert process.returncode in (0, 3), err.decode()
     return process.returncode, json.loads(out)
 
 
@@ -111,7 +111,7 @@ async def test_pachyderm_call_reaches_pachyderm_dev_through_its_gateway(tmp_path
             {"version": 1, "reply": {"owner": "A", "balance": 0}},
         )
         assert await call(env, *alice, "--data", '{"owner": "A"}') == (
-            2,
+            3,
             {"rejected": "already_open", "detail": None},
         )
 

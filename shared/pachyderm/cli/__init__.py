@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .._errors import PachydermError
 from .._settings import Settings, load_settings
-from ._call import GATEWAY_URL_VARIABLE, call
+from ._call import call
 from ._effects import parse_config, run_effects
 from ._gateway import run_dev, run_gateway
 from ._inspect import inspect_entity
@@ -52,9 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     call_parser.add_argument(
         "--gateway",
         metavar="URL",
-        default=os.environ.get(GATEWAY_URL_VARIABLE),
         help="call through this HTTP gateway (e.g. a running `pachyderm dev`) instead of"
-        f" over AMQP; default ${GATEWAY_URL_VARIABLE}; a token from $PACHYDERM_GATEWAY_TOKEN",
+        " over AMQP; default $PACHYDERM_GATEWAY_URL; a token from $PACHYDERM_GATEWAY_TOKEN",
     )
     gateway = commands.add_parser(
         "gateway", help="serve the HTTP gateway of a fleet (RabbitMQ, history from PostgreSQL)"

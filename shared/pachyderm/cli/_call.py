@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import urllib.error
 import urllib.request
 import uuid
@@ -33,8 +32,8 @@ from .._settings import Settings
 from .._wire import COMMAND, QUERY
 from ._runtime import broker, worker_id
 
-GATEWAY_URL_VARIABLE = "PACHYDERM_GATEWAY_URL"
-GATEWAY_TOKEN_VARIABLE = "PACHYDERM_GATEWAY_TOKEN"
+# Exit statuses: 0 applied, 1 an error, 2 a usage mistake (argparse's), 3 rejected.
+REJECTED = 3
 # The gateway answers 504 once its own call timeout passes; wait longer than that.
 _HTTP_MARGIN = 30.0
 # What the gateway's error statuses mean as errors, as the AMQP path raises them.
@@ -81,7 +80,7 @@ class _Call:
 
 
 async def call(settings: Settings, arguments: argparse.Namespace) -> int:
-    """Print ``{"version", "reply"}`` (exit 0), or the rejection (exit 2)."""
+    """Print ``{"version", "reply"}`` (exit 0), or the rejection (exit 3)."""
     kind = QUERY if arguments.query else COMMAND
     if kind == COMMAND and not arguments.command:
         raise InvalidInputError("name the command to send (or pass --query to read the state)")
@@ -93,15 +92,17 @@ async def call(settings: Settings, arguments: argparse.Namespace) -> int:
         # Chosen here, not downstream, so that a timeout can say what to retry with.
         arguments.command_id or str(uuid.uuid4()),
     )
+    gateway = arguments.gateway or settings.gateway_url
     try:
-        if arguments.gateway:
+        if gateway:
             timeout = settings.call_timeout + _HTTP_MARGIN
-            version, reply = await asyncio.to_thread(_over_http, arguments.gateway, one, timeout)
+            token = settings.gateway_token.get_secret_value()
+            version, reply = await asyncio.to_thread(_over_http, gateway, token, one, timeout)
         else:
             version, reply = await _over_amqp(settings, one)
     except RejectedError as rejection:
         print(json.dumps({"rejected": rejection.reason, "detail": rejection.detail}))
-        return 2
+        return REJECTED
     print(json.dumps({"version": version, "reply": reply}, ensure_ascii=False))
     return 0
 
@@ -115,13 +116,13 @@ async def _over_amqp(settings: Settings, one: _Call) -> tuple[int, Any]:
         )
 
 
-def _over_http(base_url: str, one: _Call, timeout: float) -> tuple[int, Any]:
+def _over_http(base_url: str, token: str, one: _Call, timeout: float) -> tuple[int, Any]:
     """The call through a gateway (blocking: run it in a thread)."""
     if urlsplit(base_url).scheme not in {"http", "https"}:
         raise InvalidInputError("--gateway must be an http:// or https:// URL")
     entity = f"{base_url.rstrip('/')}/entities/{one.ref.type}/{one.ref.id}"
     headers = {"Accept": "application/json"}
-    if token := os.environ.get(GATEWAY_TOKEN_VARIABLE):
+    if token:
         headers["Authorization"] = f"Bearer {token}"
     if one.reads_state:
         request = urllib.request.Request(entity, headers=headers)
@@ -159,5 +160,5 @@ def _error_from(error: urllib.error.HTTPError) -> PachydermError:
         return RejectedError(str(problem.get("reason")), problem.get("rejection_detail"))
     detail = f"{problem.get('detail')} (HTTP {error.code})"
     if error.code == 401:
-        detail += f"; set {GATEWAY_TOKEN_VARIABLE}"
+        detail += "; set PACHYDERM_GATEWAY_TOKEN"
     return _HTTP_ERRORS.get(error.code, PachydermError)(detail)
