@@ -205,6 +205,21 @@ class EventStoreContract:
         )
         assert outcomes == [Committed(1), Duplicate(b"reply", 1)]
 
+    async def test_recorded_finds_stored_replies_without_writing(self, store: EventStore) -> None:
+        first, second = counter("1"), counter("2")
+        await store.commit(
+            [
+                Change(first, 0, "c1", events("a"), b"one"),
+                Change(second, 0, "c2", events("a", "b"), b"two"),
+            ]
+        )
+        found = await store.recorded([(first.id, "c1"), (second.id, "c2"), (first.id, "c2")])
+        assert found == {
+            (first.id, "c1"): Duplicate(b"one", 1),
+            (second.id, "c2"): Duplicate(b"two", 2),
+        }
+        assert await store.recorded([]) == {}
+
     async def test_command_ids_are_scoped_to_their_entity(self, store: EventStore) -> None:
         outcomes = await store.commit(
             [

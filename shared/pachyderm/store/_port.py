@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .._reference import Ref
-from ._records import Change, CommitOutcome, LoadedEntity, OutboxEntry, RecordedEvent
+from ._records import (
+    Change,
+    CommitOutcome,
+    Duplicate,
+    LoadedEntity,
+    OutboxEntry,
+    RecordedEvent,
+)
 
 
 class EventStore(Protocol):
@@ -42,6 +49,12 @@ class EventStore(Protocol):
         Raises :class:`~pachyderm.StoreError` when the transaction fails as a
         whole; then nothing of the batch was written.
         """
+        ...
+
+    async def recorded(
+        self, commands: Sequence[tuple[uuid.UUID, str]]
+    ) -> dict[tuple[uuid.UUID, str], Duplicate]:
+        """The stored replies of those ``(entity id, command id)`` pairs already committed."""
         ...
 
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:

@@ -207,6 +207,25 @@ class PostgresEventStore:
         by_index = dict(zip(order, map(_outcome, rows), strict=True))
         return [by_index[index] for index in range(len(changes))]
 
+    async def recorded(
+        self, commands: Sequence[tuple[uuid.UUID, str]]
+    ) -> dict[tuple[uuid.UUID, str], Duplicate]:
+        if not commands:
+            return {}
+        entity_ids, command_ids = zip(*commands, strict=True)
+        async with translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT c.entity_id, c.command_id, c.version, c.reply"
+                " FROM commands c JOIN unnest($1::uuid[], $2::text[]) AS k(entity_id, command_id)"
+                " USING (entity_id, command_id)",
+                list(entity_ids),
+                list(command_ids),
+            )
+        return {
+            (row["entity_id"], row["command_id"]): Duplicate(row["reply"], row["version"])
+            for row in rows
+        }
+
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(

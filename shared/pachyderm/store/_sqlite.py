@@ -293,6 +293,20 @@ def _version(connection: sqlite3.Connection, entity_id: uuid.UUID) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _recorded(
+    connection: sqlite3.Connection, commands: Sequence[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], Duplicate]:
+    found = {}
+    for entity_id, command_id in commands:
+        row = connection.execute(
+            "SELECT version, reply FROM commands WHERE entity_id = ? AND command_id = ?",
+            (entity_id.bytes, command_id),
+        ).fetchone()
+        if row is not None:
+            found[entity_id, command_id] = Duplicate(row[1], row[0])
+    return found
+
+
 def _versions(
     connection: sqlite3.Connection, entity_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, int]:
@@ -391,6 +405,14 @@ class SqliteEventStore:
         if not changes:
             return []
         return await self._run(_commit, list(changes))
+
+    async def recorded(
+        self, commands: Sequence[tuple[uuid.UUID, str]]
+    ) -> dict[tuple[uuid.UUID, str], Duplicate]:
+        """The stored replies of those ``(entity id, command id)`` pairs already committed."""
+        if not commands:
+            return {}
+        return await self._run(_recorded, list(commands))
 
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """The current version of each entity that has one (new entities are absent)."""
