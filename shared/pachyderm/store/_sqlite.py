@@ -293,7 +293,7 @@ def _version(connection: sqlite3.Connection, entity_id: uuid.UUID) -> int:
     return 0 if row is None else int(row[0])
 
 
-def _recorded(
+def _stored_replies(
     connection: sqlite3.Connection, commands: Sequence[tuple[uuid.UUID, str]]
 ) -> dict[tuple[uuid.UUID, str], Duplicate]:
     found = {}
@@ -412,7 +412,7 @@ class SqliteEventStore:
         """The stored replies of those ``(entity id, command id)`` pairs already committed."""
         if not commands:
             return {}
-        return await self._run(_recorded, list(commands))
+        return await self._run(_stored_replies, list(commands))
 
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """The current version of each entity that has one (new entities are absent)."""
