@@ -121,6 +121,7 @@ TELEMETRY = {
     "health_routes",
     "install_telemetry",
     "metrics_response",
+    "metrics_route",
     "setup_telemetry",
     "traced",
 }

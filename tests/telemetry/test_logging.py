@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from pachyderm import Settings
-from pachyderm.telemetry import configure_logging, traced
-from pachyderm.telemetry._logging import JsonFormatter, TextFormatter
+from pachyderm.telemetry import traced
+from pachyderm.telemetry._logging import JsonFormatter, TextFormatter, logging_configured
 
 from .conftest import Recorded
 
@@ -62,23 +61,14 @@ def test_passwords_in_urls_never_reach_a_log_line(formatter: logging.Formatter) 
     assert "postgresql://u:***@db/x" in line
 
 
-@pytest.fixture
-def root_handlers() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:], root.level = handlers, level
-
-
-@pytest.mark.usefixtures("root_handlers")
 @pytest.mark.parametrize(("log_format", "kind"), [("json", JsonFormatter), ("text", TextFormatter)])
-def test_configure_logging_installs_the_configured_format(
+def test_logging_takes_the_configured_format_for_a_block_and_is_restored_after(
     log_format: str, kind: type[logging.Formatter]
 ) -> None:
-    configure_logging(Settings(log_format=log_format))
-    [handler] = logging.getLogger().handlers
-    assert isinstance(handler.formatter, kind)
-    assert logging.getLogger().level == logging.INFO
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level)
+    with logging_configured(Settings(log_format=log_format)):
+        [handler] = root.handlers
+        assert isinstance(handler.formatter, kind)
+        assert root.level == logging.INFO
+    assert (root.handlers, root.level) == before

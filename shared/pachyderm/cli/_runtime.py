@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
 from .._settings import Settings
-from ..telemetry import Check, HealthServer, Telemetry, configure_logging, setup_telemetry
+from ..telemetry import Check, HealthServer, Telemetry, install_telemetry, setup_telemetry
+from ..telemetry._logging import logging_configured
 from ..transport import RabbitMQTransport, Topology
 
 log = logging.getLogger("pachyderm")
@@ -25,13 +26,15 @@ def worker_id(settings: Settings) -> str:
 
 @contextmanager
 def observed(settings: Settings, service: str, instance: str) -> Iterator[Telemetry]:
-    """Logs in the configured format, and telemetry until the block ends (then flushed)."""
-    configure_logging(settings)
-    telemetry = setup_telemetry(settings, service, instance=instance)
-    try:
-        yield telemetry
-    finally:
-        telemetry.shutdown()
+    """Logs in the configured format, and telemetry, until the block ends: then the
+    telemetry is flushed and uninstalled, and logging is as it was."""
+    with logging_configured(settings):
+        telemetry = setup_telemetry(settings, service, instance=instance)
+        try:
+            yield telemetry
+        finally:
+            telemetry.shutdown()
+            install_telemetry(Telemetry())
 
 
 async def starting() -> str:

@@ -73,4 +73,4 @@ async def serve(settings: Settings, app_spec: str) -> None:
             finally:
                 await membership.close()
                 await store.close()
-    log.info("worker %s stopped", name)
+        log.info("worker %s stopped", name)

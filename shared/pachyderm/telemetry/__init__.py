@@ -3,13 +3,13 @@
 A process calls :func:`setup_telemetry` (and :func:`configure_logging`) once;
 the client, the workers and the effect dispatcher then trace the whole path
 of a command, W3C trace context travelling in the message headers, and
-measure what they do. :func:`health_routes` and :func:`metrics_response`
-serve ``/healthz``, ``/readyz`` and ``/metrics`` from any Starlette app;
-:class:`HealthServer` serves them from a worker.
+measure what they do. :func:`health_routes` (or :func:`metrics_route`
+alone) serve ``/healthz``, ``/readyz`` and ``/metrics`` from any Starlette
+app; :class:`HealthServer` serves them from a worker.
 """
 
 from ._checks import Check, broker_check, database_check
-from ._health import HealthServer, health_routes, metrics_response
+from ._health import HealthServer, health_routes, metrics_response, metrics_route
 from ._logging import configure_logging
 from ._prometheus import PrometheusReader
 from ._setup import setup_telemetry
@@ -27,6 +27,7 @@ __all__ = [
     "health_routes",
     "install_telemetry",
     "metrics_response",
+    "metrics_route",
     "setup_telemetry",
     "traced",
 ]

@@ -12,13 +12,14 @@ DESTINATION: Final = "messaging.destination.name"  # the exchange, for RabbitMQ
 PARTITION: Final = "messaging.destination.partition.id"
 ROUTING_KEY: Final = "messaging.rabbitmq.destination.routing_key"
 MESSAGE_ID: Final = "messaging.message.id"
-CONVERSATION_ID: Final = "messaging.message.conversation_id"
 OPERATION_NAME: Final = "messaging.operation.name"
 OPERATION_TYPE: Final = "messaging.operation.type"
 BATCH_SIZE: Final = "messaging.batch.message_count"
 CONSUMER_GROUP: Final = "messaging.consumer.group.name"
-PUBLISH, PROCESS = "publish", "process"  # operation names: AMQP's basic.publish, and ours
-SEND: Final = "send"  # the operation type of a publish
+# Operation names (AMQP's basic.publish, and processing); a publish is of type "send".
+PUBLISH: Final = "publish"
+PROCESS: Final = "process"
+SEND: Final = "send"
 
 # Databases (https://opentelemetry.io/docs/specs/semconv/database/).
 DB_SYSTEM: Final = "db.system.name"
@@ -28,6 +29,5 @@ ERROR_TYPE: Final = "error.type"
 ENTITY_TYPE: Final = "pachyderm.entity.type"
 ENTITY_ID: Final = "pachyderm.entity.id"
 OUTCOME: Final = "pachyderm.outcome"
-EFFECT_HANDLER: Final = "pachyderm.effect.handler"
 ENTITY_COUNT: Final = "pachyderm.entity.count"
 CHANGE_COUNT: Final = "pachyderm.change.count"

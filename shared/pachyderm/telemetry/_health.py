@@ -32,12 +32,22 @@ def metrics_response() -> Response:
     return Response(reader.render() if reader is not None else b"", media_type=CONTENT_TYPE)
 
 
+def metrics_route(path: str = "/metrics") -> Route:
+    """``GET path``: :func:`metrics_response`, for a Starlette app."""
+
+    async def metrics(_: Request) -> Response:
+        return metrics_response()
+
+    return Route(path, metrics, methods=["GET"])
+
+
 def health_routes(checks: Mapping[str, Check]) -> list[Route]:
     """``GET /healthz``, ``/readyz`` and ``/metrics``, for a Starlette app.
 
     ``/healthz`` answers 200 with the uptime; ``/readyz`` runs ``checks``
-    and answers 200 when all pass, else 503, with each check's verdict in
-    the JSON body; ``/metrics`` is :func:`metrics_response`.
+    (read on every request, so they may change) and answers 200 when all
+    pass, else 503, with each check's verdict in the JSON body;
+    ``/metrics`` is :func:`metrics_route`.
     """
     started = time.monotonic()
 
@@ -54,10 +64,11 @@ def health_routes(checks: Mapping[str, Check]) -> list[Route]:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    async def metrics(_: Request) -> Response:
-        return metrics_response()
-
-    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        metrics_route(),
+    ]
 
 
 class _Server(uvicorn.Server):

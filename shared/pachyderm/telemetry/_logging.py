@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,8 +71,31 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
     """Log to stderr in ``settings.log_format`` (``text`` or ``json``) from ``level`` on.
 
-    For a process's entry point: it replaces the root logger's handlers.
+    For a process's entry point: it replaces the root logger's handlers
+    (detached, not closed: they may belong to someone else).
     """
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    root = logging.getLogger()
+    for replaced in root.handlers[:]:
+        root.removeHandler(replaced)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+@contextmanager
+def logging_configured(settings: Settings) -> Iterator[None]:
+    """:func:`configure_logging` for a block; then the root logger as it was, so that a
+    process's main may run inside another process (as in tests)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(settings)
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)

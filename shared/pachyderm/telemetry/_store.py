@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from opentelemetry.trace import Span, SpanKind
 
@@ -31,11 +31,9 @@ def _calling(store: object, operation: str, attribute: str, count: int) -> Itera
         yield current
 
 
-@contextmanager
-def loading(store: object, entities: int) -> Iterator[Span]:
+def loading(store: object, entities: int) -> AbstractContextManager[Span]:
     """The ``load`` span of a batch loading ``entities`` entities missing from the cache."""
-    with _calling(store, "load", semconv.ENTITY_COUNT, entities) as current:
-        yield current
+    return _calling(store, "load", semconv.ENTITY_COUNT, entities)
 
 
 @contextmanager
