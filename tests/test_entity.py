@@ -22,7 +22,7 @@ from pachyderm import (
     UnknownNameError,
     current_ref,
 )
-from pachyderm._execution import effect_id, execute
+from pachyderm._execution import effect_id, execute, read_stored_reply
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,12 @@ def test_type_names_default_to_the_snake_cased_class_name() -> None:
     assert BankAccount.ref("k") == Ref.from_key("bank_account", "k")
 
 
-def test_no_events_means_nothing_to_commit_and_the_state_as_reply() -> None:
+def test_no_events_records_only_the_command_and_replies_with_the_state() -> None:
     result = run("nothing", ["x"])
-    assert (result.events, result.change, result.reply, result.version) == ((), None, ["x"], 1)
+    assert (result.events, result.reply, result.version) == ((), ["x"], 1)
+    change = result.change
+    assert (change.expected_version, change.events, change.effects) == (1, [], [])
+    assert read_stored_reply(change.reply) == (["x"], None)
 
 
 def test_events_commit_and_the_reply_is_the_new_state() -> None:
@@ -115,11 +118,12 @@ def test_an_explicit_reply_replaces_the_state() -> None:
     assert (result.reply, result.state) == ({"size": 1}, ["x", "r"])
 
 
-def test_a_rejection_writes_nothing_and_carries_the_reason() -> None:
+def test_a_rejection_writes_no_events_and_records_the_reason() -> None:
     result = run("reject", ["x"])
-    assert result.change is None
     assert result.rejection == Reject("no_way", {"why": "because"})
     assert result.state == ["x"]
+    assert (list(result.change.events), list(result.change.effects)) == ([], [])
+    assert read_stored_reply(result.change.reply) == (None, result.rejection)
 
 
 def test_handle_can_ask_which_entity_it_is() -> None:

@@ -27,17 +27,17 @@ DEFAULT_SNAPSHOT_EVERY = 100
 class Execution:
     """The result of one command: the new state and what must be committed.
 
-    ``change`` is ``None`` when nothing needs writing (a rejection, or a
-    command that produced neither events nor effects).
+    ``change`` records the decision: events and effects, or just the command
+    id with its reply (a rejection, or a command that changed nothing).
     """
 
     state: Any
     version: int
+    change: Change
     events: tuple[Any, ...] = ()
     effects: tuple[AnyEffect, ...] = ()
     reply: Any = None
     rejection: Reject | None = None
-    change: Change | None = None
 
 
 def effect_id(entity: uuid.UUID, command_id: str, index: int) -> uuid.UUID:
@@ -78,17 +78,21 @@ def execute(
     command_id: str,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
 ) -> Execution:
-    """Decide ``command`` on ``state`` (at ``version``) and prepare its commit."""
+    """Decide ``command`` on ``state`` (at ``version``) and prepare its commit.
+
+    Every decision is committed, a rejection or a no-op too: the commit checks
+    that it was made on the latest state, and records the command id with its
+    reply, so a retried command gets the same answer whatever happened since.
+    """
     decision = entity_type.decide(ref, state, command)
     if decision.rejection is not None:
-        return Execution(state, version, rejection=decision.rejection)
+        change = Change(ref, version, command_id, reply=stored_reply(rejection=decision.rejection))
+        return Execution(state, version, change, rejection=decision.rejection)
     new_state = entity_type.evolve(state, decision.events)
     new_version = version + len(decision.events)
     reply = (
         entity_type.dump_state(new_state) if decision.reply is NEW_STATE else plain(decision.reply)
     )
-    if not decision.events and not decision.effects:
-        return Execution(new_state, new_version, reply=reply)
     snapshot = None
     if snapshot_every and new_version // snapshot_every > version // snapshot_every:
         snapshot = Snapshot(new_version, entity_type.encode_state(new_state))
@@ -97,11 +101,26 @@ def execute(
         version,
         command_id,
         [entity_type.encode_event(event) for event in decision.events],
-        _codec.encode(reply),
+        stored_reply(reply=reply),
         [
             encode_effect(entity_type, effect, effect_id(ref.id, command_id, index))
             for index, effect in enumerate(decision.effects)
         ],
         snapshot,
     )
-    return Execution(new_state, new_version, decision.events, decision.effects, reply, None, change)
+    return Execution(new_state, new_version, change, decision.events, decision.effects, reply)
+
+
+def stored_reply(*, reply: Any = None, rejection: Reject | None = None) -> bytes:
+    """What the store keeps with a command id: its reply, or its rejection."""
+    if rejection is not None:
+        return _codec.encode({"rejected": rejection.reason, "detail": plain(rejection.detail)})
+    return _codec.encode({"reply": reply})
+
+
+def read_stored_reply(data: bytes) -> tuple[Any, Reject | None]:
+    """``(reply, rejection)`` from what :func:`stored_reply` wrote."""
+    stored = _codec.decode(data)
+    if "rejected" in stored:
+        return None, Reject(stored["rejected"], stored.get("detail"))
+    return stored.get("reply"), None

@@ -23,6 +23,7 @@ from pachyderm._settings import DEFAULT_SECRETS_DIR
 from pachyderm.gateway import GatewayOptions
 
 from .manifests import (
+    FLEET_SECRET_SETTINGS,
     GATEWAY_DOCKERFILE,
     K8S,
     SECRET_SETTINGS,
@@ -202,7 +203,7 @@ def test_the_secret_holds_every_secret_setting_and_only_settings(
     secret = find(resources, "Secret", SECRET)
     keys = _secret_keys(resources, SECRET)
     assert keys <= setting_variables(), f"not Pachyderm settings: {sorted(keys)}"
-    assert {setting_name(k) for k in keys} == SECRET_SETTINGS
+    assert {setting_name(k) for k in keys} == FLEET_SECRET_SETTINGS
     values = mapping(secret["stringData"], "stringData")
     assert all(isinstance(v, str) for v in values.values())
     parse_settings(values)  # the placeholders have the right shape

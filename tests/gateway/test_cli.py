@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pachyderm import load_settings
 from pachyderm._embedded import EmbeddedFleet
-from pachyderm.cli import _parser, main
+from pachyderm.cli import main
 from pachyderm.gateway import GatewayOptions, create_app
 
 from .serving import APP, TOKENS, serving
@@ -44,7 +45,7 @@ async def test_a_call_prints_the_reply_as_over_amqp(
     opened = await call(capsys, *account[:2], "Open", *account[2:], "--data", '{"owner": "Bob"}')
     assert opened == (0, '{"version": 1, "reply": {"owner": "Bob", "balance": 0}}\n', "")
     again = await call(capsys, *account[:2], "Open", *account[2:], "--data", '{"owner": "B"}')
-    assert again == (2, '{"rejected": "already_open", "detail": null}\n', "")
+    assert again == (3, '{"rejected": "already_open", "detail": null}\n', "")
     state = await call(capsys, *account, "--query")
     assert json.loads(state[1]) == {"version": 1, "reply": {"owner": "Bob", "balance": 0}}
     named = await call(
@@ -117,8 +118,10 @@ def test_the_gateway_refuses_to_start_without_tokens(
 
 def test_the_environment_names_the_gateway_to_call(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PACHYDERM_GATEWAY_URL", "http://gateway.example:8080")
-    arguments = _parser().parse_args(["call", "counter", "c", "Increment"])
-    assert arguments.gateway == "http://gateway.example:8080"
+    monkeypatch.setenv("PACHYDERM_GATEWAY_TOKEN", "s3cret")
+    settings = load_settings()
+    assert settings.gateway_url == "http://gateway.example:8080"
+    assert settings.gateway_token.get_secret_value() == "s3cret"
 
 
 def test_a_port_in_use_is_reported(capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,11 +71,6 @@ async def test_a_retry_with_the_same_idempotency_key_applies_once(
     assert [(e.version, e.command_id) for e in history] == [(1, "order-17")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine finds a command id seen before only when committing: a retry that"
-    " decides to reject (or to write nothing) answers that, not the stored reply",
-)
 async def test_a_retry_gets_the_stored_reply_even_where_deciding_again_would_reject(
     http: httpx.AsyncClient,
 ) -> None:

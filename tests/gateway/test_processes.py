@@ -149,7 +149,7 @@ async def test_pachyderm_gateway_serves_a_fleet(
                     call(env | {"PACHYDERM_GATEWAY_TOKEN": "t0ken"}, *alice, *through),
                 )
                 assert over_amqp == over_http
-            assert over_http == (2, {"rejected": "already_open", "detail": None})
+            assert over_http == (3, {"rejected": "already_open", "detail": None})
 
 
 async def exercise(http: httpx.AsyncClient) -> None:

@@ -90,8 +90,9 @@ async def test_commands_are_counted_and_timed_by_outcome(
     assert recorded.total("pachyderm.commands") == 7
     assert recorded.count("pachyderm.command.duration") == 7
     assert recorded.count("pachyderm.batch.size") == 7
-    # Open, the deposit and its repetition (refused by the store as a duplicate).
-    assert recorded.count("pachyderm.commit.duration") == 3
+    # Open, the deposit, its repetition (refused by the store as a duplicate) and
+    # the rejection (recorded with its command id).
+    assert recorded.count("pachyderm.commit.duration") == 4
 
 
 async def test_latency_runs_from_the_publish_time_a_message_carries(

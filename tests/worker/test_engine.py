@@ -73,7 +73,7 @@ async def test_a_batch_across_entities_commits_once_and_replies_in_order(
     ]
     assert results[4].rejection == Reject("insufficient_funds", {"balance": 70})
     assert (results[5].reply, results[5].version) == ({"owner": "bob", "balance": 5}, 2)
-    assert len(committed) == 5
+    assert len(committed) == 6  # the rejection too: its command id is recorded
     await assert_replay_matches(store, APP, ALICE, bank.AccountState(owner="alice", balance=70))
 
 
@@ -203,3 +203,29 @@ async def test_endless_conflicts_end_in_an_error_after_bounded_attempts(
     assert isinstance(results[0].error, HandlerError)
     assert "still conflicting" in str(results[0].error)
     assert committed == []
+
+
+async def test_a_retried_command_gets_its_first_answer_whatever_happened_since(
+    store: EventStore,
+) -> None:
+    engine = Engine(APP, store)
+    await engine.run([request(ALICE, bank.Open(owner="alice"))])
+    first, _ = await engine.run(
+        [
+            request(ALICE, bank.Withdraw(amount=5), "withdraw-1"),  # refused: empty account
+            request(ALICE, bank.Open(owner="alice"), "open-again"),  # refused: already open
+        ]
+    )
+    await engine.run([request(ALICE, bank.Deposit(amount=100))])
+    # Decided again now, both would go the other way (or differently);
+    # retried, they get what their callers were told the first time.
+    retried, committed = await Engine(APP, store).run(
+        [
+            request(ALICE, bank.Withdraw(amount=5), "withdraw-1"),
+            request(ALICE, bank.Open(owner="alice"), "open-again"),
+        ]
+    )
+    assert [r.rejection for r in retried] == [r.rejection for r in first]
+    assert all(r.duplicate for r in retried)
+    assert committed == []
+    await assert_replay_matches(store, APP, ALICE, bank.AccountState(owner="alice", balance=100))

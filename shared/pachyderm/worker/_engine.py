@@ -18,11 +18,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import _codec
 from .._app import App
 from .._entity import Reject
 from .._errors import HandlerError, PachydermError
-from .._execution import DEFAULT_SNAPSHOT_EVERY, execute
+from .._execution import DEFAULT_SNAPSHOT_EVERY, execute, read_stored_reply
 from .._reference import Ref
 from .._wire import QUERY, Request
 from ..store import Change, CommitOutcome, Committed, Duplicate, EventStore
@@ -220,9 +219,8 @@ class Engine:
                 step.result = Done(version, error=error)
                 continue
             step.result = Done(execution.version, execution.reply, execution.rejection)
-            if execution.change is not None:
-                step.change, step.state = execution.change, execution.state
-                state, version = execution.state, execution.version
+            step.change, step.state = execution.change, execution.state
+            state, version = execution.state, execution.version
 
     def _settle(
         self, lane: _Lane, outcomes: Iterator[CommitOutcome], committed: list[Change]
@@ -250,7 +248,8 @@ class Engine:
                     next(outcomes)
             # What follows was computed on state that did not happen: decide it again.
             if isinstance(outcome, Duplicate):
-                step.result = Done(outcome.version, _codec.decode(outcome.reply), duplicate=True)
+                reply, rejection = read_stored_reply(outcome.reply)
+                step.result = Done(outcome.version, reply, rejection, duplicate=True)
                 settled.final.append(step)
                 settled.retry.extend(rest)
             else:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .._app import App
 from .._errors import HandlerError, InvalidInputError, PachydermError, StoreError
 from .._wire import Request, error_reply, ok_reply, parse_request, rejected_reply
+from ..store import Change
 from ..telemetry._batch import FAILED, Batch, processing
 from ..transport import Delivery, Inbox, Message, Transport
 from ._effects import EffectPublisher
@@ -20,6 +21,15 @@ log = logging.getLogger("pachyderm.worker")
 
 DEFAULT_MAX_BATCH = 256
 _STORE_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A batch decided and committed: requests parsed, outcome by delivery, changes."""
+
+    requests: list[tuple[int, Request]]
+    outcomes: dict[int, Done | PachydermError]
+    committed: list[Change]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +126,22 @@ class PartitionWorker:
             async with self._handling:
                 if self._stopping:
                     return  # closing the inbox hands these back
-                await self._handle_until_done(deliveries)
+                try:
+                    await self._handle_until_done(deliveries)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Replying or settling failed after the commit. Whatever was not
+                    # acknowledged comes back and finds its stored reply: the partition
+                    # must keep flowing rather than die with this batch.
+                    log.exception("partition %d: settling a batch failed", self.partition)
 
     async def _handle_until_done(self, deliveries: Sequence[Delivery]) -> None:
         """Apply a batch; while the store is down, keep trying (nothing is acked meanwhile)."""
         delays = itertools.chain(_STORE_RETRY_DELAYS, itertools.repeat(_STORE_RETRY_DELAYS[-1]))
         for delay in delays:
             try:
-                await self._handle_isolating(deliveries)
+                await self.handle(deliveries)
                 return
             except StoreError as error:
                 if self._stopping:
@@ -133,57 +151,59 @@ class PartitionWorker:
                 )
                 await asyncio.sleep(delay)
 
-    async def _handle_isolating(self, deliveries: Sequence[Delivery]) -> None:
-        """Apply a batch; if something unforeseen breaks it, apply its deliveries one by
-        one so that only the one that breaks is refused and the partition keeps flowing."""
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply one batch: one commit, then replies and effects, then one ack."""
+        with processing(self._exchange, self.partition, deliveries) as batch:
+            decided = await self._decide_isolating(deliveries)
+            verdicts = [
+                _verdict(delivery, decided.outcomes[i]) for i, delivery in enumerate(deliveries)
+            ]
+            await asyncio.gather(
+                *(self.transport.publish_reply(v.reply) for v in verdicts if v.reply is not None)
+            )
+            await self.effects.publish_committed(decided.committed, parent_of=batch.parent_of)
+            await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
+            await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
+            if batch.measuring:
+                _report(batch, decided.requests, decided.outcomes)
+
+    async def _decide_isolating(self, deliveries: Sequence[Delivery]) -> _Decided:
+        """Parse, decide and commit a batch. If something unforeseen breaks that, do
+        it for the deliveries one by one, so that only the one that breaks fails and
+        the partition keeps flowing. (Only this phase: nobody has been answered yet.)"""
         try:
-            await self.handle(deliveries)
+            return await self._decide(deliveries)
         except (StoreError, asyncio.CancelledError):
             raise
         except Exception:
             log.exception("partition %d: batch failed; isolating the culprit", self.partition)
-            for delivery in deliveries:
-                try:
-                    await self.handle([delivery])
-                except (StoreError, asyncio.CancelledError):
-                    raise
-                except Exception as error:
-                    log.exception(
-                        "partition %d: refusing %s", self.partition, delivery.message.message_id
-                    )
-                    await self._refuse(delivery, HandlerError(f"internal error: {error!r}"))
+        decided = _Decided([], {}, [])
+        for index, delivery in enumerate(deliveries):
+            try:
+                alone = await self._decide([delivery])
+            except (StoreError, asyncio.CancelledError):
+                raise
+            except Exception as error:
+                log.exception(
+                    "partition %d: refusing %s", self.partition, delivery.message.message_id
+                )
+                decided.outcomes[index] = HandlerError(f"internal error: {error!r}")
+                continue
+            decided.requests.extend((index, request) for _, request in alone.requests)
+            decided.outcomes[index] = alone.outcomes[0]
+            decided.committed.extend(alone.committed)
+        return decided
 
-    async def _refuse(self, delivery: Delivery, error: PachydermError) -> None:
-        with processing(self._exchange, self.partition, [delivery]) as batch:
-            verdict = _verdict(delivery, error)
-            if verdict.reply is not None:
-                await self.transport.publish_reply(verdict.reply)
-                await self.inbox.ack([delivery])
-            else:
-                await self.inbox.dead_letter([delivery])
-            if batch.measuring:
-                batch.outcome(0, None, FAILED)
-
-    async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Apply one batch: one commit, then replies and effects, then one ack."""
-        with processing(self._exchange, self.partition, deliveries) as batch:
-            outcomes: dict[int, Done | PachydermError] = {}
-            requests: list[tuple[int, Request]] = []
-            for index, delivery in enumerate(deliveries):
-                try:
-                    requests.append((index, parse_request(self.app, delivery.message)))
-                except InvalidInputError as error:
-                    outcomes[index] = error
-            results, committed = await self.engine.run([request for _, request in requests])
-            outcomes.update(
-                (index, result) for (index, _), result in zip(requests, results, strict=True)
-            )
-            verdicts = [_verdict(delivery, outcomes[i]) for i, delivery in enumerate(deliveries)]
-            await asyncio.gather(
-                *(self.transport.publish_reply(v.reply) for v in verdicts if v.reply is not None)
-            )
-            await self.effects.publish_committed(committed, parent_of=batch.parent_of)
-            await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
-            await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
-            if batch.measuring:
-                _report(batch, requests, outcomes)
+    async def _decide(self, deliveries: Sequence[Delivery]) -> _Decided:
+        outcomes: dict[int, Done | PachydermError] = {}
+        requests: list[tuple[int, Request]] = []
+        for index, delivery in enumerate(deliveries):
+            try:
+                requests.append((index, parse_request(self.app, delivery.message)))
+            except InvalidInputError as error:
+                outcomes[index] = error
+        results, committed = await self.engine.run([request for _, request in requests])
+        outcomes.update(
+            (index, result) for (index, _), result in zip(requests, results, strict=True)
+        )
+        return _Decided(requests, outcomes, committed)
