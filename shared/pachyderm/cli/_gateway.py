@@ -13,9 +13,9 @@ from .._client import Client
 from .._embedded import embedded
 from .._errors import PachydermError
 from .._loading import load_app
+from .._serving import url_of
 from .._settings import Settings
 from ..gateway import GatewayOptions, create_app, listen, serve
-from ..gateway._server import url_of
 from ..store import EventStore, open_store
 from ._runtime import broker, observed, stop_on_signals, worker_id
 

@@ -6,10 +6,10 @@ against a RabbitMQ + PostgreSQL fleet, ``pachyderm dev`` against the
 embedded fleet; see ``gateway/README.md``.
 """
 
+from .._serving import listen, serve
 from ._app import create_app
 from ._auth import Right, Tokens
 from ._options import GatewayOptions
-from ._server import listen, serve
 
 __all__ = [
     "GatewayOptions",

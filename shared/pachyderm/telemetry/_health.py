@@ -8,18 +8,16 @@ the loop is responsive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._serving import listen, serve
 from ._checks import Check, readiness
 from ._prometheus import CONTENT_TYPE
 from ._telemetry import installed
@@ -71,14 +69,6 @@ def health_routes(checks: Mapping[str, Check]) -> list[Route]:
     ]
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the process's own stop it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class HealthServer:
     """:func:`health_routes` served on the running event loop; an async context manager.
 
@@ -88,32 +78,28 @@ class HealthServer:
     def __init__(self, checks: Mapping[str, Check], *, host: str = "0.0.0.0", port: int = 0):
         self._app = Starlette(routes=health_routes(checks))
         self._address = (host, port)
-        self._server: _Server | None = None
+        self._stop = asyncio.Event()
         self._serving: asyncio.Task[None] | None = None
         self.port = port
 
     async def start(self) -> int:
         """Listen and serve; returns the port. Raises :class:`OSError` if it is taken."""
-        listening = socket.create_server(self._address)
-        self.port = listening.getsockname()[1]
-        config = uvicorn.Config(
-            self._app, log_config=None, log_level="warning", access_log=False, lifespan="off"
+        # Listening already: connections queue until uvicorn accepts them.
+        listener = listen(*self._address)
+        self.port = listener.getsockname()[1]
+        self._stop.clear()
+        # No access log: probes every few seconds would drown the worker's own lines.
+        self._serving = asyncio.create_task(
+            serve(self._app, listener, self._stop, grace=1, access_log=False)
         )
-        self._server = server = _Server(config)
-        self._serving = serving = asyncio.create_task(server.serve(sockets=[listening]))
-        while not server.started:
-            if serving.done():
-                serving.result()  # raises what stopped it, if anything did
-                raise RuntimeError("the health server stopped while starting")
-            await asyncio.sleep(0.01)
         return self.port
 
     async def stop(self) -> None:
         """Stop listening and close the connections."""
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
+        if self._serving is not None:
+            self._stop.set()
             await self._serving
-        self._server = self._serving = None
+        self._serving = None
 
     async def __aenter__(self) -> HealthServer:
         await self.start()

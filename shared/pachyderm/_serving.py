@@ -37,7 +37,12 @@ class _Server(uvicorn.Server):
 
 
 async def serve(
-    app: ASGIApp, listener: socket.socket, stop: asyncio.Event, *, grace: float
+    app: ASGIApp,
+    listener: socket.socket,
+    stop: asyncio.Event,
+    *,
+    grace: float,
+    access_log: bool = True,
 ) -> None:
     """Serve ``app`` on ``listener`` until ``stop`` is set, then stop accepting and give the
     requests in flight up to ``grace`` seconds to finish. Closes ``listener``."""
@@ -47,6 +52,7 @@ async def serve(
         ws="none",
         log_config=None,  # the process's logging, as configured by the CLI or the host
         server_header=False,
+        access_log=access_log,
         timeout_graceful_shutdown=math.ceil(grace),
     )
     server = _Server(config)
