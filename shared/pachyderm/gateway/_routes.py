@@ -15,9 +15,10 @@ from .._errors import PachydermError
 from .._reference import Ref
 from .._wire import COMMAND, QUERY
 from ..store import EventStore, RecordedEvent
-from ._auth import Guard, Right
+from ._auth import Endpoint, Guard, Right
 from ._problems import answer_pachyderm_error
 from ._requests import command_id, entity_ref, json_object, page
+from ._tracing import traced_endpoint
 
 COMMAND_ID_HEADER = "Pachyderm-Command-Id"
 
@@ -45,12 +46,12 @@ class EntityEndpoints:
     def routes(self, guard: Guard) -> list[Route]:
         """The routes, each behind ``guard`` with the right it needs (history needs a store)."""
         routes = [
-            Route(COMMANDS, guard.protect(self.command, Right.CALL), methods=["POST"]),
-            Route(QUERIES, guard.protect(self.query, Right.READ), methods=["POST"]),
-            Route(ENTITY, guard.protect(self.state, Right.READ), methods=["GET"]),
+            _route("POST", COMMANDS, guard.protect(self.command, Right.CALL)),
+            _route("POST", QUERIES, guard.protect(self.query, Right.READ)),
+            _route("GET", ENTITY, guard.protect(self.state, Right.READ)),
         ]
         if self.store is not None:
-            routes.append(Route(HISTORY, guard.protect(self.history, Right.READ), methods=["GET"]))
+            routes.append(_route("GET", HISTORY, guard.protect(self.history, Right.READ)))
         return routes
 
     async def command(self, request: Request) -> Response:
@@ -122,6 +123,11 @@ class EntityEndpoints:
             entity_type = self.app.entity_type(ref.type)
             types = entity_type.commands if kind == COMMAND else entity_type.queries
             types.load(name, data)
+
+
+def _route(method: str, path: str, endpoint: Endpoint) -> Route:
+    """``endpoint`` at ``path`` for ``method``, traced (authentication included)."""
+    return Route(path, traced_endpoint(method, path, endpoint), methods=[method])
 
 
 def _event(event: RecordedEvent) -> dict[str, Any]:
