@@ -82,7 +82,10 @@ class Settings(BaseSettings):
         SecretStr(""), description="the bearer token `pachyderm call` sends to that gateway"
     )
     health_port: int = Field(
-        8081, ge=0, le=65535, description="port of a worker's health and metrics endpoints"
+        8081,
+        ge=0,
+        le=65535,
+        description="port of the health and metrics endpoints of a worker or effects dispatcher; 0: any free port",
     )
     otlp_endpoint: str | None = Field(
         None, description="OpenTelemetry collector (OTLP over HTTP); unset: no export"
