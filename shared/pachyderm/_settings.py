@@ -85,7 +85,8 @@ class Settings(BaseSettings):
         8081,
         ge=0,
         le=65535,
-        description="port of the health and metrics endpoints of a worker or effects dispatcher; 0: any free port",
+        description="port of the health and metrics endpoints of a worker or effects"
+        " dispatcher; 0: any free port",
     )
     otlp_endpoint: str | None = Field(
         None, description="OpenTelemetry collector (OTLP over HTTP); unset: no export"
