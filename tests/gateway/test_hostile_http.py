@@ -39,7 +39,7 @@ name = st.one_of(
     st.sampled_from(["Open", "Deposit", "Withdraw", "Transfer", "Increment", "Add", "Exceeds"]),
     st.text(max_size=20),
 )
-tail = st.one_of(
+tail: st.SearchStrategy[list[str]] = st.one_of(
     st.just([]),
     st.tuples(st.sampled_from(["commands", "queries"]), name).map(list),
     st.just(["history"]),
