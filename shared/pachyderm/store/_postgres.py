@@ -50,7 +50,14 @@ async def translated_errors() -> AsyncIterator[None]:
     """Present driver failures as Pachyderm's store errors."""
     try:
         yield
-    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as error:
+    # InternalClientError: a pooled connection whose backend was terminated while
+    # idle fails so until asyncpg notices it closed; it is an outage, not a bug.
+    except (
+        OSError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        asyncpg.PostgresConnectionError,
+    ) as error:
         raise StoreUnavailableError(f"PostgreSQL unavailable: {error}") from error
     except asyncpg.PostgresError as error:
         raise StoreError(f"PostgreSQL error: {error}") from error

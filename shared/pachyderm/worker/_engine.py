@@ -155,15 +155,39 @@ class Engine:
             [lane for lane, s in zip(lanes.values(), settled, strict=True) if s.unverified]
         )
         retry: list[_Step] = []
+        final: list[_Step] = []
         for lane, outcome in zip(lanes.values(), settled, strict=True):
             if lane.ref in stale:
                 self.cache.forget([lane.ref])
                 retry.extend(outcome.unverified)
             else:
                 outcome.final.extend(outcome.unverified)
-            results.update((step.index, step.result) for step in outcome.final if step.result)
+            final.extend(outcome.final)
             retry.extend(outcome.retry)
+        await self._recall_failed(final)
+        results.update((step.index, step.result) for step in final if step.result)
         return sorted(retry, key=lambda step: step.index)
+
+    async def _recall_failed(self, steps: list[_Step]) -> None:
+        """A command whose handler failed now but which was committed before (a retry
+        of one that applied) gets its stored answer, as any repeated command does."""
+        failed = [
+            step
+            for step in steps
+            if step.result is not None
+            and step.result.error is not None
+            and step.request.kind != QUERY
+        ]
+        if not failed:
+            return
+        found = await self.store.recorded(
+            [(step.request.ref.id, step.request.command_id) for step in failed]
+        )
+        for step in failed:
+            stored = found.get((step.request.ref.id, step.request.command_id))
+            if stored is not None:
+                reply, rejection = read_stored_reply(stored.reply)
+                step.result = Done(stored.version, reply, rejection, duplicate=True)
 
     async def _load_missing(self, refs: list[Ref]) -> None:
         missing = [ref for ref in refs if ref not in self.cache]

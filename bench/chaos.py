@@ -1,0 +1,224 @@
+"""The long chaos run: tens of thousands of commands, dozens of faults of every kind,
+and the checker's verdict over all of it.
+
+    python -m bench.chaos [--commands 50000] [--faults 52] [--seed 1]
+
+Runs on a private PostgreSQL and a private RabbitMQ (started here, on
+loopback, in a temporary folder; the machine's shared services are never
+touched), so that they too can be crashed and restarted. Two chaos workers
+(``bench.chaos_worker``: ``pachyderm worker`` plus fault hooks) serve
+``examples.demo:APP``; the Python client and a raw aio-pika publisher send
+the load, recording what they sent and were told. Faults of every kind in
+``bench.chaos_faults`` are injected in a seeded, shuffled order, one after
+the other, while the load runs, until ``--faults`` of them took effect and
+``--commands`` commands were sent. Writes ``bench/chaos-results.json`` and
+``bench/chaos-results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .chaos_faults import available
+from .chaos_load import Patience
+from .chaos_record import Record
+from .chaos_run import ChaosRun, Options, Services, Verdict, chaos_run
+from .chaos_services import PrivateServices
+
+HERE = Path(__file__).parent
+RESULTS_JSON = HERE / "chaos-results.json"
+RESULTS_MD = HERE / "chaos-results.md"
+
+
+def schedule(run: ChaosRun, target: int, rng: random.Random) -> Iterator[str]:
+    """Fault kinds, each kind once per shuffled round, until ``target`` took effect."""
+    kinds = available(run.target)
+    round_: list[str] = []
+    while len(run.faults) < target:
+        if not round_:
+            round_ = rng.sample(kinds, len(kinds))
+        yield round_.pop()
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "count": len(ordered),
+        "median": round(statistics.median(ordered), 2),
+        "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+def outcomes(record: Record) -> dict[str, int]:
+    """How the requests ended: the outcome of their last attempt."""
+    return dict(sorted(Counter(request.attempts[-1].outcome for request in record).items()))
+
+
+def results(
+    run: ChaosRun, verdict: Verdict, arguments: argparse.Namespace, seconds: float
+) -> dict[str, Any]:
+    by_kind: dict[str, list[float]] = {}
+    for fault in run.faults:
+        by_kind.setdefault(fault.kind, []).append(fault.recovery_s)
+    callers = Counter(request.caller for request in run.record)
+    return {
+        "commands": len(run.record),
+        "faults": len(run.faults),
+        "faults_by_kind": {kind: len(samples) for kind, samples in sorted(by_kind.items())},
+        "violations": verdict.violations.counts(),
+        "recovery_s": {kind: summary(samples) for kind, samples in sorted(by_kind.items())},
+        "unanswered": verdict.unanswered,
+        "settled": verdict.settled,
+        "commands_by_caller": dict(sorted(callers.items())),
+        "outcomes": outcomes(run.record),
+        "attempts": sum(len(request.attempts) for request in run.record),
+        "retried_after_unknown": sum(1 for request in run.record if len(request.attempts) > 1),
+        "events": len(verdict.stored.events),
+        "effects_committed": len(verdict.stored.outbox),
+        "effects_to_entities": sum(
+            row.destination.startswith("command.") for row in verdict.stored.outbox
+        ),
+        "effect_deliveries_seen": len(verdict.observed.effects),
+        "dead_letters": len(verdict.observed.dead_letters),
+        "snapshots": len(verdict.stored.snapshots),
+        "missed_faults": run.missed,
+        "duration_s": round(seconds, 1),
+        "seed": arguments.seed,
+        "command": " ".join(["python -m bench.chaos", *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "examples": {kind: found[:5] for kind, found in verdict.violations.found.items() if found},
+    }
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    violations = figures["violations"]
+    total = sum(violations.values())
+    lines = [
+        "# Chaos run",
+        "",
+        f"Command: `{figures['command']}` (seed {figures['seed']}, "
+        f"{figures['duration_s']:.0f} s on {figures['machine']['cpus']} cores).",
+        "",
+        f"**{figures['commands']:,} commands, {figures['faults']} faults injected, "
+        f"{total} violation{'' if total == 1 else 's'}** "
+        f"({figures['unanswered']} requests left unanswered).",
+        "",
+        "Two chaos workers (`pachyderm worker` with fault hooks, `bench/chaos_worker.py`)",
+        "serve `examples.demo:APP` (counters that mail an admin when they cross 10,",
+        "bank accounts transferring money entity to entity) on a private PostgreSQL",
+        "and a private RabbitMQ. The Python client and a raw aio-pika publisher (JSON,",
+        "with and without a reply) send the load and record what they sent and what",
+        "they were told; a timed-out attempt is *unknown* and retried with the same",
+        "command id. A durable consumer of the effects exchange records every effect.",
+        "The checker (`bench/chaos_checker.py`) then compares the record, the",
+        "namespace's tables, the effects seen and a final query of every entity.",
+        "",
+        "## Violations",
+        "",
+        "| guarantee checked | violations |",
+        "|---|---:|",
+        *(f"| {kind} | {count} |" for kind, count in violations.items()),
+        "",
+        "## Faults and recovery",
+        "",
+        "Recovery: seconds from the moment the fault took effect until every probe",
+        f"entity ({Options().probes} counters across the partitions) answered a fresh",
+        "command. Dead workers are replaced only after that.",
+        "",
+        "| fault | injected | median s | p90 s | max s |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {kind} | {figures['faults_by_kind'][kind]} | {s['median']:.2f} |"
+            f" {s['p90']:.2f} | {s['max']:.2f} |"
+            for kind, s in figures["recovery_s"].items()
+        ),
+        "",
+        "## The load",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        *(
+            f"| requests by {caller} | {n:,} |"
+            for caller, n in figures["commands_by_caller"].items()
+        ),
+        *(f"| ended {outcome} | {n:,} |" for outcome, n in figures["outcomes"].items()),
+        f"| attempts | {figures['attempts']:,} |",
+        f"| requests retried after an unknown attempt | {figures['retried_after_unknown']:,} |",
+        f"| events committed | {figures['events']:,} |",
+        f"| effects committed | {figures['effects_committed']:,} |",
+        f"| of which to other entities (applied there once) | {figures['effects_to_entities']:,} |",
+        f"| deliveries of the others seen by the sink | {figures['effect_deliveries_seen']:,} |",
+        f"| dead letters | {figures['dead_letters']:,} |",
+        f"| snapshots | {figures['snapshots']:,} |",
+    ]
+    if figures["examples"]:
+        lines += ["", "## What the checker found", ""]
+        lines += [
+            f"- {kind}: {example}"
+            for kind, examples in figures["examples"].items()
+            for example in examples
+        ]
+    if figures["missed_faults"]:
+        lines += ["", "Faults that did not take effect (not counted):", ""]
+        lines += [f"- {missed}" for missed in figures["missed_faults"]]
+    return "\n".join(lines) + "\n"
+
+
+async def main(arguments: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    options = Options(
+        seed=arguments.seed,
+        workers=2,
+        partitions=arguments.partitions,
+        patience=Patience(attempt=5.0, give_up=300.0),
+        rate=arguments.rate,
+    )
+    private = await asyncio.to_thread(PrivateServices, postgres=True, rabbitmq=True)
+    try:
+        assert private.postgres is not None
+        assert private.rabbitmq is not None
+        services = Services(private.postgres.dsn, private.rabbitmq.url, private)
+        with tempfile.TemporaryDirectory(prefix="chaos-run-") as folder:
+            async with chaos_run(Path(folder), services, options) as run:
+                await run.setup()
+                faults = schedule(run, arguments.faults, random.Random(arguments.seed))
+                await run.scenario(arguments.commands, faults, gap=arguments.gap)
+                verdict = await run.finish(settle_timeout=120)
+                if not verdict.violations.clean:
+                    print(verdict.violations.describe(), file=sys.stderr)
+                return results(run, verdict, arguments, time.monotonic() - started)
+    finally:
+        await asyncio.to_thread(private.close)
+
+
+def entry() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=50_000, help="load commands, at least")
+    parser.add_argument("--faults", type=int, default=52, help="faults that take effect")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--gap", type=float, default=2.0, help="seconds between faults")
+    parser.add_argument("--rate", type=float, default=150.0, help="load commands per second")
+    arguments = parser.parse_args()
+    figures = asyncio.run(main(arguments))
+    RESULTS_JSON.write_text(json.dumps(figures, indent=2) + "\n")
+    RESULTS_MD.write_text(markdown(figures))
+    print(json.dumps({k: figures[k] for k in ("commands", "faults", "violations")}, indent=2))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,432 @@
+"""The checker: the record of a run against the database and what consumers saw.
+
+:func:`check` is pure: it takes what :func:`read_database` read from the
+namespace's tables, what the effects sink and the final queries observed,
+and the record, and returns every violation of the guarantees found, by kind:
+
+- ``lost``: a command acknowledged as done (an ``ok`` reply, or a broker
+  confirm for a command sent without a reply) is not in the store, and was
+  not dead-lettered either; or a rejection the caller was told is not stored
+  (a retry must get the same answer);
+- ``duplicated``: a command applied more than once (its events in more than
+  one run of versions, or not matching its recorded command id);
+- ``effect_without_commit``: an effect seen, or a command applied, that no
+  committed command produced (no outbox row, no committed source);
+- ``effect_never_published``: a committed effect no consumer ever saw (for
+  an entity, one its target never applied);
+- ``history_gap``: versions not exactly 1..n, or an entity's, command's or
+  snapshot's version beyond its history;
+- ``state_mismatch``: a snapshot, a stored reply, an ``ok`` reply or a final
+  query that differs from the fold of the history at its version, or an
+  answer that differs from the one stored for its command id;
+- ``refused_applied``: a command every attempt of which was refused
+  (rejected, invalid, failed) that the store applied all the same.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from pachyderm import App, PachydermError
+from pachyderm import _codec as codec
+from pachyderm._execution import read_stored_reply
+
+from .chaos_record import OK, REJECTED, Attempt, Record, Request
+
+KINDS = (
+    "lost",
+    "duplicated",
+    "effect_without_commit",
+    "effect_never_published",
+    "history_gap",
+    "state_mismatch",
+    "refused_applied",
+)
+
+# -- what the database holds ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRow:
+    entity_id: uuid.UUID
+    entity_type: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    entity_id: uuid.UUID
+    version: int
+    name: str
+    data: bytes
+    command_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    entity_id: uuid.UUID
+    command_id: str
+    version: int
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    effect_id: uuid.UUID
+    entity_id: uuid.UUID
+    command_id: str
+    destination: str
+    payload: bytes
+    published: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    entity_id: uuid.UUID
+    version: int
+    state: bytes
+
+
+@dataclass(slots=True)
+class Stored:
+    """The tables of one namespace, as read at the end of a run."""
+
+    entities: list[EntityRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    commands: list[CommandRow] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    snapshots: list[SnapshotRow] = field(default_factory=list)
+
+
+async def read_database(dsn: str, schema: str) -> Stored:
+    """Read every table the checker needs from the namespace ``schema``."""
+    connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+
+        async def rows(query: str) -> list[dict[str, Any]]:
+            return [dict(row) for row in await connection.fetch(query)]
+
+        return Stored(
+            entities=[
+                EntityRow(**row)
+                for row in await rows("SELECT entity_id, entity_type, version FROM entities")
+            ],
+            events=[
+                EventRow(**row)
+                for row in await rows(
+                    "SELECT entity_id, version, name, data, command_id FROM events"
+                    " ORDER BY entity_id, version"
+                )
+            ],
+            commands=[
+                CommandRow(**row)
+                for row in await rows("SELECT entity_id, command_id, version, reply FROM commands")
+            ],
+            outbox=[
+                OutboxRow(**row)
+                for row in await rows(
+                    "SELECT effect_id, entity_id, command_id, destination, payload,"
+                    " published_at IS NOT NULL AS published FROM outbox"
+                )
+            ],
+            snapshots=[
+                SnapshotRow(**row)
+                for row in await rows("SELECT entity_id, version, state FROM snapshots")
+            ],
+        )
+    finally:
+        await connection.close()
+
+
+# -- what consumers saw ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEffect:
+    """An effect as the effects exchange delivered it to the sink."""
+
+    effect_id: str
+    routing_key: str
+    source_entity: str
+    source_command: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Observed:
+    """What consumers saw: effects (each delivery), dead letters, and final queries."""
+
+    effects: list[SeenEffect] = field(default_factory=list)
+    # (entity id, message id) of every command in the dead-letter queue.
+    dead_letters: set[tuple[str, str]] = field(default_factory=set)
+    # entity id -> (version, reply) of a query sent after the run settled.
+    queries: dict[uuid.UUID, tuple[int, Any]] = field(default_factory=dict)
+
+
+# -- the verdict ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Violations:
+    """Violations found, by kind, each described for a human."""
+
+    found: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+
+    def add(self, kind: str, description: str) -> None:
+        self.found[kind].append(description)
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(found) for kind, found in self.found.items()}
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.found.values())
+
+    def describe(self, limit: int = 5) -> str:
+        lines = []
+        for kind, found in self.found.items():
+            if found:
+                lines.append(f"{kind}: {len(found)}")
+                lines.extend(f"  - {description}" for description in found[:limit])
+        return "\n".join(lines) or "no violations"
+
+
+# -- the check --------------------------------------------------------------------------------
+
+
+class _Histories:
+    """Each entity's history and the state (as plain data) after each of its versions."""
+
+    def __init__(self, app: App, stored: Stored, violations: Violations) -> None:
+        self.types = {row.entity_id: row.entity_type for row in stored.entities}
+        self.versions = {row.entity_id: row.version for row in stored.entities}
+        self.events: dict[uuid.UUID, list[EventRow]] = defaultdict(list)
+        for event in sorted(stored.events, key=lambda e: (e.entity_id, e.version)):
+            self.events[event.entity_id].append(event)
+        self.states: dict[uuid.UUID, list[Any]] = {}
+        for entity_id, entity_type in self.types.items():
+            self.states[entity_id] = self._fold(app, entity_id, entity_type, violations)
+
+    def _fold(self, app: App, entity_id: uuid.UUID, name: str, violations: Violations) -> list[Any]:
+        try:
+            entity_type = app.entity_type(name)
+            state = entity_type.initial_state()
+            states = [entity_type.dump_state(state)]
+            for event in self.events.get(entity_id, []):
+                decoded = entity_type.decode_event(event.name, event.data)
+                state = entity_type.evolve(state, [decoded])
+                states.append(entity_type.dump_state(state))
+        except PachydermError as error:
+            violations.add("state_mismatch", f"{entity_id}: history does not fold: {error}")
+            return []
+        return states
+
+    def state_at(self, entity_id: uuid.UUID, version: int) -> Any:
+        """The folded state at ``version``; KeyError when there is no such version."""
+        states = self.states.get(entity_id, [])
+        if not 0 <= version < len(states):
+            raise KeyError((entity_id, version))
+        return states[version]
+
+
+def _check_gapless(histories: _Histories, violations: Violations) -> None:
+    for entity_id, version in histories.versions.items():
+        versions = [event.version for event in histories.events.get(entity_id, [])]
+        if versions != list(range(1, len(versions) + 1)):
+            violations.add("history_gap", f"{entity_id}: versions {versions}")
+        elif version != len(versions):
+            violations.add(
+                "history_gap", f"{entity_id}: at version {version} with {len(versions)} events"
+            )
+    for entity_id in histories.events.keys() - histories.versions.keys():
+        violations.add("history_gap", f"{entity_id}: events of an entity that does not exist")
+
+
+def _check_commands(
+    histories: _Histories, commands: dict[tuple[uuid.UUID, str], CommandRow], violations: Violations
+) -> None:
+    """Each command's events: one unbroken run of versions ending at its recorded version."""
+    for entity_id, events in histories.events.items():
+        runs: dict[str | None, list[list[int]]] = defaultdict(list)
+        previous: str | None = None
+        for event in events:
+            if not runs[event.command_id] or previous != event.command_id:
+                runs[event.command_id].append([])
+            runs[event.command_id][-1].append(event.version)
+            previous = event.command_id
+        for command_id, found in runs.items():
+            row = commands.get((entity_id, command_id or ""))
+            if len(found) > 1:
+                violations.add("duplicated", f"{entity_id}: {command_id} applied at {found}")
+            elif row is None or row.version != found[0][-1]:
+                recorded = None if row is None else row.version
+                violations.add(
+                    "duplicated",
+                    f"{entity_id}: {command_id} events at {found[0]}, recorded at {recorded}",
+                )
+    for row in commands.values():
+        try:
+            state = histories.state_at(row.entity_id, row.version)
+        except KeyError:
+            violations.add("history_gap", f"{row.entity_id}: {row.command_id} at {row.version}")
+            continue
+        reply, rejection = read_stored_reply(row.reply)
+        if rejection is None and reply != state:
+            violations.add(
+                "state_mismatch",
+                f"{row.entity_id}: stored reply of {row.command_id} at {row.version}"
+                f" is {reply!r}, the fold {state!r}",
+            )
+
+
+def _check_snapshots(
+    histories: _Histories, app: App, snapshots: Iterable[SnapshotRow], violations: Violations
+) -> None:
+    for snapshot in snapshots:
+        where = f"{snapshot.entity_id}: snapshot at {snapshot.version}"
+        try:
+            expected = histories.state_at(snapshot.entity_id, snapshot.version)
+        except KeyError:
+            violations.add("history_gap", f"{where}, beyond its history")
+            continue
+        entity_type = app.entity_type(histories.types[snapshot.entity_id])
+        if entity_type.dump_state(entity_type.decode_state(snapshot.state)) != expected:
+            violations.add("state_mismatch", f"{where} differs from the fold")
+
+
+def _check_request(
+    request: Request,
+    histories: _Histories,
+    commands: dict[tuple[uuid.UUID, str], CommandRow],
+    observed: Observed,
+    violations: Violations,
+) -> None:
+    """What the caller was told against what the store recorded for its command id."""
+    entity_id = uuid.UUID(request.entity_id)
+    row = commands.get((entity_id, request.command_id))
+    stored = None if row is None else read_stored_reply(row.reply)
+    applied = stored is not None and stored[1] is None
+    where = f"{request.caller} {request.command} {request.command_id} to {entity_id}"
+    dead = (request.entity_id, request.command_id) in observed.dead_letters
+    if request.acknowledged and not applied:
+        violations.add("lost", f"{where}: acknowledged, stored as {stored}")
+    elif request.confirmed and not applied and not dead:
+        violations.add("lost", f"{where}: confirmed by the broker, stored as {stored}")
+    elif request.refused and applied:
+        violations.add("refused_applied", f"{where}: told {request.outcomes()}, applied")
+    for attempt in request.attempts:
+        if attempt.outcome == OK and applied:
+            assert row is not None
+            _check_reply(attempt, row, histories, f"{where}: ok", violations)
+        elif attempt.outcome == REJECTED:
+            if stored is None:
+                violations.add("lost", f"{where}: told rejected, the rejection not stored")
+            elif applied and not request.refused:
+                violations.add("state_mismatch", f"{where}: told both ok and rejected")
+            elif not applied and stored[1] is not None and stored[1].reason != attempt.detail:
+                violations.add("state_mismatch", f"{where}: told {attempt.detail}, stored {stored}")
+
+
+def _check_reply(
+    attempt: Attempt, row: CommandRow, histories: _Histories, where: str, violations: Violations
+) -> None:
+    """An ``ok`` answer: at the version its command is recorded at, the fold there."""
+    if attempt.version is not None and attempt.version != row.version:
+        violations.add("state_mismatch", f"{where} at {attempt.version}, stored at {row.version}")
+        return
+    try:
+        state = histories.state_at(row.entity_id, row.version)
+    except KeyError:
+        return  # a command beyond its history: a gap, reported as such
+    if attempt.reply != state:
+        violations.add("state_mismatch", f"{where}: reply {attempt.reply!r}, the fold {state!r}")
+
+
+def _check_effects(
+    stored: Stored,
+    commands: dict[tuple[uuid.UUID, str], CommandRow],
+    observed: Observed,
+    violations: Violations,
+) -> None:
+    outbox = {str(row.effect_id): row for row in stored.outbox}
+    for row in stored.outbox:
+        if (row.entity_id, row.command_id) not in commands:
+            violations.add("effect_without_commit", f"outbox {row.effect_id}: no committed source")
+    for seen in observed.effects:
+        source = outbox.get(seen.effect_id)
+        if source is None:
+            violations.add("effect_without_commit", f"effect {seen.effect_id}: not in the outbox")
+        elif (seen.routing_key, seen.payload, seen.source_entity, seen.source_command) != (
+            source.destination,
+            source.payload,
+            str(source.entity_id),
+            source.command_id,
+        ):
+            violations.add("effect_without_commit", f"effect {seen.effect_id}: not as committed")
+    seen_ids = {seen.effect_id for seen in observed.effects}
+    for effect_id, row in outbox.items():
+        if row.destination.startswith("command."):
+            target = uuid.UUID(codec.decode(row.payload)["entity_id"])
+            dead = (str(target), effect_id) in observed.dead_letters
+            if (target, effect_id) not in commands and not dead:
+                violations.add("effect_never_published", f"{effect_id}: never applied by {target}")
+        elif effect_id not in seen_ids:
+            violations.add("effect_never_published", f"{effect_id} ({row.destination}): never seen")
+
+
+def _check_origins(
+    record: Record,
+    stored: Stored,
+    commands: dict[tuple[uuid.UUID, str], CommandRow],
+    violations: Violations,
+) -> None:
+    """Every applied command was sent by a caller, or is an effect a committed command sent."""
+    sent = {(uuid.UUID(request.entity_id), request.command_id) for request in record}
+    for row in stored.outbox:
+        if row.destination.startswith("command."):
+            target = uuid.UUID(codec.decode(row.payload)["entity_id"])
+            sent.add((target, str(row.effect_id)))
+    for key in commands.keys() - sent:
+        violations.add("effect_without_commit", f"{key[0]}: applied {key[1]}, which nobody sent")
+
+
+def _check_queries(histories: _Histories, observed: Observed, violations: Violations) -> None:
+    for entity_id, (version, reply) in observed.queries.items():
+        current = histories.versions.get(entity_id, 0)
+        if version != current:
+            violations.add("state_mismatch", f"{entity_id}: query at {version}, stored {current}")
+            continue
+        try:
+            expected = histories.state_at(entity_id, version)
+        except KeyError:
+            continue  # a version beyond its history: a gap, reported as such
+        if reply != expected:
+            violations.add(
+                "state_mismatch", f"{entity_id}: query answered {reply!r}, the fold {expected!r}"
+            )
+
+
+def check(app: App, record: Record, stored: Stored, observed: Observed) -> Violations:
+    """Every violation of the guarantees the record, the store and the consumers show.
+
+    Assumes, as both example entities do, that a command's reply is the
+    entity's new state (the default).
+    """
+    violations = Violations()
+    histories = _Histories(app, stored, violations)
+    commands = {(row.entity_id, row.command_id): row for row in stored.commands}
+    _check_gapless(histories, violations)
+    _check_commands(histories, commands, violations)
+    _check_snapshots(histories, app, stored.snapshots, violations)
+    for request in record:
+        _check_request(request, histories, commands, observed, violations)
+    _check_effects(stored, commands, observed, violations)
+    _check_origins(record, stored, commands, violations)
+    _check_queries(histories, observed, violations)
+    return violations

@@ -1,0 +1,137 @@
+"""Worker processes with fault hooks: a :class:`~pachyderm.testing.ProcessFleet` whose
+workers run ``bench.chaos_worker`` (``pachyderm worker`` plus the hooks), and the
+process-level faults a run injects into them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import asyncpg
+
+from pachyderm.testing import ProcessFleet, WorkerProcess
+
+from .chaos_worker import CONTROL_VARIABLE, application_name_prefix
+
+# Faster than the defaults, so that a CI-sized run settles in seconds: the
+# sweep republishes what a crash left in the outbox after this long.
+DEFAULT_SETTINGS = {"effects_grace": "1.0", "health_port": "0"}
+
+
+class ChaosFleet:
+    """Starts, orders and breaks the workers of ``fleet`` (which stops and removes them)."""
+
+    def __init__(self, fleet: ProcessFleet, settings: dict[str, str] | None = None) -> None:
+        self.fleet = fleet
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self._started = 0
+        self.spares: set[str] = set()  # extra workers a fault brought in, not to be killed
+
+    @property
+    def namespace(self) -> str:
+        return self.fleet.topology.namespace
+
+    def start_worker(self, **settings: str) -> WorkerProcess:
+        """Start the next worker (``w1``, ``w2``...) as ProcessFleet would, with the hooks."""
+        self._started += 1
+        name = f"w{self._started}"
+        log = self.fleet.folder / f"{name}.log"
+        environment = {
+            **os.environ,
+            "PACHYDERM_DATABASE_URL": self.fleet.dsn,
+            "PACHYDERM_AMQP_URL": self.fleet.amqp_url,
+            "PACHYDERM_NAMESPACE": self.namespace,
+            "PACHYDERM_PARTITIONS": str(self.fleet.topology.partitions),
+            "PACHYDERM_WORKER_ID": name,
+            CONTROL_VARIABLE: str(self.fleet.folder / f"{name}.control"),
+            **{
+                f"PACHYDERM_{key.upper()}": value
+                for key, value in {**self.settings, **settings}.items()
+            },
+        }
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bench.chaos_worker", self.fleet.app_spec],
+                cwd=self.fleet.cwd,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        worker = WorkerProcess(name, process, log)
+        self.fleet.workers.append(worker)
+        return worker
+
+    def order(self, worker: WorkerProcess, order: str) -> None:
+        """Hand ``order`` (see bench.chaos_worker) to a running worker."""
+        (self.fleet.folder / f"{worker.name}.control").write_text(order)
+        worker.process.send_signal(signal.SIGUSR1)
+
+    async def kill_at(self, worker: WorkerProcess, point: str, timeout: float) -> bool:
+        """Make ``worker`` SIGKILL itself at ``point``; whether it did within ``timeout``."""
+        self.order(worker, f"kill {point}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(worker.process.wait, timeout)
+        return f"killed at {point}" in worker.log.read_text(errors="replace")
+
+    async def terminate_backends(self, worker: WorkerProcess) -> int:
+        """Terminate ``worker``'s PostgreSQL sessions (by their application_name); how many."""
+        prefix = application_name_prefix(self.namespace, worker.name)
+        connection = await asyncpg.connect(self.fleet.dsn)
+        try:
+            terminated = await connection.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE starts_with(application_name, $1)",
+                prefix,
+            )
+        finally:
+            await connection.close()
+        return int(terminated)
+
+    def stall(self, worker: WorkerProcess) -> None:
+        worker.process.send_signal(signal.SIGSTOP)
+
+    def resume(self, worker: WorkerProcess) -> None:
+        worker.process.send_signal(signal.SIGCONT)
+
+    def live(self) -> list[WorkerProcess]:
+        return self.fleet.live()
+
+    def start_spare(self, **settings: str) -> WorkerProcess:
+        """A worker beside the fleet (e.g. one consuming every partition), for a while."""
+        worker = self.start_worker(**settings)
+        self.spares.add(worker.name)
+        return worker
+
+    async def serving(self, worker: WorkerProcess, timeout: float = 30) -> None:
+        """Wait until ``worker`` says it consumes every partition."""
+        everything = set(range(self.fleet.topology.partitions))
+        deadline = time.monotonic() + timeout
+        while worker.owned() != everything:
+            if time.monotonic() > deadline or worker.process.poll() is not None:
+                raise AssertionError(f"{worker.name} never served every partition")
+            await asyncio.sleep(0.05)
+
+    async def stop_spare(self, worker: WorkerProcess) -> None:
+        """Stop a spare cleanly (SIGTERM: it finishes its batches and exits)."""
+        worker.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(worker.process.wait, 30)
+        except subprocess.TimeoutExpired:
+            worker.kill()  # still a spare gone: the fleet's balance must not wait for it
+        self.spares.discard(worker.name)
+
+    async def restore(self, size: int) -> None:
+        """Start workers until ``size`` of the fleet's own are live, then wait for balance."""
+        while len([w for w in self.live() if w.name not in self.spares]) < size:
+            self.start_worker()
+        await self.fleet.balanced(timeout=60)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {w.name}\n{w.log.read_text(errors='replace')[-3000:]}" for w in self.fleet.workers
+        )

@@ -1,0 +1,333 @@
+"""The load of a chaos run: commands from a seeded workload, sent by two kinds of callers
+that write down what they sent and what they were told.
+
+- :class:`ClientCaller`: Pachyderm's Python client, typed commands.
+- :class:`RawCaller`: plain aio-pika and JSON from docs/protocol.md, either
+  waiting for a reply or publishing without one (then only the broker's
+  confirm is known: the command must still apply).
+
+A caller whose attempt times out records it as *unknown* and retries with
+the same command id, as the documentation tells callers to, until an answer
+comes or it gives up (recorded: the request stays unanswered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage
+
+from examples import bank, counter
+from pachyderm import (
+    App,
+    CallTimeoutError,
+    Client,
+    HandlerError,
+    InvalidInputError,
+    PachydermError,
+    Ref,
+    RejectedError,
+)
+from pachyderm.transport import Topology
+
+from .chaos_record import FAILED, INVALID, OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
+
+# -- the workload ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command about to be sent: entity, registered name and fields as plain data."""
+
+    ref: Ref
+    name: str
+    payload: dict[str, Any]
+
+
+class Workload:
+    """Counters crossing their threshold (one external effect each) and bank accounts
+    transferring money (entity-to-entity effects, refunds from never-opened ones).
+
+    Counters come and go: each gets a few increments, then a fresh one takes
+    its place, so threshold effects keep being produced all through a run.
+    """
+
+    def __init__(
+        self, seed: int, *, counters: int = 200, accounts: int = 24, counter_share: float = 0.7
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.counter_share = counter_share
+        self._numbers = itertools.count()
+        self._counters: list[tuple[Ref, int]] = [self._new_counter() for _ in range(counters)]
+        self.accounts = [bank.account(f"acct-{n}") for n in range(accounts)]
+        # Never opened: transfers to them come back as refunds.
+        self.ghosts = [bank.account(f"ghost-{n}") for n in range(max(2, accounts // 8))]
+
+    def _new_counter(self) -> tuple[Ref, int]:
+        return counter.Counter.ref(f"c-{next(self._numbers)}"), self.rng.randint(3, 8)
+
+    def setup(self) -> list[Command]:
+        """Opening and funding every account, before the load."""
+        return [
+            *(Command(ref, "Open", {"owner": ref.id.hex[:8]}) for ref in self.accounts),
+            *(Command(ref, "Deposit", {"amount": 1_000}) for ref in self.accounts),
+        ]
+
+    def next(self) -> Command:
+        if self.rng.random() < self.counter_share:
+            return self.increment()
+        return self._banking()
+
+    def increment(self) -> Command:
+        """An increment: never refused, so one sent without a reply must still apply."""
+        slot = self.rng.randrange(len(self._counters))
+        ref, left = self._counters[slot]
+        self._counters[slot] = (ref, left - 1) if left > 1 else self._new_counter()
+        return Command(ref, "Increment", {"amount": self.rng.randint(1, 5)})
+
+    def _banking(self) -> Command:
+        source = self.rng.choice(self.accounts)
+        roll = self.rng.random()
+        if roll < 0.2:
+            return Command(source, "Deposit", {"amount": self.rng.randint(1, 100)})
+        if roll < 0.35:
+            return Command(source, "Withdraw", {"amount": self.rng.randint(1, 400)})
+        target = self.rng.choice(self.ghosts if roll > 0.95 else self.accounts)
+        amount = self.rng.randint(1, 300)
+        return Command(source, "Transfer", {"to": str(target.id), "amount": amount})
+
+    def probes(self, count: int) -> list[Ref]:
+        """Counters of their own, spread over the partitions, to see the fleet answer."""
+        return [counter.Counter.ref(f"probe-{n}") for n in range(count)]
+
+
+# -- callers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Patience:
+    """How long a caller waits for one attempt, and for an answer at all."""
+
+    attempt: float = 5.0
+    give_up: float = 120.0
+    pause: float = 0.2  # between a failed publish and its retry
+
+
+class Caller:
+    """Sends a request until it is answered; records every attempt."""
+
+    name = "caller"
+
+    def __init__(self, record: Record, patience: Patience) -> None:
+        self.record = record
+        self.patience = patience
+
+    def request(self, command: Command, caller: str | None = None) -> Request:
+        return self.record.add(
+            Request(
+                command_id=str(uuid.uuid4()),
+                entity_type=command.ref.type,
+                entity_id=str(command.ref.id),
+                command=command.name,
+                payload=command.payload,
+                caller=caller or self.name,
+            )
+        )
+
+    async def send(self, command: Command, caller: str | None = None) -> Request:
+        request = self.request(command, caller)
+        deadline = self.record.now() + self.patience.give_up
+        while True:
+            attempt = Attempt(sent_at=self.record.now())
+            request.attempts.append(attempt)
+            await self.attempt(command, request, attempt)
+            if attempt.outcome != UNKNOWN or self.record.now() > deadline:
+                return request
+            if attempt.answered_at is None:  # the publish failed outright: not so fast
+                await asyncio.sleep(self.patience.pause)
+
+    async def attempt(self, command: Command, request: Request, attempt: Attempt) -> None:
+        raise NotImplementedError
+
+
+class ClientCaller(Caller):
+    """Pachyderm's client: typed commands, the reply (not its version) on success."""
+
+    name = "client"
+
+    def __init__(self, client: Client, app: App, record: Record, patience: Patience) -> None:
+        super().__init__(record, patience)
+        self.client = client
+        self.app = app
+
+    async def attempt(self, command: Command, request: Request, attempt: Attempt) -> None:
+        typed = self.app.entity_type(command.ref.type).commands.load(command.name, command.payload)
+        try:
+            attempt.reply = await self.client.call(
+                command.ref, typed, command_id=request.command_id, timeout=self.patience.attempt
+            )
+            attempt.outcome = OK
+        except CallTimeoutError:
+            return  # unknown: retry with the same id
+        except RejectedError as rejection:
+            attempt.outcome, attempt.detail = REJECTED, rejection.reason
+        except InvalidInputError as error:
+            attempt.outcome, attempt.detail = INVALID, str(error)
+        except HandlerError as error:
+            attempt.outcome, attempt.detail = FAILED, str(error)
+        except PachydermError as error:  # publishing failed: the broker is away
+            attempt.detail = str(error)
+            return
+        attempt.answered_at = self.record.now()
+
+
+# What publishing raises while the broker is away (the channel closed, the
+# connection lost or being restored): the attempt's outcome is unknown.
+_AMQP_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, OSError)
+
+
+class RawCaller(Caller):
+    """A caller written from docs/protocol.md alone: aio-pika, JSON bodies."""
+
+    name = "raw"
+
+    def __init__(
+        self, amqp_url: str, topology: Topology, record: Record, patience: Patience
+    ) -> None:
+        super().__init__(record, patience)
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self._waiting: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
+        self._reply_to = f"chaos-raw-replies-{uuid.uuid4().hex}"
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self.amqp_url, client_properties={"connection_name": "chaos-raw-caller"}
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        # Named here so that a reconnect declares it again under the same name.
+        replies = await self._channel.declare_queue(self._reply_to, exclusive=True)
+        await replies.consume(self._on_reply, no_ack=True)
+        self._exchange = await self._channel.get_exchange(self.topology.commands_exchange)
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        waiting = self._waiting.pop(message.correlation_id or "", None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(message)
+
+    async def attempt(self, command: Command, request: Request, attempt: Attempt) -> None:
+        wants_reply = request.caller != "raw-noreply"
+        correlation_id = str(uuid.uuid4())
+        message = aio_pika.Message(
+            json.dumps(command.payload).encode(),
+            message_id=request.command_id,
+            type=command.name,
+            content_type="application/json",
+            headers={"pachyderm-entity-type": command.ref.type},
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            reply_to=self._reply_to if wants_reply else None,
+            correlation_id=correlation_id,
+        )
+        waiting = asyncio.get_running_loop().create_future()
+        if wants_reply:
+            self._waiting[correlation_id] = waiting
+        try:
+            async with asyncio.timeout(self.patience.attempt):
+                await self._exchange.publish(message, str(command.ref.id), mandatory=True)
+                if not wants_reply:
+                    attempt.outcome, attempt.answered_at = SENT, self.record.now()
+                    return
+                self._read(await waiting, attempt)
+        except (TimeoutError, *_AMQP_ERRORS) as error:
+            attempt.detail = repr(error)  # unknown: retry with the same id
+        finally:
+            self._waiting.pop(correlation_id, None)
+
+    def _read(self, reply: AbstractIncomingMessage, attempt: Attempt) -> None:
+        body = json.loads(reply.body)
+        attempt.answered_at = self.record.now()
+        attempt.outcome = {"ok": OK, "rejected": REJECTED, "invalid": INVALID}.get(
+            body["status"], FAILED
+        )
+        attempt.version = body.get("version")
+        attempt.reply = body.get("reply")
+        attempt.detail = str(body.get("reason") or body.get("message") or "")
+
+
+# -- driving it --------------------------------------------------------------------------------
+
+Send = Callable[[Command], Awaitable[Request]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A way of sending commands, its share of the load, and the commands it sends."""
+
+    send: Send
+    weight: float
+    source: Callable[[], Command]
+
+
+class Load:
+    """Sends commands through a weighted mix of senders, at most ``limit`` in flight and,
+    given a ``rate``, at most that many per second."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        senders: list[Sender],
+        *,
+        limit: int = 200,
+        rate: float | None = None,
+    ) -> None:
+        self.rng = rng
+        self.senders = senders
+        self.weights = [sender.weight for sender in senders]
+        self.limit = limit
+        self.rate = rate
+        self.issued = 0
+        self._count: int | None = None
+
+    def stop(self, after: int = 0) -> None:
+        """Send no more commands once ``after`` were sent (those in flight finish)."""
+        self._count = after
+
+    async def run(self, count: int | None = None) -> None:
+        """Send ``count`` commands (or until :meth:`stop`), then wait for their answers.
+
+        A caller that crashes (rather than record an outcome) ends the run with
+        its exception: the record would be incomplete.
+        """
+        if count is not None:
+            self._count = count
+        gate = asyncio.Semaphore(self.limit)
+
+        async def one(send: Send, command: Command) -> None:
+            try:
+                await send(command)
+            finally:
+                gate.release()
+
+        loop = asyncio.get_running_loop()
+        started, issued = loop.time(), 0
+        async with asyncio.TaskGroup() as tasks:
+            while self._count is None or self.issued < self._count:
+                if self.rate:
+                    await asyncio.sleep(started + issued / self.rate - loop.time())
+                    issued += 1
+                await gate.acquire()
+                (sender,) = self.rng.choices(self.senders, self.weights)
+                tasks.create_task(one(sender.send, sender.source()))
+                self.issued += 1

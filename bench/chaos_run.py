@@ -1,0 +1,244 @@
+"""One chaos run: a namespace of its own, chaos workers, callers writing the record, the
+effects sink; faults injected while the load runs; then the checker's verdict.
+
+Shared by the chaos test suite (a fault or two at a time, small) and by
+``python -m bench.chaos`` (tens of thousands of commands, dozens of faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from examples.demo import APP
+from pachyderm import CallTimeoutError, Client, PachydermError, Ref
+from pachyderm.testing import process_fleet
+
+from .chaos_checker import Observed, Stored, Violations, check, read_database
+from .chaos_faults import Fault, FaultMissedError, Target, inject
+from .chaos_fleet import ChaosFleet
+from .chaos_load import ClientCaller, Command, Load, Patience, RawCaller, Sender, Workload
+from .chaos_record import Record
+from .chaos_services import PrivateServices
+from .chaos_sink import EffectSink
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_SPEC = "examples.demo:APP"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Where a run's fleet lives; restarts are possible only for private services."""
+
+    dsn: str
+    amqp_url: str
+    private: PrivateServices | None = None
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The checker's verdict on a finished run, and what it was given."""
+
+    violations: Violations
+    stored: Stored
+    observed: Observed
+    unanswered: int
+    settled: bool
+
+
+@dataclass(slots=True)
+class Options:
+    """The shape of a run."""
+
+    seed: int = 1
+    workers: int = 2
+    partitions: int = 8
+    probes: int = 24
+    limit: int = 200  # commands in flight
+    rate: float | None = None  # commands per second, at most
+    patience: Patience = field(default_factory=Patience)
+    hold: float = 3.0  # how long a stall, an overlap or an outage lasts
+    recovery_limit: float = 300.0  # probes give up after this long: the fleet never recovered
+    mix: tuple[float, float, float] = (0.6, 0.3, 0.1)  # client, raw with reply, raw without
+
+
+class ChaosRun:
+    """The parts of a running chaos run; see :func:`chaos_run`."""
+
+    def __init__(
+        self,
+        *,
+        fleet: ChaosFleet,
+        services: Services,
+        client: Client,
+        raw: RawCaller,
+        sink: EffectSink,
+        record: Record,
+        options: Options,
+    ) -> None:
+        self.fleet = fleet
+        self.services = services
+        self.client = client
+        self.sink = sink
+        self.record = record
+        self.options = options
+        self.workload = Workload(options.seed)
+        self.caller = ClientCaller(client, APP, record, options.patience)
+        self.raw = raw
+        client_mix, raw_mix, noreply_mix = options.mix
+        workload = self.workload
+        self.load = Load(
+            workload.rng,
+            [
+                Sender(self.caller.send, client_mix, workload.next),
+                Sender(raw.send, raw_mix, workload.next),
+                # Without a reply, a refusal goes unseen: send only what always applies.
+                Sender(
+                    functools.partial(raw.send, caller="raw-noreply"),
+                    noreply_mix,
+                    workload.increment,
+                ),
+            ],
+            limit=options.limit,
+            rate=options.rate,
+        )
+        private = services.private
+        self.target = Target(
+            fleet,
+            self.probe,
+            random.Random(options.seed),
+            postgres=private.postgres if private else None,
+            rabbitmq=private.rabbitmq if private else None,
+            hold=options.hold,
+        )
+        self.faults: list[Fault] = []
+        self.missed: list[str] = []
+
+    async def setup(self) -> None:
+        """Open and fund the accounts (recorded like everything else)."""
+        await asyncio.gather(*(self.caller.send(c, "setup") for c in self.workload.setup()))
+
+    async def probe(self) -> None:
+        """Return once every probe counter has answered a fresh command."""
+        patience = Patience(attempt=1.0, give_up=self.options.recovery_limit)
+        prober = ClientCaller(self.client, APP, self.record, patience)
+        await asyncio.gather(
+            *(
+                prober.send(Command(ref, "Increment", {"amount": 1}), "probe")
+                for ref in self.workload.probes(self.options.probes)
+            )
+        )
+
+    async def inject(self, kind: str) -> Fault | None:
+        """Inject a fault, wait for the fleet to recover, restore it; None if it missed."""
+        fault: Fault | None = None
+        try:
+            fault = await inject(self.target, kind, self.record.now)
+            self.faults.append(fault)
+        except FaultMissedError as missed:
+            self.missed.append(f"{kind}: {missed}")
+        await self.fleet.restore(self.options.workers)
+        return fault
+
+    async def scenario(self, commands: int, faults: Iterable[str], gap: float = 1.0) -> None:
+        """Run the load until ``commands`` were sent and every fault of ``faults`` injected
+        (in order, ``gap`` seconds apart, the first after ``gap``)."""
+        running = asyncio.create_task(self.load.run())
+        try:
+            for kind in faults:
+                await asyncio.sleep(gap)
+                await self.inject(kind)
+        finally:
+            self.load.stop(after=commands)
+            await running
+
+    async def finish(self, settle_timeout: float = 60) -> Verdict:
+        """Let outboxes and queues drain, query every entity, read everything, check."""
+        settled = await self._settle(settle_timeout)
+        stored = await read_database(self.services.dsn, self.fleet.namespace)
+        observed = Observed(
+            effects=list(self.sink.seen),
+            dead_letters=await self.sink.dead_letters(),
+            queries=await self._query_all(stored),
+        )
+        stored = await read_database(self.services.dsn, self.fleet.namespace)
+        violations = check(APP, self.record, stored, observed)
+        return Verdict(violations, stored, observed, len(self.record.unanswered()), settled)
+
+    async def _settle(self, timeout: float) -> bool:
+        """Wait until no effect and no confirmed command is still on its way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stored = await read_database(self.services.dsn, self.fleet.namespace)
+            observed = Observed(list(self.sink.seen), await self.sink.dead_letters())
+            violations = check(APP, self.record, stored, observed)
+            counts = violations.counts()
+            if counts["effect_never_published"] == counts["lost"] == 0:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(1.0)
+
+    async def _query_all(self, stored: Stored) -> dict[uuid.UUID, tuple[int, Any]]:
+        """Every entity's (version, state) as the fleet answers a query now."""
+        gate = asyncio.Semaphore(self.options.limit)
+        answers: dict[uuid.UUID, tuple[int, Any]] = {}
+
+        async def ask(ref: Ref) -> None:
+            async with gate:
+                for _ in range(10):
+                    try:
+                        answers[ref.id] = await self.client.call_named(
+                            ref, "", None, kind="query", timeout=10
+                        )
+                        return
+                    except (CallTimeoutError, PachydermError):
+                        await asyncio.sleep(0.5)
+
+        await asyncio.gather(*(ask(Ref(row.entity_type, row.entity_id)) for row in stored.entities))
+        return answers
+
+
+@asynccontextmanager
+async def chaos_run(
+    folder: Path, services: Services, options: Options | None = None
+) -> AsyncIterator[ChaosRun]:
+    """A fleet of ``options.workers`` chaos workers on ``services`` with everything around
+    it; the namespace is removed afterwards."""
+    options = options or Options()
+    namespace = f"chaos_{uuid.uuid4().hex[:12]}"
+    async with process_fleet(
+        folder,
+        namespace,
+        services.dsn,
+        services.amqp_url,
+        app=APP_SPEC,
+        partitions=options.partitions,
+        cwd=ROOT,
+    ) as fleet:
+        chaos = ChaosFleet(fleet)
+        await chaos.restore(options.workers)
+        record = Record()
+        raw = RawCaller(services.amqp_url, fleet.topology, record, options.patience)
+        async with EffectSink(services.amqp_url, fleet.topology) as sink, fleet.client() as client:
+            await raw.start()
+            try:
+                yield ChaosRun(
+                    fleet=chaos,
+                    services=services,
+                    client=client,
+                    raw=raw,
+                    sink=sink,
+                    record=record,
+                    options=options,
+                )
+            finally:
+                await raw.close()

@@ -1,0 +1,99 @@
+"""The effects sink: a plain aio-pika consumer of everything a namespace's entities
+publish to its effects exchange, and a reader of its dead-letter queue.
+
+Its queue is a durable quorum queue (``<ns>.effects.chaos_sink``) bound with
+``effect.#``, consumed with acks: an effect confirmed to a worker before a
+broker restart is still there after it, so the sink sees every effect that
+reached the broker, and nothing the run did to the broker can fake a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from pachyderm.transport import Topology
+
+from .chaos_checker import SeenEffect
+
+SINK_GROUP = "chaos_sink"
+
+
+class EffectSink:
+    """Records each effect delivery (duplicates included); async context manager."""
+
+    def __init__(self, amqp_url: str, topology: Topology) -> None:
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self.seen: list[SeenEffect] = []
+        self._connection: AbstractRobustConnection | None = None
+
+    async def __aenter__(self) -> EffectSink:
+        self._connection = await aio_pika.connect_robust(
+            self.amqp_url, client_properties={"connection_name": "chaos-sink"}
+        )
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=256)
+        exchange = await channel.declare_exchange(
+            self.topology.effects_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(
+            self.topology.effects_queue(SINK_GROUP),
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
+        )
+        await queue.bind(exchange, routing_key="effect.#")
+        await queue.consume(self._on_effect)
+        return self
+
+    async def _on_effect(self, message: AbstractIncomingMessage) -> None:
+        headers = message.headers
+        self.seen.append(
+            SeenEffect(
+                effect_id=message.message_id or "",
+                routing_key=message.routing_key or "",
+                source_entity=str(headers.get("pachyderm-source-entity-id", "")),
+                source_command=str(headers.get("pachyderm-source-command-id", "")),
+                payload=message.body,
+            )
+        )
+        await message.ack()
+
+    async def dead_letters(self) -> set[tuple[str, str]]:
+        """(entity id, message id) of each command in the dead-letter queue, left in place."""
+        assert self._connection is not None
+        found: set[tuple[str, str]] = set()
+        async with self._connection.channel() as channel:
+            queue = await channel.get_queue(self.topology.dead_letter_queue, ensure=True)
+            taken = []
+            while (message := await queue.get(fail=False, no_ack=False)) is not None:
+                found.add((message.routing_key or "", message.message_id or ""))
+                taken.append(message)
+            for message in taken:  # back to the queue, for an operator to look at
+                await message.nack(requeue=True)
+        return found
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._connection is None:
+            return
+        async with self._connection.channel() as channel:
+            await channel.queue_delete(self.topology.effects_queue(SINK_GROUP))
+        await self._connection.close()
+
+
+async def settled(sink: EffectSink, expected: set[str], timeout: float) -> bool:
+    """Wait until the sink has seen every effect id in ``expected``; whether it did."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while expected - {seen.effect_id for seen in sink.seen}:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True

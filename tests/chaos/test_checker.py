@@ -1,0 +1,279 @@
+"""The checker on synthetic records: silent on a sound run, and each kind of violation
+found when a record, the tables or the consumers' view is broken that way."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from bench.chaos_checker import (
+    KINDS,
+    CommandRow,
+    EntityRow,
+    EventRow,
+    Observed,
+    OutboxRow,
+    SeenEffect,
+    SnapshotRow,
+    Stored,
+    check,
+)
+from bench.chaos_record import OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
+from examples import bank, counter
+from examples.demo import APP
+from pachyderm import Ref, Reject
+from pachyderm import _codec as codec
+from pachyderm._execution import effect_id, stored_reply
+
+pytestmark = pytest.mark.chaos
+
+VISITS = counter.Counter.ref("visits")
+ALICE, BOB = bank.account("alice"), bank.account("bob")
+
+
+@dataclass
+class World:
+    """A small sound run, built the way the product writes its tables."""
+
+    stored: Stored = field(default_factory=Stored)
+    record: Record = field(default_factory=Record)
+    observed: Observed = field(default_factory=Observed)
+    states: dict[Ref, Any] = field(default_factory=dict)
+    versions: dict[Ref, int] = field(default_factory=dict)
+
+    def commit(
+        self,
+        ref: Ref,
+        command_id: str,
+        events: Sequence[Any] = (),
+        *,
+        rejection: Reject | None = None,
+        effects: Sequence[tuple[str, bytes]] = (),
+    ) -> Any:
+        """Commit one command as a worker would; returns its reply."""
+        entity_type = APP.entity_type(ref.type)
+        state = self.states.get(ref, entity_type.initial_state())
+        version = self.versions.get(ref, 0)
+        for event in events:
+            version += 1
+            new = entity_type.encode_event(event)
+            self.stored.events.append(EventRow(ref.id, version, new.name, new.data, command_id))
+        state = entity_type.evolve(state, events)
+        self.states[ref], self.versions[ref] = state, version
+        reply = entity_type.dump_state(state)
+        answer = stored_reply(rejection=rejection) if rejection else stored_reply(reply=reply)
+        self.stored.commands.append(CommandRow(ref.id, command_id, version, answer))
+        for index, (destination, payload) in enumerate(effects):
+            self.stored.outbox.append(
+                OutboxRow(
+                    effect_id(ref.id, command_id, index),
+                    ref.id,
+                    command_id,
+                    destination,
+                    payload,
+                    True,
+                )
+            )
+        return reply
+
+    def told(
+        self, ref: Ref, command_id: str, outcome: str, reply: Any = None, detail: str = ""
+    ) -> Request:
+        request = self.record.add(Request(command_id, ref.type, str(ref.id), "Cmd", {}, "client"))
+        request.attempts.append(Attempt(0.0, outcome, 0.1, None, reply, detail))
+        return request
+
+    def done(self) -> World:
+        self.stored.entities = [EntityRow(r.id, r.type, v) for r, v in self.versions.items()]
+        self.observed.queries = {
+            ref.id: (self.versions[ref], APP.entity_type(ref.type).dump_state(state))
+            for ref, state in self.states.items()
+        }
+        return self
+
+
+def mail_effect() -> tuple[str, bytes]:
+    return "effect.admin_mailer", codec.encode({"threshold": 10})
+
+
+def credit_effect(target: Ref, amount: int) -> tuple[str, bytes]:
+    body = {
+        "entity_type": "account",
+        "entity_id": str(target.id),
+        "command": "CreditTransfer",
+        "data": {"source": str(ALICE.id), "amount": amount},
+    }
+    return "command.account", codec.encode(body)
+
+
+def sound() -> World:
+    world = World()
+    for command_id, amount in (("v-1", 4), ("v-2", 7)):
+        effects = [mail_effect()] if command_id == "v-2" else []
+        reply = world.commit(
+            VISITS, command_id, [counter.Increased(amount=amount)], effects=effects
+        )
+        world.told(VISITS, command_id, OK, reply)
+    world.commit(VISITS, "v-3", [counter.Increased(amount=1)])
+    world.told(VISITS, "v-3", SENT)
+    mail = effect_id(VISITS.id, "v-2", 0)
+    destination, payload = mail_effect()
+    world.observed.effects.append(
+        SeenEffect(str(mail), destination, str(VISITS.id), "v-2", payload)
+    )
+    for ref, command_id, events in (
+        (ALICE, "open-a", [bank.Opened(owner="a")]),
+        (BOB, "open-b", [bank.Opened(owner="b")]),
+        (ALICE, "deposit-a", [bank.Deposited(amount=100)]),
+    ):
+        world.told(ref, command_id, OK, world.commit(ref, command_id, events))
+    sent = bank.TransferSent(to=BOB.id, amount=30)
+    reply = world.commit(ALICE, "pay-bob", [sent], effects=[credit_effect(BOB, 30)])
+    world.told(ALICE, "pay-bob", OK, reply)
+    credit = str(effect_id(ALICE.id, "pay-bob", 0))
+    world.commit(BOB, credit, [bank.TransferReceived(source=ALICE.id, amount=30)])
+    too_much = Reject("insufficient_funds", {"balance": 30})
+    world.commit(BOB, "withdraw-b", rejection=too_much)
+    world.told(BOB, "withdraw-b", REJECTED, detail="insufficient_funds")
+    world.told(BOB, "maybe", UNKNOWN)  # never arrived: fine, it was never promised
+    return world.done()
+
+
+def found(world: World) -> set[str]:
+    counts = check(APP, world.record, world.stored, world.observed).counts()
+    assert set(counts) == set(KINDS)
+    return {kind for kind, count in counts.items() if count}
+
+
+def test_a_sound_run_shows_no_violation() -> None:
+    assert found(sound()) == set()
+
+
+def test_an_unknown_outcome_may_have_applied_or_not() -> None:
+    world = sound()
+    world.told(VISITS, "v-1", UNKNOWN)  # a retry's lost reply, for a command that applied
+    assert found(world) == set()
+
+
+def test_a_command_sent_without_a_reply_may_end_dead_lettered() -> None:
+    world = sound()
+    world.told(VISITS, "refused-by-all", SENT)
+    world.observed.dead_letters.add((str(VISITS.id), "refused-by-all"))
+    assert found(world) == set()
+
+
+# -- each kind of violation -----------------------------------------------------------
+
+
+def acknowledged_never_stored(world: World) -> None:
+    world.told(VISITS, "vanished", OK, {"count": 13})
+
+
+def confirmed_never_applied(world: World) -> None:
+    world.told(VISITS, "vanished", SENT)
+
+
+def rejection_not_stored(world: World) -> None:
+    world.told(BOB, "vanished", REJECTED, detail="insufficient_funds")
+
+
+def applied_twice(world: World) -> None:
+    again = APP.entity_type("counter").encode_event(counter.Increased(amount=4))
+    world.versions[VISITS] += 1
+    world.stored.events.append(
+        EventRow(VISITS.id, world.versions[VISITS], again.name, again.data, "v-1")
+    )
+    world.states[VISITS] = {"count": 16}
+    world.done()
+
+
+def effect_nobody_committed(world: World) -> None:
+    world.observed.effects.append(
+        SeenEffect(str(uuid.uuid4()), "effect.admin_mailer", str(VISITS.id), "v-9", b"\x80")
+    )
+
+
+def effect_not_as_committed(world: World) -> None:
+    seen = world.observed.effects[0]
+    world.observed.effects[0] = replace(seen, payload=codec.encode({"threshold": 11}))
+
+
+def command_nobody_sent(world: World) -> None:
+    world.commit(BOB, str(uuid.uuid4()), [bank.TransferReceived(source=ALICE.id, amount=5)])
+    world.done()
+
+
+def effect_never_seen(world: World) -> None:
+    world.observed.effects.clear()
+
+
+def credit_never_applied(world: World) -> None:
+    destination, payload = credit_effect(bank.account("carol"), 5)
+    world.stored.outbox.append(
+        OutboxRow(uuid.uuid4(), ALICE.id, "pay-bob", destination, payload, True)
+    )
+
+
+def version_beyond_history(world: World) -> None:
+    world.versions[VISITS] += 1
+    world.done()
+
+
+def event_missing(world: World) -> None:
+    world.stored.events = [
+        e for e in world.stored.events if (e.entity_id, e.version) != (ALICE.id, 2)
+    ]
+
+
+def snapshot_differs(world: World) -> None:
+    world.stored.snapshots.append(SnapshotRow(VISITS.id, 2, codec.encode({"count": 12})))
+
+
+def reply_differs(world: World) -> None:
+    world.record.requests[0].attempts[0].reply = {"count": 5}
+
+
+def query_differs(world: World) -> None:
+    world.observed.queries[VISITS.id] = (3, {"count": 11})
+
+
+def answers_differ(world: World) -> None:
+    retry = Attempt(1.0, REJECTED, 1.1, detail="no")  # told otherwise than the first time
+    world.record.requests[0].attempts.append(retry)
+
+
+def refused_but_applied(world: World) -> None:
+    world.record.requests[0].attempts[0].outcome = REJECTED
+
+
+@pytest.mark.parametrize(
+    ("breaking", "kinds"),
+    [
+        (acknowledged_never_stored, {"lost"}),
+        (confirmed_never_applied, {"lost"}),
+        (rejection_not_stored, {"lost"}),
+        (applied_twice, {"duplicated"}),
+        (effect_nobody_committed, {"effect_without_commit"}),
+        (effect_not_as_committed, {"effect_without_commit"}),
+        (command_nobody_sent, {"effect_without_commit"}),
+        (effect_never_seen, {"effect_never_published"}),
+        (credit_never_applied, {"effect_never_published"}),
+        (version_beyond_history, {"history_gap"}),
+        (event_missing, {"history_gap", "state_mismatch"}),  # the fold shifts too
+        (snapshot_differs, {"state_mismatch"}),
+        (reply_differs, {"state_mismatch"}),
+        (query_differs, {"state_mismatch"}),
+        (answers_differ, {"state_mismatch"}),
+        (refused_but_applied, {"refused_applied"}),
+    ],
+)
+def test_each_kind_of_violation_is_found_as_that_kind(
+    breaking: Callable[[World], None], kinds: set[str]
+) -> None:
+    world = sound()
+    breaking(world)
+    assert found(world) == kinds
