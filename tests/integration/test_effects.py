@@ -134,3 +134,12 @@ async def test_pachyderm_effects_dispatches_to_the_module_handlers(
     finally:
         dispatcher.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(dispatcher.wait(), 10) == 0
+        await delete_queue(rabbitmq_url, running.topology.effects_queue("handlers"))
+
+
+async def delete_queue(url: str, name: str) -> None:
+    """The dispatcher's durable queue outlives it: remove it with the namespace."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
