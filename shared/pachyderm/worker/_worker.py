@@ -109,8 +109,13 @@ class Worker:
             wanted = set(owned)
             released = [p for p in self.partitions if p not in wanted]
             await asyncio.gather(*(self.partitions.pop(p).stop() for p in released))
-            for partition in sorted(wanted - set(self.partitions)):
-                inbox = await self.transport.open_inbox(partition, self.options.prefetch)
+            new = sorted(wanted - set(self.partitions))
+            # Open every inbox before serving any: once the first partitions pour
+            # their backlog in, opening the rest one by one would wait behind it.
+            inboxes = await asyncio.gather(
+                *(self.transport.open_inbox(partition, self.options.prefetch) for partition in new)
+            )
+            for partition, inbox in zip(new, inboxes, strict=True):
                 worker = PartitionWorker(
                     inbox,
                     self.app,
