@@ -16,6 +16,7 @@ import pytest
 from pachyderm import EntityTypeMismatchError, Ref, StoreError
 from pachyderm.store import (
     Change,
+    CommitOutcome,
     Committed,
     Conflict,
     Duplicate,
@@ -179,6 +180,151 @@ class EventStoreContract:
         assert [e.destination for e in await store.pending_effects()] == ["effect.e"]
         assert await store.commit([Change(ref, 1, "c2", (), b"r")]) == [Duplicate(b"r", 1)]
 
+    async def test_a_change_to_a_stored_version_zero_entity_commits(
+        self, store: EventStore
+    ) -> None:
+        # A command that made no event still created the entity, at version 0.
+        ref, other = counter(), counter("other")
+        assert await store.commit([Change(ref, 0, "c1", (), b"r1", [effect("1")])]) == [
+            Committed(0)
+        ]
+        assert await store.versions([ref.id]) == {ref.id: 0}
+        assert await store.commit([Change(Ref("account", ref.id), 0, "c2", events("x"))]) == [
+            Conflict(0)
+        ]
+        outcomes = await store.commit(
+            [Change(ref, 0, "c3", events("a")), Change(other, 0, "c4", (), b"r4")]
+        )
+        assert outcomes == [Committed(1), Committed(0)]
+        # Within one batch too: a change after one that left version 0.
+        outcomes = await store.commit(
+            [Change(other, 0, "c5", (), b"r5"), Change(other, 0, "c6", events("b"))]
+        )
+        assert outcomes == [Committed(0), Committed(1)]
+        assert [e.name for e in await store.history(ref.id)] == ["a"]
+        assert [e.name for e in await store.history(other.id)] == ["b"]
+        assert await store.recorded([(other.id, "c4"), (other.id, "c5")]) == {
+            (other.id, "c4"): Duplicate(b"r4", 0),
+            (other.id, "c5"): Duplicate(b"r5", 0),
+        }
+
+    async def test_a_change_of_another_type_is_refused_within_a_batch(
+        self, store: EventStore
+    ) -> None:
+        new, stored = counter("new"), counter("stored")
+        await store.commit([Change(stored, 0, "s1", events("s"))])
+        outcomes = await store.commit(
+            [
+                Change(new, 0, "c1", events("a")),
+                # Right version, wrong type: the entity is a counter now.
+                Change(Ref("account", new.id), 1, "c2", events("b")),
+                Change(new, 1, "c3", events("c")),
+                Change(Ref("account", stored.id), 1, "c4", events("d")),
+                Change(stored, 1, "c5", events("e")),
+            ]
+        )
+        assert outcomes == [Committed(1), Conflict(1), Conflict(1), Conflict(1), Conflict(1)]
+        assert [e.name for e in await store.history(new.id)] == ["a"]
+        assert [e.name for e in await store.history(stored.id)] == ["s"]
+        # A new entity whose first change is of the wrong version is not created.
+        missing = counter("missing")
+        outcomes = await store.commit(
+            [Change(missing, 1, "c6", events("f")), Change(missing, 0, "c7", events("g"))]
+        )
+        assert outcomes == [Conflict(0), Conflict(0)]
+        assert await store.versions([missing.id]) == {}
+
+    async def test_new_and_stored_entities_commit_together(self, store: EventStore) -> None:
+        stored = [counter(f"stored{n}") for n in range(4)]
+        new = [counter(f"new{n}") for n in range(4)]
+        await store.commit(
+            [Change(ref, 0, f"setup-{n}", events("s")) for n, ref in enumerate(stored)]
+        )
+        changes = []
+        for n in range(4):
+            changes.append(Change(new[n], 0, f"n{n}", events("a", "b"), b"", [effect(f"n{n}")]))
+            changes.append(
+                Change(stored[n], 1, f"s{n}", events("c"), snapshot=Snapshot(2, f"s{n}".encode()))
+            )
+        # The last stored entity is stale, the last new one expects a version it lacks.
+        changes[-1] = Change(stored[3], 0, "s3", events("c"))
+        changes[-2] = Change(new[3], 2, "n3", events("a"))
+        outcomes = await store.commit(changes)
+        assert outcomes == [Committed(2), Committed(2)] * 3 + [Conflict(0), Conflict(1)]
+        assert await store.versions([ref.id for ref in stored + new]) == {
+            **{ref.id: 2 for ref in stored[:3] + new[:3]},
+            stored[3].id: 1,
+        }
+        # (Across entities the outbox order is the backend's: PostgreSQL sorts by entity.)
+        pending = sorted(e.destination for e in await store.pending_effects())
+        assert pending == ["effect.n0", "effect.n1", "effect.n2"]
+        assert (await store.load(stored[1])).snapshot == Snapshot(2, b"s1")
+        assert (await store.load(stored[3])).snapshot is None
+
+    async def test_a_large_interleaved_batch_applies_each_entity_in_order(
+        self, store: EventStore
+    ) -> None:
+        # 300 changes to 50 entities, six each, interleaved; half the entities
+        # exist already. By entity number: 1 a stale change, 2 a command id
+        # repeated within the batch, 3 a command id stored before the batch
+        # (or, for a new entity, a change of another type), 4 effects and a
+        # snapshot, 0 nothing special. Each entity stops at its first refusal.
+        refs = [counter(f"e{k}") for k in range(50)]
+        stored = {k for k in range(50) if k % 2 == 0}
+        setup = [Change(refs[k], 0, f"{k}-setup", events("s"), b"setup") for k in sorted(stored)]
+        await store.commit(setup)
+        changes: dict[tuple[int, int], Change] = {}
+        expected: dict[tuple[int, int], CommitOutcome] = {}
+        for k, ref in enumerate(refs):
+            base = 1 if k in stored else 0
+            stopped_at: int | None = None
+            for j in range(6):
+                version = base + j  # the entity's version before change j, if all went well
+                target, expected_version, command_id = ref, version, f"{k}-{j}"
+                refusal: CommitOutcome | None = None
+                if k % 5 == 1 and j == 3:
+                    expected_version, refusal = version - 1, Conflict(version)
+                elif k % 5 == 2 and j == 2:
+                    command_id, refusal = f"{k}-0", Duplicate(f"reply {k}-0".encode(), base + 1)
+                elif k % 5 == 3 and j == 4 and k in stored:
+                    command_id, refusal = f"{k}-setup", Duplicate(b"setup", 1)
+                elif k % 5 == 3 and j == 4:
+                    target, refusal = Ref("account", ref.id), Conflict(version)
+                special = k % 5 == 4
+                changes[j, k] = Change(
+                    target,
+                    expected_version,
+                    command_id,
+                    events(f"{k}-{j}"),
+                    f"reply {command_id}".encode(),
+                    [effect(f"{k}-{j}")] if special else [],
+                    Snapshot(version + 1, f"{k}@{version + 1}".encode()) if special else None,
+                )
+                if stopped_at is not None:
+                    expected[j, k] = Conflict(stopped_at)
+                elif refusal is not None:
+                    expected[j, k], stopped_at = refusal, version
+                else:
+                    expected[j, k] = Committed(version + 1)
+        # Round robin over the entities, every other round backwards.
+        order = [(j, k) for j in range(6) for k in (range(50) if j % 2 else range(49, -1, -1))]
+        outcomes = await store.commit([changes[key] for key in order])
+        assert outcomes == [expected[key] for key in order]
+
+        for k, ref in enumerate(refs):
+            committed = [j for j in range(6) if isinstance(expected[j, k], Committed)]
+            history = await store.history(ref.id)
+            assert [(e.version, e.command_id) for e in history] == [(1, f"{k}-setup")] * (
+                k in stored
+            ) + [(changes[j, k].new_version, f"{k}-{j}") for j in committed]
+            loaded = await store.load(ref)
+            assert loaded.version == (1 if k in stored else 0) + len(committed)
+            if k % 5 == 4:
+                assert loaded.snapshot == Snapshot(loaded.version, f"{k}@{loaded.version}".encode())
+            else:
+                assert loaded.snapshot is None
+        assert len(await store.pending_effects(limit=1000)) == 10 * 6
+
     # -- command ids ---------------------------------------------------------
 
     async def test_a_seen_command_id_returns_the_stored_reply_and_writes_nothing(
@@ -204,6 +350,40 @@ class EventStoreContract:
             ]
         )
         assert outcomes == [Committed(1), Duplicate(b"reply", 1)]
+
+    async def test_a_command_id_repeated_after_other_committed_changes_is_a_duplicate(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        await store.commit([Change(ref, 0, "c0", events("a"), b"r0")])
+        outcomes = await store.commit(
+            [
+                Change(ref, 1, "c1", events("b", "c"), b"r1", [effect("1")]),
+                Change(ref, 3, "c2", events("d"), b"r2"),
+                # A redelivery of c1 computed on top of c2: answered from c1.
+                Change(ref, 4, "c1", events("e"), b"other", [effect("lost")]),
+                Change(ref, 4, "c3", events("f"), b"r3"),
+                # Already stored before the batch: also a duplicate, but this
+                # entity's changes are refused from c1's repeat on.
+                Change(ref, 4, "c0", events("g"), b"r0"),
+            ]
+        )
+        assert outcomes == [
+            Committed(3),
+            Committed(4),
+            Duplicate(b"r1", 3),
+            Conflict(4),
+            Conflict(4),
+        ]
+        assert [(e.name, e.command_id) for e in await store.history(ref.id)] == [
+            ("a", "c0"),
+            ("b", "c1"),
+            ("c", "c1"),
+            ("d", "c2"),
+        ]
+        assert [e.destination for e in await store.pending_effects()] == ["effect.1"]
+        # c3 was refused, not recorded: it may commit later.
+        assert await store.commit([Change(ref, 4, "c3", events("f"), b"r3")]) == [Committed(5)]
 
     async def test_recorded_finds_stored_replies_without_writing(self, store: EventStore) -> None:
         first, second = counter("1"), counter("2")
@@ -260,6 +440,24 @@ class EventStoreContract:
         assert await store.commit([stale]) == [Conflict(1)]
         assert (await store.load(ref)).snapshot == Snapshot(1, b"good")
 
+    async def test_a_snapshot_replaces_only_an_older_one(self, store: EventStore) -> None:
+        ref = counter()
+        outcomes = await store.commit(
+            [
+                Change(ref, 0, "c1", events("a"), snapshot=Snapshot(1, b"first")),
+                # No events: the version stays, and so the stored snapshot.
+                Change(ref, 1, "c2", (), snapshot=Snapshot(1, b"second")),
+            ]
+        )
+        assert outcomes == [Committed(1), Committed(1)]
+        assert (await store.load(ref)).snapshot == Snapshot(1, b"first")
+        later = Change(ref, 1, "c3", (), snapshot=Snapshot(1, b"third"))
+        assert await store.commit([later]) == [Committed(1)]
+        assert (await store.load(ref)).snapshot == Snapshot(1, b"first")
+        newer = Change(ref, 1, "c4", events("b"), snapshot=Snapshot(2, b"newer"))
+        assert await store.commit([newer]) == [Committed(2)]
+        assert (await store.load(ref)).snapshot == Snapshot(2, b"newer")
+
     def test_a_snapshot_must_match_the_new_version(self) -> None:
         with pytest.raises(ValueError, match="snapshot"):
             Change(counter(), 0, "c1", events("a"), snapshot=Snapshot(3, b"s"))
@@ -315,6 +513,20 @@ class EventStoreContract:
         assert [e.effect_id for e in await store.pending_effects()] == [second.effect_id]
         await store.mark_published([second.effect_id, second.effect_id])
         assert await store.pending_effects() == []
+
+    async def test_effects_of_one_batch_wait_in_the_order_they_were_made(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        made = [effect(str(n)) for n in range(5)]
+        await store.commit(
+            [
+                Change(ref, 0, "c1", events("a"), b"", made[:2]),
+                Change(ref, 1, "c2", events("b"), b"", made[2:3]),
+                Change(ref, 2, "c3", (), b"", made[3:]),
+            ]
+        )
+        assert [e.effect_id for e in await store.pending_effects()] == [e.effect_id for e in made]
 
     async def test_recent_effects_can_be_left_to_their_publisher(self, store: EventStore) -> None:
         await store.commit([Change(counter(), 0, "c1", events("a"), b"", [effect("e")])])

@@ -206,8 +206,10 @@ class PostgresEventStore:
     async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
         if not changes:
             return []
-        # Lock entities in one global order (stable, so per-entity order
-        # holds): two overlapping batches then never deadlock.
+        # pachyderm_commit takes the changes sorted by entity id (stable, so
+        # per-entity order holds; Python and PostgreSQL both order UUIDs by
+        # their bytes): it locks in that one global order, so overlapping
+        # batches never deadlock, and decides each entity's changes as a run.
         order = sorted(range(len(changes)), key=lambda index: changes[index].ref.id)
         async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(_COMMIT, *_commit_arguments([changes[i] for i in order]))

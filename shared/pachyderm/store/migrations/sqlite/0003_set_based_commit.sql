@@ -1,0 +1,4 @@
+-- Nothing to do: the PostgreSQL twin of this migration rewrites its commit
+-- function (pachyderm_commit) to work on a batch as a whole; SQLite commits in
+-- Python and has no such function. The file keeps both backends at the same
+-- schema version.
