@@ -93,6 +93,25 @@ async def test_namespaces_are_isolated(postgres_dsn: str, namespace: str) -> Non
             await store.close()
 
 
+async def test_a_released_connection_keeps_no_open_transaction(
+    postgres_dsn: str, namespace: str
+) -> None:
+    # The pool skips asyncpg's reset query (the store keeps no session state),
+    # but a transaction left open, as by a cancelled call, is still rolled back.
+    store = await PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=1)
+    try:
+        await store.migrate()
+        async with store._pool.acquire() as connection:
+            await connection.execute("BEGIN")
+            await connection.execute("INSERT INTO workers (worker_id) VALUES ('abandoned')")
+        async with store._pool.acquire() as connection:
+            assert not connection.is_in_transaction()
+            assert await connection.fetchval("SELECT count(*) FROM workers") == 0
+    finally:
+        await store.drop_namespace()
+        await store.close()
+
+
 def test_schema_names_are_checked() -> None:
     with pytest.raises(ValueError, match="schema name"):
         asyncio.run(PostgresEventStore.connect("postgresql://localhost/x", schema='x"; drop'))

@@ -111,6 +111,22 @@ def _commit_arguments(changes: Sequence[Change]) -> list[list[Any]]:
     return columns
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset that leaves the session as it is: the store keeps no session state.
+
+    asyncpg's default reset runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` on every release: a second round trip for every
+    commit, on the latency of every reply. Here it has nothing to undo: the
+    store takes only transaction-scoped advisory locks (``pg_advisory_xact_lock``),
+    changes settings only with ``SET LOCAL`` or for the length of a function
+    call (``pachyderm_commit``'s ``plan_cache_mode``), and opens no cursors,
+    temporary tables or ``LISTEN``; fleet membership has a pool of its own. A
+    transaction left open (by a cancelled call) is still rolled back: asyncpg
+    does that itself before calling this (``Connection._reset``, asyncpg >= 0.30).
+    Whatever takes session state on this pool must undo it itself.
+    """
+
+
 def _outcome(row: Any) -> CommitOutcome:
     kind = row["outcome"]
     if kind == "c":
@@ -139,6 +155,7 @@ class PostgresEventStore:
                 min_size=min_size,
                 max_size=max_size,
                 server_settings={"search_path": schema, "application_name": "pachyderm"},
+                reset=_keep_session,
             )
         return cls(pool, schema)
 
