@@ -37,7 +37,7 @@ import asyncpg
 
 from pachyderm.cli import main
 from pachyderm.store import Change, CommitOutcome, Committed, PostgresEventStore
-from pachyderm.transport import _rabbitmq
+from pachyderm.transport import _rabbitmq_inbox
 from pachyderm.worker import _effects
 
 CONTROL_VARIABLE = "CHAOS_CONTROL"
@@ -145,16 +145,16 @@ def _install(faults: _Faults) -> None:
         faults.reached("before_mark_published")
         await mark_published(self, effect_ids)
 
-    ack = _rabbitmq._RabbitMQInbox.ack
+    ack = _rabbitmq_inbox.RabbitMQInbox.ack
 
-    async def chaotic_ack(self: _rabbitmq._RabbitMQInbox, deliveries: Any) -> None:
+    async def chaotic_ack(self: _rabbitmq_inbox.RabbitMQInbox, deliveries: Any) -> None:
         faults.reached("before_ack")
         await ack(self, deliveries)
 
     PostgresEventStore.commit = chaotic_commit  # type: ignore[method-assign]
     PostgresEventStore.mark_published = chaotic_mark_published  # type: ignore[method-assign]
     _effects.EffectPublisher.publish_committed = chaotic_publish_committed  # type: ignore[method-assign]
-    _rabbitmq._RabbitMQInbox.ack = chaotic_ack  # type: ignore[method-assign]
+    _rabbitmq_inbox.RabbitMQInbox.ack = chaotic_ack  # type: ignore[method-assign]
 
 
 def _name_sessions(namespace: str, worker: str) -> None:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pachyderm
+
 from . import report
 from .config import QUICK, WORKERS, Services, Sizes
 from .machine import describe
@@ -227,7 +229,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options, Path | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     options, json_out = parse_options(sys.argv[1:] if argv is None else argv)
     try:
-        results = asyncio.run(benchmark(options))
+        results = pachyderm.run(benchmark(options))
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted: namespaces and workers cleaned up, nothing written")
         return 130

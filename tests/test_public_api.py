@@ -47,6 +47,7 @@ PACHYDERM = {
     "embedded",
     "entity_id",
     "load_settings",
+    "run",
 }
 STORE = {
     "Change",

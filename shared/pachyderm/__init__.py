@@ -28,6 +28,7 @@ from ._errors import (
     UnsupportedContentTypeError,
 )
 from ._reference import Ref, entity_id
+from ._running import run
 from ._settings import Settings, load_settings
 
 __all__ = [
@@ -66,4 +67,5 @@ __all__ = [
     "embedded",
     "entity_id",
     "load_settings",
+    "run",
 ]

@@ -32,10 +32,11 @@ async def fleet(recorded: Recorded, mailer: Mailer) -> AsyncIterator[EmbeddedFle
 
 
 async def dispatched(recorded: Recorded) -> ReadableSpan:
-    """The effect dispatch's span, once it has ended."""
+    """The effect dispatch's span, once it and the batch that published it have ended
+    (the dispatcher may handle the effect before the publishing batch is done)."""
 
     async def ended() -> bool:
-        return bool(recorded.named(f"process {EFFECTS}"))
+        return all(recorded.named(f"process {name}") for name in (EFFECTS, COMMANDS))
 
     await eventually(ended)
     [span] = recorded.named(f"process {EFFECTS}")

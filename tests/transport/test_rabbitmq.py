@@ -11,7 +11,13 @@ import aiormq
 import pytest
 
 from pachyderm import TransportError, TransportUnavailableError
-from pachyderm.transport import Message, RabbitMQTransport, Topology, _rabbitmq
+from pachyderm.transport import (
+    Message,
+    RabbitMQTransport,
+    Topology,
+    _rabbitmq_inbox,
+    _rabbitmq_topology,
+)
 
 from .contract import (
     PARTITIONS,
@@ -99,7 +105,7 @@ async def test_deliveries_of_a_lost_channel_come_again_and_settle_harmlessly(
     bodies = await publish_commands(transport, "reconnected", 2)
     partition = await only_ready_partition(transport)
     inbox = await transport.open_inbox(partition, prefetch=10)
-    assert isinstance(inbox, _rabbitmq._RabbitMQInbox)
+    assert isinstance(inbox, _rabbitmq_inbox.RabbitMQInbox)
     stale = await collect(inbox, 2)
     # Close the inbox's channel under it, as a network failure would: aio-pika
     # opens another and consumes again, and the broker delivers both again.
@@ -110,6 +116,29 @@ async def test_deliveries_of_a_lost_channel_come_again_and_settle_harmlessly(
     await inbox.ack([stale[1], again[0]])  # the oldest, one ack on the live channel
     await inbox.close()
     await nothing_more(await transport.open_inbox(partition, prefetch=10))
+
+
+async def test_a_consumer_the_broker_cancels_consumes_again(
+    transport: RabbitMQTransport, broker: aio_pika.abc.AbstractChannel, rabbitmq_url: str
+) -> None:
+    inbox = await transport.open_inbox(0, prefetch=10)
+    queue = transport.topology.partition_queue(0)
+    await broker.queue_delete(queue)  # the broker cancels the inbox's consumer
+
+    async def declared_again() -> bool:
+        async with await aio_pika.connect(rabbitmq_url) as connection:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return False
+            return True
+
+    await eventually(declared_again)
+    await broker.default_exchange.publish(aio_pika.Message(b"after"), routing_key=queue)
+    [delivery] = await collect(inbox, 1)
+    assert delivery.message.body == b"after"
+    await inbox.ack([delivery])
 
 
 async def test_a_command_no_partition_queue_takes_raises(
@@ -138,7 +167,7 @@ async def test_a_missing_exchange_type_names_its_plugin(
 ) -> None:
     # The broker's plugin cannot be disabled from a test; an exchange type no
     # plugin provides gets the same answer from the broker.
-    monkeypatch.setattr(_rabbitmq, "_CONSISTENT_HASH", "x-pachyderm-test-missing")
+    monkeypatch.setattr(_rabbitmq_topology, "_CONSISTENT_HASH", "x-pachyderm-test-missing")
     with pytest.raises(TransportError, match="rabbitmq-plugins enable rabbitmq_consistent_hash"):
         await open_transport()
 

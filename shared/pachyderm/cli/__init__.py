@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .._errors import PachydermError
+from .._running import run
 from .._settings import Settings, load_settings
 from ._call import call
 from ._effects import parse_config, run_effects
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        outcome = asyncio.run(_command(arguments, _settings(arguments)))
+        outcome = run(_command(arguments, _settings(arguments)))
     except (PachydermError, ValueError) as error:
         print(f"pachyderm: {error}", file=sys.stderr)
         return 1

@@ -34,8 +34,9 @@ def database_check(store: EventStore) -> Check:
 
 
 def broker_check(transport: Transport) -> Check:
-    """Ready while the broker takes a message (a confirmed round trip)."""
-    # A reply to an address nobody listens at: the broker confirms it, then drops it.
+    """Ready while the broker connection is up and takes a message."""
+    # A reply to an address nobody listens at, which the broker drops. While the
+    # connection is lost, publishing waits for the reconnect: the check times out.
     probe = Message(b"", routing_key=f"{transport.topology.namespace}.readiness-probe")
 
     async def broker() -> None:

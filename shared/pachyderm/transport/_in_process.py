@@ -16,7 +16,7 @@ from functools import partial
 from itertools import count
 
 from .._errors import TransportError
-from ._message import Delivery, Message
+from ._message import Delivery, Message, pop_unsettled
 from ._port import Inbox, MessageHandler
 from ._topology import Topology
 
@@ -112,13 +112,7 @@ class _InProcessInbox:
         await self._queue.notify()
 
     def _settle(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        tags = [delivery.tag for delivery in deliveries]
-        if len(set(tags)) != len(tags) or not self._unsettled.keys() >= set(tags):
-            raise ValueError(
-                f"deliveries {sorted(tags)} are not all unsettled in the inbox of partition"
-                f" {self.partition}: settled before, or returned when it closed"
-            )
-        return [self._unsettled.pop(tag) for tag in tags]
+        return pop_unsettled(self._unsettled, deliveries, self.partition)
 
     async def close(self) -> None:
         """Stop taking; unsettled deliveries go back to the front of the queue, in order."""

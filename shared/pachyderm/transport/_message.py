@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +39,20 @@ class Delivery:
     partition: int
     tag: int
     redelivered: bool = False
+
+
+def pop_unsettled(
+    unsettled: dict[int, T], deliveries: Sequence[Delivery], partition: int
+) -> list[T]:
+    """Take these deliveries out of an inbox's ``unsettled`` (by tag), oldest first.
+
+    Settling a delivery twice, or one its inbox returned when it closed, is a
+    bug of the caller's: it raises rather than settle another message.
+    """
+    tags = sorted(delivery.tag for delivery in deliveries)
+    if len(set(tags)) != len(tags) or not unsettled.keys() >= set(tags):
+        raise ValueError(
+            f"deliveries {tags} are not all unsettled in the inbox of partition"
+            f" {partition}: settled before, or returned when it closed"
+        )
+    return [unsettled.pop(tag) for tag in tags]

@@ -158,9 +158,9 @@ class PartitionWorker:
             verdicts = [
                 _verdict(delivery, decided.outcomes[i]) for i, delivery in enumerate(deliveries)
             ]
-            await asyncio.gather(
-                *(self.transport.publish_reply(v.reply) for v in verdicts if v.reply is not None)
-            )
+            for verdict in verdicts:
+                if verdict.reply is not None:
+                    await self.transport.publish_reply(verdict.reply)
             await self.effects.publish_committed(decided.committed, parent_of=batch.parent_of)
             await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
             await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])

@@ -1,0 +1,202 @@
+"""AMQP plumbing shared by the RabbitMQ transport's parts: error translation, message
+conversion, and consumers that take deliveries from aiormq directly.
+
+The hot path (replies, commands, deliveries) goes through aiormq and pamqp
+rather than aio-pika's message objects, which cost several times as much per
+message; aio-pika still owns the robust connection, its channels and the
+declarations it repeats after a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from types import MappingProxyType
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, DeliveryMode
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from .._errors import TransportError, TransportUnavailableError
+from ._message import Message
+
+log = logging.getLogger("pachyderm.transport")
+
+OnDelivery = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
+
+
+@asynccontextmanager
+async def translated_errors(action: str) -> AsyncIterator[None]:
+    """Present aio-pika and aiormq failures as Pachyderm's transport errors."""
+    try:
+        yield
+    except aiormq.exceptions.PublishError as error:
+        raise TransportError(f"{action}: no queue is bound to take it ({error})") from error
+    except (aiormq.exceptions.AMQPChannelError, aiormq.exceptions.DeliveryError) as error:
+        raise TransportError(f"{action}: RabbitMQ refused ({error})") from error
+    except (
+        OSError,
+        aiormq.exceptions.AMQPError,
+        aiormq.exceptions.ChannelInvalidStateError,
+    ) as error:
+        if (refused := _certificate_refused(error)) is not None:
+            # Not "unavailable": trying again cannot help until the settings change.
+            raise TransportError(
+                f"{action}: RabbitMQ's TLS certificate was not accepted ({refused})"
+            ) from error
+        raise TransportUnavailableError(f"{action}: RabbitMQ is unavailable ({error})") from error
+
+
+def _certificate_refused(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The failed certificate check behind ``error``, if that is what it is."""
+    visited: set[int] = set()  # a chain of causes can loop back on itself
+    current: BaseException | None = error
+    while current is not None and id(current) not in visited:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        visited.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def properties(message: Message, delivery_mode: DeliveryMode) -> Basic.Properties:
+    """The AMQP properties of ``message``."""
+    return Basic.Properties(
+        content_type=message.content_type,
+        headers=dict(message.headers),
+        delivery_mode=delivery_mode,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message.message_id,
+        message_type=message.type,
+    )
+
+
+def delivered(incoming: DeliveredMessage) -> Message:
+    """The message of a delivery."""
+    fields = incoming.header.properties
+    return Message(
+        body=incoming.body,
+        routing_key=incoming.routing_key or "",
+        message_id=fields.message_id,
+        correlation_id=fields.correlation_id,
+        reply_to=fields.reply_to,
+        content_type=fields.content_type,
+        type=fields.message_type,
+        headers=MappingProxyType(fields.headers or {}),
+    )
+
+
+async def underlay(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:
+    """The aiormq channel under an aio-pika one (the current one, after a reconnect)."""
+    return await channel.get_underlay_channel()
+
+
+async def publish(
+    channel: AbstractChannel,
+    exchange: str,
+    message: Message,
+    action: str,
+    *,
+    persistent: bool,
+) -> None:
+    """Publish on ``channel``: persistent and mandatory, awaiting the broker's confirm
+    when the channel has confirms on; else not persistent, returning once written
+    to the socket (a reply: the broker drops it if its queue is gone)."""
+    mode = DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT
+    async with translated_errors(action):
+        await (await underlay(channel)).basic_publish(
+            message.body,
+            exchange=exchange,
+            routing_key=message.routing_key,
+            properties=properties(message, mode),
+            mandatory=persistent,
+        )
+
+
+# Acks and publishes wait until their frame is written: aiormq's write queue
+# is short, and a frame queued without waiting on a connection that dies
+# leaves the next writer blocked on that queue for good.
+
+
+async def ack(message: DeliveredMessage, *, multiple: bool = False) -> None:
+    assert message.delivery_tag is not None  # a delivery has one
+    await message.channel.basic_ack(message.delivery_tag, multiple=multiple)
+
+
+async def reject(message: DeliveredMessage) -> None:
+    """Reject without requeueing: the queue dead-letters it."""
+    assert message.delivery_tag is not None  # a delivery has one
+    await message.channel.basic_reject(message.delivery_tag, requeue=False)
+
+
+class Subscription:
+    """Consumes one queue on an aio-pika channel, with deliveries straight from aiormq.
+
+    aio-pika restores only the consumers it started itself, so a subscription
+    consumes again whenever aio-pika opens its channel again (after a
+    reconnect), and has the channel opened again when the broker cancels the
+    consumer (its queue deleted, say). The queue must be declared through the
+    aio-pika channel, which declares it again before consuming resumes.
+    """
+
+    def __init__(
+        self, channel: AbstractRobustChannel, queue: str, on_delivery: OnDelivery, *, no_ack: bool
+    ) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._on_delivery = on_delivery
+        self._no_ack = no_ack
+        self._tag: str | None = None
+        self._stopped = False
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self._consume()
+        self._channel.reopen_callbacks.add(self._consume_again)
+
+    def stop(self) -> None:
+        """Consume no more after a reconnect (closing the channel stops the consumer)."""
+        self._stopped = True
+        self._channel.reopen_callbacks.discard(self._consume_again)
+
+    async def _consume(self) -> None:
+        channel = await underlay(self._channel)
+        channel.on_consumer_cancel_callbacks.add(self._cancelled)
+        consuming = await channel.basic_consume(self._queue, self._on_delivery, no_ack=self._no_ack)
+        self._tag = consuming.consumer_tag
+
+    def _consume_again(self, _channel: object) -> None:
+        # In a task of its own, which waits for the connection to be ready: aio-pika
+        # calls this while restoring the connection, which is ready only afterwards.
+        if not self._stopped:
+            self._in_background(self._consume(), "consuming again")
+
+    def _cancelled(self, cancel: Basic.Cancel) -> None:
+        if self._stopped or cancel.consumer_tag != self._tag:
+            return
+        log.warning(
+            "the broker cancelled the consumer of %s; opening its channel again", self._queue
+        )
+        # Closing the channel makes the robust connection open it again, declare the
+        # queue and call _consume_again. Not from here: the channel's reader runs this.
+        self._in_background(self._channel_closed(), "reopening a channel")
+
+    async def _channel_closed(self) -> None:
+        await (await underlay(self._channel)).close()
+
+    def _in_background(self, work: Awaitable[None], what: str) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(lambda done: self._finished(done, what))
+
+    def _finished(self, task: asyncio.Task[None], what: str) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Its channel closes with the failure and, once open again, consumes again.
+            log.warning("%s %s failed: %r", what, self._queue, error)

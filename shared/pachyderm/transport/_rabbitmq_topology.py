@@ -1,0 +1,83 @@
+"""The namespace on RabbitMQ: its exchanges and queues, declared the same way by every
+process of a fleet (declaring is idempotent).
+
+A consistent-hash exchange spreads commands over the partition queues, so the
+commands of one entity always reach the same queue, in order. Every queue that
+holds work is a durable quorum queue that dead-letters what fails too often.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+
+from .._errors import TransportError
+from ._topology import Topology
+
+# The exchange type that spreads commands over the partitions comes with a plugin.
+_CONSISTENT_HASH = "x-consistent-hash"
+_CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
+# A message delivered this many times without being settled is dead-lettered: a
+# backstop against a poison message that crashes worker after worker.
+_DELIVERY_LIMIT = 50
+
+
+def partition_queues(topology: Topology) -> list[str]:
+    return [topology.partition_queue(partition) for partition in range(topology.partitions)]
+
+
+async def declare_work_queue(
+    channel: AbstractChannel, name: str, topology: Topology
+) -> AbstractQueue:
+    """Declare a partition or effects queue: quorum, dead-lettering, delivery-limited.
+
+    Every declaration of one queue must carry the same arguments, or the broker
+    refuses it: this is the one place they are spelled out.
+    """
+    arguments: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": topology.dead_letter_exchange,
+        "x-delivery-limit": _DELIVERY_LIMIT,
+    }
+    return await channel.declare_queue(name, durable=True, arguments=arguments)
+
+
+async def _declare_commands_exchange(
+    channel: AbstractChannel, topology: Topology
+) -> AbstractExchange:
+    try:
+        return await channel.declare_exchange(
+            topology.commands_exchange, _CONSISTENT_HASH, durable=True
+        )
+    except aiormq.exceptions.ConnectionCommandInvalid as error:
+        if "unknown exchange type" not in str(error):
+            raise
+        raise TransportError(
+            f"RabbitMQ lacks the {_CONSISTENT_HASH!r} exchange type: enable its plugin"
+            f" with `rabbitmq-plugins enable {_CONSISTENT_HASH_PLUGIN}`"
+        ) from error
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    """Declare the whole namespace; returns the effects exchange, for effect groups to bind.
+
+    Declaring is idempotent, so every process of a fleet does it on start.
+    """
+    # First, so that a broker without the plugin fails before anything is declared.
+    commands = await _declare_commands_exchange(channel, topology)
+    dead_letter = await channel.declare_exchange(
+        topology.dead_letter_exchange, ExchangeType.FANOUT, durable=True
+    )
+    dead_letter_queue = await channel.declare_queue(
+        topology.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead_letter_queue.bind(dead_letter)
+    for name in partition_queues(topology):
+        queue = await declare_work_queue(channel, name, topology)
+        # A consistent-hash binding key is the queue's weight on the hash ring.
+        await queue.bind(commands, routing_key="1")
+    return await channel.declare_exchange(
+        topology.effects_exchange, ExchangeType.TOPIC, durable=True
+    )
