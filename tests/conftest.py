@@ -12,10 +12,17 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from testcontainers.community.postgres import PostgresContainer
 
 # The store contract lives in a helper module; have pytest explain its failures.
 pytest.register_assert_rewrite("tests.store.contract", "tests.transport.contract")
+
+# The suite's property tests try the same examples on every run, so that CI
+# is repeatable; HYPOTHESIS_PROFILE=explore draws new ones, to hunt for bugs.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def _missing_service(what: str, variable: str) -> None:

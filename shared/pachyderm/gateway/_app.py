@@ -49,7 +49,7 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    return Starlette(
+    gateway = Starlette(
         routes=[
             *entities.routes(guard),
             *health_routes(checks),
@@ -62,3 +62,7 @@ def create_app(
             Exception: answer_unexpected,
         },
     )
+    # A path with a slash too many is not found (a problem document), not
+    # redirected: API callers should not follow redirects to another resource.
+    gateway.router.redirect_slashes = False
+    return gateway
