@@ -29,7 +29,16 @@ import asyncpg
 import pytest
 
 from examples import counter
-from pachyderm import PachydermError, Ref, Settings, StoreError, TransportError, load_settings
+from pachyderm import (
+    PachydermError,
+    Ref,
+    Settings,
+    StoreError,
+    StoreUnavailableError,
+    TransportError,
+    TransportUnavailableError,
+    load_settings,
+)
 from pachyderm.cli._runtime import broker
 from pachyderm.store import Change, Committed, NewEvent, PostgresEventStore, open_store
 from pachyderm.testing import process_fleet
@@ -81,6 +90,11 @@ def assert_clear(
     assert secret not in shown
     assert secret not in repr(error)
     assert secret not in caplog.text
+
+
+def assert_not_retryable(error: PachydermError) -> None:
+    """A certificate that does not verify is a setting to fix, not an outage to wait out."""
+    assert not isinstance(error, StoreUnavailableError | TransportUnavailableError), error
 
 
 async def refusal(attempt: Awaitable[None]) -> PachydermError:
@@ -150,6 +164,7 @@ async def test_postgres_an_unknown_authority_is_refused(
     url = tls_postgres.url(secret, sslmode="verify-full", sslrootcert=str(tls.other_authority.cert))
     error = await refusal(store_opened(url))
     assert_clear(error, StoreError, "certificate verify failed", secret, caplog)
+    assert_not_retryable(error)
 
 
 @postgres
@@ -163,6 +178,7 @@ async def test_postgres_verify_full_refuses_a_certificate_for_another_host(
     )
     error = await refusal(store_opened(url))
     assert_clear(error, StoreError, "mismatch", secret, caplog)
+    assert_not_retryable(error)
 
 
 @postgres
@@ -261,6 +277,8 @@ async def test_rabbitmq_refuses(
     overrides, says = case
     error = await refusal(transport_started(mutual(tls, tls_rabbitmq, secret, **overrides(tls))))
     assert_clear(error, TransportError, says, secret, caplog)
+    if says == "certificate verify failed":  # the broker's certificate, checked by us
+        assert_not_retryable(error)
 
 
 @rabbitmq
@@ -270,6 +288,7 @@ async def test_rabbitmq_verification_refuses_a_certificate_for_another_host(
     url = mutual(tls, tls_rabbitmq, secret).replace("@127.0.0.1:", "@localhost:")
     error = await refusal(transport_started(url))
     assert_clear(error, TransportError, "mismatch", secret, caplog)
+    assert_not_retryable(error)
 
 
 @rabbitmq

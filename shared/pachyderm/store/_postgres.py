@@ -8,6 +8,7 @@ one database. A whole batch commits in one round trip through the
 from __future__ import annotations
 
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -50,6 +51,9 @@ async def translated_errors() -> AsyncIterator[None]:
     """Present driver failures as Pachyderm's store errors."""
     try:
         yield
+    except ssl.SSLCertVerificationError as error:
+        # Not "unavailable": trying again cannot help until the settings change.
+        raise StoreError(f"PostgreSQL's TLS certificate was not accepted: {error}") from error
     # InternalClientError: a pooled connection whose backend was terminated while
     # idle fails so until asyncpg notices it closed; it is an outage, not a bug.
     except (
