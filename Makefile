@@ -40,7 +40,7 @@ audit: $(BIN)/.installed
 		--requirement $(VENV)/audited-requirements.txt $(PIP_AUDIT_FLAGS)
 
 bench: $(BIN)/.installed
-	$(BIN)/python -m bench.store_commit
+	$(BIN)/python -m bench --runs 3
 
 clean:
 	rm -rf $(VENV) pachyderm.db pachyderm.db-wal pachyderm.db-shm

@@ -80,12 +80,12 @@ async def test_a_batch_across_entities_commits_once_and_replies_in_order(
 async def test_a_stale_cache_is_caught_by_the_version_check_and_retried(
     store: EventStore,
 ) -> None:
-    first, second = Engine(APP, store), Engine(APP, store)
+    counting = CountingStore(store)
+    first, second = Engine(APP, counting), Engine(APP, store)
     ref = counter.Counter.ref("c")
     await first.run([request(ref, counter.Increment(amount=1))])
     await second.run([request(ref, counter.Increment(amount=10))])
-    counting = CountingStore(store)
-    first.store = counting
+    counting.commits = 0
     results, _ = await first.run([request(ref, counter.Increment(amount=100))])
     assert results[0].reply == {"count": 111}
     assert counting.commits == 2  # refused once, then applied on fresh state

@@ -29,6 +29,7 @@ from ..telemetry._store import committing, loading
 from ..telemetry._telemetry import instruments
 from ..telemetry._tracing import traced
 from ._cache import EntityCache
+from ._group_commit import GroupCommit
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -108,6 +109,7 @@ class Engine:
     ) -> None:
         self.app = app
         self.store = store
+        self._group_commit = GroupCommit(store)
         self.cache = cache if cache is not None else EntityCache()
         self.snapshot_every = snapshot_every
         self.max_attempts = max_attempts
@@ -206,7 +208,7 @@ class Engine:
 
     async def _commit(self, changes: list[Change]) -> list[CommitOutcome]:
         with committing(self.store, len(changes)):
-            return await self.store.commit(changes)
+            return await self._group_commit.commit(changes)
 
     @staticmethod
     def _count_conflicts(lanes: Iterable[_Lane], settled: list[_Settled]) -> None:

@@ -1,0 +1,92 @@
+"""Group commit: the batches of a worker's partitions share store transactions.
+
+While one commit is in flight, the batches that other partitions want to
+commit wait, and then go to the store together in the next one. Under load
+that turns many small transactions into a few larger ones (PostgreSQL's cost
+per transaction dwarfs its cost per change); a lone batch still commits at
+once. Partitions hold disjoint entities, so batches that share a transaction
+never decide on each other's entities: each change still succeeds or is
+refused on its own, exactly as in a transaction of its own batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
+
+from .._errors import StoreUnavailableError
+from ..store import Change, CommitOutcome
+
+
+class Committer(Protocol):
+    """What a group commit needs of the event store."""
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]: ...
+
+
+@dataclass(slots=True)
+class _Waiting:
+    changes: Sequence[Change]
+    outcomes: asyncio.Future[list[CommitOutcome]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommit:
+    """Commits changes to ``store``, grouping those of concurrent callers.
+
+    ``commit`` answers as ``EventStore.commit`` does, for the caller's own
+    changes; if the shared transaction fails, every caller in it gets the error.
+    Each transaction runs in a task of its own, so that a caller cancelled while
+    it waits cannot cancel the others' commit.
+    """
+
+    def __init__(self, store: Committer) -> None:
+        self.store = store
+        self._waiting: list[_Waiting] = []
+        self._in_flight: asyncio.Task[None] | None = None
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        waiting = _Waiting(changes)
+        self._waiting.append(waiting)
+        if self._in_flight is None:
+            self._commit_waiting()
+        return await waiting.outcomes
+
+    def _commit_waiting(self) -> None:
+        group, self._waiting = self._waiting, []
+        self._in_flight = asyncio.ensure_future(self._commit(group))
+        self._in_flight.add_done_callback(partial(self._committed, group))
+
+    async def _commit(self, group: list[_Waiting]) -> None:
+        try:
+            outcomes = await self.store.commit([c for waiting in group for c in waiting.changes])
+        except Exception as error:
+            _fail(group, error)
+            return
+        start = 0
+        for waiting in group:
+            end = start + len(waiting.changes)
+            if not waiting.outcomes.done():  # else its caller was cancelled
+                waiting.outcomes.set_result(outcomes[start:end])
+            start = end
+
+    def _committed(self, group: list[_Waiting], _task: asyncio.Task[None]) -> None:
+        """The transaction ended: the changes that arrived meanwhile go next.
+
+        A transaction cancelled (even before it began) leaves its callers
+        answered: unavailable, so they try again.
+        """
+        _fail(group, StoreUnavailableError("the shared commit was cancelled"))
+        self._in_flight = None
+        if self._waiting:
+            self._commit_waiting()
+
+
+def _fail(group: list[_Waiting], error: BaseException) -> None:
+    for waiting in group:
+        if not waiting.outcomes.done():  # else its caller was cancelled
+            waiting.outcomes.set_exception(error)
