@@ -32,14 +32,16 @@ Format = Callable[[float], str]
 WHAT = """\
 All workloads run against this machine's real RabbitMQ and PostgreSQL, durable
 (`synchronous_commit=on`, persistent messages on quorum queues, publisher
-confirms), with one client process (this one) and the worker processes on
+confirms), with one client process (this one, on uvloop: the same for all
+three systems) and the worker processes on
 the same 2 cores as the broker and the database. 16 partitions; two worker
 processes named w1 and w2 split them the same way for all three systems.
 
 - **pachyderm**: `python -m pachyderm worker bench.app:APP` (a counter without
-  effects; batched commits, hot cache, default settings).
-- **raw_broker** (`bench/baselines/raw_broker.py`): plain aio-pika, one message
-  at a time per partition, state in a dict, no database: the message path's limit.
+  effects; batched and group commits, hot cache, uvloop, default settings).
+- **raw_broker** (`bench/baselines/raw_broker.py`): plain aio-pika on asyncio's own
+  loop, one message at a time per partition, state in a dict, no database: the
+  message path's limit as a textbook aio-pika program reaches it.
 - **naive_worker** (`bench/baselines/naive_worker.py`): the same AMQP loop with one
   PostgreSQL transaction per command (`SELECT ... FOR UPDATE`, `UPDATE`,
   `INSERT` the event); no batching, no cache, no idempotency, no outbox.

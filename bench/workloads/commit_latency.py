@@ -2,17 +2,13 @@
 
 What a worker waits for between deciding a command and replying to it:
 ``PostgresEventStore.commit`` of one change (one event, the command id and
-its reply), one after the other. Measured through the store's own pool, and
-through a pool that skips asyncpg's reset query on release (``reset=`` a
-no-op), which is what that query costs every batch.
+its reply), one after the other, through the store's own pool.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-
-import asyncpg
 
 from examples.counter import Increased
 from pachyderm import Ref
@@ -21,11 +17,7 @@ from pachyderm.store import Change, PostgresEventStore
 from ..app import APP, ENTITY_TYPE
 from ..fleet import percentile
 
-AS_IS, WITHOUT_RESET = "store", "store, pool without reset query"
-
-
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Pool reset that leaves the session alone: the store keeps no session state."""
+AS_IS = "store"
 
 
 async def _timed_commits(store: PostgresEventStore, commits: int) -> dict[str, float]:
@@ -41,19 +33,12 @@ async def _timed_commits(store: PostgresEventStore, commits: int) -> dict[str, f
 
 
 async def commit_latency(dsn: str, commits: int) -> dict[str, dict[str, float]]:
-    """p50 and p99 milliseconds of a one-change commit, as is and without the reset query."""
+    """p50 and p99 milliseconds of a one-change commit."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     store = await PostgresEventStore.connect(dsn, schema=schema, max_size=2)
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=2, reset=_keep_session, server_settings={"search_path": schema}
-    )
     try:
         await store.migrate()
-        return {
-            AS_IS: await _timed_commits(store, commits),
-            WITHOUT_RESET: await _timed_commits(PostgresEventStore(pool, schema), commits),
-        }
+        return {AS_IS: await _timed_commits(store, commits)}
     finally:
-        await pool.close()
         await store.drop_namespace()
         await store.close()
