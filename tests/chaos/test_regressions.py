@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,15 +51,15 @@ async def test_a_partition_keeps_serving_after_a_reply_could_not_be_sent(
     # was never consumed again while its worker still owned it. Fixed in
     # 9185561 (a partition survives a failed settle).
     async with embedded(bank.app, partitions=1) as fleet:
-        send_reply = fleet.transport.publish_reply
+        send_replies = fleet.transport.publish_replies
         broker_away = True
 
-        async def flaky_reply(message: Message) -> None:
+        async def flaky_replies(messages: Sequence[Message]) -> None:
             if broker_away:
                 raise TransportUnavailableError("the broker went away")
-            await send_reply(message)
+            await send_replies(messages)
 
-        monkeypatch.setattr(fleet.transport, "publish_reply", flaky_reply)
+        monkeypatch.setattr(fleet.transport, "publish_replies", flaky_replies)
         alice, bob = bank.account("alice"), bank.account("bob")
         with pytest.raises(CallTimeoutError):
             await fleet.client.call(alice, bank.Open(owner="A"), command_id="open-a", timeout=1)

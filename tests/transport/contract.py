@@ -74,6 +74,16 @@ async def only_ready_partition(transport: InspectableTransport) -> int:
     return partition
 
 
+async def listening(transport: Transport) -> tuple[str, list[Message]]:
+    """A reply address of ``transport``, and the list the replies to it arrive in."""
+    received: list[Message] = []
+
+    async def on_reply(message: Message) -> None:
+        received.append(message)
+
+    return await transport.listen_replies(on_reply), received
+
+
 async def collect(inbox: Inbox, count: int) -> list[Delivery]:
     """Take exactly ``count`` deliveries, however many takes it needs."""
     taken: list[Delivery] = []
@@ -272,22 +282,33 @@ class TransportContract:
         assert first != second
         to_first = Message(b"one", routing_key=first, message_id="r-1", correlation_id="c-1")
         to_second = Message(b"two", routing_key=second, message_id="r-2", correlation_id="c-2")
-        await transport.publish_reply(to_first)
-        await transport.publish_reply(to_second)
+        await transport.publish_replies([to_first, to_second])
         await eventually(lambda: len(received) == 2)
         assert received == {"first": [to_first], "second": [to_second]}
+
+    async def test_replies_sent_together_arrive_in_order_whatever_their_size(
+        self, transport: InspectableTransport
+    ) -> None:
+        address, received = await listening(transport)
+        # Larger than an AMQP frame (128 KiB by default): it travels in several.
+        sizes = [0, 10, 300_000, 10]
+        sent = [
+            Message(bytes([n]) * size, routing_key=address, correlation_id=f"c-{n}")
+            for n, size in enumerate(sizes)
+        ]
+        await transport.publish_replies(sent)
+        await eventually(lambda: len(received) == len(sent))
+        assert [(m.correlation_id, m.body) for m in received] == [
+            (m.correlation_id, m.body) for m in sent
+        ]
 
     async def test_a_reply_to_an_address_nobody_listens_on_is_dropped(
         self, transport: InspectableTransport
     ) -> None:
-        received: list[Message] = []
-
-        async def on_reply(message: Message) -> None:
-            received.append(message)
-
-        address = await transport.listen_replies(on_reply)
-        await transport.publish_reply(Message(b"lost", routing_key=f"{address}-gone"))
-        await transport.publish_reply(Message(b"kept", routing_key=address))
+        address, received = await listening(transport)
+        await transport.publish_replies(
+            [Message(b"lost", routing_key=f"{address}-gone"), Message(b"kept", routing_key=address)]
+        )
         await eventually(lambda: len(received) == 1)
         await asyncio.sleep(QUIET)
         assert [message.body for message in received] == [b"kept"]

@@ -40,7 +40,7 @@ def broker_check(transport: Transport) -> Check:
     probe = Message(b"", routing_key=f"{transport.topology.namespace}.readiness-probe")
 
     async def broker() -> None:
-        await transport.publish_reply(probe)
+        await transport.publish_replies([probe])
 
     return broker
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, DeliveryMode
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ChannelFrame, DeliveredMessage, FrameType
+from pamqp.body import ContentBody
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from .._errors import TransportError, TransportUnavailableError
 from ._message import Message
@@ -30,26 +32,29 @@ log = logging.getLogger("pachyderm.transport")
 OnDelivery = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 
 
+# What aio-pika and aiormq raise when the broker refuses or cannot be reached.
+FAILURES = (OSError, aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError)
+
+
+def translated(error: BaseException, action: str) -> TransportError:
+    """The Pachyderm transport error for one of :data:`FAILURES`."""
+    if isinstance(error, aiormq.exceptions.PublishError):
+        return TransportError(f"{action}: no queue is bound to take it ({error})")
+    if isinstance(error, aiormq.exceptions.AMQPChannelError | aiormq.exceptions.DeliveryError):
+        return TransportError(f"{action}: RabbitMQ refused ({error})")
+    if (refused := _certificate_refused(error)) is not None:
+        # Not "unavailable": trying again cannot help until the settings change.
+        return TransportError(f"{action}: RabbitMQ's TLS certificate was not accepted ({refused})")
+    return TransportUnavailableError(f"{action}: RabbitMQ is unavailable ({error})")
+
+
 @asynccontextmanager
 async def translated_errors(action: str) -> AsyncIterator[None]:
     """Present aio-pika and aiormq failures as Pachyderm's transport errors."""
     try:
         yield
-    except aiormq.exceptions.PublishError as error:
-        raise TransportError(f"{action}: no queue is bound to take it ({error})") from error
-    except (aiormq.exceptions.AMQPChannelError, aiormq.exceptions.DeliveryError) as error:
-        raise TransportError(f"{action}: RabbitMQ refused ({error})") from error
-    except (
-        OSError,
-        aiormq.exceptions.AMQPError,
-        aiormq.exceptions.ChannelInvalidStateError,
-    ) as error:
-        if (refused := _certificate_refused(error)) is not None:
-            # Not "unavailable": trying again cannot help until the settings change.
-            raise TransportError(
-                f"{action}: RabbitMQ's TLS certificate was not accepted ({refused})"
-            ) from error
-        raise TransportUnavailableError(f"{action}: RabbitMQ is unavailable ({error})") from error
+    except FAILURES as error:
+        raise translated(error, action) from error
 
 
 def _certificate_refused(error: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -109,7 +114,8 @@ async def publish(
     when the channel has confirms on; else not persistent, returning once written
     to the socket (a reply: the broker drops it if its queue is gone)."""
     mode = DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT
-    async with translated_errors(action):
+    # A plain try rather than translated_errors: this runs once per message.
+    try:
         await (await underlay(channel)).basic_publish(
             message.body,
             exchange=exchange,
@@ -117,6 +123,47 @@ async def publish(
             properties=properties(message, mode),
             mandatory=persistent,
         )
+    except FAILURES as error:
+        raise translated(error, action) from error
+
+
+async def publish_transient(
+    channel: AbstractChannel, messages: Sequence[Message], action: str
+) -> None:
+    """Publish ``messages`` to the default exchange, not persistent, in one write.
+
+    For a channel without confirms (replies): one frame for the socket instead
+    of one per message, and one wait until it is written. aiormq publishes
+    one message at a time, so this puts together what its ``basic_publish``
+    would send for each.
+    """
+    try:
+        current = await underlay(channel)
+        if not isinstance(current, aiormq.Channel) or current.publisher_confirms:
+            raise TypeError(f"not a channel without publisher confirms: {current!r}")
+        frames: list[FrameType] = []
+        for message in messages:
+            frames += _publish_frames(current, message)
+        written = current.create_future()
+        async with current.lock:
+            await current.write_queue.put(
+                ChannelFrame.marshall(current.number, frames, drain_future=written)
+            )
+        await written
+    except FAILURES as error:
+        raise translated(error, action) from error
+
+
+def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType]:
+    body = message.body
+    size = channel.max_content_size
+    return [
+        Basic.Publish(exchange="", routing_key=message.routing_key),
+        ContentHeader(
+            properties=properties(message, DeliveryMode.NOT_PERSISTENT), body_size=len(body)
+        ),
+        *(ContentBody(body[start : start + size]) for start in range(0, len(body), size)),
+    ]
 
 
 # Acks and publishes wait until their frame is written: aiormq's write queue

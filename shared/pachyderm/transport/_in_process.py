@@ -237,12 +237,13 @@ class InProcessTransport:
         for group in groups:
             group.queue.put_nowait(message)
 
-    async def publish_reply(self, message: Message) -> None:
-        """Hand a reply to the listener at ``message.routing_key``; dropped if there is none."""
+    async def publish_replies(self, messages: Sequence[Message]) -> None:
+        """Hand each reply to the listener at its ``routing_key``; dropped if there is none."""
         self._check_running()
-        queue = self._reply_queues.get(message.routing_key)
-        if queue is not None:
-            queue.put_nowait(message)
+        for message in messages:
+            queue = self._reply_queues.get(message.routing_key)
+            if queue is not None:
+                queue.put_nowait(message)
 
     async def open_inbox(self, partition: int, prefetch: int) -> Inbox:
         """Take from one partition with at most ``prefetch`` unsettled deliveries."""

@@ -64,8 +64,8 @@ class Transport(Protocol):
         """
         ...
 
-    async def publish_reply(self, message: Message) -> None:
-        """Send a reply to ``message.routing_key`` (a caller's reply address).
+    async def publish_replies(self, messages: Sequence[Message]) -> None:
+        """Send replies, each to its ``routing_key`` (a caller's reply address), in order.
 
         A reply to an address that no longer exists is dropped, not an error.
         """

@@ -27,7 +27,15 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 
 from .._errors import TransportError
-from ._amqp import Subscription, ack, delivered, publish, reject, translated_errors
+from ._amqp import (
+    Subscription,
+    ack,
+    delivered,
+    publish,
+    publish_transient,
+    reject,
+    translated_errors,
+)
 from ._message import Message
 from ._port import Inbox, MessageHandler
 from ._rabbitmq_inbox import RabbitMQInbox
@@ -181,16 +189,17 @@ class RabbitMQTransport:
             persistent=True,
         )
 
-    async def publish_reply(self, message: Message) -> None:
-        """Send a reply to the queue named ``message.routing_key``, not persistent.
+    async def publish_replies(self, messages: Sequence[Message]) -> None:
+        """Send replies, each to the queue its ``routing_key`` names, not persistent.
 
         The default exchange routes by queue name, and the broker drops a
-        reply whose queue is gone, since replies are not mandatory. Returns once
-        the reply is written to the socket, unconfirmed: while the connection
-        is lost, it waits for the reconnect.
+        reply whose queue is gone, since replies are not mandatory. All of them
+        go out in one write; returns once it is done, unconfirmed: while the
+        connection is lost, it waits for the reconnect.
         """
         session = self._started()
-        await publish(session.replier, "", message, "publishing a reply", persistent=False)
+        if messages:
+            await publish_transient(session.replier, messages, "publishing replies")
 
     async def open_inbox(self, partition: int, prefetch: int) -> Inbox:
         """Consume one partition queue with at most ``prefetch`` unsettled deliveries."""

@@ -158,9 +158,9 @@ class PartitionWorker:
             verdicts = [
                 _verdict(delivery, decided.outcomes[i]) for i, delivery in enumerate(deliveries)
             ]
-            for verdict in verdicts:
-                if verdict.reply is not None:
-                    await self.transport.publish_reply(verdict.reply)
+            await self.transport.publish_replies(
+                [verdict.reply for verdict in verdicts if verdict.reply is not None]
+            )
             await self.effects.publish_committed(decided.committed, parent_of=batch.parent_of)
             await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
             await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
