@@ -102,26 +102,17 @@ async def underlay(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:
     return await channel.get_underlay_channel()
 
 
-async def publish(
-    channel: AbstractChannel,
-    exchange: str,
-    message: Message,
-    action: str,
-    *,
-    persistent: bool,
-) -> None:
-    """Publish on ``channel``: persistent and mandatory, awaiting the broker's confirm
-    when the channel has confirms on; else not persistent, returning once written
-    to the socket (a reply: the broker drops it if its queue is gone)."""
-    mode = DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT
+async def publish(channel: AbstractChannel, exchange: str, message: Message, action: str) -> None:
+    """Publish persistent and mandatory on ``channel`` (publisher confirms on); returns
+    once the broker confirmed it. An unroutable message raises :class:`TransportError`."""
     # A plain try rather than translated_errors: this runs once per message.
     try:
         await (await underlay(channel)).basic_publish(
             message.body,
             exchange=exchange,
             routing_key=message.routing_key,
-            properties=properties(message, mode),
-            mandatory=persistent,
+            properties=properties(message, DeliveryMode.PERSISTENT),
+            mandatory=True,
         )
     except FAILURES as error:
         raise translated(error, action) from error

@@ -171,7 +171,6 @@ class RabbitMQTransport:
             self.topology.commands_exchange,
             message,
             "publishing a command",
-            persistent=True,
         )
 
     async def publish_effect(self, message: Message) -> None:
@@ -186,7 +185,6 @@ class RabbitMQTransport:
             self.topology.effects_exchange,
             message,
             "publishing an effect",
-            persistent=True,
         )
 
     async def publish_replies(self, messages: Sequence[Message]) -> None:
