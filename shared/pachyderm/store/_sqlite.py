@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -124,13 +125,32 @@ def _transaction(connection: sqlite3.Connection, begin: str) -> Iterator[None]:
         raise
 
 
+def _use_wal(connection: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch a file to WAL, waiting while another connection holds it.
+
+    SQLite answers a journal-mode change it cannot make at once with "database
+    is locked" without calling the busy handler: several processes opening a
+    fresh file together would fail.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            busy = getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _connect(path: str | os.PathLike[str], busy_timeout: float) -> sqlite3.Connection:
     # Autocommit mode: transactions are begun explicitly, never implicitly.
     connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         # WAL lets readers run beside the writer (an in-memory database
         # ignores it); FULL syncs every commit, so a success reply is durable.
-        connection.execute("PRAGMA journal_mode = WAL")
+        _use_wal(connection, busy_timeout)
         connection.execute("PRAGMA synchronous = FULL")
     except BaseException:
         connection.close()
