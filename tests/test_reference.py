@@ -3,6 +3,7 @@ import uuid
 import pytest
 
 from pachyderm import DefinitionError, InvalidEntityIdError, Ref, entity_id
+from pachyderm._reference import parse_wire_id
 
 
 def test_natural_keys_give_stable_ids() -> None:
@@ -33,6 +34,40 @@ def test_ids_parse_from_standard_forms(text: str) -> None:
 def test_a_malformed_id_is_a_clear_typed_error(bad: object) -> None:
     with pytest.raises(InvalidEntityIdError, match="entity id must be a UUID"):
         Ref.parse("counter", bad)
+
+
+CANONICAL = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+
+def test_the_wire_takes_an_id_in_canonical_form() -> None:
+    assert parse_wire_id(CANONICAL) == uuid.UUID(CANONICAL)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        CANONICAL.upper(),
+        "3f2504e0-4f89-11d3-9a0c-0305E82C3301",
+        CANONICAL.replace("-", ""),
+        "{" + CANONICAL + "}",
+        "urn:uuid:" + CANONICAL,
+        " " + CANONICAL,
+        CANONICAL + "\n",
+    ],
+)
+def test_the_wire_refuses_any_other_spelling_of_an_id(spelling: str) -> None:
+    # The commands exchange hashes the text: another spelling is another partition.
+    assert uuid.UUID(spelling.strip()) == uuid.UUID(CANONICAL)
+    with pytest.raises(InvalidEntityIdError) as refused:
+        parse_wire_id(spelling)
+    assert "canonical form (lower case, hyphenated: 3f2504e0-" in str(refused.value)
+    assert repr(spelling) in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", ["", "alice", "x" * 36, "x" * 10_000, 42, None, b"ab"])
+def test_the_wire_refuses_what_is_no_uuid_at_all(bad: object) -> None:
+    with pytest.raises(InvalidEntityIdError, match="entity id must be a UUID in canonical form"):
+        parse_wire_id(bad)
 
 
 def test_a_ref_refuses_a_non_uuid_id() -> None:

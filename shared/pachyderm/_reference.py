@@ -1,4 +1,12 @@
-"""Entity references: an entity type name plus a UUID that is unique across all types."""
+"""Entity references: an entity type name plus a UUID that is unique across all types.
+
+On the wire an id is only ever its canonical text (lower case, hyphenated):
+the commands exchange hashes the routing key as a string, so two spellings
+of one id would land on two partitions and be served by two workers at once.
+:func:`parse_wire_id` accepts nothing else; :func:`parse_entity_id` (for ids
+typed by people) accepts any standard form, and whatever it returns is a
+:class:`uuid.UUID`, which always prints canonically.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +52,25 @@ def parse_entity_id(text: Any) -> uuid.UUID:
         except ValueError:
             pass
     raise InvalidEntityIdError(f"entity id must be a UUID, got {_preview(text)}")
+
+
+CANONICAL_ID_EXAMPLE = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+
+def parse_wire_id(text: Any) -> uuid.UUID:
+    """Parse an id as a routing key must spell it: a UUID in canonical form, nothing else."""
+    if isinstance(text, str) and len(text) == len(CANONICAL_ID_EXAMPLE):
+        try:
+            parsed = uuid.UUID(text)
+        except ValueError:
+            pass
+        else:
+            if str(parsed) == text:
+                return parsed
+    raise InvalidEntityIdError(
+        "entity id must be a UUID in canonical form "
+        f"(lower case, hyphenated: {CANONICAL_ID_EXAMPLE}), got {_preview(text)}"
+    )
 
 
 def _preview(value: Any) -> str:

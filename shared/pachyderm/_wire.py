@@ -1,10 +1,12 @@
 """The wire contract: commands in, replies out (see docs/protocol.md).
 
 A command is an AMQP message to the commands exchange whose routing key is
-the entity id, whose ``type`` is the command's registered name, whose
-``pachyderm-entity-type`` header names the entity type, and whose body is the
-command's fields (msgpack, or JSON by ``content_type``). ``message_id`` is the
-command id; ``reply_to`` and ``correlation_id`` ask for a reply.
+the entity id in canonical form (any other spelling is ``invalid``: the
+exchange hashes the key as text), whose ``type`` is the command's registered
+name, whose ``pachyderm-entity-type`` header names the entity type, and whose
+body is the command's fields (msgpack, or JSON by ``content_type``).
+``message_id`` is the command id; ``reply_to`` and ``correlation_id`` ask
+for a reply.
 
 A reply's body is a map with ``status`` first: ``ok`` (with ``version`` and
 ``reply``), ``rejected`` (``reason``, ``detail``), ``invalid`` (``error``,
@@ -34,7 +36,7 @@ from ._errors import (
     UnknownNameError,
     UnsupportedContentTypeError,
 )
-from ._reference import Ref
+from ._reference import Ref, parse_entity_id, parse_wire_id
 from .store import OutboxEntry
 from .transport import Message
 
@@ -91,7 +93,8 @@ def parse_request(app: App, message: Message) -> Request:
     if not isinstance(type_name, str):
         raise InvalidInputError(f"the {ENTITY_TYPE_HEADER} header must name the entity type")
     entity_type = app.entity_type(type_name)
-    ref = Ref.parse(entity_type.name, message.routing_key)
+    # Strict: a routing key in any other spelling hashes to another partition.
+    ref = Ref(entity_type.name, parse_wire_id(message.routing_key))
     if not message.message_id and kind == COMMAND:
         raise InvalidInputError("a command needs a message_id: it is the command id")
     data = _codec.decode(message.body, message.content_type)
@@ -126,7 +129,8 @@ def effect_message(entry: OutboxEntry) -> tuple[str, Message]:
         sent = _codec.decode(entry.payload)
         return COMMAND, Message(
             body=_codec.encode(sent["data"]),
-            routing_key=sent["entity_id"],
+            # Re-rendered, so the target's partition never depends on how it was stored.
+            routing_key=str(parse_entity_id(sent["entity_id"])),
             message_id=str(entry.effect_id),
             content_type=_codec.MSGPACK,
             type=sent["command"],
