@@ -13,6 +13,7 @@ from examples import bank, counter
 from pachyderm import (
     App,
     EffectHandler,
+    EntityTypeMismatchError,
     InvalidInputError,
     InvalidMessageError,
     Ref,
@@ -124,6 +125,19 @@ async def test_the_client_refuses_what_it_cannot_send(fleet: EmbeddedFleet) -> N
         await fleet.client.call(bank.account("a"), counter.Increment())
 
 
+async def test_an_id_of_another_type_is_bad_input_and_writes_nothing(
+    fleet: EmbeddedFleet,
+) -> None:
+    alice = bank.account("alice")
+    await fleet.client.call(alice, bank.Open(owner="alice"))
+    as_counter = Ref("counter", alice.id)
+    with pytest.raises(EntityTypeMismatchError, match="is a 'account', not a 'counter'"):
+        await fleet.client.call(as_counter, counter.Increment())
+    with pytest.raises(EntityTypeMismatchError):
+        await fleet.client.query(as_counter)
+    assert [e.version for e in await fleet.store.history(alice.id)] == [1]
+
+
 async def raw_call(fleet: EmbeddedFleet, message: Message) -> Any:
     replies: asyncio.Queue[Message] = asyncio.Queue()
 
@@ -170,6 +184,11 @@ def command(body: bytes, **overrides: Any) -> Message:
         (command(b"{}", headers={ENTITY_TYPE_HEADER: "nope"}), "UnknownNameError", "nope"),
         (command(b"{}", headers={}), "InvalidInputError", "pachyderm-entity-type"),
         (command(b"{}", routing_key="alice"), "InvalidEntityIdError", "must be a UUID"),
+        (
+            command(b'{"owner": "x"}', routing_key=str(bank.account("x").id).upper()),
+            "InvalidEntityIdError",
+            "in canonical form (lower case, hyphenated",
+        ),
         (command(b"{}", message_id=None), "InvalidInputError", "needs a message_id"),
         (command(b"{}", content_type="text/plain"), "UnsupportedContentTypeError", "text/plain"),
         (command(b"[" * 100 + b"]" * 100), "DecodeError", "nesting deeper"),

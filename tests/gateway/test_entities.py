@@ -135,6 +135,28 @@ async def test_history_of_another_types_id_is_not_found(http: httpx.AsyncClient)
     assert "is a 'counter'" in problem(response, 404)["detail"]
 
 
+async def test_a_command_to_another_types_id_is_not_found(http: httpx.AsyncClient) -> None:
+    await send(http, ALICE, "Open", {"owner": "Alice"})
+    alice = Ref.from_key("account", "alice")
+    response = await send(http, f"/entities/counter/{alice.id}", "Increment")
+    assert "is a 'account', not a 'counter'" in problem(response, 404)["detail"]
+
+
+async def test_any_spelling_of_a_uuid_in_the_path_reaches_the_one_entity(
+    http: httpx.AsyncClient,
+) -> None:
+    # The workers take only the canonical spelling: the gateway must re-render it.
+    ref = counter.Counter.ref("c")
+    spellings = [str(ref.id).upper(), ref.id.hex, f"{{{ref.id}}}", f"urn:uuid:{ref.id}"]
+    replies = [await send(http, f"/entities/counter/{text}", "Increment") for text in spellings]
+    assert [(r.status_code, r.json()["version"]) for r in replies] == [
+        (200, 1),
+        (200, 2),
+        (200, 3),
+        (200, 4),
+    ]
+
+
 async def test_a_rejection_is_409_with_the_entitys_reason_and_detail(
     http: httpx.AsyncClient,
 ) -> None:

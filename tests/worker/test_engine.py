@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from examples import bank, counter
-from pachyderm import App, HandlerError, Ref, Reject
+from pachyderm import App, EntityTypeMismatchError, HandlerError, Ref, Reject
 from pachyderm._wire import COMMAND, QUERY, Request
 from pachyderm.store import Change, CommitOutcome, Conflict, EventStore, open_store
 from pachyderm.testing import assert_replay_matches
@@ -168,6 +168,50 @@ async def test_a_failing_handler_fails_its_request_only(store: EventStore) -> No
     assert isinstance(results[0].error, HandlerError)
     assert "unlucky" in str(results[0].error)
     assert results[1].reply == {"count": 2}
+
+
+async def test_an_id_of_another_type_is_invalid_for_its_requests_alone(
+    store: EventStore,
+) -> None:
+    engine = Engine(APP, store)
+    await engine.run([request(ALICE, bank.Open(owner="alice"))])
+    await engine.run([request(BOB, bank.Open(owner="bob"))])
+    engine.cache.forget([ALICE, BOB])  # the batch below loads them again
+    as_counter = Ref("counter", ALICE.id)
+    counting = CountingStore(store)
+    results, committed = await Engine(APP, counting).run(
+        [
+            request(BOB, bank.Deposit(amount=5)),
+            request(as_counter, counter.Increment(amount=1)),
+            request(ALICE, bank.Deposit(amount=7)),
+            request(as_counter, None, kind=QUERY),
+            request(BOB, bank.Deposit(amount=1)),
+        ]
+    )
+    for refused in (results[1], results[3]):
+        assert isinstance(refused.error, EntityTypeMismatchError)
+        assert "is a 'account', not a 'counter'" in str(refused.error)
+    assert [(r.version, r.reply) for r in (results[0], results[2], results[4])] == [
+        (2, {"owner": "bob", "balance": 5}),
+        (2, {"owner": "alice", "balance": 7}),
+        (3, {"owner": "bob", "balance": 6}),
+    ]
+    assert (counting.commits, len(committed)) == (1, 3)
+    await assert_replay_matches(store, APP, ALICE, bank.AccountState(owner="alice", balance=7))
+
+
+async def test_an_id_of_another_type_is_never_cached_nor_recalled(store: EventStore) -> None:
+    engine = Engine(APP, store)
+    await engine.run([request(ALICE, bank.Open(owner="alice"), "same-id")])
+    as_counter = Ref("counter", ALICE.id)
+    for _ in range(2):
+        # The same command id as the account's own command: not its stored answer.
+        results, committed = await engine.run(
+            [request(as_counter, counter.Increment(amount=1), "same-id")]
+        )
+        assert isinstance(results[0].error, EntityTypeMismatchError)
+        assert (results[0].duplicate, committed) == (False, [])
+        assert as_counter not in engine.cache
 
 
 async def test_queries_and_rejections_see_the_committed_state(store: EventStore) -> None:

@@ -7,7 +7,9 @@ refuses the lane's later changes too, so those requests are decided again on
 reloaded state, a bounded number of times. A result is final only once the
 state it was computed from is known to be the committed one: a committed
 change proves it for its lane; a lane that changed nothing is checked against
-the store's current version.
+the store's current version. A lane the store refuses to load (its id belongs
+to an entity of another type) is bad input of its own requests only: they are
+answered with that error, it is not cached, and the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from .._app import App
 from .._entity import Reject
-from .._errors import HandlerError, PachydermError
+from .._errors import HandlerError, InvalidInputError, PachydermError
 from .._execution import DEFAULT_SNAPSHOT_EVERY, execute, read_stored_reply
 from .._reference import Ref
 from .._wire import QUERY, Request
@@ -145,7 +147,8 @@ class Engine:
             lanes.setdefault(step.request.ref, _Lane(step.request.ref)).steps.append(
                 _Step(step.index, step.request)
             )
-        await self._load_missing(list(lanes))
+        for ref, error in (await self._load_missing(list(lanes))).items():
+            results.update((step.index, Done(error=error)) for step in lanes.pop(ref).steps)
         with traced("handle"):
             for lane in lanes.values():
                 self._decide(lane)
@@ -191,20 +194,29 @@ class Engine:
                 reply, rejection = read_stored_reply(stored.reply)
                 step.result = Done(stored.version, reply, rejection, duplicate=True)
 
-    async def _load_missing(self, refs: list[Ref]) -> None:
+    async def _load_missing(self, refs: list[Ref]) -> dict[Ref, InvalidInputError]:
+        """Cache the entities not in the cache yet; returns those the store refused
+        to load as addressed (an id of another type), with the reason."""
         missing = [ref for ref in refs if ref not in self.cache]
+        refused: dict[Ref, InvalidInputError] = {}
         if not missing:
-            return
+            return refused
         limit = asyncio.Semaphore(_LOAD_CONCURRENCY)
 
         async def load(ref: Ref) -> None:
             async with limit:
-                loaded = await self.store.load(ref)
+                try:
+                    loaded = await self.store.load(ref)
+                except InvalidInputError as error:
+                    # The caller's mistake, not the batch's: raised, it would fail them all.
+                    refused[ref] = error
+                    return
             state = self.app.entity_type(ref.type).replay(loaded)
             self.cache.put(ref, state, loaded.version)
 
         with loading(self.store, len(missing)):
             await asyncio.gather(*(load(ref) for ref in missing))
+        return refused
 
     async def _commit(self, changes: list[Change]) -> list[CommitOutcome]:
         with committing(self.store, len(changes)):
