@@ -38,7 +38,7 @@ import asyncpg
 from pachyderm.cli import main
 from pachyderm.store import Change, CommitOutcome, Committed, PostgresEventStore
 from pachyderm.transport import _rabbitmq_inbox
-from pachyderm.worker import _effects
+from pachyderm.worker import _outbox
 
 CONTROL_VARIABLE = "CHAOS_CONTROL"
 MID_COMMIT_DELAY_VARIABLE = "CHAOS_MID_COMMIT_DELAY"
@@ -130,12 +130,12 @@ def _install(faults: _Faults) -> None:
             faults.reached("after_commit")
         return outcomes
 
-    publish_committed = _effects.EffectPublisher.publish_committed
+    publish_committed = _outbox.EffectPublisher.publish_committed
 
     async def chaotic_publish_committed(
-        self: _effects.EffectPublisher, changes: Sequence[Change], **options: Any
+        self: _outbox.EffectPublisher, changes: Sequence[Change], **options: Any
     ) -> None:
-        if _effects.outbox_entries(changes):
+        if _outbox.outbox_entries(changes):
             faults.reached("before_effects")
         await publish_committed(self, changes, **options)
 
@@ -153,7 +153,7 @@ def _install(faults: _Faults) -> None:
 
     PostgresEventStore.commit = chaotic_commit  # type: ignore[method-assign]
     PostgresEventStore.mark_published = chaotic_mark_published  # type: ignore[method-assign]
-    _effects.EffectPublisher.publish_committed = chaotic_publish_committed  # type: ignore[method-assign]
+    _outbox.EffectPublisher.publish_committed = chaotic_publish_committed  # type: ignore[method-assign]
     _rabbitmq_inbox.RabbitMQInbox.ack = chaotic_ack  # type: ignore[method-assign]
 
 

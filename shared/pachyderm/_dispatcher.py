@@ -1,7 +1,16 @@
-"""Deliver effects to external handlers: ``dispatch(payload, config)``."""
+"""Deliver effects to external handlers: ``dispatch(payload, config)``.
+
+A dispatcher binds its group's queue for its handlers, then routes again the
+effects that were published while no queue was bound for them (a handler
+deployed to workers before its dispatchers), at start and every
+``reroute_interval`` seconds after: an effect waits for its handler, and is
+neither lost nor in the way of others meanwhile.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
@@ -9,11 +18,15 @@ from typing import Any
 
 from . import _codec
 from ._effects import EffectHandler
-from ._errors import UnknownNameError
+from ._errors import PachydermError, UnknownNameError
+from .telemetry._gauges import observing_unrouted
 from .telemetry._messaging import consuming
-from .transport import Message, Transport
+from .telemetry._telemetry import instruments
+from .transport import Message, RoutedAgain, Transport
 
 log = logging.getLogger("pachyderm.effects")
+
+DEFAULT_REROUTE_INTERVAL = 30.0
 
 
 class EffectDispatcher:
@@ -31,15 +44,55 @@ class EffectDispatcher:
         config: Mapping[str, Any] | None = None,
         *,
         group: str = "handlers",
+        reroute_interval: float = DEFAULT_REROUTE_INTERVAL,
     ) -> None:
         self.transport = transport
         self.handlers = {handler.name: handler for handler in handlers}
         self.config = dict(config or {})
         self.group = group
+        self.reroute_interval = reroute_interval
+        self._waiting = 0
+        self._rerouting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Consume the group's effects, route the waiting ones, and keep doing that."""
         keys = [f"effect.{name}" for name in sorted(self.handlers)]
         await self.transport.consume_effects(self.group, keys, self.dispatch)
+        await self.route_waiting()
+        self._rerouting = asyncio.create_task(self._route_waiting_forever())
+
+    async def stop(self) -> None:
+        """Stop routing waiting effects (consuming stops with the transport)."""
+        if self._rerouting is not None:
+            self._rerouting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rerouting
+
+    async def route_waiting(self) -> RoutedAgain:
+        """One pass over the effects no group's queue was bound for when published."""
+        routed = await self.transport.route_waiting_effects()
+        self._waiting = routed.waiting
+        # Those taken and not back in the queue found one (others may have arrived).
+        if (delivered := routed.taken - routed.waiting) > 0:
+            instruments().effects_routed_again.add(delivered)
+            log.info("published again %d effects that had waited for a handler's queue", delivered)
+        if routed.waiting:
+            log.warning(
+                "%d effects wait in %s: no effect group's queue is bound for them (is a"
+                " dispatcher with their handlers running?)",
+                routed.waiting,
+                self.transport.topology.unrouted_effects_queue,
+            )
+        return routed
+
+    async def _route_waiting_forever(self) -> None:
+        with observing_unrouted(lambda: self._waiting):
+            while True:
+                await asyncio.sleep(self.reroute_interval)
+                try:
+                    await self.route_waiting()
+                except PachydermError as error:
+                    log.warning("routing waiting effects again failed, retrying: %s", error)
 
     async def dispatch(self, message: Message) -> None:
         with consuming(self.transport.topology.effects_exchange, message, group=self.group):

@@ -59,12 +59,14 @@ async def embedded(
         running = asyncio.create_task(worker.run(stop))
         await _until_ready(worker, running)
         fleet = EmbeddedFleet(app, store, transport)
-        await EffectDispatcher(transport, app.effect_handlers, effects_config).start()
+        dispatcher = EffectDispatcher(transport, app.effect_handlers, effects_config)
+        await dispatcher.start()
         await fleet.client.start()
         try:
             yield fleet
         finally:
             stop.set()
+            await dispatcher.stop()
             await running
     finally:
         await transport.close()

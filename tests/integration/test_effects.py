@@ -11,13 +11,17 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aio_pika
 import pytest
 
 from examples import counter
+from examples.demo import APP
+from pachyderm import Send
 from pachyderm import _codec as codec
+from pachyderm._execution import encode_effect
 from pachyderm.store import Change, NewEffect, NewEvent, PostgresEventStore
 
 from ..waiting import eventually
@@ -94,6 +98,93 @@ async def test_effects_a_crash_left_in_the_outbox_are_published_by_a_survivor(
 
     await eventually(marked_published, timeout=5)
     await store.close()
+
+
+UNROUTED = 600  # more than a sweep reads at once (500)
+
+
+async def test_effects_no_handler_takes_yet_wait_without_blocking_the_outbox(
+    running: Fleet, tmp_path: Path, postgres_dsn: str, rabbitmq_url: str
+) -> None:
+    # A crash left in the outbox hundreds of effects for a handler no dispatcher has
+    # bound a queue for yet, and behind them a Send to another entity.
+    store = await PostgresEventStore.connect(postgres_dsn, schema=running.topology.namespace)
+    mail = [
+        NewEffect(uuid.uuid4(), "effect.admin_mailer", codec.encode({"threshold": n}))
+        for n in range(UNROUTED)
+    ]
+    target = counter.Counter.ref("credited")
+    send = encode_effect(
+        APP.entity_type("counter"), Send(target, counter.Increment(amount=5)), uuid.uuid4()
+    )
+    source = counter.Counter.ref("source")
+    added = [NewEvent("Increased", codec.encode({"amount": 1}))]
+    await store.commit([Change(source, 0, "crashed", added, b"", [*mail, send])])
+    running.start_worker("survivor", effects_grace="0.2")
+    await running.balanced()
+    async with running.client() as client:
+
+        async def credited() -> bool:
+            return await client.query(target) == {"count": 5}
+
+        await eventually(credited, timeout=15)
+
+    async def swept() -> bool:
+        return await store.pending_effects() == []
+
+    await eventually(swept, timeout=10)
+    await store.close()
+    # On the wire: the broker keeps them for their handler.
+    assert await queue_length(rabbitmq_url, running.topology.unrouted_effects_queue) == UNROUTED
+    # Once a dispatcher for their handler starts, every one of them is dispatched.
+    record = tmp_path / "mail.jsonl"
+    async with dispatching(running, record, rabbitmq_url):
+
+        async def all_dispatched() -> bool:
+            return record.exists() and len(record.read_text().splitlines()) >= UNROUTED
+
+        await eventually(all_dispatched, timeout=30, interval=0.1)
+    thresholds = sorted(json.loads(line)["threshold"] for line in record.read_text().splitlines())
+    assert thresholds == list(range(UNROUTED))
+    assert await queue_length(rabbitmq_url, running.topology.unrouted_effects_queue) == 0
+
+
+async def queue_length(url: str, name: str) -> int:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        return queue.declaration_result.message_count or 0
+
+
+@asynccontextmanager
+async def dispatching(running: Fleet, record: Path, rabbitmq_url: str) -> AsyncIterator[None]:
+    """`pachyderm effects` for tests.integration.effect_app, writing to ``record``."""
+    environment = {
+        **os.environ,
+        "PACHYDERM_AMQP_URL": rabbitmq_url,
+        "PACHYDERM_NAMESPACE": running.topology.namespace,
+        "PACHYDERM_PARTITIONS": str(running.topology.partitions),
+    }
+    dispatcher = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pachyderm",
+        "effects",
+        "tests.integration.effect_app",
+        "--config",
+        json.dumps({"path": str(record)}),
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        dispatcher.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(dispatcher.wait(), 10) == 0
+        await delete_queue(rabbitmq_url, running.topology.effects_queue("handlers"))
 
 
 async def test_pachyderm_effects_dispatches_to_the_module_handlers(

@@ -534,6 +534,39 @@ class EventStoreContract:
         await asyncio.sleep(0.05)
         assert len(await store.pending_effects(older_than=0.01)) == 1
 
+    async def test_a_postponed_effect_lets_the_ones_behind_it_through(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        stuck, behind = effect("stuck"), effect("behind")
+        await store.commit([Change(ref, 0, "c1", events("a"), b"", [stuck, behind])])
+        await store.postpone_effects({stuck.effect_id: 60.0})
+        # The oldest slot goes to the next effect, not to the one held back.
+        assert [e.effect_id for e in await store.pending_effects(limit=1)] == [behind.effect_id]
+        await store.mark_published([behind.effect_id])
+        assert await store.pending_effects() == []
+
+    async def test_a_postponed_effect_comes_back_counting_its_attempts(
+        self, store: EventStore
+    ) -> None:
+        ref = counter()
+        made = effect("e")
+        await store.commit([Change(ref, 0, "c1", events("a"), b"", [made])])
+        assert [e.attempts for e in await store.pending_effects()] == [0]
+        await store.postpone_effects({made.effect_id: 0.05})
+        await store.postpone_effects({made.effect_id: 0.05, uuid.uuid4(): 1.0})
+        assert await store.pending_effects() == []
+        await asyncio.sleep(0.1)
+        assert [e.attempts for e in await store.pending_effects()] == [2]
+
+    async def test_postponing_a_published_effect_changes_nothing(self, store: EventStore) -> None:
+        made = effect("e")
+        await store.commit([Change(counter(), 0, "c1", events("a"), b"", [made])])
+        await store.mark_published([made.effect_id])
+        await store.postpone_effects({made.effect_id: 0.0})
+        await store.postpone_effects({})
+        assert await store.pending_effects() == []
+
     # -- atomicity -----------------------------------------------------------------
 
     async def test_a_batch_that_fails_as_a_whole_writes_nothing(self, store: EventStore) -> None:

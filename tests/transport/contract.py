@@ -360,11 +360,44 @@ class TransportContract:
         await asyncio.sleep(QUIET)
         assert as_expected(), received
 
-    async def test_an_effect_nobody_is_bound_for_is_refused_not_lost(
+    async def test_an_effect_nobody_is_bound_for_waits_for_its_handler(
         self, transport: Transport
     ) -> None:
-        with pytest.raises(TransportError):
-            await transport.publish_effect(Message(b"x", routing_key="effect.nobody"))
+        received: list[Message] = []
+
+        async def handle(message: Message) -> None:
+            received.append(message)
+
+        sent = Message(
+            b"x", routing_key="effect.late", message_id="e-1", headers={"pachyderm-effect-id": "1"}
+        )
+        await transport.publish_effect(sent)
+        assert await transport.route_waiting_effects() == (1, 1)  # nobody wants it yet
+        await transport.consume_effects("late", ["effect.late"], handle)
+        assert await transport.route_waiting_effects() == (1, 0)
+        await eventually(lambda: len(received) == 1)
+        [got] = received
+        assert (got.body, got.routing_key, got.message_id) == (b"x", "effect.late", "e-1")
+        assert got.headers["pachyderm-effect-id"] == "1"
+        await asyncio.sleep(QUIET)
+        assert len(received) == 1
+
+    async def test_routing_again_leaves_the_effects_still_unwanted_waiting(
+        self, transport: Transport
+    ) -> None:
+        received: list[str] = []
+
+        async def handle(message: Message) -> None:
+            received.append(message.routing_key)
+
+        for key in ("effect.first", "effect.second", "effect.first"):
+            await transport.publish_effect(Message(key.encode(), routing_key=key))
+        await transport.consume_effects("first", ["effect.first"], handle)
+        assert await transport.route_waiting_effects() == (3, 1)
+        await transport.consume_effects("second", ["effect.second"], handle)
+        assert await transport.route_waiting_effects() == (1, 0)
+        await eventually(lambda: len(received) == 3)
+        assert sorted(received) == ["effect.first", "effect.first", "effect.second"]
 
     async def test_an_effect_whose_handler_raises_is_dead_lettered(
         self, transport: InspectableTransport, dead_lettered: DeadLetters

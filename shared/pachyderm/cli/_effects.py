@@ -29,11 +29,13 @@ async def run_effects(
             health_endpoints(checks, settings.health_port),
             broker(settings, name) as transport,
         ):
-            await EffectDispatcher(transport, app.effect_handlers, config, group=group).start()
+            dispatcher = EffectDispatcher(transport, app.effect_handlers, config, group=group)
+            await dispatcher.start()
             checks.clear()
             checks["broker"] = broker_check(transport)
             log.info("dispatching effects to %s", ", ".join(h.name for h in app.effect_handlers))
             await stop.wait()
+            await dispatcher.stop()
 
 
 def parse_config(text: str | None) -> dict[str, Any]:

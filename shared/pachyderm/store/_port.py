@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from .._reference import Ref
@@ -68,15 +68,22 @@ class EventStore(Protocol):
         ...
 
     async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:
-        """Effects not yet marked published, oldest first.
+        """Effects not yet marked published and due for a try, oldest first.
 
         ``older_than`` (seconds) skips effects written more recently, which
         the worker that committed them is most likely publishing right now.
+        Effects postponed by :meth:`postpone_effects` are skipped until their
+        time comes, so those behind them are reached meanwhile.
         """
         ...
 
     async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
         """Record that these effects reached the broker."""
+        ...
+
+    async def postpone_effects(self, delays: Mapping[uuid.UUID, float]) -> None:
+        """Record a failed publish of each effect: one more attempt, and no new try
+        for ``delays[effect_id]`` seconds. Published or unknown ids are ignored."""
         ...
 
     async def close(self) -> None:

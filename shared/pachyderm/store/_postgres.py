@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -274,9 +274,10 @@ class PostgresEventStore:
     async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:
         async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT effect_id, destination, payload, entity_id, command_id, created_at"
-                " FROM outbox WHERE published_at IS NULL"
+                "SELECT effect_id, destination, payload, entity_id, command_id, created_at,"
+                " attempts FROM outbox WHERE published_at IS NULL"
                 " AND created_at <= now() - make_interval(secs => $2)"
+                " AND (retry_at IS NULL OR retry_at <= now())"
                 " ORDER BY position LIMIT $1",
                 limit,
                 older_than,
@@ -289,6 +290,19 @@ class PostgresEventStore:
                 "UPDATE outbox SET published_at = now()"
                 " WHERE effect_id = ANY($1) AND published_at IS NULL",
                 list(effect_ids),
+            )
+
+    async def postpone_effects(self, delays: Mapping[uuid.UUID, float]) -> None:
+        if not delays:
+            return
+        async with translated_errors(), self._pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1,"
+                " retry_at = now() + make_interval(secs => d.delay)"
+                " FROM unnest($1::uuid[], $2::float8[]) AS d(effect_id, delay)"
+                " WHERE outbox.effect_id = d.effect_id AND published_at IS NULL",
+                list(delays),
+                list(delays.values()),
             )
 
     async def drop_namespace(self) -> None:

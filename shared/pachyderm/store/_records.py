@@ -54,7 +54,10 @@ class NewEffect:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """An effect waiting in the outbox, with where it came from."""
+    """An effect waiting in the outbox, with where it came from.
+
+    ``attempts`` counts the publishes of it that failed so far.
+    """
 
     effect_id: uuid.UUID
     destination: str
@@ -62,6 +65,7 @@ class OutboxEntry:
     entity_id: uuid.UUID
     command_id: str
     created_at: datetime
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

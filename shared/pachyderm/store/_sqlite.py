@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -83,8 +83,14 @@ _UPSERT_SNAPSHOT = """
      WHERE snapshots.version < excluded.version
 """
 _PENDING_EFFECTS = """
-    SELECT effect_id, destination, payload, entity_id, command_id, created_at FROM outbox
-     WHERE published_at IS NULL AND created_at <= ? ORDER BY position LIMIT ?
+    SELECT effect_id, destination, payload, entity_id, command_id, created_at, attempts
+      FROM outbox
+     WHERE published_at IS NULL AND created_at <= ? AND (retry_at IS NULL OR retry_at <= ?)
+     ORDER BY position LIMIT ?
+"""
+_POSTPONE_EFFECT = """
+    UPDATE outbox SET attempts = attempts + 1, retry_at = ?
+     WHERE effect_id = ? AND published_at IS NULL
 """
 
 
@@ -339,7 +345,7 @@ def _versions(
 
 
 def _outbox_entry(row: Any) -> OutboxEntry:
-    effect_id, destination, payload, entity_id, command_id, created_at = row
+    effect_id, destination, payload, entity_id, command_id, created_at, attempts = row
     return OutboxEntry(
         uuid.UUID(bytes=effect_id),
         destination,
@@ -347,6 +353,7 @@ def _outbox_entry(row: Any) -> OutboxEntry:
         uuid.UUID(bytes=entity_id),
         command_id,
         _time(created_at),
+        attempts,
     )
 
 
@@ -356,8 +363,20 @@ def _pending_effects(
     written_by = (datetime.now(UTC) - timedelta(seconds=older_than)).isoformat(
         timespec="microseconds"
     )
-    rows = connection.execute(_PENDING_EFFECTS, (written_by, limit))
+    rows = connection.execute(_PENDING_EFFECTS, (written_by, _now(), limit))
     return [_outbox_entry(row) for row in rows]
+
+
+def _postpone_effects(connection: sqlite3.Connection, delays: Mapping[uuid.UUID, float]) -> None:
+    now = datetime.now(UTC)
+    with _transaction(connection, "BEGIN IMMEDIATE"):
+        connection.executemany(
+            _POSTPONE_EFFECT,
+            [
+                ((now + timedelta(seconds=delay)).isoformat(timespec="microseconds"), key.bytes)
+                for key, delay in delays.items()
+            ],
+        )
 
 
 def _mark_published(connection: sqlite3.Connection, effect_ids: Sequence[uuid.UUID]) -> None:
@@ -454,6 +473,11 @@ class SqliteEventStore:
         """Record that these effects reached the broker."""
         if effect_ids:
             await self._run(_mark_published, list(effect_ids))
+
+    async def postpone_effects(self, delays: Mapping[uuid.UUID, float]) -> None:
+        """Count a failed publish of each effect and hold it back for its delay."""
+        if delays:
+            await self._run(_postpone_effects, dict(delays))
 
     async def close(self) -> None:
         """Close the connection and stop the store's thread; closing twice is harmless."""

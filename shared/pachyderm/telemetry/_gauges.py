@@ -15,6 +15,7 @@ Reading = Callable[[], int]
 
 _partitions: list[Reading] = []
 _entities: list[Reading] = []
+_unrouted: list[Reading] = []
 
 
 @contextmanager
@@ -29,6 +30,16 @@ def observing(*, partitions: Reading, entities: Reading) -> Iterator[None]:
         _entities.remove(entities)
 
 
+@contextmanager
+def observing_unrouted(waiting: Reading) -> Iterator[None]:
+    """Report ``waiting()`` (effects no group's queue is bound for) while in the block."""
+    _unrouted.append(waiting)
+    try:
+        yield
+    finally:
+        _unrouted.remove(waiting)
+
+
 def _total(readings: list[Reading]) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(_: CallbackOptions) -> Iterable[Observation]:
         # No worker, no data point: a process without workers has no such gauge.
@@ -39,3 +50,8 @@ def _total(readings: list[Reading]) -> Callable[[CallbackOptions], Iterable[Obse
 
 observe_partitions = _total(_partitions)
 observe_entities = _total(_entities)
+
+
+def observe_unrouted(_: CallbackOptions) -> Iterable[Observation]:
+    # Every dispatcher reads the same queue: the newest reading, not a sum.
+    return [Observation(_unrouted[-1]())] if _unrouted else []

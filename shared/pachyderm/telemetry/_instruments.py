@@ -73,6 +73,23 @@ class Instruments:
             description="From an effect's commit to its publish, by source: commit or sweep",
             explicit_bucket_boundaries_advisory=_SECONDS,
         )
+        self.outbox_failures = meter.create_counter(
+            "pachyderm.outbox.failures",
+            unit="{effect}",
+            description="Publishes of outbox effects that failed (tried again later), by error",
+        )
+        self.effects_routed_again = meter.create_counter(
+            "pachyderm.effects.routed_again",
+            unit="{effect}",
+            description="Effects that waited for a handler's queue and were published again",
+        )
+        meter.create_observable_gauge(
+            "pachyderm.effects.unrouted",
+            callbacks=[_gauges.observe_unrouted],
+            unit="{effect}",
+            description="Effects waiting because no handler's queue is bound for them"
+            " (as of this dispatcher's last look)",
+        )
         meter.create_observable_gauge(
             "pachyderm.partitions.owned",
             callbacks=[_gauges.observe_partitions],

@@ -2,7 +2,7 @@
 
 from ._in_process import InProcessTransport
 from ._message import Delivery, Message
-from ._port import Inbox, MessageHandler, Transport
+from ._port import Inbox, MessageHandler, RoutedAgain, Transport
 from ._rabbitmq import RabbitMQTransport
 from ._topology import DEFAULT_PARTITIONS, Topology
 
@@ -14,6 +14,7 @@ __all__ = [
     "Message",
     "MessageHandler",
     "RabbitMQTransport",
+    "RoutedAgain",
     "Topology",
     "Transport",
 ]

@@ -17,7 +17,7 @@ from itertools import count
 
 from .._errors import TransportError
 from ._message import Delivery, Message, pop_unsettled
-from ._port import Inbox, MessageHandler
+from ._port import Inbox, MessageHandler, RoutedAgain
 from ._topology import Topology
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,8 @@ class InProcessTransport:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self.dead_letters: list[Message] = []
+        # Effects published while no group wanted them (RabbitMQ's alternate exchange).
+        self.unrouted: list[Message] = []
         self._partitions = [_PartitionQueue() for _ in range(topology.partitions)]
         self._inboxes: set[_InProcessInbox] = set()
         self._groups: dict[str, _EffectGroup] = {}
@@ -227,15 +229,25 @@ class InProcessTransport:
     async def publish_effect(self, message: Message) -> None:
         """Queue an effect for every group with a pattern matching its routing key.
 
-        An effect no group wants raises :class:`TransportError`, as RabbitMQ's
-        mandatory flag makes it do.
+        An effect no group wants waits in :attr:`unrouted`, as RabbitMQ's
+        alternate exchange keeps it, until :meth:`route_waiting_effects`.
         """
         self._check_running()
+        if not self._route(message):
+            self.unrouted.append(message)
+
+    def _route(self, message: Message) -> bool:
         groups = [group for group in self._groups.values() if group.wants(message.routing_key)]
-        if not groups:
-            raise TransportError(f"no effect group is bound for {message.routing_key!r}")
         for group in groups:
             group.queue.put_nowait(message)
+        return bool(groups)
+
+    async def route_waiting_effects(self) -> RoutedAgain:
+        """Hand the waiting effects that a group now wants to it; the rest wait on."""
+        self._check_running()
+        taken, self.unrouted = self.unrouted, []
+        self.unrouted = [message for message in taken if not self._route(message)]
+        return RoutedAgain(len(taken), len(self.unrouted))
 
     async def publish_replies(self, messages: Sequence[Message]) -> None:
         """Hand each reply to the listener at its ``routing_key``; dropped if there is none."""
@@ -292,10 +304,12 @@ class InProcessTransport:
         self.dead_letters.append(message)
 
     async def queue_depths(self) -> dict[str, int]:
-        """Messages ready in each partition queue, and the number dead-lettered."""
+        """Messages ready in each partition queue, the number dead-lettered, and the
+        number of effects waiting unrouted."""
         depths = {
             self.topology.partition_queue(number): len(queue.ready)
             for number, queue in enumerate(self._partitions)
         }
         depths[self.topology.dead_letter_queue] = len(self.dead_letters)
+        depths[self.topology.unrouted_effects_queue] = len(self.unrouted)
         return depths

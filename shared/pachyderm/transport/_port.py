@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ._message import Delivery, Message
 from ._topology import Topology
 
 MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+class RoutedAgain(NamedTuple):
+    """What :meth:`Transport.route_waiting_effects` did."""
+
+    taken: int
+    """Effects taken from the unrouted queue and published again."""
+    waiting: int
+    """Effects still waiting there: no effect group's queue is bound for them."""
 
 
 class Inbox(Protocol):
@@ -59,9 +68,15 @@ class Transport(Protocol):
     async def publish_effect(self, message: Message) -> None:
         """Publish to the effects exchange; returns once the broker has it (confirmed).
 
-        Raises :class:`~pachyderm.TransportError` when no effect group's queue
-        is bound for its routing key: nobody would ever receive it.
+        An effect that no effect group's queue is bound for is kept in the
+        namespace's unrouted-effects queue until :meth:`route_waiting_effects`
+        routes it again: it is neither lost nor an error.
         """
+        ...
+
+    async def route_waiting_effects(self) -> RoutedAgain:
+        """Publish again the effects waiting in the unrouted-effects queue, so those a
+        group's queue is now bound for reach it; the others wait on (at least once)."""
         ...
 
     async def publish_replies(self, messages: Sequence[Message]) -> None:

@@ -37,9 +37,10 @@ from ._amqp import (
     translated_errors,
 )
 from ._message import Message
-from ._port import Inbox, MessageHandler
+from ._port import Inbox, MessageHandler, RoutedAgain
 from ._rabbitmq_inbox import RabbitMQInbox
 from ._rabbitmq_topology import declare_topology, declare_work_queue, partition_queues
+from ._rabbitmq_unrouted import route_again
 from ._topology import Topology
 
 log = logging.getLogger(__name__)
@@ -176,8 +177,8 @@ class RabbitMQTransport:
     async def publish_effect(self, message: Message) -> None:
         """Publish to the effects exchange, persistent; returns once confirmed.
 
-        Mandatory: an effect no group's queue is bound for raises
-        :class:`TransportError`, so it stays in the outbox instead of vanishing.
+        An effect no group's queue is bound for goes to the exchange's
+        alternate exchange, whose queue keeps it for :meth:`route_waiting_effects`.
         """
         session = self._started()
         await publish(
@@ -186,6 +187,16 @@ class RabbitMQTransport:
             message,
             "publishing an effect",
         )
+
+    async def route_waiting_effects(self) -> RoutedAgain:
+        """Publish the effects waiting in ``<ns>.effects-unrouted`` again, one by one."""
+        session = self._started()
+        # A channel of its own: the pass takes its time, and a failure closes only it.
+        async with (
+            translated_errors("routing waiting effects again"),
+            session.connection.channel() as channel,
+        ):
+            return await route_again(channel, self.topology)
 
     async def publish_replies(self, messages: Sequence[Message]) -> None:
         """Send replies, each to the queue its ``routing_key`` names, not persistent.
@@ -249,12 +260,17 @@ class RabbitMQTransport:
             await Subscription(session.consumer, queue.name, handle, no_ack=False).start()
 
     async def queue_depths(self) -> dict[str, int]:
-        """Messages ready in each partition queue and in the dead-letter queue.
+        """Messages ready in each partition queue, the dead-letter queue and the
+        unrouted-effects queue.
 
         Deliveries not yet settled are not counted.
         """
         session = self._started()
-        names = [*partition_queues(self.topology), self.topology.dead_letter_queue]
+        names = [
+            *partition_queues(self.topology),
+            self.topology.dead_letter_queue,
+            self.topology.unrouted_effects_queue,
+        ]
         # A channel of its own: asking about a missing queue closes the channel.
         async with (
             translated_errors("reading queue depths"),
@@ -265,7 +281,7 @@ class RabbitMQTransport:
     async def delete_topology(self) -> None:
         """Close this transport, then delete the namespace from the broker.
 
-        Deletes the exchanges, the partition and dead-letter queues and the
+        Deletes the exchanges, the partition, dead-letter and unrouted queues and the
         effects queues of the groups this transport consumed (AMQP cannot list
         the others), with every message they hold. For tests and for retiring
         a namespace: close the namespace's other transports first, or their
@@ -276,11 +292,13 @@ class RabbitMQTransport:
         queues = [
             *partition_queues(topology),
             topology.dead_letter_queue,
+            topology.unrouted_effects_queue,
             *map(topology.effects_queue, sorted(self._effect_groups)),
         ]
         exchanges = [
             topology.commands_exchange,
             topology.effects_exchange,
+            topology.unrouted_effects_exchange,
             topology.dead_letter_exchange,
         ]
         # A short-lived connection of its own: this transport's is closed by now.

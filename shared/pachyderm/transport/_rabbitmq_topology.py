@@ -78,6 +78,36 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         queue = await declare_work_queue(channel, name, topology)
         # A consistent-hash binding key is the queue's weight on the hash ring.
         await queue.bind(commands, routing_key="1")
-    return await channel.declare_exchange(
-        topology.effects_exchange, ExchangeType.TOPIC, durable=True
+    return await _declare_effects_exchange(channel, topology)
+
+
+async def _declare_effects_exchange(
+    channel: AbstractChannel, topology: Topology
+) -> AbstractExchange:
+    """The effects exchange, with the exchange and queue that keep what it cannot route.
+
+    Whatever no effect group's queue is bound for goes to the alternate
+    exchange instead of coming back to its publisher, so an effect waits there
+    for its handler's dispatcher rather than stall the outbox.
+    """
+    unrouted = await channel.declare_exchange(
+        topology.unrouted_effects_exchange, ExchangeType.FANOUT, durable=True
     )
+    unrouted_queue = await channel.declare_queue(
+        topology.unrouted_effects_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await unrouted_queue.bind(unrouted)
+    try:
+        return await channel.declare_exchange(
+            topology.effects_exchange,
+            ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": topology.unrouted_effects_exchange},
+        )
+    except aiormq.exceptions.ChannelPreconditionFailed as error:
+        raise TransportError(
+            f"the exchange {topology.effects_exchange!r} was declared by an older Pachyderm,"
+            f" without its alternate exchange: delete it (it holds no messages; dispatchers"
+            f" bind their queues again when they start), e.g. `rabbitmqadmin delete exchange"
+            f" name={topology.effects_exchange}`, then start again"
+        ) from error

@@ -17,7 +17,13 @@ class Topology:
     - ``<ns>.commands``: ``x-consistent-hash`` exchange; routing key = entity id.
     - ``<ns>.commands.<i>``: ``partitions`` durable quorum queues (``i`` from 0,
       zero-padded to two digits), each bound to the commands exchange with weight "1".
-    - ``<ns>.effects``: topic exchange; routing keys ``effect.<handler>``.
+    - ``<ns>.effects``: topic exchange; routing keys ``effect.<handler>``. Its
+      alternate exchange is ``<ns>.effects-unrouted``.
+    - ``<ns>.effects.<group>``: the durable quorum queue of an effect-handler
+      group, declared by the group's dispatchers and bound for their handlers.
+    - ``<ns>.effects-unrouted``: fanout exchange, and the quorum queue of the
+      same name bound to it, where an effect waits while no group's queue is
+      bound for it; a dispatcher routes it again once one is.
     - ``<ns>.dead-letter``: fanout exchange, and the queue of the same name bound
       to it, where partition queues dead-letter what cannot be answered.
     """
@@ -43,6 +49,14 @@ class Topology:
     @property
     def effects_exchange(self) -> str:
         return f"{self.namespace}.effects"
+
+    @property
+    def unrouted_effects_exchange(self) -> str:
+        return f"{self.namespace}.effects-unrouted"
+
+    @property
+    def unrouted_effects_queue(self) -> str:
+        return f"{self.namespace}.effects-unrouted"
 
     def effects_queue(self, group: str) -> str:
         """The durable queue an effect-handler group consumes."""

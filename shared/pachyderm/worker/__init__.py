@@ -1,7 +1,7 @@
 """The worker: serves partitions of commands against the event store."""
 
 from ._cache import EntityCache
-from ._effects import EffectPublisher
+from ._outbox import EffectPublisher
 from ._engine import Done, Engine
 from ._partition import PartitionWorker
 from ._worker import Worker, WorkerOptions

@@ -14,7 +14,7 @@ from .._wire import Request, error_reply, ok_reply, parse_request, rejected_repl
 from ..store import Change
 from ..telemetry._batch import FAILED, Batch, processing
 from ..transport import Delivery, Inbox, Message, Transport
-from ._effects import EffectPublisher
+from ._outbox import EffectPublisher
 from ._engine import Done, Engine
 
 log = logging.getLogger("pachyderm.worker")

@@ -14,7 +14,7 @@ from ..store import EventStore
 from ..telemetry._gauges import observing
 from ..transport import Transport
 from ._cache import EntityCache
-from ._effects import EffectPublisher
+from ._outbox import EffectPublisher
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
 from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
 

@@ -5,6 +5,12 @@ and marks them published. Whatever a crash left behind is found by a sweep
 of the outbox for effects older than a grace period, run by every worker, so
 whoever takes over publishes them. Effects are thus delivered at least once,
 each with its stable id for consumers to de-duplicate.
+
+Each effect stands alone: it is marked published as soon as its own publish
+is confirmed, and one whose publish fails is postponed with a back-off of its
+own (doubling, capped), so the sweep reaches the effects behind it meanwhile.
+An effect that no handler's queue is bound for yet is not a failure: the
+broker keeps it until one is (see :meth:`Transport.route_waiting_effects`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from datetime import UTC, datetime
 
 from opentelemetry.context import Context
 
-from .._errors import PachydermError
+from .._errors import PachydermError, TransportUnavailableError
 from .._wire import COMMAND, effect_message
 from ..store import Change, EventStore, OutboxEntry
 from ..telemetry._instruments import Labels
@@ -32,6 +38,19 @@ ParentOf = Callable[[OutboxEntry], Context | None]
 _AFTER_COMMIT: Labels = {"source": "commit"}
 _SWEPT: Labels = {"source": "sweep"}
 
+# The first new try of an effect whose publish failed waits this long, each
+# later one twice as long as the one before, up to _MAX_BACKOFF: a broker that
+# refuses one effect for good costs one publish per five minutes, not a loop.
+_FIRST_BACKOFF = 1.0
+_MAX_BACKOFF = 300.0
+
+Failure = tuple[OutboxEntry, PachydermError]
+
+
+def backoff(attempts: int) -> float:
+    """Seconds until the next try of an effect whose publish failed ``attempts + 1`` times."""
+    return min(_FIRST_BACKOFF * 2.0 ** min(attempts, 32), _MAX_BACKOFF)
+
 
 def _current_trace(_: OutboxEntry) -> None:
     return None
@@ -43,6 +62,13 @@ def _measure_lag(entries: Sequence[OutboxEntry], source: Labels) -> None:
         now = datetime.now(UTC)
         for entry in entries:
             telemetry.outbox_lag.record((now - entry.created_at).total_seconds(), source)
+
+
+def _count_failures(failed: Sequence[Failure]) -> None:
+    telemetry = instruments()
+    if telemetry.metering:
+        for _, error in failed:
+            telemetry.outbox_failures.add(1, {"error": type(error).__name__})
 
 
 def outbox_entries(changes: Sequence[Change]) -> list[OutboxEntry]:
@@ -81,16 +107,37 @@ class EffectPublisher:
         self.batch_size = batch_size
 
     async def publish(
-        self, entries: Sequence[OutboxEntry], *, parent_of: ParentOf = _current_trace
-    ) -> None:
-        """Publish ``entries`` (confirmed, pipelined), then mark them published.
+        self,
+        entries: Sequence[OutboxEntry],
+        *,
+        parent_of: ParentOf = _current_trace,
+        source: Labels = _SWEPT,
+    ) -> list[Failure]:
+        """Publish each of ``entries`` (confirmed, pipelined) and mark those that went out
+        published; returns the others with what went wrong, for the caller to decide.
 
         Each publish is traced as a continuation of ``parent_of(entry)``.
         """
         if not entries:
-            return
-        await asyncio.gather(*(self._publish_one(entry, parent_of(entry)) for entry in entries))
-        await self.store.mark_published([entry.effect_id for entry in entries])
+            return []
+        outcomes = await asyncio.gather(
+            *(self._publish_one(entry, parent_of(entry)) for entry in entries),
+            return_exceptions=True,
+        )
+        sent: list[OutboxEntry] = []
+        failed: list[Failure] = []
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if isinstance(outcome, PachydermError):
+                failed.append((entry, outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome  # a bug, or cancellation: not the effect's fault
+            else:
+                sent.append(entry)
+        if sent:
+            await self.store.mark_published([entry.effect_id for entry in sent])
+            _measure_lag(sent, source)
+        _count_failures(failed)
+        return failed
 
     async def _publish_one(self, entry: OutboxEntry, parent: Context | None) -> None:
         kind, message = effect_message(entry)
@@ -111,20 +158,47 @@ class EffectPublisher:
         """
         entries = outbox_entries(changes)
         try:
-            await self.publish(entries, parent_of=parent_of)
-        except PachydermError as error:
+            failed = await self.publish(entries, parent_of=parent_of, source=_AFTER_COMMIT)
+        except PachydermError as error:  # marking them published failed
             log.warning("effects left in the outbox for the sweep: %s", error)
-        else:
-            _measure_lag(entries, _AFTER_COMMIT)
+            return
+        if failed:
+            log.warning(
+                "%d effects left in the outbox for the sweep: %s", len(failed), failed[0][1]
+            )
 
     async def sweep_once(self) -> int:
-        """Publish effects that waited longer than the grace period; returns how many."""
+        """Publish effects that waited longer than the grace period; returns how many.
+
+        An effect whose publish fails is postponed by :func:`backoff` and the
+        sweep goes on with the rest. While the broker cannot be reached, it
+        stops and raises :class:`TransportUnavailableError` instead: that is
+        no effect's fault, so none is postponed for it.
+        """
         published = 0
         while entries := await self.store.pending_effects(self.batch_size, self.grace):
-            await self.publish(entries)
-            _measure_lag(entries, _SWEPT)
-            published += len(entries)
+            failed = await self.publish(entries)
+            refused = [f for f in failed if not isinstance(f[1], TransportUnavailableError)]
+            await self._postpone(refused)
+            published += len(entries) - len(failed)
+            if len(refused) < len(failed):
+                unavailable = next(e for _, e in failed if isinstance(e, TransportUnavailableError))
+                raise unavailable
         return published
+
+    async def _postpone(self, failed: Sequence[Failure]) -> None:
+        for entry, error in failed:
+            log.warning(
+                "effect %s to %s failed to publish (attempt %d), next try in %.0f s: %s",
+                entry.effect_id,
+                entry.destination,
+                entry.attempts + 1,
+                backoff(entry.attempts),
+                error,
+            )
+        await self.store.postpone_effects(
+            {entry.effect_id: backoff(entry.attempts) for entry, _ in failed}
+        )
 
     async def sweep_forever(self) -> None:
         while True:
