@@ -83,6 +83,7 @@ TRANSPORT = {
     "Message",
     "MessageHandler",
     "RabbitMQTransport",
+    "RoutedAgain",
     "Topology",
     "Transport",
 }
