@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         description="port of the health and metrics endpoints of a worker or effects"
         " dispatcher; 0: any free port",
     )
+    health_port_file: Path | None = Field(
+        None,
+        description="file the health port is written to once it listens (with"
+        " PACHYDERM_HEALTH_PORT=0: how to find the port picked)",
+    )
     otlp_endpoint: str | None = Field(
         None, description="OpenTelemetry collector (OTLP over HTTP); unset: no export"
     )

@@ -171,3 +171,20 @@ async def test_a_worker_never_prints_the_passwords_in_its_urls(
     assert "unavailable" in output
     assert database_secret not in output
     assert broker_secret not in output
+
+
+async def test_a_worker_on_any_free_port_writes_the_port_it_picked_to_its_port_file(
+    running: ProcessFleet, tmp_path: Path
+) -> None:
+    port_file = tmp_path / "health.port"
+    running.start_worker("w1", health_port="0", health_port_file=str(port_file))
+
+    async def written() -> bool:
+        return port_file.exists()
+
+    await eventually(written, timeout=30, interval=0.05)
+    port = int(port_file.read_text())
+    assert port != 0
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"http://127.0.0.1:{port}/healthz")
+    assert answer.status_code == 200

@@ -26,7 +26,7 @@ async def run_effects(
     with observed(settings, "pachyderm-effects", name):
         stop = stop_on_signals()
         async with (
-            health_endpoints(checks, settings.health_port),
+            health_endpoints(checks, settings),
             broker(settings, name) as transport,
         ):
             dispatcher = EffectDispatcher(transport, app.effect_handlers, config, group=group)

@@ -43,10 +43,12 @@ async def starting() -> str:
 
 
 @asynccontextmanager
-async def health_endpoints(checks: Mapping[str, Check], port: int) -> AsyncIterator[None]:
+async def health_endpoints(checks: Mapping[str, Check], settings: Settings) -> AsyncIterator[None]:
     """``/healthz``, ``/readyz`` (``checks``, read on every request) and ``/metrics`` on
-    ``port`` while in the block. A port already taken is no reason to stop serving: the
-    process goes on without them (several workers on one host, as in development)."""
+    the health port while in the block, written to the health port file if one is set.
+    A port already taken is no reason to stop serving: the process goes on without
+    them (several workers on one host, as in development)."""
+    port = settings.health_port
     server = HealthServer(checks, port=port)
     try:
         await server.start()
@@ -59,6 +61,11 @@ async def health_endpoints(checks: Mapping[str, Check], port: int) -> AsyncItera
         yield
         return
     log.info("health and metrics on port %d: /healthz, /readyz, /metrics", server.port)
+    if settings.health_port_file is not None:
+        # Written whole under another name, then renamed: a reader never sees half a number.
+        partial = settings.health_port_file.with_name(settings.health_port_file.name + ".tmp")
+        partial.write_text(f"{server.port}\n")
+        partial.replace(settings.health_port_file)
     try:
         yield
     finally:

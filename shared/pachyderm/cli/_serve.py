@@ -59,7 +59,7 @@ async def serve(settings: Settings, app_spec: str) -> None:
     checks: dict[str, Check] = {"startup": starting}
     with observed(settings, "pachyderm-worker", name):
         stop = stop_on_signals()
-        async with health_endpoints(checks, settings.health_port):
+        async with health_endpoints(checks, settings):
             database_url = settings.database_url.get_secret_value()
             store = await open_store(database_url, namespace=settings.namespace)
             membership = await _membership(settings, name)

@@ -1,8 +1,8 @@
 """The worker: serves partitions of commands against the event store."""
 
 from ._cache import EntityCache
-from ._outbox import EffectPublisher
 from ._engine import Done, Engine
+from ._outbox import EffectPublisher
 from ._partition import PartitionWorker
 from ._worker import Worker, WorkerOptions
 

@@ -14,8 +14,8 @@ from .._wire import Request, error_reply, ok_reply, parse_request, rejected_repl
 from ..store import Change
 from ..telemetry._batch import FAILED, Batch, processing
 from ..transport import Delivery, Inbox, Message, Transport
-from ._outbox import EffectPublisher
 from ._engine import Done, Engine
+from ._outbox import EffectPublisher
 
 log = logging.getLogger("pachyderm.worker")
 

@@ -14,8 +14,8 @@ from ..store import EventStore
 from ..telemetry._gauges import observing
 from ..transport import Transport
 from ._cache import EntityCache
-from ._outbox import EffectPublisher
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
+from ._outbox import EffectPublisher
 from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
 
 log = logging.getLogger("pachyderm.worker")
