@@ -50,10 +50,14 @@ class RawCaller:
         self.exchange = await self.channel.get_exchange(f"{self.namespace}.commands")
 
     async def call(self, entity_id: str, **fields: Any) -> tuple[dict[str, Any], Any]:
+        await self.send(entity_id, "corr-1", **fields)
+        return (await self.collect(1))["corr-1"]
+
+    async def send(self, entity_id: str, correlation_id: str, **fields: Any) -> None:
         message = aio_pika.Message(
             body=fields.pop("body", b"") or json.dumps(fields.pop("data", {})).encode(),
             message_id=fields.pop("message_id", str(uuid.uuid4())),
-            correlation_id="corr-1",
+            correlation_id=correlation_id,
             reply_to=self.queue.name,
             content_type=fields.pop("content_type", "application/json"),
             type=fields.pop("type", None),
@@ -61,10 +65,16 @@ class RawCaller:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         await self.exchange.publish(message, routing_key=entity_id, mandatory=True)
-        reply = await asyncio.wait_for(self.replies.get(), 10)
-        assert reply.correlation_id == "corr-1"
-        assert reply.content_type == "application/json"
-        return json.loads(reply.body), reply.headers.get("pachyderm-status")
+
+    async def collect(self, count: int) -> dict[str, tuple[dict[str, Any], Any]]:
+        """The next ``count`` replies, by correlation id: body and status header."""
+        replies = {}
+        for _ in range(count):
+            reply = await asyncio.wait_for(self.replies.get(), 10)
+            assert reply.content_type == "application/json"
+            body = json.loads(reply.body), reply.headers.get("pachyderm-status")
+            replies[str(reply.correlation_id)] = body
+        return replies
 
 
 @pytest.fixture
@@ -123,6 +133,71 @@ async def test_invalid_commands_get_an_invalid_reply(
     body, status = await caller.call(entity_id, **{"headers": ACCOUNT, **fields})
     assert (status, body["status"], body.get("error")) == ("invalid", "invalid", error), body
     assert body["message"]
+
+
+@pytest.mark.parametrize(
+    "spell", [str.upper, lambda text: text.replace("-", "")], ids=["upper-case", "no-hyphens"]
+)
+async def test_an_id_not_in_canonical_form_is_invalid_and_applies_nothing(
+    running: Fleet, caller: RawCaller, spell: Any
+) -> None:
+    # The exchange hashes the text: another spelling is another partition, where
+    # a second worker would serve the same entity at the same time.
+    dave = natural_id("account", "dave")
+    await caller.call(dave, type="Open", headers=ACCOUNT, data={"owner": "D"})
+    body, status = await caller.call(
+        spell(dave), type="Deposit", headers=ACCOUNT, data={"amount": 5}
+    )
+    assert (status, body["status"], body.get("error")) == (
+        "invalid",
+        "invalid",
+        "InvalidEntityIdError",
+    ), body
+    assert "canonical form (lower case, hyphenated" in body["message"]
+    assert repr(spell(dave)) in body["message"]
+    query = {**ACCOUNT, "pachyderm-kind": "query"}
+    body, _ = await caller.call(dave, headers=query, message_id="")
+    assert body == {"status": "ok", "version": 1, "reply": {"owner": "D", "balance": 0}}
+
+
+async def test_an_id_addressed_as_another_type_is_invalid_and_the_rest_apply(
+    running: Fleet, caller: RawCaller
+) -> None:
+    erin = natural_id("account", "erin")
+    await caller.call(erin, type="Open", headers=ACCOUNT, data={"owner": "E"})
+    as_counter: dict[str, aio_pika.abc.FieldValue] = {"pachyderm-entity-type": "counter"}
+    sends = [
+        ("deposit", erin, "Deposit", ACCOUNT, {"amount": 3}),
+        ("mismatch", erin, "Increment", as_counter, {"amount": 1}),
+        ("count", natural_id("counter", "hits"), "Increment", as_counter, {"amount": 2}),
+        ("again", erin, "Deposit", ACCOUNT, {"amount": 4}),
+    ]
+    await asyncio.gather(
+        *(
+            caller.send(entity_id, name, type=command, headers=headers, data=data)
+            for name, entity_id, command, headers, data in sends
+        )
+    )
+    replies = await caller.collect(len(sends))
+    body, status = replies["mismatch"]
+    assert (status, body["status"], body.get("error")) == (
+        "invalid",
+        "invalid",
+        "EntityTypeMismatchError",
+    ), body
+    assert "is a 'account', not a 'counter'" in body["message"]
+    assert "internal error" not in body["message"]
+    assert replies["count"][0] == {"status": "ok", "version": 1, "reply": {"count": 2}}
+    deposits = sorted(
+        (replies[name][0]["version"], replies[name][1]) for name in ("deposit", "again")
+    )
+    assert deposits == [(2, "ok"), (3, "ok")]
+    query = {**ACCOUNT, "pachyderm-kind": "query"}
+    body, _ = await caller.call(erin, headers=query, message_id="")
+    assert body == {"status": "ok", "version": 3, "reply": {"owner": "E", "balance": 7}}
+    log = running.workers[0].log.read_text(errors="replace")
+    assert "Traceback" not in log
+    assert "EntityTypeMismatchError" not in log
 
 
 async def test_an_unanswerable_command_is_dead_lettered(
