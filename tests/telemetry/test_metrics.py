@@ -14,7 +14,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from examples import bank, counter
-from pachyderm import App, HandlerError, InvalidInputError, Ref, RejectedError
+from pachyderm import App, EffectHandler, HandlerError, InvalidInputError, Ref, RejectedError
+from pachyderm import _codec as codec
+from pachyderm._dispatcher import EffectDispatcher
 from pachyderm._embedded import EmbeddedFleet, embedded
 from pachyderm._wire import COMMAND, ENTITY_TYPE_HEADER, Request
 from pachyderm.store import EventStore, open_store
@@ -193,3 +195,35 @@ async def test_with_metrics_only_a_batch_of_many_publishes_its_effects(mailer: M
     finally:
         install_telemetry(Telemetry())
         provider.shutdown()
+
+
+async def test_a_dispatcher_counts_the_effects_that_waited_for_its_handler(
+    recorded: Recorded, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = InProcessTransport(Topology())
+    await transport.start()
+    dispatched: list[Any] = []
+
+    class Late(EffectHandler):
+        name = "late"
+
+        def dispatch(self, payload: Any, config: Any) -> None:
+            dispatched.append(payload)
+
+    dispatcher = EffectDispatcher(transport, [Late()], reroute_interval=0.01)
+    try:
+        # Published before any dispatcher bound a queue for them.
+        for key in ("effect.late", "effect.late", "effect.nobody"):
+            await transport.publish_effect(Message(codec.encode(key), routing_key=key))
+        await dispatcher.start()
+
+        async def both_dispatched() -> bool:
+            return len(dispatched) == 2
+
+        await eventually(both_dispatched)
+        assert recorded.total("pachyderm.effects.routed_again") == 2
+        assert recorded.total("pachyderm.effects.unrouted") == 1
+        assert "1 effects wait in pachyderm.effects-unrouted" in caplog.text
+    finally:
+        await dispatcher.stop()
+        await transport.close()
