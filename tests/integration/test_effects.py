@@ -125,7 +125,8 @@ async def test_effects_no_handler_takes_yet_wait_without_blocking_the_outbox(
     async with running.client() as client:
 
         async def credited() -> bool:
-            return await client.query(target) == {"count": 5}
+            state: object = await client.query(target)
+            return state == {"count": 5}
 
         await eventually(credited, timeout=15)
 
