@@ -37,10 +37,15 @@ class RecordedEvent:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The encoded state of an entity as of ``version``."""
+    """The encoded state of an entity as of ``version`` (1 or more: the state before any
+    event is the entity's ``init``, which needs no snapshot and which the schema refuses)."""
 
     version: int
     state: bytes
+
+    def __post_init__(self) -> None:
+        if self.version < 1:
+            raise ValueError(f"a snapshot is of version 1 or later, not {self.version}")
 
 
 @dataclass(frozen=True, slots=True)
