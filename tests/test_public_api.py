@@ -96,12 +96,15 @@ FLEET = {
     "owned_by",
 }
 WORKER = {
+    "BatchHooks",
     "Done",
     "EffectPublisher",
     "EntityCache",
     "Engine",
+    "Hooks",
     "PartitionWorker",
     "Worker",
+    "WorkerHooks",
     "WorkerOptions",
 }
 GATEWAY = {
@@ -117,6 +120,7 @@ TELEMETRY = {
     "HealthServer",
     "PrometheusReader",
     "Telemetry",
+    "TelemetryHooks",
     "broker_check",
     "configure_logging",
     "database_check",

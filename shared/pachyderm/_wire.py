@@ -16,6 +16,7 @@ A reply's body is a map with ``status`` first: ``ok`` (with ``version`` and
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,17 @@ class Request:
     message: Any
     command_id: str
     kind: str = COMMAND
+    trace: Mapping[str, str] | None = None
+    """The command's W3C trace context headers, kept with its effects in the outbox."""
+
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_headers(headers: Mapping[str, Any]) -> dict[str, str] | None:
+    """The W3C trace context among ``headers`` (text values only), or None."""
+    found = {name: value for name in TRACE_HEADERS if isinstance(value := headers.get(name), str)}
+    return found if "traceparent" in found else None
 
 
 def command_message(
@@ -103,7 +115,7 @@ def parse_request(app: App, message: Message) -> Request:
     else:
         types = entity_type.commands if kind == COMMAND else entity_type.queries
         body = types.load(message.type or "", data)
-    return Request(ref, entity_type, body, message.message_id or "", kind)
+    return Request(ref, entity_type, body, message.message_id or "", kind, trace_headers(headers))
 
 
 # -- effects -------------------------------------------------------------------

@@ -559,6 +559,18 @@ class EventStoreContract:
         await asyncio.sleep(0.1)
         assert [e.attempts for e in await store.pending_effects()] == [2]
 
+    async def test_effects_keep_the_trace_context_of_their_command(self, store: EventStore) -> None:
+        trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        traced, plain = effect("traced"), effect("plain")
+        await store.commit(
+            [
+                Change(counter("t"), 0, "c1", events("a"), b"", [traced], trace=trace),
+                Change(counter("p"), 0, "c2", events("a"), b"", [plain]),
+            ]
+        )
+        found = {e.destination: e.trace for e in await store.pending_effects()}
+        assert found == {"effect.traced": trace, "effect.plain": None}
+
     async def test_postponing_a_published_effect_changes_nothing(self, store: EventStore) -> None:
         made = effect("e")
         await store.commit([Change(counter(), 0, "c1", events("a"), b"", [made])])

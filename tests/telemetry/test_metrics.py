@@ -20,7 +20,7 @@ from pachyderm._dispatcher import EffectDispatcher
 from pachyderm._embedded import EmbeddedFleet, embedded
 from pachyderm._wire import COMMAND, ENTITY_TYPE_HEADER, Request
 from pachyderm.store import EventStore, open_store
-from pachyderm.telemetry import Telemetry, install_telemetry
+from pachyderm.telemetry import Telemetry, TelemetryHooks, install_telemetry
 from pachyderm.transport import InProcessTransport, Message, Topology
 from pachyderm.worker import EffectPublisher, Engine
 
@@ -156,7 +156,8 @@ async def test_effects_published_by_the_sweep_are_timed_as_such(
 
     await transport.consume_effects("handlers", ["effect.#"], ignore)
     try:
-        assert await EffectPublisher(store, transport, grace=0).sweep_once() == 1
+        publisher = EffectPublisher(store, transport, grace=0, hooks=TelemetryHooks())
+        assert await publisher.sweep_once() == 1
     finally:
         await transport.close()
     assert recorded.count("pachyderm.outbox.lag", source="sweep") == 1
@@ -166,7 +167,7 @@ async def test_a_commit_refused_because_the_entity_moved_on_counts_a_conflict(
     store: EventStore, recorded: Recorded
 ) -> None:
     ref = counter.Counter.ref("raced")
-    stale, other = Engine(APP, store), Engine(APP, store)
+    stale, other = Engine(APP, store, hooks=TelemetryHooks()), Engine(APP, store)
     await stale.run([request(ref, counter.Increment())])
     await other.run([request(ref, counter.Increment())])
     assert recorded.total("pachyderm.conflicts") == 0

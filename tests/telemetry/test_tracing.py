@@ -15,9 +15,12 @@ from opentelemetry.trace import SpanKind
 from examples import bank, counter
 from pachyderm import App
 from pachyderm._embedded import EmbeddedFleet, embedded
-from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER
+from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, Request
+from pachyderm.store import open_store
+from pachyderm.telemetry import TelemetryHooks
 from pachyderm.telemetry._messaging import publishing
-from pachyderm.transport import Message
+from pachyderm.transport import InProcessTransport, Message, Topology
+from pachyderm.worker import EffectPublisher, Engine
 
 from ..waiting import eventually
 from .conftest import Mailer, Recorded
@@ -187,3 +190,34 @@ async def test_with_telemetry_messages_carry_their_trace_and_publish_time(
     assert isinstance(published.headers["pachyderm-sent-at"], int)
     assert published.headers["a"] == "b"
     assert message.headers == {"a": "b"}
+
+
+async def test_an_effect_the_sweep_publishes_after_a_crash_continues_its_commands_trace(
+    recorded: Recorded,
+) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    traceparent = f"00-{trace_id}-b7ad6b7169203331-01"
+    app = App([counter.Counter], effect_handlers=[counter.AdminMailer()])
+    store = await open_store("sqlite:///:memory:")
+    transport = InProcessTransport(Topology())
+    try:
+        await store.migrate()
+        await transport.start()
+        ref = counter.Counter.ref("crossing")
+        crossing = Request(
+            ref,
+            app.entity_type("counter"),
+            counter.Increment(amount=11),
+            "traced-command",
+            trace={"traceparent": traceparent},
+        )
+        # Committed, then the worker died before publishing: only the outbox knows.
+        await Engine(app, store).run([crossing])
+        publisher = EffectPublisher(store, transport, grace=0, hooks=TelemetryHooks())
+        assert await publisher.sweep_once() == 1
+    finally:
+        await transport.close()
+        await store.close()
+    [published] = recorded.named(f"publish {EFFECTS}")
+    assert f"{published.context.trace_id:032x}" == trace_id
+    assert f"{parent_id(published):016x}" == "b7ad6b7169203331"

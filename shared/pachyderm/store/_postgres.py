@@ -29,11 +29,14 @@ from ._records import (
     OutboxEntry,
     RecordedEvent,
     Snapshot,
+    decode_trace,
+    encode_trace,
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 _COMMIT = "SELECT outcome, version, reply FROM pachyderm_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"  # noqa: E501
+_COMMIT_TRACED = "SELECT outcome, version, reply FROM pachyderm_commit_traced($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"  # noqa: E501
 _EVENTS_FROM = """
     SELECT entity_id, version, name, data, command_id, recorded_at FROM events
      WHERE entity_id = $1 AND version >= $2 ORDER BY version LIMIT $3
@@ -115,6 +118,14 @@ def _commit_arguments(changes: Sequence[Change]) -> list[list[Any]]:
     return columns
 
 
+def _effect_traces(changes: Sequence[Change]) -> list[str | None] | None:
+    """The trace context of each effect, in ``_commit_arguments``' order, as JSON text;
+    None when no effect has one (the usual case: the plain commit then)."""
+    if not any(change.trace and change.effects for change in changes):
+        return None
+    return [encode_trace(change.trace) for change in changes for _ in range(len(change.effects))]
+
+
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool reset that leaves the session as it is: the store keeps no session state.
 
@@ -129,6 +140,19 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     does that itself before calling this (``Connection._reset``, asyncpg >= 0.30).
     Whatever takes session state on this pool must undo it itself.
     """
+
+
+def _outbox_entry(row: Any) -> OutboxEntry:
+    return OutboxEntry(
+        row["effect_id"],
+        row["destination"],
+        row["payload"],
+        row["entity_id"],
+        row["command_id"],
+        row["created_at"],
+        row["attempts"],
+        decode_trace(row["trace_context"]),
+    )
 
 
 def _outcome(row: Any) -> CommitOutcome:
@@ -232,8 +256,14 @@ class PostgresEventStore:
         # their bytes): it locks in that one global order, so overlapping
         # batches never deadlock, and decides each entity's changes as a run.
         order = sorted(range(len(changes)), key=lambda index: changes[index].ref.id)
+        ordered = [changes[i] for i in order]
+        arguments = _commit_arguments(ordered)
+        if (traces := _effect_traces(ordered)) is not None:
+            query, arguments = _COMMIT_TRACED, [*arguments, traces]
+        else:
+            query = _COMMIT
         async with translated_errors(), self._pool.acquire() as conn:
-            rows = await conn.fetch(_COMMIT, *_commit_arguments([changes[i] for i in order]))
+            rows = await conn.fetch(query, *arguments)
         by_index = dict(zip(order, map(_outcome, rows), strict=True))
         return [by_index[index] for index in range(len(changes))]
 
@@ -275,14 +305,14 @@ class PostgresEventStore:
         async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT effect_id, destination, payload, entity_id, command_id, created_at,"
-                " attempts FROM outbox WHERE published_at IS NULL"
+                " attempts, trace_context FROM outbox WHERE published_at IS NULL"
                 " AND created_at <= now() - make_interval(secs => $2)"
                 " AND (retry_at IS NULL OR retry_at <= now())"
                 " ORDER BY position LIMIT $1",
                 limit,
                 older_than,
             )
-        return [OutboxEntry(**dict(row)) for row in rows]
+        return [_outbox_entry(row) for row in rows]
 
     async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
         async with translated_errors(), self._pool.acquire() as conn:

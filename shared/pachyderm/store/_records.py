@@ -7,12 +7,31 @@ pass one contract suite.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from .._reference import Ref
+
+
+def encode_trace(trace: Mapping[str, str] | None) -> str | None:
+    """A trace context as the outbox stores it: a JSON object, or NULL."""
+    return json.dumps(dict(trace), separators=(",", ":")) if trace else None
+
+
+def decode_trace(stored: str | None) -> Mapping[str, str] | None:
+    """The trace context a stored one names (None: none, or none readable)."""
+    if stored is None:
+        return None
+    try:
+        decoded = json.loads(stored)
+    except ValueError:
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    return {key: value for key, value in decoded.items() if isinstance(value, str)} or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +80,8 @@ class NewEffect:
 class OutboxEntry:
     """An effect waiting in the outbox, with where it came from.
 
-    ``attempts`` counts the publishes of it that failed so far.
+    ``attempts`` counts the publishes of it that failed so far; ``trace`` is
+    the trace context of the command that made it (W3C headers), if traced.
     """
 
     effect_id: uuid.UUID
@@ -71,6 +91,7 @@ class OutboxEntry:
     command_id: str
     created_at: datetime
     attempts: int = 0
+    trace: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +101,8 @@ class Change:
     The change applies only if the entity is still at ``expected_version`` and
     ``command_id`` was never committed for this entity before. ``snapshot``,
     when given, must be the state at ``expected_version + len(events)``.
+    ``trace``, the command's trace context (W3C headers), is kept with its
+    effects so that they continue its trace even when published by the sweep.
     """
 
     ref: Ref
@@ -89,6 +112,7 @@ class Change:
     reply: bytes = b""
     effects: Sequence[NewEffect] = ()
     snapshot: Snapshot | None = None
+    trace: Mapping[str, str] | None = None
 
     @property
     def new_version(self) -> int:

@@ -33,6 +33,8 @@ from ._records import (
     OutboxEntry,
     RecordedEvent,
     Snapshot,
+    decode_trace,
+    encode_trace,
 )
 
 T = TypeVar("T")
@@ -72,8 +74,9 @@ _INSERT_COMMAND = """
     VALUES (?, ?, ?, ?, ?)
 """
 _INSERT_EFFECT = """
-    INSERT INTO outbox (effect_id, entity_id, command_id, destination, payload, created_at)
-    VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO outbox
+           (effect_id, entity_id, command_id, destination, payload, created_at, trace_context)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 # A snapshot only ever moves forward.
 _UPSERT_SNAPSHOT = """
@@ -83,7 +86,8 @@ _UPSERT_SNAPSHOT = """
      WHERE snapshots.version < excluded.version
 """
 _PENDING_EFFECTS = """
-    SELECT effect_id, destination, payload, entity_id, command_id, created_at, attempts
+    SELECT effect_id, destination, payload, entity_id, command_id, created_at, attempts,
+           trace_context
       FROM outbox
      WHERE published_at IS NULL AND created_at <= ? AND (retry_at IS NULL OR retry_at <= ?)
      ORDER BY position LIMIT ?
@@ -278,10 +282,19 @@ def _write(connection: sqlite3.Connection, change: Change, now: str) -> Committe
     connection.execute(
         _INSERT_COMMAND, (entity_id, command_id, change.new_version, change.reply, now)
     )
+    trace = encode_trace(change.trace)
     connection.executemany(
         _INSERT_EFFECT,
         [
-            (effect.effect_id.bytes, entity_id, command_id, effect.destination, effect.payload, now)
+            (
+                effect.effect_id.bytes,
+                entity_id,
+                command_id,
+                effect.destination,
+                effect.payload,
+                now,
+                trace,
+            )
             for effect in change.effects
         ],
     )
@@ -345,7 +358,7 @@ def _versions(
 
 
 def _outbox_entry(row: Any) -> OutboxEntry:
-    effect_id, destination, payload, entity_id, command_id, created_at, attempts = row
+    effect_id, destination, payload, entity_id, command_id, created_at, attempts, trace = row
     return OutboxEntry(
         uuid.UUID(bytes=effect_id),
         destination,
@@ -354,6 +367,7 @@ def _outbox_entry(row: Any) -> OutboxEntry:
         command_id,
         _time(created_at),
         attempts,
+        decode_trace(trace),
     )
 
 

@@ -15,12 +15,14 @@ from ._prometheus import PrometheusReader
 from ._setup import setup_telemetry
 from ._telemetry import Telemetry, install_telemetry
 from ._tracing import traced
+from ._worker_hooks import TelemetryHooks
 
 __all__ = [
     "Check",
     "HealthServer",
     "PrometheusReader",
     "Telemetry",
+    "TelemetryHooks",
     "broker_check",
     "configure_logging",
     "database_check",

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
 
+from .._hooks import BatchHooks
 from .._wire import COMMAND, KIND_HEADER, QUERY
 from ..store import OutboxEntry
 from ..transport import Delivery
@@ -29,7 +30,7 @@ from ._tracing import NO_SPAN
 FAILED = "failed"
 
 
-class Batch:
+class Batch(BatchHooks):
     """One batch's process span, and the outcomes of its commands.
 
     ``contexts`` are the deliveries' trace contexts, for their commands'

@@ -1,5 +1,6 @@
 """The worker: serves partitions of commands against the event store."""
 
+from .._hooks import BatchHooks, Hooks, WorkerHooks
 from ._cache import EntityCache
 from ._engine import Done, Engine
 from ._outbox import EffectPublisher
@@ -7,11 +8,14 @@ from ._partition import PartitionWorker
 from ._worker import Worker, WorkerOptions
 
 __all__ = [
+    "BatchHooks",
     "Done",
     "EffectPublisher",
     "Engine",
     "EntityCache",
+    "Hooks",
     "PartitionWorker",
     "Worker",
+    "WorkerHooks",
     "WorkerOptions",
 ]

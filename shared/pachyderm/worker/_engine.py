@@ -24,12 +24,10 @@ from .._app import App
 from .._entity import Reject
 from .._errors import HandlerError, InvalidInputError, PachydermError
 from .._execution import DEFAULT_SNAPSHOT_EVERY, execute, read_stored_reply
+from .._hooks import WorkerHooks
 from .._reference import Ref
 from .._wire import QUERY, Request
 from ..store import Change, CommitOutcome, Committed, Duplicate, EventStore
-from ..telemetry._store import committing, loading
-from ..telemetry._telemetry import instruments
-from ..telemetry._tracing import traced
 from ._cache import EntityCache
 from ._group_commit import GroupCommit
 
@@ -108,8 +106,10 @@ class Engine:
         *,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        hooks: WorkerHooks | None = None,
     ) -> None:
         self.app = app
+        self.hooks = hooks or WorkerHooks()
         self.store = store
         self._group_commit = GroupCommit(store)
         self.cache = cache if cache is not None else EntityCache()
@@ -149,7 +149,7 @@ class Engine:
             )
         for ref, error in (await self._load_missing(list(lanes))).items():
             results.update((step.index, Done(error=error)) for step in lanes.pop(ref).steps)
-        with traced("handle"):
+        with self.hooks.deciding():
             for lane in lanes.values():
                 self._decide(lane)
         changes = [change for lane in lanes.values() for change in lane.changes()]
@@ -214,22 +214,18 @@ class Engine:
             state = self.app.entity_type(ref.type).replay(loaded)
             self.cache.put(ref, state, loaded.version)
 
-        with loading(self.store, len(missing)):
+        with self.hooks.loading(self.store, len(missing)):
             await asyncio.gather(*(load(ref) for ref in missing))
         return refused
 
     async def _commit(self, changes: list[Change]) -> list[CommitOutcome]:
-        with committing(self.store, len(changes)):
+        with self.hooks.committing(self.store, len(changes)):
             return await self._group_commit.commit(changes)
 
-    @staticmethod
-    def _count_conflicts(lanes: Iterable[_Lane], settled: list[_Settled]) -> None:
-        telemetry = instruments()
-        if not telemetry.metering:
-            return
+    def _count_conflicts(self, lanes: Iterable[_Lane], settled: list[_Settled]) -> None:
         for lane, outcome in zip(lanes, settled, strict=True):
             if outcome.conflict:
-                telemetry.conflicts.add(1, telemetry.type_labels(lane.ref.type))
+                self.hooks.conflict(lane.ref.type)
 
     def _decide(self, lane: _Lane) -> None:
         """Decide each step on the state the previous one left (provisionally)."""
@@ -258,6 +254,9 @@ class Engine:
                 continue
             step.result = Done(execution.version, execution.reply, execution.rejection)
             step.change, step.state = execution.change, execution.state
+            if request.trace and execution.change.effects:
+                # Kept with its effects, which then continue its trace even from the sweep.
+                step.change = replace(execution.change, trace=request.trace)
             state, version = execution.state, execution.version
 
     def _settle(

@@ -17,26 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from opentelemetry.context import Context
-
 from .._errors import PachydermError, TransportUnavailableError
+from .._hooks import BatchHooks, WorkerHooks
 from .._wire import COMMAND, effect_message
 from ..store import Change, EventStore, OutboxEntry
-from ..telemetry._instruments import Labels
-from ..telemetry._messaging import publishing
-from ..telemetry._telemetry import instruments
 from ..transport import Transport
 
 log = logging.getLogger("pachyderm.effects")
 
-ParentOf = Callable[[OutboxEntry], Context | None]
-"""The trace an effect continues (None: the current one)."""
-
-_AFTER_COMMIT: Labels = {"source": "commit"}
-_SWEPT: Labels = {"source": "sweep"}
+AFTER_COMMIT, SWEPT = "commit", "sweep"
 
 # The first new try of an effect whose publish failed waits this long, each
 # later one twice as long as the one before, up to _MAX_BACKOFF: a broker that
@@ -52,25 +44,6 @@ def backoff(attempts: int) -> float:
     return min(_FIRST_BACKOFF * 2.0 ** min(attempts, 32), _MAX_BACKOFF)
 
 
-def _current_trace(_: OutboxEntry) -> None:
-    return None
-
-
-def _measure_lag(entries: Sequence[OutboxEntry], source: Labels) -> None:
-    telemetry = instruments()
-    if telemetry.metering:
-        now = datetime.now(UTC)
-        for entry in entries:
-            telemetry.outbox_lag.record((now - entry.created_at).total_seconds(), source)
-
-
-def _count_failures(failed: Sequence[Failure]) -> None:
-    telemetry = instruments()
-    if telemetry.metering:
-        for _, error in failed:
-            telemetry.outbox_failures.add(1, {"error": type(error).__name__})
-
-
 def outbox_entries(changes: Sequence[Change]) -> list[OutboxEntry]:
     """The outbox rows these committed changes wrote, rebuilt from memory."""
     now = datetime.now(UTC)
@@ -82,6 +55,7 @@ def outbox_entries(changes: Sequence[Change]) -> list[OutboxEntry]:
             change.ref.id,
             change.command_id,
             now,
+            trace=change.trace,
         )
         for change in changes
         for effect in change.effects
@@ -99,29 +73,31 @@ class EffectPublisher:
         grace: float = 5.0,
         sweep_interval: float = 2.0,
         batch_size: int = 500,
+        hooks: WorkerHooks | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
         self.grace = grace
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
+        self.hooks = hooks or WorkerHooks()
 
     async def publish(
         self,
         entries: Sequence[OutboxEntry],
         *,
-        parent_of: ParentOf = _current_trace,
-        source: Labels = _SWEPT,
+        batch: BatchHooks | None = None,
+        source: str = SWEPT,
     ) -> list[Failure]:
         """Publish each of ``entries`` (confirmed, pipelined) and mark those that went out
         published; returns the others with what went wrong, for the caller to decide.
 
-        Each publish is traced as a continuation of ``parent_of(entry)``.
+        ``batch`` is the batch that committed them (None: they come from the outbox).
         """
         if not entries:
             return []
         outcomes = await asyncio.gather(
-            *(self._publish_one(entry, parent_of(entry)) for entry in entries),
+            *(self._publish_one(entry, batch) for entry in entries),
             return_exceptions=True,
         )
         sent: list[OutboxEntry] = []
@@ -129,36 +105,36 @@ class EffectPublisher:
         for entry, outcome in zip(entries, outcomes, strict=True):
             if isinstance(outcome, PachydermError):
                 failed.append((entry, outcome))
+                self.hooks.failed(entry, outcome)
             elif isinstance(outcome, BaseException):
                 raise outcome  # a bug, or cancellation: not the effect's fault
             else:
                 sent.append(entry)
         if sent:
             await self.store.mark_published([entry.effect_id for entry in sent])
-            _measure_lag(sent, source)
-        _count_failures(failed)
+            self.hooks.published(sent, source)
         return failed
 
-    async def _publish_one(self, entry: OutboxEntry, parent: Context | None) -> None:
+    async def _publish_one(self, entry: OutboxEntry, batch: BatchHooks | None) -> None:
         kind, message = effect_message(entry)
         topology = self.transport.topology
         if kind == COMMAND:
             exchange, send = topology.commands_exchange, self.transport.publish_command
         else:
             exchange, send = topology.effects_exchange, self.transport.publish_effect
-        with publishing(exchange, message, parent=parent) as traced:
-            await send(traced)
+        with self.hooks.publishing(exchange, message, entry, batch) as hooked:
+            await send(hooked)
 
     async def publish_committed(
-        self, changes: Sequence[Change], *, parent_of: ParentOf = _current_trace
+        self, changes: Sequence[Change], *, batch: BatchHooks | None = None
     ) -> None:
         """The fast path after a commit; a failure leaves the effects to the sweep.
 
-        ``parent_of`` says which trace each effect continues: its command's.
+        ``batch`` is the batch that committed them: their command's trace, say.
         """
         entries = outbox_entries(changes)
         try:
-            failed = await self.publish(entries, parent_of=parent_of, source=_AFTER_COMMIT)
+            failed = await self.publish(entries, batch=batch, source=AFTER_COMMIT)
         except PachydermError as error:  # marking them published failed
             log.warning("effects left in the outbox for the sweep: %s", error)
             return
@@ -187,6 +163,8 @@ class EffectPublisher:
         return published
 
     async def _postpone(self, failed: Sequence[Failure]) -> None:
+        if not failed:
+            return
         for entry, error in failed:
             log.warning(
                 "effect %s to %s failed to publish (attempt %d), next try in %.0f s: %s",

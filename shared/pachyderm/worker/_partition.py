@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 from .._app import App
 from .._errors import HandlerError, InvalidInputError, PachydermError, StoreError
+from .._hooks import BatchHooks, WorkerHooks
 from .._wire import Request, error_reply, ok_reply, parse_request, rejected_reply
 from ..store import Change
-from ..telemetry._batch import FAILED, Batch, processing
 from ..transport import Delivery, Inbox, Message, Transport
 from ._engine import Done, Engine
 from ._outbox import EffectPublisher
 
 log = logging.getLogger("pachyderm.worker")
+
+FAILED = "failed"
 
 DEFAULT_MAX_BATCH = 256
 _STORE_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
@@ -72,7 +74,7 @@ def _outcome_name(outcome: Done | PachydermError) -> str:
 
 
 def _report(
-    batch: Batch,
+    batch: BatchHooks,
     requests: Sequence[tuple[int, Request]],
     outcomes: dict[int, Done | PachydermError],
 ) -> None:
@@ -94,6 +96,7 @@ class PartitionWorker:
         effects: EffectPublisher,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
+        hooks: WorkerHooks | None = None,
     ) -> None:
         self.inbox = inbox
         self.app = app
@@ -101,6 +104,7 @@ class PartitionWorker:
         self.transport = transport
         self.effects = effects
         self.max_batch = max_batch
+        self.hooks = hooks or WorkerHooks()
         self._exchange = transport.topology.commands_exchange
         self._handling = asyncio.Lock()
         self._stopping = False
@@ -153,7 +157,7 @@ class PartitionWorker:
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Apply one batch: one commit, then replies and effects, then one ack."""
-        with processing(self._exchange, self.partition, deliveries) as batch:
+        with self.hooks.batch(self._exchange, self.partition, deliveries) as batch:
             decided = await self._decide_isolating(deliveries)
             verdicts = [
                 _verdict(delivery, decided.outcomes[i]) for i, delivery in enumerate(deliveries)
@@ -161,7 +165,7 @@ class PartitionWorker:
             await self.transport.publish_replies(
                 [verdict.reply for verdict in verdicts if verdict.reply is not None]
             )
-            await self.effects.publish_committed(decided.committed, parent_of=batch.parent_of)
+            await self.effects.publish_committed(decided.committed, batch=batch)
             await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
             await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
             if batch.measuring:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._app import App
+from .._hooks import WorkerHooks
 from ..fleet import Membership
 from ..store import EventStore
-from ..telemetry._gauges import observing
+from ..telemetry import TelemetryHooks
 from ..transport import Transport
 from ._cache import EntityCache
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
@@ -44,8 +45,16 @@ class Worker:
         transport: Transport,
         membership: Membership,
         options: WorkerOptions | None = None,
+        *,
+        hooks: WorkerHooks | None = None,
     ) -> None:
+        """``hooks``: the concerns that see the worker's path; by default its telemetry
+        (:class:`~pachyderm.telemetry.TelemetryHooks`). Combine several with
+        :class:`~pachyderm.worker.Hooks`."""
         self.app = app
+        # Telemetry is a worker's default concern, chosen here where a worker is put
+        # together; the engine, partitions and outbox only ever see the hooks.
+        self.hooks = hooks if hooks is not None else TelemetryHooks()
         self.store = store
         self.transport = transport
         self.membership = membership
@@ -57,8 +66,11 @@ class Worker:
             self.cache,
             snapshot_every=self.options.snapshot_every,
             max_attempts=self.options.max_attempts,
+            hooks=self.hooks,
         )
-        self.effects = EffectPublisher(store, transport, grace=self.options.effects_grace)
+        self.effects = EffectPublisher(
+            store, transport, grace=self.options.effects_grace, hooks=self.hooks
+        )
         self.partitions: dict[int, PartitionWorker] = {}
         self._assigning = asyncio.Lock()
         self._assignment: frozenset[int] | None = None  # the latest, once there is one
@@ -87,7 +99,7 @@ class Worker:
             asyncio.create_task(self._unload_idle_forever()),
         ]
         try:
-            with observing(
+            with self.hooks.serving(
                 partitions=lambda: len(self.partitions), entities=lambda: len(self.cache)
             ):
                 await stop.wait()
@@ -123,6 +135,7 @@ class Worker:
                     self.transport,
                     self.effects,
                     max_batch=self.options.max_batch,
+                    hooks=self.hooks,
                 )
                 worker.start()
                 self.partitions[partition] = worker
