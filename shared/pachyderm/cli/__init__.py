@@ -12,7 +12,7 @@ from .._errors import PachydermError
 from .._running import run
 from .._settings import Settings, load_settings
 from ._call import call
-from ._effects import parse_config, run_effects
+from ._dispatch import parse_config, run_effects
 from ._gateway import run_dev, run_gateway
 from ._inspect import inspect_entity
 from ._migrate import migrate

@@ -1,4 +1,4 @@
-"""``pachyderm effects MODULE``: dispatch effects to the module's handlers."""
+"""``pachyderm effects MODULE``: the effect dispatcher of the module's handlers."""
 
 from __future__ import annotations
 
