@@ -1,4 +1,4 @@
-"""Fleet membership: which workers are live, and so which partitions each one consumes.
+"""Fleet membership on PostgreSQL: which workers are live, so which partitions each consumes.
 
 Each worker renews a lease (its heartbeat) in the namespace's ``workers``
 table and reads who else is live; every worker derives the same assignment
@@ -16,20 +16,16 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Protocol, TypeAlias
 
 import asyncpg
 
 from .._errors import StoreError
 from ..store._postgres import check_schema_name, translated_errors
 from ._assignment import owned_by
+from ._port import OnChange
 
 log = logging.getLogger("pachyderm.fleet")
-
-OnChange: TypeAlias = Callable[[list[int]], Awaitable[None]]
-"""What :meth:`Membership.watch` calls with the (sorted) partitions this worker now owns."""
 
 # A worker silent this many times `dead_after` is gone for good (crashed, scaled
 # away): its row is deleted so the table does not grow with every restart.
@@ -49,38 +45,6 @@ _HEARTBEAT = """
 _LIVE = "SELECT worker_id FROM workers WHERE heartbeat_at > now() - $1::interval"
 _PRUNE = "DELETE FROM workers WHERE heartbeat_at < now() - $1::interval"
 _LEAVE = "DELETE FROM workers WHERE worker_id = $1"
-
-
-class Membership(Protocol):
-    """The port through which a worker learns which partitions to consume.
-
-    A worker runs :meth:`watch` for as long as it serves. To shut down cleanly
-    it cancels the watch, calls :meth:`leave` while still consuming (the others
-    take over within a heartbeat interval), stops consuming, then calls
-    :meth:`close`.
-    """
-
-    @property
-    def worker_id(self) -> str:
-        """This worker's name, unique in its fleet."""
-
-    async def join(self) -> None:
-        """Register this worker as live, starting a new run of it."""
-
-    async def heartbeat(self) -> None:
-        """Renew this worker's lease."""
-
-    async def live_workers(self) -> list[str]:
-        """The workers whose lease is current, this one included if it is."""
-
-    async def watch(self, on_change: OnChange, partitions: int) -> None:
-        """Keep this worker live and report its partitions to ``on_change``; until cancelled."""
-
-    async def leave(self) -> None:
-        """Deregister this worker: the others take over its partitions."""
-
-    async def close(self) -> None:
-        """Release the resources of this membership."""
 
 
 class PostgresMembership:
@@ -246,39 +210,6 @@ class PostgresMembership:
     async def _execute(self, sql: str, *arguments: object) -> None:
         async with translated_errors(), self._pool.acquire() as conn:
             await conn.execute(sql, *arguments)
-
-
-class SoloMembership:
-    """:class:`Membership` of embedded mode: a fleet of one that owns every partition."""
-
-    def __init__(self, worker_id: str = "solo") -> None:
-        self._worker_id = worker_id
-
-    @property
-    def worker_id(self) -> str:
-        """This worker's name."""
-        return self._worker_id
-
-    async def join(self) -> None:
-        """Nothing to do: the one worker is always live."""
-
-    async def heartbeat(self) -> None:
-        """Nothing to do: the one worker is always live."""
-
-    async def live_workers(self) -> list[str]:
-        """Just this worker."""
-        return [self.worker_id]
-
-    async def watch(self, on_change: OnChange, partitions: int) -> None:
-        """Give this worker every partition, once; then wait until cancelled."""
-        await on_change(owned_by(partitions, [self.worker_id], self.worker_id))
-        await asyncio.Event().wait()
-
-    async def leave(self) -> None:
-        """Nothing to do: there is no one to hand over to."""
-
-    async def close(self) -> None:
-        """Nothing to release."""
 
 
 def _check_timing(heartbeat_interval: float, dead_after: float) -> None:

@@ -1,8 +1,14 @@
-"""Event stores: the port and its PostgreSQL and SQLite backends."""
+"""Event stores: the port and its PostgreSQL and SQLite backends.
 
+:class:`PostgresEventStore` is imported on first use, and asyncpg with it:
+the embedded mode (SQLite) never loads that library.
+"""
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 from ._open import open_store
 from ._port import EventStore
-from ._postgres import PostgresEventStore
 from ._records import (
     Change,
     CommitOutcome,
@@ -17,6 +23,12 @@ from ._records import (
     Snapshot,
 )
 from ._sqlite import SqliteEventStore
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresEventStore
+else:
+    # Hidden from type checkers, which then still report a misspelt name.
+    __getattr__ = lazy_names(__name__, {"PostgresEventStore": "._postgres"})
 
 __all__ = [
     "Change",

@@ -1,12 +1,19 @@
-"""Open the event store a database URL names."""
+"""Open the event store a database URL names.
+
+Only the backend the URL names is imported: opening SQLite never loads asyncpg.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ._port import EventStore
-from ._postgres import PostgresEventStore
 from ._sqlite import SqliteEventStore
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresEventStore
 
 
 async def open_store(url: str, *, namespace: str = "pachyderm") -> EventStore:
@@ -16,9 +23,16 @@ async def open_store(url: str, *, namespace: str = "pachyderm") -> EventStore:
     """
     scheme = urlsplit(url).scheme
     if scheme in {"postgresql", "postgres"}:
-        return await PostgresEventStore.connect(url, schema=namespace)
+        return await _postgres().connect(url, schema=namespace)
     if scheme == "sqlite":
         return await SqliteEventStore.open(
             url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
         )
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use postgresql:// or sqlite:///")
+
+
+def _postgres() -> type[PostgresEventStore]:
+    store_class: type[PostgresEventStore] = importlib.import_module(
+        "._postgres", __package__
+    ).PostgresEventStore
+    return store_class

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from opentelemetry.trace import Span, SpanKind
 
-from ..store import PostgresEventStore, SqliteEventStore
+from ..store import SqliteEventStore
 from . import _conventions as semconv
 from ._telemetry import instruments
 from ._tracing import traced
 
 
 def _system(store: object) -> str:
-    if isinstance(store, PostgresEventStore):
-        return "postgresql"
     if isinstance(store, SqliteEventStore):
         return "sqlite"
+    # Looked up, not imported: a PostgreSQL store exists only once its module is
+    # loaded, and importing it here would load asyncpg into embedded processes.
+    postgres = sys.modules.get("pachyderm.store._postgres")
+    if postgres is not None and isinstance(store, postgres.PostgresEventStore):
+        return "postgresql"
     return "other_sql"
 
 
