@@ -25,8 +25,8 @@ from pachyderm.cli import _parser
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 COMPOSE = ROOT / "docker-compose.yml"
-WORKER_DOCKERFILE = ROOT / "workers" / "Dockerfile"
-GATEWAY_DOCKERFILE = ROOT / "gateway" / "Dockerfile"
+# Both images: one build stage, a target per deployable.
+DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 WORKERS_README = ROOT / "workers" / "README.md"
 

@@ -1,7 +1,7 @@
 """docker-compose.yml: a fleet that starts in the right order with real commands and settings.
 
 No Docker engine is needed: the file is parsed and checked against the
-pachyderm CLI, the Settings fields, the Dockerfiles and the workers' README.
+pachyderm CLI, the Settings fields, the Dockerfile and the workers' README.
 """
 
 from __future__ import annotations
@@ -196,5 +196,6 @@ def test_images_are_built_from_the_repository_dockerfiles(services: dict[str, Re
         built[name] = (build["dockerfile"], build.get("target"), service["image"])
     # One image for every worker-image service, so it is built once.
     worker_builds = {built[n] for n in ("migrate", "topology", "worker", "effects")}
-    assert worker_builds == {("workers/Dockerfile", "examples", "pachyderm-worker:examples")}
-    assert built["gateway"][0] == "gateway/Dockerfile"
+    assert worker_builds == {("Dockerfile", "examples", "pachyderm-worker:examples")}
+    # The gateway is another target of the same Dockerfile: the same build stage.
+    assert built["gateway"] == ("Dockerfile", "gateway", "pachyderm-gateway:dev")

@@ -1,8 +1,11 @@
-"""workers/Dockerfile and gateway/Dockerfile, read without Docker.
+"""The Dockerfile, read without Docker: one build of the library, an image per deployable.
 
-Both images install the project from the repository's own files, run as an
-unprivileged user, stop on SIGTERM, probe their health port with the
-standard library and hold no secret; .dockerignore keeps the context lean.
+Its targets are the worker image (``worker``, the default, and ``examples``)
+and the gateway image (``gateway``); both rest on its one build stage and
+share its runtime stage. Each image installs the project from the
+repository's own files, runs as an unprivileged user, stops on SIGTERM,
+probes its own health port with the standard library and holds no secret;
+.dockerignore keeps the context lean.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ import pytest
 from pachyderm import Settings
 
 from .manifests import (
-    GATEWAY_DOCKERFILE,
+    DOCKERFILE,
     ROOT,
     SECRET_SETTINGS,
-    WORKER_DOCKERFILE,
     Dockerfile,
     cli_error,
     dockerignore_patterns,
@@ -30,15 +32,13 @@ from .manifests import (
 )
 
 BASE_IMAGE = "python:3.11-slim"
-# (Dockerfile, target built, the setting naming the port its HEALTHCHECK probes)
-IMAGES = [
-    (WORKER_DOCKERFILE, None, "health_port"),
-    (WORKER_DOCKERFILE, "examples", "health_port"),
-    (GATEWAY_DOCKERFILE, None, "gateway_port"),
-]
-IMAGE_IDS = ["worker", "worker-examples", "gateway"]
-DOCKERFILES = [WORKER_DOCKERFILE, GATEWAY_DOCKERFILE]
-DOCKERFILE_IDS = ["workers", "gateway"]
+# (target built, the setting naming the port its HEALTHCHECK probes)
+IMAGES = [("worker", "health_port"), ("examples", "health_port"), ("gateway", "gateway_port")]
+IMAGE_IDS = [target for target, _ in IMAGES]
+# The home of each deployable: its README tells how to build its target.
+HOMES = {"worker": ROOT / "workers" / "README.md", "gateway": ROOT / "gateway" / "README.md"}
+# Where a copy of the build could hide; the rest is not the images' business.
+_NOT_SOURCES = {".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 
 
 def _default_port(setting: str) -> int:
@@ -47,29 +47,69 @@ def _default_port(setting: str) -> int:
     return default
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=DOCKERFILE_IDS)
-def test_builds_in_stages_on_python_3_11_slim(path: Path) -> None:
-    dockerfile = parse_dockerfile(path)
-    assert len(dockerfile.stages) >= 2, "build and runtime stages"
-    for stage in dockerfile.stages:
-        assert dockerfile.base_image(stage.name) == BASE_IMAGE, stage.name
-    # The runtime gets the installed virtualenv, not the build's tools and sources.
-    final = dockerfile.lineage()
-    copies = [c for stage in final for c in stage.all("COPY") if c.startswith("--from=")]
-    assert copies, "the runtime stage copies the build's result"
-
-
-@pytest.mark.parametrize("path", DOCKERFILES, ids=DOCKERFILE_IDS)
-def test_installs_the_project_from_the_repository_not_a_package_list(path: Path) -> None:
-    dockerfile = parse_dockerfile(path)
-    installs = [
-        arguments
+def _installs(dockerfile: Dockerfile) -> list[tuple[str | None, list[str]]]:
+    """Every ``pip install`` of the file: (its stage, its arguments)."""
+    return [
+        (stage.name, arguments)
         for stage in dockerfile.stages
         for run in stage.all("RUN")
         for arguments in pip_install_arguments(run)
     ]
+
+
+def _copied_from(dockerfile: Dockerfile, target: str) -> list[str]:
+    """The stages whose files an image built to ``target`` copies (``COPY --from``)."""
+    return [
+        copy.split()[0].removeprefix("--from=")
+        for stage in dockerfile.lineage(target)
+        for copy in stage.all("COPY")
+        if copy.startswith("--from=")
+    ]
+
+
+def test_builds_in_stages_on_python_3_11_slim() -> None:
+    dockerfile = parse_dockerfile(DOCKERFILE)
+    assert len(dockerfile.stages) >= 2, "build and runtime stages"
+    for stage in dockerfile.stages:
+        assert dockerfile.base_image(stage.name) == BASE_IMAGE, stage.name
+    # Each image gets the installed virtualenv, not the build's tools and sources.
+    for target in IMAGE_IDS:
+        assert _copied_from(dockerfile, target) == ["build"], target
+
+
+def test_the_build_is_defined_once_and_every_image_rests_on_it() -> None:
+    dockerfile = parse_dockerfile(DOCKERFILE)
+    # One stage installs the project; no image target repeats that work.
+    assert [stage for stage, _ in _installs(dockerfile)] == ["build"]
+    names = [stage.name for stage in dockerfile.stages]
+    assert names.count("build") == 1
+    # The worker and gateway images share the runtime stage (user, virtualenv,
+    # entrypoint), so they differ only in what their own stages add.
+    for target in IMAGE_IDS:
+        lineage = [stage.name for stage in dockerfile.lineage(target)]
+        assert lineage[-1] == "runtime", (target, lineage)
+        assert "build" not in lineage, "an image must not carry the build's tools"
+    # And no second Dockerfile builds the library again somewhere else.
+    dockerfiles = [
+        path.relative_to(ROOT).as_posix()
+        for top in ROOT.iterdir()
+        if top.name not in _NOT_SOURCES
+        for path in ([top] if top.is_file() else top.rglob("*"))
+        if path.is_file() and re.fullmatch(r"(.+\.)?Dockerfile(\..+)?", path.name)
+    ]
+    assert dockerfiles == ["Dockerfile"]
+
+
+@pytest.mark.parametrize(("target", "readme"), HOMES.items(), ids=HOMES)
+def test_each_deployable_s_folder_tells_how_to_build_its_image(target: str, readme: Path) -> None:
+    parse_dockerfile(DOCKERFILE).stage(target)  # the target exists
+    assert f"docker build --target {target} " in readme.read_text()
+
+
+def test_installs_the_project_from_the_repository_not_a_package_list() -> None:
+    dockerfile = parse_dockerfile(DOCKERFILE)
     # Exactly one install, of the build context: dependencies come from pyproject.toml.
-    assert installs == [["."]], installs
+    assert [arguments for _, arguments in _installs(dockerfile)] == [["."]]
     sources = [
         word
         for stage in dockerfile.stages
@@ -83,9 +123,9 @@ def test_installs_the_project_from_the_repository_not_a_package_list(path: Path)
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
 
 
-@pytest.mark.parametrize(("path", "target", "port_setting"), IMAGES, ids=IMAGE_IDS)
-def test_runs_as_a_numeric_non_root_user(path: Path, target: str | None, port_setting: str) -> None:
-    user = parse_dockerfile(path).effective("USER", target)
+@pytest.mark.parametrize(("target", "port_setting"), IMAGES, ids=IMAGE_IDS)
+def test_runs_as_a_numeric_non_root_user(target: str, port_setting: str) -> None:
+    user = parse_dockerfile(DOCKERFILE).effective("USER", target)
     assert user is not None, "no USER: the image would run as root"
     uid, _, gid = user.partition(":")
     # Numeric, so that Kubernetes' runAsNonRoot can check it.
@@ -95,11 +135,11 @@ def test_runs_as_a_numeric_non_root_user(path: Path, target: str | None, port_se
     assert int(gid or 1) > 0, user
 
 
-@pytest.mark.parametrize(("path", "target", "port_setting"), IMAGES, ids=IMAGE_IDS)
+@pytest.mark.parametrize(("target", "port_setting"), IMAGES, ids=IMAGE_IDS)
 def test_stops_on_sigterm_and_probes_its_health_port_with_python(
-    path: Path, target: str | None, port_setting: str
+    target: str, port_setting: str
 ) -> None:
-    dockerfile = parse_dockerfile(path)
+    dockerfile = parse_dockerfile(DOCKERFILE)
     assert dockerfile.effective("STOPSIGNAL", target) == "SIGTERM"
     healthcheck = dockerfile.effective("HEALTHCHECK", target)
     assert healthcheck is not None
@@ -111,14 +151,21 @@ def test_stops_on_sigterm_and_probes_its_health_port_with_python(
     variable = f"PACHYDERM_{port_setting.upper()}"
     default = _default_port(port_setting)
     assert f"os.environ.get('{variable}', '{default}')" in command[2]
-    exposed = {int(p.split("/")[0]) for p in (dockerfile.effective("EXPOSE", target) or "").split()}
-    assert default in exposed
+    # Its own port only: EXPOSE accumulates down the stages, so a port the
+    # shared stages exposed would show on the other image too.
+    exposed = {
+        int(port.split("/")[0])
+        for stage in dockerfile.lineage(target)
+        for ports in stage.all("EXPOSE")
+        for port in ports.split()
+    }
+    assert exposed == {default}
     compile(command[2], "HEALTHCHECK", "exec")  # valid Python
 
 
-@pytest.mark.parametrize(("path", "target", "port_setting"), IMAGES, ids=IMAGE_IDS)
-def test_runs_the_pachyderm_command(path: Path, target: str | None, port_setting: str) -> None:
-    dockerfile = parse_dockerfile(path)
+@pytest.mark.parametrize(("target", "port_setting"), IMAGES, ids=IMAGE_IDS)
+def test_runs_the_pachyderm_command(target: str, port_setting: str) -> None:
+    dockerfile = parse_dockerfile(DOCKERFILE)
     entrypoint = dockerfile.effective("ENTRYPOINT", target)
     assert entrypoint is not None
     assert exec_form(entrypoint) == ["pachyderm"]
@@ -129,29 +176,33 @@ def test_runs_the_pachyderm_command(path: Path, target: str | None, port_setting
 
 
 def test_the_default_commands_are_help_worker_demo_and_gateway() -> None:
-    worker, gateway = parse_dockerfile(WORKER_DOCKERFILE), parse_dockerfile(GATEWAY_DOCKERFILE)
-    assert exec_form(worker.effective("CMD") or "") == ["--help"]
-    assert exec_form(worker.effective("CMD", "examples") or "") == [
+    dockerfile = parse_dockerfile(DOCKERFILE)
+    # `docker build .` gives the worker image, which users build FROM.
+    assert dockerfile.stage().name == "worker"
+    assert exec_form(dockerfile.effective("CMD", "worker") or "") == ["--help"]
+    assert exec_form(dockerfile.effective("CMD", "examples") or "") == [
         "worker",
         "examples.demo:APP",
     ]
-    assert exec_form(gateway.effective("CMD") or "") == ["gateway"]
+    assert exec_form(dockerfile.effective("CMD", "gateway") or "") == ["gateway"]
     # The app modules live in the working directory, which is on the path.
-    assert worker.effective("WORKDIR", "examples") == "/app"
+    assert dockerfile.effective("WORKDIR", "examples") == "/app"
+    assert environment(dockerfile, "examples")["PYTHONPATH"] == "/app"
     assert "COPY examples/ /app/examples/" in [
-        f"COPY {c}" for c in worker.stage("examples").all("COPY")
+        f"COPY {c}" for c in dockerfile.stage("examples").all("COPY")
     ]
 
 
 def test_the_gateway_image_listens_on_every_interface() -> None:
-    variables = environment(parse_dockerfile(GATEWAY_DOCKERFILE))
+    variables = environment(parse_dockerfile(DOCKERFILE), "gateway")
     assert variables["PACHYDERM_GATEWAY_HOST"] == "0.0.0.0"
     assert int(variables["PACHYDERM_GATEWAY_PORT"]) == _default_port("gateway_port")
+    # Gateway settings are the gateway's: the worker image does not carry them.
+    assert "PACHYDERM_GATEWAY_HOST" not in environment(parse_dockerfile(DOCKERFILE), "worker")
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=DOCKERFILE_IDS)
-def test_no_secret_is_baked_in(path: Path) -> None:
-    dockerfile = parse_dockerfile(path)
+def test_no_secret_is_baked_in() -> None:
+    dockerfile = parse_dockerfile(DOCKERFILE)
     secret_variables = {f"PACHYDERM_{name.upper()}" for name in SECRET_SETTINGS}
     names = set(dockerfile.global_args)
     for stage in dockerfile.stages:
@@ -159,7 +210,7 @@ def test_no_secret_is_baked_in(path: Path) -> None:
         names |= {a.partition("=")[0] for a in stage.all("ARG")}
     assert not names & secret_variables
     assert not [n for n in names if re.search(r"PASSWORD|TOKEN|SECRET", n)], names
-    text = path.read_text()
+    text = DOCKERFILE.read_text()
     assert not re.search(r"\w+://[^\s/:@]+:[^\s/@]+@", text), "credentials in a URL"
     for stage in dockerfile.stages:
         for copy in stage.all("COPY") + stage.all("ADD"):

@@ -23,11 +23,10 @@ from pachyderm._settings import DEFAULT_SECRETS_DIR
 from pachyderm.gateway import GatewayOptions
 
 from .manifests import (
+    DOCKERFILE,
     FLEET_SECRET_SETTINGS,
-    GATEWAY_DOCKERFILE,
     K8S,
     SECRET_SETTINGS,
-    WORKER_DOCKERFILE,
     WORKERS_README,
     Resource,
     cli_error,
@@ -269,8 +268,8 @@ def test_each_component_mounts_the_secrets_it_needs_and_no_more(
 
 def test_every_pod_runs_unprivileged_as_the_images_user(resources: list[Resource]) -> None:
     uids = set()
-    for path in (WORKER_DOCKERFILE, GATEWAY_DOCKERFILE):
-        user = parse_dockerfile(path).effective("USER")
+    for target in ("worker", "examples", "gateway"):
+        user = parse_dockerfile(DOCKERFILE).effective("USER", target)
         assert user is not None
         uids.add(int(user.split(":")[0]))
     (uid,) = uids

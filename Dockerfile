@@ -1,11 +1,13 @@
-# The worker image: runs `pachyderm worker MODULE:APP` (and the other
-# `pachyderm` commands: migrate, topology, effects). Build from the repository
-# root, which is the build context:
+# Pachyderm's images: one build of the library, one image per deployable. The
+# build context is the repository root; name the image you want as a target:
 #
-#   docker build -f workers/Dockerfile -t pachyderm-worker .                   # the library only
-#   docker build -f workers/Dockerfile --target examples -t pachyderm-demo .  # + examples/
+#   docker build --target worker   -t pachyderm-worker .   # workers/README.md (the default target)
+#   docker build --target examples -t pachyderm-demo .     # the worker image + examples/
+#   docker build --target gateway  -t pachyderm-gateway .  # gateway/README.md
 #
-# Your app: build FROM the library image and add your module (see README.md):
+# Both images are the same installed library (stages "build" and "runtime"),
+# run as the same unprivileged user; they differ only in their command, port
+# and health probe. Your app: build FROM the worker image (workers/README.md):
 #
 #   FROM pachyderm-worker
 #   COPY myapp.py /app/
@@ -28,12 +30,13 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared/ shared/
 # pip and setuptools are not needed at run time, and the ones venv bundles have
-# known advisories: the image ships without them.
+# known advisories: the images ship without them.
 RUN /opt/pachyderm/bin/pip install . \
     && /opt/pachyderm/bin/pachyderm --help >/dev/null \
     && /opt/pachyderm/bin/pip uninstall --yes pip setuptools
 
 # --- runtime: the virtualenv on a clean base, as an unprivileged user --------
+# What every image shares: the `pachyderm` command as entrypoint.
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed numeric uid/gid, so Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 pachyderm \
@@ -48,22 +51,39 @@ ENV PATH=/opt/pachyderm/bin:$PATH \
     PYTHONPATH=/app
 WORKDIR /app
 USER 10001:10001
-# Health and metrics: /healthz, /readyz, /metrics on PACHYDERM_HEALTH_PORT.
-EXPOSE 8081
-# SIGTERM: the worker finishes the batch in flight, acks, leaves the fleet and
-# exits (well under a second); give it a grace period of 30 s.
+# SIGTERM: a worker finishes the batch in flight, acks, leaves the fleet and
+# exits (well under a second); the gateway stops accepting, finishes the
+# requests in flight and exits. Give either a grace period of 30 s.
 STOPSIGNAL SIGTERM
-# No curl in the slim image: probe /healthz with the standard library.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PACHYDERM_HEALTH_PORT', '8081'), timeout=4)"]
 ENTRYPOINT ["pachyderm"]
 CMD ["--help"]
 
-# --- examples: the runtime plus examples/, serving examples.demo:APP ---------
+# --- gateway: `pachyderm gateway`, the HTTP front door -----------------------
+FROM runtime AS gateway
+# In a container the gateway must listen on every interface (the library's
+# default, 127.0.0.1, is for a developer's machine); 8080 stays unprivileged.
+ENV PACHYDERM_GATEWAY_HOST=0.0.0.0 \
+    PACHYDERM_GATEWAY_PORT=8080
+# HTTP API, /healthz, /readyz and /metrics, all on the gateway port.
+EXPOSE 8080
+# No curl in the slim image: probe /healthz with the standard library.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PACHYDERM_GATEWAY_PORT', '8080'), timeout=4)"]
+CMD ["gateway"]
+
+# --- worker-runtime: what runs `pachyderm worker` (and migrate, topology, effects)
+FROM runtime AS worker-runtime
+# Health and metrics: /healthz, /readyz, /metrics on PACHYDERM_HEALTH_PORT.
+EXPOSE 8081
+# No curl in the slim image: probe /healthz with the standard library.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PACHYDERM_HEALTH_PORT', '8081'), timeout=4)"]
+
+# --- examples: the worker image plus examples/, serving examples.demo:APP -----
 # What docker-compose.yml and the Kubernetes base run.
-FROM runtime AS examples
+FROM worker-runtime AS examples
 COPY examples/ /app/examples/
 CMD ["worker", "examples.demo:APP"]
 
-# --- worker (default target): the library image users build FROM ------------
-FROM runtime AS worker
+# --- worker (the default target): the library image users build FROM --------
+FROM worker-runtime AS worker
