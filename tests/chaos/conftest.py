@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.chaos_run import Services
-from bench.chaos_services import PrivateServices, ServiceUnavailableError
+from chaos.run import Services
+from chaos.services import PrivateServices, ServiceUnavailableError
 
 
 def _start_private(*, postgres: bool, rabbitmq: bool) -> PrivateServices:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from bench.chaos_load import Patience
-from bench.chaos_record import Record
-from bench.chaos_run import Options, Services, Verdict, chaos_run
+from chaos.load import Patience
+from chaos.record import Record
+from chaos.run import Options, Services, Verdict, chaos_run
 
 # Small and quick, but long enough that every fault lands on commands in flight.
 COMMANDS = 1_200

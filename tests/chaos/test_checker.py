@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench.chaos_checker import (
+from chaos.checker import (
     KINDS,
     CommandRow,
     EntityRow,
@@ -22,7 +22,7 @@ from bench.chaos_checker import (
     Stored,
     check,
 )
-from bench.chaos_record import OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
+from chaos.record import OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
 from examples import bank, counter
 from examples.demo import APP
 from pachyderm import Ref, Reject

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos_run import Services
+from chaos.run import Services
 
 from .scenario import assert_survives
 

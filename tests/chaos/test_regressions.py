@@ -114,8 +114,8 @@ async def test_a_retried_command_that_applied_gets_its_reply_even_if_its_handler
 async def test_a_terminated_postgresql_backend_is_a_store_outage_never_an_internal_error(
     postgres_dsn: str, namespace: str
 ) -> None:
-    # Found by postgres_backends_terminated in bench/chaos.py: a command was
-    # told `failed` although its batch had committed (refused_applied).
+    # Found by postgres_backends_terminated in the long chaos run (python -m chaos):
+    # a command was told `failed` although its batch had committed (refused_applied).
     store = await PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=1)
     await store.migrate()
     admin = await asyncpg.connect(postgres_dsn)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos_run import Services
-from bench.chaos_services import PrivateServices
+from chaos.run import Services
+from chaos.services import PrivateServices
 
 from .scenario import assert_survives
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos_run import Services
-from bench.chaos_worker import POINTS
+from chaos.run import Services
+from chaos.worker import POINTS
 
 from .scenario import assert_survives
 

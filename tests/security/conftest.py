@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pytest
 
-from bench.chaos_services import ServiceUnavailableError
+from chaos.services import ServiceUnavailableError
 
 from .certificates import OpensslUnavailableError, TlsFiles, make_tls_files
 from .services import TlsPostgres, TlsRabbitMQ

@@ -1,6 +1,6 @@
 """Private PostgreSQL and RabbitMQ instances that speak TLS, for the TLS tests.
 
-Built on the chaos suite's private instances (``bench.chaos_services``): on
+Built on the chaos suite's private instances (``chaos.services``): on
 loopback, on free ports, in a temporary folder removed by ``close``; the
 machine's shared services are never touched.
 
@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.chaos_services import (
+from chaos.services import (
     PrivatePostgres,
     PrivateRabbitMQ,
     PrivateServices,

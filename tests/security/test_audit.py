@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos_services import free_port
+from chaos.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDIT = ROOT / ".ci" / "audit"

@@ -19,6 +19,9 @@ from ._migrate import migrate
 from ._runtime import broker
 from ._serve import serve
 
+# serve: the worker of `pachyderm worker`, for harnesses that wrap its ports.
+__all__ = ["main", "serve"]
+
 
 def _add_entity_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("type", help="entity type name, e.g. account")

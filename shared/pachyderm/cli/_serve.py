@@ -1,18 +1,33 @@
-"""``pachyderm worker APP``: serve partitions from RabbitMQ against PostgreSQL."""
+"""``pachyderm worker APP``: serve partitions from RabbitMQ against PostgreSQL.
+
+:func:`serve` hands the worker its store and transport through two wrappers,
+the identity unless told otherwise: the one seam through which a harness
+(the chaos suite's faults) reaches the worker's ports without patching it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from .._loading import load_app
 from .._settings import Settings
 from ..fleet import Membership, PostgresMembership, SoloMembership
-from ..store import open_store
+from ..store import EventStore, open_store
 from ..telemetry import Check, broker_check, database_check
+from ..transport import Transport
 from ..worker import Worker, WorkerOptions
 from ._runtime import broker, health_endpoints, observed, starting, stop_on_signals, worker_id
 
 log = logging.getLogger("pachyderm.worker")
+
+Port = TypeVar("Port")
+
+
+def as_is(port: Port) -> Port:
+    """The default wrapper: the port itself."""
+    return port
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -52,7 +67,15 @@ def readiness(worker: Worker) -> dict[str, Check]:
     }
 
 
-async def serve(settings: Settings, app_spec: str) -> None:
+async def serve(
+    settings: Settings,
+    app_spec: str,
+    *,
+    wrap_store: Callable[[EventStore], EventStore] = as_is,
+    wrap_transport: Callable[[Transport], Transport] = as_is,
+) -> None:
+    """Serve until SIGTERM or SIGINT; the worker, its readiness checks included, sees
+    the store and the transport as ``wrap_store`` and ``wrap_transport`` return them."""
     app = load_app(app_spec)
     name = worker_id(settings)
     # Read on every request: "starting" until the worker exists.
@@ -61,10 +84,11 @@ async def serve(settings: Settings, app_spec: str) -> None:
         stop = stop_on_signals()
         async with health_endpoints(checks, settings):
             database_url = settings.database_url.get_secret_value()
-            store = await open_store(database_url, namespace=settings.namespace)
+            store = wrap_store(await open_store(database_url, namespace=settings.namespace))
             membership = await _membership(settings, name)
             try:
-                async with broker(settings, name) as transport:
+                async with broker(settings, name) as connected:
+                    transport = wrap_transport(connected)
                     worker = Worker(app, store, transport, membership, worker_options(settings))
                     checks.clear()
                     checks.update(readiness(worker))

@@ -37,7 +37,7 @@ from pachyderm import App, PachydermError
 from pachyderm import _codec as codec
 from pachyderm._execution import read_stored_reply
 
-from .chaos_record import OK, REJECTED, Attempt, Record, Request
+from .record import OK, REJECTED, Attempt, Record, Request
 
 KINDS = (
     "lost",

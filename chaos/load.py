@@ -39,7 +39,7 @@ from pachyderm import (
 )
 from pachyderm.transport import Topology
 
-from .chaos_record import FAILED, INVALID, OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
+from .record import FAILED, INVALID, OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
 
 # -- the workload ------------------------------------------------------------------------
 

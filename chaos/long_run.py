@@ -1,18 +1,18 @@
 """The long chaos run: tens of thousands of commands, dozens of faults of every kind,
 and the checker's verdict over all of it.
 
-    python -m bench.chaos [--commands 50000] [--faults 52] [--seed 1]
+    python -m chaos [--commands 50000] [--faults 52] [--seed 1]
 
 Runs on a private PostgreSQL and a private RabbitMQ (started here, on
 loopback, in a temporary folder; the machine's shared services are never
 touched), so that they too can be crashed and restarted. Two chaos workers
-(``bench.chaos_worker``: ``pachyderm worker`` plus fault hooks) serve
+(``chaos.worker``: ``pachyderm worker`` with its ports wrapped in faults) serve
 ``examples.demo:APP``; the Python client and a raw aio-pika publisher send
 the load, recording what they sent and were told. Faults of every kind in
-``bench.chaos_faults`` are injected in a seeded, shuffled order, one after
+``chaos.faults`` are injected in a seeded, shuffled order, one after
 the other, while the load runs, until ``--faults`` of them took effect and
-``--commands`` commands were sent. Writes ``bench/chaos-results.json`` and
-``bench/chaos-results.md``.
+``--commands`` commands were sent. Writes ``chaos/results.json`` and
+``chaos/results.md``.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .chaos_faults import available
-from .chaos_load import Patience
-from .chaos_record import Record
-from .chaos_run import ChaosRun, Options, Services, Verdict, chaos_run
-from .chaos_services import PrivateServices
+from .faults import available
+from .load import Patience
+from .record import Record
+from .run import ChaosRun, Options, Services, Verdict, chaos_run
+from .services import PrivateServices
 
 HERE = Path(__file__).parent
-RESULTS_JSON = HERE / "chaos-results.json"
-RESULTS_MD = HERE / "chaos-results.md"
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "results.md"
 
 
 def schedule(run: ChaosRun, target: int, rng: random.Random) -> Iterator[str]:
@@ -98,7 +98,7 @@ def results(
         "missed_faults": run.missed,
         "duration_s": round(seconds, 1),
         "seed": arguments.seed,
-        "command": " ".join(["python -m bench.chaos", *sys.argv[1:]]),
+        "command": " ".join(["python -m chaos", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "examples": {kind: found[:5] for kind, found in verdict.violations.found.items() if found},
     }
@@ -117,14 +117,14 @@ def markdown(figures: dict[str, Any]) -> str:
         f"{total} violation{'' if total == 1 else 's'}** "
         f"({figures['unanswered']} requests left unanswered).",
         "",
-        "Two chaos workers (`pachyderm worker` with fault hooks, `bench/chaos_worker.py`)",
+        "Two chaos workers (`pachyderm worker` with faults at its ports, `chaos/worker.py`)",
         "serve `examples.demo:APP` (counters that mail an admin when they cross 10,",
         "bank accounts transferring money entity to entity) on a private PostgreSQL",
         "and a private RabbitMQ. The Python client and a raw aio-pika publisher (JSON,",
         "with and without a reply) send the load and record what they sent and what",
         "they were told; a timed-out attempt is *unknown* and retried with the same",
         "command id. A durable consumer of the effects exchange records every effect.",
-        "The checker (`bench/chaos_checker.py`) then compares the record, the",
+        "The checker (`chaos/checker.py`) then compares the record, the",
         "namespace's tables, the effects seen and a final query of every entity.",
         "",
         "## Violations",
@@ -218,7 +218,3 @@ def entry() -> None:
     RESULTS_JSON.write_text(json.dumps(figures, indent=2) + "\n")
     RESULTS_MD.write_text(markdown(figures))
     print(json.dumps({k: figures[k] for k in ("commands", "faults", "violations")}, indent=2))
-
-
-if __name__ == "__main__":
-    entry()

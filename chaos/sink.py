@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from pachyderm.transport import Topology
 
-from .chaos_checker import SeenEffect
+from .checker import SeenEffect
 
 SINK_GROUP = "chaos_sink"
 
@@ -37,15 +37,13 @@ class EffectSink:
         )
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=256)
-        exchange = await channel.declare_exchange(
-            self.topology.effects_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
         queue = await channel.declare_queue(
             self.topology.effects_queue(SINK_GROUP),
             durable=True,
             arguments={"x-queue-type": "quorum"},
         )
-        await queue.bind(exchange, routing_key="effect.#")
+        # The workers declared the exchange (with its alternate exchange).
+        await queue.bind(self.topology.effects_exchange, routing_key="effect.#")
         await queue.consume(self._on_effect)
         return self
 

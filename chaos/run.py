@@ -2,7 +2,7 @@
 effects sink; faults injected while the load runs; then the checker's verdict.
 
 Shared by the chaos test suite (a fault or two at a time, small) and by
-``python -m bench.chaos`` (tens of thousands of commands, dozens of faults).
+``python -m chaos`` (tens of thousands of commands, dozens of faults).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from examples.demo import APP
 from pachyderm import CallTimeoutError, Client, PachydermError, Ref
 from pachyderm.testing import process_fleet
 
-from .chaos_checker import Observed, Stored, Violations, check, read_database
-from .chaos_faults import Fault, FaultMissedError, Target, inject
-from .chaos_fleet import ChaosFleet
-from .chaos_load import ClientCaller, Command, Load, Patience, RawCaller, Sender, Workload
-from .chaos_record import Record
-from .chaos_services import PrivateServices
-from .chaos_sink import EffectSink
+from .checker import Observed, Stored, Violations, check, read_database
+from .faults import Fault, FaultMissedError, Target, inject
+from .fleet import ChaosFleet
+from .load import ClientCaller, Command, Load, Patience, RawCaller, Sender, Workload
+from .record import Record
+from .services import PrivateServices
+from .sink import EffectSink
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_SPEC = "examples.demo:APP"

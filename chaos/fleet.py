@@ -1,6 +1,11 @@
-"""Worker processes with fault hooks: a :class:`~pachyderm.testing.ProcessFleet` whose
-workers run ``bench.chaos_worker`` (``pachyderm worker`` plus the hooks), and the
-process-level faults a run injects into them."""
+"""Worker processes with fault points: a :class:`~pachyderm.testing.ProcessFleet` whose
+workers run ``chaos.worker`` (``pachyderm worker`` with its ports wrapped), and the
+process-level faults a run injects into them.
+
+A worker's PostgreSQL sessions are found from the outside, by the local ports
+of the process's own sockets to the server (``/proc/<pid>/fd`` and
+``/proc/<pid>/net/tcp``), which PostgreSQL shows as ``client_port``: nothing
+in the worker has to name them."""
 
 from __future__ import annotations
 
@@ -11,12 +16,35 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from pachyderm.testing import ProcessFleet, WorkerProcess
 
-from .chaos_worker import CONTROL_VARIABLE, application_name_prefix
+from .worker import CONTROL_VARIABLE
+
+
+def client_ports(pid: int, server_port: int) -> set[int]:
+    """The local ports of process ``pid``'s TCP connections to ``server_port``."""
+    inodes = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+            if target.startswith("socket:["):
+                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    ports = set()
+    # Rows: sl local_address rem_address st ... inode, addresses as HEXIP:HEXPORT.
+    tables = (Path(f"/proc/{pid}/net/{table}") for table in ("tcp", "tcp6"))
+    rows = [row for table in tables for row in table.read_text().splitlines()[1:]]
+    for row in rows:
+        fields = row.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if inode in inodes and int(remote.split(":")[1], 16) == server_port:
+            ports.add(int(local.split(":")[1], 16))
+    return ports
+
 
 # Faster than the defaults, so that a CI-sized run settles in seconds: the
 # sweep republishes what a crash left in the outbox after this long.
@@ -56,7 +84,7 @@ class ChaosFleet:
         }
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "bench.chaos_worker", self.fleet.app_spec],
+                [sys.executable, "-m", "chaos.worker", self.fleet.app_spec],
                 cwd=self.fleet.cwd,
                 env=environment,
                 stdout=output,
@@ -67,7 +95,7 @@ class ChaosFleet:
         return worker
 
     def order(self, worker: WorkerProcess, order: str) -> None:
-        """Hand ``order`` (see bench.chaos_worker) to a running worker."""
+        """Hand ``order`` (see chaos.worker) to a running worker."""
         (self.fleet.folder / f"{worker.name}.control").write_text(order)
         worker.process.send_signal(signal.SIGUSR1)
 
@@ -79,14 +107,15 @@ class ChaosFleet:
         return f"killed at {point}" in worker.log.read_text(errors="replace")
 
     async def terminate_backends(self, worker: WorkerProcess) -> int:
-        """Terminate ``worker``'s PostgreSQL sessions (by their application_name); how many."""
-        prefix = application_name_prefix(self.namespace, worker.name)
+        """Terminate ``worker``'s PostgreSQL sessions (by their client ports); how many."""
+        server_port = urlsplit(self.fleet.dsn).port or 5432
+        ports = sorted(client_ports(worker.process.pid, server_port))
         connection = await asyncpg.connect(self.fleet.dsn)
         try:
             terminated = await connection.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE starts_with(application_name, $1)",
-                prefix,
+                " WHERE client_port = ANY($1::int[])",
+                ports,
             )
         finally:
             await connection.close()

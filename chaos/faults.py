@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from pachyderm.testing import WorkerProcess
 
-from .chaos_fleet import ChaosFleet
-from .chaos_services import PrivatePostgres, PrivateRabbitMQ
-from .chaos_worker import POINTS
+from .fleet import ChaosFleet
+from .services import PrivatePostgres, PrivateRabbitMQ
+from .worker import POINTS
 
 
 class FaultMissedError(RuntimeError):
@@ -73,7 +73,7 @@ class Kind:
 
 
 class KillAt(Kind):
-    """A worker SIGKILLs itself at a point of its processing (bench.chaos_worker)."""
+    """A worker SIGKILLs itself at a point of its processing (chaos.worker)."""
 
     def __init__(self, point: str) -> None:
         self.point = point
