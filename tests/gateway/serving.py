@@ -32,11 +32,18 @@ class Exploded:
     pass
 
 
+@dataclass(frozen=True)
+class Peek:
+    pass
+
+
 class Fragile(Entity[dict[str, Any]]):
-    """An entity whose code raises: the gateway must answer 500 without telling why."""
+    """An entity whose code raises, on commands and queries (its state too): the gateway
+    must answer 500 without telling why."""
 
     commands = (Explode,)
     events = (Exploded,)
+    queries = (Peek,)
 
     def init(self) -> dict[str, Any]:
         return {}
@@ -46,6 +53,9 @@ class Fragile(Entity[dict[str, Any]]):
 
     def update(self, event: Any, state: dict[str, Any]) -> dict[str, Any]:
         return state
+
+    def query(self, query: Any, state: dict[str, Any]) -> Any:
+        raise RuntimeError("the secret is 42")
 
 
 @dataclass(frozen=True)

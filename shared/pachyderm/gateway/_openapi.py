@@ -1,10 +1,29 @@
-"""The gateway's OpenAPI 3.1 document, served at ``/openapi.json``."""
+"""The gateway's OpenAPI 3.1 document, served at ``/openapi.json``.
+
+No body is spelled out here: the schemas are generated from the models the
+routes answer with (``_bodies``, and the health bodies of
+:mod:`pachyderm.telemetry`), and each answer's content type is its model's.
+This module says which route answers which model, with which status.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ._problems import PROBLEM_JSON, TYPE_PREFIX
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+
+from ..telemetry._health import Liveness, Readiness
+from ._bodies import (
+    Body,
+    Fields,
+    History,
+    InvalidFieldsProblem,
+    Problem,
+    RejectionProblem,
+    Reply,
+    State,
+)
 from ._requests import DEFAULT_PAGE, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY, MAX_PAGE
 from ._routes import COMMAND_ID_HEADER, COMMANDS, ENTITY, HISTORY, QUERIES
 
@@ -12,29 +31,56 @@ OPENAPI = "/openapi.json"
 # Served by pachyderm.telemetry.health_routes, as on the workers.
 HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
 
-# Each error status an operation may answer: what it means, and its schema.
-_PROBLEMS = {
-    "400": ("Invalid input: an id, a header, a parameter, or not a JSON object", "Problem"),
-    "401": ("No bearer token, or an unknown one", "Problem"),
-    "403": ("The token lacks the right this operation needs", "Problem"),
-    "404": ("No such entity type, command or query; or the id is another type's", "Problem"),
-    "409": ("The entity rejected the command; nothing was written", "RejectionProblem"),
-    "413": ("The body is larger than the gateway accepts", "Problem"),
-    "415": ("The body is not sent as application/json", "Problem"),
-    "422": ("The fields do not match the command or query", "InvalidFieldsProblem"),
-    "500": ("The entity's code failed (nothing was written), or the gateway did", "Problem"),
-    "503": ("The broker or the event store is unavailable; retry later", "Problem"),
-    "504": ("No reply in time: the command may still apply; retry with the same key", "Problem"),
+# Each error status an operation may answer: what it means, and its document.
+_PROBLEMS: dict[str, tuple[str, type[Problem]]] = {
+    "400": ("Invalid input: an id, a header, a parameter, or not a JSON object", Problem),
+    "401": ("No bearer token, or an unknown one", Problem),
+    "403": ("The token lacks the right this operation needs", Problem),
+    "404": ("No such entity type, command or query; or the id is another type's", Problem),
+    "409": ("The entity rejected the command; nothing was written", RejectionProblem),
+    "413": ("The body is larger than the gateway accepts", Problem),
+    "415": ("The body is not sent as application/json", Problem),
+    "422": ("The fields do not match the command or query", InvalidFieldsProblem),
+    "500": ("The entity's code failed (nothing was written), or the gateway did", Problem),
+    "503": ("The broker or the event store is unavailable; retry later", Problem),
+    "504": ("No reply in time: the command may still apply; retry with the same key", Problem),
 }
+# What the routes answer with; Fields is what they take.
+_ANSWERS: tuple[type[BaseModel], ...] = (Reply, State, History, Liveness, Readiness)
+
+
+class _Schemas(GenerateJsonSchema):
+    """Models' JSON Schemas, without a title per field (its name says it)."""
+
+    def field_title_should_be_set(self, schema: object) -> bool:
+        return False
+
+
+def _schemas() -> dict[str, Any]:
+    """components/schemas: each model's JSON Schema, under the model's name."""
+    answers = dict.fromkeys([*_ANSWERS, *(model for _, model in _PROBLEMS.values())])
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Fields, "validation")]
+    models += [(model, "serialization") for model in answers]
+    _, schema = models_json_schema(
+        models,
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_Schemas,
+    )
+    defs: dict[str, Any] = schema["$defs"]
+    return defs
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _json(schema: str, description: str, **extra: Any) -> dict[str, Any]:
-    content = {"application/json": {"schema": _ref("schemas", schema)}}
-    return {"description": description, "content": content, **extra}
+def _content(model: type[BaseModel]) -> dict[str, Any]:
+    media_type = model.media_type if issubclass(model, Body) else "application/json"
+    return {media_type: {"schema": _ref("schemas", model.__name__)}}
+
+
+def _answer(model: type[BaseModel], description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": _content(model), **extra}
 
 
 def _operation(
@@ -57,7 +103,7 @@ def _operation(
         operation["requestBody"] = {
             "required": True,
             "description": body,
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": _content(Fields),
         }
     return operation
 
@@ -66,20 +112,19 @@ def _unsecured(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "security": [], "responses": responses}
 
 
-def _paths(*, secured: bool, history: bool) -> dict[str, Any]:
+def _entity_paths(*, secured: bool, history: bool) -> dict[str, Any]:
     command_id = {
         COMMAND_ID_HEADER: {
             "description": "The command id: the Idempotency-Key, or the id the gateway chose",
             "schema": {"type": "string"},
         }
     }
-    paths: dict[str, Any] = {
+    applied = "Applied (or applied before, with the same key)"
+    paths = {
         COMMANDS: {
             "post": _operation(
                 "Send a command to an entity and wait for its reply",
-                _json(
-                    "Reply", "Applied (or applied before, with the same key)", headers=command_id
-                ),
+                _answer(Reply, applied, headers=command_id),
                 "400 404 409 413 415 422 500 503 504",
                 secured=secured,
                 parameters=("type", "id", "command", "idempotency-key"),
@@ -89,7 +134,7 @@ def _paths(*, secured: bool, history: bool) -> dict[str, Any]:
         QUERIES: {
             "post": _operation(
                 "Ask an entity a read-only question; writes nothing",
-                _json("Reply", "The answer"),
+                _answer(Reply, "The answer"),
                 "400 404 413 415 422 500 503 504",
                 secured=secured,
                 parameters=("type", "id", "query"),
@@ -99,33 +144,9 @@ def _paths(*, secured: bool, history: bool) -> dict[str, Any]:
         ENTITY: {
             "get": _operation(
                 "Read an entity's state (version 0: never written)",
-                _json("State", "The state"),
+                _answer(State, "The state"),
                 "400 404 500 503 504",
                 secured=secured,
-            )
-        },
-        HEALTHZ: {
-            "get": _unsecured("Liveness", {"200": _json("Liveness", "The process is alive")})
-        },
-        READYZ: {
-            "get": _unsecured(
-                "Readiness: the broker takes messages and the event store answers",
-                {
-                    "200": _json("Readiness", "Ready"),
-                    "503": _json("Readiness", "Not ready: the failing checks say why"),
-                },
-            )
-        },
-        METRICS: {
-            "get": _unsecured(
-                "Metrics, in Prometheus's text format",
-                {"200": {"description": "The metrics", "content": {"text/plain": {}}}},
-            )
-        },
-        OPENAPI: {
-            "get": _unsecured(
-                "This document",
-                {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
             )
         },
     }
@@ -134,13 +155,39 @@ def _paths(*, secured: bool, history: bool) -> dict[str, Any]:
         paths[HISTORY] = {
             "get": _operation(
                 "Read a page of an entity's events, oldest first",
-                _json("History", "A page of events", headers=link),
+                _answer(History, "A page of events", headers=link),
                 "400 404 500 503",
                 secured=secured,
                 parameters=("type", "id", "from", "limit"),
             )
         }
     return paths
+
+
+def _public_paths() -> dict[str, Any]:
+    def plain(description: str, media_type: str) -> dict[str, Any]:
+        return {"200": {"description": description, "content": {media_type: {}}}}
+
+    readiness = {
+        "200": _answer(Readiness, "Ready"),
+        "503": _answer(Readiness, "Not ready: the failing checks say why"),
+    }
+    return {
+        HEALTHZ: {
+            "get": _unsecured("Liveness", {"200": _answer(Liveness, "The process is alive")})
+        },
+        READYZ: {
+            "get": _unsecured(
+                "Readiness: the broker takes messages and the event store answers", readiness
+            )
+        },
+        METRICS: {
+            "get": _unsecured(
+                "Metrics, in Prometheus's text format", plain("The metrics", "text/plain")
+            )
+        },
+        OPENAPI: {"get": _unsecured("This document", plain("OpenAPI 3.1", "application/json"))},
+    }
 
 
 def _parameters() -> dict[str, Any]:
@@ -174,98 +221,9 @@ def _parameters() -> dict[str, Any]:
     }
 
 
-def _schemas() -> dict[str, Any]:
-    any_json: dict[str, Any] = {}
-    problem = {
-        "type": "object",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {
-                "type": "string",
-                "format": "uri-reference",
-                "description": f"about:blank, or {TYPE_PREFIX}<kind>",
-            },
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-        },
-    }
-
-    def problem_with(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
-        extra = {"type": "object", "required": required, "properties": properties}
-        return {"allOf": [_ref("schemas", "Problem"), extra]}
-
-    field_problem = {
-        "type": "object",
-        "required": ["location", "problem"],
-        "properties": {"location": {"type": "string"}, "problem": {"type": "string"}},
-    }
-    event = {
-        "type": "object",
-        "required": ["version", "name", "data", "command_id", "recorded_at"],
-        "properties": {
-            "version": {"type": "integer", "minimum": 1},
-            "name": {"type": "string"},
-            "data": any_json,
-            "command_id": {"type": ["string", "null"]},
-            "recorded_at": {"type": "string", "format": "date-time"},
-        },
-    }
-    identity = {"type": {"type": "string"}, "id": {"type": "string", "format": "uuid"}}
-    checks = {
-        "type": "object",
-        "description": "By check: ok, or why not",
-        "additionalProperties": {"type": "string"},
-    }
-    return {
-        "Problem": problem,
-        "FieldProblem": field_problem,
-        "InvalidFieldsProblem": problem_with(
-            ["problems"], {"problems": {"type": "array", "items": _ref("schemas", "FieldProblem")}}
-        ),
-        "RejectionProblem": problem_with(
-            ["reason"], {"reason": {"type": "string"}, "rejection_detail": any_json}
-        ),
-        "Reply": {
-            "type": "object",
-            "required": ["version", "reply"],
-            "properties": {"version": {"type": "integer", "minimum": 0}, "reply": any_json},
-        },
-        "State": {
-            "type": "object",
-            "required": ["type", "id", "version", "state"],
-            "properties": identity | {"version": {"type": "integer"}, "state": any_json},
-        },
-        "Event": event,
-        "History": {
-            "type": "object",
-            "required": ["type", "id", "events", "next"],
-            "properties": identity
-            | {
-                "events": {"type": "array", "items": _ref("schemas", "Event")},
-                "next": {"type": ["string", "null"], "format": "uri-reference"},
-            },
-        },
-        "Liveness": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"const": "alive"}, "uptime_seconds": {"type": "number"}},
-        },
-        "Readiness": {
-            "type": "object",
-            "required": ["status", "checks"],
-            "properties": {"status": {"enum": ["ready", "not ready"]}, "checks": checks},
-        },
-    }
-
-
 def _responses() -> dict[str, Any]:
     return {
-        status: {
-            "description": description,
-            "content": {PROBLEM_JSON: {"schema": _ref("schemas", schema)}},
-        }
-        for status, (description, schema) in _PROBLEMS.items()
+        status: _answer(model, description) for status, (description, model) in _PROBLEMS.items()
     }
 
 
@@ -278,7 +236,7 @@ def openapi_document(*, secured: bool, history: bool) -> dict[str, Any]:
             "version": "1",
             "description": "Commands, queries, state and history of event-sourced entities.",
         },
-        "paths": _paths(secured=secured, history=history),
+        "paths": _entity_paths(secured=secured, history=history) | _public_paths(),
         "components": {
             "parameters": _parameters(),
             "schemas": _schemas(),

@@ -2,9 +2,10 @@
 
 Every error the gateway answers is a :class:`Problem`: routing's own (404,
 405), the gateway's checks (auth, body, parameters) and, through
-:func:`problem_from`, the errors of the call path. A problem's ``detail``
-never carries a traceback, a URL or an entity's internal error text: those go
-to the log.
+:func:`problem_from`, the errors of the call path. Its document is a model
+of ``_bodies`` (the one of its kind), so it has the members the OpenAPI
+document says. A problem's ``detail`` never carries a traceback, a URL or an
+entity's internal error text: those go to the log.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .._errors import (
     CallTimeoutError,
@@ -30,11 +31,10 @@ from .._errors import (
     TransportError,
     UnknownNameError,
 )
+from . import _bodies as bodies
+from ._bodies import TYPE_PREFIX
 
 log = logging.getLogger("pachyderm.gateway")
-
-PROBLEM_JSON = "application/problem+json"
-TYPE_PREFIX = "urn:pachyderm:problem:"
 
 # Pachyderm's own problem types: the part after TYPE_PREFIX, and the title
 # every occurrence of the type shares (RFC 9457, section 3.1.3). Problems of
@@ -48,6 +48,11 @@ KINDS: Mapping[str, str] = {
     "timeout": "No reply in time",
     "unavailable": "Temporarily unavailable",
 }
+# The kinds whose documents have members of their own; the others' are bodies.Problem.
+BODIES: Mapping[str, type[bodies.Problem]] = {
+    "invalid-message": bodies.InvalidFieldsProblem,
+    "rejected": bodies.RejectionProblem,
+}
 
 
 class Problem(HTTPException):
@@ -55,7 +60,9 @@ class Problem(HTTPException):
 
     ``kind`` is one of :data:`KINDS` (its type URI is ``urn:pachyderm:problem:<kind>``),
     or ``None`` for a problem that means no more than its HTTP status.
-    ``extensions`` become members of the document next to ``detail``.
+    ``extensions`` become members of the document next to ``detail``: those
+    its kind's body (:data:`BODIES`) declares, else a ``ValidationError``
+    here, where the problem is made, not when it is answered.
     """
 
     def __init__(
@@ -71,36 +78,24 @@ class Problem(HTTPException):
             raise ValueError(f"unknown problem kind {kind!r}")
         super().__init__(status, detail, dict(headers or {}))
         self.kind = kind
-        self.extensions = extensions
-
-    def document(self) -> dict[str, Any]:
-        """The problem document: ``type``, ``title``, ``status``, ``detail`` and extensions."""
-        if self.kind is None:
-            kind, title = "about:blank", HTTPStatus(self.status_code).phrase
+        if kind is None:
+            uri, title = "about:blank", HTTPStatus(status).phrase
         else:
-            kind, title = TYPE_PREFIX + self.kind, KINDS[self.kind]
-        return {
-            "type": kind,
-            "title": title,
-            "status": self.status_code,
-            "detail": self.detail,
-            **self.extensions,
-        }
+            uri, title = TYPE_PREFIX + kind, KINDS[kind]
+        body = BODIES.get(kind or "", bodies.Problem)
+        self.document = body(type=uri, title=title, status=status, detail=detail, **extensions)
 
     def response(self, headers: Mapping[str, str] | None = None) -> Response:
         """The problem as a response, with its own headers and ``headers``."""
-        return JSONResponse(
-            self.document(),
-            status_code=self.status_code,
-            headers={**(self.headers or {}), **(headers or {})},
-            media_type=PROBLEM_JSON,
-        )
+        return self.document.response(self.status_code, {**(self.headers or {}), **(headers or {})})
 
 
 def problem_from(error: PachydermError) -> Problem:
     """The problem that answers ``error``, raised on the call path."""
     if isinstance(error, InvalidMessageError):
-        problems = [{"location": p.location, "problem": p.problem} for p in error.problems]
+        problems = [
+            bodies.FieldProblem(location=p.location, problem=p.problem) for p in error.problems
+        ]
         return Problem(422, str(error), kind="invalid-message", problems=problems)
     if isinstance(error, UnknownNameError | EntityTypeMismatchError):
         # An id taken by another type names no entity of the requested type.

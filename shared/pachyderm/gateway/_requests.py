@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 
 from .. import _codec
 from .._errors import DefinitionError, InvalidEntityIdError, UnknownNameError
 from .._reference import Ref, check_type_name
+from ._bodies import Fields
 from ._problems import Problem
 
 KEY_PREFIX = "key:"
@@ -52,7 +54,7 @@ def command_id(request: Request) -> str:
 
 
 async def json_object(request: Request, max_body: int) -> dict[str, Any]:
-    """The body, a JSON object of at most ``max_body`` bytes.
+    """The body, a JSON object (:class:`Fields`) of at most ``max_body`` bytes.
 
     Refuses an oversized body by its ``Content-Length`` before reading it,
     and stops reading one without (chunked) as soon as it grows too large.
@@ -68,9 +70,10 @@ async def json_object(request: Request, max_body: int) -> dict[str, Any]:
         if len(body) > max_body:
             raise too_large
     data = _codec.decode(bytes(body), _codec.JSON, _codec.Limits(max_bytes=max_body))
-    if not isinstance(data, dict):
-        raise _invalid("the body must be a JSON object of the fields")
-    return data
+    try:
+        return Fields.model_validate(data).root
+    except ValidationError:
+        raise _invalid("the body must be a JSON object of the fields") from None
 
 
 def page(request: Request) -> tuple[int, int]:

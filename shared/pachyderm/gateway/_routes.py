@@ -1,11 +1,15 @@
-"""The entity endpoints: commands, queries, state and history."""
+"""The entity endpoints: commands, queries, state and history.
+
+Each answers with a model of ``_bodies``, the one the OpenAPI document gives
+for it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import _codec
@@ -16,6 +20,7 @@ from .._reference import Ref
 from .._wire import COMMAND, QUERY
 from ..store import EventStore, RecordedEvent
 from ._auth import Endpoint, Guard, Right
+from ._bodies import Event, History, Reply, State
 from ._problems import answer_pachyderm_error
 from ._requests import command_id, entity_ref, json_object, page
 from ._tracing import traced_endpoint
@@ -66,7 +71,7 @@ class EntityEndpoints:
         except PachydermError as error:
             # The id goes back with every outcome: after a timeout it is what to retry with.
             return await answer_pachyderm_error(request, error, headers)
-        return JSONResponse({"version": version, "reply": reply}, headers=headers)
+        return Reply(version=version, reply=reply).response(headers=headers)
 
     async def query(self, request: Request) -> Response:
         """``POST /entities/{type}/{id}/queries/{query}``: ``{"version", "reply"}``."""
@@ -74,16 +79,14 @@ class EntityEndpoints:
         data = await json_object(request, self.max_body)
         self._check_message(ref, QUERY, name, data)
         version, reply = await self.client.call_named(ref, name, data, kind=QUERY)
-        return JSONResponse({"version": version, "reply": reply})
+        return Reply(version=version, reply=reply).response()
 
     async def state(self, request: Request) -> Response:
         """``GET /entities/{type}/{id}``: ``{"type", "id", "version", "state"}``."""
         ref = entity_ref(request)
         self._check_type(ref)
         version, state = await self.client.call_named(ref, "", None, kind=QUERY)
-        return JSONResponse(
-            {"type": ref.type, "id": str(ref.id), "version": version, "state": state}
-        )
+        return State(type=ref.type, id=ref.id, version=version, state=state).response()
 
     async def history(self, request: Request) -> Response:
         """``GET /entities/{type}/{id}/history?from=1&limit=100``: a page of events, oldest
@@ -103,14 +106,14 @@ class EntityEndpoints:
             path = HISTORY.format(type=ref.type, id=ref.id)
             root = request.scope.get("root_path", "")
             next_page = f"{root}{path}?from={events[limit].version}&limit={limit}"
-        body = {
-            "type": ref.type,
-            "id": str(ref.id),
-            "events": [_event(event) for event in events[:limit]],
-            "next": next_page,
-        }
+        body = History(
+            type=ref.type,
+            id=ref.id,
+            events=[_event(event) for event in events[:limit]],
+            next=next_page,
+        )
         headers = {"Link": f'<{next_page}>; rel="next"'} if next_page else None
-        return JSONResponse(body, headers=headers)
+        return body.response(headers=headers)
 
     def _check_type(self, ref: Ref) -> None:
         """With the app: an unknown entity type is answered here."""
@@ -130,11 +133,11 @@ def _route(method: str, path: str, endpoint: Endpoint) -> Route:
     return Route(path, traced_endpoint(method, path, endpoint), methods=[method])
 
 
-def _event(event: RecordedEvent) -> dict[str, Any]:
-    return {
-        "version": event.version,
-        "name": event.name,
-        "data": _codec.decode(event.data),
-        "command_id": event.command_id,
-        "recorded_at": event.recorded_at.isoformat(),
-    }
+def _event(event: RecordedEvent) -> Event:
+    return Event(
+        version=event.version,
+        name=event.name,
+        data=_codec.decode(event.data),
+        command_id=event.command_id,
+        recorded_at=event.recorded_at,
+    )

@@ -2,7 +2,8 @@
 
 The routes serve workers (:class:`HealthServer`) and the gateway alike.
 They run on the process's event loop, so an answer from ``/healthz`` proves
-the loop is responsive.
+the loop is responsive. Their JSON bodies are :class:`Liveness` and
+:class:`Readiness`, from which the gateway's OpenAPI document takes their schemas.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import asyncio
 import time
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +24,24 @@ from .._serving import listen, serve
 from ._checks import Check, readiness
 from ._prometheus import CONTENT_TYPE
 from ._telemetry import installed
+
+
+class Liveness(BaseModel):
+    """The process and its event loop answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["alive"]
+    uptime_seconds: float
+
+
+class Readiness(BaseModel):
+    """Whether the process can do its work: each check's verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="By check: ok, or why not")
 
 
 def metrics_response() -> Response:
@@ -50,17 +71,17 @@ def health_routes(checks: Mapping[str, Check]) -> list[Route]:
     started = time.monotonic()
 
     async def healthz(_: Request) -> Response:
-        uptime = round(time.monotonic() - started, 3)
-        return JSONResponse({"status": "alive", "uptime_seconds": uptime})
+        liveness = Liveness(status="alive", uptime_seconds=round(time.monotonic() - started, 3))
+        return JSONResponse(liveness.model_dump(mode="json"))
 
     async def readyz(_: Request) -> Response:
         verdicts = await readiness(checks)
         ready = not any(verdicts.values())
-        body = {
-            "status": "ready" if ready else "not ready",
-            "checks": {name: verdict or "ok" for name, verdict in verdicts.items()},
-        }
-        return JSONResponse(body, status_code=200 if ready else 503)
+        body = Readiness(
+            status="ready" if ready else "not ready",
+            checks={name: verdict or "ok" for name, verdict in verdicts.items()},
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
 
     return [
         Route("/healthz", healthz, methods=["GET"]),

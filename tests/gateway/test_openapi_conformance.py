@@ -1,0 +1,254 @@
+"""Every answer validates against what the OpenAPI document declares for its route and
+status: the content type, and the schema generated from the model the route answers with.
+Every answer the document declares is exercised here, so a status added to the document
+needs a request that gets it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from pachyderm import Client, Ref, StoreUnavailableError
+from pachyderm._embedded import EmbeddedFleet
+from pachyderm.gateway import GatewayOptions, Tokens, create_app
+from pachyderm.gateway._openapi import openapi_document
+from pachyderm.gateway._problems import Problem
+from pachyderm.store import RecordedEvent, SqliteEventStore
+from pachyderm.transport import InProcessTransport, Topology
+
+from .serving import APP, serving
+
+# A token for each right alone, so that every route can be refused with 403.
+TOKENS = Tokens.parse("both=call+read,caller=call,reader=read")
+MAX_BODY = 256
+
+ENTITY = "/entities/{type}/{id}"
+COMMANDS, QUERIES = f"{ENTITY}/commands/{{command}}", f"{ENTITY}/queries/{{query}}"
+HISTORY = f"{ENTITY}/history"
+ALICE, METER = "/entities/account/key:alice", "/entities/meter/key:m"
+FRAGILE, NOPE = "/entities/fragile/key:f", "/entities/nope/key:a"
+TOO_LARGE = b'{"padding": "' + b"x" * MAX_BODY + b'"}'
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A request to ``path`` (of the route ``template``) and the status it must get."""
+
+    status: int
+    method: str
+    template: str
+    path: str
+    body: bytes | None = None
+    token: str | None = "both"
+    content_type: str = "application/json"
+
+    async def send(self, http: httpx.AsyncClient) -> httpx.Response:
+        headers = {"Content-Type": self.content_type}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        response = await http.request(self.method, self.path, content=self.body, headers=headers)
+        assert response.status_code == self.status, (self, response.text)
+        return response
+
+
+def post(status: int, template: str, path: str, body: bytes = b"{}", **kw: Any) -> Exchange:
+    return Exchange(status, "POST", template, path, body, **kw)
+
+
+def get(status: int, template: str, path: str, **kw: Any) -> Exchange:
+    return Exchange(status, "GET", template, path, **kw)
+
+
+def refusals(template: str, path: str, body: bytes | None, right_lacking: str) -> list[Exchange]:
+    """401 without a token; 403 with a token lacking the route's right."""
+    method = "GET" if body is None else "POST"
+    return [
+        Exchange(401, method, template, path, body, token=None),
+        Exchange(403, method, template, path, body, token=right_lacking),
+    ]
+
+
+def failures(status: int) -> list[Exchange]:
+    """``status`` from the three routes that call an entity."""
+    return [
+        post(status, COMMANDS, f"{ALICE}/commands/Open", b'{"owner": "A"}'),
+        post(status, QUERIES, f"{METER}/queries/Exceeds", b'{"limit": 0}'),
+        get(status, ENTITY, ALICE),
+    ]
+
+
+# Against the embedded fleet: everything but an unavailable or silent broker or store.
+SERVING = [
+    post(200, COMMANDS, f"{ALICE}/commands/Open", b'{"owner": "A"}'),
+    post(409, COMMANDS, f"{ALICE}/commands/Open", b'{"owner": "A"}'),
+    post(422, COMMANDS, f"{ALICE}/commands/Deposit", b'{"amount": -1}'),
+    post(400, COMMANDS, f"{ALICE}/commands/Open", b"[]"),
+    *refusals(COMMANDS, f"{ALICE}/commands/Open", b"{}", "reader"),
+    post(404, COMMANDS, f"{NOPE}/commands/Open"),
+    post(413, COMMANDS, f"{ALICE}/commands/Open", TOO_LARGE),
+    post(415, COMMANDS, f"{ALICE}/commands/Open", content_type="text/plain"),
+    post(500, COMMANDS, f"{FRAGILE}/commands/Explode"),
+    post(200, COMMANDS, f"{METER}/commands/Add", b'{"amount": 1}'),
+    post(200, COMMANDS, f"{METER}/commands/Add", b'{"amount": 2}'),
+    post(200, QUERIES, f"{METER}/queries/Exceeds", b'{"limit": 0}'),
+    post(400, QUERIES, f"{METER}/queries/Exceeds", b"[]"),
+    *refusals(QUERIES, f"{METER}/queries/Exceeds", b"{}", "caller"),
+    post(404, QUERIES, f"{METER}/queries/Fly"),
+    post(413, QUERIES, f"{METER}/queries/Exceeds", TOO_LARGE),
+    post(415, QUERIES, f"{METER}/queries/Exceeds", content_type="text/plain"),
+    post(422, QUERIES, f"{METER}/queries/Exceeds", b'{"limit": "x"}'),
+    post(500, QUERIES, f"{FRAGILE}/queries/Peek"),
+    get(200, ENTITY, ALICE),
+    get(200, ENTITY, "/entities/account/key:never-written"),
+    get(400, ENTITY, "/entities/account/12345"),
+    *refusals(ENTITY, ALICE, None, "caller"),
+    get(404, ENTITY, NOPE),
+    get(500, ENTITY, FRAGILE),
+    get(200, HISTORY, f"{METER}/history?limit=1"),  # with a next page
+    get(200, HISTORY, f"{METER}/history?from=2"),  # the last page
+    get(400, HISTORY, f"{METER}/history?limit=0"),
+    *refusals(HISTORY, f"{METER}/history", None, "caller"),
+    get(404, HISTORY, f"{NOPE}/history"),
+    get(200, "/healthz", "/healthz", token=None),
+    get(200, "/readyz", "/readyz", token=None),
+    get(200, "/metrics", "/metrics", token=None),
+    get(200, "/openapi.json", "/openapi.json", token=None),
+]
+# No worker takes the messages: no reply in time.
+SILENT = failures(504)
+# The broker is closed.
+CLOSED = [*failures(503), get(503, "/readyz", "/readyz", token=None)]
+# The event store fails: unavailable, then with a bug of its own.
+FAILING_STORE = [get(503, HISTORY, f"{METER}/history"), get(500, HISTORY, f"{ALICE}/history")]
+
+
+class FailingStore(SqliteEventStore):
+    """A store whose history of the meter is unavailable, and of any other entity fails
+    with a bug of the store's own."""
+
+    async def history(
+        self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        if entity_id == Ref.from_key("meter", "m").id:
+            raise StoreUnavailableError("PostgreSQL unavailable: connection refused")
+        raise RuntimeError("a bug in the store")
+
+
+Gateway = Callable[[EmbeddedFleet], AbstractAsyncContextManager[httpx.AsyncClient]]
+OPTIONS = GatewayOptions(tokens=TOKENS, max_body=MAX_BODY)
+
+
+@asynccontextmanager
+async def serving_fleet(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(create_app(fleet.client, fleet.store, OPTIONS, app=APP)) as http:
+        yield http
+
+
+@asynccontextmanager
+async def broker_without_workers(
+    fleet: EmbeddedFleet, *, closed: bool = False
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway whose broker takes commands no worker consumes; or is closed."""
+    transport = InProcessTransport(Topology())
+    await transport.start()
+    client = Client(None, transport, timeout=0.2)
+    await client.start()
+    if closed:
+        await transport.close()
+    try:
+        async with serving(create_app(client, None, OPTIONS)) as http:
+            yield http
+    finally:
+        await transport.close()  # idempotent
+
+
+@asynccontextmanager
+async def closed_broker(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
+    async with broker_without_workers(fleet, closed=True) as http:
+        yield http
+
+
+@asynccontextmanager
+async def failing_store(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
+    store = await FailingStore.open(":memory:")
+    try:
+        async with serving(create_app(fleet.client, store, OPTIONS, app=APP)) as http:
+            yield http
+    finally:
+        await store.close()
+
+
+GATEWAYS: dict[str, tuple[list[Exchange], Gateway]] = {
+    "serving": (SERVING, serving_fleet),
+    "silent": (SILENT, broker_without_workers),
+    "closed": (CLOSED, closed_broker),
+    "failing-store": (FAILING_STORE, failing_store),
+}
+
+
+def resolve(document: dict[str, Any], reference: str) -> Any:
+    node: Any = document
+    for part in reference.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def conforms(document: dict[str, Any], exchange: Exchange, response: httpx.Response) -> None:
+    """``response`` has a content type, and a body valid by the schema, that the document
+    declares for the route and status of ``exchange``."""
+    operation = document["paths"][exchange.template][exchange.method.lower()]
+    declared = operation["responses"][str(response.status_code)]
+    answer = resolve(document, declared["$ref"]) if "$ref" in declared else declared
+    media_type = response.headers["content-type"].split(";")[0]
+    assert media_type in answer["content"], (exchange, media_type)
+    schema = answer["content"][media_type].get("schema")
+    if schema is not None:
+        # The document is the root, so that the schema's references resolve in it.
+        validator = jsonschema.Draft202012Validator(
+            {**document, **schema}, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+        validator.validate(response.json())
+
+
+@pytest.mark.parametrize("name", GATEWAYS)
+async def test_every_answer_is_as_the_document_declares(fleet: EmbeddedFleet, name: str) -> None:
+    exchanges, gateway = GATEWAYS[name]
+    async with gateway(fleet) as http:
+        document = (await http.get("/openapi.json")).json()
+        for exchange in exchanges:
+            conforms(document, exchange, await exchange.send(http))
+
+
+def test_every_answer_the_document_declares_is_exercised() -> None:
+    document = openapi_document(secured=True, history=True)
+    declared = {
+        (path, method, status)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+    }
+    exercised = {
+        (exchange.template, exchange.method.lower(), str(exchange.status))
+        for exchanges, _ in GATEWAYS.values()
+        for exchange in exchanges
+    }
+    assert exercised == declared
+
+
+def test_a_problem_has_only_the_members_its_kind_declares() -> None:
+    rejected = Problem(409, "no", kind="rejected", reason="closed", rejection_detail=None)
+    assert list(rejected.document.model_dump()) == [
+        *("type", "title", "status", "detail", "reason", "rejection_detail")
+    ]
+    with pytest.raises(ValidationError):
+        Problem(409, "no", kind="rejected", reason="closed", rejection_detail=None, more=1)
+    with pytest.raises(ValidationError):
+        Problem(400, "no", kind="invalid-input", reason="closed")
