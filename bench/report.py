@@ -37,8 +37,8 @@ three systems) and the worker processes on
 the same 2 cores as the broker and the database. 16 partitions; two worker
 processes named w1 and w2 split them the same way for all three systems.
 
-- **pachyderm**: `python -m pachyderm worker bench.app:APP` (a counter without
-  effects; batched and group commits, hot cache, uvloop, default settings).
+- **pachyderm**: `python -m pachyderm worker bench.app:APP` (examples/counter.py
+  without its effect; batched and group commits, hot cache, uvloop, default settings).
 - **raw_broker** (`bench/baselines/raw_broker.py`): plain aio-pika on asyncio's own
   loop, one message at a time per partition, state in a dict, no database: the
   message path's limit as a textbook aio-pika program reaches it.

@@ -40,8 +40,17 @@ class AdminMailer(EffectHandler):
 
 
 class Counter(Entity[CounterState]):
+    """Counts; tells an admin when a count crosses ``threshold`` (``None``: never).
+
+    An app may register a configured instance, as the benchmark does with
+    ``App([Counter(threshold=None)])``: the same counter, without effects.
+    """
+
     commands = (Increment,)
     events = (Increased,)
+
+    def __init__(self, threshold: int | None = THRESHOLD) -> None:
+        self.threshold = threshold
 
     def init(self) -> CounterState:
         return {"count": 0}
@@ -50,8 +59,9 @@ class Counter(Entity[CounterState]):
         match message:
             case Increment(amount=n):
                 events = [Increased(amount=n)]
-                if state["count"] < THRESHOLD <= state["count"] + n:
-                    return events, [AdminMailer.notify(threshold=THRESHOLD)]
+                limit = self.threshold
+                if limit is not None and state["count"] < limit <= state["count"] + n:
+                    return events, [AdminMailer.notify(threshold=limit)]
                 return events
         return None
 

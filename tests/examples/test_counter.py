@@ -24,3 +24,17 @@ def test_staying_below_ten_notifies_nobody() -> None:
     given(Counter, Increased(amount=2)).when(Increment(amount=7)).then(
         state={"count": 9}, effects=[]
     )
+
+
+def test_a_counter_without_threshold_never_notifies() -> None:
+    # The benchmark's counter (bench/app.py): the baselines it is compared with have no outbox.
+    given(Counter(threshold=None), Increased(amount=8)).when(Increment(amount=3)).then(
+        state={"count": 11}, effects=[]
+    )
+
+
+def test_the_threshold_is_the_counter_s_own() -> None:
+    given(Counter(threshold=100), Increased(amount=95)).when(Increment(amount=5)).then(
+        effects=[AdminMailer.notify(threshold=100)]
+    )
+    given(Counter(threshold=100), Increased(amount=8)).when(Increment(amount=3)).then(effects=[])
