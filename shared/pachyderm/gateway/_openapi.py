@@ -24,7 +24,7 @@ from ._bodies import (
     Reply,
     State,
 )
-from ._requests import DEFAULT_PAGE, IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY, MAX_PAGE
+from ._parameters import parameters
 from ._routes import COMMAND_ID_HEADER, COMMANDS, ENTITY, HISTORY, QUERIES
 
 OPENAPI = "/openapi.json"
@@ -45,8 +45,12 @@ _PROBLEMS: dict[str, tuple[str, type[Problem]]] = {
     "503": ("The broker or the event store is unavailable; retry later", Problem),
     "504": ("No reply in time: the command may still apply; retry with the same key", Problem),
 }
-# What the routes answer with; Fields is what they take.
+# What the routes answer with, besides problems; Fields is what they take.
 _ANSWERS: tuple[type[BaseModel], ...] = (Reply, State, History, Liveness, Readiness)
+_HEADERS = {
+    COMMAND_ID_HEADER: "The command id: the Idempotency-Key, or the id the gateway chose",
+    "Link": 'The next page, rel="next"',
+}
 
 
 class _Schemas(GenerateJsonSchema):
@@ -61,11 +65,8 @@ def _schemas() -> dict[str, Any]:
     answers = dict.fromkeys([*_ANSWERS, *(model for _, model in _PROBLEMS.values())])
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Fields, "validation")]
     models += [(model, "serialization") for model in answers]
-    _, schema = models_json_schema(
-        models,
-        ref_template="#/components/schemas/{model}",
-        schema_generator=_Schemas,
-    )
+    template = "#/components/schemas/{model}"
+    _, schema = models_json_schema(models, ref_template=template, schema_generator=_Schemas)
     defs: dict[str, Any] = schema["$defs"]
     return defs
 
@@ -79,25 +80,25 @@ def _content(model: type[BaseModel]) -> dict[str, Any]:
     return {media_type: {"schema": _ref("schemas", model.__name__)}}
 
 
-def _answer(model: type[BaseModel], description: str, **extra: Any) -> dict[str, Any]:
-    return {"description": description, "content": _content(model), **extra}
+def _answer(model: type[BaseModel], description: str, header: str | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": _content(model)}
+    if header is not None:
+        answer["headers"] = {
+            header: {"description": _HEADERS[header], "schema": {"type": "string"}}
+        }
+    return answer
 
 
-def _operation(
-    summary: str,
-    ok: dict[str, Any],
-    problems: str,
-    *,
-    secured: bool,
-    parameters: tuple[str, ...] = ("type", "id"),
-    body: str | None = None,
+def _entity(
+    summary: str, ok: dict[str, Any], problems: str, parameters: str, body: str | None
 ) -> dict[str, Any]:
-    """One operation; ``problems`` lists its error statuses (401 and 403 added if secured)."""
-    statuses = problems.split() + (["401", "403"] if secured else [])
+    """An entity route: ``problems`` are its error statuses, ``parameters`` its
+    parameters' names, ``body`` the description of what it takes, if anything."""
+    responses = {"200": ok} | {status: _ref("responses", status) for status in problems.split()}
     operation: dict[str, Any] = {
         "summary": summary,
-        "parameters": [_ref("parameters", name) for name in parameters],
-        "responses": {"200": ok} | {s: _ref("responses", s) for s in sorted(statuses)},
+        "parameters": [_ref("parameters", name) for name in parameters.split()],
+        "responses": responses,
     }
     if body is not None:
         operation["requestBody"] = {
@@ -108,127 +109,79 @@ def _operation(
     return operation
 
 
-def _unsecured(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+def _public(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "security": [], "responses": responses}
 
 
-def _entity_paths(*, secured: bool, history: bool) -> dict[str, Any]:
-    command_id = {
-        COMMAND_ID_HEADER: {
-            "description": "The command id: the Idempotency-Key, or the id the gateway chose",
-            "schema": {"type": "string"},
-        }
-    }
-    applied = "Applied (or applied before, with the same key)"
+def _paths(*, secured: bool, history: bool) -> dict[str, Any]:
+    refusals = " 401 403" if secured else ""  # no token, or one without the right
     paths = {
         COMMANDS: {
-            "post": _operation(
+            "post": _entity(
                 "Send a command to an entity and wait for its reply",
-                _answer(Reply, applied, headers=command_id),
-                "400 404 409 413 415 422 500 503 504",
-                secured=secured,
-                parameters=("type", "id", "command", "idempotency-key"),
-                body="The command's fields",
+                _answer(Reply, "Applied (or applied before, with the same key)", COMMAND_ID_HEADER),
+                "400" + refusals + " 404 409 413 415 422 500 503 504",
+                "type id command idempotency-key",
+                "The command's fields",
             )
         },
         QUERIES: {
-            "post": _operation(
+            "post": _entity(
                 "Ask an entity a read-only question; writes nothing",
                 _answer(Reply, "The answer"),
-                "400 404 413 415 422 500 503 504",
-                secured=secured,
-                parameters=("type", "id", "query"),
-                body="The query's fields",
+                "400" + refusals + " 404 413 415 422 500 503 504",
+                "type id query",
+                "The query's fields",
             )
         },
         ENTITY: {
-            "get": _operation(
+            "get": _entity(
                 "Read an entity's state (version 0: never written)",
                 _answer(State, "The state"),
-                "400 404 500 503 504",
-                secured=secured,
+                "400" + refusals + " 404 500 503 504",
+                "type id",
+                None,
+            )
+        },
+        HEALTHZ: {"get": _public("Liveness", {"200": _answer(Liveness, "The process is alive")})},
+        READYZ: {
+            "get": _public(
+                "Readiness: the broker takes messages and the event store answers",
+                {
+                    "200": _answer(Readiness, "Ready"),
+                    "503": _answer(Readiness, "Not ready: the failing checks say why"),
+                },
+            )
+        },
+        METRICS: {
+            "get": _public(
+                "Metrics, in Prometheus's text format",
+                {"200": {"description": "The metrics", "content": {"text/plain": {}}}},
+            )
+        },
+        OPENAPI: {
+            "get": _public(
+                "This document",
+                {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
             )
         },
     }
     if history:
-        link = {"Link": {"description": 'The next page, rel="next"', "schema": {"type": "string"}}}
         paths[HISTORY] = {
-            "get": _operation(
+            "get": _entity(
                 "Read a page of an entity's events, oldest first",
-                _answer(History, "A page of events", headers=link),
-                "400 404 500 503",
-                secured=secured,
-                parameters=("type", "id", "from", "limit"),
+                _answer(History, "A page of events", "Link"),
+                "400" + refusals + " 404 500 503",
+                "type id from limit",
+                None,
             )
         }
     return paths
 
 
-def _public_paths() -> dict[str, Any]:
-    def plain(description: str, media_type: str) -> dict[str, Any]:
-        return {"200": {"description": description, "content": {media_type: {}}}}
-
-    readiness = {
-        "200": _answer(Readiness, "Ready"),
-        "503": _answer(Readiness, "Not ready: the failing checks say why"),
-    }
-    return {
-        HEALTHZ: {
-            "get": _unsecured("Liveness", {"200": _answer(Liveness, "The process is alive")})
-        },
-        READYZ: {
-            "get": _unsecured(
-                "Readiness: the broker takes messages and the event store answers", readiness
-            )
-        },
-        METRICS: {
-            "get": _unsecured(
-                "Metrics, in Prometheus's text format", plain("The metrics", "text/plain")
-            )
-        },
-        OPENAPI: {"get": _unsecured("This document", plain("OpenAPI 3.1", "application/json"))},
-    }
-
-
-def _parameters() -> dict[str, Any]:
-    def path(name: str, description: str) -> dict[str, Any]:
-        schema = {"type": "string"}
-        return {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "description": description,
-            "schema": schema,
-        }
-
-    def paging(name: str, description: str, default: int, maximum: int) -> dict[str, Any]:
-        schema = {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
-        return {"name": name, "in": "query", "description": description, "schema": schema}
-
-    return {
-        "type": path("type", "The entity type, e.g. account"),
-        "id": path("id", "The entity id: a UUID, or key:<natural key> (uuid5 of type and key)"),
-        "command": path("command", "The command's registered name, e.g. Deposit"),
-        "query": path("query", "The query's registered name"),
-        "idempotency-key": {
-            "name": IDEMPOTENCY_KEY,
-            "in": "header",
-            "description": "The command id: a retry with the same key applies the command once",
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
-        },
-        "from": paging("from", "The first version on the page", 1, 10**18 - 1),
-        "limit": paging("limit", "Events per page", DEFAULT_PAGE, MAX_PAGE),
-    }
-
-
-def _responses() -> dict[str, Any]:
-    return {
-        status: _answer(model, description) for status, (description, model) in _PROBLEMS.items()
-    }
-
-
 def openapi_document(*, secured: bool, history: bool) -> dict[str, Any]:
     """The document for a gateway with authentication on or off, serving history or not."""
+    problems = {status: _answer(model, about) for status, (about, model) in _PROBLEMS.items()}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -236,12 +189,8 @@ def openapi_document(*, secured: bool, history: bool) -> dict[str, Any]:
             "version": "1",
             "description": "Commands, queries, state and history of event-sourced entities.",
         },
-        "paths": _entity_paths(secured=secured, history=history) | _public_paths(),
-        "components": {
-            "parameters": _parameters(),
-            "schemas": _schemas(),
-            "responses": _responses(),
-        },
+        "paths": _paths(secured=secured, history=history),
+        "components": {"parameters": parameters(), "schemas": _schemas(), "responses": problems},
     }
     if secured:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}

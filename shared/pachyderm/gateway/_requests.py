@@ -18,6 +18,7 @@ KEY_PREFIX = "key:"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 200
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
+MAX_VERSION = 10**18 - 1  # the most digits _number reads
 
 
 def entity_ref(request: Request) -> Ref:
@@ -78,7 +79,7 @@ async def json_object(request: Request, max_body: int) -> dict[str, Any]:
 
 def page(request: Request) -> tuple[int, int]:
     """``(from, limit)`` from the query string: version 1 and up, 1 to 1000 events."""
-    first = _integer(request, "from", 1, minimum=1, maximum=10**18 - 1)
+    first = _integer(request, "from", 1, minimum=1, maximum=MAX_VERSION)
     limit = _integer(request, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
     return first, limit
 
