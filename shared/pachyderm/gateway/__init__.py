@@ -7,7 +7,7 @@ embedded fleet; see ``gateway/README.md``.
 """
 
 from .._serving import listen, serve
-from ._app import create_app
+from ._asgi import create_app
 from ._auth import Right, Tokens
 from ._options import GatewayOptions
 

@@ -22,8 +22,8 @@ from ..store import EventStore, RecordedEvent
 from ._auth import Endpoint, Guard, Right
 from ._bodies import Event, History, Reply, State
 from ._problems import answer_pachyderm_error
+from ._request_tracing import traced_endpoint
 from ._requests import command_id, entity_ref, json_object, page
-from ._tracing import traced_endpoint
 
 COMMAND_ID_HEADER = "Pachyderm-Command-Id"
 
