@@ -18,6 +18,7 @@ PACHYDERM = {
     "DecodeError",
     "DefinitionError",
     "DuplicateNameError",
+    "DuplicateWorkerError",
     "Effect",
     "EffectHandler",
     "EmbeddedFleet",

@@ -79,6 +79,23 @@ class EntityTypeMismatchError(InvalidInputError):
         super().__init__(f"entity {entity_id} is a {stored_type!r}, not a {requested_type!r}")
 
 
+class DuplicateWorkerError(PachydermError):
+    """Another live process runs under this worker id: each worker of a fleet needs its own.
+
+    ``other`` describes that process as it registered itself (host and process
+    id). Raised when a worker joins under an id whose holder is still live,
+    and when a worker finds that another process took its id over (it stops).
+    """
+
+    worker_id: str = ""
+    other: str = ""
+
+    def __init__(self, message: str, *, worker_id: str, other: str) -> None:
+        self.worker_id = worker_id
+        self.other = other
+        super().__init__(message)
+
+
 class HandlerError(PachydermError):
     """An entity's own code raised, or returned something ``handle`` may not return."""
 

@@ -9,10 +9,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing, suppress
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
+from pachyderm import DuplicateWorkerError
 from pachyderm.fleet import Membership, PostgresMembership, SoloMembership, assign
 from pachyderm.store import PostgresEventStore, SqliteEventStore
 
@@ -55,8 +57,16 @@ class Watcher:
     def running(self) -> bool:
         return not self._task.done()
 
+    async def ended(self, within: float = 5.0) -> BaseException | None:
+        """Wait for the watch to end on its own; what it raised."""
+        done, _ = await asyncio.wait([self._task], timeout=within)
+        assert done, f"the watch still runs after {within} s"
+        return self._task.exception()
+
     async def kill(self) -> None:
         """Stop heartbeating without leaving, as SIGKILL would."""
+        if self._task.done():  # it ended on its own: the test looked at how (ended)
+            return
         self._task.cancel()
         with suppress(asyncio.CancelledError):
             await self._task
@@ -78,20 +88,25 @@ class Fleet:
         self._watchers: list[Watcher] = []
 
     async def member(
-        self, worker_id: str, interval: float = INTERVAL, dead_after: float = DEAD_AFTER
+        self,
+        worker_id: str,
+        interval: float = INTERVAL,
+        dead_after: float = DEAD_AFTER,
+        info: str | None = None,
     ) -> PostgresMembership:
         member = await PostgresMembership.connect(
             self.dsn,
             worker_id=worker_id,
             schema=self.namespace,
+            info=info,
             heartbeat_interval=interval,
             dead_after=dead_after,
         )
         self._members.append(member)
         return member
 
-    async def watcher(self, worker_id: str, **timing: float) -> Watcher:
-        watcher = Watcher(await self.member(worker_id, **timing))
+    async def watcher(self, worker_id: str, **options: Any) -> Watcher:
+        watcher = Watcher(await self.member(worker_id, **options))
         self._watchers.append(watcher)
         return watcher
 
@@ -253,6 +268,91 @@ async def test_a_failed_hand_over_is_retried(
             await task
 
 
+# -- one process per worker id --------------------------------------------------------
+
+
+async def holder_info(fleet: Fleet, worker_id: str) -> list[str]:
+    rows = await fleet.query(f"SELECT info FROM workers WHERE worker_id = '{worker_id}'")
+    return [row["info"] for row in rows]
+
+
+@postgres
+async def test_a_second_process_under_a_live_workers_id_is_refused(fleet: Fleet) -> None:
+    first = await fleet.watcher("a", info="host=one pid=1")
+    await eventually(lambda: first.owned == list(range(PARTITIONS)))
+    second = await fleet.member("a", info="host=two pid=2")
+
+    start = time.monotonic()
+    with pytest.raises(DuplicateWorkerError, match="another live process") as refused:
+        await second.join()
+    # It waited for the lease to lapse, as long as a crashed run's could last, no longer.
+    assert 2 * DEAD_AFTER <= time.monotonic() - start <= 2 * DEAD_AFTER + INTERVAL + SLACK
+    assert (refused.value.worker_id, refused.value.other) == ("a", "host=one pid=1")
+    assert "host=one pid=1" in str(refused.value)
+
+    # A watch started under the id is refused alike, and never reports partitions.
+    twin = await fleet.watcher("a", info="host=three pid=3")
+    assert isinstance(await twin.ended(), DuplicateWorkerError)
+    assert twin.owned is None
+
+    # The first run keeps its row and its partitions; joining again is its right.
+    assert await holder_info(fleet, "a") == ["host=one pid=1"]
+    assert first.running
+    assert first.owned == list(range(PARTITIONS))
+    await first.membership.join()
+    await second.leave()  # deletes nothing: the row is not the second's
+    assert await second.live_workers() == ["a"]
+
+
+@postgres
+async def test_a_restarted_worker_gets_its_id_once_the_old_runs_lease_lapses(
+    fleet: Fleet,
+) -> None:
+    # The previous run joined, then crashed: its row stays, its lease runs out.
+    crashed = await fleet.member("a", dead_after=0.5, info="host=one pid=1")
+    restarted = await fleet.member("a", dead_after=0.5, info="host=one pid=2")
+    await crashed.join()
+    joining = asyncio.create_task(restarted.join())
+    await asyncio.sleep(0.2)
+    assert not joining.done(), "joined while the crashed run's lease was current"
+    await joining  # within its patience (twice dead_after)
+    assert await holder_info(fleet, "a") == ["host=one pid=2"]
+    assert await restarted.live_workers() == ["a"]
+
+
+@postgres
+async def test_an_old_run_leaving_leaves_the_new_runs_row(fleet: Fleet) -> None:
+    old = await fleet.member("a", info="host=one pid=1")
+    await old.join()
+    await asyncio.sleep(DEAD_AFTER)  # its lease lapses (it stalled, or lost the database)
+    new = await fleet.watcher("a", info="host=one pid=2")
+    await eventually(lambda: new.owned == list(range(PARTITIONS)))
+
+    await old.leave()
+    assert await holder_info(fleet, "a") == ["host=one pid=2"]
+    await asyncio.sleep(2 * INTERVAL)
+    assert await old.live_workers() == ["a"]
+    assert (new.running, new.owned, new.calls) == (True, list(range(PARTITIONS)), 1)
+
+
+@postgres
+async def test_a_worker_whose_id_was_taken_over_ends_its_watch(fleet: Fleet) -> None:
+    # The first run heartbeats slowly: to the second, with a shorter dead_after, it
+    # looks as a worker cut off from the database does between two heartbeats.
+    first = await fleet.watcher("a", interval=0.5, dead_after=1.5, info="host=one pid=1")
+    await eventually(lambda: first.owned == list(range(PARTITIONS)))
+    second = await fleet.member("a", interval=0.05, dead_after=0.15, info="host=two pid=2")
+    await second.join()  # once the first has been silent for 0.15 s
+    assert await holder_info(fleet, "a") == ["host=two pid=2"]
+
+    error = await first.ended(within=2.0)  # at its next heartbeat
+    assert isinstance(error, DuplicateWorkerError)
+    assert error.other == "host=two pid=2"
+    assert "taken over by another process (host=two pid=2)" in str(error)
+    await first.membership.leave()
+    assert await holder_info(fleet, "a") == ["host=two pid=2"]
+
+
 async def test_timing_that_would_declare_live_workers_dead_is_refused() -> None:
     with pytest.raises(ValueError, match="dead_after"):
         await PostgresMembership.connect(
@@ -283,4 +383,4 @@ async def test_the_sqlite_schema_has_the_workers_table(tmp_path: Path) -> None:
         await store.close()
     with closing(sqlite3.connect(path)) as connection:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(workers)")]
-    assert columns == ["worker_id", "info", "started_at", "heartbeat_at"]
+    assert columns == ["worker_id", "info", "started_at", "heartbeat_at", "instance"]

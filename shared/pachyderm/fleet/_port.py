@@ -38,7 +38,9 @@ class Membership(Protocol):
         """The workers whose lease is current, this one included if it is."""
 
     async def watch(self, on_change: OnChange, partitions: int) -> None:
-        """Keep this worker live and report its partitions to ``on_change``; until cancelled."""
+        """Keep this worker live and report its partitions to ``on_change``, until cancelled
+        or until it cannot go on: :class:`~pachyderm.DuplicateWorkerError` when another
+        process took this worker's id over."""
 
     async def leave(self) -> None:
         """Deregister this worker: the others take over its partitions."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,15 @@ class WorkerOptions:
     cache_capacity: int = 100_000
     idle_timeout: float = 600.0
     effects_grace: float = 5.0
+
+
+async def _until_either(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Wait until ``stop`` is set or ``task`` ends."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stopping, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
 
 
 class Worker:
@@ -88,13 +96,19 @@ class Worker:
         return not self._leaving and assigned is not None and assigned == self.partitions.keys()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Join the fleet, serve until ``stop`` is set, then leave cleanly."""
+        """Join the fleet, serve until ``stop`` is set, then leave cleanly.
+
+        If the membership's watch ends with an error (another process took this
+        worker's id over: :class:`~pachyderm.DuplicateWorkerError`), the worker
+        stops as if ``stop`` were set, then raises that error.
+        """
         await self.transport.start()
         await self.membership.join()
+        watching = asyncio.create_task(
+            self.membership.watch(self._assign, self.transport.topology.partitions)
+        )
         background = [
-            asyncio.create_task(
-                self.membership.watch(self._assign, self.transport.topology.partitions)
-            ),
+            watching,
             asyncio.create_task(self.effects.sweep_forever()),
             asyncio.create_task(self._unload_idle_forever()),
         ]
@@ -102,17 +116,19 @@ class Worker:
             with self.hooks.serving(
                 partitions=lambda: len(self.partitions), entities=lambda: len(self.cache)
             ):
-                await stop.wait()
+                await _until_either(stop, watching)
         finally:
             self._leaving = True
             for task in background:
                 task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Collected, not raised: what ended the watch is raised below, once left.
+            await asyncio.gather(*background, return_exceptions=True)
             # Leave while still consuming: the others take over at once.
             await self.membership.leave()
             await self._assign([])
+        ended = watching.exception() if watching.done() and not watching.cancelled() else None
+        if ended is not None:
+            raise ended
 
     async def _assign(self, owned: Sequence[int]) -> None:
         """Start serving newly owned partitions; finish and release the others."""
