@@ -194,26 +194,7 @@ async def test_pachyderm_effects_dispatches_to_the_module_handlers(
     running.start_worker("w1")
     await running.balanced()
     record = tmp_path / "mail.jsonl"
-    environment = {
-        **os.environ,
-        "PACHYDERM_AMQP_URL": rabbitmq_url,
-        "PACHYDERM_NAMESPACE": running.topology.namespace,
-        "PACHYDERM_PARTITIONS": str(running.topology.partitions),
-    }
-    dispatcher = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pachyderm",
-        "effects",
-        "tests.integration.effect_app",
-        "--config",
-        json.dumps({"path": str(record)}),
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    async with dispatching(running, record, rabbitmq_url):
         await asyncio.sleep(2)  # let it bind its queue before the effect goes out
         async with running.client() as client:
             await client.call(counter.Counter.ref("c"), counter.Increment(amount=11))
@@ -222,11 +203,7 @@ async def test_pachyderm_effects_dispatches_to_the_module_handlers(
             return record.exists() and record.read_text().strip() != ""
 
         await eventually(dispatched, timeout=10, interval=0.05)
-        assert [json.loads(line) for line in record.read_text().splitlines()] == [{"threshold": 10}]
-    finally:
-        dispatcher.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(dispatcher.wait(), 10) == 0
-        await delete_queue(rabbitmq_url, running.topology.effects_queue("handlers"))
+    assert [json.loads(line) for line in record.read_text().splitlines()] == [{"threshold": 10}]
 
 
 async def delete_queue(url: str, name: str) -> None:
