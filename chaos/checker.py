@@ -369,15 +369,35 @@ def _check_effects(
             source.command_id,
         ):
             violations.add("effect_without_commit", f"effect {seen.effect_id}: not as committed")
+    for row in unapplied_sends(stored, observed.dead_letters):
+        violations.add("effect_never_published", f"{row.effect_id}: never applied by {target(row)}")
     seen_ids = {seen.effect_id for seen in observed.effects}
     for effect_id, row in outbox.items():
-        if row.destination.startswith("command."):
-            target = uuid.UUID(codec.decode(row.payload)["entity_id"])
-            dead = (str(target), effect_id) in observed.dead_letters
-            if (target, effect_id) not in commands and not dead:
-                violations.add("effect_never_published", f"{effect_id}: never applied by {target}")
-        elif effect_id not in seen_ids:
+        if not is_send(row) and effect_id not in seen_ids:
             violations.add("effect_never_published", f"{effect_id} ({row.destination}): never seen")
+
+
+def is_send(row: OutboxRow) -> bool:
+    """Whether the effect is a command to another entity (else: to a handler)."""
+    return row.destination.startswith("command.")
+
+
+def target(send: OutboxRow) -> uuid.UUID:
+    """The entity a Send is addressed to."""
+    return uuid.UUID(codec.decode(send.payload)["entity_id"])
+
+
+def unapplied_sends(stored: Stored, dead_letters: set[tuple[str, str]]) -> list[OutboxRow]:
+    """The committed Sends their target has neither applied (the effect id is a command id
+    there) nor dead-lettered."""
+    applied = {(row.entity_id, row.command_id) for row in stored.commands}
+    return [
+        row
+        for row in stored.outbox
+        if is_send(row)
+        and (target(row), str(row.effect_id)) not in applied
+        and (str(target(row)), str(row.effect_id)) not in dead_letters
+    ]
 
 
 def _check_origins(
@@ -389,9 +409,8 @@ def _check_origins(
     """Every applied command was sent by a caller, or is an effect a committed command sent."""
     sent = {(uuid.UUID(request.entity_id), request.command_id) for request in record}
     for row in stored.outbox:
-        if row.destination.startswith("command."):
-            target = uuid.UUID(codec.decode(row.payload)["entity_id"])
-            sent.add((target, str(row.effect_id)))
+        if is_send(row):
+            sent.add((target(row), str(row.effect_id)))
     for key in commands.keys() - sent:
         violations.add("effect_without_commit", f"{key[0]}: applied {key[1]}, which nobody sent")
 

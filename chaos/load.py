@@ -299,9 +299,19 @@ class Load:
         self.rate = rate
         self.issued = 0
         self._count: int | None = None
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def pause(self) -> None:
+        """Send nothing new until :meth:`resume` or :meth:`stop` (those in flight finish)."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     def stop(self, after: int = 0) -> None:
         """Send no more commands once ``after`` were sent (those in flight finish)."""
+        self._flowing.set()
         self._count = after
 
     async def run(self, count: int | None = None) -> None:
@@ -323,7 +333,12 @@ class Load:
         loop = asyncio.get_running_loop()
         started, issued = loop.time(), 0
         async with asyncio.TaskGroup() as tasks:
-            while self._count is None or self.issued < self._count:
+            while True:
+                if not self._flowing.is_set():
+                    await self._flowing.wait()
+                    started, issued = loop.time(), 0  # no burst to make up for the pause
+                if self._count is not None and self.issued >= self._count:
+                    break
                 if self.rate:
                     await asyncio.sleep(started + issued / self.rate - loop.time())
                     issued += 1

@@ -11,8 +11,11 @@ touched), so that they too can be crashed and restarted. Two chaos workers
 the load, recording what they sent and were told. Faults of every kind in
 ``chaos.faults`` are injected in a seeded, shuffled order, one after
 the other, while the load runs, until ``--faults`` of them took effect and
-``--commands`` commands were sent. Writes ``chaos/results.json`` and
-``chaos/results.md``.
+``--commands`` commands were sent. No dispatcher exists during the first
+``--sink-after`` faults (by default one round of every kind): effects to
+handlers wait in the unrouted-effects queue while every transfer must still
+be credited; then the effects sink binds its queue and has them routed again
+(see ``chaos.run``). Writes ``chaos/results.json`` and ``chaos/results.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .faults import available
+from .faults import available, kinds
 from .load import Patience
 from .record import Record
 from .run import ChaosRun, Options, Services, Verdict, chaos_run
@@ -93,6 +96,9 @@ def results(
             row.destination.startswith("command.") for row in verdict.stored.outbox
         ),
         "effect_deliveries_seen": len(verdict.observed.effects),
+        "sink_after_faults": run.options.sink_after,
+        "effects_waited_for_dispatcher": run.effects_waited,
+        "effects_routed_again": verdict.effects_routed_again,
         "dead_letters": len(verdict.observed.dead_letters),
         "snapshots": len(verdict.stored.snapshots),
         "missed_faults": run.missed,
@@ -123,7 +129,11 @@ def markdown(figures: dict[str, Any]) -> str:
         "and a private RabbitMQ. The Python client and a raw aio-pika publisher (JSON,",
         "with and without a reply) send the load and record what they sent and what",
         "they were told; a timed-out attempt is *unknown* and retried with the same",
-        "command id. A durable consumer of the effects exchange records every effect.",
+        "command id. A durable consumer of the effects exchange records every effect;",
+        f"it binds its queue only after the first {figures['sink_after_faults']} faults, as a",
+        "dispatcher deployed after its handler: until then the effects to handlers",
+        "wait in the unrouted-effects queue, and every transfer committed meanwhile",
+        "must be credited without it; then the product routes them again.",
         "The checker (`chaos/checker.py`) then compares the record, the",
         "namespace's tables, the effects seen and a final query of every entity.",
         "",
@@ -162,6 +172,10 @@ def markdown(figures: dict[str, Any]) -> str:
         f"| effects committed | {figures['effects_committed']:,} |",
         f"| of which to other entities (applied there once) | {figures['effects_to_entities']:,} |",
         f"| deliveries of the others seen by the sink | {figures['effect_deliveries_seen']:,} |",
+        "| of the others, committed before the sink bound its queue"
+        f" | {figures['effects_waited_for_dispatcher']:,} |",
+        "| taken from the unrouted-effects queue and routed again"
+        f" | {figures['effects_routed_again']:,} |",
         f"| dead letters | {figures['dead_letters']:,} |",
         f"| snapshots | {figures['snapshots']:,} |",
     ]
@@ -186,6 +200,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
         partitions=arguments.partitions,
         patience=Patience(attempt=5.0, give_up=300.0),
         rate=arguments.rate,
+        sink_after=arguments.sink_after,
     )
     private = await asyncio.to_thread(PrivateServices, postgres=True, rabbitmq=True)
     try:
@@ -213,6 +228,12 @@ def entry() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--gap", type=float, default=2.0, help="seconds between faults")
     parser.add_argument("--rate", type=float, default=150.0, help="load commands per second")
+    parser.add_argument(
+        "--sink-after",
+        type=int,
+        default=len(kinds()),
+        help="faults before the effects sink binds its queue (default: one of each kind)",
+    )
     arguments = parser.parse_args()
     figures = asyncio.run(main(arguments))
     RESULTS_JSON.write_text(json.dumps(figures, indent=2) + "\n")

@@ -3,6 +3,13 @@ effects sink; faults injected while the load runs; then the checker's verdict.
 
 Shared by the chaos test suite (a fault or two at a time, small) and by
 ``python -m chaos`` (tens of thousands of commands, dozens of faults).
+
+A run may start with no dispatcher (``Options.sink_after``): then no queue is
+bound for any effect to a handler until the sink binds one, after the first
+faults. Meanwhile those effects must wait for it without holding anything
+else up: before the sink binds, every Send committed so far must have been
+applied by its target (checked then, the load paused so that the check has an
+end); after it, every effect must reach the sink, as in any run.
 """
 
 from __future__ import annotations
@@ -22,7 +29,16 @@ from examples.demo import APP
 from pachyderm import CallTimeoutError, Client, PachydermError, Ref
 from pachyderm.testing import process_fleet
 
-from .checker import Observed, Stored, Violations, check, read_database
+from .checker import (
+    Observed,
+    Stored,
+    Violations,
+    check,
+    is_send,
+    read_database,
+    target,
+    unapplied_sends,
+)
 from .faults import Fault, FaultMissedError, Target, inject
 from .fleet import ChaosFleet
 from .load import ClientCaller, Command, Load, Patience, RawCaller, Sender, Workload
@@ -52,6 +68,7 @@ class Verdict:
     observed: Observed
     unanswered: int
     settled: bool
+    effects_routed_again: int  # taken from the unrouted-effects queue by the sink's passes
 
 
 @dataclass(slots=True)
@@ -68,6 +85,10 @@ class Options:
     hold: float = 3.0  # how long a stall, an overlap or an outage lasts
     recovery_limit: float = 300.0  # probes give up after this long: the fleet never recovered
     mix: tuple[float, float, float] = (0.6, 0.3, 0.1)  # client, raw with reply, raw without
+    # None: the effects sink binds its queue before the load. n: only after the first n
+    # faults (when the load ends at the latest): until then, no queue is bound for any
+    # effect to a handler, as when a handler reaches the workers before any dispatcher.
+    sink_after: int | None = None
 
 
 class ChaosRun:
@@ -121,6 +142,8 @@ class ChaosRun:
         )
         self.faults: list[Fault] = []
         self.missed: list[str] = []
+        self.early = Violations()  # found before the sink bound
+        self.effects_waited = 0  # effects to handlers committed before the sink bound
 
     async def setup(self) -> None:
         """Open and fund the accounts (recorded like everything else)."""
@@ -153,15 +176,48 @@ class ChaosRun:
         (in order, ``gap`` seconds apart, the first after ``gap``)."""
         running = asyncio.create_task(self.load.run())
         try:
-            for kind in faults:
+            for number, kind in enumerate(faults, start=1):
                 await asyncio.sleep(gap)
                 await self.inject(kind)
+                if number == self.options.sink_after:
+                    await self.dispatcher_arrives()
         finally:
             self.load.stop(after=commands)
             await running
 
+    async def dispatcher_arrives(self) -> None:
+        """Check that every Send committed so far gets applied while no queue is bound for
+        the effects to handlers (within the recovery limit); then bind the sink's."""
+        self.load.pause()
+        try:
+            await self._sends_applied_without_dispatcher()
+        finally:
+            self.load.resume()
+        await self.sink.bind()
+
+    async def _sends_applied_without_dispatcher(self) -> None:
+        stored = await read_database(self.services.dsn, self.fleet.namespace)
+        self.effects_waited = sum(not is_send(row) for row in stored.outbox)
+        due = {row.effect_id for row in unapplied_sends(stored, set())}
+        deadline = time.monotonic() + self.options.recovery_limit
+        while due and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            stored = await read_database(self.services.dsn, self.fleet.namespace)
+            dead_letters = await self.sink.dead_letters()
+            due &= {row.effect_id for row in unapplied_sends(stored, dead_letters)}
+        for row in stored.outbox:
+            if row.effect_id in due:
+                self.early.add(
+                    "effect_never_published",
+                    f"{row.effect_id}: not applied by {target(row)} while no dispatcher was"
+                    f" bound ({self.options.recovery_limit:.0f} s)",
+                )
+
     async def finish(self, settle_timeout: float = 60) -> Verdict:
-        """Let outboxes and queues drain, query every entity, read everything, check."""
+        """Bind the sink if it is not yet, let outboxes and queues drain, query every
+        entity, read everything, check."""
+        if not self.sink.bound:
+            await self.dispatcher_arrives()
         settled = await self._settle(settle_timeout)
         stored = await read_database(self.services.dsn, self.fleet.namespace)
         observed = Observed(
@@ -171,7 +227,10 @@ class ChaosRun:
         )
         stored = await read_database(self.services.dsn, self.fleet.namespace)
         violations = check(APP, self.record, stored, observed)
-        return Verdict(violations, stored, observed, len(self.record.unanswered()), settled)
+        for kind, found in self.early.found.items():
+            violations.found[kind].extend(found)
+        unanswered = len(self.record.unanswered())
+        return Verdict(violations, stored, observed, unanswered, settled, self.sink.routed_again)
 
     async def _settle(self, timeout: float) -> bool:
         """Wait until no effect and no confirmed command is still on its way."""
@@ -229,6 +288,8 @@ async def chaos_run(
         record = Record()
         raw = RawCaller(services.amqp_url, fleet.topology, record, options.patience)
         async with EffectSink(services.amqp_url, fleet.topology) as sink, fleet.client() as client:
+            if options.sink_after is None:
+                await sink.bind()
             await raw.start()
             try:
                 yield ChaosRun(
