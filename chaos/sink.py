@@ -10,43 +10,39 @@ It binds its queue when told (:meth:`EffectSink.bind`), as a dispatcher does
 when it starts: until then no queue is bound for any effect to a handler, and
 the product keeps them in ``<ns>.effects-unrouted``. Once bound, the sink
 routes those again as a dispatcher does, through the product's own
-:meth:`~pachyderm.transport.Transport.route_waiting_effects`: at once, then
-every ``reroute_interval`` seconds (an effect published just before the
-binding may reach the unrouted queue just after a pass).
+:meth:`~pachyderm.transport.Transport.route_waiting_effects`: at once, and
+again whenever the run asks (:meth:`EffectSink.route_waiting`, while it
+settles: an effect published just before the binding may reach the unrouted
+queue just after the first pass). Not in the background while faults run: a
+pass during a broker restart is the product's to survive (see
+``pachyderm.EffectDispatcher``), not the harness's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from types import TracebackType
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from pachyderm import PachydermError
 from pachyderm.transport import RabbitMQTransport, Topology
 
 from .checker import SeenEffect
 
 SINK_GROUP = "chaos_sink"
 
-log = logging.getLogger("chaos.sink")
-
 
 class EffectSink:
     """Records each effect delivery (duplicates included); async context manager."""
 
-    def __init__(self, amqp_url: str, topology: Topology, *, reroute_interval: float = 1.0) -> None:
+    def __init__(self, amqp_url: str, topology: Topology) -> None:
         self.amqp_url = amqp_url
         self.topology = topology
-        self.reroute_interval = reroute_interval
         self.seen: list[SeenEffect] = []
         self.routed_again = 0  # effects taken from the unrouted queue and published again
         self._connection: AbstractRobustConnection | None = None
         self._dispatcher: RabbitMQTransport | None = None
-        self._rerouting: asyncio.Task[None] | None = None
 
     @property
     def bound(self) -> bool:
@@ -60,7 +56,7 @@ class EffectSink:
 
     async def bind(self) -> None:
         """Bind and consume the sink's queue, then route the waiting effects again, as a
-        dispatcher starting does, and keep doing that."""
+        dispatcher starting does."""
         assert self._connection is not None
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=256)
@@ -77,21 +73,12 @@ class EffectSink:
         )
         await self._dispatcher.start()
         await self.route_waiting()
-        self._rerouting = asyncio.create_task(self._route_waiting_forever())
 
     async def route_waiting(self) -> None:
         """One pass of the product over the effects that waited for a queue."""
         assert self._dispatcher is not None
         routed = await self._dispatcher.route_waiting_effects()
         self.routed_again += routed.taken
-
-    async def _route_waiting_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.reroute_interval)
-            try:
-                await self.route_waiting()
-            except PachydermError as error:  # the broker restarting, say: next time
-                log.warning("routing waiting effects again failed: %s", error)
 
     async def _on_effect(self, message: AbstractIncomingMessage) -> None:
         headers = message.headers
@@ -126,10 +113,6 @@ class EffectSink:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._rerouting is not None:
-            self._rerouting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rerouting
         if self._dispatcher is not None:
             await self._dispatcher.close()
         if self._connection is None:
