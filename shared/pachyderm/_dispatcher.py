@@ -93,6 +93,9 @@ class EffectDispatcher:
                     await self.route_waiting()
                 except PachydermError as error:
                     log.warning("routing waiting effects again failed, retrying: %s", error)
+                except Exception:
+                    # Whatever it was, effects that wait must not wait for good.
+                    log.exception("routing waiting effects again failed, retrying")
 
     async def dispatch(self, message: Message) -> None:
         with consuming(self.transport.topology.effects_exchange, message, group=self.group):

@@ -55,6 +55,17 @@ async def translated_errors(action: str) -> AsyncIterator[None]:
         yield
     except FAILURES as error:
         raise translated(error, action) from error
+    except RuntimeError as error:
+        # aiormq's answer to a channel asked of a connection that is closed, or not
+        # open again yet after a broker restart: the broker is away, not a bug.
+        if not _connection_gone(error):
+            raise
+        raise TransportUnavailableError(f"{action}: RabbitMQ is unavailable ({error})") from error
+
+
+def _connection_gone(error: RuntimeError) -> bool:
+    text = str(error)
+    return text.endswith(" closed") or "was not opened" in text
 
 
 def _certificate_refused(error: BaseException) -> ssl.SSLCertVerificationError | None:
