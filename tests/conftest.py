@@ -15,8 +15,11 @@ import pytest
 from hypothesis import settings
 from testcontainers.community.postgres import PostgresContainer
 
-# The store contract lives in a helper module; have pytest explain its failures.
-pytest.register_assert_rewrite("tests.store.contract", "tests.transport.contract")
+# The contract suites live in the package; have pytest explain their failures
+# (pachyderm.testing asks for it too, but only when its names are looked up).
+pytest.register_assert_rewrite(
+    "pachyderm.testing._store_contract", "pachyderm.testing._transport_contract"
+)
 
 # The suite's property tests try the same examples on every run, so that CI
 # is repeatable; HYPOTHESIS_PROFILE=explore draws new ones, to hunt for bugs.

@@ -68,9 +68,14 @@ STORE = {
     "open_store",
 }
 TESTING = {
+    "DeadLetters",
+    "EventStoreContract",
+    "InspectableTransport",
     "Outcome",
     "ProcessFleet",
     "Scenario",
+    "StoreFactory",
+    "TransportContract",
     "WorkerProcess",
     "assert_replay_matches",
     "given",

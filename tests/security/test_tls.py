@@ -42,9 +42,9 @@ from pachyderm import (
 from pachyderm.cli._runtime import broker
 from pachyderm.store import Change, Committed, NewEvent, PostgresEventStore, open_store
 from pachyderm.testing import process_fleet
+from pachyderm.testing._transport_contract import collect
 from pachyderm.transport import Message, RabbitMQTransport, Topology
 
-from ..transport.contract import collect
 from .certificates import TlsFiles
 from .services import TlsPostgres, TlsRabbitMQ
 

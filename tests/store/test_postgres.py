@@ -26,8 +26,8 @@ from pachyderm.store import (
     SqliteEventStore,
 )
 from pachyderm.store._postgres import _COMMIT, _commit_arguments
-
-from .contract import EventStoreContract, StoreFactory, counter, events
+from pachyderm.testing import EventStoreContract, StoreFactory
+from pachyderm.testing._store_contract import counter, events
 
 pytestmark = pytest.mark.postgres
 

@@ -12,8 +12,8 @@ import pytest
 
 from pachyderm import MigrationError, Ref, StoreError, StoreUnavailableError
 from pachyderm.store import Change, Committed, NewEvent, SqliteEventStore, open_store
-
-from .contract import EventStoreContract, StoreFactory, counter, events
+from pachyderm.testing import EventStoreContract, StoreFactory
+from pachyderm.testing._store_contract import counter, events
 
 
 @pytest.fixture

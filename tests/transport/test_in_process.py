@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pachyderm.testing import DeadLetters, TransportContract
+from pachyderm.testing._transport_contract import eventually
 from pachyderm.transport import InProcessTransport, Message, Topology
 from pachyderm.transport._in_process import topic_matches
 
-from .contract import PARTITIONS, DeadLetters, TransportContract, eventually
+PARTITIONS = 4
 
 
 @pytest.fixture

@@ -11,6 +11,15 @@ import aiormq
 import pytest
 
 from pachyderm import TransportError, TransportUnavailableError
+from pachyderm.testing import DeadLetters, TransportContract
+from pachyderm.testing._transport_contract import (
+    collect,
+    command,
+    eventually,
+    nothing_more,
+    only_ready_partition,
+    publish_commands,
+)
 from pachyderm.transport import (
     Message,
     RabbitMQTransport,
@@ -19,18 +28,7 @@ from pachyderm.transport import (
     _rabbitmq_topology,
 )
 
-from .contract import (
-    PARTITIONS,
-    DeadLetters,
-    TransportContract,
-    collect,
-    command,
-    eventually,
-    nothing_more,
-    only_ready_partition,
-    publish_commands,
-)
-
+PARTITIONS = 4
 TransportFactory = Callable[[], Awaitable[RabbitMQTransport]]
 
 

@@ -20,7 +20,8 @@ from ._records import (
 class EventStore(Protocol):
     """Durable histories, snapshots, command ids and the effect outbox.
 
-    Every backend passes the same contract suite (``tests/store/contract.py``).
+    Every backend passes the same contract suite
+    (:class:`pachyderm.testing.EventStoreContract`).
     """
 
     async def migrate(self) -> int:

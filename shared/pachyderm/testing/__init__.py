@@ -1,4 +1,5 @@
-"""Testing kit: given / when / then for entity logic, and replay checks on a store.
+"""Testing kit: given / when / then for entity logic, replay checks on a store,
+and the contract suites every store and transport backend must pass.
 
 ::
 
@@ -9,9 +10,13 @@
     )
 
 The process fleet (:func:`process_fleet`) is imported on first use, and with it
-asyncpg and aio-pika, which entity tests never need.
+asyncpg and aio-pika, which entity tests never need. So are the contract suites
+(:class:`EventStoreContract`, :class:`TransportContract`), and with them pytest:
+``import pachyderm.testing`` works where pytest is not installed.
 """
 
+import importlib
+import sys
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
@@ -20,17 +25,38 @@ from ._scenario import Outcome, Scenario, given
 
 if TYPE_CHECKING:
     from ._fleet import ProcessFleet, WorkerProcess, process_fleet
+    from ._store_contract import EventStoreContract, StoreFactory
+    from ._transport_contract import DeadLetters, InspectableTransport, TransportContract
 else:
+    _CONTRACTS = {
+        "EventStoreContract": "._store_contract",
+        "StoreFactory": "._store_contract",
+        "DeadLetters": "._transport_contract",
+        "InspectableTransport": "._transport_contract",
+        "TransportContract": "._transport_contract",
+    }
+    _FLEET = {"ProcessFleet": "._fleet", "WorkerProcess": "._fleet", "process_fleet": "._fleet"}
     # Hidden from type checkers, which then still report a misspelt name.
-    __getattr__ = lazy_names(
-        __name__,
-        {"ProcessFleet": "._fleet", "WorkerProcess": "._fleet", "process_fleet": "._fleet"},
-    )
+    _lazy_getattr = lazy_names(__name__, {**_FLEET, **_CONTRACTS})
+
+    def __getattr__(name: str) -> object:
+        contract = _CONTRACTS.get(name)
+        if contract is not None and __name__ + contract not in sys.modules:
+            # pytest explains a failing assert of the suite as it does in a test
+            # module, but it can only rewrite a module not imported yet.
+            importlib.import_module("pytest").register_assert_rewrite(__name__ + contract)
+        return _lazy_getattr(name)
+
 
 __all__ = [
+    "DeadLetters",
+    "EventStoreContract",
+    "InspectableTransport",
     "Outcome",
     "ProcessFleet",
     "Scenario",
+    "StoreFactory",
+    "TransportContract",
     "WorkerProcess",
     "assert_replay_matches",
     "given",

@@ -48,7 +48,8 @@ class Inbox(Protocol):
 class Transport(Protocol):
     """A broker connection of one namespace, as described by ``topology``.
 
-    Every backend passes the same contract suite (``tests/transport/contract.py``).
+    Every backend passes the same contract suite
+    (:class:`pachyderm.testing.TransportContract`).
     """
 
     topology: Topology

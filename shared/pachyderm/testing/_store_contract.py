@@ -1,8 +1,10 @@
-"""The event store contract: every backend runs these same tests.
+"""The event store contract: every backend, ours or a third party's, runs these same tests.
 
-A backend's test module subclasses :class:`EventStoreContract` and provides the
-``open_store`` fixture: an async factory returning a new, migrated store on one
-shared, empty namespace (a new connection each call, for the race tests).
+Invariant: the suite uses only the public :mod:`pachyderm` and
+:mod:`pachyderm.store` APIs (never ``tests/`` or ``examples/``), so a backend
+that passes it behaves as PostgreSQL and SQLite do in every way the worker
+relies on. It needs pytest and pytest-asyncio, which is why
+:mod:`pachyderm.testing` loads it only on first use.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from pachyderm import EntityTypeMismatchError, Ref, StoreError
-from pachyderm.store import (
+from .. import EntityTypeMismatchError, Ref, StoreError
+from ..store import (
     Change,
     CommitOutcome,
     Committed,
@@ -27,6 +29,7 @@ from pachyderm.store import (
 )
 
 StoreFactory = Callable[[], Awaitable[EventStore]]
+"""The ``open_store`` fixture's value: an async factory of stores on one namespace."""
 
 
 def counter(key: str = "a") -> Ref:
@@ -42,6 +45,24 @@ def effect(tag: str) -> NewEffect:
 
 
 class EventStoreContract:
+    """The tests every :class:`~pachyderm.store.EventStore` backend must pass.
+
+    Subclass it in a test module, under a name pytest collects (``Test...``),
+    and define the ``open_store`` fixture, a :data:`StoreFactory`: each call
+    returns a new, migrated store (a connection of its own, for the race tests)
+    on one namespace that is empty when the test starts, and the fixture
+    closes them all at teardown::
+
+        class TestMyEventStore(EventStoreContract):
+            @pytest.fixture
+            async def open_store(self, tmp_path) -> AsyncIterator[StoreFactory]:
+                async with my_store_factory(tmp_path) as factory:
+                    yield factory
+
+    The tests are coroutines: run them with pytest-asyncio in auto mode
+    (``asyncio_mode = "auto"``).
+    """
+
     @pytest.fixture
     async def store(self, open_store: StoreFactory) -> EventStore:
         return await open_store()

@@ -1,10 +1,10 @@
-"""The transport contract: every backend runs these same tests.
+"""The transport contract: every backend, ours or a third party's, runs these same tests.
 
-A backend's test module subclasses :class:`TransportContract` and provides two
-fixtures: ``transport``, a started transport on a namespace of the test's own
-with :data:`PARTITIONS` partitions (closed and removed at teardown), and
-``dead_lettered``, which waits for that many dead-lettered messages of the
-namespace and returns them.
+Invariant: the suite uses only the public :mod:`pachyderm` and
+:mod:`pachyderm.transport` APIs (never ``tests/`` or ``examples/``), so a
+backend that passes it routes, delivers and settles as RabbitMQ and the
+in-process transport do. It needs pytest and pytest-asyncio, which is why
+:mod:`pachyderm.testing` loads it only on first use.
 """
 
 from __future__ import annotations
@@ -18,19 +18,23 @@ from typing import Protocol
 
 import pytest
 
-from pachyderm import TransportError
-from pachyderm.transport import Delivery, Inbox, Message, MessageHandler, Transport
+from .. import TransportError
+from ..transport import Delivery, Inbox, Message, MessageHandler, Transport
 
-PARTITIONS = 4
 # How long a test waits for what must happen, and watches for what must not.
 PATIENCE = 5.0
 QUIET = 0.2
 
 DeadLetters = Callable[[int], Awaitable[list[Message]]]
+"""The ``dead_lettered`` fixture's value: waits for that many dead letters, returns them."""
 
 
 class InspectableTransport(Transport, Protocol):
-    """A transport that also reports its queue depths, as both backends do."""
+    """A transport that also reports its queue depths, as both of ours do.
+
+    The contract counts the messages waiting in each queue (the partitions', the
+    dead letters') by their names in :attr:`~pachyderm.transport.Transport.topology`.
+    """
 
     async def queue_depths(self) -> dict[str, int]: ...
 
@@ -109,6 +113,33 @@ def bodies_of(deliveries: list[Delivery]) -> list[bytes]:
 
 
 class TransportContract:
+    """The tests every :class:`~pachyderm.transport.Transport` backend must pass.
+
+    Subclass it in a test module, under a name pytest collects (``Test...``),
+    and define two fixtures:
+
+    - ``transport``: an :class:`InspectableTransport`, started, on a namespace
+      of the test's own with at least two partitions; the fixture closes it
+      and removes what it declared at teardown.
+    - ``dead_lettered``: a :data:`DeadLetters`, which waits until that many
+      messages of the namespace were dead-lettered and returns them.
+
+    ::
+
+        class TestMyTransport(TransportContract):
+            @pytest.fixture
+            async def transport(self) -> AsyncIterator[MyTransport]:
+                async with my_transport(Topology(f"test_{uuid.uuid4().hex}", 4)) as transport:
+                    yield transport
+
+            @pytest.fixture
+            def dead_lettered(self, transport: MyTransport) -> DeadLetters:
+                return transport.wait_for_dead_letters
+
+    The tests are coroutines: run them with pytest-asyncio in auto mode
+    (``asyncio_mode = "auto"``).
+    """
+
     # -- commands and partitions ------------------------------------------------
 
     async def test_a_command_reaches_one_partition_with_every_property(
@@ -191,7 +222,7 @@ class TransportContract:
 
     async def test_bad_arguments_are_refused(self, transport: InspectableTransport) -> None:
         with pytest.raises(ValueError, match="partition"):
-            await transport.open_inbox(PARTITIONS, prefetch=1)
+            await transport.open_inbox(transport.topology.partitions, prefetch=1)
         with pytest.raises(ValueError, match="prefetch"):
             await transport.open_inbox(0, prefetch=0)
         inbox = await transport.open_inbox(0, prefetch=1)
