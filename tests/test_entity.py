@@ -70,13 +70,16 @@ class Box(Entity[list[str]]):
         return [*state, event.what]
 
 
-BOX = App([Box]).entity_type("box")
+BOXES = App([Box])
+BOX = BOXES.entity_type("box")
 REF = Box.ref("b")
 
 
 def run(what: str, state: list[str] | None = None) -> Any:
     state = state or []
-    return execute(BOX, REF, state, len(state), Do(what), command_id="cmd-1")
+    return execute(
+        BOX, REF, state, len(state), Do(what), command_id="cmd-1", entity_types=BOXES.entity_type
+    )
 
 
 def test_type_names_default_to_the_snake_cased_class_name() -> None:

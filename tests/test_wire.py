@@ -78,7 +78,9 @@ def outbox_entry(payload: bytes) -> OutboxEntry:
 
 def test_an_entity_to_entity_effect_is_routed_by_the_canonical_id() -> None:
     sent = Send(Ref.parse("account", str(ID).upper()), bank.Deposit(amount=5))
-    new = encode_effect(APP.entity_type("counter"), sent, uuid.uuid4())
+    new = encode_effect(
+        APP.entity_type("counter"), sent, uuid.uuid4(), entity_types=APP.entity_type
+    )
     kind, message = effect_message(outbox_entry(new.payload))
     assert (kind, message.routing_key) == (COMMAND, str(ID))
     assert parse_request(APP, message).ref == Ref("account", ID)

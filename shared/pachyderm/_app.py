@@ -35,7 +35,7 @@ class App:
         name = entity.type_name
         if name in self._types:
             raise DuplicateNameError(f"entity type {name!r} is registered twice")
-        self._types[name] = EntityType(entity, self)
+        self._types[name] = EntityType(entity)
 
     def _add_handler(self, handler: EffectHandler) -> None:
         if not isinstance(handler, EffectHandler):

@@ -1,9 +1,13 @@
-"""One registered entity type at run time: its codecs, its fold and its decisions."""
+"""One registered entity type at run time: its codecs, its fold and its decisions.
+
+Invariant: an entity type knows only itself, not the app it is registered in;
+what needs other types (encoding a ``Send``) is given the app's look-up.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Generic
+from typing import Any, Generic
 
 import pydantic
 
@@ -17,9 +21,6 @@ from ._plain import plain
 from ._reference import Ref
 from .store import LoadedEntity, NewEvent
 
-if TYPE_CHECKING:
-    from ._app import App
-
 
 class EntityType(Generic[StateT]):
     """Wraps a user's :class:`Entity` with everything the runtime needs around it.
@@ -28,9 +29,8 @@ class EntityType(Generic[StateT]):
     :meth:`decide`; whatever it raises comes out as :class:`HandlerError`.
     """
 
-    def __init__(self, entity: Entity[StateT], app: App) -> None:
+    def __init__(self, entity: Entity[StateT]) -> None:
         self.entity = entity
-        self.app = app
         self.name = entity.type_name
         self.commands = entity.command_types
         self.events = entity.event_types

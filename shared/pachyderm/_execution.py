@@ -1,12 +1,15 @@
 """Running one command against one entity's state: pure, no I/O.
 
 The worker and the testing kit both go through :func:`execute`, so what a
-test asserts is what production does.
+test asserts is what production does. Both pass the app's look-up of entity
+types by name (:data:`EntityTypes`): a ``Send`` is encoded with its target's
+commands, and an entity type does not know the app it belongs to.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,9 @@ from ._reference import Ref
 from .store import Change, NewEffect, Snapshot
 
 DEFAULT_SNAPSHOT_EVERY = 100
+
+EntityTypes = Callable[[str], EntityType[Any]]
+"""The registered entity type of a name (:meth:`App.entity_type`), else UnknownNameError."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +52,23 @@ def effect_id(entity: uuid.UUID, command_id: str, index: int) -> uuid.UUID:
 
 
 def encode_effect(
-    entity_type: EntityType[Any], effect: AnyEffect, effect_id: uuid.UUID
+    entity_type: EntityType[Any],
+    effect: AnyEffect,
+    effect_id: uuid.UUID,
+    *,
+    entity_types: EntityTypes,
 ) -> NewEffect:
-    """An effect as an outbox row: external handlers and other entities alike."""
+    """An effect as an outbox row: external handlers and other entities alike.
+
+    A ``Send``'s command is encoded by its target type, found in ``entity_types``.
+    """
     if isinstance(effect, Effect):
         return NewEffect(
             effect_id, f"effect.{effect.handler}", _codec.encode(plain(effect.payload))
         )
     assert isinstance(effect, Send)
     try:
-        target = entity_type.app.entity_type(effect.to.type)
+        target = entity_types(effect.to.type)
         name, data = target.commands.dump(effect.command)
     except PachydermError as error:
         raise HandlerError(f"{entity_type.name} sent an invalid command: {error}") from error
@@ -76,6 +89,7 @@ def execute(
     command: Any,
     *,
     command_id: str,
+    entity_types: EntityTypes,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
 ) -> Execution:
     """Decide ``command`` on ``state`` (at ``version``) and prepare its commit.
@@ -103,7 +117,12 @@ def execute(
         [entity_type.encode_event(event) for event in decision.events],
         stored_reply(reply=reply),
         [
-            encode_effect(entity_type, effect, effect_id(ref.id, command_id, index))
+            encode_effect(
+                entity_type,
+                effect,
+                effect_id(ref.id, command_id, index),
+                entity_types=entity_types,
+            )
             for index, effect in enumerate(decision.effects)
         ],
         snapshot,

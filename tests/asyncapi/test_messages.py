@@ -119,7 +119,13 @@ def _outbox(command: Message, state_events: list[Any], ref: Any) -> list[OutboxE
     entity_type = request.entity_type
     state = entity_type.evolve(entity_type.entity.init(), state_events)
     done = execute(
-        entity_type, ref, state, len(state_events), request.message, command_id=request.command_id
+        entity_type,
+        ref,
+        state,
+        len(state_events),
+        request.message,
+        command_id=request.command_id,
+        entity_types=APP.entity_type,
     )
     now = datetime.datetime.now(datetime.UTC)
     return [

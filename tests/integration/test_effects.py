@@ -115,7 +115,10 @@ async def test_effects_no_handler_takes_yet_wait_without_blocking_the_outbox(
     ]
     target = counter.Counter.ref("credited")
     send = encode_effect(
-        APP.entity_type("counter"), Send(target, counter.Increment(amount=5)), uuid.uuid4()
+        APP.entity_type("counter"),
+        Send(target, counter.Increment(amount=5)),
+        uuid.uuid4(),
+        entity_types=APP.entity_type,
     )
     source = counter.Counter.ref("source")
     added = [NewEvent("Increased", codec.encode({"amount": 1}))]

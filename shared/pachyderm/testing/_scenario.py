@@ -15,11 +15,6 @@ from .._reference import Ref
 _UNSET: Any = object()
 
 
-def _entity_type(entity: type[Entity[Any]] | Entity[Any], app: App | None) -> EntityType[Any]:
-    instance = entity() if isinstance(entity, type) else entity
-    return (app or App([instance])).entity_type(instance.type_name)
-
-
 def given(
     entity: type[Entity[Any]] | Entity[Any], *events: Any, app: App | None = None
 ) -> Scenario:
@@ -27,14 +22,21 @@ def given(
 
     Pass ``app`` when the entity sends commands to entities of other types.
     """
-    return Scenario(_entity_type(entity, app), events)
+    instance = entity() if isinstance(entity, type) else entity
+    app = app or App([instance])
+    return Scenario(app.entity_type(instance.type_name), events, app)
 
 
 class Scenario:
-    """An entity with a known history, ready to receive commands."""
+    """An entity with a known history, ready to receive commands.
 
-    def __init__(self, entity_type: EntityType[Any], events: Sequence[Any]) -> None:
+    ``app`` holds the entity types its commands may send to (``Send`` effects),
+    as the worker's app does.
+    """
+
+    def __init__(self, entity_type: EntityType[Any], events: Sequence[Any], app: App) -> None:
         self.entity_type = entity_type
+        self.app = app
         self.ref = Ref(entity_type.name, uuid.uuid4())
         # Events go through the codec as they would through the store.
         self.history = [_stored(entity_type, event) for event in events]
@@ -52,6 +54,7 @@ class Scenario:
             len(self.history),
             received,
             command_id=str(uuid.uuid4()),
+            entity_types=self.app.entity_type,
         )
         return Outcome(self, execution)
 
@@ -98,7 +101,8 @@ class Outcome:
     def when(self, command: Any) -> Outcome:
         """Send another command to the entity as this outcome left it."""
         history = self.scenario.history + self.events
-        return Scenario(self.scenario.entity_type, history).when(command)
+        scenario = self.scenario
+        return Scenario(scenario.entity_type, history, scenario.app).when(command)
 
 
 def _expect(what: str, expected: Any, actual: Any) -> None:

@@ -247,6 +247,7 @@ class Engine:
                     version,
                     request.message,
                     command_id=request.command_id,
+                    entity_types=self.app.entity_type,
                     snapshot_every=self.snapshot_every,
                 )
             except PachydermError as error:
