@@ -2,7 +2,7 @@
 
 from ._app import App
 from ._client import Client
-from ._context import current_ref
+from ._context import EffectContext, current_effect, current_ref
 from ._effects import Effect, EffectHandler, Send
 from ._embedded import EmbeddedFleet, embedded
 from ._entity import Entity, HandleResult, Reject, Reply
@@ -41,6 +41,7 @@ __all__ = [
     "DuplicateNameError",
     "DuplicateWorkerError",
     "Effect",
+    "EffectContext",
     "EffectHandler",
     "EmbeddedFleet",
     "Entity",
@@ -65,6 +66,7 @@ __all__ = [
     "TransportUnavailableError",
     "UnknownNameError",
     "UnsupportedContentTypeError",
+    "current_effect",
     "current_ref",
     "embedded",
     "entity_id",
