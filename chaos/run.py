@@ -259,7 +259,7 @@ class ChaosRun:
             async with gate:
                 for _ in range(10):
                     try:
-                        answers[ref.id] = await self.client.call_named(
+                        answers[ref.id] = await self.client.request(
                             ref, "", None, kind="query", timeout=10
                         )
                         return

@@ -15,6 +15,10 @@ import pytest
 from hypothesis import settings
 from testcontainers.community.postgres import PostgresContainer
 
+# The package's pytest plugin (its fixtures for an app's tests), as a user gets it from
+# the entry point; loaded here, after coverage starts (pyproject.toml: -p no:pachyderm).
+pytest_plugins = ("pachyderm.testing._pytest_plugin",)
+
 # The contract suites live in the package; have pytest explain their failures
 # (pachyderm.testing asks for it too, but only when its names are looked up).
 pytest.register_assert_rewrite(

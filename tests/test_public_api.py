@@ -12,6 +12,7 @@ import pachyderm.transport
 import pachyderm.worker
 
 PACHYDERM = {
+    "Answer",
     "App",
     "CallTimeoutError",
     "Client",
@@ -20,7 +21,6 @@ PACHYDERM = {
     "DuplicateNameError",
     "DuplicateWorkerError",
     "Effect",
-    "EffectContext",
     "EffectHandler",
     "EmbeddedFleet",
     "Entity",
@@ -45,7 +45,6 @@ PACHYDERM = {
     "TransportUnavailableError",
     "UnknownNameError",
     "UnsupportedContentTypeError",
-    "current_effect",
     "current_ref",
     "embedded",
     "entity_id",

@@ -1,8 +1,8 @@
 """Pachyderm: durable, event-sourced entities (virtual actors) for Python."""
 
 from ._app import App
-from ._client import Client
-from ._context import EffectContext, current_effect, current_ref
+from ._client import Answer, Client
+from ._context import current_ref
 from ._effects import Effect, EffectHandler, Send
 from ._embedded import EmbeddedFleet, embedded
 from ._entity import Entity, HandleResult, Reject, Reply
@@ -33,6 +33,7 @@ from ._running import run
 from ._settings import Settings, load_settings
 
 __all__ = [
+    "Answer",
     "App",
     "CallTimeoutError",
     "Client",
@@ -41,7 +42,6 @@ __all__ = [
     "DuplicateNameError",
     "DuplicateWorkerError",
     "Effect",
-    "EffectContext",
     "EffectHandler",
     "EmbeddedFleet",
     "Entity",
@@ -66,7 +66,6 @@ __all__ = [
     "TransportUnavailableError",
     "UnknownNameError",
     "UnsupportedContentTypeError",
-    "current_effect",
     "current_ref",
     "embedded",
     "entity_id",

@@ -1,15 +1,28 @@
-"""Calling entities: request and reply over the transport (RPC over AMQP)."""
+"""Calling entities: request and reply over the transport (RPC over AMQP).
+
+Invariant: every way of calling returns the same thing for the same answer:
+``call``, ``call_named`` and ``query`` the reply alone (plain data, as decoded
+from the wire), ``request`` the reply with the entity's version after it, as an
+:class:`Answer`. A client answers calls only between its start and its close.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
+from . import transport as transports
 from ._app import App
 from ._errors import CallTimeoutError, PachydermError
+from ._loading import load_app
 from ._reference import Ref
+from ._settings import Settings, load_settings
 from ._wire import COMMAND, QUERY, command_message, named_message, read_reply
 from .telemetry._messaging import publishing
 from .transport import Message, Transport
@@ -17,15 +30,30 @@ from .transport import Message, Transport
 DEFAULT_TIMEOUT = 10.0
 
 
+class Answer(NamedTuple):
+    """A call's full answer: the entity's ``version`` after it, and the ``reply``."""
+
+    version: int
+    reply: Any
+
+
 class Client:
     """Sends commands and queries to entities and waits for their replies.
 
-    ``call`` returns the reply (the entity's new state unless its ``handle``
-    chose another) or raises :class:`~pachyderm.RejectedError`,
+    ``call`` (typed command), ``call_named`` (a name and plain data) and
+    ``query`` return the reply (the entity's new state unless its ``handle``
+    chose another); ``request`` returns it with the entity's version, as an
+    :class:`Answer`. All raise :class:`~pachyderm.RejectedError`,
     :class:`~pachyderm.InvalidInputError`, :class:`~pachyderm.HandlerError` or
     :class:`~pachyderm.CallTimeoutError`. Retrying a call with the same
     ``command_id`` is safe: the command applies once and the retry gets the
     stored reply.
+
+    Against a fleet, :meth:`connect` builds, starts and closes everything a
+    client needs::
+
+        async with Client.connect(load_settings(), app) as client:
+            await client.call(Counter.ref("visits"), Increment())
     """
 
     def __init__(
@@ -37,9 +65,50 @@ class Client:
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._address: str | None = None
 
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        settings: Settings | None = None,
+        app: App | str | None = None,
+        *,
+        name: str | None = None,
+    ) -> AsyncIterator[Client]:
+        """A started client of the fleet the settings name, closed on exit.
+
+        ``settings`` (default: :func:`~pachyderm.load_settings`, from the
+        environment) give the broker, the namespace, the partition count and
+        the call timeout. ``app`` (an :class:`App`, or ``module:attribute``)
+        encodes typed commands; without it only ``call_named`` and
+        ``request`` work. ``name`` labels the broker connection.
+        """
+        settings = settings or load_settings()
+        transport = transports.RabbitMQTransport(
+            settings.amqp_url.get_secret_value(),
+            transports.Topology(settings.namespace, settings.partitions),
+            connection_name=name or f"client-{socket.gethostname()}-{os.getpid()}",
+        )
+        typed = load_app(app) if isinstance(app, str) else app
+        client = cls(typed, transport, timeout=settings.call_timeout)
+        await transport.start()
+        try:
+            await client.start()
+            yield client
+        finally:
+            await client.close()
+
     async def start(self) -> None:
         """Start listening for replies (the transport must be started)."""
         self._address = await self.transport.listen_replies(self._on_reply)
+
+    async def close(self) -> None:
+        """Stop answering calls and close the transport. A call still waiting raises
+        :class:`~pachyderm.CallTimeoutError`: its command may yet apply."""
+        self._address = None
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(CallTimeoutError("the client closed before the reply came"))
+        await self.transport.close()
 
     async def _on_reply(self, message: Message) -> None:
         waiting = self._waiting.pop(message.correlation_id or "", None)
@@ -56,7 +125,7 @@ class Client:
     ) -> Any:
         """Apply ``command`` to ``ref`` and return the reply."""
         message = command_message(self._typed(), ref, command, command_id=command_id)
-        return (await self._request(message, timeout))[1]
+        return (await self._request(message, timeout)).reply
 
     async def call_named(
         self,
@@ -67,9 +136,26 @@ class Client:
         kind: str = COMMAND,
         timeout: float | None = None,
         command_id: str | None = None,
-    ) -> tuple[int, Any]:
+    ) -> Any:
         """Like :meth:`call` for a command (or query) given by name and plain data,
-        without the entity's Python classes; returns ``(version, reply)``."""
+        without the entity's Python classes: returns the reply."""
+        answer = await self.request(
+            ref, name, data, kind=kind, timeout=timeout, command_id=command_id
+        )
+        return answer.reply
+
+    async def request(
+        self,
+        ref: Ref,
+        name: str,
+        data: Any,
+        *,
+        kind: str = COMMAND,
+        timeout: float | None = None,
+        command_id: str | None = None,
+    ) -> Answer:
+        """Like :meth:`call_named`, returning the reply with the entity's version after
+        it (a query with the name ``""`` answers the state)."""
         message = named_message(ref, name, data, command_id=command_id, kind=kind)
         return await self._request(message, timeout)
 
@@ -81,7 +167,7 @@ class Client:
     async def query(self, ref: Ref, query: Any = None, *, timeout: float | None = None) -> Any:
         """Ask ``ref`` a read-only question (``None``: its state); writes nothing."""
         message = command_message(self._typed(), ref, query, kind=QUERY)
-        return (await self._request(message, timeout))[1]
+        return (await self._request(message, timeout)).reply
 
     async def send(self, ref: Ref, command: Any, *, command_id: str | None = None) -> str:
         """Publish ``command`` without waiting for it to apply; returns its command id.
@@ -97,9 +183,11 @@ class Client:
         with publishing(self.transport.topology.commands_exchange, message) as traced:
             await self.transport.publish_command(traced)
 
-    async def _request(self, message: Message, timeout: float | None) -> tuple[int, Any]:
+    async def _request(self, message: Message, timeout: float | None) -> Answer:
         if self._address is None:
-            raise PachydermError("the client is not started: await client.start() first")
+            raise PachydermError(
+                "the client is not started (or closed): use `async with Client.connect(...)`"
+            )
         correlation_id = str(uuid.uuid4())
         waiting: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = waiting
@@ -116,4 +204,4 @@ class Client:
             ) from None
         finally:
             self._waiting.pop(correlation_id, None)
-        return read_reply(reply)
+        return Answer(*read_reply(reply))

@@ -30,7 +30,7 @@ from .._errors import (
 from .._reference import Ref
 from .._settings import Settings
 from .._wire import COMMAND, QUERY
-from ._runtime import broker, worker_id
+from ._runtime import worker_id
 
 # Exit statuses: 0 applied, 1 an error, 2 a usage mistake (argparse's), 3 rejected.
 REJECTED = 3
@@ -108,10 +108,8 @@ async def call(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 async def _over_amqp(settings: Settings, one: _Call) -> tuple[int, Any]:
-    async with broker(settings, f"call-{worker_id(settings)}") as transport:
-        client = Client(None, transport, timeout=settings.call_timeout)
-        await client.start()
-        return await client.call_named(
+    async with Client.connect(settings, name=f"call-{worker_id(settings)}") as client:
+        return await client.request(
             one.ref, one.name, one.data, kind=one.kind, command_id=one.command_id
         )
 

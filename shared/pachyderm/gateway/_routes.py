@@ -67,7 +67,7 @@ class EntityEndpoints:
         self._check_message(ref, COMMAND, name, data)
         headers = {COMMAND_ID_HEADER: identifier}
         try:
-            version, reply = await self.client.call_named(ref, name, data, command_id=identifier)
+            version, reply = await self.client.request(ref, name, data, command_id=identifier)
         except PachydermError as error:
             # The id goes back with every outcome: after a timeout it is what to retry with.
             return await answer_pachyderm_error(request, error, headers)
@@ -78,14 +78,14 @@ class EntityEndpoints:
         ref, name = entity_ref(request), request.path_params["query"]
         data = await json_object(request, self.max_body)
         self._check_message(ref, QUERY, name, data)
-        version, reply = await self.client.call_named(ref, name, data, kind=QUERY)
+        version, reply = await self.client.request(ref, name, data, kind=QUERY)
         return Reply(version=version, reply=reply).response()
 
     async def state(self, request: Request) -> Response:
         """``GET /entities/{type}/{id}``: ``{"type", "id", "version", "state"}``."""
         ref = entity_ref(request)
         self._check_type(ref)
-        version, state = await self.client.call_named(ref, "", None, kind=QUERY)
+        version, state = await self.client.request(ref, "", None, kind=QUERY)
         return State(type=ref.type, id=ref.id, version=version, state=state).response()
 
     async def history(self, request: Request) -> Response:

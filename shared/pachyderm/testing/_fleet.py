@@ -15,8 +15,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from .._client import Client
 from .._loading import load_app
+from .._settings import Settings
 from ..store import PostgresEventStore
 from ..transport import RabbitMQTransport, Topology
 
@@ -112,16 +115,24 @@ class ProcessFleet:
                 raise AssertionError("workers did not all start serving")
             await asyncio.sleep(0.05)
 
+    def settings(self, **overrides: object) -> Settings:
+        """Settings that reach this fleet (its broker, database, namespace and partition
+        count), e.g. for ``Client.connect`` in the service under test; calls wait 30 s."""
+        fleet: dict[str, object] = {
+            "database_url": SecretStr(self.dsn),
+            "amqp_url": SecretStr(self.amqp_url),
+            "namespace": self.topology.namespace,
+            "partitions": self.topology.partitions,
+            "call_timeout": 30.0,
+        }
+        return Settings.model_validate({**fleet, **overrides})
+
     @asynccontextmanager
     async def client(self) -> AsyncIterator[Client]:
-        transport = RabbitMQTransport(self.amqp_url, self.topology, connection_name="test-client")
-        await transport.start()
-        client = Client(load_app(self.app_spec), transport, timeout=30)
-        await client.start()
-        try:
+        """A started client of the fleet's app, closed on exit."""
+        app = load_app(self.app_spec)
+        async with Client.connect(self.settings(), app, name="test-client") as client:
             yield client
-        finally:
-            await transport.close()
 
     async def stop(self) -> None:
         for worker in self.live():
