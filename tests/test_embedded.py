@@ -12,6 +12,7 @@ import pytest
 from examples import bank, counter
 from pachyderm import (
     App,
+    EffectContext,
     EffectHandler,
     EntityTypeMismatchError,
     InvalidInputError,
@@ -19,6 +20,7 @@ from pachyderm import (
     Ref,
     RejectedError,
     UnknownNameError,
+    current_effect,
 )
 from pachyderm import _codec as codec
 from pachyderm._embedded import EmbeddedFleet, embedded
@@ -34,9 +36,11 @@ class Recorder(EffectHandler):
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, dict[str, Any]]] = []
+        self.effects: list[EffectContext] = []
 
     async def dispatch(self, payload: Any, config: Mapping[str, Any]) -> None:
         self.calls.append((payload, dict(config)))
+        self.effects.append(current_effect())
 
 
 @pytest.fixture
@@ -95,6 +99,30 @@ async def test_effects_are_dispatched_after_the_commit_once(
     await asyncio.sleep(0.1)
     assert mailer.calls == [({"threshold": 10}, {"to": "ops"})]
     assert await fleet.store.pending_effects() == []
+
+
+async def test_a_handler_is_told_the_stable_id_of_the_effect_it_dispatches(
+    fleet: EmbeddedFleet, mailer: Recorder
+) -> None:
+    ref = counter.Counter.ref("c")
+    await fleet.client.call(ref, counter.Increment(amount=12), command_id="crossing")
+
+    async def dispatched() -> bool:
+        return bool(mailer.effects)
+
+    await eventually(dispatched)
+    # The id every delivery of this effect carries (docs/protocol.md): the first
+    # effect of command "crossing" of this entity.
+    effect_id = str(uuid.uuid5(ref.id, "crossing/0"))
+    assert mailer.effects == [
+        EffectContext(
+            effect_id=effect_id,
+            attempt=1,
+            handler="admin_mailer",
+            source_entity_id=str(ref.id),
+            source_command_id="crossing",
+        )
+    ]
 
 
 async def test_a_transfer_reaches_its_target_and_a_bounce_comes_back(

@@ -2,7 +2,7 @@
 
 from ._app import App
 from ._client import Answer, Client
-from ._context import current_ref
+from ._context import EffectContext, current_effect, current_ref
 from ._effects import Effect, EffectHandler, Send
 from ._embedded import EmbeddedFleet, embedded
 from ._entity import Entity, HandleResult, Reject, Reply
@@ -42,6 +42,7 @@ __all__ = [
     "DuplicateNameError",
     "DuplicateWorkerError",
     "Effect",
+    "EffectContext",
     "EffectHandler",
     "EmbeddedFleet",
     "Entity",
@@ -66,6 +67,7 @@ __all__ = [
     "TransportUnavailableError",
     "UnknownNameError",
     "UnsupportedContentTypeError",
+    "current_effect",
     "current_ref",
     "embedded",
     "entity_id",

@@ -1,5 +1,9 @@
 """Deliver effects to external handlers: ``dispatch(payload, config)``.
 
+Inside ``dispatch``, :func:`~pachyderm.current_effect` tells the handler which
+effect it carries out: its stable id and which delivery this is. An effect
+without an id is refused (dead-lettered): a handler could not tell it apart.
+
 A dispatcher binds its group's queue for its handlers, then routes again the
 effects that were published while no queue was bound for them (a handler
 deployed to workers before its dispatchers), at start and every
@@ -17,8 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _codec
+from ._context import EffectContext, dispatching
 from ._effects import EffectHandler
-from ._errors import PachydermError, UnknownNameError
+from ._errors import InvalidInputError, PachydermError, UnknownNameError
+from ._wire import EFFECT_ID_HEADER, SOURCE_COMMAND_HEADER, SOURCE_ENTITY_HEADER
 from .telemetry._gauges import observing_unrouted
 from .telemetry._messaging import consuming
 from .telemetry._telemetry import instruments
@@ -28,12 +34,17 @@ log = logging.getLogger("pachyderm.effects")
 
 DEFAULT_REROUTE_INTERVAL = 30.0
 
+# Set by RabbitMQ's quorum queues: how often the message was delivered before
+# (0 or absent the first time, whether or not the broker sets it then).
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+
 
 class EffectDispatcher:
     """Consumes the effects addressed to ``handlers`` and dispatches each.
 
     Effects arrive at least once: a handler that must not act twice should
-    remember the ``message_id`` (the stable effect id) of what it has done.
+    remember the ``current_effect().effect_id`` (the stable effect id, also the
+    message's ``message_id``) of what it has done.
     A handler that raises gets its effect dead-lettered, not retried in a loop.
     """
 
@@ -102,8 +113,36 @@ class EffectDispatcher:
             handler = self.handlers.get(message.routing_key.removeprefix("effect."))
             if handler is None:
                 raise UnknownNameError(f"no handler for effect {message.routing_key!r}")
+            effect = effect_context(message, handler.name)
             payload = _codec.decode(message.body, message.content_type)
-            outcome = handler.dispatch(payload, self.config)
-            if inspect.isawaitable(outcome):
-                await outcome
+            with dispatching(effect):
+                outcome = handler.dispatch(payload, self.config)
+                if inspect.isawaitable(outcome):
+                    await outcome
             log.debug("dispatched effect %s to %s", message.message_id, handler.name)
+
+
+def effect_context(message: Message, handler: str) -> EffectContext:
+    """What a handler is told about the effect ``message`` carries."""
+    headers = message.headers or {}
+    effect_id = message.message_id or headers.get(EFFECT_ID_HEADER)
+    if not isinstance(effect_id, str) or not effect_id:
+        raise InvalidInputError("an effect needs a message_id: it is the effect id")
+    return EffectContext(
+        effect_id=effect_id,
+        attempt=_attempt(headers.get(DELIVERY_COUNT_HEADER)),
+        handler=handler,
+        source_entity_id=_text(headers.get(SOURCE_ENTITY_HEADER)),
+        source_command_id=_text(headers.get(SOURCE_COMMAND_HEADER)),
+    )
+
+
+def _attempt(delivery_count: object) -> int:
+    # Anything but a count the broker could have set reads as a first delivery.
+    if isinstance(delivery_count, bool) or not isinstance(delivery_count, int):
+        return 1
+    return max(delivery_count, 0) + 1
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""

@@ -41,7 +41,9 @@ class EffectHandler(ABC):
 
     Subclasses set ``name`` and implement :meth:`dispatch`; entities create
     effects for them with :meth:`effect`. Effects are delivered at least once,
-    so ``dispatch`` should de-duplicate on the effect id when that matters.
+    so ``dispatch`` should de-duplicate on the effect id when that matters:
+    inside it, :func:`~pachyderm.current_effect` gives the effect's stable id and
+    which attempt this is.
     """
 
     name: ClassVar[str]

@@ -25,6 +25,7 @@ from pachyderm._execution import encode_effect
 from pachyderm.store import Change, NewEffect, NewEvent, PostgresEventStore
 
 from ..waiting import eventually
+from . import effect_context_app
 from .harness import ROOT, Fleet, fleet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -161,21 +162,23 @@ async def queue_length(url: str, name: str) -> int:
         return queue.declaration_result.message_count or 0
 
 
-@asynccontextmanager
-async def dispatching(running: Fleet, record: Path, rabbitmq_url: str) -> AsyncIterator[None]:
-    """`pachyderm effects` for tests.integration.effect_app, writing to ``record``."""
+async def start_dispatcher(
+    running: Fleet, record: Path, rabbitmq_url: str, app: str = "tests.integration.effect_app"
+) -> asyncio.subprocess.Process:
+    """A `pachyderm effects` process for ``app``, whose handlers write to ``record``."""
     environment = {
         **os.environ,
         "PACHYDERM_AMQP_URL": rabbitmq_url,
         "PACHYDERM_NAMESPACE": running.topology.namespace,
         "PACHYDERM_PARTITIONS": str(running.topology.partitions),
+        "PACHYDERM_HEALTH_PORT": "0",  # beside the workers, whose ports are their own
     }
-    dispatcher = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pachyderm",
         "effects",
-        "tests.integration.effect_app",
+        app,
         "--config",
         json.dumps({"path": str(record)}),
         cwd=ROOT,
@@ -183,6 +186,14 @@ async def dispatching(running: Fleet, record: Path, rabbitmq_url: str) -> AsyncI
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@asynccontextmanager
+async def dispatching(
+    running: Fleet, record: Path, rabbitmq_url: str, app: str = "tests.integration.effect_app"
+) -> AsyncIterator[None]:
+    """`pachyderm effects` for ``app`` while the block runs, writing to ``record``."""
+    dispatcher = await start_dispatcher(running, record, rabbitmq_url, app)
     try:
         yield
     finally:
@@ -209,9 +220,66 @@ async def test_pachyderm_effects_dispatches_to_the_module_handlers(
     assert [json.loads(line) for line in record.read_text().splitlines()] == [{"threshold": 10}]
 
 
+async def consumed(url: str, name: str) -> bool:
+    """Whether queue ``name`` exists and has a consumer."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        return bool(queue.declaration_result.consumer_count)
+
+
 async def delete_queue(url: str, name: str) -> None:
     """The dispatcher's durable queue outlives it: remove it with the namespace."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
         await channel.queue_delete(name)
+
+
+async def test_a_handler_knows_its_effect_and_its_attempt_after_a_dispatcher_died(
+    running: Fleet,
+    effects_seen: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
+    tmp_path: Path,
+    rabbitmq_url: str,
+) -> None:
+    # Retries of failed handlers are issue 16's: here the dispatcher dies mid-dispatch.
+    running.start_worker("w1")
+    await running.balanced()
+    record = tmp_path / "effects.jsonl"
+    app = "tests.integration.effect_context_app"
+    ref = counter.Counter.ref("c")
+    handlers_queue = running.topology.effects_queue("handlers")
+    first = await start_dispatcher(running, record, rabbitmq_url, app)
+    try:
+        # Once its queue is bound, as effects_seen's is, the effect goes to both.
+        await eventually(lambda: consumed(rabbitmq_url, handlers_queue), timeout=15, interval=0.2)
+        async with running.client() as client:
+            await client.call(ref, counter.Increment(amount=11), command_id="crossing")
+        assert await asyncio.wait_for(first.wait(), 20) == effect_context_app.DIED
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    published = await asyncio.wait_for(effects_seen.get(), 5)
+    async with dispatching(running, record, rabbitmq_url, app):
+
+        async def redelivered() -> bool:
+            return len(record.read_text().splitlines()) >= 2
+
+        await eventually(redelivered, timeout=15, interval=0.05)
+    seen = [json.loads(line) for line in record.read_text().splitlines()]
+    assert published.message_id == str(uuid.uuid5(ref.id, "crossing/0"))
+    assert seen == [
+        {
+            "effect_id": published.message_id,
+            "attempt": attempt,
+            "handler": "admin_mailer",
+            "source_entity_id": str(ref.id),
+            "source_command_id": "crossing",
+        }
+        for attempt in (1, 2)
+    ]

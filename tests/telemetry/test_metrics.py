@@ -215,7 +215,8 @@ async def test_a_dispatcher_counts_the_effects_that_waited_for_its_handler(
     try:
         # Published before any dispatcher bound a queue for them.
         for key in ("effect.late", "effect.late", "effect.nobody"):
-            await transport.publish_effect(Message(codec.encode(key), routing_key=key))
+            sent = Message(codec.encode(key), routing_key=key, message_id=str(uuid.uuid4()))
+            await transport.publish_effect(sent)
         await dispatcher.start()
 
         async def both_dispatched() -> bool:
