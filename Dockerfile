@@ -73,7 +73,10 @@ CMD ["gateway"]
 
 # --- worker-runtime: what runs `pachyderm worker` (and migrate, topology, effects)
 FROM runtime AS worker-runtime
-# Health and metrics: /healthz, /readyz, /metrics on PACHYDERM_HEALTH_PORT.
+# Health and metrics: /healthz, /readyz, /metrics on PACHYDERM_HEALTH_PORT, on
+# every interface of the container (the library's default, 127.0.0.1 as for the
+# gateway, is for a developer's machine), for probes and scrapes from outside.
+ENV PACHYDERM_HEALTH_HOST=0.0.0.0
 EXPOSE 8081
 # No curl in the slim image: probe /healthz with the standard library.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

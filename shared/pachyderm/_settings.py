@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRETS_DIR_VARIABLE = "PACHYDERM_SECRETS_DIR"
 DEFAULT_SECRETS_DIR = "/run/secrets/pachyderm"
+# The logging levels a process may log from, as uvicorn names them.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 class Settings(BaseSettings):
@@ -36,7 +39,11 @@ class Settings(BaseSettings):
         " prefix, PostgreSQL schema)",
     )
     partitions: int = Field(16, ge=1, le=1024, description="partition queues; fixed per fleet")
-    app: str | None = Field(None, description="the app to serve, as module or module:attribute")
+    app: str | None = Field(
+        None,
+        description="the app to serve, as module or module:attribute, when the command line"
+        " names none (empty: none)",
+    )
     ownership: Literal["fleet", "all"] = Field(
         "fleet",
         description="fleet: partitions spread over the live workers; all: this worker"
@@ -81,12 +88,19 @@ class Settings(BaseSettings):
     gateway_token: SecretStr = Field(
         SecretStr(""), description="the bearer token `pachyderm call` sends to that gateway"
     )
+    health_host: str = Field(
+        "127.0.0.1",
+        description="address the health and metrics endpoints of a worker or effects"
+        " dispatcher listen on; like the gateway's, loopback unless told (the worker image"
+        " sets 0.0.0.0)",
+    )
     health_port: int = Field(
         8081,
         ge=0,
         le=65535,
         description="port of the health and metrics endpoints of a worker or effects"
-        " dispatcher; 0: any free port",
+        " dispatcher, one per process of a host: a port already taken stops the process"
+        " with an error; 0: any free port",
     )
     health_port_file: Path | None = Field(
         None,
@@ -98,6 +112,9 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one structured record per line, with trace ids"
+    )
+    log_level: LogLevel = Field(
+        "info", description="the least severe records logged: debug, info, warning, error, critical"
     )
 
 

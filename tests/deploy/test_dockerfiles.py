@@ -201,6 +201,13 @@ def test_the_gateway_image_listens_on_every_interface() -> None:
     assert "PACHYDERM_GATEWAY_HOST" not in environment(parse_dockerfile(DOCKERFILE), "worker")
 
 
+@pytest.mark.parametrize("target", ["worker", "examples"])
+def test_the_worker_images_serve_health_on_every_interface(target: str) -> None:
+    # The library's default, loopback, is out of reach of probes and scrapers.
+    variables = environment(parse_dockerfile(DOCKERFILE), target)
+    assert variables["PACHYDERM_HEALTH_HOST"] == "0.0.0.0"
+
+
 def test_no_secret_is_baked_in() -> None:
     dockerfile = parse_dockerfile(DOCKERFILE)
     secret_variables = {f"PACHYDERM_{name.upper()}" for name in SECRET_SETTINGS}

@@ -353,6 +353,8 @@ def test_worker_probes_and_scraping_use_the_configured_health_port(
     resources: list[Resource], settings_data: dict[str, str]
 ) -> None:
     health_port = int(settings_data["PACHYDERM_HEALTH_PORT"])
+    # Loopback, the default, is out of the kubelet's and Prometheus's reach.
+    assert settings_data["PACHYDERM_HEALTH_HOST"] == "0.0.0.0"
     workers = find(resources, "Deployment", WORKERS)
     container = _only_container(workers)
     paths = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
@@ -396,6 +398,18 @@ def test_the_migration_job_retries_and_cleans_up(resources: list[Resource]) -> N
 
 
 # --- gateway ------------------------------------------------------------------
+
+
+def test_the_gateway_serves_no_app_whose_code_its_image_lacks(
+    resources: list[Resource], settings_data: dict[str, str]
+) -> None:
+    # `pachyderm gateway` serves PACHYDERM_APP's app when it is set, as the ConfigMap
+    # sets it for the workers: the gateway's container clears it (empty: no app).
+    assert settings_data["PACHYDERM_APP"]
+    container = _only_container(find(resources, "Deployment", GATEWAY))
+    environment = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert environment["PACHYDERM_APP"] == ""
+    assert container["image"].startswith("pachyderm-gateway:")
 
 
 def test_the_gateway_listens_where_its_probes_service_and_scraper_look(

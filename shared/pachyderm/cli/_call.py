@@ -79,7 +79,7 @@ class _Call:
         return self.kind == QUERY and not self.name
 
 
-async def call(settings: Settings, arguments: argparse.Namespace) -> int:
+async def call_command(settings: Settings, arguments: argparse.Namespace) -> int:
     """Print ``{"version", "reply"}`` (exit 0), or the rejection (exit 3)."""
     kind = QUERY if arguments.query else COMMAND
     if kind == COMMAND and not arguments.command:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 from typing import Any
 
@@ -38,8 +38,8 @@ async def run_effects(
             await dispatcher.stop()
 
 
-def parse_config(text: str | None) -> dict[str, Any]:
-    config = json.loads(text) if text else {}
-    if not isinstance(config, dict):
-        raise ValueError("--config must be a JSON object")
-    return config
+async def effects_command(settings: Settings, arguments: argparse.Namespace) -> None:
+    """``pachyderm effects [APP] --config JSON --group NAME``; APP defaults to
+    ``PACHYDERM_APP``, ``--config`` is parsed (a JSON object) by the command line."""
+    assert settings.app is not None, "the command line checks it"
+    await run_effects(settings, settings.app, arguments.config, arguments.group)

@@ -3,6 +3,7 @@ fleet in one process, its gateway on localhost)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shlex
 import socket
@@ -41,6 +42,18 @@ async def _history_store(settings: Settings) -> EventStore | None:
         log.info("no PostgreSQL database in PACHYDERM_DATABASE_URL: serving no history")
         return None
     return await open_store(url, namespace=settings.namespace)
+
+
+async def gateway_command(settings: Settings, _: argparse.Namespace) -> None:
+    """``pachyderm gateway [--app APP]``: with the app given, else ``PACHYDERM_APP``'s,
+    else none."""
+    await run_gateway(settings, settings.app)
+
+
+async def dev_command(settings: Settings, arguments: argparse.Namespace) -> None:
+    """``pachyderm dev [APP] [--port N]``: APP defaults to ``PACHYDERM_APP``."""
+    assert settings.app is not None, "the command line checks it"
+    await run_dev(settings, settings.app, arguments.port)
 
 
 async def run_gateway(settings: Settings, app_spec: str | None) -> None:

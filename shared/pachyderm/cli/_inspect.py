@@ -24,7 +24,7 @@ def _ref(arguments: argparse.Namespace) -> Ref:
         raise InvalidEntityIdError(f"{error} (a natural key? add --key)") from None
 
 
-async def inspect_entity(settings: Settings, arguments: argparse.Namespace) -> None:
+async def inspect_command(settings: Settings, arguments: argparse.Namespace) -> None:
     ref = _ref(arguments)
     entity_type = load_app(settings.app).entity_type(ref.type) if settings.app else None
     store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)

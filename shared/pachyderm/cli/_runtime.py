@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
+from .._errors import PachydermError
 from .._settings import Settings
 from ..telemetry import Check, HealthServer, Telemetry, install_telemetry, setup_telemetry
 from ..telemetry._logging import logging_configured
@@ -45,22 +46,28 @@ async def starting() -> str:
 @asynccontextmanager
 async def health_endpoints(checks: Mapping[str, Check], settings: Settings) -> AsyncIterator[None]:
     """``/healthz``, ``/readyz`` (``checks``, read on every request) and ``/metrics`` on
-    the health port while in the block, written to the health port file if one is set.
-    A port already taken is no reason to stop serving: the process goes on without
-    them (several workers on one host, as in development)."""
-    port = settings.health_port
-    server = HealthServer(checks, port=port)
+    the health host and port while in the block, the port written to the health port
+    file if one is set.
+
+    A port already taken stops the process (:class:`PachydermError`), as a taken
+    gateway port does: a process without its probes would be restarted by
+    Kubernetes for reasons nobody could read, and a second process on a laptop
+    would go unwatched. Several processes on one host each need their own port,
+    or ``PACHYDERM_HEALTH_PORT=0`` and a port file each.
+    """
+    host, port = settings.health_host, settings.health_port
+    server = HealthServer(checks, host=host, port=port)
     try:
         await server.start()
     except OSError as error:
-        log.warning(
-            "no health endpoints: port %d: %s (PACHYDERM_HEALTH_PORT=0 picks a free one)",
-            port,
-            error,
-        )
-        yield
-        return
-    log.info("health and metrics on port %d: /healthz, /readyz, /metrics", server.port)
+        # The bare reason: socket.create_server's strerror repeats the address.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise PachydermError(
+            f"cannot serve the health endpoints on {host}:{port}: {reason};"
+            " give each process of this host its own PACHYDERM_HEALTH_PORT, or 0 for any"
+            " free port (PACHYDERM_HEALTH_PORT_FILE tells which)"
+        ) from error
+    log.info("health and metrics on %s:%d: /healthz, /readyz, /metrics", host, server.port)
     if settings.health_port_file is not None:
         # Written whole under another name, then renamed: a reader never sees half a number.
         partial = settings.health_port_file.with_name(settings.health_port_file.name + ".tmp")

@@ -7,6 +7,7 @@ the identity unless told otherwise: the one seam through which a harness
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -65,6 +66,12 @@ def readiness(worker: Worker) -> dict[str, Check]:
         "database": database_check(worker.store),
         "broker": broker_check(worker.transport),
     }
+
+
+async def worker_command(settings: Settings, _: argparse.Namespace) -> None:
+    """``pachyderm worker [APP]``: the app given, else ``PACHYDERM_APP``."""
+    assert settings.app is not None, "the command line checks it"
+    await serve(settings, settings.app)
 
 
 async def serve(

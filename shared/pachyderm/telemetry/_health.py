@@ -93,10 +93,12 @@ def health_routes(checks: Mapping[str, Check]) -> list[Route]:
 class HealthServer:
     """:func:`health_routes` served on the running event loop; an async context manager.
 
-    ``port`` 0 picks a free one; :attr:`port` tells which once started.
+    ``port`` 0 picks a free one; :attr:`port` tells which once started. ``host`` is
+    loopback by default, as the gateway's (``Settings.gateway_host``): nothing listens
+    beyond the machine unless told to (``0.0.0.0`` in a container).
     """
 
-    def __init__(self, checks: Mapping[str, Check], *, host: str = "0.0.0.0", port: int = 0):
+    def __init__(self, checks: Mapping[str, Check], *, host: str = "127.0.0.1", port: int = 0):
         self._app = Starlette(routes=health_routes(checks))
         self._address = (host, port)
         self._stop = asyncio.Event()

@@ -68,8 +68,9 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
-def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
-    """Log to stderr in ``settings.log_format`` (``text`` or ``json``) from ``level`` on.
+def configure_logging(settings: Settings, level: int | None = None) -> None:
+    """Log to stderr in ``settings.log_format`` (``text`` or ``json``) from ``level`` on
+    (by default ``settings.log_level``).
 
     For a process's entry point: it replaces the root logger's handlers
     (detached, not closed: they may belong to someone else).
@@ -80,7 +81,7 @@ def configure_logging(settings: Settings, level: int = logging.INFO) -> None:
     for replaced in root.handlers[:]:
         root.removeHandler(replaced)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(settings.log_level.upper() if level is None else level)
 
 
 @contextmanager

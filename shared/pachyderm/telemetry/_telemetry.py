@@ -7,12 +7,17 @@ in-memory ones here, and a process that installs nothing pays for no-ops only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
+from typing import TYPE_CHECKING
 
 from ._instruments import Instruments
-from ._prometheus import PrometheusReader
+
+if TYPE_CHECKING:
+    # Types only: the SDK loads with the process that sets telemetry up, so that a
+    # command that sets up none (``pachyderm --help``) starts without it.
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from ._prometheus import PrometheusReader
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,9 @@ class ProcessFleet:
             "PACHYDERM_NAMESPACE": self.topology.namespace,
             "PACHYDERM_PARTITIONS": str(self.topology.partitions),
             "PACHYDERM_WORKER_ID": name,
+            # Any free port unless told: a taken health port stops a worker, and the
+            # workers of a fleet (and of other tests) share this host.
+            "PACHYDERM_HEALTH_PORT": "0",
             **{f"PACHYDERM_{key.upper()}": value for key, value in settings.items()},
         }
         with log.open("wb") as output:

@@ -1,0 +1,175 @@
+"""The ``pachyderm`` command line: its parser, and the settings its options give.
+
+Invariants: building the parser imports nothing beyond the standard library
+(``pachyderm --help`` stays fast); the global options (``--database-url``,
+``--amqp-url``, ``--namespace``, ``--log-level``) are accepted before the
+subcommand and after it, the later one winning; a usage mistake exits 2, as
+argparse does, with one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from .._errors import PachydermError
+from .._settings import LOG_LEVELS, Settings, load_settings
+
+DISTRIBUTION = "pachyderm-entities"
+# Subcommands that serve an app: the positional APP, else PACHYDERM_APP.
+SERVING = frozenset({"worker", "effects", "dev"})
+GLOBAL_OPTIONS = ("database_url", "amqp_url", "namespace", "log_level")
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        try:
+            installed = version(DISTRIBUTION)
+        except PackageNotFoundError:
+            installed = "(not installed)"
+        print(f"pachyderm {installed}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse ``type``: a JSON object, else a usage error naming what is wrong."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _global_options(default: Any) -> argparse.ArgumentParser:
+    """The options every subcommand takes; ``default`` is what an absent one sets."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options (before or after the subcommand)")
+    group.add_argument("--database-url", default=default, help="overrides PACHYDERM_DATABASE_URL")
+    group.add_argument("--amqp-url", default=default, help="overrides PACHYDERM_AMQP_URL")
+    group.add_argument("--namespace", default=default, help="overrides PACHYDERM_NAMESPACE")
+    group.add_argument(
+        "--log-level", default=default, choices=LOG_LEVELS, help="overrides PACHYDERM_LOG_LEVEL"
+    )
+    return options
+
+
+def _add_entity_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("type", help="entity type name, e.g. account")
+    parser.add_argument("id", help="entity id (UUID), or its natural key with --key")
+    parser.add_argument("--key", action="store_true", help="ID is a natural key (uuid5)")
+
+
+def _add_app_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "app", nargs="?", help=f"module[:attribute] of the App{what}; default $PACHYDERM_APP"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``pachyderm`` parser, subcommands and all."""
+    main = argparse.ArgumentParser(
+        prog="pachyderm",
+        description="Durable, event-sourced entities.",
+        parents=[_global_options(None)],
+    )
+    main.add_argument("--version", action=_Version, help="print the version and exit")
+    # After the subcommand, an absent option sets nothing: the one given before stays.
+    common = [_global_options(argparse.SUPPRESS)]
+    commands = main.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+
+    def add(name: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=description, description=description, parents=common)
+
+    add("migrate", "create or upgrade the schema (safe to run concurrently)")
+    add("topology", "declare the namespace's exchanges and queues")
+    _add_app_argument(add("worker", "serve partitions (RabbitMQ + PostgreSQL)"), "")
+    effects = add("effects", "dispatch effects to the app's handlers")
+    _add_app_argument(effects, " with effect handlers")
+    effects.add_argument(
+        "--config", type=json_object, default={}, help="JSON object passed to every dispatch"
+    )
+    effects.add_argument("--group", default="handlers", help="consumer group (queue) name")
+    call = add("call", "send a command and print the reply")
+    _add_entity_arguments(call)
+    call.add_argument("command", nargs="?", help="the command's registered name")
+    call.add_argument("--data", help="the command's fields as a JSON object")
+    call.add_argument("--query", action="store_true", help="a read-only query")
+    call.add_argument("--command-id", help="makes retries safe: applies once")
+    call.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="call through this HTTP gateway (e.g. a running `pachyderm dev`) instead of"
+        " over AMQP; default $PACHYDERM_GATEWAY_URL; a token from $PACHYDERM_GATEWAY_TOKEN",
+    )
+    gateway = add("gateway", "serve the HTTP gateway of a fleet (RabbitMQ; history: PostgreSQL)")
+    gateway.add_argument(
+        "--app",
+        help="module[:attribute] of the App, default $PACHYDERM_APP: unknown names and bad"
+        " fields are then answered at the gateway; without one, the gateway needs no app"
+        " code and the workers answer them",
+    )
+    dev = add("dev", "run an app embedded in this process, with its HTTP gateway on localhost")
+    _add_app_argument(dev, "")
+    dev.add_argument(
+        "--port", type=int, help="the gateway's port on 127.0.0.1 (default PACHYDERM_GATEWAY_PORT)"
+    )
+    inspect = add("inspect", "show an entity's history and state")
+    _add_entity_arguments(inspect)
+    inspect.add_argument("--app", help="module[:attribute] of the App; default $PACHYDERM_APP")
+    inspect.add_argument("--from-version", type=int, default=1, metavar="N")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    return main
+
+
+def subparser(main: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``, whose ``error`` names the subcommand."""
+    for action in main._actions:  # argparse keeps its subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise LookupError(f"no subcommand {name!r}")
+
+
+def settings_of(arguments: argparse.Namespace) -> Settings:
+    """The settings, the options given overriding the environment's; a setting that is not
+    valid is a :class:`PachydermError` naming its variable, in one line."""
+    overrides = {
+        name: value
+        for name in (*GLOBAL_OPTIONS, "app")
+        # An empty --app (or PACHYDERM_APP="", as a manifest clears it) means none.
+        if (value := getattr(arguments, name, None)) is not None
+    }
+    try:
+        settings = load_settings(**overrides)
+    except ValidationError as error:
+        raise PachydermError("; ".join(_problems(error))) from None
+    return settings.model_copy(update={"app": settings.app or None})
+
+
+def _problems(error: ValidationError) -> list[str]:
+    """One ``PACHYDERM_NAME: what is wrong`` per invalid setting; secrets are not shown."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        name = "_".join(str(part) for part in problem["loc"]).upper()
+        field = Settings.model_fields.get(name.lower())
+        context = problem.get("ctx", {})
+        if problem["type"] == "string_pattern_mismatch":
+            what = f"must match {context['pattern'].strip('^$')}"
+        else:
+            what = problem["msg"][:1].lower() + problem["msg"][1:]
+        secret = field is not None and field.annotation is SecretStr
+        shown = "" if secret else f", got {problem['input']!r}"
+        problems.append(f"PACHYDERM_{name}: {what}{shown}")
+    return problems
