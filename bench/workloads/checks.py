@@ -77,7 +77,7 @@ async def check_final_states(client: Client, calls: list[Call], found: Correctne
     async def check(last: Call) -> None:
         async with gate:
             try:
-                got = await client.call_named(last.ref, "", None, kind="query", timeout=60)
+                got = await client.request(last.ref, "", None, kind="query", timeout=60)
             except PachydermError as error:
                 found.add(f"{last.ref.id}: query failed: {error!r}")
                 return

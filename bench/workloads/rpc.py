@@ -1,6 +1,6 @@
 """Workloads 1 and 2: calls with 256 in flight, and calls one at a time.
 
-Both go through ``Client.call_named`` (which returns the version as well as
+Both go through ``Client.request`` (which returns the version as well as
 the reply, for the correctness check), over one client connection, against
 two worker processes on 16 partitions.
 """
@@ -52,7 +52,7 @@ async def run_calls(client: Client, calls: list[Call], in_flight: int) -> CallsR
         for call in pending:
             started = time.perf_counter()
             try:
-                reply = await client.call_named(
+                reply = await client.request(
                     call.ref, COMMAND, call.data, command_id=call.command_id, timeout=CALL_TIMEOUT
                 )
             except PachydermError as error:
