@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -145,3 +146,36 @@ def test_health_endpoints_listen_where_the_gateway_does_by_default() -> None:
     gateway_host = Settings.model_fields["gateway_host"].default
     assert Settings.model_fields["health_host"].default == gateway_host == "127.0.0.1"
     assert inspect.signature(HealthServer).parameters["host"].default == gateway_host
+
+
+def run_dev(tmp_path: Path, *options: str) -> tuple[int, str]:
+    """``pachyderm dev`` of PACHYDERM_APP until it is up, then SIGTERM: exit status, stderr."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PACHYDERM_")}
+    environment |= {
+        "PACHYDERM_APP": "examples.demo:APP",
+        "PACHYDERM_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "pachyderm", "dev", "--port", "0", *options],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Ctrl+C stops it."):
+                break
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    return process.returncode, err
+
+
+def test_the_log_level_reaches_the_running_process(tmp_path: Path) -> None:
+    code, err = run_dev(tmp_path)
+    assert code == 0, err
+    assert " INFO pachyderm.worker: serving partitions" in err
+    code, err = run_dev(tmp_path, "--log-level", "warning")
+    assert code == 0, err
+    assert " INFO " not in err
