@@ -65,6 +65,19 @@ def test_a_user_test_overriding_the_app_calls_it_on_the_embedded_fleet(
     project.runpytest().assert_outcomes(passed=1)
 
 
+def test_the_fleet_fixture_runs_in_pytest_asyncio_strict_mode_too(
+    project: pytest.Pytester,
+) -> None:
+    project.makeini(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    marked = USES_THE_EMBEDDED_FLEET.replace(
+        "async def test_counts", "@pytest.mark.asyncio\nasync def test_counts"
+    )
+    project.makepyfile(test_counter=marked)
+    project.runpytest().assert_outcomes(passed=1)
+
+
 @pytest.mark.parametrize("where", ["ini", "environment"])
 def test_the_app_is_named_in_the_configuration_or_the_environment(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str
