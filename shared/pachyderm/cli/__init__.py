@@ -31,7 +31,7 @@ else:
 __all__ = ["main", "serve"]
 
 Subcommand = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int | None]]
-# The module defining each subcommand's ``command(settings, arguments)``.
+# The module defining each subcommand's ``<name>_command(settings, arguments)``.
 _MODULES: Mapping[str, str] = {
     "migrate": "._migrate",
     "topology": "._migrate",
@@ -57,15 +57,15 @@ def _subcommand(name: str) -> Subcommand:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pachyderm`` console command."""
-    parser = _parser()
-    arguments = parser.parse_args(argv)
+    command_line = _parser()
+    arguments = command_line.parse_args(argv)
     try:
         settings = settings_of(arguments)
     except PachydermError as error:
         print(f"pachyderm: {error}", file=sys.stderr)
         return 1
     if arguments.command_name in SERVING and settings.app is None:
-        subparser(parser, arguments.command_name).error(
+        subparser(command_line, arguments.command_name).error(
             "name the app (module[:attribute]) or set PACHYDERM_APP"
         )
     logging.basicConfig(
