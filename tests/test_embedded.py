@@ -255,3 +255,17 @@ async def test_a_json_caller_gets_json_replies(fleet: EmbeddedFleet) -> None:
         await fleet.client.call_named(Ref.from_key("nope", "x"), "Open", {})
     with pytest.raises(InvalidInputError):
         await fleet.client.call_named(bank.account("x"), "Deposit", "not a map")
+
+
+async def test_a_misspelled_field_is_invalid_naming_it_and_writes_nothing(
+    fleet: EmbeddedFleet,
+) -> None:
+    ref = counter.Counter.ref("typo")
+    # Read tolerantly, it would increment by the default 1.
+    with pytest.raises(InvalidMessageError) as invalid:
+        await fleet.client.call_named(ref, "Increment", {"amout": 50})
+    assert [p.location for p in invalid.value.problems] == ["amout"]
+    reply = await raw_call(fleet, command(b'{"owner": "x", "ownr": "y"}'))
+    assert (reply["status"], [p["location"] for p in reply["problems"]]) == ("invalid", ["ownr"])
+    assert await fleet.store.history(ref.id) == []
+    assert await fleet.store.history(bank.account("x").id) == []

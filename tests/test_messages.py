@@ -3,6 +3,7 @@ from dataclasses import dataclass
 import pydantic
 import pytest
 
+from examples import bank
 from pachyderm import DefinitionError, DuplicateNameError, InvalidMessageError, UnknownNameError
 from pachyderm._messages import MessageTypes
 
@@ -69,3 +70,92 @@ def test_validation_errors_name_the_field_and_the_problem() -> None:
         types.load("Deposit", {"amount": "lots"})
     with pytest.raises(InvalidMessageError, match="<root>"):
         types.load("Deposit", ["not", "a", "map"])
+
+
+def problems_of(types: MessageTypes, name: str, data: object) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidMessageError) as invalid:
+        types.load(name, data)
+    return [(p.location, p.problem) for p in invalid.value.problems]
+
+
+def test_a_strict_registry_names_each_unknown_field() -> None:
+    types = MessageTypes("command", [Deposit, Withdraw], extra="forbid")
+    # Read tolerantly, the misspelled memo would be the default "".
+    assert problems_of(types, "Deposit", {"amount": 5, "mmo": "rent", "to": 1}) == [
+        ("mmo", "Unknown field; the fields of Deposit are: amount, memo"),
+        ("to", "Unknown field; the fields of Deposit are: amount, memo"),
+    ]
+    assert problems_of(types, "Withdraw", {"amout": 50}) == [
+        ("amount", "Field required"),
+        ("amout", "Unknown field; the fields of Withdraw are: amount"),
+    ]
+    assert types.load("Deposit", {"amount": 5, "memo": "rent"}) == Deposit(5, "rent")
+
+
+def test_a_tolerant_registry_ignores_unknown_fields() -> None:
+    types = MessageTypes("event", [Deposit, Withdraw])
+    assert types.load("Deposit", {"amount": 5, "added_later": True}) == Deposit(5)
+    assert types.load("Withdraw", {"amount": 5, "added_later": True}) == Withdraw(amount=5)
+
+
+@dataclass(frozen=True)
+class Lenient:
+    __pydantic_config__ = pydantic.ConfigDict(extra="ignore")
+    amount: int = 1
+
+
+class LenientModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+    amount: int = 1
+
+
+class Keeping(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+class Forbidding(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def test_a_type_that_sets_pydantics_extra_is_read_as_it_says() -> None:
+    strict = MessageTypes("command", [Lenient, LenientModel, Keeping], extra="forbid")
+    assert strict.load("Lenient", {"amount": 2, "old": 1}) == Lenient(2)
+    assert strict.load("LenientModel", {"amount": 2, "old": 1}) == LenientModel(amount=2)
+    assert strict.load("Keeping", {"old": 1}).model_extra == {"old": 1}
+    tolerant = MessageTypes("event", [Forbidding])
+    assert [location for location, _ in problems_of(tolerant, "Forbidding", {"x": 1})] == ["x"]
+
+
+class Aliased(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+    amount: int = pydantic.Field(alias="amt")
+    note: str = pydantic.Field("", validation_alias=pydantic.AliasChoices("note", "memo"))
+
+    # pydantic's documented form; mypy types no decorator over a property.
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def doubled(self) -> int:
+        return 2 * self.amount
+
+
+@pydantic.dataclasses.dataclass(frozen=True)
+class AliasedData:
+    amount: int = pydantic.Field(alias="amt")
+
+
+def test_a_strict_registry_reads_aliases_and_what_it_wrote() -> None:
+    types = MessageTypes("command", [Aliased, AliasedData], extra="forbid")
+    assert types.load("Aliased", {"amt": 2, "memo": "m"}) == Aliased(amount=2, note="m")
+    message = Aliased(amount=3)
+    assert types.load(*types.dump(message)) == message  # with its computed field
+    assert types.load("AliasedData", {"amt": 4}) == AliasedData(amt=4)
+    assert [location for location, _ in problems_of(types, "Aliased", {"amt": 1, "x": 0})] == ["x"]
+
+
+def test_an_entitys_commands_and_queries_are_strict_and_its_events_tolerant() -> None:
+    account = bank.Account
+    assert [p[0] for p in problems_of(account.command_types, "Deposit", {"amount": 1, "x": 1})] == [
+        "x"
+    ]
+    assert account.event_types.load("Deposited", {"amount": 1, "x": 1}) == bank.Deposited(amount=1)
+    assert account.query_types.extra == "forbid"

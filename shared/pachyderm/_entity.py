@@ -65,8 +65,12 @@ class Entity(ABC, Generic[StateT]):
     before renaming the class, since stored histories are filed under it.
     ``commands`` and ``events`` take classes (registered under their class
     names) or a mapping of stable name to class; ``queries`` likewise, for
-    read-only questions answered by :meth:`query`. ``state_type`` tells how to
-    read the state back from a snapshot when it is not plain data.
+    read-only questions answered by :meth:`query`. Commands and queries are read
+    strictly (a field their type does not declare is an
+    :class:`InvalidMessageError` naming it), events and the state tolerantly
+    (unknown fields ignored); a type that sets pydantic's ``extra`` is read as it
+    says. ``state_type`` tells how to read the state back from a snapshot when it
+    is not plain data.
     """
 
     type_name: ClassVar[str]
@@ -84,9 +88,10 @@ class Entity(ABC, Generic[StateT]):
         if "type_name" not in cls.__dict__:
             cls.type_name = _snake_case(cls.__name__)
         check_type_name(cls.type_name)
-        cls.command_types = MessageTypes("command", cls.commands)
+        # Strict where a caller writes, tolerant where history is read.
+        cls.command_types = MessageTypes("command", cls.commands, extra="forbid")
         cls.event_types = MessageTypes("event", cls.events)
-        cls.query_types = MessageTypes("query", cls.queries)
+        cls.query_types = MessageTypes("query", cls.queries, extra="forbid")
 
     @classmethod
     def ref(cls, key: str) -> Ref:

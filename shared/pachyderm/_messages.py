@@ -3,16 +3,24 @@
 A message type is a dataclass or a pydantic model. On the wire and at rest a
 message is its registered name plus its fields as plain data, so a renamed
 Python class keeps reading old events as long as its registered name stays.
+
+A registry reads either strictly (commands and queries: a key the type does not
+declare is an error naming it, so a misspelled field is never replaced by its
+default) or tolerantly (events and states: unknown keys are ignored, so a
+publisher may add fields first). A type that sets pydantic's ``extra`` itself is
+read as it says, whatever its registry. Strictness is about the top level:
+nested models keep their own configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
+from ._declared_fields import chooses_extra, declared_keys
 from ._errors import (
     DefinitionError,
     DuplicateNameError,
@@ -22,6 +30,7 @@ from ._errors import (
 )
 
 MessageTypesSpec = Iterable[type[Any]] | Mapping[str, type[Any]]
+Extra = Literal["ignore", "forbid"]
 
 
 def field_problems(error: pydantic.ValidationError) -> list[FieldProblem]:
@@ -46,12 +55,17 @@ class MessageTypes:
     """A registry of message types of one kind ("command", "event") for one entity type.
 
     Names and classes map one to one: registering a name twice, or a class under
-    two names, raises :class:`DuplicateNameError`.
+    two names, raises :class:`DuplicateNameError`. ``extra`` is what :meth:`load`
+    does with keys a type does not declare, unless the type sets pydantic's
+    ``extra`` itself: "ignore" them, or "forbid" them (each is a problem).
     """
 
-    def __init__(self, kind: str, spec: MessageTypesSpec = ()) -> None:
+    def __init__(self, kind: str, spec: MessageTypesSpec = (), *, extra: Extra = "ignore") -> None:
         self.kind = kind
+        self.extra = extra
         self._by_name: dict[str, pydantic.TypeAdapter[Any]] = {}
+        # The keys each strictly read type declares; tolerantly read ones are absent.
+        self._declared: dict[str, frozenset[str]] = {}
         self._name_by_class: dict[type[Any], str] = {}
         pairs = spec.items() if isinstance(spec, Mapping) else ((c.__name__, c) for c in spec)
         for name, cls in pairs:
@@ -69,6 +83,8 @@ class MessageTypes:
             )
         self._by_name[name] = pydantic.TypeAdapter(cls)
         self._name_by_class[cls] = name
+        if self.extra == "forbid" and not chooses_extra(cls):
+            self._declared[name] = declared_keys(cls)
 
     @property
     def names(self) -> list[str]:
@@ -96,14 +112,30 @@ class MessageTypes:
     def load(self, name: str, data: Any) -> Any:
         """Build the message registered as ``name`` from plain data.
 
-        Raises :class:`UnknownNameError` or :class:`InvalidMessageError` (which names each field).
+        Raises :class:`UnknownNameError` or :class:`InvalidMessageError` (which names
+        each field: invalid, missing and, read strictly, unknown).
         """
         adapter = self._by_name.get(name) if isinstance(name, str) else None
         if adapter is None:
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; registered: {', '.join(self.names) or 'none'}"
             )
+        problems = self._unknown_fields(name, data)
         try:
-            return adapter.validate_python(data)
+            message = adapter.validate_python(data)
         except pydantic.ValidationError as error:
-            raise InvalidMessageError(name, field_problems(error)) from None
+            raise InvalidMessageError(name, [*field_problems(error), *problems]) from None
+        if problems:
+            raise InvalidMessageError(name, problems)
+        return message
+
+    def _unknown_fields(self, name: str, data: Any) -> list[FieldProblem]:
+        declared = self._declared.get(name)
+        if declared is None or not isinstance(data, Mapping):
+            return []  # read tolerantly, or not fields at all (validation says so)
+        known = ", ".join(sorted(declared)) or "none"
+        return [
+            FieldProblem(str(key), f"Unknown field; the fields of {name} are: {known}")
+            for key in data
+            if key not in declared
+        ]

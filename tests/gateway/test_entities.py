@@ -172,8 +172,19 @@ async def test_a_rejection_is_409_with_the_entitys_reason_and_detail(
 async def test_invalid_fields_are_422_naming_each_field(http: httpx.AsyncClient) -> None:
     document = problem(await send(http, ALICE, "Deposit", {"amount": -1, "extra": 1}), 422)
     assert document["problems"] == [
-        {"location": "amount", "problem": "Input should be greater than 0"}
+        {"location": "amount", "problem": "Input should be greater than 0"},
+        {"location": "extra", "problem": "Unknown field; the fields of Deposit are: amount"},
     ]
+
+
+async def test_a_misspelled_field_is_422_naming_it_and_writes_nothing(
+    either: httpx.AsyncClient, fleet: EmbeddedFleet
+) -> None:
+    # Read tolerantly, it would increment by the default 1.
+    document = problem(await send(either, COUNTER, "Increment", {"amout": 50}), 422)
+    assert [p["location"] for p in document["problems"]] == ["amout"]
+    assert "Increment" in document["detail"]
+    assert await fleet.store.history(counter.Counter.ref("c").id) == []
 
 
 async def test_unknown_names_are_404(http: httpx.AsyncClient) -> None:
@@ -225,8 +236,9 @@ async def test_the_wrong_method_is_405(http: httpx.AsyncClient) -> None:
 
 async def test_a_body_over_the_limit_is_413_declared_or_streamed(fleet: EmbeddedFleet) -> None:
     asgi = create_app(fleet.client, fleet.store, GatewayOptions(tokens=None, max_body=64))
-    fits = b'{"amount": 1, "padding": "' + b"x" * 30 + b'"}'
-    too_big = b'{"amount": 1, "padding": "' + b"x" * 40 + b'"}'
+    # Padded with blanks: a command's undeclared fields are refused (422), not ignored.
+    fits = b'{"amount": 1' + b" " * 45 + b"}"
+    too_big = b'{"amount": 1' + b" " * 55 + b"}"
 
     async def chunked(body: bytes) -> AsyncIterator[bytes]:
         yield body[:10]
@@ -352,3 +364,9 @@ async def test_a_named_query_answers_without_writing(
 async def test_a_querys_fields_are_checked(http: httpx.AsyncClient) -> None:
     response = await http.post(f"{METER}/queries/Exceeds", json={"limit": "x"}, headers=CALLER)
     assert problem(response, 422)["problems"][0]["location"] == "limit"
+
+
+async def test_a_querys_unknown_fields_are_422_naming_them(either: httpx.AsyncClient) -> None:
+    body = {"limit": 2, "limt": 3}
+    response = await either.post(f"{METER}/queries/Exceeds", json=body, headers=CALLER)
+    assert [p["location"] for p in problem(response, 422)["problems"]] == ["limt"]
