@@ -22,8 +22,9 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/python -m examples.demo
 
+# With the library's branch coverage, reported at the end (floor: pyproject.toml).
 test: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
