@@ -22,13 +22,15 @@ from pachyderm import PachydermError, Settings
 from pachyderm.cli._runtime import health_endpoints
 from pachyderm.telemetry import HealthServer
 
-ROOT = Path(__file__).resolve().parent.parent
+from .python_process import ROOT, run_python
+
 # What a subcommand loads when it runs, and --help must not.
 HEAVY = ["aio_pika", "asyncpg", "starlette", "uvicorn", "opentelemetry.sdk"]
 
 LOADED_BY = """
 import contextlib, json, sys
 from pachyderm.cli import main
+
 with contextlib.suppress(SystemExit):
     main(sys.argv[1:])
 print(json.dumps(sorted(set({heavy}) & set(sys.modules))), file=sys.stderr)
@@ -37,13 +39,10 @@ print(json.dumps(sorted(set({heavy}) & set(sys.modules))), file=sys.stderr)
 
 def loaded_by(*argv: str) -> list[str]:
     """The heavy libraries ``pachyderm ARGV`` has imported when it returns."""
-    finished = subprocess.run(
-        [sys.executable, "-c", LOADED_BY.format(heavy=HEAVY), *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    finished = run_python(
+        "-c",
+        LOADED_BY.format(heavy=HEAVY),
+        *argv,
         env={k: v for k, v in os.environ.items() if not k.startswith("PACHYDERM_")},
     )
     loaded: list[str] = json.loads(finished.stderr.splitlines()[-1])
@@ -72,14 +71,7 @@ def test_the_libraries_load_with_the_subcommand_that_needs_them() -> None:
 
 
 def test_python_dash_m_pachyderm_is_the_command() -> None:
-    finished = subprocess.run(
-        [sys.executable, "-m", "pachyderm", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = run_python("-m", "pachyderm", "--help")
     assert finished.returncode == 0, finished.stderr
     assert "--log-level" in finished.stdout
     assert "--version" in finished.stdout
@@ -98,15 +90,7 @@ def test_a_taken_health_port_stops_the_process_with_a_clear_error(
             # Nothing listens here: the health port is taken before any connection.
             "PACHYDERM_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
         }
-        finished = subprocess.run(
-            [sys.executable, "-m", "pachyderm", command, "examples.demo:APP"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=environment,
-        )
+        finished = run_python("-m", "pachyderm", command, "examples.demo:APP", env=environment)
     assert finished.returncode == 1, finished.stderr
     last = finished.stderr.splitlines()[-1]
     assert last.startswith(

@@ -8,7 +8,6 @@ not make pytest a dependency of ``import pachyderm.testing``.
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pytest
 import pachyderm.testing
 from pachyderm.testing import _store_contract, _transport_contract
 
-ROOT = Path(__file__).resolve().parent.parent
+from .python_process import run_python
+
 SUITES = [_store_contract, _transport_contract]
 
 WITHOUT_PYTEST = """
@@ -25,6 +25,7 @@ import sys
 sys.modules["pytest"] = None  # as if pytest were not installed
 import pachyderm.testing
 from pachyderm.testing import given
+
 try:
     pachyderm.testing.EventStoreContract
 except ImportError as error:
@@ -33,14 +34,7 @@ except ImportError as error:
 
 
 def test_the_testing_kit_imports_without_pytest() -> None:
-    finished = subprocess.run(
-        [sys.executable, "-c", WITHOUT_PYTEST],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = run_python("-c", WITHOUT_PYTEST)
     assert finished.returncode == 0, finished.stderr
     # Only the suites need it, and say so when first used.
     assert finished.stdout.strip() == "contract: pytest"

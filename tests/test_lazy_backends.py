@@ -7,10 +7,6 @@ them for other tests.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import pachyderm.fleet
@@ -22,7 +18,7 @@ from pachyderm.store import _postgres
 from pachyderm.testing import _fleet
 from pachyderm.transport import _rabbitmq
 
-ROOT = Path(__file__).resolve().parent.parent
+from .python_process import run_python
 
 LOADED_BACKENDS = """
 import sys
@@ -35,6 +31,7 @@ import pachyderm, pachyderm.fleet, pachyderm.store, pachyderm.transport
 import pachyderm.testing, pachyderm.worker, pachyderm.telemetry
 from pachyderm.testing import given
 from examples import counter
+
 
 given(counter.Counter).when(counter.Increment(amount=2)).then(events=[counter.Increased(2)])
 
@@ -49,14 +46,7 @@ asyncio.run(main())
 
 def loaded_backends(code: str) -> str:
     """The backend libraries loaded after running ``code`` in a fresh interpreter."""
-    finished = subprocess.run(
-        [sys.executable, "-c", code + LOADED_BACKENDS],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = run_python("-c", code + LOADED_BACKENDS)
     assert finished.returncode == 0, finished.stderr
     return finished.stdout.strip().splitlines()[-1]
 
