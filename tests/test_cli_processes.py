@@ -30,7 +30,6 @@ HEAVY = ["aio_pika", "asyncpg", "starlette", "uvicorn", "opentelemetry.sdk"]
 LOADED_BY = """
 import contextlib, json, sys
 from pachyderm.cli import main
-
 with contextlib.suppress(SystemExit):
     main(sys.argv[1:])
 print(json.dumps(sorted(set({heavy}) & set(sys.modules))), file=sys.stderr)
