@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import pytest
 
 from examples import bank, counter
 from pachyderm import App, EntityTypeMismatchError, HandlerError, Ref, Reject
 from pachyderm._wire import COMMAND, QUERY, Request
-from pachyderm.store import Change, CommitOutcome, Conflict, EventStore, open_store
+from pachyderm.store import Change, CommitOutcome, Conflict, EventStore
 from pachyderm.testing import assert_replay_matches
 from pachyderm.worker import Engine
 
@@ -39,14 +37,6 @@ class CountingStore:
         if self.always_conflict:
             return [Conflict(99) for _ in changes]
         return await self._store.commit(changes)
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[EventStore]:
-    store = await open_store("sqlite:///:memory:")
-    await store.migrate()
-    yield store
-    await store.close()
 
 
 async def test_a_batch_across_entities_commits_once_and_replies_in_order(

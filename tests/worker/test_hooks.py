@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +17,7 @@ import pachyderm
 from examples import counter
 from pachyderm import App
 from pachyderm._wire import Request, command_message
-from pachyderm.store import EventStore, OutboxEntry, open_store
+from pachyderm.store import EventStore, OutboxEntry
 from pachyderm.transport import Delivery, InProcessTransport, Message, Topology
 from pachyderm.worker import (
     BatchHooks,
@@ -84,14 +84,6 @@ class _Outcomes(BatchHooks):
 
     def outcome(self, index: int, entity_type: str | None, outcome: str) -> None:
         self.calls.append(f"{self.name}:outcome {index} {entity_type} {outcome}")
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[EventStore]:
-    store = await open_store("sqlite:///:memory:")
-    await store.migrate()
-    yield store
-    await store.close()
 
 
 async def test_every_point_of_a_batch_reaches_each_hook_in_order(store: EventStore) -> None:

@@ -12,7 +12,7 @@ import pytest
 from examples import counter
 from pachyderm import TransportError, TransportUnavailableError
 from pachyderm import _codec as codec
-from pachyderm.store import Change, EventStore, NewEffect, NewEvent, open_store
+from pachyderm.store import Change, EventStore, NewEffect, NewEvent
 from pachyderm.transport import InProcessTransport, Message, Topology
 from pachyderm.worker import EffectPublisher
 from pachyderm.worker._outbox import backoff
@@ -34,14 +34,6 @@ class RefusingTransport:
             raise error
         await self._inner.publish_effect(message)
         self.published.append(message.routing_key)
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[EventStore]:
-    store = await open_store("sqlite:///:memory:")
-    await store.migrate()
-    yield store
-    await store.close()
 
 
 @pytest.fixture
