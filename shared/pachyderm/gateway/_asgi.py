@@ -16,6 +16,7 @@ from .._errors import PachydermError
 from ..store import EventStore
 from ..telemetry import Check, broker_check, database_check, health_routes
 from ._auth import Guard
+from ._http_metrics import InstrumentedStarlette
 from ._openapi import OPENAPI, openapi_document
 from ._options import GatewayOptions
 from ._problems import answer_http_error, answer_pachyderm_error, answer_unexpected
@@ -38,6 +39,8 @@ def create_app(
     not check a database. ``/healthz``, ``/readyz`` and ``/metrics`` are the
     workers' (:func:`pachyderm.telemetry.health_routes`). ``routes`` are
     served as given, without authentication, and are not in ``/openapi.json``.
+    Requests are measured (duration by route template and status) into the
+    telemetry installed when the first request arrives.
     """
     guard = Guard(options.tokens, options.hosts)
     entities = EntityEndpoints(client, store, app, options.max_body)
@@ -49,7 +52,7 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    gateway = Starlette(
+    gateway = InstrumentedStarlette(
         routes=[
             *entities.routes(guard),
             *health_routes(checks),

@@ -12,8 +12,10 @@ from opentelemetry.metrics import Meter, MeterProvider, NoOpMeter
 from opentelemetry.trace import NoOpTracer, Tracer, TracerProvider
 
 from . import _gauges
+from ._process import observe_process
 
 SCOPE = "pachyderm"
+PROCESS_SCOPE = "pachyderm.process"
 
 # Seconds, from a fast local commit to an effect the outbox sweep published late.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -102,6 +104,8 @@ class Instruments:
             unit="{entity}",
             description="Entities whose state this process's workers hold in memory",
         )
+        if meter_provider is not None:
+            observe_process(meter_provider.get_meter(PROCESS_SCOPE))
         self._command_labels: dict[tuple[str | None, str, str], Labels] = {}
         self._type_labels: dict[str, Labels] = {}
 
