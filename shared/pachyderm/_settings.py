@@ -108,7 +108,9 @@ class Settings(BaseSettings):
         " PACHYDERM_HEALTH_PORT=0: how to find the port picked)",
     )
     otlp_endpoint: str | None = Field(
-        None, description="OpenTelemetry collector (OTLP over HTTP); unset: no export"
+        None,
+        description="OpenTelemetry collector (OTLP over HTTP);"
+        " unset: OTEL_EXPORTER_OTLP_ENDPOINT, else no export",
     )
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one structured record per line, with trace ids"

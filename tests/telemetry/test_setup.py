@@ -48,3 +48,30 @@ def test_with_a_collector_spans_and_metrics_are_exported_over_otlp() -> None:
     assert work.trace_id == span.get_span_context().trace_id
     assert work.service == "pachyderm-test"
     assert "pachyderm.batch.size" in received.metrics
+
+
+def test_the_standard_otel_variables_name_the_collector_and_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with collector() as received:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", received.url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout")
+        telemetry = setup_telemetry(Settings(otlp_endpoint=None), "pachyderm-test")
+        with traced("work"):
+            pass
+        telemetry.shutdown()
+    [work] = received.named("work")
+    assert work.service == "checkout"
+
+
+def test_pachyderms_own_endpoint_wins_over_the_standard_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with collector() as received:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # discard port
+        telemetry = setup_telemetry(Settings(otlp_endpoint=received.url), "pachyderm-test")
+        with traced("work"):
+            pass
+        telemetry.shutdown()
+    [work] = received.named("work")
+    assert work.service == "pachyderm-test"
