@@ -80,6 +80,17 @@ def test_pachyderm_services_run_real_pachyderm_commands(services: dict[str, Reso
     }
 
 
+def test_the_worker_and_the_dispatcher_serve_health_where_the_image_probes(
+    services: dict[str, Resource],
+) -> None:
+    # The image's HEALTHCHECK asks PACHYDERM_HEALTH_PORT; a disabled check
+    # would hide a stuck process.
+    for name in ("worker", "effects"):
+        service = services[name]
+        assert not mapping(service.get("healthcheck", {}), name).get("disable"), name
+        assert parse_settings(_environment(service)).health_port == 8081, name
+
+
 def test_the_served_app_is_importable(services: dict[str, Resource]) -> None:
     for name in ("worker", "effects"):
         load_app(services[name]["command"][1])

@@ -53,6 +53,7 @@ KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 CUSTOM_API_GROUPS = ("keda.sh/",)
 WORKERS = "pachyderm-worker"
 GATEWAY = "pachyderm-gateway"
+EFFECTS = "pachyderm-effects"
 SECRET = "pachyderm-secrets"
 
 
@@ -349,13 +350,14 @@ def test_workers_get_at_least_the_grace_period_the_readme_promises(
     assert spec["terminationGracePeriodSeconds"] >= _promised_grace_seconds()
 
 
-def test_worker_probes_and_scraping_use_the_configured_health_port(
-    resources: list[Resource], settings_data: dict[str, str]
+@pytest.mark.parametrize("name", [WORKERS, EFFECTS])
+def test_worker_and_dispatcher_probes_and_scraping_use_the_configured_health_port(
+    resources: list[Resource], settings_data: dict[str, str], name: str
 ) -> None:
     health_port = int(settings_data["PACHYDERM_HEALTH_PORT"])
     # Loopback, the default, is out of the kubelet's and Prometheus's reach.
     assert settings_data["PACHYDERM_HEALTH_HOST"] == "0.0.0.0"
-    workers = find(resources, "Deployment", WORKERS)
+    workers = find(resources, "Deployment", name)
     container = _only_container(workers)
     paths = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
     for probe, path in paths.items():
