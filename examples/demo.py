@@ -4,7 +4,8 @@
 
 The same worker, engine and client as a RabbitMQ + PostgreSQL fleet. Every
 command carries a fixed id, so a second run applies nothing twice: it prints
-the stored replies instead (guarantee 3 of DESIGN.md at work).
+the stored replies instead (guarantee 3, "A command applies once", of
+README.md's Guarantees at work).
 """
 
 from __future__ import annotations
