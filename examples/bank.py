@@ -1,4 +1,5 @@
-"""A small bank: accounts that open, take deposits, refuse overdrafts and transfer money.
+"""A small bank: accounts that open, take deposits, refuse overdrafts and transfer money,
+and answer a named query, ``Balance``.
 
 A transfer debits the source, then sends a credit to the target as an
 entity-to-entity effect. A target that is not open sends the money back, so
@@ -48,6 +49,10 @@ class ReturnTransfer(BaseModel):
     amount: Amount = Field(gt=0)
 
 
+class Balance(BaseModel):
+    """A named query: the balance alone, without the rest of the state."""
+
+
 class Opened(BaseModel):
     owner: str
 
@@ -92,6 +97,7 @@ def account(key: str) -> Ref:
 class Account(Entity[AccountState]):
     commands = (Open, Deposit, Withdraw, Transfer, CreditTransfer, ReturnTransfer)
     events = (Opened, Deposited, Withdrawn, TransferSent, TransferReceived, TransferReturned)
+    queries = (Balance,)
     state_type = AccountState
 
     def init(self) -> AccountState:
@@ -132,6 +138,11 @@ class Account(Entity[AccountState]):
         # Not open: record nothing here, send the money back to its source.
         refund = ReturnTransfer(target=current_ref().id, amount=message.amount)
         return [], [Send(Ref(self.type_name, message.source), refund)]
+
+    def query(self, query: Any, state: AccountState) -> Any:
+        if isinstance(query, Balance):
+            return {"balance": state.balance}
+        return state  # the plain query: the whole state
 
     def update(self, event: Any, state: AccountState) -> AccountState:
         match event:

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from examples.bank import Account, Deposit
+from examples.bank import Account, Balance, Deposit, Deposited, Opened
 from examples.counter import AdminMailer, Counter, Increased, Increment
-from pachyderm import Entity, HandleResult
+from pachyderm import Entity, HandleResult, UnknownNameError
 from pachyderm.testing import given
 
 
@@ -87,3 +87,11 @@ def test_a_state_that_does_not_survive_a_snapshot_is_caught() -> None:
         state_type = tuple[int, ...]
 
     given(Fixed).when(Tick()).then(state=(1,))
+
+
+def test_ask_answers_a_registered_query_as_plain_data_and_refuses_others() -> None:
+    scenario = given(Account, Opened(owner="alice"), Deposited(amount=5))
+    assert scenario.ask(Balance()) == {"balance": 5}
+    assert scenario.when(Deposit(amount=2)).ask(Balance()) == {"balance": 7}
+    with pytest.raises(UnknownNameError, match="not a registered query"):
+        scenario.ask(Deposit(amount=1))

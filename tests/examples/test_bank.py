@@ -1,5 +1,6 @@
 from examples.bank import (
     Account,
+    Balance,
     CreditTransfer,
     Deposit,
     Deposited,
@@ -95,3 +96,9 @@ def test_returned_money_is_credited_back() -> None:
         events=[TransferReturned(target=BOB.id, amount=5)],
         state=Account.state_type(owner="alice", balance=10),
     )
+
+
+def test_the_balance_query_answers_the_balance_alone() -> None:
+    assert given(Account, *open_with(100)).ask(Balance()) == {"balance": 100}
+    after = given(Account, *open_with(100)).when(Withdraw(amount=30))
+    assert after.ask(Balance()) == {"balance": 70}

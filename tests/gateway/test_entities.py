@@ -192,7 +192,7 @@ async def test_unknown_names_are_404(http: httpx.AsyncClient) -> None:
         ("/entities/nope/key:a/commands/Open", "unknown entity type 'nope'"),
         ("/entities/Not_A_Type/key:a/commands/Open", "unknown entity type 'Not_A_Type'"),
         ("/entities/account/key:a/commands/Fly", "unknown command 'Fly'"),
-        ("/entities/account/key:a/queries/Balance", "unknown query 'Balance'"),
+        ("/entities/account/key:a/queries/Statement", "unknown query 'Statement'"),
         ("/nowhere", "Not Found"),
         # Not redirected to the path without the slash: found by hypothesis.
         ("/entities/account/key:a/queries/", "Not Found"),

@@ -58,6 +58,11 @@ class Scenario:
         )
         return Outcome(self, execution)
 
+    def ask(self, query: Any) -> Any:
+        """The answer to ``query`` (after a trip through the wire format), as plain data,
+        as a caller receives it."""
+        return _ask(self.entity_type, self.state, query)
+
 
 class Outcome:
     """What one command did; assert on it with :meth:`then`, or read the attributes."""
@@ -98,11 +103,20 @@ class Outcome:
         _expect("effects", effects, self.effects)
         return self
 
+    def ask(self, query: Any) -> Any:
+        """The answer to ``query`` from the state this outcome left, as :meth:`Scenario.ask`."""
+        return _ask(self.scenario.entity_type, self.state, query)
+
     def when(self, command: Any) -> Outcome:
         """Send another command to the entity as this outcome left it."""
         history = self.scenario.history + self.events
         scenario = self.scenario
         return Scenario(scenario.entity_type, history, scenario.app).when(command)
+
+
+def _ask(entity_type: EntityType[Any], state: Any, query: Any) -> Any:
+    name, data = entity_type.queries.dump(query)
+    return entity_type.answer(state, entity_type.queries.load(name, data))
 
 
 def _expect(what: str, expected: Any, actual: Any) -> None:
