@@ -30,6 +30,8 @@ from .manifests import (
 )
 
 INFRASTRUCTURE = {"rabbitmq", "postgres"}
+# The "observability" profile: started only when asked for.
+OBSERVABILITY = {"collector", "jaeger", "prometheus"}
 PLUGIN = "rabbitmq_consistent_hash_exchange"
 
 
@@ -40,7 +42,7 @@ def services() -> dict[str, Resource]:
 
 
 def _pachyderm_services(services: dict[str, Resource]) -> dict[str, Resource]:
-    return {name: s for name, s in services.items() if name not in INFRASTRUCTURE}
+    return {name: s for name, s in services.items() if name not in INFRASTRUCTURE | OBSERVABILITY}
 
 
 def _environment(service: Resource) -> dict[str, str]:
@@ -193,6 +195,48 @@ def test_the_gateway_is_published_on_8080_with_a_dev_token(services: dict[str, R
     assert GatewayOptions.from_settings(settings).tokens, "the development token must parse"
     published = [str(p) for p in sequence(gateway["ports"], "ports")]
     assert f"8080:{settings.gateway_port}" in published
+
+
+def _mounted(service: Resource, target: str) -> Resource:
+    """The repository file ``service`` mounts at ``target``, parsed."""
+    for volume in sequence(service["volumes"], "volumes"):
+        source, mounted, *_ = str(volume).split(":")
+        if mounted == target:
+            return load_yaml(ROOT / source)
+    raise AssertionError(f"nothing is mounted at {target}")
+
+
+def test_the_observability_profile_collects_traces_and_scrapes_every_process(
+    services: dict[str, Resource],
+) -> None:
+    for name in OBSERVABILITY:
+        assert services[name].get("profiles") == ["observability"], name
+    # Off by default: an empty endpoint exports nothing.
+    environment = _environment(services["worker"])
+    assert environment["PACHYDERM_OTLP_ENDPOINT"] == "${PACHYDERM_OTLP_ENDPOINT:-}"
+    assert "PACHYDERM_OTLP_ENDPOINT=http://collector:4318" in COMPOSE.read_text()
+    config = _mounted(services["collector"], "/etc/otelcol/config.yaml")
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics"}  # a missing one would refuse the export
+    [traces_to] = pipelines["traces"]["exporters"]
+    assert config["exporters"][traces_to]["endpoint"] == "jaeger:4317"
+    scraped = _mounted(services["prometheus"], "/etc/prometheus/prometheus.yml")
+    targets = set()
+    for job in sequence(scraped["scrape_configs"], "scrape_configs"):
+        for static in job.get("static_configs", []):
+            targets.update(static["targets"])
+        for found in job.get("dns_sd_configs", []):
+            targets.update(f"{name}:{found['port']}" for name in found["names"])
+    health = {
+        n: parse_settings(_environment(services[n])).health_port for n in ("worker", "effects")
+    }
+    gateway = parse_settings(_environment(services["gateway"])).gateway_port
+    assert targets == {
+        f"worker:{health['worker']}",
+        f"effects:{health['effects']}",
+        f"gateway:{gateway}",
+    }
 
 
 def test_images_are_built_from_the_repository_dockerfiles(services: dict[str, Resource]) -> None:
