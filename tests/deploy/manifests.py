@@ -55,7 +55,7 @@ _CLUSTER_SCOPED = frozenset(
 )
 _POD_TEMPLATE_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
 _SUPPORTED_KUSTOMIZATION_FIELDS = frozenset(
-    {"apiVersion", "kind", "namespace", "labels", "resources", "images"}
+    {"apiVersion", "kind", "namespace", "labels", "resources", "images", "replacements"}
 )
 
 
@@ -161,7 +161,39 @@ def render(folder: Path = K8S) -> list[Resource]:
         _apply_labels(resources, mapping(entry, "labels entry"))
     for entry in sequence(spec.get("images", []), "images"):
         _apply_image(resources, mapping(entry, "images entry"))
+    for entry in sequence(spec.get("replacements", []), "replacements"):
+        _apply_replacement(resources, mapping(entry, "replacements entry"))
     return resources
+
+
+def _apply_replacement(resources: list[Resource], entry: Resource) -> None:
+    """A replacement of one field by another, on dotted paths without options.
+
+    As kustomize does, a source string that reads as an integer replaces an
+    integer target as an integer (``"16"`` into ``maxReplicaCount: 16``).
+    """
+    source = mapping(entry["source"], "replacement source")
+    found = find(resources, source["kind"], source["name"])
+    value: Any = found
+    for key in str(source["fieldPath"]).split("."):
+        value = mapping(value, source["fieldPath"])[key]
+    for target in sequence(entry["targets"], "replacement targets"):
+        assert set(target) <= {"select", "fieldPaths"}, "the test renderer supports no options"
+        select = mapping(target["select"], "select")
+        chosen = [
+            r
+            for r in resources
+            if all(r.get(k, r["metadata"].get(k)) == v for k, v in select.items())
+        ]
+        assert chosen, f"a replacement selects nothing: {select}"
+        for resource in chosen:
+            for path in sequence(target["fieldPaths"], "fieldPaths"):
+                *parents, last = str(path).split(".")
+                node = resource
+                for key in parents:
+                    node = mapping(node[key], path)
+                assert last in node, f"{path} is not in {resource['metadata']['name']}"
+                node[last] = int(value) if isinstance(node[last], int) else value
 
 
 def _apply_labels(resources: list[Resource], entry: Resource) -> None:

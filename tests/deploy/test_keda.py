@@ -8,12 +8,14 @@ Pachyderm's topology really declares.
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
 from pachyderm.transport import Topology
 
-from .manifests import Resource, config_map_data, find, mapping, of_kind, render, sequence
+from .manifests import K8S, Resource, config_map_data, find, mapping, of_kind, render, sequence
 
 KEDA = "keda.sh/v1alpha1"
 
@@ -63,6 +65,17 @@ def test_replicas_stay_between_two_and_the_partition_count(
     assert 2 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= topology.partitions
     assert spec["cooldownPeriod"] > 0
     assert spec["pollingInterval"] > 0
+
+
+def test_the_ceiling_is_the_partition_count_of_the_config_map(tmp_path: Path) -> None:
+    # One source: a base whose ConfigMap says 24 partitions scales to 24 workers.
+    base = shutil.copytree(K8S, tmp_path / "k8s")
+    configmap = base / "configmap.yaml"
+    text = configmap.read_text()
+    assert 'PACHYDERM_PARTITIONS: "16"' in text
+    configmap.write_text(text.replace('PACHYDERM_PARTITIONS: "16"', 'PACHYDERM_PARTITIONS: "24"'))
+    (scaled,) = of_kind(render(base), "ScaledObject")
+    assert scaled["spec"]["maxReplicaCount"] == 24
 
 
 def test_scaling_down_is_gradual(scaled_object: Resource) -> None:
