@@ -1,4 +1,4 @@
-"""deploy/k8s/monitoring: the Prometheus Operator scrapes every Pachyderm process.
+"""deploy/k8s-monitoring: the Prometheus Operator scrapes every Pachyderm process.
 
 The operator's custom resources have no bundled schema: their selectors and
 ports are checked against the base's pods and Services they must find.
@@ -19,7 +19,7 @@ from .manifests import (
     sequence,
 )
 
-MONITORING = K8S / "monitoring"
+MONITORING = K8S.parent / "k8s-monitoring"
 OPERATOR = "monitoring.coreos.com/v1"
 
 
@@ -46,7 +46,7 @@ def test_the_overlay_adds_the_monitors_to_the_base_in_its_namespace() -> None:
     spec = load_yaml(MONITORING / "kustomization.yaml")
     listed = [str(entry) for entry in sequence(spec["resources"], "resources")]
     on_disk = {p.name for p in MONITORING.glob("*.y*ml")} - {"kustomization.yaml"}
-    assert listed[0] == "../"
+    assert listed[0] == "../k8s"
     assert set(listed[1:]) == on_disk
     assert spec["namespace"] == kustomization()["namespace"]
 
