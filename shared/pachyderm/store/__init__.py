@@ -21,6 +21,10 @@ from ._records import (
     OutboxEntry,
     RecordedEvent,
     Snapshot,
+    StoredTimer,
+    TimerFire,
+    TimerGone,
+    TimerWrite,
 )
 from ._sqlite import SqliteEventStore
 
@@ -45,5 +49,9 @@ __all__ = [
     "RecordedEvent",
     "Snapshot",
     "SqliteEventStore",
+    "StoredTimer",
+    "TimerFire",
+    "TimerGone",
+    "TimerWrite",
     "open_store",
 ]

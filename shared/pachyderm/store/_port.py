@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from .._reference import Ref
@@ -14,6 +15,7 @@ from ._records import (
     LoadedEntity,
     OutboxEntry,
     RecordedEvent,
+    StoredTimer,
 )
 
 
@@ -46,7 +48,10 @@ class EventStore(Protocol):
         before it. A stale change (:class:`Conflict`) or an already committed
         command id (:class:`Duplicate`) writes nothing, while the rest commit;
         the entity's later changes in the batch are then refused as conflicts,
-        since they were computed on top of the refused one.
+        since they were computed on top of the refused one. A change that fires
+        a timer (``Change.fires``) commits only if that timer is still pending as
+        fired and due by the store's clock, else it is refused as
+        :class:`TimerGone`; a committed change's timer writes apply in order.
         Raises :class:`~pachyderm.StoreError` when the transaction fails as a
         whole; then nothing of the batch was written.
         """
@@ -85,6 +90,24 @@ class EventStore(Protocol):
     async def postpone_effects(self, delays: Mapping[uuid.UUID, float]) -> None:
         """Record a failed publish of each effect: one more attempt, and no new try
         for ``delays[effect_id]`` seconds. Published or unknown ids are ignored."""
+        ...
+
+    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        """The pending timers of ``partition`` whose next try is at ``until`` or
+        earlier, soonest first, at most ``limit``."""
+        ...
+
+    async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
+        """The pending timers of one entity, soonest first."""
+        ...
+
+    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
+        """Record a failed try of each ``(entity id, key)`` timer: one more attempt,
+        and no new try for ``delays[...]`` seconds. Its due time stays."""
+        ...
+
+    async def count_timers(self) -> int:
+        """How many timers are pending in all."""
         ...
 
     async def close(self) -> None:

@@ -12,12 +12,14 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
+from . import _postgres_timers as timers
 from ._migrations import migrations_for, pending
 from ._records import (
     Change,
@@ -29,6 +31,8 @@ from ._records import (
     OutboxEntry,
     RecordedEvent,
     Snapshot,
+    StoredTimer,
+    TimerGone,
     decode_trace,
     encode_trace,
 )
@@ -161,6 +165,8 @@ def _outcome(row: Any) -> CommitOutcome:
         return Committed(row["version"])
     if kind == "d":
         return Duplicate(row["reply"], row["version"])
+    if kind == "g":
+        return TimerGone(row["version"])
     return Conflict(row["version"])
 
 
@@ -257,11 +263,17 @@ class PostgresEventStore:
         # batches never deadlock, and decides each entity's changes as a run.
         order = sorted(range(len(changes)), key=lambda index: changes[index].ref.id)
         ordered = [changes[i] for i in order]
-        arguments = _commit_arguments(ordered)
-        if (traces := _effect_traces(ordered)) is not None:
-            query, arguments = _COMMIT_TRACED, [*arguments, traces]
+        columns = _commit_arguments(ordered)
+        traces = _effect_traces(ordered)
+        query: str
+        arguments: list[Any]
+        if timers.has_timers(ordered):
+            query = timers.COMMIT_TIMED
+            arguments = [*columns, traces, *timers.timer_arguments(ordered)]
+        elif traces is not None:
+            query, arguments = _COMMIT_TRACED, [*columns, traces]
         else:
-            query = _COMMIT
+            query, arguments = _COMMIT, list(columns)
         async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(query, *arguments)
         by_index = dict(zip(order, map(_outcome, rows), strict=True))
@@ -334,6 +346,31 @@ class PostgresEventStore:
                 list(delays),
                 list(delays.values()),
             )
+
+    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        async with translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(timers.DUE, partition, until, limit)
+        return [timers.stored_timer(row) for row in rows]
+
+    async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
+        async with translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(timers.OF_ENTITY, entity_id)
+        return [timers.stored_timer(row) for row in rows]
+
+    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
+        if not delays:
+            return
+        async with translated_errors(), self._pool.acquire() as conn:
+            await conn.execute(
+                timers.POSTPONE,
+                [entity_id for entity_id, _ in delays],
+                [key for _, key in delays],
+                list(delays.values()),
+            )
+
+    async def count_timers(self) -> int:
+        async with translated_errors(), self._pool.acquire() as conn:
+            return int(await conn.fetchval(timers.COUNT))
 
     async def drop_namespace(self) -> None:
         """Delete the whole schema with everything in it (tests, tear-down)."""

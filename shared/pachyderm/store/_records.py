@@ -95,6 +95,58 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class TimerWrite:
+    """Put the timer ``key`` of a change's entity (``payload`` given) or delete it (None).
+
+    ``payload`` is the timer as the runtime encoded it (what to deliver, and how
+    often); the store keeps it as it is. ``schedule_id`` names this scheduling
+    of the key: it tells a timer apart from the one that replaced it.
+    """
+
+    key: str
+    due_at: datetime | None = None
+    schedule_id: str = ""
+    payload: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.payload is not None and (self.due_at is None or not self.schedule_id):
+            raise ValueError("a timer put needs its due time and schedule id")
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFire:
+    """A change that fires the timer ``key`` scheduled as ``schedule_id`` for ``due_at``.
+
+    It commits only if that very timer is still pending (not cancelled, replaced
+    or fired meanwhile) and due by the store's clock; otherwise it writes
+    nothing and its outcome is :class:`TimerGone`.
+    """
+
+    key: str
+    schedule_id: str
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTimer:
+    """A pending timer: of ``entity_id``, fired by the owner of ``partition``.
+
+    ``due_at`` is when it falls due; ``fire_at`` when the next try is, later
+    than ``due_at`` only after ``attempts`` failed tries.
+    """
+
+    entity_id: uuid.UUID
+    entity_type: str
+    key: str
+    partition: int
+    due_at: datetime
+    schedule_id: str
+    payload: bytes
+    fire_at: datetime
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """What one command did to one entity, to be committed atomically with others.
 
@@ -103,6 +155,9 @@ class Change:
     when given, must be the state at ``expected_version + len(events)``.
     ``trace``, the command's trace context (W3C headers), is kept with its
     effects so that they continue its trace even when published by the sweep.
+    ``timers`` are written in order (the last write of a key wins), in
+    ``partition``, the partition whose owner fires them; ``fires``, when given,
+    makes the change conditional on that timer (see :class:`TimerFire`).
     """
 
     ref: Ref
@@ -113,6 +168,9 @@ class Change:
     effects: Sequence[NewEffect] = ()
     snapshot: Snapshot | None = None
     trace: Mapping[str, str] | None = None
+    timers: Sequence[TimerWrite] = ()
+    fires: TimerFire | None = None
+    partition: int = 0
 
     @property
     def new_version(self) -> int:
@@ -155,7 +213,15 @@ class Conflict:
     actual_version: int
 
 
-CommitOutcome = Committed | Duplicate | Conflict
+@dataclass(frozen=True, slots=True)
+class TimerGone:
+    """The change fired a timer that is no longer pending as it was, or not yet due
+    by the store's clock (:class:`TimerFire`): nothing was written."""
+
+    version: int
+
+
+CommitOutcome = Committed | Duplicate | Conflict | TimerGone
 
 
 @dataclass(frozen=True, slots=True)

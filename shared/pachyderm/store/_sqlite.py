@@ -22,6 +22,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
+from . import _sqlite_timers as timers
 from ._migrations import Migration, migrations_for, pending
 from ._records import (
     Change,
@@ -33,9 +34,14 @@ from ._records import (
     OutboxEntry,
     RecordedEvent,
     Snapshot,
+    StoredTimer,
+    TimerGone,
     decode_trace,
     encode_trace,
 )
+from ._sqlite_base import now_text as _now
+from ._sqlite_base import text_time as _time
+from ._sqlite_base import transaction as _transaction
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -98,17 +104,6 @@ _POSTPONE_EFFECT = """
 """
 
 
-def _now() -> str:
-    # Fixed-width ISO 8601 in UTC, so the text sorts like the time it shows.
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    # The schema keeps times in UTC: text without an offset is UTC too.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 @contextmanager
 def _translated_errors() -> Iterator[None]:
     """Present driver failures as Pachyderm's store errors."""
@@ -120,19 +115,6 @@ def _translated_errors() -> Iterator[None]:
         if code is not None and (code & 0xFF) in _UNAVAILABLE:
             raise StoreUnavailableError(f"SQLite unavailable: {error}") from error
         raise StoreError(f"SQLite error: {error}") from error
-
-
-@contextmanager
-def _transaction(connection: sqlite3.Connection, begin: str) -> Iterator[None]:
-    """Run the block in one transaction: committed if it returns, else rolled back."""
-    connection.execute(begin)
-    try:
-        yield
-        connection.execute("COMMIT")
-    except BaseException:
-        # rollback() is a no-op if SQLite already rolled back on its own.
-        connection.rollback()
-        raise
 
 
 def _use_wal(connection: sqlite3.Connection, busy_timeout: float) -> None:
@@ -298,6 +280,7 @@ def _write(connection: sqlite3.Connection, change: Change, now: str) -> Committe
             for effect in change.effects
         ],
     )
+    timers.write_timers(connection, change, now)
     if change.snapshot is not None:
         snapshot = change.snapshot
         connection.execute(_UPSERT_SNAPSHOT, (entity_id, snapshot.version, snapshot.state, now))
@@ -316,6 +299,8 @@ def _commit(connection: sqlite3.Connection, changes: Sequence[Change]) -> list[C
                 refused: CommitOutcome | None = Conflict(_version(connection, change.ref.id))
             else:
                 refused = _check(connection, change)
+            if refused is None and timers.fire_refused(connection, change, now):
+                refused = TimerGone(_version(connection, change.ref.id))
             if refused is None:
                 outcomes.append(_write(connection, change, now))
             else:
@@ -492,6 +477,23 @@ class SqliteEventStore:
         """Count a failed publish of each effect and hold it back for its delay."""
         if delays:
             await self._run(_postpone_effects, dict(delays))
+
+    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        """The pending timers of ``partition`` to try by ``until``, soonest first."""
+        return await self._run(timers.due_timers, partition, until, limit)
+
+    async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
+        """The pending timers of one entity, soonest first."""
+        return await self._run(timers.entity_timers, entity_id)
+
+    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
+        """Count a failed try of each timer and hold it back for its delay."""
+        if delays:
+            await self._run(timers.postpone_timers, dict(delays))
+
+    async def count_timers(self) -> int:
+        """How many timers are pending in all."""
+        return await self._run(timers.count_timers)
 
     async def close(self) -> None:
         """Close the connection and stop the store's thread; closing twice is harmless."""

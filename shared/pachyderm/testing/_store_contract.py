@@ -27,6 +27,7 @@ from ..store import (
     NewEvent,
     Snapshot,
 )
+from ._timer_store_contract import TimerStoreContract
 
 StoreFactory = Callable[[], Awaitable[EventStore]]
 """The ``open_store`` fixture's value: an async factory of stores on one namespace."""
@@ -44,7 +45,7 @@ def effect(tag: str) -> NewEffect:
     return NewEffect(uuid.uuid4(), f"effect.{tag}", tag.encode())
 
 
-class EventStoreContract:
+class EventStoreContract(TimerStoreContract):
     """The tests every :class:`~pachyderm.store.EventStore` backend must pass.
 
     Subclass it in a test module, under a name pytest collects (``Test...``),

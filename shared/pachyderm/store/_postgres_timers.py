@@ -1,0 +1,74 @@
+"""Timers in the PostgreSQL store: the arguments of ``pachyderm_commit_timed`` and the
+queries of the firing loop, inspection and back-off (see migration 0007)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._records import Change, StoredTimer
+
+COMMIT_TIMED = (
+    "SELECT outcome, version, reply FROM pachyderm_commit_timed("
+    + ", ".join(f"${n}" for n in range(1, 25))
+    + ")"
+)
+_COLUMNS = (
+    "entity_id, entity_type, timer_key, partition, due_at, schedule_id, payload, fire_at, attempts"
+)
+DUE = (
+    f"SELECT {_COLUMNS} FROM timers WHERE partition = $1 AND fire_at <= $2"
+    " ORDER BY fire_at LIMIT $3"
+)
+OF_ENTITY = f"SELECT {_COLUMNS} FROM timers WHERE entity_id = $1 ORDER BY due_at, timer_key"
+POSTPONE = """
+    UPDATE timers SET attempts = attempts + 1, fire_at = now() + make_interval(secs => d.delay)
+      FROM unnest($1::uuid[], $2::text[], $3::float8[]) AS d(entity_id, timer_key, delay)
+     WHERE timers.entity_id = d.entity_id AND timers.timer_key = d.timer_key
+"""
+COUNT = "SELECT count(*) FROM timers"
+
+
+def has_timers(changes: Sequence[Change]) -> bool:
+    """Whether a batch writes or fires a timer (then it commits through the timed function)."""
+    return any(change.timers or change.fires for change in changes)
+
+
+def timer_arguments(changes: Sequence[Change]) -> list[list[Any]]:
+    """The fires (r_*) and writes (w_*) of ``changes``, addressed by position from 1."""
+    fires: list[list[Any]] = [[], [], [], []]
+    writes: list[list[Any]] = [[], [], [], [], [], []]
+    for position, change in enumerate(changes, start=1):
+        if change.fires is not None:
+            for column, value in zip(
+                fires,
+                (position, change.fires.key, change.fires.schedule_id, change.fires.due_at),
+                strict=True,
+            ):
+                column.append(value)
+        for write in change.timers:
+            values = (
+                position,
+                write.key,
+                change.partition,
+                write.due_at,
+                write.schedule_id,
+                write.payload,
+            )
+            for column, value in zip(writes, values, strict=True):
+                column.append(value)
+    return [*fires, *writes]
+
+
+def stored_timer(row: Any) -> StoredTimer:
+    return StoredTimer(
+        row["entity_id"],
+        row["entity_type"],
+        row["timer_key"],
+        row["partition"],
+        row["due_at"],
+        row["schedule_id"],
+        row["payload"],
+        row["fire_at"],
+        row["attempts"],
+    )
