@@ -91,6 +91,15 @@ class MessageTypes:
         """Registered names, in registration order."""
         return list(self._by_name)
 
+    def types(self) -> list[tuple[str, type[Any]]]:
+        """``(registered name, class)`` pairs, in registration order."""
+        return [(name, cls) for cls, name in self._name_by_class.items()]
+
+    def forbids_unknown(self, name: str) -> bool:
+        """Whether :meth:`load` refuses keys that ``name``'s type does not declare because
+        the registry reads strictly (a type that sets pydantic's ``extra`` says so itself)."""
+        return name in self._declared
+
     def __contains__(self, message: object) -> bool:
         return type(message) in self._name_by_class
 

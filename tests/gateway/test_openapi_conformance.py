@@ -121,6 +121,7 @@ SERVING = [
     get(200, "/readyz", "/readyz", token=None),
     get(200, "/metrics", "/metrics", token=None),
     get(200, "/openapi.json", "/openapi.json", token=None),
+    get(200, "/docs", "/docs", token=None),
 ]
 # No worker takes the messages: no reply in time.
 SILENT = failures(504)

@@ -16,6 +16,7 @@ from .._errors import PachydermError
 from ..store import EventStore
 from ..telemetry import Check, broker_check, database_check, health_routes
 from ._auth import Guard
+from ._docs import docs_routes
 from ._http_metrics import InstrumentedStarlette
 from ._openapi import OPENAPI, openapi_document
 from ._options import GatewayOptions
@@ -38,7 +39,8 @@ def create_app(
     once. Without a ``store`` there is no history route, and readiness does
     not check a database. ``/healthz``, ``/readyz`` and ``/metrics`` are the
     workers' (:func:`pachyderm.telemetry.health_routes`). ``routes`` are
-    served as given, without authentication, and are not in ``/openapi.json``.
+    served as given, without authentication, and are not in ``/openapi.json``, which
+    ``/docs`` renders (with the app, it describes each of its messages).
     Requests are measured (duration by route template and status) into the
     telemetry installed when the first request arrives.
     """
@@ -47,7 +49,9 @@ def create_app(
     checks: dict[str, Check] = {"broker": broker_check(client.transport)}
     if store is not None:
         checks["database"] = database_check(store)
-    document = openapi_document(secured=options.tokens is not None, history=store is not None)
+    document = openapi_document(
+        secured=options.tokens is not None, history=store is not None, app=app
+    )
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
@@ -57,6 +61,7 @@ def create_app(
             *entities.routes(guard),
             *health_routes(checks),
             Route(OPENAPI, openapi, methods=["GET"]),
+            *docs_routes(),
             *routes,
         ],
         exception_handlers={

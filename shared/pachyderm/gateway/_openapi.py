@@ -4,15 +4,24 @@ No body is spelled out here: the schemas are generated from the models the
 routes answer with (``_bodies``, and the health bodies of
 :mod:`pachyderm.telemetry`), and each answer's content type is its model's.
 This module says which route answers which model, with which status.
+
+Given the app, the document also has, per entity type, a path per command and
+per query (``/entities/account/{id}/commands/Deposit``) and for its state and
+history, whose bodies are the app's own schemas (``_schemas``): concrete paths
+beside the templated ones, which still take any name. A command's reply is
+documented as the entity's state, its default; a handler that chooses another
+reply answers outside that schema (the description says so).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from .._app import App
 from ..telemetry._health import Liveness, Readiness
 from ._bodies import (
     Body,
@@ -24,8 +33,10 @@ from ._bodies import (
     Reply,
     State,
 )
+from ._docs import DOCS
 from ._parameters import parameters
 from ._routes import COMMAND_ID_HEADER, COMMANDS, ENTITY, HISTORY, QUERIES
+from ._schemas import AppSchemas, Untitled, app_schemas
 
 OPENAPI = "/openapi.json"
 # Served by pachyderm.telemetry.health_routes, as on the workers.
@@ -53,20 +64,13 @@ _HEADERS = {
 }
 
 
-class _Schemas(GenerateJsonSchema):
-    """Models' JSON Schemas, without a title per field (its name says it)."""
-
-    def field_title_should_be_set(self, schema: object) -> bool:
-        return False
-
-
 def _schemas() -> dict[str, Any]:
     """components/schemas: each model's JSON Schema, under the model's name."""
     answers = dict.fromkeys([*_ANSWERS, *(model for _, model in _PROBLEMS.values())])
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(Fields, "validation")]
     models += [(model, "serialization") for model in answers]
     template = "#/components/schemas/{model}"
-    _, schema = models_json_schema(models, ref_template=template, schema_generator=_Schemas)
+    _, schema = models_json_schema(models, ref_template=template, schema_generator=Untitled)
     defs: dict[str, Any] = schema["$defs"]
     return defs
 
@@ -75,13 +79,22 @@ def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _content(model: type[BaseModel]) -> dict[str, Any]:
+def _content(model: type[BaseModel], members: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``model``'s content; ``members`` narrow the schemas of some of its members."""
     media_type = model.media_type if issubclass(model, Body) else "application/json"
-    return {media_type: {"schema": _ref("schemas", model.__name__)}}
+    schema: dict[str, Any] = _ref("schemas", model.__name__)
+    if members:
+        schema = {"allOf": [schema], "properties": members}
+    return {media_type: {"schema": schema}}
 
 
-def _answer(model: type[BaseModel], description: str, header: str | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description, "content": _content(model)}
+def _answer(
+    model: type[BaseModel],
+    description: str,
+    header: str | None = None,
+    members: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": _content(model, members)}
     if header is not None:
         answer["headers"] = {
             header: {"description": _HEADERS[header], "schema": {"type": "string"}}
@@ -89,60 +102,89 @@ def _answer(model: type[BaseModel], description: str, header: str | None = None)
     return answer
 
 
-def _entity(
-    summary: str, ok: dict[str, Any], problems: str, parameters: str, body: str | None
-) -> dict[str, Any]:
-    """An entity route: ``problems`` are its error statuses, ``parameters`` its
-    parameters' names, ``body`` the description of what it takes, if anything."""
-    responses = {"200": ok} | {status: _ref("responses", status) for status in problems.split()}
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "parameters": [_ref("parameters", name) for name in parameters.split()],
-        "responses": responses,
-    }
-    if body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "description": body,
-            "content": _content(Fields),
+class _Operations:
+    """The operations of the entity routes, templated or for one entity type: their
+    error statuses (401 and 403 when ``secured``) and parameters are the same either way."""
+
+    def __init__(self, *, secured: bool) -> None:
+        self.refusals = " 401 403" if secured else ""  # no token, or one without the right
+
+    def command(self, parameters: str, body: dict[str, Any], reply: Any = None) -> dict[str, Any]:
+        ok = _answer(
+            Reply,
+            "Applied (or applied before, with the same key); the reply is the new state "
+            "unless the entity's handler chose another",
+            COMMAND_ID_HEADER,
+            None if reply is None else {"reply": reply},
+        )
+        return self._entity(
+            "Send a command to an entity and wait for its reply",
+            ok,
+            "400" + self.refusals + " 404 409 413 415 422 500 503 504",
+            parameters + " idempotency-key",
+            {"description": "The command's fields", "schema": body},
+        )
+
+    def query(self, parameters: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._entity(
+            "Ask an entity a read-only question; writes nothing",
+            _answer(Reply, "The answer"),
+            "400" + self.refusals + " 404 413 415 422 500 503 504",
+            parameters,
+            {"description": "The query's fields", "schema": body},
+        )
+
+    def state(self, state: Any = None) -> dict[str, Any]:
+        return self._entity(
+            "Read an entity's state (version 0: never written)",
+            _answer(State, "The state", None, None if state is None else {"state": state}),
+            "400" + self.refusals + " 404 500 503 504",
+            "type id" if state is None else "id",
+            None,
+        )
+
+    def history(self, events: Any = None) -> dict[str, Any]:
+        members = None if events is None else {"events": {"items": events}}
+        return self._entity(
+            "Read a page of an entity's events, oldest first",
+            _answer(History, "A page of events", "Link", members),
+            "400" + self.refusals + " 404 500 503",
+            "type id from limit" if events is None else "id from limit",
+            None,
+        )
+
+    @staticmethod
+    def _entity(
+        summary: str, ok: dict[str, Any], problems: str, parameters: str, body: Any
+    ) -> dict[str, Any]:
+        """An entity route: ``problems`` are its error statuses, ``parameters`` its
+        parameters' names, ``body`` the description and schema of what it takes, if any."""
+        responses = {"200": ok} | {s: _ref("responses", s) for s in problems.split()}
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "parameters": [_ref("parameters", name) for name in parameters.split()],
+            "responses": responses,
         }
-    return operation
+        if body is not None:
+            content = {"application/json": {"schema": body["schema"]}}
+            operation["requestBody"] = {
+                "required": True,
+                "description": body["description"],
+                "content": content,
+            }
+        return operation
 
 
 def _public(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     return {"summary": summary, "security": [], "responses": responses}
 
 
-def _paths(*, secured: bool, history: bool) -> dict[str, Any]:
-    refusals = " 401 403" if secured else ""  # no token, or one without the right
+def _paths(operations: _Operations, *, history: bool) -> dict[str, Any]:
+    fields = _ref("schemas", Fields.__name__)
     paths = {
-        COMMANDS: {
-            "post": _entity(
-                "Send a command to an entity and wait for its reply",
-                _answer(Reply, "Applied (or applied before, with the same key)", COMMAND_ID_HEADER),
-                "400" + refusals + " 404 409 413 415 422 500 503 504",
-                "type id command idempotency-key",
-                "The command's fields",
-            )
-        },
-        QUERIES: {
-            "post": _entity(
-                "Ask an entity a read-only question; writes nothing",
-                _answer(Reply, "The answer"),
-                "400" + refusals + " 404 413 415 422 500 503 504",
-                "type id query",
-                "The query's fields",
-            )
-        },
-        ENTITY: {
-            "get": _entity(
-                "Read an entity's state (version 0: never written)",
-                _answer(State, "The state"),
-                "400" + refusals + " 404 500 503 504",
-                "type id",
-                None,
-            )
-        },
+        COMMANDS: {"post": operations.command("type id command", fields)},
+        QUERIES: {"post": operations.query("type id query", fields)},
+        ENTITY: {"get": operations.state()},
         HEALTHZ: {"get": _public("Liveness", {"200": _answer(Liveness, "The process is alive")})},
         READYZ: {
             "get": _public(
@@ -165,23 +207,70 @@ def _paths(*, secured: bool, history: bool) -> dict[str, Any]:
                 {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
             )
         },
+        DOCS: {
+            "get": _public(
+                "This document for people: Swagger UI, served by the gateway",
+                {"200": {"description": "The page", "content": {"text/html": {}}}},
+            )
+        },
     }
     if history:
-        paths[HISTORY] = {
-            "get": _entity(
-                "Read a page of an entity's events, oldest first",
-                _answer(History, "A page of events", "Link"),
-                "400" + refusals + " 404 500 503",
-                "type id from limit",
-                None,
-            )
-        }
+        paths[HISTORY] = {"get": operations.history()}
     return paths
 
 
-def openapi_document(*, secured: bool, history: bool) -> dict[str, Any]:
-    """The document for a gateway with authentication on or off, serving history or not."""
+def _described(operation: dict[str, Any], tag: str, summary: str, cls: type[Any]) -> dict[str, Any]:
+    """``operation`` of one entity type, grouped by ``tag``, described by ``cls``'s docstring."""
+    described = {"tags": [tag], **operation, "summary": summary}
+    if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}("):  # not a dataclass's
+        described["description"] = cls.__doc__.strip()
+    return described
+
+
+def _app_paths(operations: _Operations, schemas: AppSchemas, *, history: bool) -> dict[str, Any]:
+    """Per entity type: a path per command and per query, its state and its history."""
+    paths: dict[str, Any] = {}
+    for entity in dict.fromkeys(m.entity for m in schemas.messages):
+        base = ENTITY.replace("{type}", entity)
+        state = schemas.ref(f"{entity}.state")
+        for m in schemas.of(entity, "command"):
+            operation = operations.command("id", schemas.ref(m.component), state)
+            paths[f"{base}/commands/{quote(m.name, safe='')}"] = {
+                "post": _described(operation, entity, f"{m.name} ({entity} command)", m.cls)
+            }
+        for m in schemas.of(entity, "query"):
+            operation = operations.query("id", schemas.ref(m.component))
+            paths[f"{base}/queries/{quote(m.name, safe='')}"] = {
+                "post": _described(operation, entity, f"{m.name} ({entity} query)", m.cls)
+            }
+        paths[base] = {"get": {"tags": [entity], **operations.state(state)}}
+        if history:
+            events = _events(schemas, entity)
+            paths[f"{base}/history"] = {"get": {"tags": [entity], **operations.history(events)}}
+    return paths
+
+
+def _events(schemas: AppSchemas, entity: str) -> dict[str, Any]:
+    """One of the entity type's events: its data is the schema its name says."""
+    return {
+        "anyOf": [
+            {"properties": {"name": {"const": m.name}, "data": schemas.ref(m.component)}}
+            for m in schemas.of(entity, "event")
+        ]
+    }
+
+
+def openapi_document(*, secured: bool, history: bool, app: App | None = None) -> dict[str, Any]:
+    """The document for a gateway with authentication on or off, serving history or not;
+    with ``app``, the schemas and paths of its entity types too."""
     problems = {status: _answer(model, about) for status, (about, model) in _PROBLEMS.items()}
+    operations = _Operations(secured=secured)
+    paths = _paths(operations, history=history)
+    schemas = _schemas()
+    if app is not None:
+        generated = app_schemas(app)
+        paths |= _app_paths(operations, generated, history=history)
+        schemas |= generated.schemas
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -189,8 +278,8 @@ def openapi_document(*, secured: bool, history: bool) -> dict[str, Any]:
             "version": "1",
             "description": "Commands, queries, state and history of event-sourced entities.",
         },
-        "paths": _paths(secured=secured, history=history),
-        "components": {"parameters": parameters(), "schemas": _schemas(), "responses": problems},
+        "paths": paths,
+        "components": {"parameters": parameters(), "schemas": schemas, "responses": problems},
     }
     if secured:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
