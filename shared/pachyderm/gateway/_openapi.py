@@ -36,7 +36,7 @@ from ._bodies import (
 from ._docs import DOCS
 from ._parameters import parameters
 from ._routes import COMMAND_ID_HEADER, COMMANDS, ENTITY, HISTORY, QUERIES
-from ._schemas import AppSchemas, Untitled, app_schemas
+from ._schemas import AppSchemas, Message, Untitled, app_schemas
 
 OPENAPI = "/openapi.json"
 # Served by pachyderm.telemetry.health_routes, as on the workers.
@@ -233,12 +233,12 @@ def _app_paths(operations: _Operations, schemas: AppSchemas, *, history: bool) -
     for entity in dict.fromkeys(m.entity for m in schemas.messages):
         base = ENTITY.replace("{type}", entity)
         state = schemas.ref(f"{entity}.state")
-        for m in schemas.of(entity, "command"):
+        for m in _routable(schemas.of(entity, "command")):
             operation = operations.command("id", schemas.ref(m.component), state)
             paths[f"{base}/commands/{quote(m.name, safe='')}"] = {
                 "post": _described(operation, entity, f"{m.name} ({entity} command)", m.cls)
             }
-        for m in schemas.of(entity, "query"):
+        for m in _routable(schemas.of(entity, "query")):
             operation = operations.query("id", schemas.ref(m.component))
             paths[f"{base}/queries/{quote(m.name, safe='')}"] = {
                 "post": _described(operation, entity, f"{m.name} ({entity} query)", m.cls)
@@ -248,6 +248,11 @@ def _app_paths(operations: _Operations, schemas: AppSchemas, *, history: bool) -
             events = _events(schemas, entity)
             paths[f"{base}/history"] = {"get": {"tags": [entity], **operations.history(events)}}
     return paths
+
+
+def _routable(messages: list[Message]) -> list[Message]:
+    """The messages a path can name: a ``/`` in a name would end the path's segment."""
+    return [m for m in messages if "/" not in m.name]
 
 
 def _events(schemas: AppSchemas, entity: str) -> dict[str, Any]:
