@@ -140,7 +140,7 @@ def test_handle_can_ask_which_entity_it_is() -> None:
     [
         ("raise", "box.handle raised RuntimeError"),
         ("unregistered", "not a registered event"),
-        ("bad effect", "use Effect or Send"),
+        ("bad effect", "use Effect, Send, Schedule or Cancel"),
         ("bad send", "unknown entity type 'nobody'"),
         ("unexpected", "handle returned str"),
     ],

@@ -31,11 +31,13 @@ from ._errors import (
 from ._reference import Ref, entity_id
 from ._running import run
 from ._settings import Settings, load_settings
+from ._timers import Cancel, FiredTimer, Schedule, current_timer
 
 __all__ = [
     "Answer",
     "App",
     "CallTimeoutError",
+    "Cancel",
     "Client",
     "DecodeError",
     "DefinitionError",
@@ -48,6 +50,7 @@ __all__ = [
     "Entity",
     "EntityTypeMismatchError",
     "FieldProblem",
+    "FiredTimer",
     "HandleResult",
     "HandlerError",
     "InvalidEntityIdError",
@@ -59,6 +62,7 @@ __all__ = [
     "Reject",
     "RejectedError",
     "Reply",
+    "Schedule",
     "Send",
     "Settings",
     "StoreError",
@@ -69,6 +73,7 @@ __all__ = [
     "UnsupportedContentTypeError",
     "current_effect",
     "current_ref",
+    "current_timer",
     "embedded",
     "entity_id",
     "load_settings",

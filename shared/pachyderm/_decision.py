@@ -9,6 +9,7 @@ from typing import Any, Final
 from ._effects import Effect, Send
 from ._entity import AnyEffect, Reject, Reply
 from ._errors import HandlerError
+from ._timers import Cancel, Schedule
 
 
 class _NewState:
@@ -34,8 +35,10 @@ def _is_sequence(value: object) -> bool:
 
 def _effects(values: Sequence[Any]) -> tuple[AnyEffect, ...]:
     for value in values:
-        if not isinstance(value, Effect | Send):
-            raise HandlerError(f"handle returned {value!r} as an effect; use Effect or Send")
+        if not isinstance(value, Effect | Send | Schedule | Cancel):
+            raise HandlerError(
+                f"handle returned {value!r} as an effect; use Effect, Send, Schedule or Cancel"
+            )
     return tuple(values)
 
 

@@ -11,10 +11,11 @@ from typing import Any, ClassVar, Generic, TypeVar
 from ._effects import Effect, Send
 from ._messages import MessageTypes, MessageTypesSpec
 from ._reference import Ref, check_type_name
+from ._timers import Cancel, Schedule
 
 StateT = TypeVar("StateT")
 
-AnyEffect = Effect | Send
+AnyEffect = Effect | Send | Schedule | Cancel
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import _codec
@@ -21,7 +22,9 @@ from ._entity_type import EntityType
 from ._errors import HandlerError, PachydermError
 from ._plain import plain
 from ._reference import Ref
-from .store import Change, NewEffect, Snapshot
+from ._scheduling import TimerSpec, timer_write
+from ._timers import Cancel, FiredTimer, Schedule, fired_by
+from .store import Change, NewEffect, Snapshot, TimerWrite
 
 DEFAULT_SNAPSHOT_EVERY = 100
 
@@ -53,7 +56,7 @@ def effect_id(entity: uuid.UUID, command_id: str, index: int) -> uuid.UUID:
 
 def encode_effect(
     entity_type: EntityType[Any],
-    effect: AnyEffect,
+    effect: Effect | Send,
     effect_id: uuid.UUID,
     *,
     entity_types: EntityTypes,
@@ -66,19 +69,72 @@ def encode_effect(
         return NewEffect(
             effect_id, f"effect.{effect.handler}", _codec.encode(plain(effect.payload))
         )
-    assert isinstance(effect, Send)
     try:
         target = entity_types(effect.to.type)
         name, data = target.commands.dump(effect.command)
     except PachydermError as error:
         raise HandlerError(f"{entity_type.name} sent an invalid command: {error}") from error
-    body = {
-        "entity_type": target.name,
-        "entity_id": str(effect.to.id),
+    return command_effect(effect_id, Ref(target.name, effect.to.id), name, data)
+
+
+def command_effect(
+    effect_id: uuid.UUID, to: Ref, name: str, data: Any, *, timer: FiredTimer | None = None
+) -> NewEffect:
+    """The outbox row of a command for the entity ``to`` (a ``Send``, or a timer's
+    command for another entity, which carries the timer that fired it)."""
+    body: dict[str, Any] = {
+        "entity_type": to.type,
+        "entity_id": str(to.id),
         "command": name,
         "data": data,
     }
-    return NewEffect(effect_id, f"command.{target.name}", _codec.encode(body))
+    if timer is not None:
+        body["timer"] = {
+            "key": timer.key,
+            "due": timer.due.isoformat(),
+            "missed": timer.missed,
+            "every_us": timer.every // timedelta(microseconds=1) if timer.every else None,
+        }
+    return NewEffect(effect_id, f"command.{to.type}", _codec.encode(body))
+
+
+def encode_schedule(
+    entity_type: EntityType[Any], effect: Schedule, *, entity_types: EntityTypes
+) -> TimerSpec:
+    """A ``Schedule``'s command, encoded by its target type (this entity's, or ``to``'s)."""
+    try:
+        target = entity_types(effect.to.type) if effect.to else entity_type
+        name, data = target.commands.dump(effect.command)
+    except PachydermError as error:
+        raise HandlerError(f"{entity_type.name} scheduled an invalid command: {error}") from error
+    return TimerSpec(name, data, effect.to, effect.every, effect.missed, effect.limit)
+
+
+def _effects(
+    entity_type: EntityType[Any],
+    ref: Ref,
+    effects: tuple[AnyEffect, ...],
+    *,
+    command_id: str,
+    entity_types: EntityTypes,
+    now: datetime,
+) -> tuple[list[NewEffect], list[TimerWrite]]:
+    """A decision's effects as outbox rows and timer writes, in order. Each is
+    numbered among all the effects, so that adding a timer moves no effect's id."""
+    outbox: list[NewEffect] = []
+    timers: list[TimerWrite] = []
+    for index, effect in enumerate(effects):
+        stable_id = effect_id(ref.id, command_id, index)
+        if isinstance(effect, Schedule | Cancel):
+            spec = (
+                encode_schedule(entity_type, effect, entity_types=entity_types)
+                if isinstance(effect, Schedule)
+                else None
+            )
+            timers.append(timer_write(effect, spec, now=now, scheduled_as=str(stable_id)))
+        else:
+            outbox.append(encode_effect(entity_type, effect, stable_id, entity_types=entity_types))
+    return outbox, timers
 
 
 def execute(
@@ -91,14 +147,20 @@ def execute(
     command_id: str,
     entity_types: EntityTypes,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+    now: datetime | None = None,
+    timer: FiredTimer | None = None,
 ) -> Execution:
     """Decide ``command`` on ``state`` (at ``version``) and prepare its commit.
 
     Every decision is committed, a rejection or a no-op too: the commit checks
     that it was made on the latest state, and records the command id with its
     reply, so a retried command gets the same answer whatever happened since.
+
+    ``now`` is when the decision is made (timers scheduled ``after`` count from
+    it); ``timer``, the timer that fired the command, if one did.
     """
-    decision = entity_type.decide(ref, state, command)
+    with fired_by(timer):
+        decision = entity_type.decide(ref, state, command)
     if decision.rejection is not None:
         change = Change(ref, version, command_id, reply=stored_reply(rejection=decision.rejection))
         return Execution(state, version, change, rejection=decision.rejection)
@@ -110,22 +172,23 @@ def execute(
     snapshot = None
     if snapshot_every and new_version // snapshot_every > version // snapshot_every:
         snapshot = Snapshot(new_version, entity_type.encode_state(new_state))
+    outbox, timers = _effects(
+        entity_type,
+        ref,
+        decision.effects,
+        command_id=command_id,
+        entity_types=entity_types,
+        now=now or datetime.now(UTC),
+    )
     change = Change(
         ref,
         version,
         command_id,
         [entity_type.encode_event(event) for event in decision.events],
         stored_reply(reply=reply),
-        [
-            encode_effect(
-                entity_type,
-                effect,
-                effect_id(ref.id, command_id, index),
-                entity_types=entity_types,
-            )
-            for index, effect in enumerate(decision.effects)
-        ],
+        outbox,
         snapshot,
+        timers=timers,
     )
     return Execution(new_state, new_version, change, decision.events, decision.effects, reply)
 

@@ -83,6 +83,18 @@ class WorkerHooks:
         """While a worker runs: how many partitions it owns, how many entities it caches."""
         return _NOTHING
 
+    def timer_fired(self, entity_type: str, lateness: float) -> None:
+        """A timer of an entity of ``entity_type`` fired, ``lateness`` seconds after it
+        was due (its command committed; or, for another entity, went to the outbox)."""
+
+    def timer_failed(self, entity_type: str, error: Exception) -> None:
+        """Firing a timer failed (its handler raised, or it cannot be read); it is tried
+        again later."""
+
+    def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
+        """While a worker runs: how many timers are pending in the store (last count)."""
+        return _NOTHING
+
 
 class Hooks(WorkerHooks):
     """Several hooks as one, called in the order given (context managers nest in it)."""
@@ -144,6 +156,17 @@ class Hooks(WorkerHooks):
 
     def serving(self, partitions: Reading, entities: Reading) -> AbstractContextManager[object]:
         return self._all(lambda hook: hook.serving(partitions, entities))
+
+    def timer_fired(self, entity_type: str, lateness: float) -> None:
+        for hook in self.hooks:
+            hook.timer_fired(entity_type, lateness)
+
+    def timer_failed(self, entity_type: str, error: Exception) -> None:
+        for hook in self.hooks:
+            hook.timer_failed(entity_type, error)
+
+    def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
+        return self._all(lambda hook: hook.timers_pending(pending))
 
     @contextmanager
     def _all(

@@ -38,6 +38,9 @@ from ._errors import (
     UnsupportedContentTypeError,
 )
 from ._reference import Ref, parse_entity_id, parse_wire_id
+from ._scheduling import Firing
+from ._timer_headers import timer_from_headers, timer_headers
+from ._timers import FiredTimer
 from .store import OutboxEntry
 from .transport import Message
 
@@ -45,6 +48,9 @@ ENTITY_TYPE_HEADER = "pachyderm-entity-type"
 KIND_HEADER = "pachyderm-kind"
 STATUS_HEADER = "pachyderm-status"
 COMMAND, QUERY = "command", "query"
+TIMER = "timer"
+"""The kind of a fire that runs no ``handle`` here (its command goes to another
+entity, or its ticks are dropped): made by the firing loop, never read off the wire."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,10 @@ class Request:
     kind: str = COMMAND
     trace: Mapping[str, str] | None = None
     """The command's W3C trace context headers, kept with its effects in the outbox."""
+    timer: FiredTimer | None = None
+    """The timer that fired this command (``current_timer()`` in ``handle``)."""
+    firing: Firing | None = None
+    """For a fire of this worker's own: the timer it consumes, committed with it."""
 
 
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -115,7 +125,15 @@ def parse_request(app: App, message: Message) -> Request:
     else:
         types = entity_type.commands if kind == COMMAND else entity_type.queries
         body = types.load(message.type or "", data)
-    return Request(ref, entity_type, body, message.message_id or "", kind, trace_headers(headers))
+    return Request(
+        ref,
+        entity_type,
+        body,
+        message.message_id or "",
+        kind,
+        trace_headers(headers),
+        timer_from_headers(headers),
+    )
 
 
 # -- effects -------------------------------------------------------------------
@@ -139,6 +157,8 @@ def effect_message(entry: OutboxEntry) -> tuple[str, Message]:
     }
     if entry.destination.startswith("command."):
         sent = _codec.decode(entry.payload)
+        if isinstance(timer := sent.get("timer"), dict):
+            headers.update(timer_headers(timer))
         return COMMAND, Message(
             body=_codec.encode(sent["data"]),
             # Re-rendered, so the target's partition never depends on how it was stored.

@@ -16,6 +16,7 @@ Reading = Callable[[], int]
 _partitions: list[Reading] = []
 _entities: list[Reading] = []
 _unrouted: list[Reading] = []
+_timers: list[Reading] = []
 
 
 @contextmanager
@@ -40,6 +41,16 @@ def observing_unrouted(waiting: Reading) -> Iterator[None]:
         _unrouted.remove(waiting)
 
 
+@contextmanager
+def observing_timers(pending: Reading) -> Iterator[None]:
+    """Report ``pending()`` (timers pending in the store, last counted) while in the block."""
+    _timers.append(pending)
+    try:
+        yield
+    finally:
+        _timers.remove(pending)
+
+
 def _total(readings: list[Reading]) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(_: CallbackOptions) -> Iterable[Observation]:
         # No worker, no data point: a process without workers has no such gauge.
@@ -55,3 +66,8 @@ observe_entities = _total(_entities)
 def observe_unrouted(_: CallbackOptions) -> Iterable[Observation]:
     # Every dispatcher reads the same queue: the newest reading, not a sum.
     return [Observation(_unrouted[-1]())] if _unrouted else []
+
+
+def observe_timers(_: CallbackOptions) -> Iterable[Observation]:
+    # Every worker counts the same table: the newest reading, not a sum.
+    return [Observation(_timers[-1]())] if _timers else []

@@ -92,6 +92,28 @@ class Instruments:
             description="Effects waiting because no handler's queue is bound for them"
             " (as of this dispatcher's last look)",
         )
+        self.timers_fired = meter.create_counter(
+            "pachyderm.timers.fired",
+            unit="{timer}",
+            description="Timers fired (their command committed, or sent to its entity)",
+        )
+        self.timer_lateness = meter.create_histogram(
+            "pachyderm.timers.lateness",
+            unit="s",
+            description="From a timer's due time to its fire's commit",
+            explicit_bucket_boundaries_advisory=_SECONDS,
+        )
+        self.timer_failures = meter.create_counter(
+            "pachyderm.timers.failures",
+            unit="{timer}",
+            description="Fires that failed and will be tried again, by error",
+        )
+        meter.create_observable_gauge(
+            "pachyderm.timers.pending",
+            callbacks=[_gauges.observe_timers],
+            unit="{timer}",
+            description="Timers pending in the store (as of a worker's last count)",
+        )
         meter.create_observable_gauge(
             "pachyderm.partitions.owned",
             callbacks=[_gauges.observe_partitions],

@@ -18,7 +18,7 @@ from .._hooks import BatchHooks, Reading, WorkerHooks
 from ..store import OutboxEntry
 from ..transport import Delivery, Message
 from ._batch import Batch, processing
-from ._gauges import observing
+from ._gauges import observing, observing_timers
 from ._messaging import publishing
 from ._propagation import extract
 from ._store import committing, loading
@@ -76,3 +76,19 @@ class TelemetryHooks(WorkerHooks):
 
     def serving(self, partitions: Reading, entities: Reading) -> AbstractContextManager[object]:
         return observing(partitions=partitions, entities=entities)
+
+    def timer_fired(self, entity_type: str, lateness: float) -> None:
+        telemetry = instruments()
+        if telemetry.metering:
+            labels = telemetry.type_labels(entity_type)
+            telemetry.timers_fired.add(1, labels)
+            telemetry.timer_lateness.record(lateness, labels)
+
+    def timer_failed(self, entity_type: str, error: Exception) -> None:
+        telemetry = instruments()
+        if telemetry.metering:
+            labels = {"entity_type": entity_type, "error": type(error).__name__}
+            telemetry.timer_failures.add(1, labels)
+
+    def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
+        return observing_timers(pending)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_names
 from ._replay import assert_replay_matches
 from ._scenario import Outcome, Scenario, given
+from ._timeline import Pending
 
 if TYPE_CHECKING:
     from ._fleet import ProcessFleet, WorkerProcess, process_fleet
@@ -53,6 +54,7 @@ __all__ = [
     "EventStoreContract",
     "InspectableTransport",
     "Outcome",
+    "Pending",
     "ProcessFleet",
     "Scenario",
     "StoreFactory",

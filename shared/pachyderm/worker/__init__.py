@@ -5,6 +5,7 @@ from ._cache import EntityCache
 from ._engine import Done, Engine
 from ._outbox import EffectPublisher
 from ._partition import PartitionWorker
+from ._timers import TimerOptions
 from ._worker import Worker, WorkerOptions
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EntityCache",
     "Hooks",
     "PartitionWorker",
+    "TimerOptions",
     "Worker",
     "WorkerHooks",
     "WorkerOptions",

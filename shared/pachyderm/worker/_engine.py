@@ -23,12 +23,14 @@ from typing import Any
 from .._app import App
 from .._entity import Reject
 from .._errors import HandlerError, InvalidInputError, PachydermError
-from .._execution import DEFAULT_SNAPSHOT_EVERY, execute, read_stored_reply
+from .._execution import DEFAULT_SNAPSHOT_EVERY, Execution, execute, read_stored_reply
 from .._hooks import WorkerHooks
 from .._reference import Ref
-from .._wire import QUERY, Request
-from ..store import Change, CommitOutcome, Committed, Duplicate, EventStore
+from .._wire import QUERY, TIMER, Request
+from ..store import Change, CommitOutcome, Committed, Duplicate, EventStore, TimerGone
 from ._cache import EntityCache
+from ._firing import fire_elsewhere
+from ._firing import with_timers as _with_timers
 from ._group_commit import GroupCommit
 
 log = logging.getLogger("pachyderm.worker")
@@ -46,6 +48,7 @@ class Done:
     rejection: Reject | None = None
     error: PachydermError | None = None
     duplicate: bool = False
+    gone: bool = False  # a fire whose timer was cancelled, replaced or fired meanwhile
 
 
 @dataclass(slots=True)
@@ -116,8 +119,14 @@ class Engine:
         self.snapshot_every = snapshot_every
         self.max_attempts = max_attempts
 
-    async def run(self, requests: Sequence[Request]) -> tuple[list[Done], list[Change]]:
-        """Apply ``requests``; one final result each, in order, and the committed changes."""
+    async def run(
+        self, requests: Sequence[Request], *, partition: int = 0
+    ) -> tuple[list[Done], list[Change]]:
+        """Apply ``requests``; one final result each, in order, and the committed changes.
+
+        ``partition``: the partition the requests came from, where the timers
+        they schedule are filed (its owner fires them).
+        """
         results: dict[int, Done] = {}
         committed: list[Change] = []
         copies = _copies(requests)
@@ -130,7 +139,7 @@ class Engine:
         fruitless = 0
         while pending and fruitless < self.max_attempts:
             before = len(pending)
-            pending = await self._round(pending, results, committed)
+            pending = await self._round(pending, results, committed, partition)
             fruitless = fruitless + 1 if len(pending) == before else 0
         for step in pending:
             error = HandlerError(f"{step.request.ref}: still conflicting after retries")
@@ -140,7 +149,11 @@ class Engine:
         return [results[index] for index in range(len(requests))], committed
 
     async def _round(
-        self, pending: list[_Step], results: dict[int, Done], committed: list[Change]
+        self,
+        pending: list[_Step],
+        results: dict[int, Done],
+        committed: list[Change],
+        partition: int,
     ) -> list[_Step]:
         lanes: dict[Ref, _Lane] = {}
         for step in pending:
@@ -151,7 +164,7 @@ class Engine:
             results.update((step.index, Done(error=error)) for step in lanes.pop(ref).steps)
         with self.hooks.deciding():
             for lane in lanes.values():
-                self._decide(lane)
+                self._decide(lane, partition)
         changes = [change for lane in lanes.values() for change in lane.changes()]
         outcomes = iter(await self._commit(changes) if changes else ())
         settled = [self._settle(lane, outcomes, committed) for lane in lanes.values()]
@@ -227,7 +240,7 @@ class Engine:
             if outcome.conflict:
                 self.hooks.conflict(lane.ref.type)
 
-    def _decide(self, lane: _Lane) -> None:
+    def _decide(self, lane: _Lane, partition: int) -> None:
         """Decide each step on the state the previous one left (provisionally)."""
         hot = self.cache.get(lane.ref)
         assert hot is not None
@@ -240,25 +253,32 @@ class Engine:
                     answer = request.entity_type.answer(state, request.message)
                     step.result = Done(version, answer)
                     continue
-                execution = execute(
-                    request.entity_type,
-                    lane.ref,
-                    state,
-                    version,
-                    request.message,
-                    command_id=request.command_id,
-                    entity_types=self.app.entity_type,
-                    snapshot_every=self.snapshot_every,
-                )
+                execution = self._execute(request, lane.ref, state, version)
             except PachydermError as error:
                 step.result = Done(version, error=error)
                 continue
             step.result = Done(execution.version, execution.reply, execution.rejection)
-            step.change, step.state = execution.change, execution.state
-            if request.trace and execution.change.effects:
+            step.change = _with_timers(request, execution.change, partition)
+            if request.trace and step.change.effects:
                 # Kept with its effects, which then continue its trace even from the sweep.
-                step.change = replace(execution.change, trace=request.trace)
+                step.change = replace(step.change, trace=request.trace)
+            step.state = execution.state
             state, version = execution.state, execution.version
+
+    def _execute(self, request: Request, ref: Ref, state: Any, version: int) -> Execution:
+        if request.kind == TIMER:
+            return fire_elsewhere(request, ref, state, version)
+        return execute(
+            request.entity_type,
+            ref,
+            state,
+            version,
+            request.message,
+            command_id=request.command_id,
+            entity_types=self.app.entity_type,
+            snapshot_every=self.snapshot_every,
+            timer=request.timer,
+        )
 
     def _settle(
         self, lane: _Lane, outcomes: Iterator[CommitOutcome], committed: list[Change]
@@ -288,6 +308,10 @@ class Engine:
             if isinstance(outcome, Duplicate):
                 reply, rejection = read_stored_reply(outcome.reply)
                 step.result = Done(outcome.version, reply, rejection, duplicate=True)
+                settled.final.append(step)
+                settled.retry.extend(rest)
+            elif isinstance(outcome, TimerGone):
+                step.result = Done(outcome.version, gone=True)
                 settled.final.append(step)
                 settled.retry.extend(rest)
             else:

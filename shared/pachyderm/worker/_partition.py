@@ -16,6 +16,7 @@ from ..store import Change
 from ..transport import Delivery, Inbox, Message, Transport
 from ._engine import Done, Engine
 from ._outbox import EffectPublisher
+from ._timers import TimerFiring
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -109,17 +110,24 @@ class PartitionWorker:
         self._handling = asyncio.Lock()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self.timers: TimerFiring | None = None
 
     @property
     def partition(self) -> int:
         return self.inbox.partition
 
-    def start(self) -> None:
+    def start(self, timers: TimerFiring | None = None) -> None:
+        """Serve the inbox; and fire the partition's timers with ``timers``, if given."""
         self._task = asyncio.create_task(self._run(), name=f"partition-{self.partition}")
+        self.timers = timers
+        if timers is not None:
+            timers.start()
 
     async def stop(self) -> None:
         """Finish the batch in flight, then hand the rest back to the queue."""
         self._stopping = True
+        if self.timers is not None:
+            await self.timers.stop()
         async with self._handling:
             await self.inbox.close()
         if self._task is not None:
@@ -139,6 +147,24 @@ class PartitionWorker:
                     # acknowledged comes back and finds its stored reply: the partition
                     # must keep flowing rather than die with this batch.
                     log.exception("partition %d: settling a batch failed", self.partition)
+
+    async def fire(self, requests: list[Request]) -> list[Done]:
+        """Apply fires of this partition's timers, between its batches of deliveries."""
+        async with self._handling:
+            if self._stopping:
+                return [Done(gone=True) for _ in requests]  # the next owner fires them
+            results, committed = await self.engine.run(requests, partition=self.partition)
+            await self.effects.publish_committed(committed)
+            self._filed(committed)
+            return results
+
+    def _filed(self, committed: Sequence[Change]) -> None:
+        """Wake the timer firing for what these commits filed."""
+        if self.timers is None:
+            return
+        dues = [w.due_at for c in committed for w in c.timers if w.due_at is not None]
+        if dues:
+            self.timers.wake(min(dues))
 
     async def _handle_until_done(self, deliveries: Sequence[Delivery]) -> None:
         """Apply a batch; while the store is down, keep trying (nothing is acked meanwhile)."""
@@ -166,6 +192,7 @@ class PartitionWorker:
                 [verdict.reply for verdict in verdicts if verdict.reply is not None]
             )
             await self.effects.publish_committed(decided.committed, batch=batch)
+            self._filed(decided.committed)
             await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
             await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
             if batch.measuring:
@@ -206,7 +233,9 @@ class PartitionWorker:
                 requests.append((index, parse_request(self.app, delivery.message)))
             except InvalidInputError as error:
                 outcomes[index] = error
-        results, committed = await self.engine.run([request for _, request in requests])
+        results, committed = await self.engine.run(
+            [request for _, request in requests], partition=self.partition
+        )
         outcomes.update(
             (index, result) for (index, _), result in zip(requests, results, strict=True)
         )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._app import App
+from .._errors import StoreError
 from .._hooks import WorkerHooks
 from ..fleet import Membership
 from ..store import EventStore
@@ -17,6 +18,7 @@ from ._cache import EntityCache
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
 from ._outbox import EffectPublisher
 from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
+from ._timers import RateLimit, TimerFiring, TimerOptions
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -32,6 +34,8 @@ class WorkerOptions:
     cache_capacity: int = 100_000
     idle_timeout: float = 600.0
     effects_grace: float = 5.0
+    timers: TimerOptions = field(default_factory=TimerOptions)
+    count_timers_every: float = 15.0
 
 
 async def _until_either(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
@@ -79,6 +83,8 @@ class Worker:
         self.effects = EffectPublisher(
             store, transport, grace=self.options.effects_grace, hooks=self.hooks
         )
+        self.timer_rate = RateLimit(self.options.timers.fire_rate)
+        self.pending_timers = 0  # as last counted
         self.partitions: dict[int, PartitionWorker] = {}
         self._assigning = asyncio.Lock()
         self._assignment: frozenset[int] | None = None  # the latest, once there is one
@@ -111,10 +117,14 @@ class Worker:
             watching,
             asyncio.create_task(self.effects.sweep_forever()),
             asyncio.create_task(self._unload_idle_forever()),
+            asyncio.create_task(self._count_timers_forever()),
         ]
         try:
-            with self.hooks.serving(
-                partitions=lambda: len(self.partitions), entities=lambda: len(self.cache)
+            with (
+                self.hooks.serving(
+                    partitions=lambda: len(self.partitions), entities=lambda: len(self.cache)
+                ),
+                self.hooks.timers_pending(lambda: self.pending_timers),
             ):
                 await _until_either(stop, watching)
         finally:
@@ -153,7 +163,17 @@ class Worker:
                     max_batch=self.options.max_batch,
                     hooks=self.hooks,
                 )
-                worker.start()
+                worker.start(
+                    TimerFiring(
+                        partition,
+                        self.app,
+                        self.store,
+                        worker.fire,
+                        limit=self.timer_rate,
+                        options=self.options.timers,
+                        hooks=self.hooks,
+                    )
+                )
                 self.partitions[partition] = worker
             if released or wanted:
                 log.info("serving partitions %s", self.owned)
@@ -165,3 +185,12 @@ class Worker:
             await asyncio.sleep(interval)
             if unloaded := self.cache.unload_idle():
                 log.debug("unloaded %d idle entities", unloaded)
+
+    async def _count_timers_forever(self) -> None:
+        """Keep :attr:`pending_timers` fresh for the gauge (a count is a scan: not often)."""
+        while True:
+            try:
+                self.pending_timers = await self.store.count_timers()
+            except StoreError as error:
+                log.debug("counting timers failed: %s", error)
+            await asyncio.sleep(self.options.count_timers_every)

@@ -1,0 +1,188 @@
+"""Firing the due timers of one partition, for as long as its worker owns it.
+
+The owner of a partition reads its timers soonest first, a bounded batch at a
+time, up to a short read-ahead; it sleeps until the first is due (or until a
+commit of its own files an earlier one) and fires what is due through the
+engine, under the partition's lock, like a batch of deliveries. A new owner
+finds what an old one left due on its first read: nothing is kept in memory
+that the store does not have.
+
+Guarantees: a fire commits only while its timer is pending and due by the
+store's clock (never early; never after a cancel or replacement that won), and
+its command id is deterministic, so a repeated fire applies once. Firing is
+paced by a rate limit shared by the worker's partitions, so an outage's backlog
+drains at a bounded rate instead of as a storm. A fire that fails (its handler
+raises, or this code cannot read the timer) is tried again with a back-off of
+its own (1 s doubling to 5 min), so the timers behind it go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .._app import App
+from .._errors import StoreError
+from .._hooks import WorkerHooks
+from .._wire import Request
+from ..store import EventStore, StoredTimer
+from ._engine import Done
+from ._firing import fire_requests
+from ._outbox import backoff
+
+log = logging.getLogger("pachyderm.timers")
+
+FireBatch = Callable[[list[Request]], Awaitable[list[Done]]]
+"""Runs fire requests through the partition's engine; one result each."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerOptions:
+    """How a worker fires timers; the defaults suit most fleets.
+
+    ``fire_rate``: fires per second at most, over all of a worker's partitions.
+    ``batch``: timers read and fired at once per partition. ``read_ahead``:
+    seconds ahead a read looks for the next due time. ``poll``: the longest
+    sleep while no timer is known (a safety net: the worker's own commits wake it).
+    """
+
+    fire_rate: float = 10_000.0
+    batch: int = 256
+    read_ahead: float = 1.0
+    poll: float = 1.0
+
+
+class RateLimit:
+    """A token bucket: ``rate`` per second on average, bursts of up to ``rate`` / 10."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate / 10, 1.0)
+        self._tokens = self.capacity
+        self._at = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, count: int) -> None:
+        """Wait until ``count`` fires are allowed (taken in chunks of the capacity)."""
+        async with self._lock:
+            while count > 0:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+                self._at = now
+                chunk = min(count, int(self.capacity))
+                if self._tokens >= chunk:
+                    self._tokens -= chunk
+                    count -= chunk
+                else:
+                    await asyncio.sleep((chunk - self._tokens) / self.rate)
+
+
+class TimerFiring:
+    """Fires the due timers of ``partition`` until stopped."""
+
+    def __init__(
+        self,
+        partition: int,
+        app: App,
+        store: EventStore,
+        fire: FireBatch,
+        *,
+        limit: RateLimit,
+        options: TimerOptions,
+        hooks: WorkerHooks,
+    ) -> None:
+        self.partition = partition
+        self.app = app
+        self.store = store
+        self.fire = fire
+        self.limit = limit
+        self.options = options
+        self.hooks = hooks
+        self._wake = asyncio.Event()
+        self._next = datetime.max.replace(tzinfo=UTC)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"timers-{self.partition}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def wake(self, due: datetime) -> None:
+        """A commit of this partition filed a timer due at ``due``."""
+        if due < self._next:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                wait = await self._round()
+                failures = 0
+            except StoreError as error:
+                wait = backoff(failures)
+                failures += 1
+                log.warning("partition %d: firing timers failed: %s", self.partition, error)
+            await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._next = datetime.now(UTC) + timedelta(seconds=seconds)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._next = datetime.max.replace(tzinfo=UTC)
+
+    async def _round(self) -> float:
+        """Fire what is due now; the seconds until the next round."""
+        now = datetime.now(UTC)
+        ahead = now + timedelta(seconds=self.options.read_ahead)
+        timers = await self.store.due_timers(self.partition, ahead, self.options.batch)
+        due = [timer for timer in timers if timer.fire_at <= now]
+        if due:
+            return 0.0 if await self._fire(due, now) else 0.05
+        if timers:
+            return max((timers[0].fire_at - now).total_seconds(), 0.0)
+        return self.options.poll
+
+    async def _fire(self, due: list[StoredTimer], now: datetime) -> bool:
+        """Fire ``due``; whether any fired (else the store refused them all: wait a bit)."""
+        requests, broken = fire_requests(self.app, due, now)
+        await self.limit.take(len(requests))
+        results = await self.fire([request for _, request in requests]) if requests else []
+        fired_at = datetime.now(UTC)
+        delays: dict[tuple[uuid.UUID, str], float] = {}
+        fired = False
+        for (timer, request), result in zip(requests, results, strict=True):
+            if result.error is not None:
+                self._failed(timer, result.error, delays)
+            elif not result.gone:
+                fired = True
+                tick = request.timer.due if request.timer else timer.due_at
+                self.hooks.timer_fired(timer.entity_type, (fired_at - tick).total_seconds())
+        for timer, error in broken:
+            self._failed(timer, error, delays)
+        if delays:
+            await self.store.postpone_timers(delays)
+        return fired or bool(delays)
+
+    def _failed(
+        self, timer: StoredTimer, error: Exception, delays: dict[tuple[uuid.UUID, str], float]
+    ) -> None:
+        log.warning(
+            "partition %d: timer %r of %s failed (attempt %d): %s",
+            self.partition,
+            timer.key,
+            timer.entity_id,
+            timer.attempts + 1,
+            error,
+        )
+        self.hooks.timer_failed(timer.entity_type, error)
+        delays[timer.entity_id, timer.key] = backoff(timer.attempts)
