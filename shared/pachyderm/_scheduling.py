@@ -149,3 +149,24 @@ def plan_fire(timer: StoredTimer, spec: TimerSpec, now: datetime) -> FirePlan:
     tick = timer.due_at + dropped_ticks * every
     fired = FiredTimer(timer.key, tick, dropped_ticks + spec.skipped, every)
     return FirePlan(fired_command_id(timer, tick), check, fired, tick + every, calm)
+
+
+def describe_timer(timer: StoredTimer) -> dict[str, Any]:
+    """A pending timer as plain data, for a person or a machine (inspect, the gateway)."""
+    described: dict[str, Any] = {
+        "key": timer.key,
+        "due_at": timer.due_at.isoformat(),
+        "next_try_at": timer.fire_at.isoformat(),
+        "attempts": timer.attempts,
+    }
+    try:
+        spec = TimerSpec.decode(timer.payload)
+    except PachydermError as error:
+        return described | {"error": str(error)}
+    return described | {
+        "command": spec.command,
+        "data": spec.data,
+        "to": {"type": spec.to.type, "id": str(spec.to.id)} if spec.to else None,
+        "every_seconds": spec.every.total_seconds() if spec.every else None,
+        "missed": spec.missed if spec.every else None,
+    }

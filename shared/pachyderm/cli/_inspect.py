@@ -11,6 +11,7 @@ from .._entity_type import EntityType
 from .._errors import InvalidEntityIdError
 from .._loading import load_app
 from .._reference import Ref
+from .._scheduling import describe_timer
 from .._settings import Settings
 from ..store import LoadedEntity, RecordedEvent, open_store
 
@@ -30,14 +31,16 @@ async def inspect_command(settings: Settings, arguments: argparse.Namespace) -> 
     store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
     try:
         loaded = await store.load(ref, use_snapshot=False)
+        timers = [describe_timer(timer) for timer in await store.entity_timers(ref.id)]
     finally:
         await store.close()
     events = [e for e in loaded.events if e.version >= arguments.from_version]
     state = entity_type.dump_state(entity_type.replay(loaded)) if entity_type else None
     if arguments.json:
-        print(json.dumps(_as_json(ref, loaded.version, events, state, entity_type), indent=2))
+        found = _as_json(ref, loaded.version, events, state, entity_type)
+        print(json.dumps(found | {"timers": _plain(timers)}, indent=2))
     else:
-        print(_as_text(ref, loaded, events, state, entity_type))
+        print(_as_text(ref, loaded, events, state, entity_type) + _timers_text(timers))
 
 
 def _event_data(event: RecordedEvent, entity_type: EntityType[Any] | None) -> Any:
@@ -98,4 +101,18 @@ def _as_text(
         lines.append("state: pass --app (or set PACHYDERM_APP) to fold the history into state")
     else:
         lines.append(f"state: {json.dumps(state, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def _timers_text(timers: list[dict[str, Any]]) -> str:
+    if not timers:
+        return "\ntimers: none pending"
+    lines = ["", "timers:"]
+    for timer in timers:
+        every = f" every {timer['every_seconds']}s" if timer.get("every_seconds") else ""
+        data = json.dumps(_plain(timer.get("data")), ensure_ascii=False)
+        lines.append(
+            f"  {timer['key']}: {timer.get('command')} {data} due {timer['due_at']}{every}"
+            + (f" (tried {timer['attempts']} times)" if timer["attempts"] else "")
+        )
     return "\n".join(lines)
