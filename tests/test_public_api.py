@@ -130,6 +130,7 @@ GATEWAY = {
     "GatewayOptions",
     "Right",
     "Tokens",
+    "asyncapi_document",
     "create_app",
     "listen",
     "serve",

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from examples.demo import APP
+from pachyderm import App
+from pachyderm.gateway import asyncapi_document
+
 from .document import amqp_binding_count, document, message, official_errors, resolve
 
 
@@ -26,8 +32,10 @@ def test_the_official_schemas_catch_a_spoiled_document() -> None:
     assert "channels/pachyderm.commands/publish/bindings/amqp: 3" in errors
 
 
-def test_every_channel_message_is_one_of_the_components() -> None:
-    spec = document()
+@pytest.mark.parametrize("app", [None, APP], ids=["generic", "app"])
+def test_every_channel_message_is_one_of_the_components(app: App | None) -> None:
+    # The app's document too (test_app_document): its messages are all published.
+    spec = document() if app is None else asyncapi_document(app, document())
     used = set()
     for channel in spec["channels"].values():
         for operation in ("publish", "subscribe"):

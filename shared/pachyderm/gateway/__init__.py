@@ -8,6 +8,7 @@ embedded fleet; see ``gateway/README.md``.
 
 from .._serving import listen, serve
 from ._asgi import create_app
+from ._asyncapi import asyncapi_document
 from ._auth import Right, Tokens
 from ._options import GatewayOptions
 
@@ -15,6 +16,7 @@ __all__ = [
     "GatewayOptions",
     "Right",
     "Tokens",
+    "asyncapi_document",
     "create_app",
     "listen",
     "serve",
