@@ -160,6 +160,37 @@ def test_names_nesting_and_a_type_that_chooses_extra() -> None:
     assert "/entities/place/{id}/history" not in paths
 
 
+class Opaque:
+    """A type pydantic takes as it is: JSON Schema cannot describe it."""
+
+
+class OpaqueState(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    handle: Opaque | None = None
+
+
+class Odd(Entity[OpaqueState]):
+    commands = (Rename,)
+    state_type = OpaqueState
+
+    def init(self) -> OpaqueState:
+        return OpaqueState()
+
+    def handle(self, message: Any, state: OpaqueState) -> HandleResult:
+        return []
+
+    def update(self, event: Any, state: OpaqueState) -> OpaqueState:
+        return state
+
+
+def test_a_type_json_schema_cannot_describe_is_any_value() -> None:
+    document = openapi_document(secured=False, history=False, app=App([Odd]))
+    validate(document)
+    handle = schema(document, "odd.state")["properties"]["handle"]["anyOf"][0]
+    assert handle == {"description": "Any value: its type has no JSON Schema"}
+
+
 def test_without_the_app_the_document_names_no_message() -> None:
     document = openapi_document(secured=True, history=True)
     assert not [name for name in document["components"]["schemas"] if "." in name]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 
 from .._app import App
 from .._entity_type import EntityType
@@ -36,10 +36,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class Untitled(GenerateJsonSchema):
-    """JSON Schemas without a title per field (its name says it)."""
+    """JSON Schemas without a title per field (its name says it). A part that JSON Schema
+    cannot describe (a callable, a type pydantic takes as arbitrary) is any value, with a
+    description that says so: the gateway serves its document whatever the app's types."""
 
     def field_title_should_be_set(self, schema: object) -> bool:
         return False
+
+    def handle_invalid_for_json_schema(self, schema: object, error_info: str) -> JsonSchemaValue:
+        return {"description": "Any value: its type has no JSON Schema"}
 
 
 @dataclass(frozen=True)
