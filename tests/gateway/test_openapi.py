@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,20 +13,9 @@ from starlette.routing import Route
 from pachyderm import Client
 from pachyderm._embedded import EmbeddedFleet
 from pachyderm.gateway import GatewayOptions, create_app
+from pachyderm.gateway._schemas import references
 
 from .serving import TOKENS, serving
-
-
-def references(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref":
-                yield value
-            else:
-                yield from references(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from references(item)
 
 
 def resolve(document: dict[str, Any], reference: str) -> Any:
