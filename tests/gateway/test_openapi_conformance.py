@@ -21,7 +21,7 @@ from pachyderm._embedded import EmbeddedFleet
 from pachyderm.gateway import GatewayOptions, Tokens, create_app
 from pachyderm.gateway._openapi import openapi_document
 from pachyderm.gateway._problems import Problem
-from pachyderm.store import RecordedEvent, SqliteEventStore
+from pachyderm.store import RecordedEvent, SqliteEventStore, StoredTimer
 from pachyderm.transport import InProcessTransport, Topology
 
 from .serving import APP, serving
@@ -33,6 +33,7 @@ MAX_BODY = 256
 ENTITY = "/entities/{type}/{id}"
 COMMANDS, QUERIES = f"{ENTITY}/commands/{{command}}", f"{ENTITY}/queries/{{query}}"
 HISTORY = f"{ENTITY}/history"
+TIMERS = f"{ENTITY}/timers"
 ALICE, METER = "/entities/account/key:alice", "/entities/meter/key:m"
 FRAGILE, NOPE = "/entities/fragile/key:f", "/entities/nope/key:a"
 TOO_LARGE = b'{"padding": "' + b"x" * MAX_BODY + b'"}'
@@ -117,6 +118,10 @@ SERVING = [
     get(400, HISTORY, f"{METER}/history?limit=0"),
     *refusals(HISTORY, f"{METER}/history", None, "caller"),
     get(404, HISTORY, f"{NOPE}/history"),
+    get(200, TIMERS, f"{METER}/timers"),
+    get(400, TIMERS, "/entities/meter/12345/timers"),
+    *refusals(TIMERS, f"{METER}/timers", None, "caller"),
+    get(404, TIMERS, f"{NOPE}/timers"),
     get(200, "/healthz", "/healthz", token=None),
     get(200, "/readyz", "/readyz", token=None),
     get(200, "/metrics", "/metrics", token=None),
@@ -128,7 +133,12 @@ SILENT = failures(504)
 # The broker is closed.
 CLOSED = [*failures(503), get(503, "/readyz", "/readyz", token=None)]
 # The event store fails: unavailable, then with a bug of its own.
-FAILING_STORE = [get(503, HISTORY, f"{METER}/history"), get(500, HISTORY, f"{ALICE}/history")]
+FAILING_STORE = [
+    get(503, HISTORY, f"{METER}/history"),
+    get(500, HISTORY, f"{ALICE}/history"),
+    get(503, TIMERS, f"{METER}/timers"),
+    get(500, TIMERS, f"{ALICE}/timers"),
+]
 
 
 class FailingStore(SqliteEventStore):
@@ -141,6 +151,10 @@ class FailingStore(SqliteEventStore):
         if entity_id == Ref.from_key("meter", "m").id:
             raise StoreUnavailableError("PostgreSQL unavailable: connection refused")
         raise RuntimeError("a bug in the store")
+
+    async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
+        await self.history(entity_id)  # fails as history does
+        return []
 
 
 Gateway = Callable[[EmbeddedFleet], AbstractAsyncContextManager[httpx.AsyncClient]]

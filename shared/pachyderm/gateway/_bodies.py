@@ -88,6 +88,31 @@ class History(Body):
     next: UriReference | None = Field(description="The next page; null on the last")
 
 
+class Timer(Body):
+    """A pending timer of an entity: what it will deliver, and when."""
+
+    key: str
+    due_at: Timestamp = Field(description="When it falls due; it never fires before")
+    next_try_at: Timestamp = Field(description="Later than due_at only after failed tries")
+    attempts: int = Field(ge=0, description="Failed tries so far")
+    command: str | None = Field(None, description="The command it delivers, by registered name")
+    data: Any = Field(None, description="The command's fields")
+    to: dict[str, str] | None = Field(
+        None, description="The entity it delivers to ({type, id}); null: this one"
+    )
+    every_seconds: float | None = Field(None, description="The period; null: one-shot")
+    missed: str | None = Field(None, description="A periodic timer's missed-fire policy")
+    error: str | None = Field(None, description="Why this code cannot read it, if it cannot")
+
+
+class Timers(Body):
+    """An entity's pending timers, soonest first."""
+
+    type: str
+    id: uuid.UUID
+    timers: list[Timer]
+
+
 class Problem(Body):
     """An RFC 9457 problem document."""
 

@@ -32,10 +32,11 @@ from ._bodies import (
     RejectionProblem,
     Reply,
     State,
+    Timers,
 )
 from ._docs import DOCS
 from ._parameters import parameters
-from ._routes import COMMAND_ID_HEADER, COMMANDS, ENTITY, HISTORY, QUERIES
+from ._routes import COMMAND_ID_HEADER, COMMANDS, ENTITY, HISTORY, QUERIES, TIMERS
 from ._schemas import AppSchemas, Message, Untitled, app_schemas
 
 OPENAPI = "/openapi.json"
@@ -57,7 +58,7 @@ _PROBLEMS: dict[str, tuple[str, type[Problem]]] = {
     "504": ("No reply in time: the command may still apply; retry with the same key", Problem),
 }
 # What the routes answer with, besides problems; Fields is what they take.
-_ANSWERS: tuple[type[BaseModel], ...] = (Reply, State, History, Liveness, Readiness)
+_ANSWERS: tuple[type[BaseModel], ...] = (Reply, State, History, Timers, Liveness, Readiness)
 _HEADERS = {
     COMMAND_ID_HEADER: "The command id: the Idempotency-Key, or the id the gateway chose",
     "Link": 'The next page, rel="next"',
@@ -153,6 +154,15 @@ class _Operations:
             None,
         )
 
+    def timers(self) -> dict[str, Any]:
+        return self._entity(
+            "Read an entity's pending timers, soonest first",
+            _answer(Timers, "The pending timers"),
+            "400" + self.refusals + " 404 500 503",
+            "type id",
+            None,
+        )
+
     @staticmethod
     def _entity(
         summary: str, ok: dict[str, Any], problems: str, parameters: str, body: Any
@@ -216,6 +226,7 @@ def _paths(operations: _Operations, *, history: bool) -> dict[str, Any]:
     }
     if history:
         paths[HISTORY] = {"get": operations.history()}
+        paths[TIMERS] = {"get": operations.timers()}
     return paths
 
 

@@ -1,4 +1,4 @@
-"""The entity endpoints: commands, queries, state and history.
+"""The entity endpoints: commands, queries, state, history and pending timers.
 
 Each answers with a model of ``_bodies``, the one the OpenAPI document gives
 for it.
@@ -17,10 +17,11 @@ from .._app import App
 from .._client import Client
 from .._errors import PachydermError
 from .._reference import Ref
+from .._scheduling import describe_timer
 from .._wire import COMMAND, QUERY
 from ..store import EventStore, RecordedEvent
 from ._auth import Endpoint, Guard, Right
-from ._bodies import Event, History, Reply, State
+from ._bodies import Event, History, Reply, State, Timer, Timers
 from ._problems import answer_pachyderm_error
 from ._request_tracing import traced_endpoint
 from ._requests import command_id, entity_ref, json_object, page
@@ -31,6 +32,7 @@ ENTITY = "/entities/{type}/{id}"
 COMMANDS = ENTITY + "/commands/{command}"
 QUERIES = ENTITY + "/queries/{query}"
 HISTORY = ENTITY + "/history"
+TIMERS = ENTITY + "/timers"
 
 
 class EntityEndpoints:
@@ -57,6 +59,7 @@ class EntityEndpoints:
         ]
         if self.store is not None:
             routes.append(_route("GET", HISTORY, guard.protect(self.history, Right.READ)))
+            routes.append(_route("GET", TIMERS, guard.protect(self.timers, Right.READ)))
         return routes
 
     async def command(self, request: Request) -> Response:
@@ -114,6 +117,17 @@ class EntityEndpoints:
         )
         headers = {"Link": f'<{next_page}>; rel="next"'} if next_page else None
         return body.response(headers=headers)
+
+    async def timers(self, request: Request) -> Response:
+        """``GET /entities/{type}/{id}/timers``: the entity's pending timers, soonest first."""
+        assert self.store is not None  # routed only with a store
+        ref = entity_ref(request)
+        self._check_type(ref)
+        timers = await self.store.entity_timers(ref.id)
+        if timers:
+            await self.store.load(ref)  # the id is of this type (timers are filed by id)
+        found = [Timer(**describe_timer(timer)) for timer in timers]
+        return Timers(type=ref.type, id=ref.id, timers=found).response()
 
     def _check_type(self, ref: Ref) -> None:
         """With the app: an unknown entity type is answered here."""
