@@ -1,0 +1,170 @@
+"""The timers benchmark (bench/workloads/timers.py), on its own.
+
+    python -m bench.timers [--runs 3] [--quick] [--json-out PATH]
+
+Medians over the runs go under the key ``timers`` of bench/results.json (the
+other keys are kept) and into the "Timers" section of bench/results.md (the
+rest of the page is kept); ``--quick`` (tiny sizes, one run) writes neither.
+Exits 1 if a timer fired early or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pachyderm
+
+from .config import HERE, Services
+from .fleet import summary
+from .run import say
+from .workloads.timers import QUICK_TIMERS, TimersRun, TimerSizes, timers_run
+
+KEY = "timers"
+SECTION = "## Timers"
+METRICS = (
+    "schedule_per_s",
+    "fire_per_s",
+    "lateness_p50_ms",
+    "lateness_p99_ms",
+    "lateness_with_1m_pending_p50_ms",
+    "lateness_with_1m_pending_p99_ms",
+)
+TARGETS = {
+    "fire_per_s": (">=", 5_000.0),
+    "lateness_p99_ms": ("<=", 100.0),
+    "lateness_with_1m_pending_p99_ms": ("<=", 100.0),
+}
+
+
+async def measure(runs: int, sizes: TimerSizes, services: Services) -> list[TimersRun]:
+    found = []
+    with tempfile.TemporaryDirectory(prefix="pachyderm-bench-timers-") as scratch:
+        for run in range(runs):
+            say(f"timers run {run + 1}/{runs}")
+            found.append(await timers_run(services, Path(scratch), sizes, lambda m: say("  " + m)))
+    return found
+
+
+def _met(name: str, value: float) -> bool:
+    sign, bound = TARGETS[name]
+    return value >= bound if sign == ">=" else value <= bound
+
+
+def as_json(runs: list[TimersRun], command: str) -> dict[str, Any]:
+    rows = [run.as_dict() for run in runs]
+    spread = {name: summary([float(row[name]) for row in rows]) for name in METRICS}
+    return {
+        **{name: spread[name]["median"] for name in METRICS},
+        "spread": spread,
+        "targets": {
+            name: {"target": f"{sign} {bound:g}", "met": _met(name, spread[name]["median"])}
+            for name, (sign, bound) in TARGETS.items()
+        },
+        "runs": rows,
+        "command": command,
+    }
+
+
+def correct(runs: list[TimersRun]) -> bool:
+    phases = [phase for run in runs for phase in (run.burst, run.steady, run.steady_with_pending)]
+    return all(phase.early == 0 and phase.fired == phase.expected for phase in phases)
+
+
+def markdown(data: dict[str, Any], sizes: TimerSizes) -> str:
+    spread = data["spread"]
+
+    def row(label: str, name: str, unit: str) -> str:
+        figures = spread[name]
+        target = data["targets"].get(name)
+        wanted = f"{target['target']} ({'met' if target['met'] else 'MISSED'})" if target else "-"
+        return (
+            f"| {label} | {figures['median']:,.1f}{unit} | {figures['min']:,.1f} to"
+            f" {figures['max']:,.1f} | {wanted} |"
+        )
+
+    runs = data["runs"]
+    before = sum(1 for run in runs if run["burst_scheduled_before_due"])
+    return f"""{SECTION}
+
+`{data["command"]}` ({len(runs)} runs; medians, min to max). Two worker processes
+serving `bench.timer_app:APP` (the counter and an `Alarm` that schedules one
+`Ring`), 16 partitions, this machine's RabbitMQ and PostgreSQL, default
+`TimerOptions`. Every timer but the pending million is scheduled by a real
+`Arm` command sent through the broker (`Client.send`), so it lands in the
+partition the broker's consistent hash gives its entity.
+
+| Measure | Median | Runs | Target |
+|---|---|---|---|
+{row("schedule: timers created through commands", "schedule_per_s", "/s")}
+{row(f"fire rate: {sizes.burst:,} due within {sizes.burst_window_s:g} s", "fire_per_s", "/s")}
+{row("lateness p50, steady, RPC workload running", "lateness_p50_ms", " ms")}
+{row("lateness p99, steady, RPC workload running", "lateness_p99_ms", " ms")}
+{row(f"lateness p50, the same with {sizes.pending:,} pending", "lateness_with_1m_pending_p50_ms", " ms")}
+{row(f"lateness p99, the same with {sizes.pending:,} pending", "lateness_with_1m_pending_p99_ms", " ms")}
+
+- schedule: {sizes.schedule:,} `Arm` commands (500 sends in flight), each scheduling a
+  timer a day ahead; from the first send until the `timers` table holds them all.
+- fire rate: {sizes.burst:,} timers (one per alarm) due evenly over {sizes.burst_window_s:g} s
+  starting after their scheduling ended (in {before} of {len(runs)} runs it did end
+  before the first due time); the timers over the seconds from the first due time
+  to the commit of the last fire. When the workers keep up this is the window's own
+  rate ({sizes.burst / sizes.burst_window_s:,.0f}/s): the fleet fired as fast as the timers fell due.
+- steady: {sizes.steady_per_s:,} timers a second falling due for {sizes.steady_s:g} s (scheduled
+  before the window), while the RPC workload (counters, 256 calls in flight) runs through
+  the whole window. Lateness of a fire: `recorded_at` of its `Rang` event (the start of
+  the transaction that committed the fire) minus its due time; no fire was early.
+- with pending: the same after inserting {sizes.pending:,} timers due a day ahead with one
+  `INSERT ... SELECT generate_series` into the namespace's `timers` table (the rows a
+  scheduling command writes, with a real `Ring` payload, spread over the 16 partitions),
+  then `ANALYZE`: inserting them through a million commands would take minutes per run.
+"""
+
+
+def _with_section(page: str, section: str) -> str:
+    """``page`` with its Timers section replaced by ``section`` (or appended)."""
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(page):
+        return pattern.sub(lambda _: section + "\n", page, count=1)
+    return page.rstrip("\n") + "\n\n" + section
+
+
+def write(data: dict[str, Any], sizes: TimerSizes) -> None:
+    results, page = HERE / "results.json", HERE / "results.md"
+    found = json.loads(results.read_text()) if results.exists() else {}
+    found[KEY] = data
+    results.write_text(json.dumps(found, indent=2) + "\n")
+    page.write_text(_with_section(page.read_text() if page.exists() else "", markdown(data, sizes)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.timers", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs to take medians of (3)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run, no files")
+    parser.add_argument("--database-url", help="default: PACHYDERM_BENCH_DATABASE_URL, local")
+    parser.add_argument("--amqp-url", help="default: PACHYDERM_BENCH_AMQP_URL, local")
+    parser.add_argument("--json-out", type=Path, help="also write the timers JSON here")
+    arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    sizes = QUICK_TIMERS if arguments.quick else TimerSizes()
+    services = Services.from_environment(arguments.database_url, arguments.amqp_url)
+    runs = pachyderm.run(measure(1 if arguments.quick else arguments.runs, sizes, services))
+    shown = ["--runs", str(len(runs))] + (["--quick"] if arguments.quick else [])
+    data = as_json(runs, shlex.join(["python", "-m", "bench.timers", *shown]))
+    if not arguments.quick:
+        write(data, sizes)
+    if arguments.json_out is not None:
+        arguments.json_out.write_text(json.dumps(data, indent=2) + "\n")
+    for name in METRICS:
+        say(f"{name}: {data[name]:,.2f}")
+    return 0 if correct(runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
