@@ -134,14 +134,16 @@ class TimerFiring:
             await self._sleep(wait)
 
     async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until a commit files an earlier timer (since the round
+        began: a wake during the round's read is not lost, it ends this sleep at once)."""
         self._next = datetime.now(UTC) + timedelta(seconds=seconds)
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         self._next = datetime.max.replace(tzinfo=UTC)
 
     async def _round(self) -> float:
         """Fire what is due now; the seconds until the next round."""
+        self._wake.clear()  # what this round reads covers every wake before it
         now = datetime.now(UTC)
         ahead = now + timedelta(seconds=self.options.read_ahead)
         timers = await self.store.due_timers(self.partition, ahead, self.options.batch)
