@@ -31,10 +31,10 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -117,7 +117,6 @@ class Bench:
     def __init__(self, fleet: ProcessFleet, client: Client, db: asyncpg.Connection) -> None:
         self.fleet, self.client, self.db = fleet, client, db
         self.schema = fleet.topology.namespace
-        self.armed = 0
 
     async def timers(self) -> int:
         return int(await self.db.fetchval(f'SELECT count(*) FROM "{self.schema}".timers'))
@@ -133,18 +132,17 @@ class Bench:
 
         started = time.perf_counter()
         await asyncio.gather(*(sender() for _ in range(min(SENDING_IN_FLIGHT, len(dues)))))
-        while await self.timers() < target:
-            await asyncio.sleep(POLL_INTERVAL)
-        self.armed += len(dues)
+        await _polled(self.timers, target, timeout=600.0)
         return time.perf_counter() - started
 
     async def wait_fired(self, since: float, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while await self._rang(since) < count and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_INTERVAL * 5)
+        await _polled(lambda: self._rang(since), count, timeout)
 
     async def _rang(self, since: float) -> int:
-        query = f'SELECT count(*) FROM "{self.schema}".events WHERE name = $1 AND recorded_at >= to_timestamp($2)'
+        query = (
+            f'SELECT count(*) FROM "{self.schema}".events'
+            " WHERE name = $1 AND recorded_at >= to_timestamp($2)"
+        )
         return int(await self.db.fetchval(query, RANG, since))
 
     async def fires(self, start: float, end: float) -> list[tuple[float, float]]:
@@ -176,6 +174,16 @@ class Bench:
             count,
         )
         await self.db.execute(f'ANALYZE "{self.schema}".timers')
+
+
+async def _polled(count: Callable[[], Awaitable[int]], target: int, timeout: float) -> None:
+    """Until ``count()`` reaches ``target``, or ``timeout`` seconds (the run then reports
+    what it found: fewer fires than expected fail the run)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await count() >= target or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 def _lateness(fires: list[tuple[float, float]], expected: int, rpc_per_s: float) -> Lateness:
@@ -262,9 +270,8 @@ async def timers_run(services: Services, folder: Path, sizes: TimerSizes, say: S
                 steady = await _steady(bench, sizes, rate)
                 say(_said("steady", steady))
                 await bench.insert_pending(sizes.pending)
-                say(
-                    f"inserted {sizes.pending:,} timers a day ahead: {await bench.timers():,} pending"
-                )
+                pending = await bench.timers()
+                say(f"inserted {sizes.pending:,} timers a day ahead: {pending:,} pending")
                 loaded = await _steady(bench, sizes, rate)
                 say(_said("steady with pending", loaded))
         finally:
