@@ -20,7 +20,17 @@ and the record, and returns every violation of the guarantees found, by kind:
   query that differs from the fold of the history at its version, or an
   answer that differs from the one stored for its command id;
 - ``refused_applied``: a command every attempt of which was refused
-  (rejected, invalid, failed) that the store applied all the same.
+  (rejected, invalid, failed) that the store applied all the same;
+- ``timer_unfired``: a timer set by a committed command (``Reminded``) that
+  neither rang nor was cancelled (``Forgot``), or a timer still pending in the
+  store once every one resolved;
+- ``timer_repeated``: a timer that rang more than once, or rang and was
+  cancelled too: fired twice in effect, or after its cancel won;
+- ``timer_early``: a ring committed before the due time of the timer that
+  fired it;
+- ``timer_unscheduled``: a ring of a timer no committed command set.
+
+The ``timer_*`` kinds are the run's *timer violations*.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -47,7 +58,12 @@ KINDS = (
     "history_gap",
     "state_mismatch",
     "refused_applied",
+    "timer_unfired",
+    "timer_repeated",
+    "timer_early",
+    "timer_unscheduled",
 )
+TIMER_KINDS = tuple(kind for kind in KINDS if kind.startswith("timer_"))
 
 # -- what the database holds ---------------------------------------------------------
 
@@ -66,6 +82,7 @@ class EventRow:
     name: str
     data: bytes
     command_id: str | None
+    recorded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +119,7 @@ class Stored:
     commands: list[CommandRow] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     snapshots: list[SnapshotRow] = field(default_factory=list)
+    timers: int = 0  # still pending
 
 
 async def read_database(dsn: str, schema: str) -> Stored:
@@ -120,7 +138,7 @@ async def read_database(dsn: str, schema: str) -> Stored:
             events=[
                 EventRow(**row)
                 for row in await rows(
-                    "SELECT entity_id, version, name, data, command_id FROM events"
+                    "SELECT entity_id, version, name, data, command_id, recorded_at FROM events"
                     " ORDER BY entity_id, version"
                 )
             ],
@@ -139,6 +157,7 @@ async def read_database(dsn: str, schema: str) -> Stored:
                 SnapshotRow(**row)
                 for row in await rows("SELECT entity_id, version, state FROM snapshots")
             ],
+            timers=int(await connection.fetchval("SELECT count(*) FROM timers")),
         )
     finally:
         await connection.close()
@@ -183,6 +202,9 @@ class Violations:
 
     def counts(self) -> dict[str, int]:
         return {kind: len(found) for kind, found in self.found.items()}
+
+    def timer_violations(self) -> int:
+        return sum(len(self.found[kind]) for kind in TIMER_KINDS)
 
     @property
     def clean(self) -> bool:
@@ -408,11 +430,52 @@ def _check_origins(
 ) -> None:
     """Every applied command was sent by a caller, or is an effect a committed command sent."""
     sent = {(uuid.UUID(request.entity_id), request.command_id) for request in record}
+    # Fired by a timer (whether some command set it is checked with the timers).
+    sent |= {(event.entity_id, event.command_id or "") for event in stored.events if is_ring(event)}
     for row in stored.outbox:
         if is_send(row):
             sent.add((target(row), str(row.effect_id)))
     for key in commands.keys() - sent:
         violations.add("effect_without_commit", f"{key[0]}: applied {key[1]}, which nobody sent")
+
+
+RESOLVED = {"Rang", "Forgot"}
+
+
+def is_ring(event: EventRow) -> bool:
+    return event.name == "Rang"
+
+
+def _check_timers(histories: _Histories, pending: int, violations: Violations) -> None:
+    """Each timer (a ``Reminded``) resolved once: one ring, not early, or one cancel."""
+    unresolved = 0
+    for entity_id, events in histories.events.items():
+        resolved: dict[str, list[str]] = defaultdict(list)
+        for event in events:
+            if event.name not in RESOLVED:
+                continue
+            tag = codec.decode(event.data)["tag"]
+            resolved[tag].append(event.name)
+            if is_ring(event):
+                _check_ring(entity_id, event, violations)
+        set_tags = {codec.decode(e.data)["tag"] for e in events if e.name == "Reminded"}
+        for tag in set_tags:
+            if not resolved.get(tag):
+                unresolved += 1
+                violations.add("timer_unfired", f"{entity_id}: timer {tag} neither rang nor forgot")
+            elif len(resolved[tag]) > 1:
+                violations.add("timer_repeated", f"{entity_id}: timer {tag}: {resolved[tag]}")
+        for tag in resolved.keys() - set_tags:
+            violations.add("timer_unscheduled", f"{entity_id}: timer {tag} rang, never set")
+    if pending and not unresolved:
+        violations.add("timer_unfired", f"{pending} timers pending with every timer resolved")
+
+
+def _check_ring(entity_id: uuid.UUID, ring: EventRow, violations: Violations) -> None:
+    due = float(codec.decode(ring.data)["due"])
+    if ring.recorded_at is not None and ring.recorded_at.timestamp() < due:
+        early = due - ring.recorded_at.timestamp()
+        violations.add("timer_early", f"{entity_id}: {ring.command_id} {early * 1000:.1f} ms early")
 
 
 def _check_queries(histories: _Histories, observed: Observed, violations: Violations) -> None:
@@ -448,4 +511,5 @@ def check(app: App, record: Record, stored: Stored, observed: Observed) -> Viola
     _check_effects(stored, commands, observed, violations)
     _check_origins(record, stored, commands, violations)
     _check_queries(histories, observed, violations)
+    _check_timers(histories, stored.timers, violations)
     return violations

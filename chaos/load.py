@@ -39,6 +39,7 @@ from pachyderm import (
 )
 from pachyderm.transport import Topology
 
+from .app import Reminder
 from .record import FAILED, INVALID, OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
 
 # -- the workload ------------------------------------------------------------------------
@@ -54,18 +55,31 @@ class Command:
 
 
 class Workload:
-    """Counters crossing their threshold (one external effect each) and bank accounts
-    transferring money (entity-to-entity effects, refunds from never-opened ones).
+    """Counters crossing their threshold (one external effect each), bank accounts
+    transferring money (entity-to-entity effects, refunds from never-opened ones)
+    and, a ``timer_share`` of the commands, reminders setting timers due a few
+    seconds later (see :mod:`chaos.app`), a third of them cancelled again soon after.
 
     Counters come and go: each gets a few increments, then a fresh one takes
     its place, so threshold effects keep being produced all through a run.
     """
 
     def __init__(
-        self, seed: int, *, counters: int = 200, accounts: int = 24, counter_share: float = 0.7
+        self,
+        seed: int,
+        *,
+        counters: int = 200,
+        accounts: int = 24,
+        counter_share: float = 0.7,
+        timer_share: float = 0.0,
+        reminders: int = 32,
     ) -> None:
         self.rng = random.Random(seed)
         self.counter_share = counter_share
+        self.timer_share = timer_share
+        self.reminders = [Reminder.ref(f"r-{n}") for n in range(reminders)]
+        self._tags = itertools.count()
+        self._set: list[tuple[Ref, str]] = []  # timers set lately, some to cancel
         self._numbers = itertools.count()
         self._counters: list[tuple[Ref, int]] = [self._new_counter() for _ in range(counters)]
         self.accounts = [bank.account(f"acct-{n}") for n in range(accounts)]
@@ -83,9 +97,22 @@ class Workload:
         ]
 
     def next(self) -> Command:
-        if self.rng.random() < self.counter_share:
+        roll = self.rng.random()
+        if roll < self.timer_share:
+            return self.timer()
+        if roll < self.timer_share + (1 - self.timer_share) * self.counter_share:
             return self.increment()
         return self._banking()
+
+    def timer(self) -> Command:
+        """Set a timer due in 0.5 to 4 s, or (a quarter of the time) cancel one set lately:
+        the cancel may come before, as or after it falls due."""
+        if self._set and self.rng.random() < 0.25:
+            ref, tag = self._set.pop(self.rng.randrange(len(self._set)))
+            return Command(ref, "Forget", {"tag": tag})
+        ref, tag = self.rng.choice(self.reminders), f"t-{next(self._tags)}"
+        self._set = [*self._set[-63:], (ref, tag)]
+        return Command(ref, "Remind", {"tag": tag, "seconds": round(self.rng.uniform(0.5, 4), 3)})
 
     def increment(self) -> Command:
         """An increment: never refused, so one sent without a reply must still apply."""

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from examples.demo import APP
 from pachyderm import CallTimeoutError, Client, PachydermError, Ref
 from pachyderm.testing import process_fleet
 
+from .app import APP
 from .checker import (
     Observed,
     Stored,
@@ -48,7 +48,7 @@ from .services import PrivateServices
 from .sink import EffectSink
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_SPEC = "examples.demo:APP"
+APP_SPEC = "chaos.app:APP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,7 @@ class Options:
     hold: float = 3.0  # how long a stall, an overlap or an outage lasts
     recovery_limit: float = 300.0  # probes give up after this long: the fleet never recovered
     mix: tuple[float, float, float] = (0.6, 0.3, 0.1)  # client, raw with reply, raw without
+    timer_share: float = 0.1  # of the load: reminders setting (and cancelling) timers
     # None: the effects sink binds its queue before the load. n: only after the first n
     # faults (when the load ends at the latest): until then, no queue is bound for any
     # effect to a handler, as when a handler reaches the workers before any dispatcher.
@@ -112,7 +113,7 @@ class ChaosRun:
         self.sink = sink
         self.record = record
         self.options = options
-        self.workload = Workload(options.seed)
+        self.workload = Workload(options.seed, timer_share=options.timer_share)
         self.caller = ClientCaller(client, APP, record, options.patience)
         self.raw = raw
         client_mix, raw_mix, noreply_mix = options.mix
@@ -234,7 +235,7 @@ class ChaosRun:
         return Verdict(violations, stored, observed, unanswered, settled, self.sink.routed_again)
 
     async def _settle(self, timeout: float) -> bool:
-        """Wait until no effect and no confirmed command is still on its way."""
+        """Wait until no effect, no confirmed command and no timer is still on its way."""
         deadline = time.monotonic() + timeout
         while True:
             # As a dispatcher does now and then; a pass that fails is tried again here.
@@ -244,7 +245,7 @@ class ChaosRun:
             observed = Observed(list(self.sink.seen), await self.sink.dead_letters())
             violations = check(APP, self.record, stored, observed)
             counts = violations.counts()
-            if counts["effect_never_published"] == counts["lost"] == 0:
+            if counts["effect_never_published"] == counts["lost"] == counts["timer_unfired"] == 0:
                 return True
             if time.monotonic() > deadline:
                 return False

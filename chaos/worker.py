@@ -6,8 +6,9 @@ The worker is the product's own (:func:`pachyderm.cli.serve`, as `pachyderm
 worker` builds it); only its event store and its transport are wrapped, at
 the ports, before it gets them (:class:`FaultyStore`, :class:`FaultyTransport`
 and the inboxes it opens, :class:`FaultyInbox`). Nothing of the product is
-patched. A test writes an order into the file ``$CHAOS_CONTROL`` and sends
-SIGUSR1; the worker reads it:
+patched. A timer's fire commits through the same ``commit`` as a delivered
+command, so the kill points around commits take fires too. A test writes an
+order into the file ``$CHAOS_CONTROL`` and sends SIGUSR1; the worker reads it:
 
 - ``kill <point>``: arm: SIGKILL this process the next time it reaches
   ``<point>`` (one of :data:`POINTS`), right after logging ``chaos: killed at
@@ -30,6 +31,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
@@ -45,6 +47,7 @@ from pachyderm.store import (
     LoadedEntity,
     OutboxEntry,
     RecordedEvent,
+    StoredTimer,
 )
 from pachyderm.transport import Delivery, Inbox, Message, MessageHandler, RoutedAgain, Transport
 
@@ -167,6 +170,18 @@ class FaultyStore:
 
     async def postpone_effects(self, delays: Mapping[uuid.UUID, float]) -> None:
         await self._store.postpone_effects(delays)
+
+    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        return await self._store.due_timers(partition, until, limit)
+
+    async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
+        return await self._store.entity_timers(entity_id)
+
+    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
+        await self._store.postpone_timers(delays)
+
+    async def count_timers(self) -> int:
+        return await self._store.count_timers()
 
     async def close(self) -> None:
         await self._store.close()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from chaos.app import APP, Forgot, Rang, Reminded, Reminder
 from chaos.checker import (
     KINDS,
     CommandRow,
@@ -24,7 +26,6 @@ from chaos.checker import (
 )
 from chaos.record import OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
 from examples import bank, counter
-from examples.demo import APP
 from pachyderm import Ref, Reject
 from pachyderm import _codec as codec
 from pachyderm._execution import effect_id, stored_reply
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.chaos
 
 VISITS = counter.Counter.ref("visits")
 ALICE, BOB = bank.account("alice"), bank.account("bob")
+ALARM = Reminder.ref("alarm")
+DUE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -53,15 +56,16 @@ class World:
         *,
         rejection: Reject | None = None,
         effects: Sequence[tuple[str, bytes]] = (),
+        at: datetime | None = None,
     ) -> Any:
-        """Commit one command as a worker would; returns its reply."""
+        """Commit one command as a worker would (``at``: its commit time); returns its reply."""
         entity_type = APP.entity_type(ref.type)
         state = self.states.get(ref, entity_type.initial_state())
         version = self.versions.get(ref, 0)
         for event in events:
             version += 1
             new = entity_type.encode_event(event)
-            self.stored.events.append(EventRow(ref.id, version, new.name, new.data, command_id))
+            self.stored.events.append(EventRow(ref.id, version, new.name, new.data, command_id, at))
         state = entity_type.evolve(state, events)
         self.states[ref], self.versions[ref] = state, version
         reply = entity_type.dump_state(state)
@@ -140,7 +144,17 @@ def sound() -> World:
     world.commit(BOB, "withdraw-b", rejection=too_much)
     world.told(BOB, "withdraw-b", REJECTED, detail="insufficient_funds")
     world.told(BOB, "maybe", UNKNOWN)  # never arrived: fine, it was never promised
+    for command_id, event in (("set-1", Reminded("t-1")), ("set-2", Reminded("t-2"))):
+        world.told(ALARM, command_id, OK, world.commit(ALARM, command_id, [event]))
+    ring(world, "t-1", "fire-1")
+    world.told(ALARM, "forget-2", OK, world.commit(ALARM, "forget-2", [Forgot("t-2")]))
     return world.done()
+
+
+def ring(world: World, tag: str, command_id: str, late: float = 0.002) -> None:
+    """A timer's fire: nobody sent it; committed ``late`` seconds after it was due."""
+    rang = Rang(tag, DUE.timestamp())
+    world.commit(ALARM, command_id, [rang], at=DUE + timedelta(seconds=late))
 
 
 def found(world: World) -> set[str]:
@@ -250,6 +264,36 @@ def refused_but_applied(world: World) -> None:
     world.record.requests[0].attempts[0].outcome = REJECTED
 
 
+def timer_never_resolved(world: World) -> None:
+    world.told(ALARM, "set-3", OK, world.commit(ALARM, "set-3", [Reminded("t-3")]))
+    world.done()
+
+
+def timer_left_pending(world: World) -> None:
+    world.stored.timers = 1
+
+
+def rang_twice(world: World) -> None:
+    ring(world, "t-1", "fire-1-again")
+    world.done()
+
+
+def rang_after_its_cancel(world: World) -> None:
+    ring(world, "t-2", "fire-2")
+    world.done()
+
+
+def rang_early(world: World) -> None:
+    [fired] = [event for event in world.stored.events if event.command_id == "fire-1"]
+    early = replace(fired, recorded_at=DUE - timedelta(milliseconds=1))
+    world.stored.events = [early if event is fired else event for event in world.stored.events]
+
+
+def rang_unscheduled(world: World) -> None:
+    ring(world, "t-9", "fire-9")
+    world.done()
+
+
 @pytest.mark.parametrize(
     ("breaking", "kinds"),
     [
@@ -269,6 +313,12 @@ def refused_but_applied(world: World) -> None:
         (query_differs, {"state_mismatch"}),
         (answers_differ, {"state_mismatch"}),
         (refused_but_applied, {"refused_applied"}),
+        (timer_never_resolved, {"timer_unfired"}),
+        (timer_left_pending, {"timer_unfired"}),
+        (rang_twice, {"timer_repeated"}),
+        (rang_after_its_cancel, {"timer_repeated"}),
+        (rang_early, {"timer_early"}),
+        (rang_unscheduled, {"timer_unscheduled"}),
     ],
 )
 def test_each_kind_of_violation_is_found_as_that_kind(
