@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 import jsonschema
@@ -23,8 +23,12 @@ from pachyderm._embedded import EmbeddedFleet, embedded
 from pachyderm._messages import MessageTypesSpec
 from pachyderm.gateway import GatewayOptions, create_app
 from pachyderm.gateway._openapi import openapi_document
+from pachyderm.gateway._schemas import references
 
 from .serving import APP, CALLER, JSON, TOKENS, serving
+from .test_openapi import resolve
+
+T = TypeVar("T")
 
 
 class Address(BaseModel):
@@ -41,6 +45,18 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     note: str = ""
+
+
+class Tree(BaseModel):
+    name: str
+    children: list[Tree] = []
+
+
+class Plant(BaseModel, Generic[T]):
+    """A generic, nesting a recursive model."""
+
+    tree: Tree
+    tag: T
 
 
 @pydantic.dataclasses.dataclass(frozen=True)
@@ -70,6 +86,7 @@ class Place(Entity[PlaceState]):
         "lenient v2": Lenient,
         "Rename": Rename,
         "a/b": Hidden,
+        "Plant": Plant[int],
     }
     events: ClassVar[MessageTypesSpec] = {"Move": Moved}
     state_type = PlaceState
@@ -154,6 +171,12 @@ def test_names_nesting_and_a_type_that_chooses_extra() -> None:
     # extra="allow" is the type's choice: unknown fields are kept, not refused.
     assert schema(document, "place.command.lenient_v2")["additionalProperties"] is True
     assert schema(document, "place.command.Rename")["additionalProperties"] is False
+    plant = schema(document, "place.command.Plant")
+    assert plant["properties"]["tag"] == {"type": "integer"}
+    tree = resolve(document, plant["properties"]["tree"]["$ref"])
+    assert resolve(document, tree["properties"]["children"]["items"]["$ref"]) is tree
+    for reference in references(document):
+        assert resolve(document, reference) is not None, reference
     paths = set(document["paths"])
     assert "/entities/place/{id}/commands/lenient%20v2" in paths
     assert not [path for path in paths if "a/b" in path or "a%2Fb" in path]

@@ -113,7 +113,8 @@ def _entity_schemas(
     inputs.append((state, "serialization", TypeAdapter(entity_type.entity.state_type)))
     template = prefix + entity_type.name + ".{model}"
     keyed, top = TypeAdapter.json_schemas(inputs, ref_template=template, schema_generator=Untitled)
-    defs = {component_name(entity_type.name, n): s for n, s in top.get("$defs", {}).items()}
+    # Named as the template names them in references (pydantic's names are safe ones).
+    defs = {f"{entity_type.name}.{n}": s for n, s in top.get("$defs", {}).items()}
     # A message's own schema is written out under its name (not as a bare reference),
     # so that what is strict about it can be added beside its properties.
     schemas = {name: _inline(schema, defs, prefix) for (name, _), schema in keyed.items()}
