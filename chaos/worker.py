@@ -58,6 +58,8 @@ POINTS = {
     "before_commit": "a batch decided, its commit not yet sent",
     "mid_commit": "the commit statement sent, its outcome not yet read",
     "after_commit": "committed; no reply, no effect published, nothing acked",
+    "before_fire": "a batch with a timer's fire decided, its commit not yet sent",
+    "after_fire": "a timer's fire committed; nothing after it done",
     "before_effects": "committed and replied; its effects not yet published, nothing acked"
     " (or an effect the outbox sweep is about to publish)",
     "before_mark_published": "effects on the broker, not yet marked published in the outbox",
@@ -119,7 +121,8 @@ def cut_broker_sockets() -> int:
 
 class FaultyStore:
     """An :class:`EventStore` with the points ``before_commit``, ``mid_commit``,
-    ``after_commit`` (around :meth:`commit`) and ``before_mark_published``."""
+    ``after_commit`` (around :meth:`commit`), ``before_fire`` and ``after_fire``
+    (around a :meth:`commit` with a timer's fire in it) and ``before_mark_published``."""
 
     def __init__(self, store: EventStore, faults: Faults, *, mid_commit_delay: float) -> None:
         self._store = store
@@ -127,6 +130,9 @@ class FaultyStore:
         self._mid_commit_delay = mid_commit_delay
 
     async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        fires = any(change.fires is not None for change in changes)
+        if fires:
+            self._faults.reached("before_fire")
         self._faults.reached("before_commit")
         if self._faults.armed == "mid_commit":
             # Let the statement reach PostgreSQL, then die before reading its outcome.
@@ -137,6 +143,8 @@ class FaultyStore:
             return await sending
         outcomes = await self._store.commit(changes)
         if any(isinstance(outcome, Committed) for outcome in outcomes):
+            if fires:
+                self._faults.reached("after_fire")
             self._faults.reached("after_commit")
         return outcomes
 

@@ -18,7 +18,7 @@ from .scenario import CI_OPTIONS, assert_survives
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
-@pytest.mark.parametrize("fault", ["kill_anywhere", "kill_after_commit"])
+@pytest.mark.parametrize("fault", ["kill_anywhere", "kill_before_fire", "kill_after_fire"])
 async def test_every_timer_fires_once_and_never_early_across_a_worker_kill(
     fault: str, tmp_path: Path, shared_services: Services
 ) -> None:
