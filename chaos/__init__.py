@@ -9,6 +9,8 @@ A correctness harness, not a benchmark: ``python -m chaos`` is the long run
 - :mod:`chaos.worker`: ``pachyderm worker`` with its store and transport
   wrapped in fault points; :mod:`chaos.fleet` starts, orders and breaks such
   workers; :mod:`chaos.faults`: every kind of fault.
+- :mod:`chaos.app`: the app the workers serve (the demo's entities and
+  reminders that set and cancel timers);
 - :mod:`chaos.load`, :mod:`chaos.record`: the callers and what they were told;
   :mod:`chaos.sink`: what the effects exchange delivered;
   :mod:`chaos.checker`: all of it against the database.

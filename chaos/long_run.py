@@ -7,8 +7,9 @@ Runs on a private PostgreSQL and a private RabbitMQ (started here, on
 loopback, in a temporary folder; the machine's shared services are never
 touched), so that they too can be crashed and restarted. Two chaos workers
 (``chaos.worker``: ``pachyderm worker`` with its ports wrapped in faults) serve
-``examples.demo:APP``; the Python client and a raw aio-pika publisher send
-the load, recording what they sent and were told. Faults of every kind in
+``chaos.app:APP`` (the demo's entities, and reminders that set timers); the
+Python client and a raw aio-pika publisher send the load, recording what they
+sent and were told. Faults of every kind in
 ``chaos.faults`` are injected in a seeded, shuffled order, one after
 the other, while the load runs, until ``--faults`` of them took effect and
 ``--commands`` commands were sent. No dispatcher exists during the first
@@ -35,6 +36,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pachyderm import _codec as codec
+
+from .checker import is_ring
 from .faults import available, kinds
 from .load import Patience
 from .record import Record
@@ -83,6 +87,8 @@ def results(
         "faults": len(run.faults),
         "faults_by_kind": {kind: len(samples) for kind, samples in sorted(by_kind.items())},
         "violations": verdict.violations.counts(),
+        "timer_violations": verdict.violations.timer_violations(),
+        "timers": timer_figures(verdict),
         "recovery_s": {kind: summary(samples) for kind, samples in sorted(by_kind.items())},
         "unanswered": verdict.unanswered,
         "settled": verdict.settled,
@@ -110,6 +116,26 @@ def results(
     }
 
 
+def timer_figures(verdict: Verdict) -> dict[str, Any]:
+    """How many timers were set, rang and were cancelled; how late the rings committed."""
+    names = Counter(event.name for event in verdict.stored.events)
+    lateness = [
+        (event.recorded_at.timestamp() - float(codec.decode(event.data)["due"])) * 1000
+        for event in verdict.stored.events
+        if is_ring(event) and event.recorded_at is not None
+    ]
+    figures: dict[str, Any] = {
+        "set": names["Reminded"],
+        "rang": names["Rang"],
+        "cancelled": names["Forgot"],
+        "pending_at_end": verdict.stored.timers,
+    }
+    if lateness:
+        late = summary(lateness)
+        figures["lateness_ms"] = {key: late[key] for key in ("median", "p90", "max")}
+    return figures
+
+
 def markdown(figures: dict[str, Any]) -> str:
     violations = figures["violations"]
     total = sum(violations.values())
@@ -121,12 +147,15 @@ def markdown(figures: dict[str, Any]) -> str:
         "",
         f"**{figures['commands']:,} commands, {figures['faults']} faults injected, "
         f"{total} violation{'' if total == 1 else 's'}** "
-        f"({figures['unanswered']} requests left unanswered).",
+        f"({figures['unanswered']} requests left unanswered); "
+        f"**{figures['timers']['set']:,} timers set, "
+        f"{figures['timer_violations']} timer violations**.",
         "",
         "Two chaos workers (`pachyderm worker` with faults at its ports, `chaos/worker.py`)",
-        "serve `examples.demo:APP` (counters that mail an admin when they cross 10,",
-        "bank accounts transferring money entity to entity) on a private PostgreSQL",
-        "and a private RabbitMQ. The Python client and a raw aio-pika publisher (JSON,",
+        "serve `chaos.app:APP` (counters that mail an admin when they cross 10,",
+        "bank accounts transferring money entity to entity, reminders that set timers",
+        "due 0.5 to 4 s later and cancel a quarter of them soon after) on a private",
+        "PostgreSQL and a private RabbitMQ. The Python client and a raw aio-pika publisher (JSON,",
         "with and without a reply) send the load and record what they sent and what",
         "they were told; a timed-out attempt is *unknown* and retried with the same",
         "command id. A durable consumer of the effects exchange records every effect;",
@@ -135,7 +164,10 @@ def markdown(figures: dict[str, Any]) -> str:
         "wait in the unrouted-effects queue, and every transfer committed meanwhile",
         "must be credited without it; then the product routes them again.",
         "The checker (`chaos/checker.py`) then compares the record, the",
-        "namespace's tables, the effects seen and a final query of every entity.",
+        "namespace's tables, the effects seen and a final query of every entity;",
+        "each timer must resolve exactly once (one ring or one cancel), no ring may",
+        "commit before the timer's due time, and no timer may be left pending",
+        "(the `timer_*` rows are the timer violations).",
         "",
         "## Violations",
         "",
@@ -178,6 +210,7 @@ def markdown(figures: dict[str, Any]) -> str:
         f" | {figures['effects_routed_again']:,} |",
         f"| dead letters | {figures['dead_letters']:,} |",
         f"| snapshots | {figures['snapshots']:,} |",
+        *timer_rows(figures["timers"]),
     ]
     if figures["examples"]:
         lines += ["", "## What the checker found", ""]
@@ -190,6 +223,21 @@ def markdown(figures: dict[str, Any]) -> str:
         lines += ["", "Faults that did not take effect (not counted):", ""]
         lines += [f"- {missed}" for missed in figures["missed_faults"]]
     return "\n".join(lines) + "\n"
+
+
+def timer_rows(timers: dict[str, Any]) -> list[str]:
+    rows = [
+        f"| timers set | {timers['set']:,} |",
+        f"| of which rang (once each) | {timers['rang']:,} |",
+        f"| of which cancelled before they rang | {timers['cancelled']:,} |",
+    ]
+    if "lateness_ms" in timers:
+        late = timers["lateness_ms"]
+        rows.append(
+            f"| ring committed after due, ms: median / p90 / max"
+            f" | {late['median']:.1f} / {late['p90']:.1f} / {late['max']:.1f} |"
+        )
+    return rows
 
 
 async def main(arguments: argparse.Namespace) -> dict[str, Any]:
