@@ -74,6 +74,11 @@ class Hidden:
     pass
 
 
+@dataclasses.dataclass(frozen=True)
+class Underscored:
+    pass
+
+
 class PlaceState(BaseModel):
     address: Address | None = None
     name: str = ""
@@ -87,6 +92,7 @@ class Place(Entity[PlaceState]):
         "Rename": Rename,
         "a/b": Hidden,
         "Plant": Plant[int],
+        "lenient_v2": Underscored,  # written as "lenient v2" is
     }
     events: ClassVar[MessageTypesSpec] = {"Move": Moved}
     state_type = PlaceState
@@ -171,6 +177,12 @@ def test_names_nesting_and_a_type_that_chooses_extra() -> None:
     # extra="allow" is the type's choice: unknown fields are kept, not refused.
     assert schema(document, "place.command.lenient_v2")["additionalProperties"] is True
     assert schema(document, "place.command.Rename")["additionalProperties"] is False
+    assert schema(document, "place.command.lenient_v2-2")["title"] == "Underscored"
+    operation = document["paths"]["/entities/place/{id}/commands/lenient_v2"]["post"]
+    assert operation["operationId"] == "place.command.lenient_v2-2"
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/place.command.lenient_v2-2"
+    }
     plant = schema(document, "place.command.Plant")
     assert plant["properties"]["tag"] == {"type": "integer"}
     tree = resolve(document, plant["properties"]["tree"]["$ref"])

@@ -230,11 +230,13 @@ def _paths(operations: _Operations, *, history: bool) -> dict[str, Any]:
     return paths
 
 
-def _described(operation: dict[str, Any], tag: str, summary: str, cls: type[Any]) -> dict[str, Any]:
-    """``operation`` of one entity type, grouped by ``tag``, described by ``cls``'s docstring."""
-    described = {"tags": [tag], **operation, "summary": summary}
-    if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}("):  # not a dataclass's
-        described["description"] = cls.__doc__.strip()
+def _described(operation: dict[str, Any], m: Message) -> dict[str, Any]:
+    """``operation`` for the message ``m``: grouped by its entity type, identified by its
+    schema's name (unique, as operation ids must be), described by its class's docstring."""
+    summary = f"{m.name} ({m.entity} {m.kind})"
+    described = {"tags": [m.entity], "operationId": m.component, **operation, "summary": summary}
+    if m.cls.__doc__ and not m.cls.__doc__.startswith(f"{m.cls.__name__}("):  # a dataclass's
+        described["description"] = m.cls.__doc__.strip()
     return described
 
 
@@ -246,14 +248,10 @@ def _app_paths(operations: _Operations, schemas: AppSchemas, *, history: bool) -
         state = schemas.ref(f"{entity}.state")
         for m in _routable(schemas.of(entity, "command")):
             operation = operations.command("id", schemas.ref(m.component), state)
-            paths[f"{base}/commands/{quote(m.name, safe='')}"] = {
-                "post": _described(operation, entity, f"{m.name} ({entity} command)", m.cls)
-            }
+            paths[f"{base}/commands/{quote(m.name, safe='')}"] = {"post": _described(operation, m)}
         for m in _routable(schemas.of(entity, "query")):
             operation = operations.query("id", schemas.ref(m.component))
-            paths[f"{base}/queries/{quote(m.name, safe='')}"] = {
-                "post": _described(operation, entity, f"{m.name} ({entity} query)", m.cls)
-            }
+            paths[f"{base}/queries/{quote(m.name, safe='')}"] = {"post": _described(operation, m)}
         paths[base] = {"get": {"tags": [entity], **operations.state(state)}}
         if history:
             events = _events(schemas, entity)

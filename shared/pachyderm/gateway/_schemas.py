@@ -50,17 +50,14 @@ class Untitled(GenerateJsonSchema):
 @dataclass(frozen=True)
 class Message:
     """One registered message: its entity type, kind, registered name and class; whether
-    its registry refuses the keys it does not declare."""
+    its registry refuses the keys it does not declare; the name of its schema."""
 
     entity: str
     kind: str
     name: str
     cls: type[Any]
     strict: bool
-
-    @property
-    def component(self) -> str:
-        return component_name(self.entity, self.kind, self.name)
+    component: str
 
 
 @dataclass(frozen=True)
@@ -96,9 +93,24 @@ def app_schemas(app: App, prefix: str = "#/components/schemas/") -> AppSchemas:
 
 def _messages(entity_type: EntityType[Any]) -> Iterator[Message]:
     registries = (entity_type.commands, entity_type.queries, entity_type.events)
+    taken: set[str] = set()
     for kind, registry in zip(KINDS, registries, strict=True):
         for name, cls in registry.types():
-            yield Message(entity_type.name, kind, name, cls, registry.forbids_unknown(name))
+            component = _unique(component_name(entity_type.name, kind, name), taken)
+            strict = registry.forbids_unknown(name)
+            yield Message(entity_type.name, kind, name, cls, strict, component)
+
+
+def _unique(component: str, taken: set[str]) -> str:
+    """``component``, or with ``-2``, ``-3``… if two names are written alike (``a b``,
+    ``a_b``): in registration order, so a name keeps its schema's name while the
+    registrations before it stay."""
+    unique, n = component, 1
+    while unique in taken:
+        n += 1
+        unique = f"{component}-{n}"
+    taken.add(unique)
+    return unique
 
 
 def _entity_schemas(
