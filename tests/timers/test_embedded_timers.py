@@ -26,7 +26,7 @@ async def test_a_hold_lapses_after_its_delay(fleet: EmbeddedFleet) -> None:
     assert timer.key == "hold"
 
     async def lapsed() -> bool:
-        return (await fleet.client.query(seat))["status"] == "free"
+        return bool((await fleet.client.query(seat))["status"] == "free")
 
     await eventually(lapsed, timeout=3)
     assert await fleet.store.entity_timers(seat.id) == []
@@ -51,7 +51,7 @@ async def test_a_subscription_renews_on_its_grid(fleet: EmbeddedFleet) -> None:
     await fleet.client.call(sub, reservation.Subscribe(every_seconds=0.1))
 
     async def renewed_thrice() -> bool:
-        return (await fleet.client.query(sub))["renewals"] >= 3
+        return bool((await fleet.client.query(sub))["renewals"] >= 3)
 
     await eventually(renewed_thrice, timeout=5)
     await fleet.client.call(sub, reservation.Unsubscribe())
