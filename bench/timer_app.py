@@ -68,5 +68,6 @@ class Alarm(Entity[dict[str, Any]]):
 APP = App([Counter(threshold=None), Alarm()])
 SPEC = "bench.timer_app:APP"
 ALARM = Alarm.type_name
+ARMED = APP.entity_type(ALARM).events.name_of(Armed(0.0))
 RANG = APP.entity_type(ALARM).events.name_of(Rang(0.0))
 RING = APP.entity_type(ALARM).commands.name_of(Ring())

@@ -11,9 +11,11 @@ Exits 1 if a timer fired early or not at all.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import shlex
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,7 +26,7 @@ import pachyderm
 
 from .config import HERE, Services
 from .fleet import summary
-from .run import say
+from .run import _cancel_once, say
 from .workloads.timers import QUICK_TIMERS, TimerSizes, TimersRun, timers_run
 
 KEY = "timers"
@@ -46,6 +48,10 @@ TARGETS = {
 
 
 async def measure(runs: int, sizes: TimerSizes, services: Services) -> list[TimersRun]:
+    # SIGTERM unwinds like in bench/run.py: workers stopped, namespaces removed.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _cancel_once, main_task)
     found = []
     with tempfile.TemporaryDirectory(prefix="pachyderm-bench-timers-") as scratch:
         for run in range(runs):
