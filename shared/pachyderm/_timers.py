@@ -99,7 +99,11 @@ class Schedule:
         """When the timer first falls due, scheduled at ``now``."""
         if self.at is not None:
             return self.at
-        return now + (self.after if self.after is not None else self.every or timedelta(0))
+        try:
+            return now + (self.after if self.after is not None else self.every or timedelta(0))
+        except OverflowError:
+            wait = self.after or self.every
+            raise HandlerError(f"a timer due after {wait} is past 9999") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,4 +91,6 @@ def fire_requests(
             requests.append((timer, fire_request(app, timer, now)))
         except PachydermError as error:
             broken.append((timer, error))
+        except (ArithmeticError, ValueError) as error:  # a grid past year 9999, say
+            broken.append((timer, PachydermError(f"cannot fire: {error!r}")))
     return requests, broken

@@ -131,6 +131,11 @@ class TimerFiring:
                 wait = backoff(failures)
                 failures += 1
                 log.warning("partition %d: firing timers failed: %s", self.partition, error)
+            except Exception:
+                # A bug must not end the partition's firing for good: log it, try later.
+                wait = backoff(failures)
+                failures += 1
+                log.exception("partition %d: firing timers failed", self.partition)
             await self._sleep(wait)
 
     async def _sleep(self, seconds: float) -> None:
