@@ -1,7 +1,7 @@
 """Reading the deployment files offline: YAML, a small kustomize, Dockerfiles, the CLI.
 
 The kustomize renderer covers exactly what ``deploy/k8s/kustomization.yaml``
-uses (resources, namespace, labels, images) and refuses any other field, so
+uses (resources, namespace, labels, images, replacements) and refuses any other field, so
 it never silently renders something else than ``kustomize build`` would.
 """
 
@@ -167,18 +167,21 @@ def render(folder: Path = K8S) -> list[Resource]:
 
 
 def _apply_replacement(resources: list[Resource], entry: Resource) -> None:
-    """A replacement of one field by another, on dotted paths without options.
+    """A replacement of one field by another, as kustomize makes it.
 
-    As kustomize does, a source string that reads as an integer replaces an
-    integer target as an integer (``"16"`` into ``maxReplicaCount: 16``).
+    Field paths are dotted; a segment ``[key=value]`` picks the one item of a
+    list with that value, a number the item at that index. As kustomize does,
+    a source string that reads as an integer replaces an integer target as an
+    integer (``"16"`` into ``maxReplicaCount: 16``), and with ``options``
+    (``delimiter`` and ``index``) it replaces only that part of a string
+    target split on the delimiter.
     """
     source = mapping(entry["source"], "replacement source")
     found = find(resources, source["kind"], source["name"])
-    value: Any = found
-    for key in str(source["fieldPath"]).split("."):
-        value = mapping(value, source["fieldPath"])[key]
+    value: Any = _field(found, str(source["fieldPath"]))
     for target in sequence(entry["targets"], "replacement targets"):
-        assert set(target) <= {"select", "fieldPaths"}, "the test renderer supports no options"
+        unsupported = set(target) - {"select", "fieldPaths", "options"}
+        assert not unsupported, f"the test renderer does not support {sorted(unsupported)}"
         select = mapping(target["select"], "select")
         chosen = [
             r
@@ -186,14 +189,53 @@ def _apply_replacement(resources: list[Resource], entry: Resource) -> None:
             if all(r.get(k, r["metadata"].get(k)) == v for k, v in select.items())
         ]
         assert chosen, f"a replacement selects nothing: {select}"
+        options = mapping(target.get("options", {}), "replacement options")
         for resource in chosen:
             for path in sequence(target["fieldPaths"], "fieldPaths"):
-                *parents, last = str(path).split(".")
-                node = resource
-                for key in parents:
-                    node = mapping(node[key], path)
+                parent, last = path.rsplit(".", 1) if "." in path else ("", path)
+                node = mapping(_field(resource, parent) if parent else resource, path)
                 assert last in node, f"{path} is not in {resource['metadata']['name']}"
-                node[last] = int(value) if isinstance(node[last], int) else value
+                node[last] = _replaced(node[last], value, options)
+
+
+def _field(node: Any, path: str) -> Any:
+    """What the kustomize field path ``path`` names in ``node``."""
+    for segment in _segments(path):
+        if isinstance(node, list):
+            node = _item(node, segment, path)
+        else:
+            node = mapping(node, path)[segment]
+    return node
+
+
+def _segments(path: str) -> list[str]:
+    """A field path's segments: ``a.[k=v.w].b`` -> ``a``, ``[k=v.w]``, ``b``."""
+    return re.findall(r"\[[^\]]*\]|[^.\[]+", path)
+
+
+def _item(items: list[Any], segment: str, path: str) -> Any:
+    if segment.isdigit():
+        return items[int(segment)]
+    match = re.fullmatch(r"\[([^=]+)=(.*)\]", segment)
+    assert match, f"{path}: {segment} picks no list item"
+    key, wanted = match.groups()
+    (found,) = [item for item in items if isinstance(item, dict) and item.get(key) == wanted]
+    return found
+
+
+def _replaced(old: Any, value: Any, options: Resource) -> Any:
+    """``old`` replaced by ``value``, whole or (with options) in its delimited part."""
+    unsupported = set(options) - {"delimiter", "index"}
+    assert not unsupported, f"the test renderer does not support options {sorted(unsupported)}"
+    if not options:
+        return int(value) if isinstance(old, int) else value
+    assert isinstance(old, str), f"a delimited replacement of a non-string {old!r}"
+    parts = old.split(str(options["delimiter"]))
+    index = int(options.get("index", 0))
+    # kustomize prepends or appends out of range: this base never means to.
+    assert 0 <= index < len(parts), f"index {index} is outside {parts}"
+    parts[index] = str(value)
+    return str(options["delimiter"]).join(parts)
 
 
 def _apply_labels(resources: list[Resource], entry: Resource) -> None:

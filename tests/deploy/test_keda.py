@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pachyderm.transport import Topology
 
-from .manifests import K8S, Resource, config_map_data, find, mapping, of_kind, render, sequence
+from .manifests import (
+    K8S,
+    Resource,
+    config_map_data,
+    find,
+    load_yaml,
+    mapping,
+    of_kind,
+    render,
+    sequence,
+)
 
 KEDA = "keda.sh/v1alpha1"
 
@@ -67,15 +79,81 @@ def test_replicas_stay_between_two_and_the_partition_count(
     assert spec["pollingInterval"] > 0
 
 
-def test_the_ceiling_is_the_partition_count_of_the_config_map(tmp_path: Path) -> None:
-    # One source: a base whose ConfigMap says 24 partitions scales to 24 workers.
+def _with_setting(tmp_path: Path, line: str, replacement: str) -> list[Resource]:
+    """The base rendered with the ConfigMap's ``line`` replaced."""
     base = shutil.copytree(K8S, tmp_path / "k8s")
     configmap = base / "configmap.yaml"
     text = configmap.read_text()
-    assert 'PACHYDERM_PARTITIONS: "16"' in text
-    configmap.write_text(text.replace('PACHYDERM_PARTITIONS: "16"', 'PACHYDERM_PARTITIONS: "24"'))
-    (scaled,) = of_kind(render(base), "ScaledObject")
+    assert f"  {line}\n" in text
+    configmap.write_text(text.replace(f"  {line}\n", f"  {replacement}\n"))
+    return render(base)
+
+
+def test_the_ceiling_is_the_partition_count_of_the_config_map(tmp_path: Path) -> None:
+    # One source: a base whose ConfigMap says 24 partitions scales to 24 workers.
+    resources = _with_setting(tmp_path, 'PACHYDERM_PARTITIONS: "16"', 'PACHYDERM_PARTITIONS: "24"')
+    (scaled,) = of_kind(resources, "ScaledObject")
     assert scaled["spec"]["maxReplicaCount"] == 24
+
+
+def test_the_queue_pattern_follows_the_namespace_of_the_config_map(tmp_path: Path) -> None:
+    # One source: a base whose ConfigMap names another namespace counts its queues.
+    resources = _with_setting(
+        tmp_path, "PACHYDERM_NAMESPACE: pachyderm", "PACHYDERM_NAMESPACE: shop_eu"
+    )
+    (scaled,) = of_kind(resources, "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["queueName"] == r"^\bshop_eu\b\.commands\.[0-9]+$"
+    pattern = re.compile(trigger["metadata"]["queueName"])
+    assert pattern.search(Topology("shop_eu", 16).partition_queue(15))
+    assert not pattern.search(Topology("pachyderm", 16).partition_queue(0))
+
+
+def _kustomize(folder: Path) -> list[Resource]:
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(built) if d is not None]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_derives_the_queue_pattern_alike(tmp_path: Path) -> None:
+    resources = _with_setting(
+        tmp_path, "PACHYDERM_NAMESPACE: pachyderm", "PACHYDERM_NAMESPACE: shop_eu"
+    )
+    theirs = find(_kustomize(tmp_path / "k8s"), "ScaledObject", "pachyderm-worker")
+    assert theirs == find(resources, "ScaledObject", "pachyderm-worker")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_an_overlay_that_patches_the_settings_repeats_the_replacements(tmp_path: Path) -> None:
+    # As deploy/k8s/README.md says: the base's replacements run before an overlay's
+    # patches, so an overlay moving the settings must repeat them.
+    shutil.copytree(K8S, tmp_path / "k8s")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    patch = [
+        {"op": "replace", "path": "/data/PACHYDERM_NAMESPACE", "value": "shop_eu"},
+        {"op": "replace", "path": "/data/PACHYDERM_PARTITIONS", "value": "24"},
+    ]
+    spec: Resource = {
+        "resources": ["../k8s"],
+        "patches": [
+            {"target": {"kind": "ConfigMap", "name": "pachyderm-config"}, "patch": yaml.dump(patch)}
+        ],
+    }
+    for repeated, namespace, partitions in ((False, "pachyderm", 16), (True, "shop_eu", 24)):
+        if repeated:
+            spec["replacements"] = load_yaml(K8S / "kustomization.yaml")["replacements"]
+        (overlay / "kustomization.yaml").write_text(yaml.dump(spec))
+        scaled = find(_kustomize(overlay), "ScaledObject", "pachyderm-worker")
+        assert scaled["spec"]["maxReplicaCount"] == partitions
+        queue_name = scaled["spec"]["triggers"][0]["metadata"]["queueName"]
+        assert queue_name == rf"^\b{namespace}\b\.commands\.[0-9]+$"
 
 
 def test_scaling_down_is_gradual(scaled_object: Resource) -> None:
