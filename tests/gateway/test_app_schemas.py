@@ -286,6 +286,24 @@ async def test_every_path_is_served_by_a_route(
         assert any(route.matches(scope)[0] is not Match.NONE for route in routes), path
 
 
+async def test_each_entity_type_has_its_timers_path_where_history_is_served(
+    gateway: tuple[Starlette, httpx.AsyncClient],
+) -> None:
+    _, places = gateway
+    document = (await places.get("/openapi.json")).json()
+    operation = document["paths"]["/entities/place/{id}/timers"]["get"]
+    assert operation["tags"] == ["place"]
+    assert operation["parameters"] == [{"$ref": "#/components/parameters/id"}]
+    response = await places.get("/entities/place/key:home/timers", headers=CALLER)
+    assert response.status_code == 200, response.text
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    validator(document, answer).validate(response.json())
+    assert response.json()["type"] == "place"
+    assert response.json()["timers"] == []
+    without_store = openapi_document(secured=False, history=False, app=PLACES)["paths"]
+    assert "/entities/place/{id}/timers" not in without_store
+
+
 async def test_the_fleet_gateway_describes_its_app(fleet: EmbeddedFleet) -> None:
     client = Client(APP, fleet.transport)
     await client.start()

@@ -154,12 +154,12 @@ class _Operations:
             None,
         )
 
-    def timers(self) -> dict[str, Any]:
+    def timers(self, parameters: str = "type id") -> dict[str, Any]:
         return self._entity(
             "Read an entity's pending timers, soonest first",
             _answer(Timers, "The pending timers"),
             "400" + self.refusals + " 404 500 503",
-            "type id",
+            parameters,
             None,
         )
 
@@ -241,7 +241,8 @@ def _described(operation: dict[str, Any], m: Message) -> dict[str, Any]:
 
 
 def _app_paths(operations: _Operations, schemas: AppSchemas, *, history: bool) -> dict[str, Any]:
-    """Per entity type: a path per command and per query, its state and its history."""
+    """Per entity type: a path per command and per query, its state, its history and
+    its pending timers (the last two where the gateway has a store)."""
     paths: dict[str, Any] = {}
     for entity in dict.fromkeys(m.entity for m in schemas.messages):
         base = ENTITY.replace("{type}", entity)
@@ -256,6 +257,7 @@ def _app_paths(operations: _Operations, schemas: AppSchemas, *, history: bool) -
         if history:
             events = _events(schemas, entity)
             paths[f"{base}/history"] = {"get": {"tags": [entity], **operations.history(events)}}
+            paths[f"{base}/timers"] = {"get": {"tags": [entity], **operations.timers("id")}}
     return paths
 
 
