@@ -249,6 +249,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
         patience=Patience(attempt=5.0, give_up=300.0),
         rate=arguments.rate,
         sink_after=arguments.sink_after,
+        timer_share=arguments.timer_share,
     )
     private = await asyncio.to_thread(PrivateServices, postgres=True, rabbitmq=True)
     try:
@@ -276,6 +277,9 @@ def entry() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--gap", type=float, default=2.0, help="seconds between faults")
     parser.add_argument("--rate", type=float, default=150.0, help="load commands per second")
+    parser.add_argument(
+        "--timer-share", type=float, default=0.1, help="share of the load that sets timers"
+    )
     parser.add_argument(
         "--sink-after",
         type=int,
