@@ -65,6 +65,7 @@ STORE = {
     "Duplicate",
     "EventStore",
     "LoadedEntity",
+    "LoggedEvent",
     "NewEffect",
     "NewEvent",
     "OutboxEntry",
@@ -76,6 +77,7 @@ STORE = {
     "TimerFire",
     "TimerGone",
     "TimerWrite",
+    "event_id",
     "open_store",
 }
 TESTING = {

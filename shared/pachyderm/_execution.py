@@ -149,6 +149,7 @@ def execute(
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     now: datetime | None = None,
     timer: FiredTimer | None = None,
+    partition: int = 0,
 ) -> Execution:
     """Decide ``command`` on ``state`` (at ``version``) and prepare its commit.
 
@@ -157,12 +158,14 @@ def execute(
     reply, so a retried command gets the same answer whatever happened since.
 
     ``now`` is when the decision is made (timers scheduled ``after`` count from
-    it); ``timer``, the timer that fired the command, if one did.
+    it); ``timer``, the timer that fired the command, if one did; ``partition``,
+    the partition it came from (its events' place in the log, its timers' owner).
     """
     with fired_by(timer):
         decision = entity_type.decide(ref, state, command)
     if decision.rejection is not None:
-        change = Change(ref, version, command_id, reply=stored_reply(rejection=decision.rejection))
+        reply = stored_reply(rejection=decision.rejection)
+        change = Change(ref, version, command_id, reply=reply, partition=partition)
         return Execution(state, version, change, rejection=decision.rejection)
     new_state = entity_type.evolve(state, decision.events)
     new_version = version + len(decision.events)
@@ -189,6 +192,7 @@ def execute(
         outbox,
         snapshot,
         timers=timers,
+        partition=partition,
     )
     return Execution(new_state, new_version, change, decision.events, decision.effects, reply)
 

@@ -25,7 +25,7 @@ from pachyderm.store import (
     Snapshot,
     SqliteEventStore,
 )
-from pachyderm.store._postgres import _COMMIT, _commit_arguments
+from pachyderm.store._postgres import _COMMIT, commit_arguments
 from pachyderm.testing import EventStoreContract, StoreFactory
 from pachyderm.testing._store_contract import counter, events
 
@@ -138,7 +138,7 @@ async def held_commit(
         transaction = connection.transaction()
         await transaction.start()
         try:
-            yield await connection.fetch(_COMMIT, *_commit_arguments(changes))
+            yield await connection.fetch(_COMMIT, *commit_arguments(changes))
         except BaseException:
             await transaction.rollback()
             raise

@@ -16,6 +16,7 @@ from ._records import (
     Conflict,
     Duplicate,
     LoadedEntity,
+    LoggedEvent,
     NewEffect,
     NewEvent,
     OutboxEntry,
@@ -25,6 +26,7 @@ from ._records import (
     TimerFire,
     TimerGone,
     TimerWrite,
+    event_id,
 )
 from ._sqlite import SqliteEventStore
 
@@ -42,6 +44,7 @@ __all__ = [
     "Duplicate",
     "EventStore",
     "LoadedEntity",
+    "LoggedEvent",
     "NewEffect",
     "NewEvent",
     "OutboxEntry",
@@ -53,5 +56,6 @@ __all__ = [
     "TimerFire",
     "TimerGone",
     "TimerWrite",
+    "event_id",
     "open_store",
 ]

@@ -13,6 +13,7 @@ from ._records import (
     CommitOutcome,
     Duplicate,
     LoadedEntity,
+    LoggedEvent,
     OutboxEntry,
     RecordedEvent,
     StoredTimer,
@@ -52,6 +53,7 @@ class EventStore(Protocol):
         a timer (``Change.fires``) commits only if that timer is still pending as
         fired and due by the store's clock, else it is refused as
         :class:`TimerGone`; a committed change's timer writes apply in order.
+        A committed change's events join the log of its ``partition``.
         Raises :class:`~pachyderm.StoreError` when the transaction fails as a
         whole; then nothing of the batch was written.
         """
@@ -71,6 +73,16 @@ class EventStore(Protocol):
         self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
         """Events of one entity from ``from_version`` on, oldest first."""
+        ...
+
+    async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        """The events of the log of ``partition`` after position ``after``, in order, at
+        most ``limit``. Positions are gap-free and in commit order: a reader that has
+        read up to ``n`` has missed nothing before ``n``, ever."""
+        ...
+
+    async def log_heads(self) -> dict[int, int]:
+        """The last position of each partition's log that has one."""
         ...
 
     async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:

@@ -28,6 +28,7 @@ from ._records import (
     Conflict,
     Duplicate,
     LoadedEntity,
+    LoggedEvent,
     OutboxEntry,
     RecordedEvent,
     Snapshot,
@@ -39,8 +40,22 @@ from ._records import (
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_COMMIT = "SELECT outcome, version, reply FROM pachyderm_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"  # noqa: E501
-_COMMIT_TRACED = "SELECT outcome, version, reply FROM pachyderm_commit_traced($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"  # noqa: E501
+# Every batch commits through pachyderm_commit_logged (migration 0008), which writes
+# its timers (if any), the effects' trace context (if any) and the log.
+_COMMIT = (
+    "SELECT outcome, version, reply FROM pachyderm_commit_logged("
+    + ", ".join(f"${n}" for n in range(1, 26))
+    + ")"
+)
+_LOG = """
+    SELECT l.partition, l.position, n.entity_type, e.entity_id, e.version, e.name, e.data,
+           e.command_id, e.recorded_at
+      FROM event_log l
+      JOIN events e ON e.entity_id = l.entity_id AND e.version = l.version
+      JOIN entities n ON n.entity_id = l.entity_id
+     WHERE l.partition = $1 AND l.position > $2
+     ORDER BY l.position LIMIT $3
+"""
 _EVENTS_FROM = """
     SELECT entity_id, version, name, data, command_id, recorded_at FROM events
      WHERE entity_id = $1 AND version >= $2 ORDER BY version LIMIT $3
@@ -122,9 +137,19 @@ def _commit_arguments(changes: Sequence[Change]) -> list[list[Any]]:
     return columns
 
 
+def commit_arguments(changes: Sequence[Change]) -> list[Any]:
+    """The arguments of ``pachyderm_commit_logged`` for ``changes`` (sorted by entity id)."""
+    return [
+        *_commit_arguments(changes),
+        _effect_traces(changes),
+        *timers.timer_arguments(changes),
+        [change.partition for change in changes],
+    ]
+
+
 def _effect_traces(changes: Sequence[Change]) -> list[str | None] | None:
     """The trace context of each effect, in ``_commit_arguments``' order, as JSON text;
-    None when no effect has one (the usual case: the plain commit then)."""
+    None when no effect has one (the usual case: nothing to write then)."""
     if not any(change.trace and change.effects for change in changes):
         return None
     return [encode_trace(change.trace) for change in changes for _ in range(len(change.effects))]
@@ -263,19 +288,8 @@ class PostgresEventStore:
         # batches never deadlock, and decides each entity's changes as a run.
         order = sorted(range(len(changes)), key=lambda index: changes[index].ref.id)
         ordered = [changes[i] for i in order]
-        columns = _commit_arguments(ordered)
-        traces = _effect_traces(ordered)
-        query: str
-        arguments: list[Any]
-        if timers.has_timers(ordered):
-            query = timers.COMMIT_TIMED
-            arguments = [*columns, traces, *timers.timer_arguments(ordered)]
-        elif traces is not None:
-            query, arguments = _COMMIT_TRACED, [*columns, traces]
-        else:
-            query, arguments = _COMMIT, list(columns)
         async with translated_errors(), self._pool.acquire() as conn:
-            rows = await conn.fetch(query, *arguments)
+            rows = await conn.fetch(_COMMIT, *commit_arguments(ordered))
         by_index = dict(zip(order, map(_outcome, rows), strict=True))
         return [by_index[index] for index in range(len(changes))]
 
@@ -346,6 +360,19 @@ class PostgresEventStore:
                 list(delays),
                 list(delays.values()),
             )
+
+    async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        async with translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(_LOG, partition, after, limit)
+        return [
+            LoggedEvent(row["partition"], row["position"], row["entity_type"], _recorded(row))
+            for row in rows
+        ]
+
+    async def log_heads(self) -> dict[int, int]:
+        async with translated_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT partition, position FROM log_heads")
+        return {row["partition"]: row["position"] for row in rows}
 
     async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
         async with translated_errors(), self._pool.acquire() as conn:

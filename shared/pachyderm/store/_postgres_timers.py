@@ -1,5 +1,5 @@
-"""Timers in the PostgreSQL store: the arguments of ``pachyderm_commit_timed`` and the
-queries of the firing loop, inspection and back-off (see migration 0007)."""
+"""Timers in the PostgreSQL store: the timer arguments of ``pachyderm_commit_logged``,
+and the queries of the firing loop, inspection and back-off (see migration 0007)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ from typing import Any
 
 from ._records import Change, StoredTimer
 
-COMMIT_TIMED = (
-    "SELECT outcome, version, reply FROM pachyderm_commit_timed("
-    + ", ".join(f"${n}" for n in range(1, 25))
-    + ")"
-)
 _COLUMNS = (
     "entity_id, entity_type, timer_key, partition, due_at, schedule_id, payload, fire_at, attempts"
 )
@@ -27,11 +22,6 @@ POSTPONE = """
      WHERE timers.entity_id = d.entity_id AND timers.timer_key = d.timer_key
 """
 COUNT = "SELECT count(*) FROM timers"
-
-
-def has_timers(changes: Sequence[Change]) -> bool:
-    """Whether a batch writes or fires a timer (then it commits through the timed function)."""
-    return any(change.timers or change.fires for change in changes)
 
 
 def timer_arguments(changes: Sequence[Change]) -> list[list[Any]]:

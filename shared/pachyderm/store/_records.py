@@ -54,6 +54,26 @@ class RecordedEvent:
     recorded_at: datetime
 
 
+def event_id(entity_id: uuid.UUID, version: int) -> uuid.UUID:
+    """The stable id of an entity's event at ``version``: the same wherever it is read."""
+    return uuid.uuid5(entity_id, f"event/{version}")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event in the log: at ``position`` (from 1, gap-free, in commit order) of
+    ``partition``, with its entity's type."""
+
+    partition: int
+    position: int
+    entity_type: str
+    event: RecordedEvent
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        return event_id(self.event.entity_id, self.event.version)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The encoded state of an entity as of ``version`` (1 or more: the state before any

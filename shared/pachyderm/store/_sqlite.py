@@ -22,6 +22,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
+from . import _sqlite_log as log
 from . import _sqlite_timers as timers
 from ._migrations import Migration, migrations_for, pending
 from ._records import (
@@ -31,6 +32,7 @@ from ._records import (
     Conflict,
     Duplicate,
     LoadedEntity,
+    LoggedEvent,
     OutboxEntry,
     RecordedEvent,
     Snapshot,
@@ -281,6 +283,7 @@ def _write(connection: sqlite3.Connection, change: Change, now: str) -> Committe
         ],
     )
     timers.write_timers(connection, change, now)
+    log.log_events(connection, change)
     if change.snapshot is not None:
         snapshot = change.snapshot
         connection.execute(_UPSERT_SNAPSHOT, (entity_id, snapshot.version, snapshot.state, now))
@@ -477,6 +480,14 @@ class SqliteEventStore:
         """Count a failed publish of each effect and hold it back for its delay."""
         if delays:
             await self._run(_postpone_effects, dict(delays))
+
+    async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        """The events of ``partition``'s log after position ``after``, in order."""
+        return await self._run(log.read_log, partition, after, limit)
+
+    async def log_heads(self) -> dict[int, int]:
+        """The last position of each partition's log that has one."""
+        return await self._run(log.log_heads)
 
     async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
         """The pending timers of ``partition`` to try by ``until``, soonest first."""

@@ -253,21 +253,23 @@ class Engine:
                     answer = request.entity_type.answer(state, request.message)
                     step.result = Done(version, answer)
                     continue
-                execution = self._execute(request, lane.ref, state, version)
+                execution = self._execute(request, lane.ref, state, version, partition)
             except PachydermError as error:
                 step.result = Done(version, error=error)
                 continue
             step.result = Done(execution.version, execution.reply, execution.rejection)
-            step.change = _with_timers(request, execution.change, partition)
+            step.change = _with_timers(request, execution.change)
             if request.trace and step.change.effects:
                 # Kept with its effects, which then continue its trace even from the sweep.
                 step.change = replace(step.change, trace=request.trace)
             step.state = execution.state
             state, version = execution.state, execution.version
 
-    def _execute(self, request: Request, ref: Ref, state: Any, version: int) -> Execution:
+    def _execute(
+        self, request: Request, ref: Ref, state: Any, version: int, partition: int
+    ) -> Execution:
         if request.kind == TIMER:
-            return fire_elsewhere(request, ref, state, version)
+            return fire_elsewhere(request, ref, state, version, partition)
         return execute(
             request.entity_type,
             ref,
@@ -278,6 +280,7 @@ class Engine:
             entity_types=self.app.entity_type,
             snapshot_every=self.snapshot_every,
             timer=request.timer,
+            partition=partition,
         )
 
     def _settle(

@@ -28,20 +28,21 @@ from ..store import Change, StoredTimer
 log = logging.getLogger("pachyderm.timers")
 
 
-def with_timers(request: Request, change: Change, partition: int) -> Change:
-    """``change`` with what its request's fire adds, filed under ``partition``."""
+def with_timers(request: Request, change: Change) -> Change:
+    """``change`` with what its request's fire adds (nothing for any other request)."""
     firing = request.firing
-    if firing is not None:
-        effects = (*change.effects, firing.forward) if firing.forward else change.effects
-        change = replace(
-            change, fires=firing.check, timers=(*firing.writes, *change.timers), effects=effects
-        )
-    return replace(change, partition=partition) if change.timers else change
+    if firing is None:
+        return change
+    effects = (*change.effects, firing.forward) if firing.forward else change.effects
+    timers = (*firing.writes, *change.timers)
+    return replace(change, fires=firing.check, timers=timers, effects=effects)
 
 
-def fire_elsewhere(request: Request, ref: Ref, state: Any, version: int) -> Execution:
+def fire_elsewhere(
+    request: Request, ref: Ref, state: Any, version: int, partition: int
+) -> Execution:
     """The owner's side of a fire that runs no ``handle`` here: no event, no reply."""
-    change = Change(ref, version, request.command_id, reply=stored_reply())
+    change = Change(ref, version, request.command_id, reply=stored_reply(), partition=partition)
     return Execution(state, version, change)
 
 
