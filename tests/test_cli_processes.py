@@ -53,6 +53,8 @@ def loaded_by(*argv: str) -> list[str]:
     [
         ["--help"],
         ["worker", "--help"],
+        ["asyncapi", "--help"],
+        ["asyncapi"],  # a usage mistake: no app
         ["--version"],
         ["worker"],  # a usage mistake: no app
         ["effects", "examples.demo:APP", "--config", "{"],

@@ -1,6 +1,9 @@
 """docs/asyncapi.yaml as the tests read it: the document, its official schemas, and
 whether an AMQP message the fleet sends or accepts is one of its messages.
 
+The document's one source is the package's ``pachyderm/gateway/asyncapi.yaml``;
+``docs/asyncapi.yaml`` is a symbolic link to it (test_document checks the link).
+
 A message matches the document's message ``name`` when its decoded body is
 valid against that message's ``payload`` schema, its application headers
 against its ``headers`` schema, and every header it carries is one the
@@ -24,7 +27,8 @@ from referencing.jsonschema import DRAFT7
 from pachyderm import _codec as codec
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENT = ROOT / "docs" / "asyncapi.yaml"
+DOCUMENT = ROOT / "shared" / "pachyderm" / "gateway" / "asyncapi.yaml"
+DOCS_LINK = ROOT / "docs" / "asyncapi.yaml"
 SPECS = Path(__file__).resolve().parent / "specs"
 ASYNCAPI_SCHEMA = SPECS / "schemas" / "2.6.0.json"
 AMQP_BINDINGS = SPECS / "bindings" / "amqp" / "0.3.0"

@@ -1,4 +1,5 @@
-"""docs/asyncapi.yaml is a valid AsyncAPI 2.6.0 document, by the official JSON Schemas."""
+"""docs/asyncapi.yaml is a valid AsyncAPI 2.6.0 document, by the official JSON Schemas;
+it is the document the package ships, by a link to it (one source)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,31 @@ import pytest
 from examples.demo import APP
 from pachyderm import App
 from pachyderm.gateway import asyncapi_document
+from pachyderm.gateway._asyncapi import generic_document
 
-from .document import amqp_binding_count, document, message, official_errors, resolve
+from .document import (
+    DOCS_LINK,
+    DOCUMENT,
+    amqp_binding_count,
+    document,
+    message,
+    official_errors,
+    resolve,
+)
+
+
+def test_docs_asyncapi_yaml_is_a_link_to_the_packaged_document() -> None:
+    # A copy could drift from what the package ships: docs/ only links to it.
+    assert DOCS_LINK.is_symlink()
+    assert DOCS_LINK.resolve() == DOCUMENT.resolve()
+    assert not DOCUMENT.is_symlink()
+
+
+def test_the_package_reads_the_document_it_ships() -> None:
+    assert generic_document() == document()
+    spoiled = generic_document()
+    spoiled["info"]["title"] = "spoiled"
+    assert generic_document() == document()  # a fresh copy each time
 
 
 def test_the_document_is_valid_asyncapi_2_6_0_with_valid_amqp_bindings() -> None:

@@ -20,7 +20,7 @@ from .._errors import PachydermError
 from .._lazy import lazy_names
 from .._running import run
 from .._settings import Settings
-from ._arguments import SERVING, parser, settings_of, subparser
+from ._arguments import NEEDS_APP, parser, settings_of, subparser
 
 if TYPE_CHECKING:
     from ._serve import serve
@@ -41,6 +41,7 @@ _MODULES: Mapping[str, str] = {
     "gateway": "._gateway",
     "dev": "._gateway",
     "inspect": "._inspect",
+    "asyncapi": "._asyncapi",
 }
 
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PachydermError as error:
         print(f"pachyderm: {error}", file=sys.stderr)
         return 1
-    if arguments.command_name in SERVING and settings.app is None:
+    if arguments.command_name in NEEDS_APP and settings.app is None:
         subparser(command_line, arguments.command_name).error(
             "name the app (module[:attribute]) or set PACHYDERM_APP"
         )

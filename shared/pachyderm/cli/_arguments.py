@@ -23,6 +23,8 @@ from .._settings import LOG_LEVELS, Settings, load_settings
 DISTRIBUTION = "pachyderm-entities"
 # Subcommands that serve an app: the positional APP, else PACHYDERM_APP.
 SERVING = frozenset({"worker", "effects", "dev"})
+# Subcommands that cannot run without an app: those, and those describing one.
+NEEDS_APP = SERVING | {"asyncapi"}
 GLOBAL_OPTIONS = ("database_url", "amqp_url", "namespace", "log_level")
 
 
@@ -125,6 +127,9 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--port", type=int, help="the gateway's port on 127.0.0.1 (default PACHYDERM_GATEWAY_PORT)"
     )
+    asyncapi = add("asyncapi", "print the app's AsyncAPI document (its messages' schemas)")
+    _add_app_argument(asyncapi, "")
+    asyncapi.add_argument("--json", action="store_true", help="JSON instead of YAML")
     inspect = add("inspect", "show an entity's history and state")
     _add_entity_arguments(inspect)
     inspect.add_argument("--app", help="module[:attribute] of the App; default $PACHYDERM_APP")

@@ -1,5 +1,9 @@
-"""An app's AsyncAPI document: the generic wire contract (``docs/asyncapi.yaml``) with
-a message per registered command and query, whose payload is the message's schema.
+"""An app's AsyncAPI document: the generic wire contract with a message per registered
+command and query, whose payload is the message's schema.
+
+The generic document is ``asyncapi.yaml`` beside this module, package data so that
+an installed package has it (``pachyderm asyncapi`` prints an app's document from
+it); ``docs/asyncapi.yaml`` is a symbolic link to it, so there is one source.
 
 The generic document stays the contract for any app (a command's payload is
 any object); this one is what a caller of one app may send. Each specific
@@ -15,21 +19,45 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import cache
+from importlib import resources
 from typing import Any
 
+# PyYAML: a dependency of swagger-ui-py, which serves the gateway's /docs page.
+import yaml
+
 from .._app import App
+from .._errors import PachydermError
 from ._schemas import Message, app_schemas
 
+GENERIC_DOCUMENT = "asyncapi.yaml"
 COMMANDS_CHANNEL = "{namespace}.commands"
 _GENERIC = {"command": "Command", "query": "Query"}
 
 
+def generic_document() -> dict[str, Any]:
+    """The generic document the package ships, parsed (a fresh copy each time)."""
+    return copy.deepcopy(_parsed_generic())
+
+
+@cache
+def _parsed_generic() -> dict[str, Any]:
+    text = resources.files(__package__).joinpath(GENERIC_DOCUMENT).read_text(encoding="utf-8")
+    parsed = yaml.safe_load(text)
+    if not isinstance(parsed, dict):
+        raise PachydermError(f"the packaged {GENERIC_DOCUMENT} is not a mapping")
+    return parsed
+
+
 def asyncapi_document(
-    app: App, generic: Mapping[str, Any], *, namespace: str = "pachyderm"
+    app: App, generic: Mapping[str, Any] | None = None, *, namespace: str = "pachyderm"
 ) -> dict[str, Any]:
-    """``generic`` (docs/asyncapi.yaml, parsed) made specific to ``app``; ``generic`` is
-    left as it is. ``namespace`` names the commands channel, as in the document."""
-    document: dict[str, Any] = copy.deepcopy(dict(generic))
+    """``generic`` (by default the packaged document, ``docs/asyncapi.yaml``) made
+    specific to ``app``; ``generic`` is left as it is. ``namespace`` names the commands
+    channel, as in the document."""
+    document: dict[str, Any] = (
+        generic_document() if generic is None else copy.deepcopy(dict(generic))
+    )
     schemas = app_schemas(app, "#/components/schemas/")
     components = document.setdefault("components", {})
     components.setdefault("schemas", {}).update(schemas.schemas)
