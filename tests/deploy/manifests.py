@@ -12,6 +12,7 @@ import io
 import json
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,18 @@ def render(folder: Path = K8S) -> list[Resource]:
     for entry in sequence(spec.get("replacements", []), "replacements"):
         _apply_replacement(resources, mapping(entry, "replacements entry"))
     return resources
+
+
+def kubectl_kustomize(folder: Path = K8S) -> list[Resource]:
+    """What the real ``kubectl kustomize FOLDER`` renders (kubectl must be installed)."""
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [cast(Resource, d) for d in yaml.safe_load_all(built) if d is not None]
 
 
 def _apply_replacement(resources: list[Resource], entry: Resource) -> None:

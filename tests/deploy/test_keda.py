@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from .manifests import (
     Resource,
     config_map_data,
     find,
+    kubectl_kustomize,
     load_yaml,
     mapping,
     of_kind,
@@ -109,23 +109,12 @@ def test_the_queue_pattern_follows_the_namespace_of_the_config_map(tmp_path: Pat
     assert not pattern.search(Topology("pachyderm", 16).partition_queue(0))
 
 
-def _kustomize(folder: Path) -> list[Resource]:
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(folder)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [d for d in yaml.safe_load_all(built) if d is not None]
-
-
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kubectl_kustomize_derives_the_queue_pattern_alike(tmp_path: Path) -> None:
     resources = _with_setting(
         tmp_path, "PACHYDERM_NAMESPACE: pachyderm", "PACHYDERM_NAMESPACE: shop_eu"
     )
-    theirs = find(_kustomize(tmp_path / "k8s"), "ScaledObject", "pachyderm-worker")
+    theirs = find(kubectl_kustomize(tmp_path / "k8s"), "ScaledObject", "pachyderm-worker")
     assert theirs == find(resources, "ScaledObject", "pachyderm-worker")
 
 
@@ -150,7 +139,7 @@ def test_an_overlay_that_patches_the_settings_repeats_the_replacements(tmp_path:
         if repeated:
             spec["replacements"] = load_yaml(K8S / "kustomization.yaml")["replacements"]
         (overlay / "kustomization.yaml").write_text(yaml.dump(spec))
-        scaled = find(_kustomize(overlay), "ScaledObject", "pachyderm-worker")
+        scaled = find(kubectl_kustomize(overlay), "ScaledObject", "pachyderm-worker")
         assert scaled["spec"]["maxReplicaCount"] == partitions
         queue_name = scaled["spec"]["triggers"][0]["metadata"]["queueName"]
         assert queue_name == rf"^\b{namespace}\b\.commands\.[0-9]+$"

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from pachyderm import Settings
 from pachyderm._loading import load_app
@@ -34,6 +32,7 @@ from .manifests import (
     containers,
     expand,
     find,
+    kubectl_kustomize,
     kustomization,
     load_documents,
     mapping,
@@ -165,10 +164,7 @@ def test_the_schemas_do_catch_an_unknown_field(resources: list[Resource]) -> Non
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_the_renderer_agrees_with_kubectl_kustomize(resources: list[Resource]) -> None:
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    theirs = [d for d in yaml.safe_load_all(built) if d is not None]
+    theirs = kubectl_kustomize()
 
     def key(resource: Resource) -> tuple[str, str]:
         return resource["kind"], resource["metadata"]["name"]
