@@ -45,6 +45,7 @@ from pachyderm.store import (
     Duplicate,
     EventStore,
     LoadedEntity,
+    LoggedEvent,
     OutboxEntry,
     RecordedEvent,
     StoredTimer,
@@ -190,6 +191,12 @@ class FaultyStore:
 
     async def count_timers(self) -> int:
         return await self._store.count_timers()
+
+    async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
+        return await self._store.read_log(partition, after, limit)
+
+    async def log_heads(self) -> dict[int, int]:
+        return await self._store.log_heads()
 
     async def close(self) -> None:
         await self._store.close()
