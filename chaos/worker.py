@@ -50,6 +50,7 @@ from pachyderm.store import (
     RecordedEvent,
     StoredTimer,
 )
+from pachyderm.store._records import ListedEntity
 from pachyderm.transport import Delivery, Inbox, Message, MessageHandler, RoutedAgain, Transport
 
 CONTROL_VARIABLE = "CHAOS_CONTROL"
@@ -191,6 +192,18 @@ class FaultyStore:
 
     async def count_timers(self) -> int:
         return await self._store.count_timers()
+
+    async def list_entities(
+        self,
+        entity_type: str,
+        *,
+        after: uuid.UUID | tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 100,
+        by_change: bool = False,
+    ) -> list[ListedEntity]:
+        return await self._store.list_entities(
+            entity_type, after=after, limit=limit, by_change=by_change
+        )
 
     async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
         return await self._store.read_log(partition, after, limit)

@@ -12,6 +12,7 @@ from ._records import (
     Change,
     CommitOutcome,
     Duplicate,
+    ListedEntity,
     LoadedEntity,
     LoggedEvent,
     OutboxEntry,
@@ -73,6 +74,21 @@ class EventStore(Protocol):
         self, entity_id: uuid.UUID, from_version: int = 1, limit: int | None = None
     ) -> list[RecordedEvent]:
         """Events of one entity from ``from_version`` on, oldest first."""
+        ...
+
+    async def list_entities(
+        self,
+        entity_type: str,
+        *,
+        after: uuid.UUID | tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 100,
+        by_change: bool = False,
+    ) -> list[ListedEntity]:
+        """The written entities (version 1 or more) of ``entity_type``, at most ``limit``:
+        by id, after the id ``after``; or ``by_change``, by last change then id, after
+        ``(updated_at, id)``. The cursor (:meth:`ListedEntity.cursor`) is a keyset, not
+        an offset: entities added meanwhile never shift a page, so none is missed or
+        repeated, save that an entity that changes while listed by change moves on."""
         ...
 
     async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:

@@ -19,6 +19,7 @@ import asyncpg
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
+from . import _postgres_listing as listing
 from . import _postgres_timers as timers
 from ._migrations import migrations_for, pending
 from ._records import (
@@ -27,6 +28,7 @@ from ._records import (
     Committed,
     Conflict,
     Duplicate,
+    ListedEntity,
     LoadedEntity,
     LoggedEvent,
     OutboxEntry,
@@ -360,6 +362,18 @@ class PostgresEventStore:
                 list(delays),
                 list(delays.values()),
             )
+
+    async def list_entities(
+        self,
+        entity_type: str,
+        *,
+        after: uuid.UUID | tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 100,
+        by_change: bool = False,
+    ) -> list[ListedEntity]:
+        query, arguments = listing.listing_query(entity_type, after, limit, by_change)
+        async with translated_errors(), self._pool.acquire() as conn:
+            return listing.listed(await conn.fetch(query, *arguments))
 
     async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
         async with translated_errors(), self._pool.acquire() as conn:

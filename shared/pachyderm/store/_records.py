@@ -75,6 +75,19 @@ class LoggedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ListedEntity:
+    """An entity as a listing shows it: its current version and when it last changed."""
+
+    entity_id: uuid.UUID
+    version: int
+    updated_at: datetime
+
+    def cursor(self, *, by_change: bool = False) -> uuid.UUID | tuple[datetime, uuid.UUID]:
+        """What to list ``after`` for the page after this entity, in the same order."""
+        return (self.updated_at, self.entity_id) if by_change else self.entity_id
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The encoded state of an entity as of ``version`` (1 or more: the state before any
     event is the entity's ``init``, which needs no snapshot and which the schema refuses)."""

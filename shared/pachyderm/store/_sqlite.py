@@ -22,6 +22,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
+from . import _sqlite_listing as listing
 from . import _sqlite_log as log
 from . import _sqlite_timers as timers
 from ._migrations import Migration, migrations_for, pending
@@ -31,6 +32,7 @@ from ._records import (
     Committed,
     Conflict,
     Duplicate,
+    ListedEntity,
     LoadedEntity,
     LoggedEvent,
     OutboxEntry,
@@ -480,6 +482,16 @@ class SqliteEventStore:
         """Count a failed publish of each effect and hold it back for its delay."""
         if delays:
             await self._run(_postpone_effects, dict(delays))
+
+    async def list_entities(
+        self,
+        entity_type: str,
+        *,
+        after: uuid.UUID | tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 100,
+        by_change: bool = False,
+    ) -> list[ListedEntity]:
+        return await self._run(listing.list_entities, entity_type, after, limit, by_change)
 
     async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
         """The events of ``partition``'s log after position ``after``, in order."""

@@ -27,6 +27,7 @@ from ..store import (
     NewEvent,
     Snapshot,
 )
+from ._listing_store_contract import ListingStoreContract
 from ._log_store_contract import LogStoreContract
 from ._timer_store_contract import TimerStoreContract
 
@@ -46,7 +47,7 @@ def effect(tag: str) -> NewEffect:
     return NewEffect(uuid.uuid4(), f"effect.{tag}", tag.encode())
 
 
-class EventStoreContract(TimerStoreContract, LogStoreContract):
+class EventStoreContract(TimerStoreContract, LogStoreContract, ListingStoreContract):
     """The tests every :class:`~pachyderm.store.EventStore` backend must pass.
 
     Subclass it in a test module, under a name pytest collects (``Test...``),
