@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,7 +22,8 @@ from pachyderm._embedded import EmbeddedFleet
 from pachyderm.gateway import GatewayOptions, Tokens, create_app
 from pachyderm.gateway._openapi import openapi_document
 from pachyderm.gateway._problems import Problem
-from pachyderm.store import RecordedEvent, SqliteEventStore, StoredTimer
+from pachyderm.store import LoadedEntity, RecordedEvent, SqliteEventStore, StoredTimer
+from pachyderm.store._records import ListedEntity
 from pachyderm.transport import InProcessTransport, Topology
 
 from .serving import APP, serving
@@ -34,6 +36,7 @@ ENTITY = "/entities/{type}/{id}"
 COMMANDS, QUERIES = f"{ENTITY}/commands/{{command}}", f"{ENTITY}/queries/{{query}}"
 HISTORY = f"{ENTITY}/history"
 TIMERS = f"{ENTITY}/timers"
+ENTITIES, EVENTS = "/entities/{type}", f"{ENTITY}/events"
 ALICE, METER = "/entities/account/key:alice", "/entities/meter/key:m"
 FRAGILE, NOPE = "/entities/fragile/key:f", "/entities/nope/key:a"
 TOO_LARGE = b'{"padding": "' + b"x" * MAX_BODY + b'"}'
@@ -50,12 +53,18 @@ class Exchange:
     body: bytes | None = None
     token: str | None = "both"
     content_type: str = "application/json"
+    stream: bool = False  # an answer that does not end: its head is what is checked
 
     async def send(self, http: httpx.AsyncClient) -> httpx.Response:
         headers = {"Content-Type": self.content_type}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
-        response = await http.request(self.method, self.path, content=self.body, headers=headers)
+        request = http.build_request(self.method, self.path, content=self.body, headers=headers)
+        response = await http.send(request, stream=self.stream)
+        if self.stream and response.status_code == self.status:
+            await response.aclose()
+        else:
+            await response.aread()
         assert response.status_code == self.status, (self, response.text)
         return response
 
@@ -122,6 +131,15 @@ SERVING = [
     get(400, TIMERS, "/entities/meter/12345/timers"),
     *refusals(TIMERS, f"{METER}/timers", None, "caller"),
     get(404, TIMERS, f"{NOPE}/timers"),
+    get(200, ENTITIES, "/entities/meter?limit=1"),
+    get(200, ENTITIES, "/entities/account?order=change"),
+    get(400, ENTITIES, "/entities/account?after=12345"),
+    *refusals(ENTITIES, "/entities/account", None, "caller"),
+    get(404, ENTITIES, "/entities/nope"),
+    get(200, EVENTS, f"{METER}/events?from=2", stream=True),
+    get(400, EVENTS, f"{METER}/events?from=0"),
+    *refusals(EVENTS, f"{METER}/events", None, "caller"),
+    get(404, EVENTS, f"{NOPE}/events"),
     get(200, "/healthz", "/healthz", token=None),
     get(200, "/readyz", "/readyz", token=None),
     get(200, "/metrics", "/metrics", token=None),
@@ -138,6 +156,10 @@ FAILING_STORE = [
     get(500, HISTORY, f"{ALICE}/history"),
     get(503, TIMERS, f"{METER}/timers"),
     get(500, TIMERS, f"{ALICE}/timers"),
+    get(503, ENTITIES, "/entities/meter"),
+    get(500, ENTITIES, "/entities/account"),
+    get(503, EVENTS, f"{METER}/events"),
+    get(500, EVENTS, f"{ALICE}/events"),
 ]
 
 
@@ -154,6 +176,21 @@ class FailingStore(SqliteEventStore):
 
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
         await self.history(entity_id)  # fails as history does
+        return []
+
+    async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
+        await self.history(ref.id)  # fails as history does
+        raise AssertionError("unreachable")
+
+    async def list_entities(
+        self,
+        entity_type: str,
+        *,
+        after: uuid.UUID | tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 100,
+        by_change: bool = False,
+    ) -> list[ListedEntity]:
+        await self.history(Ref.from_key(entity_type, "m").id)  # the meter's fails as its history
         return []
 
 

@@ -88,6 +88,22 @@ class History(Body):
     next: UriReference | None = Field(description="The next page; null on the last")
 
 
+class EntitySummary(Body):
+    """An entity as a listing shows it."""
+
+    id: uuid.UUID
+    version: int = Field(ge=1)
+    updated_at: Timestamp = Field(description="When a command last changed it")
+
+
+class Entities(Body):
+    """A page of the entities of a type, in the order asked for."""
+
+    type: str
+    entities: list[EntitySummary]
+    next: UriReference | None = Field(description="The next page; null on the last")
+
+
 class Timer(Body):
     """A pending timer of an entity: what it will deliver, and when."""
 

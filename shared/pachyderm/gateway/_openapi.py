@@ -23,8 +23,10 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .._app import App
 from ..telemetry._health import Liveness, Readiness
+from . import _following, _listing
 from ._bodies import (
     Body,
+    Entities,
     Fields,
     History,
     InvalidFieldsProblem,
@@ -36,7 +38,16 @@ from ._bodies import (
 )
 from ._docs import DOCS
 from ._parameters import parameters
-from ._routes import COMMAND_ID_HEADER, COMMANDS, ENTITY, HISTORY, QUERIES, TIMERS
+from ._routes import (
+    COMMAND_ID_HEADER,
+    COMMANDS,
+    ENTITIES,
+    ENTITY,
+    EVENTS,
+    HISTORY,
+    QUERIES,
+    TIMERS,
+)
 from ._schemas import AppSchemas, Message, Untitled, app_schemas
 
 OPENAPI = "/openapi.json"
@@ -58,7 +69,9 @@ _PROBLEMS: dict[str, tuple[str, type[Problem]]] = {
     "504": ("No reply in time: the command may still apply; retry with the same key", Problem),
 }
 # What the routes answer with, besides problems; Fields is what they take.
-_ANSWERS: tuple[type[BaseModel], ...] = (Reply, State, History, Timers, Liveness, Readiness)
+_ANSWERS: tuple[type[BaseModel], ...] = (
+    *(Reply, State, History, Timers, Entities, Liveness, Readiness),
+)
 _HEADERS = {
     COMMAND_ID_HEADER: "The command id: the Idempotency-Key, or the id the gateway chose",
     "Link": 'The next page, rel="next"',
@@ -163,6 +176,41 @@ class _Operations:
             None,
         )
 
+    def listing(self) -> dict[str, Any]:
+        return self._with(
+            self._entity(
+                "List the entities of a type, a page at a time, by id or by last change",
+                _answer(Entities, "A page of entities", "Link"),
+                "400" + self.refusals + " 404 500 503",
+                "type",
+                None,
+            ),
+            _listing.PARAMETERS,
+        )
+
+    def following(self) -> dict[str, Any]:
+        stream = {
+            "description": "The entity's events from the version asked for, then each new one"
+            " as it commits, as Server-Sent Events: per event, event: its name, id: its"
+            " version, data: the event as JSON (the schema Event)",
+            "content": {_following.EVENT_STREAM: {}},
+        }
+        return self._with(
+            self._entity(
+                "Follow an entity live: its events as Server-Sent Events",
+                stream,
+                "400" + self.refusals + " 404 500 503",
+                "type id",
+                None,
+            ),
+            _following.PARAMETERS,
+        )
+
+    @staticmethod
+    def _with(operation: dict[str, Any], parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        """``operation`` with ``parameters`` of its own besides those it refers to."""
+        return operation | {"parameters": [*operation["parameters"], *parameters]}
+
     @staticmethod
     def _entity(
         summary: str, ok: dict[str, Any], problems: str, parameters: str, body: Any
@@ -227,6 +275,8 @@ def _paths(operations: _Operations, *, history: bool) -> dict[str, Any]:
     if history:
         paths[HISTORY] = {"get": operations.history()}
         paths[TIMERS] = {"get": operations.timers()}
+        paths[ENTITIES] = {"get": operations.listing()}
+        paths[EVENTS] = {"get": operations.following()}
     return paths
 
 

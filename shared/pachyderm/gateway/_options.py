@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .._settings import Settings
 from ._auth import Tokens
+from ._following import DEFAULT_MAX_STREAMS
 
 log = logging.getLogger("pachyderm.gateway")
 
@@ -22,15 +23,20 @@ class GatewayOptions:
     ``tokens`` is required and ``None`` only to turn authentication off.
     ``max_body`` bounds a request body in bytes. ``hosts``, when given, lists
     the only host names requests may address (see :meth:`for_development`).
+    ``max_streams`` bounds the event streams open at once (``GET .../events``);
+    one more is answered 503.
     """
 
     tokens: Tokens | None
     max_body: int = 1024 * 1024
     hosts: Collection[str] | None = None
+    max_streams: int = DEFAULT_MAX_STREAMS
 
     def __post_init__(self) -> None:
         if self.max_body < 1:
             raise ValueError("max_body must be at least 1 byte")
+        if self.max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayOptions:

@@ -1,4 +1,5 @@
-"""The entity endpoints: commands, queries, state, history and pending timers.
+"""The entity endpoints: commands, queries, state, history and pending timers; the
+listing of a type's entities (``_listing``) and the following of one (``_following``).
 
 Each answers with a model of ``_bodies``, the one the OpenAPI document gives
 for it.
@@ -12,16 +13,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import _codec
 from .._app import App
 from .._client import Client
 from .._errors import PachydermError
 from .._reference import Ref
 from .._scheduling import describe_timer
 from .._wire import COMMAND, QUERY
-from ..store import EventStore, RecordedEvent
+from ..store import EventStore
 from ._auth import Endpoint, Guard, Right
-from ._bodies import Event, History, Reply, State, Timer, Timers
+from ._bodies import History, Reply, State, Timer, Timers
+from ._event_body import event_body
+from ._following import DEFAULT_MAX_STREAMS, EntityFollowing, StreamSlots
+from ._listing import EntityListing
 from ._problems import answer_pachyderm_error
 from ._request_tracing import traced_endpoint
 from ._requests import command_id, entity_ref, json_object, page
@@ -33,6 +36,8 @@ COMMANDS = ENTITY + "/commands/{command}"
 QUERIES = ENTITY + "/queries/{query}"
 HISTORY = ENTITY + "/history"
 TIMERS = ENTITY + "/timers"
+ENTITIES = "/entities/{type}"
+EVENTS = ENTITY + "/events"
 
 
 class EntityEndpoints:
@@ -43,15 +48,22 @@ class EntityEndpoints:
     """
 
     def __init__(
-        self, client: Client, store: EventStore | None, app: App | None, max_body: int
+        self,
+        client: Client,
+        store: EventStore | None,
+        app: App | None,
+        max_body: int,
+        max_streams: int = DEFAULT_MAX_STREAMS,
     ) -> None:
         self.client = client
         self.store = store
         self.app = app
         self.max_body = max_body
+        self.slots = StreamSlots(max_streams)
 
     def routes(self, guard: Guard) -> list[Route]:
-        """The routes, each behind ``guard`` with the right it needs (history needs a store)."""
+        """The routes, each behind ``guard`` with the right it needs (history, timers, the
+        listing and following need a store)."""
         routes = [
             _route("POST", COMMANDS, guard.protect(self.command, Right.CALL)),
             _route("POST", QUERIES, guard.protect(self.query, Right.READ)),
@@ -60,6 +72,10 @@ class EntityEndpoints:
         if self.store is not None:
             routes.append(_route("GET", HISTORY, guard.protect(self.history, Right.READ)))
             routes.append(_route("GET", TIMERS, guard.protect(self.timers, Right.READ)))
+            listing = EntityListing(self.store, self.app)
+            routes.append(_route("GET", ENTITIES, guard.protect(listing.list, Right.READ)))
+            following = EntityFollowing(self.store, self.app, self.slots)
+            routes.append(_route("GET", EVENTS, guard.protect(following.follow, Right.READ)))
         return routes
 
     async def command(self, request: Request) -> Response:
@@ -112,7 +128,7 @@ class EntityEndpoints:
         body = History(
             type=ref.type,
             id=ref.id,
-            events=[_event(event) for event in events[:limit]],
+            events=[event_body(event) for event in events[:limit]],
             next=next_page,
         )
         headers = {"Link": f'<{next_page}>; rel="next"'} if next_page else None
@@ -145,13 +161,3 @@ class EntityEndpoints:
 def _route(method: str, path: str, endpoint: Endpoint) -> Route:
     """``endpoint`` at ``path`` for ``method``, traced (authentication included)."""
     return Route(path, traced_endpoint(method, path, endpoint), methods=[method])
-
-
-def _event(event: RecordedEvent) -> Event:
-    return Event(
-        version=event.version,
-        name=event.name,
-        data=_codec.decode(event.data),
-        command_id=event.command_id,
-        recorded_at=event.recorded_at,
-    )
