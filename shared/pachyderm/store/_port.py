@@ -135,7 +135,7 @@ class EventStore(Protocol):
         ...
 
     async def count_timers(self) -> int:
-        """How many timers are pending in all."""
+        """How many timers are pending in all (a backend may estimate a large number)."""
         ...
 
     async def close(self) -> None:

@@ -1,11 +1,12 @@
 """Firing the due timers of one partition, for as long as its worker owns it.
 
 The owner of a partition reads its timers soonest first, a bounded batch at a
-time, up to a short read-ahead; it sleeps until the first is due (or until a
-commit of its own files an earlier one) and fires what is due through the
-engine, under the partition's lock, like a batch of deliveries. A new owner
-finds what an old one left due on its first read: nothing is kept in memory
-that the store does not have.
+time, up to a short read-ahead, and keeps them: it sleeps until the next is
+due and fires what is due through the engine, under the partition's lock,
+like a batch of deliveries, reading again only when the read-ahead is spent
+or a commit of its own files a timer it should have had. A new owner finds
+what an old one left due on its first read: nothing is kept in memory that the
+store does not have, and what is kept is checked again by the fire's commit.
 
 Guarantees: a fire commits only while its timer is pending and due by the
 store's clock (never early; never after a cancel or replacement that won), and
@@ -48,8 +49,9 @@ class TimerOptions:
 
     ``fire_rate``: fires per second at most, over all of a worker's partitions.
     ``batch``: timers read and fired at once per partition. ``read_ahead``:
-    seconds ahead a read looks for the next due time. ``poll``: the longest
-    sleep while no timer is known (a safety net: the worker's own commits wake it).
+    seconds ahead a read looks; the timers it finds are kept and fired as they
+    fall due, without reading again. ``poll``: the longest time between reads
+    (a safety net: the worker's own commits wake it for what they file).
     """
 
     fire_rate: float = 10_000.0
@@ -105,7 +107,12 @@ class TimerFiring:
         self.options = options
         self.hooks = hooks
         self._wake = asyncio.Event()
-        self._next = datetime.max.replace(tzinfo=UTC)
+        # The timers read ahead, soonest first, and how far the read covers: every
+        # pending timer due before the horizon is among them (or was filed by a
+        # commit since, which marks them stale).
+        self._ahead: list[StoredTimer] = []
+        self._horizon = datetime.min.replace(tzinfo=UTC)
+        self._stale = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -117,8 +124,10 @@ class TimerFiring:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def wake(self, due: datetime) -> None:
-        """A commit of this partition filed a timer due at ``due``."""
-        if due < self._next:
+        """A commit of this partition filed a timer due at ``due``: read again if the
+        timers read ahead should have had it (a later one waits for a later read)."""
+        if due <= self._horizon:
+            self._stale = True
             self._wake.set()
 
     async def _run(self) -> None:
@@ -139,46 +148,53 @@ class TimerFiring:
             await self._sleep(wait)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until a commit files an earlier timer (since the round
-        began: a wake during the round's read is not lost, it ends this sleep at once)."""
-        self._next = datetime.now(UTC) + timedelta(seconds=seconds)
+        """Sleep ``seconds``, or until a commit files a timer due before the horizon
+        (since the round began: a wake during the round ends this sleep at once)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        self._next = datetime.max.replace(tzinfo=UTC)
 
     async def _round(self) -> float:
         """Fire what is due now; the seconds until the next round."""
         self._wake.clear()  # what this round reads covers every wake before it
         now = datetime.now(UTC)
-        ahead = now + timedelta(seconds=self.options.read_ahead)
-        timers = await self.store.due_timers(self.partition, ahead, self.options.batch)
-        due = [timer for timer in timers if timer.fire_at <= now]
+        if self._stale or now >= self._horizon:
+            self._stale = False
+            await self._read(now)
+        due = [timer for timer in self._ahead if timer.fire_at <= now]
         if due:
-            return 0.0 if await self._fire(due, now) else 0.05
-        if timers:
-            return max((timers[0].fire_at - now).total_seconds(), 0.0)
-        return self.options.poll
+            tried = await self._fire(due, now)
+            self._ahead = [t for t in self._ahead if (t.entity_id, t.key) not in tried]
+            return 0.0
+        until = self._ahead[0].fire_at if self._ahead else self._horizon
+        return max((min(until, self._horizon) - now).total_seconds(), 0.0)
 
-    async def _fire(self, due: list[StoredTimer], now: datetime) -> bool:
-        """Fire ``due``; whether any fired (else the store refused them all: wait a bit)."""
+    async def _read(self, now: datetime) -> None:
+        """Read the timers due within the read-ahead (a bounded batch), and the horizon
+        the read covers: the last one's time if the batch is full."""
+        reach = now + timedelta(seconds=min(self.options.read_ahead, self.options.poll))
+        timers = await self.store.due_timers(self.partition, reach, self.options.batch)
+        self._ahead = timers
+        self._horizon = timers[-1].fire_at if len(timers) == self.options.batch else reach
+
+    async def _fire(self, due: list[StoredTimer], now: datetime) -> set[tuple[uuid.UUID, str]]:
+        """Fire ``due`` (an entity's first timer only: the next waits for the next
+        round, on the state this one leaves); the ``(entity id, key)`` of those tried."""
         requests, broken = fire_requests(self.app, due, now)
         await self.limit.take(len(requests))
         results = await self.fire([request for _, request in requests]) if requests else []
         fired_at = datetime.now(UTC)
         delays: dict[tuple[uuid.UUID, str], float] = {}
-        fired = False
         for (timer, request), result in zip(requests, results, strict=True):
             if result.error is not None:
                 self._failed(timer, result.error, delays)
             elif not result.gone:
-                fired = True
                 tick = request.timer.due if request.timer else timer.due_at
                 self.hooks.timer_fired(timer.entity_type, (fired_at - tick).total_seconds())
         for timer, error in broken:
             self._failed(timer, error, delays)
         if delays:
             await self.store.postpone_timers(delays)
-        return fired or bool(delays)
+        return {(timer.entity_id, timer.key) for timer, _ in [*requests, *broken]}
 
     def _failed(
         self, timer: StoredTimer, error: Exception, delays: dict[tuple[uuid.UUID, str], float]
