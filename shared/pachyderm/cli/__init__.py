@@ -41,6 +41,7 @@ _MODULES: Mapping[str, str] = {
     "gateway": "._gateway",
     "dev": "._gateway",
     "inspect": "._inspect",
+    "list": "._listing",
     "asyncapi": "._asyncapi",
 }
 

@@ -135,7 +135,20 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("--app", help="module[:attribute] of the App; default $PACHYDERM_APP")
     inspect.add_argument("--from-version", type=int, default=1, metavar="N")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    listing = add("list", "list the entities of a type, a page at a time (from the store)")
+    listing.add_argument("type", help="the entity type, e.g. account")
+    listing.add_argument("--app", help="module[:attribute] of the App; default $PACHYDERM_APP")
+    listing.add_argument("--by-change", action="store_true", help="by last change, not by id")
+    listing.add_argument("--after", metavar="CURSOR", help="go on after the cursor a page ended")
+    listing.add_argument("--limit", type=_page_size, default=100, metavar="N", help="1 to 1000")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
     return main
+
+
+def _page_size(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
+        raise argparse.ArgumentTypeError(f"a page holds 1 to 1000 entities, not {text!r}")
+    return int(text)
 
 
 def subparser(main: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

@@ -9,8 +9,6 @@ never shift its pages (:meth:`pachyderm.store.EventStore.list_entities`).
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,13 +19,14 @@ from .._app import App
 from .._errors import DefinitionError, UnknownNameError
 from .._reference import check_type_name
 from ..store import EventStore
+from ..store._entity_cursor import Cursor, cursor_text, parse_cursor
 from ..store._records import ListedEntity
 from ._bodies import Entities, EntitySummary
 from ._problems import Problem
 from ._requests import DEFAULT_PAGE, MAX_PAGE
 
 ORDERS = ("id", "change")
-Cursor = uuid.UUID | tuple[datetime, uuid.UUID]
+_SHAPES = ("an entity id", "<updated_at>,<id>")
 
 # The query parameters as the OpenAPI document describes them (from the constants above).
 PARAMETERS: list[dict[str, Any]] = [
@@ -82,7 +81,10 @@ class EntityListing:
         )
         next_page = None
         if len(found) > limit:
-            query = {"order": ORDERS[by_change], "after": _cursor_text(found[limit - 1], by_change)}
+            query = {
+                "order": ORDERS[by_change],
+                "after": cursor_text(found[limit - 1], by_change=by_change),
+            }
             root = request.scope.get("root_path", "")
             next_page = f"{root}{request.url.path}?{urlencode(query | {'limit': limit})}"
         body = Entities(type=name, entities=[_summary(e) for e in found[:limit]], next=next_page)
@@ -99,27 +101,12 @@ def _paging(request: Request) -> tuple[bool, Cursor | None, int]:
     if not (text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= MAX_PAGE):
         raise _invalid(f"limit must be an integer from 1 to {MAX_PAGE}")
     after = request.query_params.get("after")
-    return by_change, None if after is None else _cursor(after, by_change), int(text)
-
-
-def _cursor(text: str, by_change: bool) -> Cursor:
+    if after is None:
+        return by_change, None, int(text)
     try:
-        if not by_change:
-            return uuid.UUID(text)
-        time, _, identifier = text.rpartition(",")
-        at = datetime.fromisoformat(time)
-        if at.tzinfo is None:
-            raise ValueError("a cursor's time has its offset")
-        return at, uuid.UUID(identifier)
+        return by_change, parse_cursor(after, by_change=by_change), int(text)
     except ValueError:
-        shape = "<updated_at>,<id>" if by_change else "an entity id"
-        raise _invalid(f"after must be {shape}: a next link's cursor") from None
-
-
-def _cursor_text(entity: ListedEntity, by_change: bool) -> str:
-    if by_change:
-        return f"{entity.updated_at.isoformat()},{entity.entity_id}"
-    return str(entity.entity_id)
+        raise _invalid("after must be a next link's cursor: " + _SHAPES[by_change]) from None
 
 
 def _summary(entity: ListedEntity) -> EntitySummary:
