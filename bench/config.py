@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pachyderm.testing import ProcessFleet, process_fleet
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -29,6 +32,15 @@ class Services:
         return cls(
             dsn or os.environ.get("PACHYDERM_BENCH_DATABASE_URL", DEFAULT_DSN),
             amqp_url or os.environ.get("PACHYDERM_BENCH_AMQP_URL", DEFAULT_AMQP),
+        )
+
+    def fleet(
+        self, folder: Path, namespace: str, app: str
+    ) -> AbstractAsyncContextManager[ProcessFleet]:
+        """Worker processes serving ``app`` (a spec) on the benchmark's partitions, in
+        ``namespace`` (migrated by it), started as a workload asks."""
+        return process_fleet(
+            folder, namespace, self.dsn, self.amqp_url, app=app, partitions=PARTITIONS, cwd=ROOT
         )
 
 

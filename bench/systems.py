@@ -24,11 +24,11 @@ from typing import Any, Protocol
 import asyncpg
 
 from pachyderm import Client
-from pachyderm.testing import ProcessFleet, WorkerProcess, process_fleet
+from pachyderm.testing import ProcessFleet, WorkerProcess
 
 from .app import SPEC
 from .baselines import naive_worker
-from .config import PARTITIONS, ROOT, Services
+from .config import ROOT, Services
 
 PACHYDERM, RAW_BROKER, NAIVE_WORKER = "pachyderm", "raw_broker", "naive_worker"
 _HANDLED = re.compile(rb"handled (\d+)")
@@ -194,15 +194,7 @@ class Deployment:
 async def deployed(system: System, services: Services, folder: Path) -> AsyncIterator[Deployment]:
     """``system`` in a fresh namespace; workers stopped and everything removed afterwards."""
     namespace = f"bench_{uuid.uuid4().hex[:10]}"
-    async with process_fleet(
-        folder,
-        namespace,
-        services.dsn,
-        services.amqp_url,
-        app=SPEC,
-        partitions=PARTITIONS,
-        cwd=ROOT,
-    ) as fleet:
+    async with services.fleet(folder, namespace, SPEC) as fleet:
         await system.prepare(services, namespace)
         deployment = Deployment(system, fleet, services)
         try:

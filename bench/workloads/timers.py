@@ -40,9 +40,9 @@ import asyncpg
 
 from pachyderm import Client, Ref
 from pachyderm._scheduling import TimerSpec
-from pachyderm.testing import ProcessFleet, process_fleet
+from pachyderm.testing import ProcessFleet
 
-from ..config import PARTITIONS, ROOT, SEED, WORKERS, Services
+from ..config import PARTITIONS, SEED, WORKERS, Services
 from ..fleet import percentile
 from ..timer_app import ALARM, APP, ARMED, KEY, RANG, RING, SPEC, Arm
 from .plan import plan
@@ -253,15 +253,7 @@ async def _steady(bench: Bench, sizes: TimerSizes, rate: float) -> Lateness:
 
 async def timers_run(services: Services, folder: Path, sizes: TimerSizes, say: Say) -> TimersRun:
     namespace = f"bench_{uuid.uuid4().hex[:10]}"
-    async with process_fleet(
-        folder,
-        namespace,
-        services.dsn,
-        services.amqp_url,
-        app=SPEC,
-        partitions=PARTITIONS,
-        cwd=ROOT,
-    ) as fleet:
+    async with services.fleet(folder, namespace, SPEC) as fleet:
         for name in WORKERS:
             fleet.start_worker(name)
         await fleet.balanced()
