@@ -4,6 +4,7 @@ tests call through it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -121,3 +122,36 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert isinstance(document["detail"], str)
     assert document["type"] == "about:blank" or document["type"].startswith("urn:pachyderm:")
     return document
+
+
+WAIT = 10.0  # seconds for an event stream's next message: far more than its slowest poll
+
+
+class Messages:
+    """The Server-Sent Events of a streamed response, one message at a time."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.aiter_lines()
+
+    async def next(self) -> dict[str, str]:
+        fields: dict[str, str] = {}
+        async with asyncio.timeout(WAIT):
+            async for line in self.lines:
+                if not line:
+                    if "data" in fields:
+                        return fields
+                    fields = {}  # retry: or a comment: no event
+                    continue
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+        raise AssertionError("the stream ended")
+
+    async def events(self, count: int) -> list[dict[str, Any]]:
+        received = []
+        for _ in range(count):
+            message = await self.next()
+            data = json.loads(message["data"])
+            assert message["id"] == str(data["version"])
+            assert message["event"] == data["name"]
+            received.append(data)
+        return received

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,10 +22,9 @@ from pachyderm.gateway._problems import answer_http_error, answer_pachyderm_erro
 from pachyderm.gateway._routes import EntityEndpoints
 from pachyderm.store import RecordedEvent
 
-from .serving import APP, CALLER, JSON, problem, serving
+from .serving import APP, CALLER, JSON, Messages, problem, serving
 
 COUNTER = "/entities/counter/key:followed"
-WAIT = 10.0  # seconds: far more than the slowest poll (1 s)
 
 
 async def increment(http: httpx.AsyncClient, amount: int) -> str:
@@ -36,36 +34,6 @@ async def increment(http: httpx.AsyncClient, amount: int) -> str:
     assert response.status_code == 200, response.text
     command_id: str = response.headers["Pachyderm-Command-Id"]
     return command_id
-
-
-class Messages:
-    """The Server-Sent Events of a streamed response, one message at a time."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.lines = response.aiter_lines()
-
-    async def next(self) -> dict[str, str]:
-        fields: dict[str, str] = {}
-        async with asyncio.timeout(WAIT):
-            async for line in self.lines:
-                if not line:
-                    if "data" in fields:
-                        return fields
-                    fields = {}  # retry: or a comment: no event
-                    continue
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        raise AssertionError("the stream ended")
-
-    async def events(self, count: int) -> list[dict[str, Any]]:
-        received = []
-        for _ in range(count):
-            message = await self.next()
-            data = json.loads(message["data"])
-            assert message["id"] == str(data["version"])
-            assert message["event"] == data["name"]
-            received.append(data)
-        return received
 
 
 @asynccontextmanager
@@ -156,7 +124,7 @@ async def test_streams_are_bounded_and_a_disconnect_frees_a_slot(fleet: Embedded
             assert problem(refused, 503)["type"] == "urn:pachyderm:problem:unavailable"
             assert refused.headers["Retry-After"] == "1"
         # The client went away: its stream ends and its slot is free again, promptly.
-        async with asyncio.timeout(WAIT):
+        async with asyncio.timeout(10):  # far more than the slowest poll (1 s)
             while True:
                 async with http.stream("GET", f"{COUNTER}/events", headers=CALLER) as again:
                     if again.status_code == 200:

@@ -15,13 +15,13 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from pachyderm import Client
+from pachyderm import Client, Ref
 from pachyderm.gateway import GatewayOptions, create_app
 from pachyderm.store import PostgresEventStore, open_store
 from pachyderm.testing import process_fleet
 from pachyderm.transport import RabbitMQTransport, Topology
 
-from .serving import CALLER, READER, TOKENS, problem, serving
+from .serving import CALLER, READER, TOKENS, Messages, problem, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 2
@@ -134,6 +134,27 @@ async def test_commands_state_queries_and_history_answer_200(http: httpx.AsyncCl
     assert (await command(http, meter, "Add", {"amount": 5})).status_code == 200
     exceeds = await http.post(f"{meter}/queries/Exceeds", json={"limit": 3})
     assert exceeds.json() == {"version": 1, "reply": True}
+
+
+async def test_a_follower_sees_each_event_as_it_commits_and_the_type_is_listed(
+    http: httpx.AsyncClient,
+) -> None:
+    """Following and listing read PostgreSQL while worker processes commit."""
+    dana = "/entities/account/key:dana"
+    assert (await command(http, dana, "Open", {"owner": "D"})).status_code == 200
+    async with http.stream("GET", f"{dana}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        messages = Messages(stream)
+        assert [e["name"] for e in await messages.events(1)] == ["Opened"]
+        for amount in (10, 20):
+            assert (await command(http, dana, "Deposit", {"amount": amount})).status_code == 200
+            (event,) = await messages.events(1)
+            assert (event["name"], event["data"]) == ("Deposited", {"amount": amount})
+    async with http.stream("GET", f"{dana}/events", headers={"Last-Event-ID": "2"}) as stream:
+        assert [e["version"] for e in await Messages(stream).events(1)] == [3]
+    listed = (await http.get("/entities/account?order=change&limit=1000")).json()
+    assert listed["entities"][-1]["id"] == str(Ref.from_key("account", "dana").id)
+    assert listed["entities"][-1]["version"] == 3
 
 
 async def test_authentication_401_403_and_the_right_that_admits(http: httpx.AsyncClient) -> None:
