@@ -64,6 +64,7 @@ STORE = {
     "Conflict",
     "Duplicate",
     "EventStore",
+    "ListedEntity",
     "LoadedEntity",
     "LoggedEvent",
     "NewEffect",

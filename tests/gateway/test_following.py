@@ -162,12 +162,6 @@ async def test_an_idle_stream_backs_off_and_an_event_wakes_it(
         assert asyncio.get_running_loop().time() - sent < 1.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="create_app does not yet pass GatewayOptions.max_streams on to EntityEndpoints"
-    " (one line in pachyderm/gateway/_asgi.py, outside this change); until then the bound is"
-    " the default, 100",
-)
 async def test_create_app_bounds_streams_by_the_option(fleet: EmbeddedFleet) -> None:
     client = Client(APP, fleet.transport)
     await client.start()

@@ -45,7 +45,7 @@ def create_app(
     telemetry installed when the first request arrives.
     """
     guard = Guard(options.tokens, options.hosts)
-    entities = EntityEndpoints(client, store, app, options.max_body)
+    entities = EntityEndpoints(client, store, app, options.max_body, options.max_streams)
     checks: dict[str, Check] = {"broker": broker_check(client.transport)}
     if store is not None:
         checks["database"] = database_check(store)
