@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, Self, TypeVar, TypeVarTuple
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
@@ -408,7 +408,7 @@ class SqliteEventStore:
     @classmethod
     async def open(
         cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0
-    ) -> SqliteEventStore:
+    ) -> Self:
         """Open (creating if needed) the database at ``path``; ``":memory:"`` is private.
 
         A writer finding the file locked waits up to ``busy_timeout`` seconds

@@ -1,4 +1,5 @@
-"""Serve one partition queue: take a batch, apply it, reply, publish effects, ack."""
+"""Serve one partition queue: take a batch, apply it, reply, publish effects, ack; and
+fire the partition's due timers, with a batch when one is being applied."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ log = logging.getLogger("pachyderm.worker")
 FAILED = "failed"
 
 DEFAULT_MAX_BATCH = 256
+# How long fires wait for the next batch of a busy partition to take them along.
+_RIDE_ALONG_WAIT = 0.05
 _STORE_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -33,6 +36,20 @@ class _Decided:
     requests: list[tuple[int, Request]]
     outcomes: dict[int, Done | PachydermError]
     committed: list[Change]
+
+
+@dataclass(slots=True)
+class _Fires:
+    """Fires of the partition's timers waiting for it: the next batch of deliveries
+    takes them along (one commit for both), else they run on their own."""
+
+    requests: list[Request]
+    results: asyncio.Future[list[Done]]
+
+    def settle(self, results: list[Done] | None = None) -> None:
+        """Their results; None: not fired this time (the timers stay pending)."""
+        if not self.results.done():
+            self.results.set_result(results or [Done(gone=True) for _ in self.requests])
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +125,7 @@ class PartitionWorker:
         self.hooks = hooks or WorkerHooks()
         self._exchange = transport.topology.commands_exchange
         self._handling = asyncio.Lock()
+        self._fires: list[_Fires] = []
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.timers: TimerFiring | None = None
@@ -149,7 +167,25 @@ class PartitionWorker:
                     log.exception("partition %d: settling a batch failed", self.partition)
 
     async def fire(self, requests: list[Request]) -> list[Done]:
-        """Apply fires of this partition's timers, between its batches of deliveries."""
+        """Apply fires of this partition's timers. While a batch of deliveries is being
+        applied, the fires wait for the next batch, which takes them along (one commit
+        for both: a busy partition's timers do not queue behind its traffic); if none
+        begins within a moment, or the partition is idle, they run on their own."""
+        if self._handling.locked():
+            waiting = _Fires(requests, asyncio.get_running_loop().create_future())
+            self._fires.append(waiting)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting.results), _RIDE_ALONG_WAIT)
+            except TimeoutError:
+                if waiting not in self._fires:  # a batch took them just now
+                    return await waiting.results
+                self._fires.remove(waiting)
+            except asyncio.CancelledError:
+                if waiting in self._fires:
+                    self._fires.remove(waiting)
+                raise
+            else:
+                return waiting.results.result()
         async with self._handling:
             if self._stopping:
                 return [Done(gone=True) for _ in requests]  # the next owner fires them
@@ -183,8 +219,13 @@ class PartitionWorker:
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Apply one batch: one commit, then replies and effects, then one ack."""
+        fires, self._fires = self._fires, []
         with self.hooks.batch(self._exchange, self.partition, deliveries) as batch:
-            decided = await self._decide_isolating(deliveries)
+            try:
+                decided = await self._decide_isolating(deliveries, fires)
+            finally:
+                for waiting in fires:
+                    waiting.settle()  # unless settled: not fired this time
             verdicts = [
                 _verdict(delivery, decided.outcomes[i]) for i, delivery in enumerate(deliveries)
             ]
@@ -198,12 +239,15 @@ class PartitionWorker:
             if batch.measuring:
                 _report(batch, decided.requests, decided.outcomes)
 
-    async def _decide_isolating(self, deliveries: Sequence[Delivery]) -> _Decided:
-        """Parse, decide and commit a batch. If something unforeseen breaks that, do
-        it for the deliveries one by one, so that only the one that breaks fails and
-        the partition keeps flowing. (Only this phase: nobody has been answered yet.)"""
+    async def _decide_isolating(
+        self, deliveries: Sequence[Delivery], fires: Sequence[_Fires] = ()
+    ) -> _Decided:
+        """Parse, decide and commit a batch (with ``fires``). If something unforeseen
+        breaks that, do it for the deliveries one by one, so that only the one that
+        breaks fails and the partition keeps flowing; the fires then wait for another
+        round. (Only this phase: nobody has been answered yet.)"""
         try:
-            return await self._decide(deliveries)
+            return await self._decide(deliveries, fires)
         except (StoreError, asyncio.CancelledError):
             raise
         except Exception:
@@ -225,7 +269,9 @@ class PartitionWorker:
             decided.committed.extend(alone.committed)
         return decided
 
-    async def _decide(self, deliveries: Sequence[Delivery]) -> _Decided:
+    async def _decide(
+        self, deliveries: Sequence[Delivery], fires: Sequence[_Fires] = ()
+    ) -> _Decided:
         outcomes: dict[int, Done | PachydermError] = {}
         requests: list[tuple[int, Request]] = []
         for index, delivery in enumerate(deliveries):
@@ -233,9 +279,14 @@ class PartitionWorker:
                 requests.append((index, parse_request(self.app, delivery.message)))
             except InvalidInputError as error:
                 outcomes[index] = error
+        fired = [request for waiting in fires for request in waiting.requests]
+        # The fires first: their timers fell due before these deliveries arrived.
         results, committed = await self.engine.run(
-            [request for _, request in requests], partition=self.partition
+            [*fired, *(request for _, request in requests)], partition=self.partition
         )
+        for waiting in fires:
+            taken, results = results[: len(waiting.requests)], results[len(waiting.requests) :]
+            waiting.settle(taken)
         outcomes.update(
             (index, result) for (index, _), result in zip(requests, results, strict=True)
         )
