@@ -77,6 +77,24 @@ def decode(data: Body, content_type: str | None = None, limits: Limits = DEFAULT
     return value
 
 
+def decode_stored(data: bytes) -> Any:
+    """Decode msgpack that this system encoded and stored itself (a timer's payload).
+
+    Without :func:`decode`'s limits and walks over the value, which guard against
+    what a publisher may send, not against the store's own rows (an operator who
+    can write those can do anything). Still :class:`DecodeError` for bytes that
+    are not msgpack, as a damaged row would be.
+    """
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=True, ext_hook=_reject_extension, timestamp=0
+        )
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as error:
+        raise DecodeError(f"malformed msgpack: {str(error) or type(error).__name__}") from None
+
+
 def _as_bytes(data: Body, limits: Limits) -> bytes:
     """The body as bytes, refused before copying when it is over the size limit."""
     if not isinstance(data, Body):

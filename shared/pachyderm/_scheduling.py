@@ -57,7 +57,7 @@ class TimerSpec:
     def decode(cls, payload: bytes) -> TimerSpec:
         """Raises :class:`PachydermError` for a payload this code cannot read."""
         try:
-            body = _codec.decode(payload)
+            body = _codec.decode_stored(payload)
             to = body.get("to")
             every = body.get("every_us")
             return cls(
@@ -69,7 +69,7 @@ class TimerSpec:
                 int(body.get("limit", 100)),
                 int(body.get("skipped", 0)),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as error:
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as error:
             raise PachydermError(f"unreadable timer payload: {error!r}") from error
 
 

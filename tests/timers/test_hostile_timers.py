@@ -67,10 +67,11 @@ async def test_a_timer_past_the_calendar_fails_its_command_only(fleet: EmbeddedF
     "payload",
     [
         b"\xc1 not msgpack",
+        b"\x93\x01\x02\x03",  # msgpack, but a list
         TimerSpec("NoSuchCommand", {}).encode(),
         TimerSpec("Lapse", {"customer": 5, "extra": 1}).encode(),
     ],
-    ids=["unreadable", "unknown-command", "invalid-fields"],
+    ids=["unreadable", "not-a-map", "unknown-command", "invalid-fields"],
 )
 async def test_an_unfireable_timer_backs_off_and_the_others_fire(
     fleet: EmbeddedFleet, payload: bytes
