@@ -28,6 +28,7 @@ from ._errors import (
     UnknownNameError,
     UnsupportedContentTypeError,
 )
+from ._projection import PostgresProjection, Projection, ProjectionContext
 from ._reference import Ref, entity_id
 from ._running import run
 from ._settings import Settings, load_settings
@@ -58,6 +59,9 @@ __all__ = [
     "InvalidMessageError",
     "MigrationError",
     "PachydermError",
+    "PostgresProjection",
+    "Projection",
+    "ProjectionContext",
     "Ref",
     "Reject",
     "RejectedError",

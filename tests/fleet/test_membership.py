@@ -383,4 +383,31 @@ async def test_the_sqlite_schema_has_the_workers_table(tmp_path: Path) -> None:
         await store.close()
     with closing(sqlite3.connect(path)) as connection:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(workers)")]
-    assert columns == ["worker_id", "info", "started_at", "heartbeat_at", "instance"]
+    assert columns == ["worker_id", "info", "started_at", "heartbeat_at", "instance", "fleet"]
+
+
+@postgres
+async def test_workers_and_projection_processes_are_assigned_apart(fleet: Fleet) -> None:
+    workers = [await fleet.watcher(f"w{n}") for n in range(2)]
+    projectors = [
+        Watcher(
+            await PostgresMembership.connect(
+                fleet.dsn,
+                worker_id=f"p{n}",
+                schema=fleet.namespace,
+                heartbeat_interval=INTERVAL,
+                dead_after=DEAD_AFTER,
+                fleet="projections",
+            )
+        )
+        for n in range(3)
+    ]
+    try:
+        # Each group splits every partition among its own members only.
+        await eventually(lambda: split_as_assigned(workers) and split_as_assigned(projectors))
+        assert await workers[0].membership.live_workers() == ["w0", "w1"]
+        assert await projectors[0].membership.live_workers() == ["p0", "p1", "p2"]
+    finally:
+        for watcher in projectors:
+            await watcher.kill()
+            await watcher.membership.close()

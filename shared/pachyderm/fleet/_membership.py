@@ -15,6 +15,9 @@ lapsed, renews and deletes only its own, and stops with
 :class:`~pachyderm.DuplicateWorkerError` when another live process holds it.
 Two processes sharing an id would otherwise consume the same partitions, and
 the first to leave would delete the survivor's row, its lease with it.
+
+Members belong to a ``fleet`` (a group: ``"worker"``, ``"projections"``) and
+share the partitions with the live members of their own fleet only.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ _PRUNE_AFTER_DEATHS = 10
 # lapsed ($4 = dead_after, by the database's clock, as _LIVE judges); no row
 # returned means another live instance holds this worker id.
 _JOIN = """
-    INSERT INTO workers (worker_id, info, instance) VALUES ($1, $2, $3)
+    INSERT INTO workers (worker_id, info, instance, fleet) VALUES ($1, $2, $3, $5)
     ON CONFLICT (worker_id) DO UPDATE
-       SET info = excluded.info, instance = excluded.instance,
+       SET info = excluded.info, instance = excluded.instance, fleet = excluded.fleet,
            started_at = now(), heartbeat_at = now()
      WHERE workers.instance = excluded.instance
         OR workers.heartbeat_at <= now() - $4::interval
@@ -58,7 +61,7 @@ _JOIN = """
 # renews only this instance's row: no row returned means another process took
 # this worker id over while this one could not renew its lease.
 _HEARTBEAT = """
-    INSERT INTO workers (worker_id, info, instance) VALUES ($1, $2, $3)
+    INSERT INTO workers (worker_id, info, instance, fleet) VALUES ($1, $2, $3, $4)
     ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()
      WHERE workers.instance = excluded.instance
     RETURNING true
@@ -67,7 +70,9 @@ _HOLDER = """
     SELECT info, extract(epoch FROM now() - heartbeat_at)::float8 AS silent
       FROM workers WHERE worker_id = $1
 """
-_LIVE = "SELECT worker_id FROM workers WHERE heartbeat_at > now() - $1::interval"
+_LIVE = """
+    SELECT worker_id FROM workers WHERE heartbeat_at > now() - $1::interval AND fleet = $2
+"""
 _PRUNE = "DELETE FROM workers WHERE heartbeat_at < now() - $1::interval"
 _LEAVE = "DELETE FROM workers WHERE worker_id = $1 AND instance = $2"
 
@@ -102,6 +107,7 @@ class PostgresMembership:
         info: str = "",
         heartbeat_interval: float = 0.5,
         dead_after: float = 1.5,
+        fleet: str = "worker",
     ) -> None:
         """Use :meth:`connect`; ``pool``'s sessions must see the namespace's schema first.
 
@@ -113,6 +119,7 @@ class PostgresMembership:
         self.info = info
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
+        self.fleet = fleet
         # This run of the worker: it holds the worker id's row with this token.
         self.instance = uuid.uuid4()
 
@@ -126,8 +133,10 @@ class PostgresMembership:
         info: str | None = None,
         heartbeat_interval: float = 0.5,
         dead_after: float = 1.5,
+        fleet: str = "worker",
     ) -> PostgresMembership:
-        """Join the fleet of namespace ``schema`` (migrated) as ``worker_id``, on a pool of its own.
+        """Join ``fleet`` (its group) of namespace ``schema`` (migrated) as ``worker_id``, on
+        a pool of its own.
 
         Not sharing the event store's pool keeps heartbeats on time when busy
         commits hold every connection of that pool. ``info`` (by default the
@@ -151,6 +160,7 @@ class PostgresMembership:
             info=info,
             heartbeat_interval=heartbeat_interval,
             dead_after=dead_after,
+            fleet=fleet,
         )
 
     @property
@@ -180,15 +190,18 @@ class PostgresMembership:
         must stop, not serve beside it.
         """
         async with translated_errors(), self._pool.acquire() as conn:
-            renewed = await conn.fetchval(_HEARTBEAT, self.worker_id, self.info, self.instance)
+            renewed = await conn.fetchval(
+                _HEARTBEAT, self.worker_id, self.info, self.instance, self.fleet
+            )
             holder = None if renewed else await _holder(conn, self.worker_id)
         if holder is not None:
             raise self._lost(holder)
 
     async def live_workers(self) -> list[str]:
-        """The workers that renewed their lease within the last ``dead_after`` seconds, sorted."""
+        """The members of this fleet that renewed their lease within the last ``dead_after``
+        seconds, sorted."""
         async with translated_errors(), self._pool.acquire() as conn:
-            rows = await conn.fetch(_LIVE, timedelta(seconds=self.dead_after))
+            rows = await conn.fetch(_LIVE, timedelta(seconds=self.dead_after), self.fleet)
         return sorted(row["worker_id"] for row in rows)
 
     async def prune(self) -> None:
@@ -288,7 +301,9 @@ class PostgresMembership:
         """Take this worker id's row for this instance; else who holds it, live."""
         lease = timedelta(seconds=self.dead_after)
         async with translated_errors(), self._pool.acquire() as conn:
-            while not await conn.fetchval(_JOIN, self.worker_id, self.info, self.instance, lease):
+            while not await conn.fetchval(
+                _JOIN, self.worker_id, self.info, self.instance, lease, self.fleet
+            ):
                 # Gone since (it left, or was pruned)? Then the row is free: claim again.
                 if (holder := await _holder(conn, self.worker_id)) is not None:
                     return holder

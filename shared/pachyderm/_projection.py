@@ -1,0 +1,97 @@
+"""Projections: read models kept from the event log.
+
+A :class:`Projection` is named (its ``name`` names its cursors: renaming one
+starts it over) and declares the event classes it handles; the runner
+(``pachyderm projections APP``) reads each partition's log after the
+projection's cursor, hands it those events in log order (so each entity's in
+version order) and then advances the cursor.
+
+- :class:`Projection`: at least once. The cursor advances after ``apply``; a
+  runner stopped between the two applies those events again when it resumes,
+  so ``apply`` should be idempotent (``context.event_id`` is stable).
+- :class:`PostgresProjection`: exactly once. ``apply`` gets
+  ``context.connection``, the asyncpg connection inside the transaction in
+  which the cursor advances: the read model's writes commit with the cursor, or
+  neither does.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from ._errors import DefinitionError
+
+_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionContext:
+    """Where an event comes from, and (exactly once) the transaction to write in."""
+
+    entity_type: str
+    entity_id: uuid.UUID
+    version: int
+    event_id: uuid.UUID
+    partition: int
+    position: int
+    recorded_at: datetime
+    # An asyncpg connection inside the cursor's transaction; None at least once.
+    connection: Any = None
+
+
+class Projection:
+    """A read model kept at least once: subclass it, set ``name`` and ``events``,
+    and define :meth:`apply`.
+
+    >>> class Totals(Projection):  # doctest: +SKIP
+    ...     name = "totals"
+    ...     events = (Deposited,)
+    ...     async def apply(self, event, context): ...
+    """
+
+    name: ClassVar[str]
+    events: ClassVar[tuple[type[Any], ...]]
+    # Whether apply runs in the cursor's transaction (PostgreSQL only).
+    exactly_once: ClassVar[bool] = False
+
+    async def apply(self, event: Any, context: ProjectionContext) -> None:
+        """Apply one event to the read model."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not define apply()")
+
+    async def clear(self, connection: Any) -> None:
+        """Empty the read model before a rebuild (``connection``: as in ``apply``)."""
+
+    def handles(self, event: object) -> bool:
+        """Whether ``event`` is of a class this projection declares."""
+        return isinstance(event, self.events)
+
+    def check(self) -> None:
+        """Raise :class:`DefinitionError` unless ``name`` and ``events`` are well formed."""
+        name = getattr(self, "name", None)
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise DefinitionError(
+                f"{type(self).__qualname__}.name must match {_NAME.pattern}, got {name!r}"
+            )
+        events = getattr(self, "events", None)
+        if (
+            not isinstance(events, tuple)
+            or not events
+            or not all(isinstance(cls, type) for cls in events)
+        ):
+            raise DefinitionError(
+                f"projection {name!r}: events must be a non-empty tuple of event classes"
+            )
+
+
+class PostgresProjection(Projection):
+    """A read model in PostgreSQL, kept exactly once: ``apply`` writes through
+    ``context.connection``, in the transaction that advances the cursor.
+
+    :meth:`clear` (for a rebuild) runs in the transaction that resets the cursors.
+    """
+
+    exactly_once = True

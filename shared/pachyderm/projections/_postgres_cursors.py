@@ -1,0 +1,145 @@
+"""Projection cursors on PostgreSQL, and the transaction of an exactly-once batch.
+
+:meth:`PostgresCursors.apply_batch` locks the cursor row (``FOR UPDATE``),
+checks it is still where the batch was read from, not paused and not being
+rebuilt, runs the batch's writes and advances the cursor, all in one
+transaction: a second runner of the same cursor waits on the lock, then finds
+the cursor moved and writes nothing. :meth:`PostgresCursors.rebuild` locks all
+of a projection's cursors the same way, so no batch commits across a rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from ..store._postgres import check_schema_name, translated_errors
+from ._cursors import Clear, Cursor
+
+_ENSURE = """
+    INSERT INTO projection_cursors (projection, partition)
+    SELECT $1, p FROM generate_series(0, $2 - 1) AS p
+    ON CONFLICT (projection, partition) DO NOTHING
+"""
+_CURSORS = """
+    SELECT projection, partition, position, paused, rebuilding, updated_at
+      FROM projection_cursors WHERE $1::text IS NULL OR projection = $1
+     ORDER BY projection, partition
+"""
+_ADVANCE = """
+    UPDATE projection_cursors SET position = $4, updated_at = now()
+     WHERE projection = $1 AND partition = $2 AND position = $3
+       AND NOT paused AND NOT rebuilding
+"""
+_LOCK = """
+    SELECT position, paused, rebuilding FROM projection_cursors
+     WHERE projection = $1 AND partition = $2 FOR UPDATE
+"""
+_LOCK_ALL = """
+    SELECT bool_or(rebuilding) FROM (
+        SELECT rebuilding FROM projection_cursors WHERE projection = $1
+         ORDER BY partition FOR UPDATE) AS locked
+"""
+_RESET = """
+    UPDATE projection_cursors SET position = 0, rebuilding = false, updated_at = now()
+     WHERE projection = $1
+"""
+
+
+def _cursor(row: Any) -> Cursor:
+    return Cursor(
+        row["projection"],
+        row["partition"],
+        row["position"],
+        row["paused"],
+        row["rebuilding"],
+        row["updated_at"],
+    )
+
+
+class PostgresCursors:
+    """:class:`~pachyderm.projections.CursorStore` in a namespace's schema on PostgreSQL."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        """Use :meth:`connect`; the cursors own ``pool`` and close it."""
+        self._pool = pool
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, *, schema: str = "pachyderm", max_size: int = 10
+    ) -> PostgresCursors:
+        """A pool of its own whose sessions see ``schema`` (migrated) first."""
+        check_schema_name(schema)
+        async with translated_errors():
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=max_size,
+                server_settings={
+                    "search_path": schema,
+                    "application_name": "pachyderm-projections",
+                },
+            )
+        return cls(pool)
+
+    async def ensure(self, projection: str, partitions: int) -> None:
+        await self._execute(_ENSURE, projection, partitions)
+
+    async def cursors(self, projection: str | None = None) -> list[Cursor]:
+        async with translated_errors(), self._pool.acquire() as conn:
+            return [_cursor(row) for row in await conn.fetch(_CURSORS, projection)]
+
+    async def advance(self, projection: str, partition: int, expected: int, position: int) -> bool:
+        return await self._execute(_ADVANCE, projection, partition, expected, position) > 0
+
+    async def set_paused(self, projection: str, paused: bool) -> int:
+        return await self._execute(
+            "UPDATE projection_cursors SET paused = $2, updated_at = now() WHERE projection = $1",
+            projection,
+            paused,
+        )
+
+    async def request_rebuild(self, projection: str) -> int:
+        return await self._execute(
+            "UPDATE projection_cursors SET rebuilding = true, updated_at = now()"
+            " WHERE projection = $1",
+            projection,
+        )
+
+    async def rebuild(self, projection: str, clear: Clear) -> bool:
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(_LOCK_ALL, projection):
+                return False
+            await clear(conn)
+            await conn.execute(_RESET, projection)
+            return True
+
+    async def apply_batch(
+        self,
+        projection: str,
+        partition: int,
+        expected: int,
+        position: int,
+        work: Callable[[Any], Awaitable[None]],
+    ) -> bool:
+        """In one transaction: ``work(connection)`` and the cursor from ``expected`` to
+        ``position``; False (nothing written, ``work`` not run) when the cursor is no longer
+        at ``expected``, or paused, or being rebuilt."""
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_LOCK, projection, partition)
+            if row is None or row["position"] != expected or row["paused"] or row["rebuilding"]:
+                return False
+            await work(conn)
+            await conn.execute(_ADVANCE, projection, partition, expected, position)
+            return True
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _execute(self, sql: str, *arguments: object) -> int:
+        async with translated_errors(), self._pool.acquire() as conn:
+            status: str = await conn.execute(sql, *arguments)
+        # "UPDATE n" / "INSERT 0 n": the row count comes last.
+        return int(status.rsplit(" ", 1)[-1])

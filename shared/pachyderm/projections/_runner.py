@@ -1,0 +1,151 @@
+"""One projection over one partition's log: read after the cursor, apply, advance.
+
+Invariants: events reach ``apply`` in log order (so each entity's in version
+order), only those of the classes the projection declares; the cursor moves
+only from the position the batch was read after (a compare-and-set), so a
+second runner of the same cursor writes nothing. Exactly once
+(:class:`~pachyderm.PostgresProjection`): the batch's ``apply`` calls and the
+cursor's advance are one transaction; a runner stopped anywhere in between
+(cancelled, killed) leaves neither. At least once: the cursor advances after the
+batch is applied; a runner stopped in between applies it again.
+
+Idle, a runner polls the log with an interval doubling from ``min_interval``
+to ``max_interval``, back to the minimum as soon as events come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .._app import App
+from .._errors import PachydermError
+from .._projection import Projection, ProjectionContext
+from ..store import EventStore, LoggedEvent
+from ._cursors import CursorStore, TransactionalCursors
+
+log = logging.getLogger("pachyderm.projections")
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerOptions:
+    """How much a batch reads, and how often an idle runner looks for new events."""
+
+    batch_size: int = 500
+    min_interval: float = 0.02
+    max_interval: float = 1.0
+
+
+def _handled(app: App, projection: Projection) -> frozenset[tuple[str, str]]:
+    """The ``(entity type, event name)`` pairs ``projection`` handles: decode only those."""
+    return frozenset(
+        (entity_type.name, name)
+        for entity_type in app
+        for name, cls in entity_type.events.types()
+        if issubclass(cls, projection.events)
+    )
+
+
+def _context(logged: LoggedEvent, connection: Any) -> ProjectionContext:
+    event = logged.event
+    return ProjectionContext(
+        entity_type=logged.entity_type,
+        entity_id=event.entity_id,
+        version=event.version,
+        event_id=logged.event_id,
+        partition=logged.partition,
+        position=logged.position,
+        recorded_at=event.recorded_at,
+        connection=connection,
+    )
+
+
+class ProjectionRunner:
+    """Keeps ``projection`` up to date with the log of ``partition``."""
+
+    def __init__(
+        self,
+        app: App,
+        store: EventStore,
+        cursors: CursorStore,
+        projection: Projection,
+        partition: int,
+        *,
+        options: RunnerOptions | None = None,
+    ) -> None:
+        self._transactional = cursors if isinstance(cursors, TransactionalCursors) else None
+        if projection.exactly_once and self._transactional is None:
+            raise PachydermError(
+                f"projection {projection.name!r} is a PostgresProjection (exactly once): it"
+                " runs on PostgreSQL only, not on this database"
+            )
+        self.app = app
+        self.store = store
+        self.cursors = cursors
+        self.projection = projection
+        self.partition = partition
+        self.options = options or RunnerOptions()
+        self._handled = _handled(app, projection)
+
+    async def step(self) -> int:
+        """Apply one batch; how many log positions it moved the cursor on (0: nothing to
+        do, paused, rebuilt, or another runner moved the cursor first)."""
+        name = self.projection.name
+        [cursor] = [c for c in await self.cursors.cursors(name) if c.partition == self.partition]
+        if cursor.rebuilding:
+            if await self.cursors.rebuild(name, self.projection.clear):
+                log.info("projection %s: cleared and reset for a rebuild", name)
+            return 0
+        if cursor.paused:
+            return 0
+        logged = await self.store.read_log(self.partition, cursor.position, self.options.batch_size)
+        if not logged:
+            return 0
+        head = logged[-1].position
+        chosen = [item for item in logged if (item.entity_type, item.event.name) in self._handled]
+        if self.projection.exactly_once and self._transactional is not None:
+
+            async def work(connection: Any) -> None:
+                await self._apply(chosen, connection)
+
+            moved = await self._transactional.apply_batch(
+                name, self.partition, cursor.position, head, work
+            )
+        else:
+            await self._apply(chosen, None)
+            moved = await self.cursors.advance(name, self.partition, cursor.position, head)
+        if not moved:
+            log.info("projection %s: cursor %d moved meanwhile", name, self.partition)
+            return 0
+        return head - cursor.position
+
+    async def _apply(self, chosen: list[LoggedEvent], connection: Any) -> None:
+        for logged in chosen:
+            event = self.app.entity_type(logged.entity_type).decode_event(
+                logged.event.name, logged.event.data
+            )
+            await self.projection.apply(event, _context(logged, connection))
+
+    async def run(self) -> None:
+        """Step until cancelled; a failing step is logged and tried again after a pause."""
+        options = self.options
+        interval = options.min_interval
+        while True:
+            try:
+                moved = await self.step()
+            except Exception:
+                log.exception(
+                    "projection %s, partition %d: a batch failed; retrying",
+                    self.projection.name,
+                    self.partition,
+                )
+                moved, interval = 0, options.max_interval
+            if moved >= options.batch_size:
+                continue  # more is waiting: no pause
+            if moved:
+                interval = options.min_interval
+            await asyncio.sleep(interval)
+            if not moved:
+                interval = min(interval * 2, options.max_interval)
