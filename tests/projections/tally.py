@@ -127,3 +127,8 @@ async def commit(
     )
     [outcome] = await store.commit([change])
     assert type(outcome).__name__ == "Committed", outcome
+
+
+RECORDER = Recorder()
+# For the command line (tests.projections.tally:APP).
+APP = app(RECORDER)

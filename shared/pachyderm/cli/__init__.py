@@ -43,6 +43,8 @@ _MODULES: Mapping[str, str] = {
     "inspect": "._inspect",
     "list": "._listing",
     "asyncapi": "._asyncapi",
+    "projections": "._projections",
+    "projection": "._projection",
 }
 
 

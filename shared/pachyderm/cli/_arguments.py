@@ -22,7 +22,7 @@ from .._settings import LOG_LEVELS, Settings, load_settings
 
 DISTRIBUTION = "pachyderm-entities"
 # Subcommands that serve an app: the positional APP, else PACHYDERM_APP.
-SERVING = frozenset({"worker", "effects", "dev"})
+SERVING = frozenset({"worker", "effects", "dev", "projections"})
 # Subcommands that cannot run without an app: those, and those describing one.
 NEEDS_APP = SERVING | {"asyncapi"}
 GLOBAL_OPTIONS = ("database_url", "amqp_url", "namespace", "log_level")
@@ -130,6 +130,14 @@ def parser() -> argparse.ArgumentParser:
     asyncapi = add("asyncapi", "print the app's AsyncAPI document (its messages' schemas)")
     _add_app_argument(asyncapi, "")
     asyncapi.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    _add_app_argument(
+        add("projections", "run the app's projections on their share of the partitions"), ""
+    )
+    projection = add("projection", "show a projection's lag, pause, resume or rebuild it")
+    projection.add_argument("action", choices=("status", "pause", "resume", "rebuild"))
+    projection.add_argument("name", nargs="?", help="the projection (status: all when absent)")
+    projection.add_argument("--app", help="module[:attribute] of the App; default $PACHYDERM_APP")
+    projection.add_argument("--json", action="store_true", help="machine-readable status")
     inspect = add("inspect", "show an entity's history and state")
     _add_entity_arguments(inspect)
     inspect.add_argument("--app", help="module[:attribute] of the App; default $PACHYDERM_APP")

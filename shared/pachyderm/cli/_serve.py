@@ -42,7 +42,8 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
-async def _membership(settings: Settings, name: str) -> Membership:
+async def membership_of(settings: Settings, name: str, *, fleet: str = "worker") -> Membership:
+    """The membership of process ``name`` in ``fleet`` (its group), as the settings say."""
     if settings.ownership == "all":
         return SoloMembership(name)
     return await PostgresMembership.connect(
@@ -51,6 +52,7 @@ async def _membership(settings: Settings, name: str) -> Membership:
         worker_id=name,
         heartbeat_interval=settings.heartbeat_interval,
         dead_after=settings.dead_after,
+        fleet=fleet,
     )
 
 
@@ -92,7 +94,7 @@ async def serve(
         async with health_endpoints(checks, settings):
             database_url = settings.database_url.get_secret_value()
             store = wrap_store(await open_store(database_url, namespace=settings.namespace))
-            membership = await _membership(settings, name)
+            membership = await membership_of(settings, name)
             try:
                 async with broker(settings, name) as connected:
                     transport = wrap_transport(connected)

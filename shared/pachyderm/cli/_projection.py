@@ -1,0 +1,122 @@
+"""``pachyderm projection status|pause|resume|rebuild [NAME]``: look at and steer projections.
+
+These only write the cursors' flags: the running projection processes obey
+them at their next batch (pause, resume) or clear and reset the projection
+(rebuild: the first runner to see the flag clears the read model and resets all
+its cursors in one transaction). Lag is in events (the log's head minus the
+cursor) and in seconds (since the oldest event not yet applied was recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .._errors import PachydermError
+from .._loading import load_app
+from .._settings import Settings
+from ..projections import Cursor, CursorStore, open_cursors
+from ..store import EventStore, open_store
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """A cursor, and how far behind its partition's log it is."""
+
+    cursor: Cursor
+    head: int
+    seconds: float
+
+    @property
+    def events(self) -> int:
+        return max(self.head - self.cursor.position, 0)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "projection": self.cursor.projection,
+            "partition": self.cursor.partition,
+            "position": self.cursor.position,
+            "head": self.head,
+            "lag_events": self.events,
+            "lag_seconds": round(self.seconds, 3),
+            "paused": self.cursor.paused,
+            "rebuilding": self.cursor.rebuilding,
+        }
+
+
+async def status(store: EventStore, cursors: CursorStore, name: str | None) -> list[Lag]:
+    """The lag of each cursor of projection ``name`` (else of every projection)."""
+    heads = await store.log_heads()
+    now = datetime.now(UTC)
+    lags = []
+    for cursor in await cursors.cursors(name):
+        head = heads.get(cursor.partition, 0)
+        waiting = (
+            await store.read_log(cursor.partition, cursor.position, 1)
+            if head > cursor.position
+            else []
+        )
+        seconds = (now - waiting[0].event.recorded_at).total_seconds() if waiting else 0.0
+        lags.append(Lag(cursor, head, max(seconds, 0.0)))
+    return lags
+
+
+async def steer(cursors: CursorStore, action: str, name: str) -> int:
+    """Pause, resume or mark for a rebuild every cursor of ``name``; how many."""
+    if action == "rebuild":
+        return await cursors.request_rebuild(name)
+    return await cursors.set_paused(name, action == "pause")
+
+
+async def _known(settings: Settings, cursors: CursorStore, name: str) -> None:
+    """Refuse a name that is neither the app's (if one is named) nor ever run."""
+    if settings.app is not None:
+        load_app(settings.app).projection(name)
+        await cursors.ensure(name, settings.partitions)
+    elif not await cursors.cursors(name):
+        raise PachydermError(
+            f"no projection {name!r} has run in namespace {settings.namespace!r};"
+            " name the app (--app or PACHYDERM_APP) to steer one before it first runs"
+        )
+
+
+def _table(lags: list[Lag]) -> str:
+    lines = ["projection  partition  position  head  lag (events)  lag (s)  state"]
+    for lag in lags:
+        state = (
+            "rebuilding" if lag.cursor.rebuilding else "paused" if lag.cursor.paused else "running"
+        )
+        lines.append(
+            f"{lag.cursor.projection}  {lag.cursor.partition}  {lag.cursor.position}  {lag.head}"
+            f"  {lag.events}  {lag.seconds:.3f}  {state}"
+        )
+    return "\n".join(lines)
+
+
+async def projection_command(settings: Settings, arguments: argparse.Namespace) -> None:
+    """``pachyderm projection ACTION [NAME]``."""
+    action, name = arguments.action, arguments.name
+    if action != "status" and not name:
+        raise PachydermError(f"name the projection to {action}")
+    database_url = settings.database_url.get_secret_value()
+    cursors = await open_cursors(database_url, namespace=settings.namespace)
+    try:
+        if action != "status":
+            await _known(settings, cursors, name)
+            count = await steer(cursors, action, name)
+            done = {"pause": "paused", "resume": "resumed", "rebuild": "marked for a rebuild"}
+            print(f"projection {name} {done[action]} ({count} partitions)")
+            return
+        store = await open_store(database_url, namespace=settings.namespace)
+        try:
+            lags = await status(store, cursors, name)
+        finally:
+            await store.close()
+    finally:
+        await cursors.close()
+    if arguments.json:
+        print(json.dumps([lag.as_json() for lag in lags], indent=2))
+    else:
+        print(_table(lags) if lags else "no projection has run yet")

@@ -1,0 +1,65 @@
+"""``pachyderm projections APP``: run the app's projections on this process's partitions.
+
+Projection processes form a membership group of their own (``"projections"``),
+so they split the partitions among themselves whatever the workers do. Like a
+worker, the process serves ``/healthz``, ``/readyz`` and ``/metrics``, and stops
+cleanly on SIGTERM or SIGINT (a batch in flight is rolled back, exactly once, or
+applied again by the next owner, at least once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .._loading import load_app
+from .._settings import Settings
+from ..projections import ProjectionProcess, open_cursors
+from ..store import open_store
+from ..telemetry import Check, database_check
+from ._runtime import health_endpoints, observed, starting, stop_on_signals, worker_id
+from ._serve import membership_of
+
+log = logging.getLogger("pachyderm.projections")
+
+
+def readiness(process: ProjectionProcess) -> dict[str, Check]:
+    """Ready when it runs its projections on its whole assignment, and the database answers."""
+
+    async def runners() -> str | None:
+        return None if process.serving else "not running its assigned partitions"
+
+    return {"runners": runners, "database": database_check(process.store)}
+
+
+async def projections_command(settings: Settings, _: argparse.Namespace) -> None:
+    """``pachyderm projections [APP]``: the app given, else ``PACHYDERM_APP``."""
+    assert settings.app is not None, "the command line checks it"
+    app = load_app(settings.app)
+    name = worker_id(settings)
+    checks: dict[str, Check] = {"startup": starting}
+    database_url = settings.database_url.get_secret_value()
+    with observed(settings, "pachyderm-projections", name):
+        stop = stop_on_signals()
+        async with health_endpoints(checks, settings):
+            store = await open_store(database_url, namespace=settings.namespace)
+            cursors = await open_cursors(database_url, namespace=settings.namespace)
+            membership = await membership_of(settings, name, fleet="projections")
+            try:
+                process = ProjectionProcess(
+                    app, store, cursors, membership, partitions=settings.partitions
+                )
+                checks.clear()
+                checks.update(readiness(process))
+                log.info(
+                    "projections %s running %s in namespace %r",
+                    name,
+                    ", ".join(p.name for p in app.projections) or "nothing",
+                    settings.namespace,
+                )
+                await process.run(stop)
+            finally:
+                await membership.close()
+                await cursors.close()
+                await store.close()
+        log.info("projections %s stopped", name)
