@@ -8,6 +8,7 @@ least once, what it was given, in memory.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -74,10 +75,12 @@ class Totals(PostgresProjection):
     name = "totals"
     events = (Added,)
 
-    def __init__(self, *, stall_at: int | None = None) -> None:
+    def __init__(self, *, stall_at: int | None = None, delay: float = 0.0) -> None:
         # stall_at: the apply call (from 1) that never returns, so a test can cancel
-        # the runner between apply and commit.
+        # the runner between apply and commit; delay: seconds each apply takes, so a
+        # test can kill the process mid-batch.
         self.stall_at = stall_at
+        self.delay = delay
         self.calls = 0
         self.stalled = asyncio.Event()
 
@@ -95,6 +98,8 @@ class Totals(PostgresProjection):
             context.position,
         )
         self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.calls == self.stall_at:
             self.stalled.set()
             await asyncio.Event().wait()
@@ -130,5 +135,6 @@ async def commit(
 
 
 RECORDER = Recorder()
-# For the command line (tests.projections.tally:APP).
+# For the command line (tests.projections.tally:APP, :TOTALS_APP).
 APP = app(RECORDER)
+TOTALS_APP = app(Totals(delay=float(os.environ.get("TALLY_APPLY_DELAY", "0"))))

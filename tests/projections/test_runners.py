@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -17,18 +15,12 @@ from pachyderm import PachydermError
 from pachyderm.fleet import SoloMembership
 from pachyderm.projections import ProjectionProcess, ProjectionRunner, RunnerOptions
 
+from ..waiting import eventually
 from . import tally
 from .conftest import Backend
 
 PARTITIONS = 4
 FAST = RunnerOptions(batch_size=7, min_interval=0.005, max_interval=0.05)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, f"not so within {within} s"
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -82,7 +74,7 @@ async def test_an_at_least_once_projection_gets_every_event_in_per_entity_order(
             heads = await sqlite.store.log_heads()
             return all(c.position == heads.get(c.partition, 0) for c in cursors)
 
-        await eventually(caught_up)
+        await eventually(caught_up, timeout=10)
     by_entity: dict[uuid.UUID, list[int]] = defaultdict(list)
     for entity, version, amount in recorder.seen:
         assert amount == version  # Added(version) was committed at that version
@@ -155,7 +147,7 @@ async def test_an_exactly_once_read_model_equals_the_fold_of_the_log(
         async def caught_up() -> bool:
             return await read_model(postgres_dsn, namespace) == expected
 
-        await eventually(caught_up)
+        await eventually(caught_up, timeout=10)
 
 
 @pytest.mark.postgres
@@ -199,6 +191,6 @@ async def test_a_runner_cancelled_between_apply_and_commit_resumes_losing_and_re
         async def caught_up() -> bool:
             return await read_model(postgres_dsn, namespace) == expected
 
-        await eventually(caught_up)
+        await eventually(caught_up, timeout=10)
     # Every event applied once: tally_applied's key would refuse a second time, and the
     # count of its rows equals the log's.
