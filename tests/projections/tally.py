@@ -119,12 +119,13 @@ def app(*projections: Projection) -> App:
 
 
 async def commit(
-    store: EventStore, app: App, entity: uuid.UUID, version: int, *events: Any
+    store: EventStore, app: App, entity: uuid.UUID, version: int, *events: Any, of: str = "tally"
 ) -> None:
-    """Commit ``events`` to ``entity`` at ``version``, in the partition its id picks."""
-    tally = app.entity_type("tally")
+    """Commit ``events`` to entity ``entity`` (of type ``of``) at ``version``, in the
+    partition its id picks."""
+    tally = app.entity_type(of)
     change = Change(
-        Ref("tally", entity),
+        Ref(of, entity),
         version,
         uuid.uuid4().hex,
         [tally.encode_event(event) for event in events],
