@@ -65,7 +65,9 @@ class Balances(PostgresProjection):
                 await connection.execute(_MOVE, context.entity_id, -amount)
 
     async def clear(self, connection: Any) -> None:
-        await connection.execute("TRUNCATE bank_accounts, bank_owners")
+        # DELETE, not TRUNCATE: the runtime role (deploy/postgres/roles.sql) may not truncate.
+        await connection.execute("DELETE FROM bank_accounts")
+        await connection.execute("DELETE FROM bank_owners")
 
 
 async def balances(connection: asyncpg.Connection) -> dict[str, int]:

@@ -146,3 +146,11 @@ def test_a_name_that_never_ran_is_refused_unless_the_app_has_it(
     assert database.status(capsys)["paused"]
     assert database.command("resume") == 1
     assert "name the projection to resume" in capsys.readouterr().err
+
+
+def test_the_projection_process_refuses_an_app_without_projections(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--database-url", database.url, "projections", "examples.bank"]
+    assert main(argv) == 1
+    assert "has no projections to run" in capsys.readouterr().err

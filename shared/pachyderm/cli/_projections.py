@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .._errors import PachydermError
 from .._loading import load_app
 from .._settings import Settings
 from ..projections import ProjectionProcess, open_cursors
@@ -36,6 +37,8 @@ async def projections_command(settings: Settings, _: argparse.Namespace) -> None
     """``pachyderm projections [APP]``: the app given, else ``PACHYDERM_APP``."""
     assert settings.app is not None, "the command line checks it"
     app = load_app(settings.app)
+    if not app.projections:
+        raise PachydermError(f"the app {settings.app} has no projections to run")
     name = worker_id(settings)
     checks: dict[str, Check] = {"startup": starting}
     database_url = settings.database_url.get_secret_value()

@@ -124,9 +124,7 @@ class PostgresCursors:
         position: int,
         work: Callable[[Any], Awaitable[None]],
     ) -> bool:
-        """In one transaction: ``work(connection)`` and the cursor from ``expected`` to
-        ``position``; False (nothing written, ``work`` not run) when the cursor is no longer
-        at ``expected``, or paused, or being rebuilt."""
+        """See :meth:`TransactionalCursors.apply_batch`: the cursor's row locked first."""
         async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_LOCK, projection, partition)
             if row is None or row["position"] != expected or row["paused"] or row["rebuilding"]:
