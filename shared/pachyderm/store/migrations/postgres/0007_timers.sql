@@ -24,6 +24,12 @@ CREATE TABLE timers (
 
 CREATE INDEX timers_due ON timers (partition, fire_at);
 
+-- A queue: rows come and go. Vacuum it by the count of dead rows, not by a
+-- share of the table (the default, 20%), or a million timers pending far ahead
+-- would let the dead rows of fired ones pile up at the front of the index
+-- that every read of the firing loop walks.
+ALTER TABLE timers SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000);
+
 -- pachyderm_commit for a batch that writes or fires timers (any other batch
 -- calls pachyderm_commit or pachyderm_commit_traced and pays nothing for them).
 --
