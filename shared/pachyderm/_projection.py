@@ -13,12 +13,16 @@ version order) and then advances the cursor.
   ``context.connection``, the asyncpg connection inside the transaction in
   which the cursor advances: the read model's writes commit with the cursor, or
   neither does.
+
+Either kind may override ``apply_many`` to take a batch's events at once (one
+``executemany`` instead of a round trip per event).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -61,6 +65,12 @@ class Projection:
     async def apply(self, event: Any, context: ProjectionContext) -> None:
         """Apply one event to the read model."""
         raise NotImplementedError(f"{type(self).__qualname__} does not define apply()")
+
+    async def apply_many(self, batch: Sequence[tuple[Any, ProjectionContext]]) -> None:
+        """Apply a batch's events, in order; by default :meth:`apply` each. Override it
+        to write a batch at once (one ``executemany`` rather than a round trip per event)."""
+        for event, context in batch:
+            await self.apply(event, context)
 
     async def clear(self, connection: Any) -> None:
         """Empty the read model before a rebuild (``connection``: as in ``apply``)."""

@@ -194,3 +194,33 @@ async def test_a_runner_cancelled_between_apply_and_commit_resumes_losing_and_re
         await eventually(caught_up, timeout=10)
     # Every event applied once: tally_applied's key would refuse a second time, and the
     # count of its rows equals the log's.
+
+
+class Batches(tally.Recorder):
+    """Takes each batch at once, as a bulk writer would."""
+
+    name = "batches"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    async def apply_many(self, batch: Any) -> None:
+        self.sizes.append(len(batch))
+        self.seen.extend((c.entity_id, c.version, event.amount) for event, c in batch)
+
+
+async def test_apply_many_takes_the_events_of_a_batch_at_once(sqlite: Backend) -> None:
+    batches = Batches()
+    app = tally.app(batches)
+    added = await write_tallies(sqlite, app, entities=1, each=30)  # 20 Added, 10 Noted
+    [entity] = added
+    await sqlite.cursors.ensure("batches", PARTITIONS)
+    runner = ProjectionRunner(
+        app, sqlite.store, sqlite.cursors, batches, entity.int % PARTITIONS, options=FAST
+    )
+    while await runner.step():
+        pass
+    # Batches of 7 log positions, the Noted ones (every third) left out.
+    assert batches.sizes == [5, 5, 4, 5, 1]
+    assert [version for _, version, _ in batches.seen] == added[entity]

@@ -122,11 +122,18 @@ class ProjectionRunner:
         return head - cursor.position
 
     async def _apply(self, chosen: list[LoggedEvent], connection: Any) -> None:
-        for logged in chosen:
-            event = self.app.entity_type(logged.entity_type).decode_event(
-                logged.event.name, logged.event.data
-            )
-            await self.projection.apply(event, _context(logged, connection))
+        if not chosen:
+            return
+        decode = self.app.entity_type
+        await self.projection.apply_many(
+            [
+                (
+                    decode(logged.entity_type).decode_event(logged.event.name, logged.event.data),
+                    _context(logged, connection),
+                )
+                for logged in chosen
+            ]
+        )
 
     async def run(self) -> None:
         """Step until cancelled; a failing step is logged and tried again after a pause."""
