@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from pachyderm import PachydermError
-from pachyderm.fleet import SoloMembership
+from pachyderm.fleet import PostgresMembership, SoloMembership
 from pachyderm.projections import ProjectionProcess, ProjectionRunner, RunnerOptions
 
 from ..waiting import eventually
@@ -224,3 +224,55 @@ async def test_apply_many_takes_the_events_of_a_batch_at_once(sqlite: Backend) -
     # Batches of 7 log positions, the Noted ones (every third) left out.
     assert batches.sizes == [5, 5, 4, 5, 1]
     assert [version for _, version, _ in batches.seen] == added[entity]
+
+
+@pytest.mark.postgres
+async def test_projection_processes_split_the_partitions_and_take_over_a_leaving_ones(
+    postgres: Backend, postgres_dsn: str, namespace: str
+) -> None:
+    await create_read_model(postgres_dsn, namespace)
+    app = tally.app(tally.Totals())
+    members = [
+        await PostgresMembership.connect(
+            postgres_dsn,
+            worker_id=f"p{n}",
+            schema=namespace,
+            heartbeat_interval=0.1,
+            dead_after=0.3,
+            fleet="projections",
+        )
+        for n in range(2)
+    ]
+    first, second = (
+        ProjectionProcess(
+            app, postgres.store, postgres.cursors, member, partitions=PARTITIONS, options=FAST
+        )
+        for member in members
+    )
+    try:
+        async with running(second):
+            async with running(first):
+
+                async def split() -> bool:
+                    # Each runs its half, none both (a hand-over may overlap briefly).
+                    halves = sorted(first.owned + second.owned)
+                    return len(first.owned) == 2 and halves == list(range(PARTITIONS))
+
+                await eventually(split, timeout=10)
+                await write_tallies(postgres, app, entities=8, each=9)
+            # The first left: the second takes its partitions, and the read model catches up.
+
+            async def all_taken() -> bool:
+                return second.owned == list(range(PARTITIONS))
+
+            await eventually(all_taken, timeout=10)
+            await write_tallies(postgres, app, entities=8, each=9)
+            expected = await fold_of_the_log(postgres, app)
+
+            async def caught_up() -> bool:
+                return await read_model(postgres_dsn, namespace) == expected
+
+            await eventually(caught_up, timeout=10)
+    finally:
+        for member in members:
+            await member.close()
