@@ -154,3 +154,28 @@ def test_the_projection_process_refuses_an_app_without_projections(
     argv = ["--database-url", database.url, "projections", "examples.bank"]
     assert main(argv) == 1
     assert "has no projections to run" in capsys.readouterr().err
+
+
+def test_status_as_text_has_a_row_per_cursor(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert database.command("status") == 0
+    assert capsys.readouterr().out == "no projection has run yet\n"
+    database.add(1, 2)
+    assert database.step() == 2
+    assert database.command("status", "recorder") == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == [
+        "projection",
+        "partition",
+        "position",
+        "head",
+        "lag",
+        "lag",
+        "(s)",
+        "state",
+    ]
+    assert len(rows) == 4
+    mine = database.entity.int % 4
+    assert rows[mine].split()[:5] == ["recorder", str(mine), "2", "2", "0"]
+    assert rows[mine].split()[-1] == "running"

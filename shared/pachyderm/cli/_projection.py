@@ -82,17 +82,32 @@ async def _known(settings: Settings, cursors: CursorStore, name: str) -> None:
         )
 
 
+_HEADER = ("projection", "partition", "position", "head", "lag", "lag (s)", "state")
+
+
+def _state(cursor: Cursor) -> str:
+    return "rebuilding" if cursor.rebuilding else "paused" if cursor.paused else "running"
+
+
 def _table(lags: list[Lag]) -> str:
-    lines = ["projection  partition  position  head  lag (events)  lag (s)  state"]
-    for lag in lags:
-        state = (
-            "rebuilding" if lag.cursor.rebuilding else "paused" if lag.cursor.paused else "running"
+    """The lags as aligned columns, a header first."""
+    rows = [_HEADER] + [
+        (
+            lag.cursor.projection,
+            str(lag.cursor.partition),
+            str(lag.cursor.position),
+            str(lag.head),
+            str(lag.events),
+            f"{lag.seconds:.3f}",
+            _state(lag.cursor),
         )
-        lines.append(
-            f"{lag.cursor.projection}  {lag.cursor.partition}  {lag.cursor.position}  {lag.head}"
-            f"  {lag.events}  {lag.seconds:.3f}  {state}"
-        )
-    return "\n".join(lines)
+        for lag in lags
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(_HEADER))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 async def projection_command(settings: Settings, arguments: argparse.Namespace) -> None:
