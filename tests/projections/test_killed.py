@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -24,9 +26,12 @@ pytestmark = pytest.mark.postgres
 
 
 @contextmanager
-def projections(dsn: str, namespace: str, delay: float) -> Iterator[subprocess.Popen[bytes]]:
+def projections(
+    dsn: str, namespace: str, delay: float, port_file: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A ``pachyderm projections`` process of the tallies' exactly-once read model."""
     env = {
+        **({"PACHYDERM_HEALTH_PORT_FILE": str(port_file)} if port_file else {}),
         **os.environ,
         "PACHYDERM_DATABASE_URL": dsn,
         "PACHYDERM_NAMESPACE": namespace,
@@ -68,8 +73,24 @@ async def applied_up_to_the_cursors(backend: Backend, dsn: str, namespace: str) 
     return applied == expected
 
 
+async def lag_metrics(port_file: Path) -> list[str]:
+    """The ``pachyderm_projection_lag`` lines of the process's ``/metrics`` now (none
+    before it wrote its port)."""
+
+    def get() -> str:
+        if not port_file.exists():
+            return ""
+        url = f"http://127.0.0.1:{port_file.read_text().strip()}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    text = await asyncio.to_thread(get)
+    return [line for line in text.splitlines() if line.startswith("pachyderm_projection_lag{")]
+
+
 async def test_a_killed_process_loses_and_repeats_nothing_and_a_rebuild_agrees(
-    postgres: Backend, postgres_dsn: str, namespace: str
+    postgres: Backend, postgres_dsn: str, namespace: str, tmp_path: Path
 ) -> None:
     await create_read_model(postgres_dsn, namespace)
     app = tally.TOTALS_APP
@@ -93,7 +114,8 @@ async def test_a_killed_process_loses_and_repeats_nothing_and_a_rebuild_agrees(
     await asyncio.sleep(0.2)  # PostgreSQL notices the closed connections and rolls back
     assert await applied_up_to_the_cursors(postgres, postgres_dsn, namespace)
 
-    with projections(postgres_dsn, namespace, delay=0) as second:
+    port_file = tmp_path / "port"
+    with projections(postgres_dsn, namespace, delay=0, port_file=port_file) as second:
 
         async def caught_up() -> bool:
             return await read_model(postgres_dsn, namespace) == expected
@@ -109,5 +131,15 @@ async def test_a_killed_process_loses_and_repeats_nothing_and_a_rebuild_agrees(
 
         await eventually(rebuilt, timeout=30)
         assert await positions() == total
+
+        async def no_lag_reported() -> bool:
+            # Each partition this process runs (all of them, alone), caught up.
+            lines = await lag_metrics(port_file)
+            return len(lines) == PARTITIONS and all(
+                'projection="totals"' in line and float(line.rsplit(" ", 1)[1]) == 0
+                for line in lines
+            )
+
+        await eventually(no_lag_reported, timeout=10)
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0

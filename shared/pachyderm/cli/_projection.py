@@ -11,56 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from .._errors import PachydermError
 from .._loading import load_app
 from .._settings import Settings
-from ..projections import Cursor, CursorStore, open_cursors
-from ..store import EventStore, open_store
-
-
-@dataclass(frozen=True, slots=True)
-class Lag:
-    """A cursor, and how far behind its partition's log it is."""
-
-    cursor: Cursor
-    head: int
-    seconds: float
-
-    @property
-    def events(self) -> int:
-        return max(self.head - self.cursor.position, 0)
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "projection": self.cursor.projection,
-            "partition": self.cursor.partition,
-            "position": self.cursor.position,
-            "head": self.head,
-            "lag_events": self.events,
-            "lag_seconds": round(self.seconds, 3),
-            "paused": self.cursor.paused,
-            "rebuilding": self.cursor.rebuilding,
-        }
-
-
-async def status(store: EventStore, cursors: CursorStore, name: str | None) -> list[Lag]:
-    """The lag of each cursor of projection ``name`` (else of every projection)."""
-    heads = await store.log_heads()
-    now = datetime.now(UTC)
-    lags = []
-    for cursor in await cursors.cursors(name):
-        head = heads.get(cursor.partition, 0)
-        waiting = (
-            await store.read_log(cursor.partition, cursor.position, 1)
-            if head > cursor.position
-            else []
-        )
-        seconds = (now - waiting[0].event.recorded_at).total_seconds() if waiting else 0.0
-        lags.append(Lag(cursor, head, max(seconds, 0.0)))
-    return lags
+from ..projections import Cursor, CursorStore, Lag, lags, open_cursors
+from ..store import open_store
 
 
 async def steer(cursors: CursorStore, action: str, name: str) -> int:
@@ -126,12 +82,12 @@ async def projection_command(settings: Settings, arguments: argparse.Namespace) 
             return
         store = await open_store(database_url, namespace=settings.namespace)
         try:
-            lags = await status(store, cursors, name)
+            found = await lags(store, cursors, name)
         finally:
             await store.close()
     finally:
         await cursors.close()
     if arguments.json:
-        print(json.dumps([lag.as_json() for lag in lags], indent=2))
+        print(json.dumps([lag.as_json() for lag in found], indent=2))
     else:
-        print(_table(lags) if lags else "no projection has run yet")
+        print(_table(found) if found else "no projection has run yet")

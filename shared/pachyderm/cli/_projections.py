@@ -10,12 +10,13 @@ applied again by the next owner, at least once).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 
 from .._errors import PachydermError
 from .._loading import load_app
 from .._settings import Settings
-from ..projections import ProjectionProcess, open_cursors
+from ..projections import Cursor, LagGauges, ProjectionProcess, open_cursors
 from ..store import open_store
 from ..telemetry import Check, database_check
 from ._runtime import health_endpoints, observed, starting, stop_on_signals, worker_id
@@ -33,6 +34,16 @@ def readiness(process: ProjectionProcess) -> dict[str, Check]:
     return {"runners": runners, "database": database_check(process.store)}
 
 
+def _lag_gauges(process: ProjectionProcess) -> LagGauges:
+    """The lag of the cursors this process runs (each process reports its own)."""
+    names = {projection.name for projection in process.app.projections}
+
+    def mine(cursor: Cursor) -> bool:
+        return cursor.projection in names and cursor.partition in process.owned
+
+    return LagGauges(process.store, process.cursors, mine)
+
+
 async def projections_command(settings: Settings, _: argparse.Namespace) -> None:
     """``pachyderm projections [APP]``: the app given, else ``PACHYDERM_APP``."""
     assert settings.app is not None, "the command line checks it"
@@ -42,7 +53,7 @@ async def projections_command(settings: Settings, _: argparse.Namespace) -> None
     name = worker_id(settings)
     checks: dict[str, Check] = {"startup": starting}
     database_url = settings.database_url.get_secret_value()
-    with observed(settings, "pachyderm-projections", name):
+    with observed(settings, "pachyderm-projections", name) as telemetry:
         stop = stop_on_signals()
         async with health_endpoints(checks, settings):
             store = await open_store(database_url, namespace=settings.namespace)
@@ -52,6 +63,10 @@ async def projections_command(settings: Settings, _: argparse.Namespace) -> None
                 process = ProjectionProcess(
                     app, store, cursors, membership, partitions=settings.partitions
                 )
+                gauges = _lag_gauges(process)
+                if telemetry.meter_provider is not None:
+                    gauges.register(telemetry.meter_provider.get_meter("pachyderm.projections"))
+                measuring = asyncio.create_task(gauges.run())
                 checks.clear()
                 checks.update(readiness(process))
                 log.info(
@@ -60,7 +75,10 @@ async def projections_command(settings: Settings, _: argparse.Namespace) -> None
                     ", ".join(p.name for p in app.projections) or "nothing",
                     settings.namespace,
                 )
-                await process.run(stop)
+                try:
+                    await process.run(stop)
+                finally:
+                    measuring.cancel()
             finally:
                 await membership.close()
                 await cursors.close()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
 from ._cursors import Clear, Cursor, CursorStore, TransactionalCursors
+from ._lag import Lag, LagGauges, lags
 from ._open import open_cursors
 from ._process import ProjectionProcess
 from ._runner import ProjectionRunner, RunnerOptions
@@ -27,11 +28,14 @@ __all__ = [
     "Clear",
     "Cursor",
     "CursorStore",
+    "Lag",
+    "LagGauges",
     "PostgresCursors",
     "ProjectionProcess",
     "ProjectionRunner",
     "RunnerOptions",
     "SqliteCursors",
     "TransactionalCursors",
+    "lags",
     "open_cursors",
 ]
