@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+
 import asyncpg
 import pytest
 
 from examples import bank, bank_balances
 from pachyderm.projections import ProjectionRunner
 
+from ..python_process import ROOT
 from . import tally
 from .conftest import Backend
 
@@ -23,6 +28,31 @@ async def catch_up(backend: Backend) -> None:
         )
         while await runner.step():
             pass
+
+
+class BalancesScript:
+    """``python -m examples.bank_balances ACTION`` on the test's namespace."""
+
+    def __init__(self, dsn: str, namespace: str) -> None:
+        self.env = {
+            **os.environ,
+            "PACHYDERM_DATABASE_URL": dsn,
+            "PACHYDERM_NAMESPACE": namespace,
+        }
+
+    async def __call__(self, action: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "examples.bank_balances",
+            action,
+            cwd=ROOT,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+        assert process.returncode == 0
+        return out.decode()
 
 
 async def test_balances_per_owner_and_the_total(
@@ -52,10 +82,12 @@ async def test_balances_per_owner_and_the_total(
             await tally.commit(
                 postgres.store, bank_balances.app, account, version, event, of="account"
             )
+    script = BalancesScript(postgres_dsn, namespace)
+    assert await script("setup") == ""  # creates the tables
     connection = await asyncpg.connect(postgres_dsn, server_settings={"search_path": namespace})
     try:
-        await connection.execute(bank_balances.TABLES)
         await catch_up(postgres)
+        assert await script("show") == "alice: 70\nbob: 5\ntotal: 75\n"
         assert await bank_balances.balances(connection) == {"alice": 70, "bob": 5}
         assert await bank_balances.total(connection) == 75
         assert await postgres.cursors.request_rebuild("bank_balances") == 4
