@@ -276,3 +276,10 @@ async def test_projection_processes_split_the_partitions_and_take_over_a_leaving
     finally:
         for member in members:
             await member.close()
+
+
+async def test_a_runner_without_its_cursor_says_so(sqlite: Backend) -> None:
+    recorder = tally.Recorder()
+    runner = ProjectionRunner(tally.app(recorder), sqlite.store, sqlite.cursors, recorder, 2)
+    with pytest.raises(PachydermError, match="no cursor for partition 2"):
+        await runner.step()

@@ -93,7 +93,13 @@ class ProjectionRunner:
         """Apply one batch; how many log positions it moved the cursor on (0: nothing to
         do, paused, rebuilt, or another runner moved the cursor first)."""
         name = self.projection.name
-        [cursor] = [c for c in await self.cursors.cursors(name) if c.partition == self.partition]
+        found = [c for c in await self.cursors.cursors(name) if c.partition == self.partition]
+        if not found:
+            raise PachydermError(
+                f"projection {name!r} has no cursor for partition {self.partition}"
+                " (CursorStore.ensure creates them; the projection process does at start)"
+            )
+        [cursor] = found
         if cursor.rebuilding:
             if await self.cursors.rebuild(name, self.projection.clear):
                 log.info("projection %s: cleared and reset for a rebuild", name)
