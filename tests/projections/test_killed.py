@@ -4,10 +4,12 @@ with nothing lost and nothing applied twice; a rebuild gives the same read model
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,19 +75,25 @@ async def applied_up_to_the_cursors(backend: Backend, dsn: str, namespace: str) 
     return applied == expected
 
 
-async def lag_metrics(port_file: Path) -> list[str]:
-    """The ``pachyderm_projection_lag`` lines of the process's ``/metrics`` now (none
-    before it wrote its port)."""
+async def health(port_file: Path, path: str) -> tuple[int, str]:
+    """The status and body of the process's ``path`` now ((0, '') before it wrote its port)."""
 
-    def get() -> str:
+    def get() -> tuple[int, str]:
         if not port_file.exists():
-            return ""
-        url = f"http://127.0.0.1:{port_file.read_text().strip()}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text: str = response.read().decode()
-            return text
+            return 0, ""
+        url = f"http://127.0.0.1:{port_file.read_text().strip()}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
-    text = await asyncio.to_thread(get)
+    return await asyncio.to_thread(get)
+
+
+async def lag_metrics(port_file: Path) -> list[str]:
+    """The ``pachyderm_projection_lag`` lines of the process's ``/metrics`` now."""
+    _, text = await health(port_file, "/metrics")
     return [line for line in text.splitlines() if line.startswith("pachyderm_projection_lag{")]
 
 
@@ -141,5 +149,8 @@ async def test_a_killed_process_loses_and_repeats_nothing_and_a_rebuild_agrees(
             )
 
         await eventually(no_lag_reported, timeout=10)
+        status, body = await health(port_file, "/readyz")
+        assert status == 200, body
+        assert set(json.loads(body)["checks"]) == {"runners", "database"}
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
