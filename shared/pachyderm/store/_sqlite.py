@@ -406,9 +406,7 @@ class SqliteEventStore:
         self._closed = False
 
     @classmethod
-    async def open(
-        cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0
-    ) -> Self:
+    async def open(cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> Self:
         """Open (creating if needed) the database at ``path``; ``":memory:"`` is private.
 
         A writer finding the file locked waits up to ``busy_timeout`` seconds
