@@ -12,6 +12,7 @@ import pachyderm.transport
 import pachyderm.worker
 
 PACHYDERM = {
+    "AnyEvent",
     "Answer",
     "App",
     "CallTimeoutError",
@@ -27,6 +28,7 @@ PACHYDERM = {
     "EmbeddedFleet",
     "Entity",
     "EntityTypeMismatchError",
+    "EventRelay",
     "FieldProblem",
     "FiredTimer",
     "HandleResult",

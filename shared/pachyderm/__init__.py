@@ -1,5 +1,7 @@
 """Pachyderm: durable, event-sourced entities (virtual actors) for Python."""
 
+from typing import TYPE_CHECKING
+
 from ._app import App
 from ._client import Answer, Client
 from ._context import EffectContext, current_effect, current_ref
@@ -28,14 +30,23 @@ from ._errors import (
     UnknownNameError,
     UnsupportedContentTypeError,
 )
-from ._projection import PostgresProjection, Projection, ProjectionContext
+from ._lazy import lazy_names
+from ._projection import AnyEvent, PostgresProjection, Projection, ProjectionContext
 from ._reference import Ref, entity_id
 from ._running import run
 from ._settings import Settings, load_settings
 from ._timers import Cancel, FiredTimer, Schedule, current_timer
 
+if TYPE_CHECKING:
+    from .projections._relay import EventRelay
+else:
+    # The relay brings aio-pika: imported when first used. Hidden from type checkers,
+    # which then still report a misspelt name.
+    __getattr__ = lazy_names(__name__, {"EventRelay": ".projections._relay"})
+
 __all__ = [
     "Answer",
+    "AnyEvent",
     "App",
     "CallTimeoutError",
     "Cancel",
@@ -50,6 +61,7 @@ __all__ = [
     "EmbeddedFleet",
     "Entity",
     "EntityTypeMismatchError",
+    "EventRelay",
     "FieldProblem",
     "FiredTimer",
     "HandleResult",

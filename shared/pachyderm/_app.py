@@ -9,7 +9,7 @@ from ._effects import EffectHandler
 from ._entity import Entity
 from ._entity_type import EntityType
 from ._errors import DefinitionError, DuplicateNameError, UnknownNameError
-from ._projection import Projection
+from ._projection import AnyEvent, Projection
 
 
 class App:
@@ -18,7 +18,8 @@ class App:
 
     >>> app = App([Counter, Account], effect_handlers=[AdminMailer()])  # doctest: +SKIP
 
-    A projection may declare only event classes of the app's entity types.
+    A projection may declare only event classes of the app's entity types, or
+    :class:`~pachyderm.AnyEvent` (all of them).
     """
 
     def __init__(
@@ -56,7 +57,7 @@ class App:
         if not isinstance(projection, Projection):
             raise DefinitionError(f"{projection!r} is not a Projection instance")
         projection.check()
-        known = {
+        known = {AnyEvent} | {
             cls for entity_type in self._types.values() for _, cls in entity_type.events.types()
         }
         if unknown := [cls.__qualname__ for cls in projection.events if cls not in known]:
@@ -67,6 +68,7 @@ class App:
         if projection.name in self._projections:
             raise DuplicateNameError(f"projection {projection.name!r} is registered twice")
         self._projections[projection.name] = projection
+        projection.registered(self)
 
     def projection(self, name: str) -> Projection:
         """The projection registered as ``name``; :class:`UnknownNameError` otherwise."""

@@ -15,7 +15,8 @@ version order) and then advances the cursor.
   neither does.
 
 Either kind may override ``apply_many`` to take a batch's events at once (one
-``executemany`` instead of a round trip per event).
+``executemany`` instead of a round trip per event). ``events = (AnyEvent,)``
+declares every event class of the app (the event relay does).
 """
 
 from __future__ import annotations
@@ -25,11 +26,30 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._errors import DefinitionError
 
+if TYPE_CHECKING:
+    from ._app import App
+
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+
+
+class _EveryClass(type):
+    """Makes :class:`AnyEvent` match everything in ``isinstance`` and ``issubclass``: the
+    runner selects a projection's events with ``issubclass(cls, projection.events)``."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return True
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return True
+
+
+class AnyEvent(metaclass=_EveryClass):
+    """Stands for every event class of the app in a projection's ``events``:
+    ``events = (AnyEvent,)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +94,10 @@ class Projection:
 
     async def clear(self, connection: Any) -> None:
         """Empty the read model before a rebuild (``connection``: as in ``apply``)."""
+
+    def registered(self, app: App) -> None:
+        """Called once ``app`` has checked and registered this projection (a projection
+        that needs the app's entity types, such as the event relay, keeps it)."""
 
     def handles(self, event: object) -> bool:
         """Whether ``event`` is of a class this projection declares."""

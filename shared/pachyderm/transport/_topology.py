@@ -24,6 +24,9 @@ class Topology:
     - ``<ns>.effects-unrouted``: fanout exchange, and the quorum queue of the
       same name bound to it, where an effect waits while no group's queue is
       bound for it; a dispatcher routes it again once one is.
+    - ``<ns>.events``: topic exchange where the event relay publishes committed
+      events; routing keys ``<entity type>.<event name>``. Subscribers bind
+      queues of their own; an event no queue is bound for is dropped.
     - ``<ns>.dead-letter``: fanout exchange, and the queue of the same name bound
       to it, where partition queues dead-letter what cannot be answered.
     """
@@ -61,6 +64,10 @@ class Topology:
     def effects_queue(self, group: str) -> str:
         """The durable queue an effect-handler group consumes."""
         return f"{self.namespace}.effects.{group}"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
 
     @property
     def dead_letter_exchange(self) -> str:

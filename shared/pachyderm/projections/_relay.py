@@ -1,0 +1,141 @@
+"""The event relay: committed events published to the AMQP topic exchange ``<ns>.events``.
+
+Register it like any projection (``App(..., projections=[EventRelay()])``) and
+run ``pachyderm projections APP``; services in any language then bind a queue
+of their own to ``<ns>.events`` (``#`` for everything, ``account.*``,
+``*.Deposited``...). Each event becomes one persistent message: routing key
+``<entity type>.<event name>``, body the event's data as msgpack,
+``message_id`` its stable event id, ``type`` its name, and the headers
+``pachyderm-entity-type``, ``-entity-id``, ``-version``, ``-partition``,
+``-position`` and ``-recorded-at``.
+
+Invariants: a batch's messages are published in log order on one channel (so
+each entity's in version order) and all confirmed by the broker before
+``apply_many`` returns, and only then does the runner advance the cursor: at
+least once, a runner stopped in between publishes them again, under the same
+``message_id``. Not mandatory: an event no queue is bound for is dropped, as a
+topic exchange does. The relay opens its own connection (aio-pika, imported
+only with this module) on its first batch, from ``PACHYDERM_AMQP_URL`` and
+``PACHYDERM_NAMESPACE`` unless given, and declares the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection, DeliveryMode
+
+from .._app import App
+from .._codec import MSGPACK
+from .._errors import PachydermError
+from .._projection import AnyEvent, Projection, ProjectionContext
+from .._settings import load_settings
+from ..transport._amqp import properties, translated_errors, underlay
+from ..transport._message import Message
+from ..transport._rabbitmq_topology import declare_events_exchange
+from ..transport._topology import Topology
+
+HEADER_PREFIX = "pachyderm-"
+
+
+def relayed_message(app: App, event: Any, context: ProjectionContext) -> Message:
+    """The message the relay publishes for ``event`` (its exchange aside)."""
+    encoded = app.entity_type(context.entity_type).encode_event(event)
+    name = encoded.name
+    return Message(
+        body=encoded.data,
+        routing_key=f"{context.entity_type}.{name}",
+        message_id=str(context.event_id),
+        content_type=MSGPACK,
+        type=name,
+        headers={
+            f"{HEADER_PREFIX}entity-type": context.entity_type,
+            f"{HEADER_PREFIX}entity-id": str(context.entity_id),
+            f"{HEADER_PREFIX}version": context.version,
+            f"{HEADER_PREFIX}partition": context.partition,
+            f"{HEADER_PREFIX}position": context.position,
+            f"{HEADER_PREFIX}recorded-at": context.recorded_at.isoformat(),
+        },
+    )
+
+
+class EventRelay(Projection):
+    """Publishes every committed event of the app to ``<namespace>.events``, at least once,
+    in per-entity order (see the module's documentation)."""
+
+    name = "event_relay"
+    events = (AnyEvent,)
+
+    def __init__(self, *, amqp_url: str | None = None, namespace: str | None = None) -> None:
+        self._amqp_url = amqp_url
+        self._namespace = namespace
+        self._app: App | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._topology: Topology | None = None
+        self._opening = asyncio.Lock()
+
+    def registered(self, app: App) -> None:
+        self._app = app
+
+    async def apply(self, event: Any, context: ProjectionContext) -> None:
+        await self.apply_many([(event, context)])
+
+    async def apply_many(self, batch: Sequence[tuple[Any, ProjectionContext]]) -> None:
+        """Publish the batch in order; returns once the broker confirmed every message."""
+        if self._app is None:
+            raise PachydermError("the event relay runs only once an App has registered it")
+        if not batch:
+            return
+        app = self._app
+        messages = [relayed_message(app, event, context) for event, context in batch]
+        channel, exchange = await self._open()
+        async with translated_errors("relaying events"):
+            current = await underlay(channel)
+            # Each publish takes the channel's lock before its first await, and the lock
+            # is fair: the messages go out in the order of this list.
+            await asyncio.gather(
+                *(
+                    current.basic_publish(
+                        message.body,
+                        exchange=exchange,
+                        routing_key=message.routing_key,
+                        properties=properties(message, DeliveryMode.PERSISTENT),
+                    )
+                    for message in messages
+                )
+            )
+
+    async def _open(self) -> tuple[AbstractChannel, str]:
+        async with self._opening:  # the runners of every partition share one connection
+            if self._channel is None or self._topology is None:
+                url, topology = self._where()
+                async with translated_errors("connecting the event relay"):
+                    connection = await aio_pika.connect_robust(
+                        url, client_properties={"connection_name": "pachyderm event relay"}
+                    )
+                    try:
+                        channel = await connection.channel(publisher_confirms=True)
+                        await declare_events_exchange(channel, topology)
+                    except BaseException:
+                        await connection.close()
+                        raise
+                self._connection, self._channel, self._topology = connection, channel, topology
+            return self._channel, self._topology.events_exchange
+
+    def _where(self) -> tuple[str, Topology]:
+        """The broker's URL and the namespace's topology: as given, else from the settings."""
+        if self._amqp_url is not None and self._namespace is not None:
+            return self._amqp_url, Topology(self._namespace)
+        settings = load_settings()
+        url = self._amqp_url or settings.amqp_url.get_secret_value()
+        return url, Topology(self._namespace or settings.namespace)
+
+    async def close(self) -> None:
+        """Close the relay's connection (idempotent); a later batch opens it again."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            await connection.close()
