@@ -1,0 +1,344 @@
+"""The event log and a projection on the fleet: the log's cost, catch-up, live lag.
+
+One namespace per run, two worker processes serving ``bench.projection_app``
+(the counter and ``CounterTotals``, a PostgreSQL read model written with one
+statement per batch) on 16 partitions. In order:
+
+1. the log's cost: the RPC workload (counters, ``in_flight`` calls in flight)
+   once as the product commits (``pachyderm_commit_logged`` assigns positions)
+   and once with, in this namespace's schema only, ``pachyderm_commit_logged``
+   replaced (``CREATE OR REPLACE``) by a function of the same signature that
+   commits through ``pachyderm_commit`` / ``pachyderm_commit_timed`` as the
+   original does and skips the log; then the original is put back (from
+   ``pg_get_functiondef``). The order of the two alternates between runs.
+2. catch-up: ``catch_up_events`` events stored straight through the store's
+   ``commit`` (new counters, ``events_per_change`` ``Increased`` events per
+   change, ``changes_per_commit`` changes per commit, partitions spread over all
+   16), not through the broker: a million commands would take minutes. Then a
+   ``pachyderm projections`` process starts; ``catch_up_per_s``: the events it
+   applied over the seconds from its first applied batch to its last.
+3. live lag: the RPC workload again, the projection process running; for each
+   event committed meanwhile, the moment its batch was applied (``clock_timestamp()``
+   in the applying statement, just before that transaction commits) minus its
+   ``recorded_at`` (the start of the transaction that committed it).
+
+The read model is checked at the end of each run: one applied row per event of
+the log, and each counter's total the sum of its events' amounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from pachyderm import Client, Ref
+from pachyderm.store import Change, Committed, NewEvent, PostgresEventStore
+from pachyderm.testing import ProcessFleet
+
+from ..app import ENTITY_TYPE
+from ..config import PARTITIONS, ROOT, SEED, WORKERS, Services
+from ..fleet import percentile
+from ..projection_app import NAME, SPEC, TABLES
+from .plan import plan
+from .rpc import run_calls
+
+Say = Callable[[str], None]
+POLL_INTERVAL = 0.1
+CATCH_UP_TIMEOUT = 900.0
+INCREASED = NewEvent("Increased", b"\x81\xa6amount\x01")  # Increased(amount=1), msgpack
+
+# Same signature and result as migration 0008's function; the same choice between
+# pachyderm_commit and pachyderm_commit_timed; no log heads, no event_log rows.
+_WITHOUT_LOG = """
+CREATE OR REPLACE FUNCTION "{schema}".pachyderm_commit_logged(
+    c_entity_ids uuid[], c_types text[], c_expected bigint[], c_command_ids text[],
+    c_replies bytea[], c_event_counts int[], c_effect_counts int[], c_snapshots bytea[],
+    e_names text[], e_data bytea[],
+    f_ids uuid[], f_destinations text[], f_payloads bytea[], f_traces text[],
+    r_changes int[], r_keys text[], r_schedule_ids text[], r_due timestamptz[],
+    w_changes int[], w_keys text[], w_partitions int[], w_due timestamptz[],
+    w_schedule_ids text[], w_payloads bytea[],
+    c_partitions int[]
+) RETURNS TABLE (outcome text, version bigint, reply bytea)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    IF f_traces IS NULL AND coalesce(cardinality(r_changes), 0) = 0
+       AND coalesce(cardinality(w_changes), 0) = 0 THEN
+        RETURN QUERY SELECT * FROM pachyderm_commit(
+            c_entity_ids, c_types, c_expected, c_command_ids, c_replies, c_event_counts,
+            c_effect_counts, c_snapshots, e_names, e_data, f_ids, f_destinations, f_payloads);
+    ELSE
+        RETURN QUERY SELECT * FROM pachyderm_commit_timed(
+            c_entity_ids, c_types, c_expected, c_command_ids, c_replies, c_event_counts,
+            c_effect_counts, c_snapshots, e_names, e_data, f_ids, f_destinations,
+            f_payloads, f_traces, r_changes, r_keys, r_schedule_ids, r_due,
+            w_changes, w_keys, w_partitions, w_due, w_schedule_ids, w_payloads);
+    END IF;
+END;
+$$
+"""
+_DEFINITION = """
+SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = $1 AND p.proname = 'pachyderm_commit_logged'
+"""
+
+
+@dataclass(frozen=True)
+class ProjectionSizes:
+    catch_up_events: int = 1_000_000
+    events_per_change: int = 10
+    changes_per_commit: int = 100
+    committers: int = 4
+    rpc_entities: int = 1_000
+    rpc_increments: int = 20
+    in_flight: int = 256
+    warmup_calls: int = 500
+
+
+QUICK_PROJECTIONS = ProjectionSizes(
+    catch_up_events=4_000, rpc_entities=20, rpc_increments=5, in_flight=32, warmup_calls=20
+)
+
+
+@dataclass(frozen=True)
+class ProjectionsRun:
+    catch_up_per_s: float
+    caught_up_events: int
+    store_per_s: float
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+    lag_events: int
+    rpc_during_lag_per_s: float
+    rpc_with_log_per_s: float
+    rpc_without_log_per_s: float
+    with_log_first: bool
+    errors: int
+    read_model_correct: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "log_cost": 1.0 - self.rpc_with_log_per_s / self.rpc_without_log_per_s,
+        }
+
+
+class Bench:
+    """One run's namespace: its fleet, a client, a store and a database connection."""
+
+    def __init__(
+        self,
+        fleet: ProcessFleet,
+        client: Client,
+        store: PostgresEventStore,
+        db: asyncpg.Connection,
+        sizes: ProjectionSizes,
+    ) -> None:
+        self.fleet, self.client, self.store, self.db, self.sizes = fleet, client, store, db, sizes
+        self.schema = fleet.topology.namespace
+        self.errors = 0
+        self.expected: dict[uuid.UUID, int] = {}  # counter -> total of its amounts
+        self._plans = 0
+
+    async def rpc(self, logged: bool = True) -> float:
+        """The RPC workload once (a fresh plan: new counters); calls per second. Events
+        committed without the log never reach the projection: not ``logged``, not expected."""
+        self._plans += 1
+        calls = plan(self.sizes.rpc_entities, self.sizes.rpc_increments, SEED + self._plans)
+        result = await run_calls(self.client, calls, self.sizes.in_flight)
+        self.errors += len(result.errors)
+        for call in calls:
+            if logged and call.command_id in result.replies:
+                self.expected[call.ref.id] = self.expected.get(call.ref.id, 0) + call.amount
+        return result.per_s
+
+    async def without_log(self) -> str:
+        """Replace the commit by one that skips the log; the original's definition."""
+        original: str = await self.db.fetchval(_DEFINITION, self.schema)
+        await self.db.execute(_WITHOUT_LOG.format(schema=self.schema))
+        return original
+
+    async def store_events(self) -> float:
+        """Commit ``catch_up_events`` straight through the store; events per second."""
+        sizes = self.sizes
+        per_commit = sizes.events_per_change * sizes.changes_per_commit
+        commits = iter(range(sizes.catch_up_events // per_commit))
+
+        async def committer() -> None:
+            for commit in commits:
+                changes = [
+                    Change(
+                        Ref(ENTITY_TYPE, uuid.uuid4()),
+                        0,
+                        str(uuid.uuid4()),
+                        [INCREASED] * sizes.events_per_change,
+                        partition=(commit * sizes.changes_per_commit + index) % PARTITIONS,
+                    )
+                    for index in range(sizes.changes_per_commit)
+                ]
+                for change, outcome in zip(changes, await self.store.commit(changes), strict=True):
+                    assert isinstance(outcome, Committed), outcome
+                    self.expected[change.ref.id] = sizes.events_per_change
+
+        started = time.perf_counter()
+        await asyncio.gather(*(committer() for _ in range(sizes.committers)))
+        return sizes.catch_up_events / (time.perf_counter() - started)
+
+    async def behind(self) -> int:
+        """Log positions the projection has not applied yet (all, before it started)."""
+        heads = await self.db.fetchval(
+            f'SELECT coalesce(sum(position), 0) FROM "{self.schema}".log_heads'
+        )
+        cursors = await self.db.fetchval(
+            f'SELECT coalesce(sum(position), 0) FROM "{self.schema}".projection_cursors'
+            " WHERE projection = $1",
+            NAME,
+        )
+        return int(heads) - int(cursors)
+
+    async def caught_up(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while await self.behind() > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the projection is still {await self.behind():,} behind")
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def catch_up_rate(self) -> tuple[float, int]:
+        row = await self.db.fetchrow(
+            "SELECT count(*) AS n, extract(epoch FROM max(applied_at) - min(applied_at)) AS s"
+            f' FROM "{self.schema}".bench_applied'
+        )
+        return int(row["n"]) / float(row["s"]), int(row["n"])
+
+    async def lags(self, since: float) -> list[float]:
+        rows = await self.db.fetch(
+            "SELECT extract(epoch FROM applied_at - recorded_at)::float8 AS lag"
+            f' FROM "{self.schema}".bench_applied WHERE recorded_at >= to_timestamp($1)',
+            since,
+        )
+        return [row["lag"] for row in rows]
+
+    async def read_model_correct(self) -> bool:
+        applied = await self.db.fetchval(f'SELECT count(*) FROM "{self.schema}".bench_applied')
+        logged = await self.db.fetchval(f'SELECT count(*) FROM "{self.schema}".event_log')
+        rows = await self.db.fetch(f'SELECT entity_id, total FROM "{self.schema}".bench_totals')
+        return applied == logged and {r["entity_id"]: r["total"] for r in rows} == self.expected
+
+
+def start_projections(fleet: ProcessFleet, folder: Path) -> subprocess.Popen[bytes]:
+    """A ``pachyderm projections`` process of the benchmark's app, its output in a log."""
+    environment = {
+        **os.environ,
+        "PACHYDERM_DATABASE_URL": fleet.dsn,
+        "PACHYDERM_AMQP_URL": fleet.amqp_url,
+        "PACHYDERM_NAMESPACE": fleet.topology.namespace,
+        "PACHYDERM_PARTITIONS": str(fleet.topology.partitions),
+        "PACHYDERM_WORKER_ID": "projections",
+        "PACHYDERM_HEALTH_PORT": "0",
+    }
+    with (folder / "projections.log").open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pachyderm", "projections", SPEC],
+            cwd=ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+async def _log_cost(bench: Bench, with_log_first: bool) -> tuple[float, float]:
+    """RPC calls per second (with the log, without it), in the order given."""
+    rates: dict[bool, float] = {}
+    for logged in (with_log_first, not with_log_first):
+        if logged:
+            rates[True] = await bench.rpc()
+            continue
+        original = await bench.without_log()
+        try:
+            rates[False] = await bench.rpc(logged=False)
+        finally:
+            await bench.db.execute(original)
+    return rates[True], rates[False]
+
+
+async def projections_run(
+    services: Services, folder: Path, sizes: ProjectionSizes, run: int, say: Say
+) -> ProjectionsRun:
+    namespace = f"bench_{uuid.uuid4().hex[:10]}"
+    async with services.fleet(folder, namespace, SPEC) as fleet:
+        store = await PostgresEventStore.connect(services.dsn, schema=namespace, max_size=8)
+        db = await asyncpg.connect(services.dsn, server_settings={"search_path": namespace})
+        await db.execute(TABLES)
+        for name in WORKERS:
+            fleet.start_worker(name)
+        await fleet.balanced()
+        projections: subprocess.Popen[bytes] | None = None
+        try:
+            async with fleet.client() as client:
+                bench = Bench(fleet, client, store, db, sizes)
+                warm = plan(sizes.warmup_calls, 1, SEED)
+                bench.errors += len((await run_calls(client, warm, sizes.in_flight)).errors)
+                for call in warm:
+                    bench.expected[call.ref.id] = call.amount
+                with_log_first = run % 2 == 0
+                with_log, without_log = await _log_cost(bench, with_log_first)
+                say(f"RPC with the log {with_log:,.0f}/s, without {without_log:,.0f}/s")
+                store_rate = await bench.store_events()
+                say(f"stored {sizes.catch_up_events:,} events at {store_rate:,.0f}/s")
+                projections = start_projections(fleet, folder)
+                await bench.caught_up(CATCH_UP_TIMEOUT)
+                catch_up, caught = await bench.catch_up_rate()
+                say(f"caught up over {caught:,} events at {catch_up:,.0f}/s")
+                since = time.time()
+                rpc_rate = await bench.rpc()
+                await bench.caught_up(60.0)
+                lags = await bench.lags(since) or [0.0]
+                say(
+                    f"live lag p50 {percentile(lags, 0.5) * 1000:.1f} ms,"
+                    f" p99 {percentile(lags, 0.99) * 1000:.1f} ms over {len(lags):,} events;"
+                    f" RPC {rpc_rate:,.0f}/s meanwhile"
+                )
+                correct = await bench.read_model_correct()
+        finally:
+            if projections is not None:
+                _stop(projections)
+            await db.close()
+            await store.close()
+    return ProjectionsRun(
+        catch_up_per_s=catch_up,
+        caught_up_events=caught,
+        store_per_s=store_rate,
+        lag_p50_ms=percentile(lags, 0.5) * 1000,
+        lag_p99_ms=percentile(lags, 0.99) * 1000,
+        lag_max_ms=max(lags) * 1000,
+        lag_events=len(lags),
+        rpc_during_lag_per_s=rpc_rate,
+        rpc_with_log_per_s=with_log,
+        rpc_without_log_per_s=without_log,
+        with_log_first=with_log_first,
+        errors=bench.errors,
+        read_model_correct=correct,
+    )

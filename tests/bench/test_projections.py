@@ -1,0 +1,49 @@
+"""The projections benchmark keeps working: ``python -m bench.projections --quick``.
+
+Tiny sizes, one run, nothing written in bench/; only that every measure came
+out, that no call failed and the read model matched the log (the run's exit
+status, and the run's own record), and that the results page keeps the other
+sections when the Projections section is rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.projections import METRICS, SECTION, replaced_section
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_the_quick_projections_benchmark_measures_everything(
+    tmp_path: Path, postgres_dsn: str, rabbitmq_url: str
+) -> None:
+    output = tmp_path / "projections.json"
+    command = [sys.executable, "-m", "bench.projections", "--quick", "--json-out", str(output)]
+    command += ["--database-url", postgres_dsn, "--amqp-url", rabbitmq_url]
+    finished = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
+    results = json.loads(output.read_text())
+
+    assert all(results[name] > 0 for name in METRICS if name != "log_cost")
+    (run,) = results["runs"]
+    assert run["read_model_correct"]
+    assert run["errors"] == 0
+    assert run["caught_up_events"] >= 4_000  # the stored events, and the RPC's with the log
+
+
+def test_the_projections_section_is_replaced_and_the_rest_of_the_page_kept() -> None:
+    before, after = "# Title\n\n## Before\n\nkept\n\n", "\n## After\n\nalso kept\n"
+    page = f"{before}{SECTION}\n\nold\n{after}"
+    new = f"{SECTION}\n\nnew\n"
+    assert replaced_section(page, SECTION, new) == f"{before}{new}{after}"
+    assert replaced_section("# Title\n", SECTION, new) == f"# Title\n\n{new}"
