@@ -114,6 +114,10 @@ def markdown(data: dict[str, Any], sizes: ProjectionSizes) -> str:
     caught = min(run["caught_up_events"] for run in runs)
     stored = summary([run["store_per_s"] for run in runs])["median"]
     calls = sizes.rpc_entities * sizes.rpc_increments
+    during = summary([run["rpc_during_lag_per_s"] for run in runs])["median"]
+    first = summary([run["lag_with_first_seconds_p99_ms"] for run in runs])["median"]
+    cpu = summary([run["projections_cpu_share_during_lag"] for run in runs])["median"]
+    loads = ", ".join(f"{run['load_average_at_start'][0]:.1f}" for run in runs)
     return f"""{SECTION}
 
 `{data["command"]}` ({len(runs)} runs; medians, min to max). Two worker processes
@@ -140,14 +144,21 @@ serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`
 - live lag: the RPC workload ({calls:,} calls, {sizes.in_flight} in flight) with the
   projection caught up and running; per event, the `clock_timestamp()` of the statement
   that applied it (just before its transaction commits) minus its `recorded_at` (the
-  start of the transaction that committed it, so the lag includes that commit).
+  start of the transaction that committed it, so the lag includes that commit), for the
+  events committed after the workload's first {sizes.settling_s:g} s (before, the runners,
+  idle since the catch-up, still poll only every second or so; counting those too, p99
+  is {first:,.0f} ms). The RPC
+  workload meanwhile: {during:,.0f} calls/s (median), the projection process using
+  {cpu:.0%} of a core (its 16 runners poll every 20 ms while events keep coming).
 - the log's cost: the RPC workload ({calls:,} calls, {sizes.in_flight} in flight, no
   projection running) as the product commits, and in the same namespace with
   `pachyderm_commit_logged` replaced, in that namespace's schema only (`CREATE OR
   REPLACE`, the product's code untouched), by a function of the same signature that
   commits through `pachyderm_commit` / `pachyderm_commit_timed` as the original does but
-  assigns no positions and writes no log; then the original is restored. The two halves
-  run back to back on one fleet, their order alternating between runs.
+  assigns no positions and writes no log; then the original is restored. Each twice, on
+  one fleet, back to back in the order A B B A (which comes first alternates between
+  runs); a run's rate is the mean of its two, its cost 1 - with / without.
+- this 2-core machine is shared: load average (1 min) at the start of each run {loads}.
 - every run checks the read model: one applied row per event of the log, each counter's
   total the sum of its events' amounts.
 """
