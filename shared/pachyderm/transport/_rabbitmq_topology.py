@@ -78,13 +78,13 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         queue = await declare_work_queue(channel, name, topology)
         # A consistent-hash binding key is the queue's weight on the hash ring.
         await queue.bind(commands, routing_key="1")
-    await declare_events_exchange(channel, topology)
     return await _declare_effects_exchange(channel, topology)
 
 
 async def declare_events_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """The topic exchange the event relay publishes committed events to (subscribers bind
-    their own queues to it)."""
+    """The topic exchange the event relay publishes committed events to, declared by the
+    relay (not by :func:`declare_topology`: a namespace without a relay has none) and by
+    subscribers, which bind queues of their own to it."""
     return await channel.declare_exchange(
         topology.events_exchange, ExchangeType.TOPIC, durable=True
     )

@@ -25,7 +25,8 @@ class Topology:
       same name bound to it, where an effect waits while no group's queue is
       bound for it; a dispatcher routes it again once one is.
     - ``<ns>.events``: topic exchange where the event relay publishes committed
-      events; routing keys ``<entity type>.<event name>``. Subscribers bind
+      events (declared by the relay, not by workers); routing keys
+      ``<entity type>.<event name>``. Subscribers bind
       queues of their own; an event no queue is bound for is dropped.
     - ``<ns>.dead-letter``: fanout exchange, and the queue of the same name bound
       to it, where partition queues dead-letter what cannot be answered.
