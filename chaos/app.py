@@ -7,16 +7,51 @@ an entity that sets timers and cancels some of them.
 can tell, from the events alone, that each timer resolved exactly once (one
 ``Rang`` or one ``Forgot`` per ``Reminded``) and never before it was due
 (``Rang``'s commit time against its ``due``).
+
+``EventCounts``, the run's projection (``pachyderm projections chaos.app:APP``,
+beside the workers), keeps exactly once, per entity, how many events it has and
+its last version (table ``chaos_projected``, created by the run): at the end it
+must equal what the stored histories say (the checker's ``projection_mismatch``).
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
+
 from examples import bank, counter
-from pachyderm import App, Cancel, Entity, HandleResult, Reject, Schedule, current_timer
+from pachyderm import (
+    App,
+    Cancel,
+    Entity,
+    HandleResult,
+    PostgresProjection,
+    ProjectionContext,
+    Reject,
+    Schedule,
+    current_timer,
+)
+
+PROJECTION = "chaos_event_counts"
+PROJECTED_TABLE = """
+    CREATE TABLE IF NOT EXISTS chaos_projected (
+        entity_id uuid PRIMARY KEY,
+        events bigint NOT NULL,
+        last_version bigint NOT NULL
+    )
+"""
+# Within a batch each entity's events come in version order: the last one is its latest.
+_PROJECT = """
+    INSERT INTO chaos_projected AS p (entity_id, events, last_version)
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[])
+        ON CONFLICT (entity_id) DO UPDATE
+       SET events = p.events + excluded.events, last_version = excluded.last_version
+"""
 
 
 @dataclass(frozen=True)
@@ -97,4 +132,33 @@ class Reminder(Entity[ReminderState]):
         return state
 
 
-APP = App([counter.Counter, bank.Account, Reminder], effect_handlers=[counter.AdminMailer()])
+ENTITIES = (counter.Counter, bank.Account, Reminder)
+
+
+class EventCounts(PostgresProjection):
+    """Per entity: its events so far and its last version, one upsert per batch."""
+
+    name = PROJECTION
+    events = tuple(event for entity in ENTITIES for event in entity.events)
+
+    async def apply_many(self, batch: Sequence[tuple[Any, ProjectionContext]]) -> None:
+        connection: asyncpg.Connection = batch[0][1].connection
+        counts: dict[uuid.UUID, list[int]] = {}
+        for _, context in batch:
+            seen = counts.setdefault(context.entity_id, [0, 0])
+            seen[0] += 1
+            seen[1] = context.version
+        ids = list(counts)
+        await connection.execute(
+            _PROJECT, ids, [counts[i][0] for i in ids], [counts[i][1] for i in ids]
+        )
+
+    async def clear(self, connection: Any) -> None:
+        await connection.execute("DELETE FROM chaos_projected")
+
+
+APP = App(
+    list(ENTITIES),
+    effect_handlers=[counter.AdminMailer()],
+    projections=[EventCounts()],
+)

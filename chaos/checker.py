@@ -28,7 +28,11 @@ and the record, and returns every violation of the guarantees found, by kind:
   cancelled too: fired twice in effect, or after its cancel won;
 - ``timer_early``: a ring committed before the due time of the timer that
   fired it;
-- ``timer_unscheduled``: a ring of a timer no committed command set.
+- ``timer_unscheduled``: a ring of a timer no committed command set;
+- ``projection_mismatch``: the run's exactly-once read model (``chaos.app``'s
+  ``EventCounts``, read once it caught up with the log) differs from the stored
+  histories: an entity's event count or last version, or an entity it has and
+  the store does not. Not checked when the namespace has no read model.
 
 The ``timer_*`` kinds are the run's *timer violations*.
 """
@@ -62,6 +66,7 @@ KINDS = (
     "timer_repeated",
     "timer_early",
     "timer_unscheduled",
+    "projection_mismatch",
 )
 TIMER_KINDS = tuple(kind for kind in KINDS if kind.startswith("timer_"))
 
@@ -120,6 +125,8 @@ class Stored:
     outbox: list[OutboxRow] = field(default_factory=list)
     snapshots: list[SnapshotRow] = field(default_factory=list)
     timers: int = 0  # still pending
+    # The read model: entity id -> (events, last version); None: no read model here.
+    projected: dict[uuid.UUID, tuple[int, int]] | None = None
 
 
 async def read_database(dsn: str, schema: str) -> Stored:
@@ -158,9 +165,31 @@ async def read_database(dsn: str, schema: str) -> Stored:
                 for row in await rows("SELECT entity_id, version, state FROM snapshots")
             ],
             timers=int(await connection.fetchval("SELECT count(*) FROM timers")),
+            projected=await _projected(connection),
         )
     finally:
         await connection.close()
+
+
+async def _projected(connection: asyncpg.Connection) -> dict[uuid.UUID, tuple[int, int]] | None:
+    if await connection.fetchval("SELECT to_regclass('chaos_projected')") is None:
+        return None
+    rows = await connection.fetch("SELECT entity_id, events, last_version FROM chaos_projected")
+    return {row["entity_id"]: (row["events"], row["last_version"]) for row in rows}
+
+
+async def projection_behind(dsn: str, schema: str, projection: str) -> int:
+    """Log positions ``projection`` has yet to apply, over every partition's log."""
+    connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        heads = await connection.fetchval("SELECT coalesce(sum(position), 0) FROM log_heads")
+        applied = await connection.fetchval(
+            "SELECT coalesce(sum(position), 0) FROM projection_cursors WHERE projection = $1",
+            projection,
+        )
+    finally:
+        await connection.close()
+    return int(heads) - int(applied)
 
 
 # -- what consumers saw ------------------------------------------------------------------
@@ -494,6 +523,21 @@ def _check_queries(histories: _Histories, observed: Observed, violations: Violat
             )
 
 
+def _check_projection(histories: _Histories, stored: Stored, violations: Violations) -> None:
+    if stored.projected is None:
+        return
+    for entity_id, events in histories.events.items():
+        expected = (len(events), events[-1].version)
+        found = stored.projected.get(entity_id)
+        if found != expected:
+            violations.add(
+                "projection_mismatch",
+                f"{entity_id}: read model (events, last version) {found}, stored {expected}",
+            )
+    for entity_id in stored.projected.keys() - histories.events.keys():
+        violations.add("projection_mismatch", f"{entity_id}: in the read model, not in the store")
+
+
 def check(app: App, record: Record, stored: Stored, observed: Observed) -> Violations:
     """Every violation of the guarantees the record, the store and the consumers show.
 
@@ -512,4 +556,5 @@ def check(app: App, record: Record, stored: Stored, observed: Observed) -> Viola
     _check_origins(record, stored, commands, violations)
     _check_queries(histories, observed, violations)
     _check_timers(histories, stored.timers, violations)
+    _check_projection(histories, stored, violations)
     return violations

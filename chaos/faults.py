@@ -99,6 +99,24 @@ class Kill(Kind):
         return f"{victim.name} killed"
 
 
+class KillProjections(Kind):
+    """SIGKILL the projection process (mid-batch, as likely as not); a new one takes over.
+
+    The workers do not notice: recovery is theirs. What it tests is the read model, which
+    must come out exactly once all the same (the checker's ``projection_mismatch``)."""
+
+    name = "projections_killed"
+
+    async def start(self, target: Target) -> str:
+        live = target.fleet.live_projections()
+        if not live:
+            raise FaultMissedError("no projection process was running")
+        victim = target.rng.choice(live)
+        await asyncio.to_thread(victim.kill)
+        successor = target.fleet.start_projections()
+        return f"{victim.name} killed, {successor.name} started"
+
+
 class CutBroker(Kind):
     """A worker's connection to the broker drops (its sockets shut down)."""
 
@@ -204,6 +222,7 @@ def kinds() -> dict[str, Callable[[], Kind]]:
     }
     others: tuple[type[Kind], ...] = (
         Kill,
+        KillProjections,
         CutBroker,
         TerminateBackends,
         Stall,

@@ -59,6 +59,9 @@ class ChaosFleet:
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self._started = 0
         self.spares: set[str] = set()  # extra workers a fault brought in, not to be killed
+        # `pachyderm projections` processes (p1, p2...): not workers, so not in the fleet's
+        # list, whose balance counts the partitions its workers serve.
+        self.projections: list[WorkerProcess] = []
 
     @property
     def namespace(self) -> str:
@@ -93,6 +96,44 @@ class ChaosFleet:
         worker = WorkerProcess(name, process, log)
         self.fleet.workers.append(worker)
         return worker
+
+    def start_projections(self) -> WorkerProcess:
+        """Start the next projection process of the fleet's app (``p1``, ``p2``...)."""
+        name = f"p{len(self.projections) + 1}"
+        log = self.fleet.folder / f"{name}.log"
+        environment = {
+            **os.environ,
+            "PACHYDERM_DATABASE_URL": self.fleet.dsn,
+            "PACHYDERM_AMQP_URL": self.fleet.amqp_url,
+            "PACHYDERM_NAMESPACE": self.namespace,
+            "PACHYDERM_PARTITIONS": str(self.fleet.topology.partitions),
+            "PACHYDERM_WORKER_ID": name,
+            "PACHYDERM_HEALTH_PORT": "0",
+        }
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pachyderm", "projections", self.fleet.app_spec],
+                cwd=self.fleet.cwd,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        projections = WorkerProcess(name, process, log)
+        self.projections.append(projections)
+        return projections
+
+    def live_projections(self) -> list[WorkerProcess]:
+        return [p for p in self.projections if p.process.poll() is None]
+
+    async def stop_projections(self) -> None:
+        """SIGTERM every live projection process; SIGKILL what has not exited in 15 s."""
+        for projections in self.live_projections():
+            projections.process.send_signal(signal.SIGTERM)
+        for projections in self.projections:
+            try:
+                await asyncio.to_thread(projections.process.wait, 15)
+            except subprocess.TimeoutExpired:
+                projections.kill()
 
     def order(self, worker: WorkerProcess, order: str) -> None:
         """Hand ``order`` (see chaos.worker) to a running worker."""
@@ -162,5 +203,6 @@ class ChaosFleet:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {w.name}\n{w.log.read_text(errors='replace')[-3000:]}" for w in self.fleet.workers
+            f"--- {w.name}\n{w.log.read_text(errors='replace')[-3000:]}"
+            for w in [*self.fleet.workers, *self.projections]
         )

@@ -10,6 +10,12 @@ faults. Meanwhile those effects must wait for it without holding anything
 else up: before the sink binds, every Send committed so far must have been
 applied by its target (checked then, the load paused so that the check has an
 end); after it, every effect must reach the sink, as in any run.
+
+Beside the workers runs a projection process (``pachyderm projections``, of
+``chaos.app``'s ``EventCounts``), from the start to the end of the run (a
+``projections_killed`` fault replaces it): before the final check the run waits
+until it applied the whole log, and the checker compares its read model with
+the stored histories.
 """
 
 from __future__ import annotations
@@ -26,16 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from pachyderm import CallTimeoutError, Client, PachydermError, Ref
 from pachyderm.testing import process_fleet
 
-from .app import APP
+from .app import APP, PROJECTED_TABLE, PROJECTION
 from .checker import (
     Observed,
     Stored,
     Violations,
     check,
     is_send,
+    projection_behind,
     read_database,
     target,
     unapplied_sends,
@@ -227,6 +236,7 @@ class ChaosRun:
             dead_letters=await self.sink.dead_letters(),
             queries=await self._query_all(stored),
         )
+        await self._projected(settle_timeout)
         stored = await read_database(self.services.dsn, self.fleet.namespace)
         violations = check(APP, self.record, stored, observed)
         for kind, found in self.early.found.items():
@@ -250,6 +260,18 @@ class ChaosRun:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(1.0)
+
+    async def _projected(self, timeout: float) -> None:
+        """Wait until the projection applied the whole log (or ``timeout`` seconds: then the
+        checker finds its read model behind). A projection process must be running."""
+        if not self.fleet.live_projections():
+            self.fleet.start_projections()  # the last one was killed by the last fault
+        deadline = time.monotonic() + timeout
+        dsn, namespace = self.services.dsn, self.fleet.namespace
+        while await projection_behind(dsn, namespace, PROJECTION) > 0:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.2)
 
     async def _query_all(self, stored: Stored) -> dict[uuid.UUID, tuple[int, Any]]:
         """Every entity's (version, state) as the fleet answers a query now."""
@@ -290,6 +312,8 @@ async def chaos_run(
     ) as fleet:
         chaos = ChaosFleet(fleet)
         await chaos.restore(options.workers)
+        await _create_read_model(services.dsn, namespace)
+        chaos.start_projections()
         record = Record()
         raw = RawCaller(services.amqp_url, fleet.topology, record, options.patience)
         async with EffectSink(services.amqp_url, fleet.topology) as sink, fleet.client() as client:
@@ -308,3 +332,12 @@ async def chaos_run(
                 )
             finally:
                 await raw.close()
+                await chaos.stop_projections()
+
+
+async def _create_read_model(dsn: str, namespace: str) -> None:
+    connection = await asyncpg.connect(dsn, server_settings={"search_path": namespace})
+    try:
+        await connection.execute(PROJECTED_TABLE)
+    finally:
+        await connection.close()

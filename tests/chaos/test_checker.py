@@ -327,3 +327,34 @@ def test_each_kind_of_violation_is_found_as_that_kind(
     world = sound()
     breaking(world)
     assert found(world) == kinds
+
+
+def with_read_model(world: World) -> World:
+    """``world`` with the read model a projection of its stored events keeps."""
+    projected: dict[uuid.UUID, tuple[int, int]] = {}
+    for event in sorted(world.stored.events, key=lambda e: (e.entity_id, e.version)):
+        count, _ = projected.get(event.entity_id, (0, 0))
+        projected[event.entity_id] = (count + 1, event.version)
+    world.stored.projected = projected
+    return world
+
+
+def test_a_read_model_equal_to_the_histories_shows_no_violation() -> None:
+    assert found(with_read_model(sound())) == set()
+
+
+@pytest.mark.parametrize(
+    "breaking",
+    [
+        lambda projected: projected.update({VISITS.id: (1, 1)}),  # an event missed
+        lambda projected: projected.update({uuid.uuid4(): (1, 1)}),  # an entity not stored
+        lambda projected: projected.pop(ALICE.id),  # an entity never projected
+    ],
+)
+def test_a_read_model_that_differs_is_a_projection_mismatch(
+    breaking: Callable[[dict[uuid.UUID, tuple[int, int]]], object],
+) -> None:
+    world = with_read_model(sound())
+    assert world.stored.projected is not None
+    breaking(world.stored.projected)
+    assert found(world) == {"projection_mismatch"}
