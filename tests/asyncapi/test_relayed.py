@@ -80,6 +80,17 @@ async def relayed(
             await channel.exchange_delete(topology.events_exchange)
 
 
+def event_problems(spec: Json, message: Incoming) -> list[str]:
+    """How a received message differs from the document's Event message."""
+    return mismatches(
+        spec,
+        "Event",
+        body=message.body,
+        content_type=message.content_type,
+        headers=dict(message.headers),
+    )
+
+
 def test_the_document_names_the_events_exchange_as_the_topology_does() -> None:
     spec = document()
     exchange = spec["channels"]["pachyderm.events"]["bindings"]["amqp"]["exchange"]
@@ -101,25 +112,13 @@ async def test_relayed_events_are_the_document_s_event_messages(relayed: list[In
         assert message.routing_key == f"account.{message.type}"
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         assert uuid.UUID(str(message.message_id))
-        problems = mismatches(
-            spec,
-            "Event",
-            body=message.body,
-            content_type=message.content_type,
-            headers=dict(message.headers),
-        )
-        assert problems == []
+        assert event_problems(spec, message) == []
 
 
 async def test_a_header_the_document_lacks_is_a_mismatch(relayed: list[Incoming]) -> None:
     spec: Json = document()
     del spec["components"]["messages"]["Event"]["headers"]["properties"]["pachyderm-position"]
     message = relayed[0]
-    problems = mismatches(
-        spec,
-        "Event",
-        body=message.body,
-        content_type=message.content_type,
-        headers=dict(message.headers),
-    )
-    assert problems == ["Event headers not in the document: ['pachyderm-position']"]
+    assert event_problems(spec, message) == [
+        "Event headers not in the document: ['pachyderm-position']"
+    ]

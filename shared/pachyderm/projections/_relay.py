@@ -39,6 +39,9 @@ from ..transport._rabbitmq_topology import declare_events_exchange
 from ..transport._topology import Topology
 
 HEADER_PREFIX = "pachyderm-"
+# A batch not confirmed within this many seconds fails (and is published again by the
+# runner's retry) rather than hold its partition for good.
+CONFIRM_TIMEOUT = 30.0
 
 
 def relayed_message(app: App, event: Any, context: ProjectionContext) -> Message:
@@ -93,7 +96,7 @@ class EventRelay(Projection):
         app = self._app
         messages = [relayed_message(app, event, context) for event, context in batch]
         channel, exchange = await self._open()
-        async with translated_errors("relaying events"):
+        async with translated_errors("relaying events"), asyncio.timeout(CONFIRM_TIMEOUT):
             current = await underlay(channel)
             # Each publish takes the channel's lock before its first await, and the lock
             # is fair: the messages go out in the order of this list.
