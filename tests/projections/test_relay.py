@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -33,6 +37,7 @@ from pachyderm.store import LoggedEvent
 from pachyderm.transport import Topology
 from pachyderm.transport._rabbitmq_topology import declare_events_exchange
 
+from ..python_process import ROOT
 from ..waiting import eventually
 from . import tally
 from .conftest import Backend
@@ -271,3 +276,94 @@ async def test_a_relay_no_app_registered_refuses_to_publish() -> None:
     )
     with pytest.raises(PachydermError, match="App has registered"):
         await EventRelay().apply_many([(tally.Added(1), context)])
+
+
+class SlowRelay(EventRelay):
+    """The relay, each batch taking ``RELAY_BATCH_DELAY`` seconds more once confirmed (so a
+    test can kill its process between a confirm and the cursor's advance)."""
+
+    async def apply_many(self, batch: Any) -> None:
+        await super().apply_many(batch)
+        await asyncio.sleep(float(os.environ.get("RELAY_BATCH_DELAY", "0")))
+
+
+# For the command line (tests.projections.test_relay:RELAY_APP).
+RELAY_APP = tally.app(SlowRelay())
+
+
+@contextlib.contextmanager
+def relay_process(
+    dsn: str, amqp_url: str, namespace: str, delay: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``pachyderm projections`` of an app with the relay, configured as a deployment is."""
+    env = {
+        **os.environ,
+        "PACHYDERM_DATABASE_URL": dsn,
+        "PACHYDERM_AMQP_URL": amqp_url,
+        "PACHYDERM_NAMESPACE": namespace,
+        "PACHYDERM_PARTITIONS": str(PARTITIONS),
+        "PACHYDERM_HEALTH_PORT": "0",
+        "RELAY_BATCH_DELAY": str(delay),
+    }
+    command = [sys.executable, "-m", "pachyderm", "projections", f"{__name__}:RELAY_APP"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def in_per_entity_order(received: list[Received]) -> bool:
+    """Whether no version of an entity arrived before the one before it had."""
+    arrived: set[tuple[str, int]] = set()
+    for message in received:
+        entity, version = (
+            message.headers["pachyderm-entity-id"],
+            message.headers["pachyderm-version"],
+        )
+        if version > 1 and (entity, version - 1) not in arrived:
+            return False
+        arrived.add((entity, version))
+    return True
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+async def test_a_sigkilled_relay_process_loses_nothing_and_repeats_under_the_same_ids(
+    postgres: Backend, subscriber: Subscriber, postgres_dsn: str, namespace: str
+) -> None:
+    await write_tallies(postgres, RELAY_APP, entities=20, each=30)
+    log = {str(logged.event_id): logged for logged in await stored(postgres)}
+    assert len(log) == 600
+
+    async def positions() -> int:
+        return sum(c.position for c in await postgres.cursors.cursors("event_relay"))
+
+    with relay_process(postgres_dsn, subscriber.url, namespace, delay=0.3) as first:
+
+        async def some_relayed() -> bool:
+            return await positions() > 0 and len(subscriber.received) > await positions()
+
+        await eventually(some_relayed, timeout=30)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert 0 < await positions() < len(log)
+    with relay_process(postgres_dsn, subscriber.url, namespace, delay=0) as second:
+
+        async def caught_up() -> bool:
+            return await positions() == len(log)
+
+        await eventually(caught_up, timeout=30)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(10) == 0
+    received = subscriber.received
+    first_of: dict[str, Received] = {}
+    for message in received:
+        # A duplicate is the same message again: same id, body, headers, routing key.
+        assert first_of.setdefault(message.message_id, message) == message
+        assert_is_relayed(message, log[message.message_id])
+    assert set(first_of) == set(log)
+    assert len(received) > len(log)  # the killed process's unconfirmed-to-the-cursor batches
+    assert in_per_entity_order(received)
