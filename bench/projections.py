@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shlex
 import signal
 import sys
@@ -26,9 +25,10 @@ from typing import Any
 
 import pachyderm
 
-from .config import HERE, Services
+from .config import Services
 from .fleet import summary
 from .run import _cancel_once, say
+from .standalone import Target, medians, write
 from .workloads.projections import (
     QUICK_PROJECTIONS,
     ProjectionSizes,
@@ -46,7 +46,7 @@ METRICS = (
     "rpc_without_log_per_s",
     "log_cost",
 )
-TARGETS = {
+TARGETS: dict[str, Target] = {
     "catch_up_per_s": (">=", 20_000.0),
     "lag_p99_ms": ("<=", 100.0),
     "log_cost": ("<=", 0.10),
@@ -70,24 +70,8 @@ async def measure(runs: int, sizes: ProjectionSizes, services: Services) -> list
     return found
 
 
-def _met(name: str, value: float) -> bool:
-    sign, bound = TARGETS[name]
-    return value >= bound if sign == ">=" else value <= bound
-
-
 def as_json(runs: list[ProjectionsRun], command: str) -> dict[str, Any]:
-    rows = [run.as_dict() for run in runs]
-    spread = {name: summary([float(row[name]) for row in rows]) for name in METRICS}
-    return {
-        **{name: spread[name]["median"] for name in METRICS},
-        "spread": spread,
-        "targets": {
-            name: {"target": f"{sign} {bound:g}", "met": _met(name, spread[name]["median"])}
-            for name, (sign, bound) in TARGETS.items()
-        },
-        "runs": rows,
-        "command": command,
-    }
+    return medians([run.as_dict() for run in runs], METRICS, TARGETS, command)
 
 
 def correct(runs: list[ProjectionsRun]) -> bool:
@@ -164,23 +148,6 @@ serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`
 """
 
 
-def replaced_section(page: str, heading: str, section: str) -> str:
-    """``page`` with the section under ``heading`` replaced by ``section`` (or appended)."""
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(page):
-        return pattern.sub(lambda _: section + "\n", page, count=1)
-    return page.rstrip("\n") + "\n\n" + section
-
-
-def write(data: dict[str, Any], sizes: ProjectionSizes) -> None:
-    results, page = HERE / "results.json", HERE / "results.md"
-    found = json.loads(results.read_text()) if results.exists() else {}
-    found[KEY] = data
-    results.write_text(json.dumps(found, indent=2) + "\n")
-    existing = page.read_text() if page.exists() else ""
-    page.write_text(replaced_section(existing, SECTION, markdown(data, sizes)))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.projections", description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs to take medians of (3)")
@@ -195,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = ["--runs", str(len(runs))] + (["--quick"] if arguments.quick else [])
     data = as_json(runs, shlex.join(["python", "-m", "bench.projections", *shown]))
     if not arguments.quick:
-        write(data, sizes)
+        write(KEY, SECTION, data, markdown(data, sizes))
     if arguments.json_out is not None:
         arguments.json_out.write_text(json.dumps(data, indent=2) + "\n")
     for name in METRICS:

@@ -67,58 +67,48 @@ class ChaosFleet:
     def namespace(self) -> str:
         return self.fleet.topology.namespace
 
+    def _spawn(self, name: str, command: list[str], environment: dict[str, str]) -> WorkerProcess:
+        """Start ``python -m <command> APP`` as ``name`` on the fleet's services, its
+        output in ``<name>.log``; ``environment`` added to (and over) theirs."""
+        log = self.fleet.folder / f"{name}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", *command, self.fleet.app_spec],
+                cwd=self.fleet.cwd,
+                env={
+                    **os.environ,
+                    "PACHYDERM_DATABASE_URL": self.fleet.dsn,
+                    "PACHYDERM_AMQP_URL": self.fleet.amqp_url,
+                    "PACHYDERM_NAMESPACE": self.namespace,
+                    "PACHYDERM_PARTITIONS": str(self.fleet.topology.partitions),
+                    "PACHYDERM_WORKER_ID": name,
+                    **environment,
+                },
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        return WorkerProcess(name, process, log)
+
     def start_worker(self, **settings: str) -> WorkerProcess:
         """Start the next worker (``w1``, ``w2``...) as ProcessFleet would, with the hooks."""
         self._started += 1
         name = f"w{self._started}"
-        log = self.fleet.folder / f"{name}.log"
         environment = {
-            **os.environ,
-            "PACHYDERM_DATABASE_URL": self.fleet.dsn,
-            "PACHYDERM_AMQP_URL": self.fleet.amqp_url,
-            "PACHYDERM_NAMESPACE": self.namespace,
-            "PACHYDERM_PARTITIONS": str(self.fleet.topology.partitions),
-            "PACHYDERM_WORKER_ID": name,
             CONTROL_VARIABLE: str(self.fleet.folder / f"{name}.control"),
             **{
                 f"PACHYDERM_{key.upper()}": value
                 for key, value in {**self.settings, **settings}.items()
             },
         }
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "chaos.worker", self.fleet.app_spec],
-                cwd=self.fleet.cwd,
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        worker = WorkerProcess(name, process, log)
+        worker = self._spawn(name, ["chaos.worker"], environment)
         self.fleet.workers.append(worker)
         return worker
 
     def start_projections(self) -> WorkerProcess:
         """Start the next projection process of the fleet's app (``p1``, ``p2``...)."""
         name = f"p{len(self.projections) + 1}"
-        log = self.fleet.folder / f"{name}.log"
-        environment = {
-            **os.environ,
-            "PACHYDERM_DATABASE_URL": self.fleet.dsn,
-            "PACHYDERM_AMQP_URL": self.fleet.amqp_url,
-            "PACHYDERM_NAMESPACE": self.namespace,
-            "PACHYDERM_PARTITIONS": str(self.fleet.topology.partitions),
-            "PACHYDERM_WORKER_ID": name,
-            "PACHYDERM_HEALTH_PORT": "0",
-        }
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pachyderm", "projections", self.fleet.app_spec],
-                cwd=self.fleet.cwd,
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        projections = WorkerProcess(name, process, log)
+        environment = {"PACHYDERM_HEALTH_PORT": "0"}
+        projections = self._spawn(name, ["pachyderm", "projections"], environment)
         self.projections.append(projections)
         return projections
 

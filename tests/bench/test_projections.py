@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.projections import METRICS, SECTION, replaced_section
+from bench.projections import METRICS, SECTION
+from bench.standalone import replaced_section
 
 ROOT = Path(__file__).resolve().parents[2]
 
