@@ -9,8 +9,8 @@ of their own to ``<ns>.events`` (``#`` for everything, ``account.*``,
 ``pachyderm-entity-type``, ``-entity-id``, ``-version``, ``-partition``,
 ``-position`` and ``-recorded-at``.
 
-Invariants: a batch's messages are published in log order on one channel (so
-each entity's in version order) and all confirmed by the broker before
+Invariants: a batch's messages are published in log order on one channel, in
+one write (so each entity's in version order), and all confirmed by the broker before
 ``apply_many`` returns, and only then does the runner advance the cursor: at
 least once, a runner stopped in between publishes them again, under the same
 ``message_id``. Not mandatory: an event no queue is bound for is dropped, as a
@@ -26,7 +26,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection, DeliveryMode
+from aiormq.abc import ChannelFrame, FrameType
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from .._app import App
 from .._codec import MSGPACK
@@ -65,6 +70,53 @@ def relayed_message(app: App, event: Any, context: ProjectionContext) -> Message
     )
 
 
+def _frames(channel: aiormq.Channel, exchange: str, message: Message) -> list[FrameType]:
+    body, size = message.body, channel.max_content_size
+    return [
+        Basic.Publish(exchange=exchange, routing_key=message.routing_key),
+        ContentHeader(properties=properties(message, DeliveryMode.PERSISTENT), body_size=len(body)),
+        *(ContentBody(body[start : start + size]) for start in range(0, len(body), size)),
+    ]
+
+
+async def publish_confirmed(
+    channel: aiormq.Channel, exchange: str, messages: Sequence[Message]
+) -> None:
+    """Publish ``messages`` in order, persistent, in one write; returns once the broker
+    confirmed every one (a nack raises).
+
+    aiormq publishes a message at a time, each waiting until it is written: several
+    times slower for a batch. This does for each message what its ``basic_publish``
+    does (the next delivery tag and a confirmation awaited on it, under the channel's
+    lock, so no other publish takes a tag meanwhile) and hands the socket one frame.
+    """
+    frames = [frame for message in messages for frame in _frames(channel, exchange, message)]
+    confirmations: list[asyncio.Future[Any]] = []
+    async with channel.lock:
+        before = channel.delivery_tag
+        for _ in messages:
+            channel.delivery_tag += 1
+            confirmation = channel.create_future()
+            channel.confirmations[channel.delivery_tag] = confirmation
+            confirmations.append(confirmation)
+        written = channel.create_future()
+        try:
+            await channel.write_queue.put(
+                ChannelFrame.marshall(channel.number, frames, drain_future=written)
+            )
+        except BaseException:
+            # Never sent, so never numbered by the broker: give the tags back, or the
+            # broker's confirms of later publishes would settle the wrong futures.
+            for tag in range(before + 1, channel.delivery_tag + 1):
+                channel.confirmations.pop(tag, None)
+            channel.delivery_tag = before
+            for confirmation in confirmations:
+                confirmation.cancel()
+            raise
+        await written
+    await asyncio.gather(*confirmations)
+
+
 class EventRelay(Projection):
     """Publishes every committed event of the app to ``<namespace>.events``, at least once,
     in per-entity order (see the module's documentation)."""
@@ -98,19 +150,9 @@ class EventRelay(Projection):
         channel, exchange = await self._open()
         async with translated_errors("relaying events"), asyncio.timeout(CONFIRM_TIMEOUT):
             current = await underlay(channel)
-            # Each publish takes the channel's lock before its first await, and the lock
-            # is fair: the messages go out in the order of this list.
-            await asyncio.gather(
-                *(
-                    current.basic_publish(
-                        message.body,
-                        exchange=exchange,
-                        routing_key=message.routing_key,
-                        properties=properties(message, DeliveryMode.PERSISTENT),
-                    )
-                    for message in messages
-                )
-            )
+            if not isinstance(current, aiormq.Channel) or not current.publisher_confirms:
+                raise TypeError(f"not a channel with publisher confirms: {current!r}")
+            await publish_confirmed(current, exchange, messages)
 
     async def _open(self) -> tuple[AbstractChannel, str]:
         async with self._opening:  # the runners of every partition share one connection
