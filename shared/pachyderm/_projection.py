@@ -26,12 +26,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from ._errors import DefinitionError
-
-if TYPE_CHECKING:
-    from ._app import App
 
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 
@@ -95,9 +92,10 @@ class Projection:
     async def clear(self, connection: Any) -> None:
         """Empty the read model before a rebuild (``connection``: as in ``apply``)."""
 
-    def registered(self, app: App) -> None:
-        """Called once ``app`` has checked and registered this projection (a projection
-        that needs the app's entity types, such as the event relay, keeps it)."""
+    def registered(self, app: object) -> None:
+        """Called once ``app`` (a :class:`~pachyderm.App`: not named here, which imports
+        this module) has checked and registered this projection; a projection that needs
+        the app's entity types, such as the event relay, keeps it."""
 
     def handles(self, event: object) -> bool:
         """Whether ``event`` is of a class this projection declares."""

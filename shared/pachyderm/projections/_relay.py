@@ -133,7 +133,9 @@ class EventRelay(Projection):
         self._topology: Topology | None = None
         self._opening = asyncio.Lock()
 
-    def registered(self, app: App) -> None:
+    def registered(self, app: object) -> None:
+        if not isinstance(app, App):
+            raise TypeError(f"the event relay is registered by an App, not {app!r}")
         self._app = app
 
     async def apply(self, event: Any, context: ProjectionContext) -> None:
