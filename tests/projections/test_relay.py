@@ -14,11 +14,12 @@ import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aio_pika
+import aiormq
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -33,8 +34,9 @@ from pachyderm import (
 )
 from pachyderm.fleet import SoloMembership
 from pachyderm.projections import ProjectionProcess, ProjectionRunner, RunnerOptions
+from pachyderm.projections._relay import publish_confirmed
 from pachyderm.store import LoggedEvent
-from pachyderm.transport import Topology
+from pachyderm.transport import Message, Topology
 from pachyderm.transport._rabbitmq_topology import declare_events_exchange
 
 from ..python_process import ROOT
@@ -374,3 +376,42 @@ async def test_a_sigkilled_relay_process_loses_nothing_and_repeats_under_the_sam
     assert set(first_of) == set(log)
     assert len(received) > len(log)  # the killed process's unconfirmed-to-the-cursor batches
     assert in_per_entity_order(received)
+
+
+@dataclass
+class BlockedChannel:
+    """What :func:`publish_confirmed` uses of an aiormq channel, with a write queue that is
+    full (a connection that cannot write)."""
+
+    lock: asyncio.Lock
+    write_queue: asyncio.Queue[object]
+    delivery_tag: int = 7
+    number: int = 1
+    max_content_size: int = 1000
+    confirmations: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_a_batch_cancelled_before_it_is_written_gives_its_delivery_tags_back() -> None:
+    full: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+    full.put_nowait("a frame that is never taken")
+    channel = BlockedChannel(asyncio.Lock(), full)
+    messages = [Message(b"\x80", f"tally.Added{n}") for n in range(3)]
+    task = asyncio.create_task(
+        publish_confirmed(cast(aiormq.Channel, channel), "ns.events", messages)
+    )
+
+    async def waiting_to_write() -> bool:
+        return channel.delivery_tag == 10
+
+    await eventually(waiting_to_write)
+    assert sorted(channel.confirmations) == [8, 9, 10]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The broker never saw them: its next confirm (tag 8) must find the next publish.
+    assert channel.delivery_tag == 7
+    assert channel.confirmations == {}
+    assert not channel.lock.locked()
