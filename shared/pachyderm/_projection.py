@@ -62,6 +62,9 @@ class ProjectionContext:
     recorded_at: datetime
     # An asyncpg connection inside the cursor's transaction; None at least once.
     connection: Any = None
+    # The event as stored: its registered name and encoded bytes ("" and b"": not given).
+    name: str = ""
+    data: bytes = b""
 
 
 class Projection:

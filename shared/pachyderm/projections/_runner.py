@@ -59,6 +59,8 @@ def _context(logged: LoggedEvent, connection: Any) -> ProjectionContext:
         position=logged.position,
         recorded_at=event.recorded_at,
         connection=connection,
+        name=event.name,
+        data=event.data,
     )
 
 

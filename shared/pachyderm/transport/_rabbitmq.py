@@ -300,6 +300,7 @@ class RabbitMQTransport:
             topology.effects_exchange,
             topology.unrouted_effects_exchange,
             topology.dead_letter_exchange,
+            topology.events_exchange,  # the event relay's, if it ran
         ]
         # A short-lived connection of its own: this transport's is closed by now.
         async with (
