@@ -5,13 +5,13 @@ One namespace per run, two worker processes serving ``bench.projection_app``
 statement per batch) on 16 partitions. In order:
 
 1. the log's cost: the RPC workload (counters, ``in_flight`` calls in flight)
-   twice as the product commits (``pachyderm_commit_logged`` assigns positions)
-   and twice with, in this namespace's schema only, ``pachyderm_commit_logged``
+   as the product commits (``pachyderm_commit_logged`` assigns positions)
+   and with, in this namespace's schema only, ``pachyderm_commit_logged``
    replaced (``CREATE OR REPLACE``) by a function of the same signature that
    commits through ``pachyderm_commit`` / ``pachyderm_commit_timed`` as the
    original does and skips the log; then the original is put back (from
-   ``pg_get_functiondef``), twice too, in the order A B B A; which comes first
-   alternates between runs.
+   ``pg_get_functiondef``): in two rounds A B B A of half the RPC workload each
+   (which comes first alternates between runs), each side's rate the mean of its four.
 2. catch-up: ``catch_up_events`` events stored straight through the store's
    ``commit`` (new counters, ``events_per_change`` ``Increased`` events per
    change, ``changes_per_commit`` changes per commit, partitions spread over all
@@ -60,6 +60,7 @@ from .rpc import run_calls
 
 Say = Callable[[str], None]
 POLL_INTERVAL = 0.1
+LOG_COST_ROUNDS = 2  # of A B B A, each workload a half of the RPC plan
 CATCH_UP_TIMEOUT = 900.0
 INCREASED = NewEvent("Increased", b"\x81\xa6amount\x01")  # Increased(amount=1), msgpack
 
@@ -167,11 +168,13 @@ class Bench:
         self.expected: dict[uuid.UUID, int] = {}  # counter -> total of its amounts
         self._plans = 0
 
-    async def rpc(self, logged: bool = True) -> float:
-        """The RPC workload once (a fresh plan: new counters); calls per second. Events
-        committed without the log never reach the projection: not ``logged``, not expected."""
+    async def rpc(self, logged: bool = True, share: int = 1) -> float:
+        """The RPC workload once (a fresh plan: new counters; a ``share``-th of its
+        counters); calls per second. Events committed without the log never reach the
+        projection: not ``logged``, not expected."""
         self._plans += 1
-        calls = plan(self.sizes.rpc_entities, self.sizes.rpc_increments, SEED + self._plans)
+        entities = max(1, self.sizes.rpc_entities // share)
+        calls = plan(entities, self.sizes.rpc_increments, SEED + self._plans)
         result = await run_calls(self.client, calls, self.sizes.in_flight)
         self.errors += len(result.errors)
         for call in calls:
@@ -290,18 +293,19 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 async def _log_cost(bench: Bench, with_log_first: bool) -> tuple[float, float]:
-    """RPC calls per second (with the log, without it): each the mean of two workloads,
-    in the order A B B A (A: with the log if ``with_log_first``), so that a drift of the
-    machine's speed over the four weighs on both alike."""
+    """RPC calls per second (with the log, without it): each the mean of ``LOG_COST_ROUNDS``
+    x 2 workloads of a ``LOG_COST_ROUNDS``-th of the plan, in rounds A B B A (A: with the
+    log if ``with_log_first``), so that a drift of this shared machine's speed weighs on
+    both alike."""
     rates: dict[bool, list[float]] = {True: [], False: []}
     first = with_log_first
-    for logged in (first, not first, not first, first):
+    for logged in (first, not first, not first, first) * LOG_COST_ROUNDS:
         if logged:
-            rates[True].append(await bench.rpc())
+            rates[True].append(await bench.rpc(share=LOG_COST_ROUNDS))
             continue
         original = await bench.without_log()
         try:
-            rates[False].append(await bench.rpc(logged=False))
+            rates[False].append(await bench.rpc(logged=False, share=LOG_COST_ROUNDS))
         finally:
             await bench.db.execute(original)
     return statistics.mean(rates[True]), statistics.mean(rates[False])
