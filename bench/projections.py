@@ -132,8 +132,9 @@ serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`
   events committed after the workload's first {sizes.settling_s:g} s (before, the runners,
   idle since the catch-up, still poll only every second or so; counting those too, p99
   is {first:,.0f} ms). The RPC
-  workload meanwhile: {during:,.0f} calls/s (median), the projection process using
-  {cpu:.0%} of a core (its 16 runners poll every 20 ms while events keep coming).
+  workload meanwhile: {during:,.0f} calls/s (median; {data["rpc_with_log_per_s"]:,.0f} with no
+  projection running), the projection process using {cpu:.0%} of a core (its 16 runners
+  poll every 20 ms while events keep coming; where the rest of the drop goes, not measured).
 - the log's cost: the RPC workload ({calls:,} calls, {sizes.in_flight} in flight, no
   projection running) as the product commits, and in the same namespace with
   `pachyderm_commit_logged` replaced, in that namespace's schema only (`CREATE OR
