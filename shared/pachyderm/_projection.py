@@ -83,8 +83,9 @@ class Projection:
     exactly_once: ClassVar[bool] = False
 
     async def apply(self, event: Any, context: ProjectionContext) -> None:
-        """Apply one event to the read model."""
-        raise NotImplementedError(f"{type(self).__qualname__} does not define apply()")
+        """Apply one event to the read model (a projection defines this or
+        :meth:`apply_many`; :meth:`check` refuses one that defines neither)."""
+        raise DefinitionError(f"{type(self).__qualname__} defines neither apply nor apply_many")
 
     async def apply_many(self, batch: Sequence[tuple[Any, ProjectionContext]]) -> None:
         """Apply a batch's events, in order; by default :meth:`apply` each. Override it
@@ -120,6 +121,9 @@ class Projection:
             raise DefinitionError(
                 f"projection {name!r}: events must be a non-empty tuple of event classes"
             )
+        cls = type(self)
+        if cls.apply is Projection.apply and cls.apply_many is Projection.apply_many:
+            raise DefinitionError(f"projection {name!r} defines neither apply nor apply_many")
 
 
 class PostgresProjection(Projection):

@@ -56,6 +56,15 @@ def test_malformed_projections_are_refused(made: Projection, problem: str) -> No
         tally.app(made)
 
 
+def test_a_projection_that_applies_nothing_is_refused() -> None:
+    class Idle(Projection):
+        name = "idle"
+        events = (tally.Added,)
+
+    with pytest.raises(DefinitionError, match="neither apply nor apply_many"):
+        tally.app(Idle())
+
+
 def test_a_name_is_registered_once_and_only_projections_are() -> None:
     with pytest.raises(DuplicateNameError):
         tally.app(tally.Recorder(), tally.Recorder())

@@ -268,6 +268,8 @@ def test_another_projection_still_may_not_declare_foreign_events() -> None:
         name = "bad"
         events = (AnyEvent, Stray)
 
+        async def apply(self, event: Any, context: ProjectionContext) -> None: ...
+
     with pytest.raises(DefinitionError, match="Stray"):
         App([tally.Tally], projections=[Bad()])
 
