@@ -1,9 +1,9 @@
-"""What a benchmark run on its own (``python -m bench.projections``) does with its runs.
+"""What a benchmark run on its own (``python -m bench.timers``, ``python -m
+bench.projections``) does with its runs.
 
 Its medians (with min and max, and whether each target was met) go under its
 key of bench/results.json and its section of bench/results.md; every other key
-and section is kept as it was. (bench/timers.py does the same with its own
-copy of these functions.)
+and section is kept as it was.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shlex
 import signal
 import sys
@@ -24,9 +23,9 @@ from typing import Any
 
 import pachyderm
 
-from .config import HERE, Services
-from .fleet import summary
+from .config import Services
 from .run import _cancel_once, say
+from .standalone import Target, medians, write
 from .workloads.timers import QUICK_TIMERS, TimerSizes, TimersRun, timers_run
 
 KEY = "timers"
@@ -40,7 +39,7 @@ METRICS = (
     "lateness_with_1m_pending_p99_ms",
 )
 LOADED = "lateness_with_1m_pending_"
-TARGETS = {
+TARGETS: dict[str, Target] = {
     "fire_per_s": (">=", 5_000.0),
     "lateness_p99_ms": ("<=", 100.0),
     "lateness_with_1m_pending_p99_ms": ("<=", 100.0),
@@ -60,24 +59,8 @@ async def measure(runs: int, sizes: TimerSizes, services: Services) -> list[Time
     return found
 
 
-def _met(name: str, value: float) -> bool:
-    sign, bound = TARGETS[name]
-    return value >= bound if sign == ">=" else value <= bound
-
-
 def as_json(runs: list[TimersRun], command: str) -> dict[str, Any]:
-    rows = [run.as_dict() for run in runs]
-    spread = {name: summary([float(row[name]) for row in rows]) for name in METRICS}
-    return {
-        **{name: spread[name]["median"] for name in METRICS},
-        "spread": spread,
-        "targets": {
-            name: {"target": f"{sign} {bound:g}", "met": _met(name, spread[name]["median"])}
-            for name, (sign, bound) in TARGETS.items()
-        },
-        "runs": rows,
-        "command": command,
-    }
+    return medians([run.as_dict() for run in runs], METRICS, TARGETS, command)
 
 
 def correct(runs: list[TimersRun]) -> bool:
@@ -133,24 +116,9 @@ partition the broker's consistent hash gives its entity.
 - with pending: the same after inserting {sizes.pending:,} timers due a day ahead with one
   `INSERT ... SELECT generate_series` into the namespace's `timers` table (the rows a
   scheduling command writes, with a real `Ring` payload, spread over the 16 partitions),
-  then `ANALYZE`: inserting them through a million commands would take minutes per run.
+  then `VACUUM (ANALYZE)` and `CHECKPOINT`: inserting them through a million commands
+  would take minutes per run.
 """
-
-
-def _with_section(page: str, section: str) -> str:
-    """``page`` with its Timers section replaced by ``section`` (or appended)."""
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(page):
-        return pattern.sub(lambda _: section + "\n", page, count=1)
-    return page.rstrip("\n") + "\n\n" + section
-
-
-def write(data: dict[str, Any], sizes: TimerSizes) -> None:
-    results, page = HERE / "results.json", HERE / "results.md"
-    found = json.loads(results.read_text()) if results.exists() else {}
-    found[KEY] = data
-    results.write_text(json.dumps(found, indent=2) + "\n")
-    page.write_text(_with_section(page.read_text() if page.exists() else "", markdown(data, sizes)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = ["--runs", str(len(runs))] + (["--quick"] if arguments.quick else [])
     data = as_json(runs, shlex.join(["python", "-m", "bench.timers", *shown]))
     if not arguments.quick:
-        write(data, sizes)
+        write(KEY, SECTION, data, markdown(data, sizes))
     if arguments.json_out is not None:
         arguments.json_out.write_text(json.dumps(data, indent=2) + "\n")
     for name in METRICS:

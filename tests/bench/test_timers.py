@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.timers import METRICS, SECTION, _with_section
+from bench.standalone import replaced_section
+from bench.timers import METRICS, SECTION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,5 +44,11 @@ def test_the_quick_timers_benchmark_measures_everything(
 def test_the_timers_section_is_replaced_and_the_rest_of_the_page_kept() -> None:
     before, after = "# Title\n\n## Before\n\nkept\n\n", "\n## After\n\nalso kept\n"
     page = f"{before}{SECTION}\n\nold\n{after}"
-    assert _with_section(page, f"{SECTION}\n\nnew\n") == f"{before}{SECTION}\n\nnew\n{after}"
-    assert _with_section("# Title\n", f"{SECTION}\n\nnew\n") == f"# Title\n\n{SECTION}\n\nnew\n"
+    assert (
+        replaced_section(page, SECTION, f"{SECTION}\n\nnew\n")
+        == f"{before}{SECTION}\n\nnew\n{after}"
+    )
+    assert (
+        replaced_section("# Title\n", SECTION, f"{SECTION}\n\nnew\n")
+        == f"# Title\n\n{SECTION}\n\nnew\n"
+    )
