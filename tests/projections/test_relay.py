@@ -13,9 +13,10 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aio_pika
@@ -297,9 +298,10 @@ RELAY_APP = tally.app(SlowRelay())
 
 @contextlib.contextmanager
 def relay_process(
-    dsn: str, amqp_url: str, namespace: str, delay: float
+    dsn: str, amqp_url: str, namespace: str, delay: float, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``pachyderm projections`` of an app with the relay, configured as a deployment is."""
+    """``pachyderm projections`` of an app with the relay, configured as a deployment is;
+    its standard error goes to ``log`` (shown when the test fails)."""
     env = {
         **os.environ,
         "PACHYDERM_DATABASE_URL": dsn,
@@ -311,11 +313,23 @@ def relay_process(
     }
     command = [sys.executable, "-m", "pachyderm", "projections", f"{__name__}:RELAY_APP"]
     # Leaving the Popen waits for the process; kill() does nothing to one that exited.
-    with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL) as process:
+    with (
+        log.open("ab") as stderr,
+        subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr) as process,
+    ):
         try:
             yield process
         finally:
             process.kill()
+
+
+async def eventually_or_show(condition: Callable[[], Awaitable[bool]], log: Path) -> None:
+    """:func:`eventually` within 30 s, failing with what the relay processes printed."""
+    try:
+        await eventually(condition, timeout=30)
+    except AssertionError as missed:
+        printed = await asyncio.to_thread(log.read_text)
+        raise AssertionError(f"{missed}; the processes printed:\n{printed}") from None
 
 
 def in_per_entity_order(received: list[Received]) -> bool:
@@ -335,7 +349,7 @@ def in_per_entity_order(received: list[Received]) -> bool:
 @pytest.mark.postgres
 @pytest.mark.rabbitmq
 async def test_a_sigkilled_relay_process_loses_nothing_and_repeats_under_the_same_ids(
-    postgres: Backend, subscriber: Subscriber, postgres_dsn: str, namespace: str
+    postgres: Backend, subscriber: Subscriber, postgres_dsn: str, namespace: str, tmp_path: Path
 ) -> None:
     # 600 events a partition: two batches of the process's (500 at most).
     await write_tallies(postgres, RELAY_APP, entities=40, each=60)
@@ -345,23 +359,26 @@ async def test_a_sigkilled_relay_process_loses_nothing_and_repeats_under_the_sam
     async def positions() -> int:
         return sum(c.position for c in await postgres.cursors.cursors("event_relay"))
 
-    with relay_process(postgres_dsn, subscriber.url, namespace, delay=0.3) as first:
+    printed = tmp_path / "relay.log"
+    # A batch waits 2 s between its confirms and its cursor's advance: a window the test
+    # cannot miss on a loaded machine (a partition's second batch is published, not advanced).
+    with relay_process(postgres_dsn, subscriber.url, namespace, 2.0, printed) as first:
 
         async def some_relayed() -> bool:
             # Some batches advanced, and others received but not advanced (in the delay).
             moved = await positions()
             return moved > 0 and len(subscriber.received) > moved
 
-        await eventually(some_relayed, timeout=30)
+        await eventually_or_show(some_relayed, printed)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     assert 0 < await positions() < len(log)
-    with relay_process(postgres_dsn, subscriber.url, namespace, delay=0) as second:
+    with relay_process(postgres_dsn, subscriber.url, namespace, 0, printed) as second:
 
         async def caught_up() -> bool:
             return await positions() == len(log)
 
-        await eventually(caught_up, timeout=30)
+        await eventually_or_show(caught_up, printed)
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
 
