@@ -46,6 +46,7 @@ from pachyderm.store import (
     EventStore,
     LoadedEntity,
     LoggedEvent,
+    LogWakeups,
     OutboxEntry,
     RecordedEvent,
     StoredTimer,
@@ -210,6 +211,9 @@ class FaultyStore:
 
     async def log_heads(self) -> dict[int, int]:
         return await self._store.log_heads()
+
+    def log_wakeups(self) -> LogWakeups:
+        return self._store.log_wakeups()
 
     async def close(self) -> None:
         await self._store.close()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._app import App
 from ..fleet import Membership
-from ..store import EventStore
+from ..store import EventStore, LogWakeups, NoWakeups
 from ._cursors import CursorStore
 from ._runner import ProjectionRunner, RunnerOptions
 
@@ -47,6 +47,7 @@ class ProjectionProcess:
             for partition in range(partitions)
         }
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._wakeups: LogWakeups = NoWakeups()
         self._assignment: frozenset[int] | None = None
 
     @property
@@ -63,6 +64,7 @@ class ProjectionProcess:
         error is raised once stopped), then leave and stop the runners."""
         for projection in self.app.projections:
             await self.cursors.ensure(projection.name, self.partitions)
+        self._wakeups = self.store.log_wakeups()
         await self.membership.join()
         watching = asyncio.create_task(self.membership.watch(self._assign, self.partitions))
         stopping = asyncio.create_task(stop.wait())
@@ -74,6 +76,7 @@ class ProjectionProcess:
             await asyncio.gather(watching, return_exceptions=True)
             await self.membership.leave()
             await self._assign([])
+            await self._wakeups.close()
         if not watching.cancelled() and (error := watching.exception()) is not None:
             raise error
 
@@ -86,7 +89,9 @@ class ProjectionProcess:
             task.cancel()
         for key, runner in self._runners.items():
             if key[1] in self._assignment and key not in self._tasks:
-                self._tasks[key] = asyncio.create_task(runner.run(), name=f"projection {key}")
+                self._tasks[key] = asyncio.create_task(
+                    runner.run(self._wakeups), name=f"projection {key}"
+                )
         # Cancelled mid-batch, a runner leaves its batch uncommitted (at least once: to be
         # applied again by the next owner); wait until the released ones are gone.
         await asyncio.gather(*stopping, return_exceptions=True)

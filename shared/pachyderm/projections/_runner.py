@@ -9,8 +9,9 @@ cursor's advance are one transaction; a runner stopped anywhere in between
 (cancelled, killed) leaves neither. At least once: the cursor advances after the
 batch is applied; a runner stopped in between applies it again.
 
-Idle, a runner polls the log with an interval doubling from ``min_interval``
-to ``max_interval``, back to the minimum as soon as events come.
+Idle, a runner waits for a wake-up of its partition's log (LISTEN/NOTIFY on
+PostgreSQL) or, as the fallback, polls with an interval doubling from
+``min_interval`` to ``max_interval``, back to the minimum as soon as events come.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from .._app import App
 from .._errors import PachydermError
 from .._projection import Projection, ProjectionContext
-from ..store import EventStore, LoggedEvent
+from ..store import EventStore, LoggedEvent, LogWakeups, NoWakeups
 from ._cursors import CursorStore, TransactionalCursors
 
 log = logging.getLogger("pachyderm.projections")
@@ -143,11 +144,17 @@ class ProjectionRunner:
             ]
         )
 
-    async def run(self) -> None:
-        """Step until cancelled; a failing step is logged and tried again after a pause."""
+    async def run(self, wakeups: LogWakeups | None = None) -> None:
+        """Step until cancelled; a failing step is logged and tried again after a pause.
+
+        Between batches it waits for ``wakeups`` of its partition's log, or for the
+        polling interval, whichever comes first."""
         options = self.options
+        wakeups = wakeups or NoWakeups()
         interval = options.min_interval
         while True:
+            # Taken before reading: a commit landing while the batch runs wakes the wait.
+            seen = wakeups.generation(self.partition)
             try:
                 moved = await self.step()
             except Exception:
@@ -156,11 +163,13 @@ class ProjectionRunner:
                     self.projection.name,
                     self.partition,
                 )
-                moved, interval = 0, options.max_interval
+                interval = options.max_interval
+                await asyncio.sleep(interval)
+                continue
             if moved >= options.batch_size:
                 continue  # more is waiting: no pause
             if moved:
                 interval = options.min_interval
-            await asyncio.sleep(interval)
-            if not moved:
+            woken = await wakeups.wait(self.partition, seen, interval)
+            if not moved and not woken:
                 interval = min(interval * 2, options.max_interval)

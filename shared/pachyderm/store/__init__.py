@@ -7,6 +7,7 @@ the embedded mode (SQLite) never loads that library.
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
+from ._log_wakeups import LocalWakeups, LogWakeups, NoWakeups
 from ._open import open_store
 from ._port import EventStore
 from ._records import (
@@ -46,9 +47,12 @@ __all__ = [
     "EventStore",
     "ListedEntity",
     "LoadedEntity",
+    "LocalWakeups",
+    "LogWakeups",
     "LoggedEvent",
     "NewEffect",
     "NewEvent",
+    "NoWakeups",
     "OutboxEntry",
     "PostgresEventStore",
     "RecordedEvent",

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from .._reference import Ref
+from ._log_wakeups import LogWakeups
 from ._records import (
     Change,
     CommitOutcome,
@@ -99,6 +100,12 @@ class EventStore(Protocol):
 
     async def log_heads(self) -> dict[int, int]:
         """The last position of each partition's log that has one."""
+        ...
+
+    def log_wakeups(self) -> LogWakeups:
+        """Wake-ups when a partition's log grows, for readers that would otherwise poll
+        (a hint: they read the log whatever it says). Called in a running event loop;
+        closed with the store."""
         ...
 
     async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:

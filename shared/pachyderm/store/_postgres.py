@@ -21,7 +21,9 @@ from .._errors import EntityTypeMismatchError, MigrationError, StoreError, Store
 from .._reference import Ref
 from . import _postgres_listing as listing
 from . import _postgres_timers as timers
+from ._log_wakeups import LogWakeups
 from ._migrations import migrations_for, pending
+from ._postgres_wakeups import LogListener, LogNotifier
 from ._records import (
     Change,
     CommitOutcome,
@@ -219,6 +221,8 @@ class PostgresEventStore:
                 reset=_keep_session,
             )
         return cls(pool, schema)
+        self._notifier = LogNotifier(pool, schema)
+        self._listeners: list[LogListener] = []
 
     async def migrate(self) -> int:
         migrations = migrations_for("postgres")
@@ -312,6 +316,7 @@ class PostgresEventStore:
         return {
             (row["entity_id"], row["command_id"]): Duplicate(row["reply"], row["version"])
             for row in rows
+        self._notifier.committed(change.partition for change in changes if change.events)
         }
 
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
@@ -420,3 +425,14 @@ class PostgresEventStore:
 
     async def close(self) -> None:
         await self._pool.close()
+    def log_wakeups(self) -> LogWakeups:
+        """Wake-ups of this namespace's log from every process that commits to it
+        (LISTEN on a connection of the pool, held until closed)."""
+        listener = LogListener(self._pool, self.schema)
+        listener.start()
+        self._listeners.append(listener)
+        return listener
+
+        await self._notifier.close()
+        for listener in self._listeners:
+            await listener.close()

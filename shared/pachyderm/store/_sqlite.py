@@ -25,6 +25,7 @@ from .._reference import Ref
 from . import _sqlite_listing as listing
 from . import _sqlite_log as log
 from . import _sqlite_timers as timers
+from ._log_wakeups import LocalWakeups, LogWakeups
 from ._migrations import Migration, migrations_for, pending
 from ._records import (
     Change,
@@ -423,6 +424,7 @@ class SqliteEventStore:
         return cls(connection, worker)
 
     async def _run(self, work: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
+        self._wakeups = LocalWakeups()
         """Run ``work(connection, *args)`` on the store's thread."""
         if self._closed:
             raise StoreError("the SQLite event store is closed")
@@ -445,7 +447,9 @@ class SqliteEventStore:
         """Commit a batch in one transaction; one outcome per change, in order."""
         if not changes:
             return []
-        return await self._run(_commit, list(changes))
+        outcomes = await self._run(_commit, list(changes))
+        self._wakeups.committed(change.partition for change in changes if change.events)
+        return outcomes
 
     async def recorded(
         self, commands: Sequence[tuple[uuid.UUID, str]]
@@ -527,3 +531,7 @@ class SqliteEventStore:
         finally:
             # The thread is idle by now: joining it does not hold up the loop.
             self._worker.shutdown()
+    def log_wakeups(self) -> LogWakeups:
+        """Wake-ups of this store's own commits: readers in another process poll."""
+        return self._wakeups
+

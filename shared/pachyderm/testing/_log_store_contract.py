@@ -3,7 +3,9 @@
 Invariant: what a backend must do with a committed change's events: append
 them to the log of the change's partition at positions from 1, gap-free, in
 commit order (a batch's in batch order), and never for a refused change; so a
-reader that has read up to position n of a partition has missed nothing.
+reader that has read up to position n of a partition has missed nothing. And
+a reader waiting on :meth:`~pachyderm.store.EventStore.log_wakeups` since
+before a commit of its partition is woken by it, not by its timeout.
 """
 
 from __future__ import annotations
@@ -103,3 +105,15 @@ class LogStoreContract:
         for entity in entities:  # each entity's events in version order
             versions = [e.event.version for e in logged if e.event.entity_id == entity]
             assert versions == [1, 2]
+
+    async def test_a_commit_wakes_a_reader_that_waits_since_before_it(
+        self, store: EventStore
+    ) -> None:
+        wakeups = store.log_wakeups()
+        seen = wakeups.generation(4)
+        await store.commit([Change(_ref("wake"), 0, "w", _events("w1"), partition=4)])
+        woken = asyncio.create_task(wakeups.wait(4, seen, 30.0))
+        done, _ = await asyncio.wait({woken}, timeout=10.0)
+        assert done, "the commit did not wake its partition's reader within 10 s"
+        assert woken.result() is True
+        await wakeups.close()
