@@ -9,6 +9,10 @@ and the contract suites every store and transport backend must pass.
         effects=[AdminMailer.notify(threshold=10)],
     )
 
+and for a projection, given the log and then its read model (:func:`given_log`)::
+
+    await given_log(app, {alice: [Opened(owner="alice")]}).project(Balances(), connection)
+
 The process fleet (:func:`process_fleet`) is imported on first use, and with it
 asyncpg and aio-pika, which entity tests never need. So are the contract suites
 (:class:`EventStoreContract`, :class:`TransportContract`), and with them pytest:
@@ -20,6 +24,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
+from ._log_scenario import LogScenario, Projected, given_log
 from ._replay import assert_replay_matches
 from ._scenario import Outcome, Scenario, given
 from ._timeline import Pending
@@ -53,14 +58,17 @@ __all__ = [
     "DeadLetters",
     "EventStoreContract",
     "InspectableTransport",
+    "LogScenario",
     "Outcome",
     "Pending",
     "ProcessFleet",
+    "Projected",
     "Scenario",
     "StoreFactory",
     "TransportContract",
     "WorkerProcess",
     "assert_replay_matches",
     "given",
+    "given_log",
     "process_fleet",
 ]
