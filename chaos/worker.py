@@ -49,6 +49,7 @@ from pachyderm.store import (
     LogWakeups,
     OutboxEntry,
     RecordedEvent,
+    Retained,
     StoredTimer,
 )
 from pachyderm.store._records import ListedEntity
@@ -217,6 +218,12 @@ class FaultyStore:
 
     async def close(self) -> None:
         await self._store.close()
+
+    async def prune(self, retained: Retained, older_than: float, limit: int) -> int:
+        return await self._store.prune(retained, older_than, limit)
+
+    async def count_prunable(self, retained: Retained, older_than: float) -> int:
+        return await self._store.count_prunable(retained, older_than)
 
 
 class FaultyInbox:

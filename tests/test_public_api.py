@@ -80,6 +80,7 @@ STORE = {
     "OutboxEntry",
     "PostgresEventStore",
     "RecordedEvent",
+    "Retained",
     "Snapshot",
     "SqliteEventStore",
     "StoredTimer",

@@ -30,6 +30,7 @@ from ._records import (
     TimerWrite,
     event_id,
 )
+from ._retention import Retained
 from ._sqlite import SqliteEventStore
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ __all__ = [
     "OutboxEntry",
     "PostgresEventStore",
     "RecordedEvent",
+    "Retained",
     "Snapshot",
     "SqliteEventStore",
     "StoredTimer",

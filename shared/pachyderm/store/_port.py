@@ -20,6 +20,7 @@ from ._records import (
     RecordedEvent,
     StoredTimer,
 )
+from ._retention import Retained
 
 
 class EventStore(Protocol):
@@ -147,4 +148,16 @@ class EventStore(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+    async def prune(self, retained: Retained, older_than: float, limit: int) -> int:
+        """Delete at most ``limit`` of the oldest ``retained`` rows stored more than
+        ``older_than`` seconds ago by the store's clock: ``"commands"``, command ids
+        with their stored replies; ``"effects"``, outbox rows already published
+        (never one still pending). One short transaction that waits for no commit
+        and skips rows another pruner holds; returns how many rows went."""
+        ...
+
+    async def count_prunable(self, retained: Retained, older_than: float) -> int:
+        """How many ``retained`` rows :meth:`prune` would delete now, in all batches."""
         ...

@@ -20,6 +20,7 @@ import asyncpg
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
 from . import _postgres_listing as listing
+from . import _postgres_retention as retention
 from . import _postgres_timers as timers
 from ._log_wakeups import LogWakeups
 from ._migrations import migrations_for, pending
@@ -41,6 +42,7 @@ from ._records import (
     decode_trace,
     encode_trace,
 )
+from ._retention import Retained, check_limit, check_retained
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -436,3 +438,13 @@ class PostgresEventStore:
         await self._notifier.close()
         for listener in self._listeners:
             await listener.close()
+
+    async def prune(self, retained: Retained, older_than: float, limit: int) -> int:
+        statement = retention.prune_statement(check_retained(retained))
+        async with translated_errors(), self._pool.acquire() as conn:
+            return int(await conn.fetchval(statement, older_than, check_limit(limit)))
+
+    async def count_prunable(self, retained: Retained, older_than: float) -> int:
+        statement = retention.count_statement(check_retained(retained))
+        async with translated_errors(), self._pool.acquire() as conn:
+            return int(await conn.fetchval(statement, older_than))

@@ -24,6 +24,7 @@ from .._errors import EntityTypeMismatchError, MigrationError, StoreError, Store
 from .._reference import Ref
 from . import _sqlite_listing as listing
 from . import _sqlite_log as log
+from . import _sqlite_retention as retention
 from . import _sqlite_timers as timers
 from ._log_wakeups import LocalWakeups, LogWakeups
 from ._migrations import Migration, migrations_for, pending
@@ -44,6 +45,7 @@ from ._records import (
     decode_trace,
     encode_trace,
 )
+from ._retention import Retained, check_limit, check_retained
 from ._sqlite_base import now_text as _now
 from ._sqlite_base import text_time as _time
 from ._sqlite_base import transaction as _transaction
@@ -535,3 +537,12 @@ class SqliteEventStore:
         """Wake-ups of this store's own commits: readers in another process poll."""
         return self._wakeups
 
+    async def prune(self, retained: Retained, older_than: float, limit: int) -> int:
+        """Delete at most ``limit`` of the oldest ``retained`` rows older than ``older_than`` s."""
+        return await self._run(
+            retention.prune, check_retained(retained), older_than, check_limit(limit)
+        )
+
+    async def count_prunable(self, retained: Retained, older_than: float) -> int:
+        """How many ``retained`` rows are older than ``older_than`` seconds."""
+        return await self._run(retention.count_prunable, check_retained(retained), older_than)

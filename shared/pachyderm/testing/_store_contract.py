@@ -29,6 +29,7 @@ from ..store import (
 )
 from ._listing_store_contract import ListingStoreContract
 from ._log_store_contract import LogStoreContract
+from ._retention_store_contract import RetentionStoreContract
 from ._timer_store_contract import TimerStoreContract
 
 StoreFactory = Callable[[], Awaitable[EventStore]]
@@ -47,7 +48,9 @@ def effect(tag: str) -> NewEffect:
     return NewEffect(uuid.uuid4(), f"effect.{tag}", tag.encode())
 
 
-class EventStoreContract(TimerStoreContract, LogStoreContract, ListingStoreContract):
+class EventStoreContract(
+    TimerStoreContract, LogStoreContract, ListingStoreContract, RetentionStoreContract
+):
     """The tests every :class:`~pachyderm.store.EventStore` backend must pass.
 
     Subclass it in a test module, under a name pytest collects (``Test...``),
