@@ -37,6 +37,7 @@ PACHYDERM = {
     "InvalidInputError",
     "InvalidMessageError",
     "MigrationError",
+    "NewerSchemaError",
     "PachydermError",
     "PostgresProjection",
     "Projection",
@@ -54,6 +55,7 @@ PACHYDERM = {
     "TransportUnavailableError",
     "UnknownNameError",
     "UnsupportedContentTypeError",
+    "Upcaster",
     "current_effect",
     "current_ref",
     "current_timer",
@@ -61,6 +63,7 @@ PACHYDERM = {
     "entity_id",
     "load_settings",
     "run",
+    "upcaster",
 }
 STORE = {
     "Change",

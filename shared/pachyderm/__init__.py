@@ -21,6 +21,7 @@ from ._errors import (
     InvalidInputError,
     InvalidMessageError,
     MigrationError,
+    NewerSchemaError,
     PachydermError,
     RejectedError,
     StoreError,
@@ -36,6 +37,7 @@ from ._reference import Ref, entity_id
 from ._running import run
 from ._settings import Settings, load_settings
 from ._timers import Cancel, FiredTimer, Schedule, current_timer
+from ._upcasting import Upcaster, upcaster
 
 if TYPE_CHECKING:
     from .projections._relay import EventRelay
@@ -70,6 +72,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidMessageError",
     "MigrationError",
+    "NewerSchemaError",
     "PachydermError",
     "PostgresProjection",
     "Projection",
@@ -87,6 +90,7 @@ __all__ = [
     "TransportUnavailableError",
     "UnknownNameError",
     "UnsupportedContentTypeError",
+    "Upcaster",
     "current_effect",
     "current_ref",
     "current_timer",
@@ -94,4 +98,5 @@ __all__ = [
     "entity_id",
     "load_settings",
     "run",
+    "upcaster",
 ]

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ._effects import Effect, Send
+from ._errors import DefinitionError
 from ._messages import MessageTypes, MessageTypesSpec
 from ._reference import Ref, check_type_name
 from ._timers import Cancel, Schedule
+from ._upcasting import Upcaster, schema_version_of
 
 StateT = TypeVar("StateT")
 
@@ -45,6 +47,58 @@ class Reject:
 HandleResult = None | Sequence[Any] | tuple[Sequence[Any], Sequence[AnyEffect]] | Reply | Reject
 
 
+def fingerprint(state_version: int, update_version: int) -> str:
+    """The snapshot fingerprint of a state type at ``state_version`` folded by an
+    ``update`` at ``update_version``."""
+    return f"state={state_version};update={update_version}"
+
+
+DEFAULT_FINGERPRINT = fingerprint(1, 1)
+"""What a snapshot without a fingerprint (taken before they were recorded) was taken by."""
+
+
+def _attach_upcasters(cls: type[Entity[Any]]) -> None:
+    """Give each of ``cls.upcasters`` to the registry whose name it upcasts, then check
+    the chains (:class:`DefinitionError`)."""
+    registries = {"event": cls.event_types, "command": cls.command_types}
+    for step in cls.upcasters:
+        if not isinstance(step, Upcaster):
+            raise DefinitionError(
+                f"{cls.__qualname__}.upcasters holds {step!r}; decorate it with @upcaster"
+            )
+        kind, name = _upcast_target(cls, step)
+        registries[kind].evolution.add(name, step)
+    for registry in registries.values():
+        registry.evolution.check()
+
+
+def _upcast_target(cls: type[Entity[Any]], step: Upcaster) -> tuple[str, str]:
+    """(kind, stored name) of what ``step`` upcasts."""
+    registries = {"event": cls.event_types, "command": cls.command_types}
+    if isinstance(step.target, type):
+        for kind, registry in registries.items():
+            for name, registered in registry.types():
+                if registered is step.target:
+                    return kind, name
+        raise DefinitionError(
+            f"the upcaster of {step.target.__qualname__} names a class that "
+            f"{cls.__qualname__} registers as neither event nor command"
+        )
+    if step.kind is not None:
+        return step.kind, step.target
+    kinds = [
+        kind
+        for kind, registry in registries.items()
+        if step.target in registry.evolution.current or step.target in registry.evolution.aliases
+    ]
+    if len(kinds) > 1:
+        raise DefinitionError(
+            f"{step.target!r} names both an event and a command of {cls.__qualname__}: "
+            "give the upcaster its class or kind="
+        )
+    return (kinds[0] if kinds else "event"), step.target
+
+
 def _snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -72,6 +126,14 @@ class Entity(ABC, Generic[StateT]):
     (unknown fields ignored); a type that sets pydantic's ``extra`` is read as it
     says. ``state_type`` tells how to read the state back from a snapshot when it
     is not plain data.
+
+    Evolution (see :func:`pachyderm.upcaster`): a message type declares
+    ``schema_version`` and ``schema_aliases`` (old names); ``upcasters`` lists the
+    steps that bring stored events (and commands) of older versions to the current
+    ones. ``update_version`` (default 1) is the fold's version: bump it when
+    ``update`` folds the same events into a different state, as the state type's
+    ``schema_version`` when the state's shape changes; a snapshot taken by other
+    versions of either is ignored and the state rebuilt from the events.
     """
 
     type_name: ClassVar[str]
@@ -79,6 +141,8 @@ class Entity(ABC, Generic[StateT]):
     events: ClassVar[MessageTypesSpec] = ()
     queries: ClassVar[MessageTypesSpec] = ()
     state_type: ClassVar[Any] = Any
+    upcasters: ClassVar[Sequence[Upcaster]] = ()
+    update_version: ClassVar[int] = 1
 
     command_types: ClassVar[MessageTypes]
     event_types: ClassVar[MessageTypes]
@@ -93,6 +157,19 @@ class Entity(ABC, Generic[StateT]):
         cls.command_types = MessageTypes("command", cls.commands, extra="forbid")
         cls.event_types = MessageTypes("event", cls.events)
         cls.query_types = MessageTypes("query", cls.queries, extra="forbid")
+        _attach_upcasters(cls)
+        if not isinstance(cls.update_version, int) or cls.update_version < 1:
+            raise DefinitionError(
+                f"{cls.__qualname__}.update_version must be an int of 1 or more, "
+                f"not {cls.update_version!r}"
+            )
+        schema_version_of(cls.state_type)  # refused now, not at the first snapshot
+
+    @classmethod
+    def snapshot_fingerprint(cls) -> str:
+        """What a snapshot of this entity is taken by: its state type's and fold's
+        versions. A snapshot with another fingerprint is not trusted."""
+        return fingerprint(schema_version_of(cls.state_type), cls.update_version)
 
     @classmethod
     def ref(cls, key: str) -> Ref:

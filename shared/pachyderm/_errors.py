@@ -113,6 +113,24 @@ class CallTimeoutError(PachydermError):
     """No reply came in time. The command may still apply: retry with the same command id."""
 
 
+class NewerSchemaError(PachydermError):
+    """A stored message (an event, a snapshot, a command) was written by newer code than
+    this: its name is unknown here or its schema version is above this code's.
+
+    Retryable: it is not for this worker. The entity is not decided on here (a state
+    folded without that event would be misread); a worker running the newer code will.
+    ``name`` and ``schema_version`` are the message's as stored.
+    """
+
+    name: str = ""
+    schema_version: int = 0
+
+    def __init__(self, message: str, *, name: str = "", schema_version: int = 0) -> None:
+        self.name = name
+        self.schema_version = schema_version
+        super().__init__(message)
+
+
 class StoreError(PachydermError):
     """The event store failed in a way that is not the caller's fault."""
 
@@ -131,3 +149,17 @@ class TransportError(PachydermError):
 
 class TransportUnavailableError(TransportError):
     """The message broker cannot be reached or dropped the connection; retry later."""
+
+
+class InvalidSentTimeError(InvalidInputError):
+    """A command's sent time (header ``pachyderm-sent-at``) is not milliseconds since the
+    Unix epoch, or lies further in the future than the clocks may disagree."""
+
+
+class CommandExpiredError(PachydermError):
+    """The command was sent longer ago than its id is kept (``PACHYDERM_COMMAND_RETENTION``
+    less a margin): it was refused, not applied, since it could otherwise apply twice.
+
+    The reply status is ``expired``. Whether an earlier copy of it applied shows in the
+    entity's state; to apply it now, send it again under a new command id.
+    """

@@ -24,7 +24,7 @@ from ._plain import plain
 from ._reference import Ref
 from ._scheduling import TimerSpec, timer_write
 from ._timers import Cancel, FiredTimer, Schedule, fired_by
-from .store import Change, NewEffect, Snapshot, TimerWrite
+from .store import Change, NewEffect, TimerWrite
 
 DEFAULT_SNAPSHOT_EVERY = 100
 
@@ -150,6 +150,7 @@ def execute(
     now: datetime | None = None,
     timer: FiredTimer | None = None,
     partition: int = 0,
+    resnapshot: bool = False,
 ) -> Execution:
     """Decide ``command`` on ``state`` (at ``version``) and prepare its commit.
 
@@ -159,7 +160,9 @@ def execute(
 
     ``now`` is when the decision is made (timers scheduled ``after`` count from
     it); ``timer``, the timer that fired the command, if one did; ``partition``,
-    the partition it came from (its events' place in the log, its timers' owner).
+    the partition it came from (its events' place in the log, its timers' owner);
+    ``resnapshot``: the stored snapshot is not trusted (another version of the state
+    or fold took it), so snapshot now if there are events, whatever ``snapshot_every``.
     """
     with fired_by(timer):
         decision = entity_type.decide(ref, state, command)
@@ -173,8 +176,9 @@ def execute(
         entity_type.dump_state(new_state) if decision.reply is NEW_STATE else plain(decision.reply)
     )
     snapshot = None
-    if snapshot_every and new_version // snapshot_every > version // snapshot_every:
-        snapshot = Snapshot(new_version, entity_type.encode_state(new_state))
+    crossed = snapshot_every and new_version // snapshot_every > version // snapshot_every
+    if crossed or (resnapshot and new_version > version):
+        snapshot = entity_type.snapshot(new_version, new_state)
     outbox, timers = _effects(
         entity_type,
         ref,

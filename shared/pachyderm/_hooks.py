@@ -36,7 +36,8 @@ class BatchHooks:
 
     def outcome(self, index: int, entity_type: str | None, outcome: str) -> None:
         """Delivery ``index`` was answered with ``outcome``: ok, rejected, failed,
-        invalid or duplicate; ``entity_type`` only when the message named a known one."""
+        invalid or duplicate, or left for another worker (deferred); ``entity_type``
+        only when the message named a known one."""
 
 
 _NO_BATCH = BatchHooks()
@@ -94,6 +95,10 @@ class WorkerHooks:
     def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
         """While a worker runs: how many timers are pending in the store (last count)."""
         return _NOTHING
+
+    def newer_schema(self, entity_type: str, error: Exception) -> None:
+        """An entity of ``entity_type`` holds an event newer than this code
+        (:class:`~pachyderm.NewerSchemaError`): its commands are left for a newer worker."""
 
 
 class Hooks(WorkerHooks):
@@ -167,6 +172,10 @@ class Hooks(WorkerHooks):
 
     def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
         return self._all(lambda hook: hook.timers_pending(pending))
+
+    def newer_schema(self, entity_type: str, error: Exception) -> None:
+        for hook in self.hooks:
+            hook.newer_schema(entity_type, error)
 
     @contextmanager
     def _all(

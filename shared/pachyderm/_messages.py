@@ -22,12 +22,14 @@ import pydantic
 
 from ._declared_fields import chooses_extra, declared_keys
 from ._errors import (
+    DecodeError,
     DefinitionError,
     DuplicateNameError,
     FieldProblem,
     InvalidMessageError,
     UnknownNameError,
 )
+from ._upcasting import Evolution
 
 MessageTypesSpec = Iterable[type[Any]] | Mapping[str, type[Any]]
 Extra = Literal["ignore", "forbid"]
@@ -67,6 +69,7 @@ class MessageTypes:
         # The keys each strictly read type declares; tolerantly read ones are absent.
         self._declared: dict[str, frozenset[str]] = {}
         self._name_by_class: dict[type[Any], str] = {}
+        self.evolution = Evolution(kind)
         pairs = spec.items() if isinstance(spec, Mapping) else ((c.__name__, c) for c in spec)
         for name, cls in pairs:
             self.register(name, cls)
@@ -81,6 +84,7 @@ class MessageTypes:
                 f"{self.kind} {cls.__qualname__} is already registered as "
                 f"{self._name_by_class[cls]!r}"
             )
+        self.evolution.register(name, cls)
         self._by_name[name] = pydantic.TypeAdapter(cls)
         self._name_by_class[cls] = name
         if self.extra == "forbid" and not chooses_extra(cls):
@@ -137,6 +141,35 @@ class MessageTypes:
         if problems:
             raise InvalidMessageError(name, problems)
         return message
+
+    def schema_version(self, name: str) -> int:
+        """The current version of the type registered as ``name`` (1 if it declares none)."""
+        return self.evolution.version_of(name)
+
+    def load_stored(self, name: str, data: Any, schema_version: int = 1) -> list[Any]:
+        """The messages the current types read from ``data`` stored as ``name`` at
+        ``schema_version``: upcast (old names, versions, splits, drops), then loaded.
+
+        Raises :class:`~pachyderm.NewerSchemaError` for an event newer than this code
+        (an unknown name, or a version above its type's), besides :meth:`load`'s errors.
+        """
+        if self.evolution.trivial and self.evolution.current.get(name) == schema_version:
+            return [self.load(name, data)]  # the common case: nothing to upcast
+        return [
+            self.load(current, upcast)
+            for current, upcast in self.evolution.upcast(name, schema_version, data)
+        ]
+
+    def load_one(self, name: str, data: Any, schema_version: int = 1) -> Any:
+        """The one message ``data`` stored as ``name`` at ``schema_version`` reads as;
+        :class:`~pachyderm.DecodeError` if its upcasters split or drop it."""
+        messages = self.load_stored(name, data, schema_version)
+        if len(messages) != 1:
+            raise DecodeError(
+                f"{self.kind} {name!r} at version {schema_version} upcasts to "
+                f"{len(messages)} messages, not one"
+            )
+        return messages[0]
 
     def _unknown_fields(self, name: str, data: Any) -> list[FieldProblem]:
         declared = self._declared.get(name)

@@ -46,16 +46,17 @@ from ._retention import Retained, check_limit, check_retained
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# Every batch commits through pachyderm_commit_logged (migration 0008), which writes
-# its timers (if any), the effects' trace context (if any) and the log.
+# Every batch commits through pachyderm_commit_versioned (migration 0011), which writes
+# its timers (if any), the effects' trace context (if any), the log (0008) and the
+# events' schema versions and snapshots' fingerprints (if any).
 _COMMIT = (
-    "SELECT outcome, version, reply FROM pachyderm_commit_logged("
-    + ", ".join(f"${n}" for n in range(1, 26))
+    "SELECT outcome, version, reply FROM pachyderm_commit_versioned("
+    + ", ".join(f"${n}" for n in range(1, 28))
     + ")"
 )
 _LOG = """
     SELECT l.partition, l.position, n.entity_type, e.entity_id, e.version, e.name, e.data,
-           e.command_id, e.recorded_at
+           e.command_id, e.recorded_at, e.schema_version
       FROM event_log l
       JOIN events e ON e.entity_id = l.entity_id AND e.version = l.version
       JOIN entities n ON n.entity_id = l.entity_id
@@ -63,7 +64,7 @@ _LOG = """
      ORDER BY l.position LIMIT $3
 """
 _EVENTS_FROM = """
-    SELECT entity_id, version, name, data, command_id, recorded_at FROM events
+    SELECT entity_id, version, name, data, command_id, recorded_at, schema_version FROM events
      WHERE entity_id = $1 AND version >= $2 ORDER BY version LIMIT $3
 """
 
@@ -103,6 +104,7 @@ def _recorded(row: Any) -> RecordedEvent:
         row["data"],
         row["command_id"],
         row["recorded_at"],
+        row["schema_version"],
     )
 
 
@@ -150,7 +152,21 @@ def commit_arguments(changes: Sequence[Change]) -> list[Any]:
         _effect_traces(changes),
         *timers.timer_arguments(changes),
         [change.partition for change in changes],
+        *_schema_arguments(changes),
     ]
+
+
+def _schema_arguments(
+    changes: Sequence[Change],
+) -> tuple[list[int] | None, list[str | None] | None]:
+    """The events' schema versions and the snapshots' fingerprints, each None when there
+    is nothing to write (every event at version 1; no snapshot with a fingerprint)."""
+    versions = [event.schema_version for change in changes for event in change.events]
+    fingerprints = [change.snapshot.fingerprint if change.snapshot else None for change in changes]
+    return (
+        versions if any(version != 1 for version in versions) else None,
+        fingerprints if any(fingerprints) else None,
+    )
 
 
 def _effect_traces(changes: Sequence[Change]) -> list[str | None] | None:
@@ -207,6 +223,8 @@ class PostgresEventStore:
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
         self._pool = pool
         self.schema = schema
+        self._notifier = LogNotifier(pool, schema)
+        self._listeners: list[LogListener] = []
 
     @classmethod
     async def connect(
@@ -223,8 +241,6 @@ class PostgresEventStore:
                 reset=_keep_session,
             )
         return cls(pool, schema)
-        self._notifier = LogNotifier(pool, schema)
-        self._listeners: list[LogListener] = []
 
     async def migrate(self) -> int:
         migrations = migrations_for("postgres")
@@ -271,7 +287,7 @@ class PostgresEventStore:
     async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
         async with translated_errors(), self._pool.acquire() as conn:
             head = await conn.fetchrow(
-                "SELECT e.entity_type, s.version, s.state FROM entities e"
+                "SELECT e.entity_type, s.version, s.state, s.fingerprint FROM entities e"
                 " LEFT JOIN snapshots s ON s.entity_id = e.entity_id AND $2"
                 " WHERE e.entity_id = $1",
                 ref.id,
@@ -281,7 +297,11 @@ class PostgresEventStore:
                 return LoadedEntity(ref, None)
             if head["entity_type"] != ref.type:
                 raise EntityTypeMismatchError(ref.id, head["entity_type"], ref.type)
-            snapshot = None if head["state"] is None else Snapshot(head["version"], head["state"])
+            snapshot = (
+                None
+                if head["state"] is None
+                else Snapshot(head["version"], head["state"], head["fingerprint"])
+            )
             rows = await conn.fetch(
                 _EVENTS_FROM, ref.id, (snapshot.version if snapshot else 0) + 1, None
             )
@@ -298,6 +318,7 @@ class PostgresEventStore:
         ordered = [changes[i] for i in order]
         async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(_COMMIT, *commit_arguments(ordered))
+        self._notifier.committed(change.partition for change in changes if change.events)
         by_index = dict(zip(order, map(_outcome, rows), strict=True))
         return [by_index[index] for index in range(len(changes))]
 
@@ -318,7 +339,6 @@ class PostgresEventStore:
         return {
             (row["entity_id"], row["command_id"]): Duplicate(row["reply"], row["version"])
             for row in rows
-        self._notifier.committed(change.partition for change in changes if change.events)
         }
 
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
@@ -425,8 +445,6 @@ class PostgresEventStore:
         async with translated_errors(), self._pool.acquire() as conn:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
-    async def close(self) -> None:
-        await self._pool.close()
     def log_wakeups(self) -> LogWakeups:
         """Wake-ups of this namespace's log from every process that commits to it
         (LISTEN on a connection of the pool, held until closed)."""
@@ -435,9 +453,11 @@ class PostgresEventStore:
         self._listeners.append(listener)
         return listener
 
+    async def close(self) -> None:
         await self._notifier.close()
         for listener in self._listeners:
             await listener.close()
+        await self._pool.close()
 
     async def prune(self, retained: Retained, older_than: float, limit: int) -> int:
         statement = retention.prune_statement(check_retained(retained))

@@ -36,15 +36,19 @@ def decode_trace(stored: str | None) -> Mapping[str, str] | None:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event about to be appended: its registered name and encoded payload."""
+    """An event about to be appended: its registered name and encoded payload, and
+    ``schema_version``, the version of its type it was encoded with (from 1)."""
 
     name: str
     data: bytes
+    schema_version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
-    """A committed event. ``version`` is the entity's version once it applied (from 1)."""
+    """A committed event. ``version`` is the entity's version once it applied (from 1);
+    ``schema_version`` the version of the event's type it was written with (from 1;
+    events written before schema versions existed are at 1)."""
 
     entity_id: uuid.UUID
     version: int
@@ -52,6 +56,7 @@ class RecordedEvent:
     data: bytes
     command_id: str | None
     recorded_at: datetime
+    schema_version: int = 1
 
 
 def event_id(entity_id: uuid.UUID, version: int) -> uuid.UUID:
@@ -90,10 +95,15 @@ class ListedEntity:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The encoded state of an entity as of ``version`` (1 or more: the state before any
-    event is the entity's ``init``, which needs no snapshot and which the schema refuses)."""
+    event is the entity's ``init``, which needs no snapshot and which the schema refuses).
+
+    ``fingerprint`` names the code that wrote it (the state type's and the fold's
+    versions); the store keeps it as given. None: written before fingerprints existed.
+    """
 
     version: int
     state: bytes
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if self.version < 1:

@@ -65,11 +65,11 @@ _UNAVAILABLE = {
 }
 
 _EVENTS_FROM = """
-    SELECT entity_id, version, name, data, command_id, recorded_at FROM events
+    SELECT entity_id, version, name, data, command_id, recorded_at, schema_version FROM events
      WHERE entity_id = ? AND version >= ? ORDER BY version LIMIT ?
 """
 _HEAD = """
-    SELECT e.entity_type, s.version, s.state FROM entities e
+    SELECT e.entity_type, s.version, s.state, s.fingerprint FROM entities e
       LEFT JOIN snapshots s ON s.entity_id = e.entity_id AND ?
      WHERE e.entity_id = ?
 """
@@ -79,8 +79,8 @@ _UPSERT_ENTITY = """
        SET version = excluded.version, updated_at = excluded.updated_at
 """
 _INSERT_EVENT = """
-    INSERT INTO events (entity_id, version, name, data, command_id, recorded_at)
-    VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO events (entity_id, version, name, data, command_id, recorded_at, schema_version)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_COMMAND = """
     INSERT INTO commands (entity_id, command_id, version, reply, recorded_at)
@@ -93,9 +93,11 @@ _INSERT_EFFECT = """
 """
 # A snapshot only ever moves forward.
 _UPSERT_SNAPSHOT = """
-    INSERT INTO snapshots (entity_id, version, state, taken_at) VALUES (?, ?, ?, ?)
+    INSERT INTO snapshots (entity_id, version, state, taken_at, fingerprint)
+    VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (entity_id) DO UPDATE
-       SET version = excluded.version, state = excluded.state, taken_at = excluded.taken_at
+       SET version = excluded.version, state = excluded.state, taken_at = excluded.taken_at,
+           fingerprint = excluded.fingerprint
      WHERE snapshots.version < excluded.version
 """
 _PENDING_EFFECTS = """
@@ -207,9 +209,15 @@ def _migrate(connection: sqlite3.Connection) -> int:
 
 
 def _recorded(row: Any) -> RecordedEvent:
-    entity_id, version, name, data, command_id, recorded_at = row
+    entity_id, version, name, data, command_id, recorded_at, schema_version = row
     return RecordedEvent(
-        uuid.UUID(bytes=entity_id), version, name, data, command_id, _time(recorded_at)
+        uuid.UUID(bytes=entity_id),
+        version,
+        name,
+        data,
+        command_id,
+        _time(recorded_at),
+        schema_version,
     )
 
 
@@ -229,10 +237,10 @@ def _load(connection: sqlite3.Connection, ref: Ref, use_snapshot: bool) -> Loade
         head = connection.execute(_HEAD, (use_snapshot, ref.id.bytes)).fetchone()
         if head is None:
             return LoadedEntity(ref, None)
-        stored_type, version, state = head
+        stored_type, version, state, fingerprint = head
         if stored_type != ref.type:
             raise EntityTypeMismatchError(ref.id, stored_type, ref.type)
-        snapshot = None if state is None else Snapshot(version, state)
+        snapshot = None if state is None else Snapshot(version, state, fingerprint)
         events = _history(connection, ref.id, (snapshot.version if snapshot else 0) + 1, None)
     return LoadedEntity(ref, snapshot, tuple(events))
 
@@ -264,7 +272,15 @@ def _write(connection: sqlite3.Connection, change: Change, now: str) -> Committe
     connection.executemany(
         _INSERT_EVENT,
         [
-            (entity_id, change.expected_version + offset, event.name, event.data, command_id, now)
+            (
+                entity_id,
+                change.expected_version + offset,
+                event.name,
+                event.data,
+                command_id,
+                now,
+                event.schema_version,
+            )
             for offset, event in enumerate(change.events, start=1)
         ],
     )
@@ -291,7 +307,10 @@ def _write(connection: sqlite3.Connection, change: Change, now: str) -> Committe
     log.log_events(connection, change)
     if change.snapshot is not None:
         snapshot = change.snapshot
-        connection.execute(_UPSERT_SNAPSHOT, (entity_id, snapshot.version, snapshot.state, now))
+        connection.execute(
+            _UPSERT_SNAPSHOT,
+            (entity_id, snapshot.version, snapshot.state, now, snapshot.fingerprint),
+        )
     return Committed(change.new_version)
 
 
@@ -407,6 +426,7 @@ class SqliteEventStore:
         self._connection = connection
         self._worker = worker
         self._closed = False
+        self._wakeups = LocalWakeups()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> Self:
@@ -426,7 +446,6 @@ class SqliteEventStore:
         return cls(connection, worker)
 
     async def _run(self, work: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts) -> T:
-        self._wakeups = LocalWakeups()
         """Run ``work(connection, *args)`` on the store's thread."""
         if self._closed:
             raise StoreError("the SQLite event store is closed")
@@ -522,6 +541,10 @@ class SqliteEventStore:
         """How many timers are pending in all."""
         return await self._run(timers.count_timers)
 
+    def log_wakeups(self) -> LogWakeups:
+        """Wake-ups of this store's own commits: readers in another process poll."""
+        return self._wakeups
+
     async def close(self) -> None:
         """Close the connection and stop the store's thread; closing twice is harmless."""
         if self._closed:
@@ -533,9 +556,6 @@ class SqliteEventStore:
         finally:
             # The thread is idle by now: joining it does not hold up the loop.
             self._worker.shutdown()
-    def log_wakeups(self) -> LogWakeups:
-        """Wake-ups of this store's own commits: readers in another process poll."""
-        return self._wakeups
 
     async def prune(self, retained: Retained, older_than: float, limit: int) -> int:
         """Delete at most ``limit`` of the oldest ``retained`` rows older than ``older_than`` s."""

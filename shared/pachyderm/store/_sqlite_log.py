@@ -16,7 +16,7 @@ from ._sqlite_base import text_time
 
 _LOG = """
     SELECT l.partition, l.position, n.entity_type, e.entity_id, e.version, e.name, e.data,
-           e.command_id, e.recorded_at
+           e.command_id, e.recorded_at, e.schema_version
       FROM event_log l
       JOIN events e ON e.entity_id = l.entity_id AND e.version = l.version
       JOIN entities n ON n.entity_id = l.entity_id
@@ -51,9 +51,9 @@ def log_events(connection: sqlite3.Connection, change: Change) -> None:
 
 
 def _logged(row: Any) -> LoggedEvent:
-    partition, position, entity_type, entity_id, version, name, data, command_id, at = row
+    partition, position, entity_type, entity_id, version, name, data, command_id, at, schema = row
     event = RecordedEvent(
-        uuid.UUID(bytes=entity_id), version, name, data, command_id, text_time(at)
+        uuid.UUID(bytes=entity_id), version, name, data, command_id, text_time(at), schema
     )
     return LoggedEvent(partition, position, entity_type, event)
 

@@ -44,12 +44,18 @@ class Instruments:
             "pachyderm.commands",
             unit="{command}",
             description="Commands and queries handled, by outcome:"
-            " ok, rejected, failed, invalid or duplicate",
+            " ok, rejected, failed, invalid, duplicate or deferred",
         )
         self.conflicts = meter.create_counter(
             "pachyderm.conflicts",
             unit="{conflict}",
             description="Commits refused because the entity had moved on (decided again)",
+        )
+        self.newer_schema = meter.create_counter(
+            "pachyderm.newer_schema",
+            unit="{entity}",
+            description="Entity loads that met an event newer than this code"
+            " (its commands are left for a newer worker)",
         )
         self.command_duration = meter.create_histogram(
             "pachyderm.command.duration",

@@ -90,5 +90,10 @@ class TelemetryHooks(WorkerHooks):
             labels = {"entity_type": entity_type, "error": type(error).__name__}
             telemetry.timer_failures.add(1, labels)
 
+    def newer_schema(self, entity_type: str, error: Exception) -> None:
+        telemetry = instruments()
+        if telemetry.metering:
+            telemetry.newer_schema.add(1, telemetry.type_labels(entity_type))
+
     def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
         return observing_timers(pending)

@@ -10,6 +10,12 @@ change proves it for its lane; a lane that changed nothing is checked against
 the store's current version. A lane the store refuses to load (its id belongs
 to an entity of another type) is bad input of its own requests only: they are
 answered with that error, it is not cached, and the rest of the batch goes on.
+A lane whose history holds an event newer than this code (a newer worker wrote
+it during a rolling deploy) is not decided on either: its requests end with
+:class:`NewerSchemaError`, which the partition leaves unanswered for the next
+owner of the partition, and the rest of the batch goes on. A lane whose snapshot
+another version of the state or fold took is folded from its whole history and
+snapshotted again by its next change with events.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 from .._app import App
 from .._entity import Reject
-from .._errors import HandlerError, InvalidInputError, PachydermError
+from .._errors import HandlerError, InvalidInputError, NewerSchemaError, PachydermError
 from .._execution import DEFAULT_SNAPSHOT_EVERY, Execution, execute, read_stored_reply
 from .._hooks import WorkerHooks
 from .._reference import Ref
@@ -118,6 +124,9 @@ class Engine:
         self.cache = cache if cache is not None else EntityCache()
         self.snapshot_every = snapshot_every
         self.max_attempts = max_attempts
+        # Entities whose stored snapshot this code does not trust: their next change
+        # with events snapshots them again.
+        self._resnapshot: set[Ref] = set()
 
     async def run(
         self, requests: Sequence[Request], *, partition: int = 0
@@ -207,11 +216,12 @@ class Engine:
                 reply, rejection = read_stored_reply(stored.reply)
                 step.result = Done(stored.version, reply, rejection, duplicate=True)
 
-    async def _load_missing(self, refs: list[Ref]) -> dict[Ref, InvalidInputError]:
-        """Cache the entities not in the cache yet; returns those the store refused
-        to load as addressed (an id of another type), with the reason."""
+    async def _load_missing(self, refs: list[Ref]) -> dict[Ref, PachydermError]:
+        """Cache the entities not in the cache yet; returns those that cannot be decided
+        on here, with the reason: the store refused to load them as addressed (an id of
+        another type), or their history holds events newer than this code."""
         missing = [ref for ref in refs if ref not in self.cache]
-        refused: dict[Ref, InvalidInputError] = {}
+        refused: dict[Ref, PachydermError] = {}
         if not missing:
             return refused
         limit = asyncio.Semaphore(_LOAD_CONCURRENCY)
@@ -219,13 +229,21 @@ class Engine:
         async def load(ref: Ref) -> None:
             async with limit:
                 try:
-                    loaded = await self.store.load(ref)
+                    loaded = await self.app.entity_type(ref.type).load(self.store, ref)
                 except InvalidInputError as error:
                     # The caller's mistake, not the batch's: raised, it would fail them all.
                     refused[ref] = error
                     return
-            state = self.app.entity_type(ref.type).replay(loaded)
-            self.cache.put(ref, state, loaded.version)
+                except NewerSchemaError as error:
+                    # Folded without that event, the state would be misread: leave the
+                    # entity to a worker running the newer code.
+                    log.warning("%s: not decided on by this worker: %s", ref, error)
+                    self.hooks.newer_schema(ref.type, error)
+                    refused[ref] = error
+                    return
+            if loaded.rebuilt:
+                self._resnapshot.add(ref)
+            self.cache.put(ref, loaded.state, loaded.version)
 
         with self.hooks.loading(self.store, len(missing)):
             await asyncio.gather(*(load(ref) for ref in missing))
@@ -281,6 +299,7 @@ class Engine:
             snapshot_every=self.snapshot_every,
             timer=request.timer,
             partition=partition,
+            resnapshot=ref in self._resnapshot,
         )
 
     def _settle(
@@ -300,6 +319,8 @@ class Engine:
                 settled.unverified.clear()
                 settled.final.append(step)
                 committed.append(step.change)
+                if step.change.snapshot is not None:
+                    self._resnapshot.discard(lane.ref)
                 self.cache.put(lane.ref, step.state, outcome.version)
                 continue
             self.cache.forget([lane.ref])

@@ -1,5 +1,13 @@
 """Serve one partition queue: take a batch, apply it, reply, publish effects, ack; and
-fire the partition's due timers, with a batch when one is being applied."""
+fire the partition's due timers, with a batch when one is being applied.
+
+A delivery for an entity whose history this code cannot read (an event a newer
+worker wrote: :class:`NewerSchemaError`) is neither answered, acked nor
+dead-lettered: it stays unsettled until the partition leaves this worker (as
+it does during a rolling deploy), and the broker then gives it to the next
+owner, which reads it. Its caller, if waiting, may time out meanwhile and retry
+with the same command id, as after any timeout.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._app import App
-from .._errors import HandlerError, InvalidInputError, PachydermError, StoreError
+from .._errors import (
+    HandlerError,
+    InvalidInputError,
+    NewerSchemaError,
+    PachydermError,
+    StoreError,
+)
 from .._hooks import BatchHooks, WorkerHooks
 from .._wire import Request, error_reply, ok_reply, parse_request, rejected_reply
 from ..store import Change
@@ -22,6 +36,7 @@ from ._timers import TimerFiring
 log = logging.getLogger("pachyderm.worker")
 
 FAILED = "failed"
+DEFERRED = "deferred"
 
 DEFAULT_MAX_BATCH = 256
 # How long fires wait for the next batch of a busy partition to take them along.
@@ -59,6 +74,7 @@ class _Verdict:
     delivery: Delivery
     reply: Message | None
     dead_letter: bool = False
+    held: bool = False  # left unsettled for the partition's next owner
 
 
 def _reply_for(message: Message, result: Done) -> Message:
@@ -73,6 +89,8 @@ def _verdict(delivery: Delivery, outcome: Done | PachydermError) -> _Verdict:
     """Reply when asked to; a failure nobody will hear of goes to the dead-letter queue."""
     message = delivery.message
     result = outcome if isinstance(outcome, Done) else Done(error=outcome)
+    if isinstance(result.error, NewerSchemaError):
+        return _Verdict(delivery, None, held=True)
     if message.reply_to:
         return _Verdict(delivery, _reply_for(message, result))
     if result.error is not None:
@@ -83,6 +101,8 @@ def _verdict(delivery: Delivery, outcome: Done | PachydermError) -> _Verdict:
 
 def _outcome_name(outcome: Done | PachydermError) -> str:
     error = outcome if isinstance(outcome, PachydermError) else outcome.error
+    if isinstance(error, NewerSchemaError):
+        return DEFERRED
     if error is not None:
         return "invalid" if isinstance(error, InvalidInputError) else FAILED
     assert isinstance(outcome, Done)
@@ -235,7 +255,7 @@ class PartitionWorker:
             await self.effects.publish_committed(decided.committed, batch=batch)
             self._filed(decided.committed)
             await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
-            await self.inbox.ack([v.delivery for v in verdicts if not v.dead_letter])
+            await self.inbox.ack([v.delivery for v in verdicts if not (v.dead_letter or v.held)])
             if batch.measuring:
                 _report(batch, decided.requests, decided.outcomes)
 
