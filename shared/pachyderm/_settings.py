@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         " publishes it (normally its own worker publishes it right after the commit)",
     )
     call_timeout: float = Field(10.0, gt=0, description="seconds a call waits for its reply")
+    event_relay: bool = Field(
+        False,
+        description="`pachyderm projections` also runs the event relay (every committed"
+        " event published to the exchange <namespace>.events) when the app registers none",
+    )
     gateway_host: str = Field("127.0.0.1", description="address the HTTP gateway listens on")
     gateway_port: int = Field(8080, ge=0, le=65535, description="port of the HTTP gateway")
     gateway_auth: bool = Field(

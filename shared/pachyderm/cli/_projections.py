@@ -5,6 +5,10 @@ so they split the partitions among themselves whatever the workers do. Like a
 worker, the process serves ``/healthz``, ``/readyz`` and ``/metrics``, and stops
 cleanly on SIGTERM or SIGINT (a batch in flight is rolled back, exactly once, or
 applied again by the next owner, at least once).
+
+``PACHYDERM_EVENT_RELAY=true`` adds an :class:`~pachyderm.EventRelay` to an app
+that registers none: the relay runs without a change to the app's code, and
+never twice (an app's own relay, whatever its name, is the one that runs).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import argparse
 import asyncio
 import logging
 
+from .._app import App
 from .._errors import PachydermError
 from .._loading import load_app
 from .._settings import Settings
 from ..projections import Cursor, LagGauges, ProjectionProcess, open_cursors
+from ..projections._relay import EventRelay
 from ..store import open_store
 from ..telemetry import Check, database_check
 from ._runtime import health_endpoints, observed, starting, stop_on_signals, worker_id
@@ -44,12 +50,30 @@ def _lag_gauges(process: ProjectionProcess) -> LagGauges:
     return LagGauges(process.store, process.cursors, mine)
 
 
+def with_relay(app: App, settings: Settings) -> App:
+    """``app``, or (``PACHYDERM_EVENT_RELAY=true`` and no relay registered) a copy that
+    also registers an :class:`~pachyderm.EventRelay`."""
+    if not settings.event_relay or any(isinstance(p, EventRelay) for p in app.projections):
+        return app
+    return App(
+        [entity_type.entity for entity_type in app],
+        app.effect_handlers,
+        [
+            *app.projections,
+            EventRelay(amqp_url=settings.amqp_url.get_secret_value(), namespace=settings.namespace),
+        ],
+    )
+
+
 async def projections_command(settings: Settings, _: argparse.Namespace) -> None:
     """``pachyderm projections [APP]``: the app given, else ``PACHYDERM_APP``."""
     assert settings.app is not None, "the command line checks it"
-    app = load_app(settings.app)
+    app = with_relay(load_app(settings.app), settings)
     if not app.projections:
-        raise PachydermError(f"the app {settings.app} has no projections to run")
+        raise PachydermError(
+            f"the app {settings.app} has no projections to run"
+            " (PACHYDERM_EVENT_RELAY=true runs the event relay for it)"
+        )
     name = worker_id(settings)
     checks: dict[str, Check] = {"startup": starting}
     database_url = settings.database_url.get_secret_value()
