@@ -4,7 +4,7 @@ Each subcommand's module is imported only when that subcommand runs: the
 broker, database, HTTP and telemetry libraries it needs load with it, so
 ``pachyderm --help`` (and any usage mistake) answers at once. Exit statuses:
 0 done, 1 an error (one line on stderr), 2 a usage mistake (argparse's), 3 a
-rejected call.
+rejected call, 4 a replay check that found problems.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ _MODULES: Mapping[str, str] = {
     "asyncapi": "._asyncapi",
     "projections": "._projections",
     "projection": "._projection",
+    "export": "._export",
+    "replay-check": "._replay_check",
 }
 
 
@@ -55,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _subcommand(name: str) -> Subcommand:
     module = importlib.import_module(_MODULES[name], __name__)
-    found: Subcommand = getattr(module, f"{name}_command")
+    found: Subcommand = getattr(module, f"{name.replace('-', '_')}_command")
     return found
 
 

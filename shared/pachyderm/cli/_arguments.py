@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -24,7 +24,7 @@ DISTRIBUTION = "pachyderm-entities"
 # Subcommands that serve an app: the positional APP, else PACHYDERM_APP.
 SERVING = frozenset({"worker", "effects", "dev", "projections"})
 # Subcommands that cannot run without an app: those, and those describing one.
-NEEDS_APP = SERVING | {"asyncapi"}
+NEEDS_APP = SERVING | {"asyncapi", "export", "replay-check"}
 GLOBAL_OPTIONS = ("database_url", "amqp_url", "namespace", "log_level")
 
 
@@ -150,7 +150,47 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--after", metavar="CURSOR", help="go on after the cursor a page ended")
     listing.add_argument("--limit", type=_page_size, default=100, metavar="N", help="1 to 1000")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_evolution_commands(add)
     return main
+
+
+def _add_evolution_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``export`` and ``replay-check``: stored histories to a file, and checked against
+    the current code (from the store or from such a file)."""
+    export = add("export", "write the stored histories of the app's entities to a file")
+    _add_app_argument(export, "")
+    _add_type_option(export)
+    export.add_argument(
+        "--format", choices=("jsonl", "msgpack"), help="default: jsonl (msgpack for *.msgpack)"
+    )
+    export.add_argument("--output", default="-", metavar="FILE", help="default: - (stdout)")
+    check = add(
+        "replay-check",
+        "decode and fold stored histories with the current code, compare with snapshots",
+    )
+    _add_app_argument(check, "")
+    _add_type_option(check)
+    source = check.add_mutually_exclusive_group()
+    source.add_argument("--all", action="store_true", help="every entity (the default)")
+    source.add_argument("--sample", type=_sample_size, metavar="N", help="N random entities")
+    source.add_argument(
+        "--from", dest="from_file", metavar="FILE", help="an export file (- for stdin)"
+    )
+    check.add_argument("--seed", type=int, help="the --sample's random seed")
+    check.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_type_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--type", action="append", metavar="TYPE", help="only this entity type (repeatable)"
+    )
+
+
+def _sample_size(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"a sample holds 1 entity or more, not {text!r}")
+    return int(text)
 
 
 def _page_size(text: str) -> int:

@@ -13,6 +13,13 @@ and for a projection, given the log and then its read model (:func:`given_log`):
 
     await given_log(app, {alice: [Opened(owner="alice")]}).project(Balances(), connection)
 
+and for upcasters, given events as older code stored them, then what the code sees
+(:class:`StoredEvent`); for whole stored histories, :func:`replay_check`::
+
+    given(Account, StoredEvent("Opened", {"owner": "ann"}, schema_version=1)).then(
+        events=[Opened(holder="ann")], state=AccountState(owner="ann")
+    )
+
 The process fleet (:func:`process_fleet`) is imported on first use, and with it
 asyncpg and aio-pika, which entity tests never need. So are the contract suites
 (:class:`EventStoreContract`, :class:`TransportContract`), and with them pytest:
@@ -24,9 +31,11 @@ import sys
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
+from .._replay_check import ReplayProblem, ReplayReport, replay_check
 from ._log_scenario import LogScenario, Projected, given_log
 from ._replay import assert_replay_matches
 from ._scenario import Outcome, Scenario, given
+from ._stored_event import StoredEvent
 from ._timeline import Pending
 
 if TYPE_CHECKING:
@@ -63,12 +72,16 @@ __all__ = [
     "Pending",
     "ProcessFleet",
     "Projected",
+    "ReplayProblem",
+    "ReplayReport",
     "Scenario",
     "StoreFactory",
+    "StoredEvent",
     "TransportContract",
     "WorkerProcess",
     "assert_replay_matches",
     "given",
     "given_log",
     "process_fleet",
+    "replay_check",
 ]

@@ -23,6 +23,7 @@ from .._execution import Execution, execute
 from .._reference import Ref
 from .._timers import FiredTimer, Schedule
 from ..store import Change
+from ._stored_event import StoredEvent
 from ._timeline import START, Pending, Timeline
 
 _UNSET: Any = object()
@@ -35,6 +36,10 @@ def given(
     now: datetime = START,
 ) -> Scenario:
     """Start a scenario: an entity of type ``entity`` whose history is ``events``.
+
+    An event may be a :class:`StoredEvent`: one as older code stored it, which the
+    entity's upcasters bring to the current version (none, one or several events),
+    as a cold load does; :meth:`Scenario.then` asserts what the code then sees.
 
     Pass ``app`` when the entity sends commands to entities of other types.
     The scenario's clock starts at ``now`` and moves only with :meth:`Outcome.after`.
@@ -63,10 +68,17 @@ class Scenario:
         self.app = app
         self.timeline = timeline or Timeline()
         self.ref = ref or Ref(entity_type.name, uuid.uuid4())
-        # Events go through the codec as they would through the store.
-        self.history = [_stored(entity_type, event) for event in events]
+        # Events go through the codec (and upcasters) as they would through the store.
+        self.history = [seen for event in events for seen in _seen(entity_type, event)]
         self.state = entity_type.evolve(entity_type.initial_state(), self.history)
         _check_replay(entity_type, self.history, self.state)
+
+    def then(self, *, events: Iterable[Any] = _UNSET, state: Any = _UNSET) -> Scenario:
+        """Assert the history as the current code sees it (``events``: stored ones upcast)
+        and the state it folds into, before any command."""
+        _expect("events", events, self.history)
+        _expect("state", state, self.state)
+        return self
 
     def when(self, command: Any) -> Outcome:
         """Handle ``command`` (after a trip through the wire format) and return the outcome."""
@@ -208,7 +220,15 @@ def _expect(what: str, expected: Any, actual: Any) -> None:
 
 def _stored(entity_type: EntityType[Any], event: Any) -> Any:
     new = entity_type.encode_event(event)
-    return entity_type.decode_event(new.name, new.data)
+    return entity_type.decode_event(new.name, new.data, new.schema_version)
+
+
+def _seen(entity_type: EntityType[Any], event: Any) -> list[Any]:
+    """What the current code sees of a given event: a stored one upcast, else the
+    event after a trip through the codec."""
+    if isinstance(event, StoredEvent):
+        return event.read(entity_type)
+    return [_stored(entity_type, event)]
 
 
 def _check_replay(entity_type: EntityType[Any], history: Sequence[Any], state: Any) -> None:

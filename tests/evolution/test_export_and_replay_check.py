@@ -1,0 +1,268 @@
+"""``pachyderm export`` and ``pachyderm replay-check`` on the bank example's histories:
+the file round trip, and each kind of problem the check reports (SQLite, in-process;
+PostgreSQL at the end)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples import bank
+from pachyderm import App
+from pachyderm._embedded import embedded
+from pachyderm._histories import StoredHistory, read_history, store_histories
+from pachyderm._history_file import ExportFileError, HistoryReader, HistoryWriter, export_histories
+from pachyderm._replay_check import check_history, replay_check
+from pachyderm.cli import main
+from pachyderm.store import (
+    Change,
+    Committed,
+    EventStore,
+    PostgresEventStore,
+    Snapshot,
+    open_store,
+)
+from pachyderm.worker import WorkerOptions
+
+OWNERS = ("alice", "bob", "carol", "dave")
+
+
+async def seed(database: str) -> None:
+    """Four accounts, a snapshot every 3 events: some have one, some not."""
+    options = WorkerOptions(snapshot_every=3)
+    async with embedded(App([bank.Account]), database, options=options) as fleet:
+        for number, owner in enumerate(OWNERS):
+            await fleet.client.call(bank.account(owner), bank.Open(owner=owner))
+            for amount in range(1, 2 * number + 1):
+                await fleet.client.call(bank.account(owner), bank.Deposit(amount=amount))
+        transfer = bank.Transfer(to=bank.account("alice").id, amount=2)
+        await fleet.client.call(bank.account("dave"), transfer)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'bank.db'}"
+    asyncio.run(seed(url))
+    return url
+
+
+async def histories(database: str) -> list[StoredHistory]:
+    store = await open_store(database)
+    try:
+        return [h async for h in store_histories(store, ["account"])]
+    finally:
+        await store.close()
+
+
+class BrokenFold(bank.Account):
+    """The bank's account whose ``update`` now counts a deposit twice."""
+
+    type_name = "account"
+
+    def update(self, event: Any, state: bank.AccountState) -> bank.AccountState:
+        if isinstance(event, bank.Deposited):
+            return state.model_copy(update={"balance": state.balance + 2 * event.amount})
+        return super().update(event, state)
+
+
+class FailingFold(bank.Account):
+    """The bank's account whose ``update`` raises on a transfer."""
+
+    type_name = "account"
+
+    def update(self, event: Any, state: bank.AccountState) -> bank.AccountState:
+        if isinstance(event, bank.TransferSent):
+            raise RuntimeError("no transfers here")
+        return super().update(event, state)
+
+
+broken_fold = App([BrokenFold])
+
+
+def test_export_writes_every_history_and_reads_back_as_stored(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = asyncio.run(histories(database))
+    assert [h.ref for h in stored] == sorted((bank.account(o) for o in OWNERS), key=lambda r: r.id)
+    assert sum(h.snapshot is not None for h in stored) == 3  # 1, 3, 5 and 7 events: not alice
+    for file_format in ("jsonl", "msgpack"):
+        output = tmp_path / f"bank.{file_format}"
+        argv = ["--database-url", database, "export", "examples.bank", "--output", str(output)]
+        assert main(argv) == 0
+        assert "exported 4 entities, 18 events" in capsys.readouterr().err
+        with output.open("rb") as source:
+            reader = HistoryReader(source)
+            assert reader.header.types == ("account",)
+            assert list(reader) == stored  # every byte, time and schema version as stored
+    header = json.loads((tmp_path / "bank.jsonl").read_text().splitlines()[0])
+    assert header["record"] == "export"
+    assert header["format_version"] == 1
+    assert not (tmp_path / "bank.jsonl.partial").exists()
+
+
+def test_export_to_stdout_as_json_lines(
+    database: str, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    assert main(["--database-url", database, "export", "examples.bank", "--type", "account"]) == 0
+    lines = capsysbinary.readouterr().out.decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["record"] for r in records].count("entity") == 4
+    assert records[-1] == {"record": "end", "entities": 4, "events": 18}
+    opened = next(r for r in records if r["record"] == "event")
+    assert opened["name"] == "Opened"
+    assert opened["schema_version"] == 1
+    assert set(opened["data"]) == {"owner"}
+
+
+def test_replay_check_passes_on_untouched_code(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--database-url", database, "replay-check", "examples.bank", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert (report["entities"], report["events"], report["problems"]) == (4, 18, [])
+    assert report["snapshots_compared"] == 3
+    assert report["events_per_s"] > 0
+    export = tmp_path / "bank.msgpack"
+    argv = ["--database-url", database, "export", "examples.bank", "--output", str(export)]
+    assert main(argv) == 0
+    assert main(["replay-check", "examples.bank", "--from", str(export)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("replay-check ok: 4 entities, 18 events, 0 problems")
+
+
+def test_replay_check_finds_a_fold_that_differs_from_its_snapshot(
+    database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = f"{__name__}:broken_fold"
+    assert main(["--database-url", database, "replay-check", app, "--json"]) == 4
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    found = {(p["id"], p["kind"], p["version"]) for p in report["problems"]}
+    # bob (3 events), carol (5) and dave (8, his last snapshot at 6) deposited.
+    expected = {("bob", 3), ("carol", 3), ("dave", 6)}
+    assert found == {(str(bank.account(o).id), "snapshot", v) for o, v in expected}
+    assert all("the fold gives" in p["error"] for p in report["problems"])
+    assert main(["--database-url", database, "replay-check", app, "--type", "account"]) == 4
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("replay-check PROBLEMS: 4 entities, 18 events, 3 problems")
+
+
+def test_replay_check_names_the_event_that_does_not_fold_or_decode(database: str) -> None:
+    stored = asyncio.run(histories(database))
+    dave = next(h for h in stored if h.ref == bank.account("dave"))
+    problems, _ = check_history(App([FailingFold]), dave)
+    (problem,) = problems
+    assert (problem.kind, problem.version, problem.event) == ("fold", 8, "TransferSent")
+    assert "no transfers here" in problem.error
+    # An event whose stored data misses a field the code needs.
+    damaged = [*dave.events]
+    damaged[1] = dataclasses.replace(damaged[1], data=b"\x80")  # {}: no amount
+    problems, _ = check_history(App([bank.Account]), StoredHistory(dave.ref, damaged, None))
+    (problem,) = problems
+    assert (problem.kind, problem.version, problem.event) == ("decode", 2, "Deposited")
+    assert "amount" in problem.error
+    assert str(problem).startswith(f"{dave.ref} at v2 Deposited (schema 1): decode:")
+
+
+def test_replay_check_reports_gaps_and_unknown_types(database: str) -> None:
+    stored = asyncio.run(histories(database))
+    carol = next(h for h in stored if h.ref == bank.account("carol"))
+    gapped = StoredHistory(carol.ref, [carol.events[0], *carol.events[2:]], None)
+    report = asyncio.run(replay_check(App([bank.Account]), [gapped, carol]))
+    (problem,) = report.problems
+    assert problem.kind == "history"
+    assert "expected version 2, found 3" in problem.error
+    assert (report.entities, report.entities_with_problems) == (2, 1)
+    report = asyncio.run(replay_check(App([]), [carol]))
+    assert [p.kind for p in report.problems] == ["type"]
+
+
+def test_replay_check_a_sample(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--database-url", database, "replay-check", "examples.bank", "--json"]
+    assert main([*argv, "--sample", "2", "--seed", "7"]) == 0
+    assert json.loads(capsys.readouterr().out)["entities"] == 2
+    assert main([*argv, "--sample", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["entities"] == 4
+    with pytest.raises(SystemExit):
+        main([*argv, "--sample", "0"])
+    with pytest.raises(SystemExit):
+        main([*argv, "--sample", "2", "--from", "x.jsonl"])
+
+
+def test_a_damaged_or_truncated_export_is_refused(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = asyncio.run(histories(database))
+    whole = io.BytesIO()
+    writer = HistoryWriter(whole, "jsonl", ["account"])
+    for history in stored:
+        writer.write(history)
+    writer.finish()
+    lines = whole.getvalue().splitlines(keepends=True)
+    cases = {
+        "truncated": b"".join(lines[:-1]),
+        "cut in an entity": b"".join(lines[:3]),
+        "empty": b"",
+        "not an export": b'{"record": "entity"}\n',
+        "a later format": lines[0].replace(b'"format_version":1', b'"format_version":2'),
+        "not JSON": lines[0] + b"{oops\n",
+    }
+    for case, content in cases.items():
+        with pytest.raises(ExportFileError):  # noqa: PT012
+            list(HistoryReader(io.BytesIO(content)))
+            pytest.fail(case)
+    truncated = tmp_path / "truncated.jsonl"
+    truncated.write_bytes(cases["truncated"])
+    assert main(["replay-check", "examples.bank", "--from", str(truncated)]) == 1
+    assert "the export ends before the end record" in capsys.readouterr().err
+    assert main(["replay-check", "examples.bank", "--from", str(tmp_path / "nope")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+async def test_export_and_replay_check_on_postgresql(
+    postgres_dsn: str, namespace: str, tmp_path: Path
+) -> None:
+    """The same from PostgreSQL, through the library's functions, paging entities."""
+    store = await PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=2)
+    try:
+        await store.migrate()
+        await commit_accounts(store, 150)  # more than a page of the listing
+        output = tmp_path / "bank.jsonl"
+        with output.open("wb") as out:
+            written = await export_histories(store, ["account"], out)
+        assert (written.entities, written.events) == (150, 150 * 4)
+        with output.open("rb") as source:
+            from_file = list(HistoryReader(source))
+        assert from_file == [await read_history(store, h.ref) for h in from_file]
+        assert all(h.snapshot is not None and h.snapshot.version == 3 for h in from_file)
+        report = await replay_check(App([bank.Account]), store_histories(store, ["account"]))
+        assert report.ok, report.problems
+        assert (report.entities, report.events, report.snapshots_compared) == (150, 600, 150)
+        report = await replay_check(broken_fold, store, sample=5, seed=1)
+        assert (report.entities, len(report.problems)) == (5, 5)
+    finally:
+        await store.drop_namespace()
+        await store.close()
+
+
+async def commit_accounts(store: EventStore, count: int) -> None:
+    """``count`` accounts of 4 events, each committed as two changes, the first (3 events)
+    with its snapshot, as a worker snapshotting every 3 events would."""
+    account = App([bank.Account]).entity_type("account")
+    for number in range(count):
+        ref = bank.account(f"owner-{number}")
+        first = [bank.Opened(owner=f"owner-{number}"), bank.Deposited(amount=5)]
+        first.append(bank.Deposited(amount=number + 1))
+        state = account.evolve(account.initial_state(), first)
+        snapshot = Snapshot(3, account.encode_state(state))
+        head = Change(ref, 0, "c1", [account.encode_event(e) for e in first], snapshot=snapshot)
+        tail = Change(ref, 3, "c2", [account.encode_event(bank.Withdrawn(amount=1))])
+        assert [type(o) for o in await store.commit([head, tail])] == [Committed, Committed]
