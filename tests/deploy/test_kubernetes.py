@@ -18,6 +18,7 @@ import pytest
 from pachyderm import Settings
 from pachyderm._loading import load_app
 from pachyderm._settings import DEFAULT_SECRETS_DIR
+from pachyderm.cli._projections import with_relay
 from pachyderm.gateway import GatewayOptions
 
 from .manifests import (
@@ -53,6 +54,7 @@ CUSTOM_API_GROUPS = ("keda.sh/",)
 WORKERS = "pachyderm-worker"
 GATEWAY = "pachyderm-gateway"
 EFFECTS = "pachyderm-effects"
+PROJECTIONS = "pachyderm-projections"
 SECRET = "pachyderm-secrets"
 
 
@@ -250,6 +252,8 @@ def test_each_component_mounts_the_secrets_it_needs_and_no_more(
         "pachyderm-migrate": {"PACHYDERM_DATABASE_URL"},
         WORKERS: {"PACHYDERM_DATABASE_URL", "PACHYDERM_AMQP_URL"},
         "pachyderm-effects": {"PACHYDERM_AMQP_URL"},
+        # The log and the cursors; RabbitMQ for the event relay.
+        PROJECTIONS: {"PACHYDERM_DATABASE_URL", "PACHYDERM_AMQP_URL"},
         # The gateway reads histories from PostgreSQL.
         GATEWAY: {"PACHYDERM_AMQP_URL", "PACHYDERM_GATEWAY_TOKENS", "PACHYDERM_DATABASE_URL"},
     }
@@ -325,6 +329,7 @@ def test_images_are_the_two_pachyderm_images(resources: list[Resource]) -> None:
         "migrate": "pachyderm-worker:examples",
         "worker": "pachyderm-worker:examples",
         "effects": "pachyderm-worker:examples",
+        "projections": "pachyderm-worker:examples",
         "gateway": "pachyderm-gateway:dev",
     }
 
@@ -346,8 +351,8 @@ def test_workers_get_at_least_the_grace_period_the_readme_promises(
     assert spec["terminationGracePeriodSeconds"] >= _promised_grace_seconds()
 
 
-@pytest.mark.parametrize("name", [WORKERS, EFFECTS])
-def test_worker_and_dispatcher_probes_and_scraping_use_the_configured_health_port(
+@pytest.mark.parametrize("name", [WORKERS, EFFECTS, PROJECTIONS])
+def test_worker_dispatcher_and_projections_probes_and_scraping_use_the_configured_health_port(
     resources: list[Resource], settings_data: dict[str, str], name: str
 ) -> None:
     health_port = int(settings_data["PACHYDERM_HEALTH_PORT"])
@@ -378,7 +383,7 @@ def test_disruption_budgets_select_exactly_their_deployments_pods(
     resources: list[Resource],
 ) -> None:
     budgets = {b["metadata"]["name"]: b for b in of_kind(resources, "PodDisruptionBudget")}
-    assert set(budgets) == {WORKERS, GATEWAY}
+    assert set(budgets) == {WORKERS, GATEWAY, PROJECTIONS}
     for name, budget in budgets.items():
         deployment = find(resources, "Deployment", name)
         selector = budget["spec"]["selector"]["matchLabels"]
@@ -393,6 +398,40 @@ def test_the_migration_job_retries_and_cleans_up(resources: list[Resource]) -> N
     assert 1 <= job["spec"]["backoffLimit"] <= 10
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     assert _only_container(job)["args"] == ["migrate"]
+
+
+# --- projections --------------------------------------------------------------
+
+
+def test_the_projections_process_runs_the_configured_apps_projections(
+    resources: list[Resource], settings_data: dict[str, str]
+) -> None:
+    deployment = find(resources, "Deployment", PROJECTIONS)
+    container = _only_container(deployment)
+    assert container["args"] == ["projections", "$(PACHYDERM_APP)"]
+    # It would exit at start (and crash-loop) with nothing to run: the app's own
+    # projections, or the event relay PACHYDERM_EVENT_RELAY adds.
+    app = with_relay(load_app(settings_data["PACHYDERM_APP"]), parse_settings(settings_data))
+    assert app.projections, "the configured app gives the projections process nothing to run"
+    # Two, so that one's failure moves its partitions to the other instead of
+    # waiting for a restart; never more than the partitions (the others idle).
+    assert 2 <= deployment["spec"]["replicas"] <= int(settings_data["PACHYDERM_PARTITIONS"])
+    strategy = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert strategy == {"maxSurge": 1, "maxUnavailable": 0}
+    spec = pod_spec(deployment)
+    assert spec is not None
+    workers = pod_spec(find(resources, "Deployment", WORKERS))
+    assert workers is not None
+    # A runner stops at its batch like a worker: the same grace.
+    assert spec["terminationGracePeriodSeconds"] == workers["terminationGracePeriodSeconds"]
+
+
+def test_without_the_relay_the_demo_app_would_give_the_projections_process_nothing(
+    settings_data: dict[str, str],
+) -> None:
+    # The check above can fail: the demo app registers no projection of its own.
+    settings = parse_settings({**settings_data, "PACHYDERM_EVENT_RELAY": "false"})
+    assert not with_relay(load_app(settings_data["PACHYDERM_APP"]), settings).projections
 
 
 # --- gateway ------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_the_overlay_adds_the_monitors_to_the_base_in_its_namespace() -> None:
     assert spec["namespace"] == kustomization()["namespace"]
 
 
-def test_workers_and_dispatchers_are_scraped_on_their_health_port() -> None:
+def test_workers_dispatchers_and_projections_are_scraped_on_their_health_port() -> None:
     resources = render()
     monitor = _monitors("PodMonitor")
     [endpoint] = sequence(monitor["spec"]["podMetricsEndpoints"], "podMetricsEndpoints")
@@ -67,7 +67,8 @@ def test_workers_and_dispatchers_are_scraped_on_their_health_port() -> None:
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         assert ports.get(endpoint["port"]) == health_port, resource["metadata"]["name"]
         scraped.add(resource["metadata"]["name"])
-    assert scraped == {"pachyderm-worker", "pachyderm-effects"}
+    # The projection processes report their lag (pachyderm.projection.lag).
+    assert scraped == {"pachyderm-worker", "pachyderm-effects", "pachyderm-projections"}
 
 
 def test_the_gateway_is_scraped_through_its_service() -> None:
