@@ -136,11 +136,11 @@ class ProjectionRunner:
         decode = self.app.entity_type
         await self.projection.apply_many(
             [
-                (
-                    decode(logged.entity_type).decode_event(logged.event.name, logged.event.data),
-                    _context(logged, connection),
-                )
+                (event, _context(logged, connection))
                 for logged in chosen
+                for event in decode(logged.entity_type).decode_events(
+                    logged.event.name, logged.event.data, logged.event.schema_version
+                )
             ]
         )
 
