@@ -1,0 +1,39 @@
+"""The evolution benchmark keeps working: ``python -m bench.evolution --quick`` on the
+machine's PostgreSQL. Tiny sizes, one run, nothing written in bench/; only that every
+measure came out and the run's checks held (its exit status: the two ledgers fold to
+the same balance, the replay check found no problem and read every event)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.evolution import METRICS, QUICK
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.postgres
+def test_the_quick_evolution_benchmark_measures_everything(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    output = tmp_path / "evolution.json"
+    command = [sys.executable, "-m", "bench.evolution", "--quick", "--json-out", str(output)]
+    finished = subprocess.run(
+        [*command, "--database-url", postgres_dsn],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
+    results = json.loads(output.read_text())
+    assert all(results[name] > 0 for name in METRICS)
+    (run,) = results["runs"]
+    assert run["replay_check_events"] == QUICK.entities * QUICK.events_each + QUICK.history
+    assert results["command"] == "python -m bench.evolution --runs 1 --quick"
