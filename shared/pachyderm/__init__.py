@@ -10,6 +10,7 @@ from ._embedded import EmbeddedFleet, embedded
 from ._entity import Entity, HandleResult, Reject, Reply
 from ._errors import (
     CallTimeoutError,
+    CommandExpiredError,
     DecodeError,
     DefinitionError,
     DuplicateNameError,
@@ -20,6 +21,7 @@ from ._errors import (
     InvalidEntityIdError,
     InvalidInputError,
     InvalidMessageError,
+    InvalidSentTimeError,
     MigrationError,
     NewerSchemaError,
     PachydermError,
@@ -53,6 +55,7 @@ __all__ = [
     "CallTimeoutError",
     "Cancel",
     "Client",
+    "CommandExpiredError",
     "DecodeError",
     "DefinitionError",
     "DuplicateNameError",
@@ -71,6 +74,7 @@ __all__ = [
     "InvalidEntityIdError",
     "InvalidInputError",
     "InvalidMessageError",
+    "InvalidSentTimeError",
     "MigrationError",
     "NewerSchemaError",
     "PachydermError",

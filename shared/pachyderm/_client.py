@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from . import transport as transports
 from ._app import App
 from ._errors import CallTimeoutError, PachydermError
+from ._expiry import stamped
 from ._loading import load_app
 from ._reference import Ref
 from ._settings import Settings, load_settings
@@ -45,9 +46,17 @@ class Client:
     chose another); ``request`` returns it with the entity's version, as an
     :class:`Answer`. All raise :class:`~pachyderm.RejectedError`,
     :class:`~pachyderm.InvalidInputError`, :class:`~pachyderm.HandlerError` or
-    :class:`~pachyderm.CallTimeoutError`. Retrying a call with the same
-    ``command_id`` is safe: the command applies once and the retry gets the
-    stored reply.
+    :class:`~pachyderm.CallTimeoutError`, or :class:`~pachyderm.CommandExpiredError`
+    for a command that reached its worker after the command window. Retrying a
+    call with the same ``command_id`` is safe: the command applies once and the
+    retry gets the stored reply, as long as the retry comes within the window
+    the fleet keeps command ids for (``PACHYDERM_COMMAND_RETENTION``, 7 days by
+    default) of the first try. The client retries nothing itself: its retry
+    budget is one call of at most ``timeout`` seconds (``PACHYDERM_CALL_TIMEOUT``,
+    10 s by default), far inside the window. Every message it sends carries
+    its sent time (header ``pachyderm-sent-at``): a worker refuses a command that
+    waited longer than the window, less a margin, rather than risk applying it
+    twice.
 
     Against a fleet, :meth:`connect` builds, starts and closes everything a
     client needs::
@@ -180,7 +189,8 @@ class Client:
         return message.message_id
 
     async def _publish(self, message: Message) -> None:
-        with publishing(self.transport.topology.commands_exchange, message) as traced:
+        exchange = self.transport.topology.commands_exchange
+        with publishing(exchange, stamped(message)) as traced:
             await self.transport.publish_command(traced)
 
     async def _request(self, message: Message, timeout: float | None) -> Answer:

@@ -100,6 +100,10 @@ class WorkerHooks:
         """An entity of ``entity_type`` holds an event newer than this code
         (:class:`~pachyderm.NewerSchemaError`): its commands are left for a newer worker."""
 
+    def pruned(self, retained: str, rows: int) -> None:
+        """A pruning batch deleted ``rows`` rows of ``retained`` (commands or effects)
+        that had outlived their window."""
+
 
 class Hooks(WorkerHooks):
     """Several hooks as one, called in the order given (context managers nest in it)."""
@@ -176,6 +180,10 @@ class Hooks(WorkerHooks):
     def newer_schema(self, entity_type: str, error: Exception) -> None:
         for hook in self.hooks:
             hook.newer_schema(entity_type, error)
+
+    def pruned(self, retained: str, rows: int) -> None:
+        for hook in self.hooks:
+            hook.pruned(retained, rows)
 
     @contextmanager
     def _all(

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRETS_DIR_VARIABLE = "PACHYDERM_SECRETS_DIR"
@@ -123,6 +123,48 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(
         "info", description="the least severe records logged: debug, info, warning, error, critical"
     )
+    command_retention: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="seconds a command id (and its stored reply) is kept: a command applies"
+        " once if its copies come within this window; the same for every process of a"
+        " namespace (default 604800: 7 days)",
+    )
+    command_expiry_margin: float = Field(
+        3600.0,
+        ge=0,
+        description="a command sent more than PACHYDERM_COMMAND_RETENTION less this many"
+        " seconds ago is refused (expired), and one sent more than this far in the future is"
+        " invalid: room for clocks that disagree (default 3600)",
+    )
+    outbox_retention: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="seconds a published effect stays in the outbox (default 86400: 1 day)",
+    )
+    prune_interval: float = Field(
+        300.0,
+        ge=0,
+        description="seconds between pruning runs of the worker that owns partition 0"
+        " (old command ids and published effects); 0: workers never prune"
+        " (`pachyderm prune` still does)",
+    )
+    prune_batch: int = Field(
+        1000, ge=1, le=100_000, description="rows deleted per pruning transaction"
+    )
+    prune_pause: float = Field(
+        0.1, ge=0, description="seconds a pruning run pauses between two batches"
+    )
+
+    @field_validator("command_expiry_margin")
+    @classmethod
+    def _margin_inside_retention(cls, margin: float, info: ValidationInfo) -> float:
+        retention = info.data.get("command_retention")
+        if retention is not None and margin >= retention:
+            raise ValueError(
+                f"must be shorter than PACHYDERM_COMMAND_RETENTION ({retention:g} seconds)"
+            )
+        return margin
 
 
 def load_settings(**overrides: Any) -> Settings:

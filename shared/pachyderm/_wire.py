@@ -10,7 +10,9 @@ for a reply.
 
 A reply's body is a map with ``status`` first: ``ok`` (with ``version`` and
 ``reply``), ``rejected`` (``reason``, ``detail``), ``invalid`` (``error``,
-``message``, ``problems``) or ``failed`` (``message``).
+``message``, ``problems``), ``expired`` (``error``, ``message``: sent longer
+ago than command ids are kept, see :mod:`._expiry`; not applied) or ``failed``
+(``message``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ._app import App
 from ._entity import Reject
 from ._entity_type import EntityType
 from ._errors import (
+    CommandExpiredError,
     DecodeError,
     EntityTypeMismatchError,
     FieldProblem,
@@ -32,11 +35,13 @@ from ._errors import (
     InvalidEntityIdError,
     InvalidInputError,
     InvalidMessageError,
+    InvalidSentTimeError,
     PachydermError,
     RejectedError,
     UnknownNameError,
     UnsupportedContentTypeError,
 )
+from ._expiry import stamped
 from ._reference import Ref, parse_entity_id, parse_wire_id
 from ._scheduling import Firing
 from ._timer_headers import timer_from_headers, timer_headers
@@ -159,14 +164,18 @@ def effect_message(entry: OutboxEntry) -> tuple[str, Message]:
         sent = _codec.decode(entry.payload)
         if isinstance(timer := sent.get("timer"), dict):
             headers.update(timer_headers(timer))
-        return COMMAND, Message(
-            body=_codec.encode(sent["data"]),
-            # Re-rendered, so the target's partition never depends on how it was stored.
-            routing_key=str(parse_entity_id(sent["entity_id"])),
-            message_id=str(entry.effect_id),
-            content_type=_codec.MSGPACK,
-            type=sent["command"],
-            headers={**headers, ENTITY_TYPE_HEADER: sent["entity_type"], KIND_HEADER: COMMAND},
+        # Sent now, as far as the target's expiry check goes: the outbox publishes it
+        # once its command committed, and again only if marking it published failed.
+        return COMMAND, stamped(
+            Message(
+                body=_codec.encode(sent["data"]),
+                # Re-rendered, so the target's partition never depends on how it was stored.
+                routing_key=str(parse_entity_id(sent["entity_id"])),
+                message_id=str(entry.effect_id),
+                content_type=_codec.MSGPACK,
+                type=sent["command"],
+                headers={**headers, ENTITY_TYPE_HEADER: sent["entity_type"], KIND_HEADER: COMMAND},
+            )
         )
     return "effect", Message(
         body=entry.payload,
@@ -218,6 +227,8 @@ def error_reply(request: Message, error: PachydermError) -> Message:
             "message": str(error),
             "problems": [{"location": p.location, "problem": p.problem} for p in problems],
         }
+    elif isinstance(error, CommandExpiredError):
+        body = {"status": "expired", "error": type(error).__name__, "message": str(error)}
     else:
         body = {"status": "failed", "error": type(error).__name__, "message": str(error)}
     return _reply(request, body)
@@ -235,6 +246,8 @@ def read_reply(message: Message) -> tuple[int, Any]:
         raise RejectedError(str(body.get("reason")), body.get("detail"))
     if status == "invalid":
         raise _invalid_input(body)
+    if status == "expired":
+        raise CommandExpiredError(str(body.get("message", "the command expired")))
     raise HandlerError(str(body.get("message", f"reply with status {status!r}")))
 
 
@@ -248,6 +261,7 @@ _INVALID_INPUT_KINDS: dict[str, type[InvalidInputError]] = {
         InvalidEntityIdError,
         EntityTypeMismatchError,
         InvalidMessageError,
+        InvalidSentTimeError,
     )
 }
 

@@ -34,6 +34,7 @@ Subcommand = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int | 
 # The module defining each subcommand's ``<name>_command(settings, arguments)``.
 _MODULES: Mapping[str, str] = {
     "migrate": "._migrate",
+    "prune": "._prune",
     "topology": "._migrate",
     "worker": "._serve",
     "effects": "._dispatch",

@@ -96,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
 
     add("migrate", "create or upgrade the schema (safe to run concurrently)")
     add("topology", "declare the namespace's exchanges and queues")
+    prune = add(
+        "prune",
+        "delete command ids older than PACHYDERM_COMMAND_RETENTION and effects published"
+        " longer ago than PACHYDERM_OUTBOX_RETENTION (as workers do), in batches",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     _add_app_argument(add("worker", "serve partitions (RabbitMQ + PostgreSQL)"), "")
     effects = add("effects", "dispatch effects to the app's handlers")
     _add_app_argument(effects, " with effect handlers")

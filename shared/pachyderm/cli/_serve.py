@@ -12,13 +12,14 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from .._expiry import CommandWindow
 from .._loading import load_app
 from .._settings import Settings
 from ..fleet import Membership, PostgresMembership, SoloMembership
 from ..store import EventStore, open_store
 from ..telemetry import Check, broker_check, database_check
 from ..transport import Transport
-from ..worker import Worker, WorkerOptions
+from ..worker import PruneOptions, Worker, WorkerOptions
 from ._runtime import broker, health_endpoints, observed, starting, stop_on_signals, worker_id
 
 log = logging.getLogger("pachyderm.worker")
@@ -39,6 +40,19 @@ def worker_options(settings: Settings) -> WorkerOptions:
         cache_capacity=settings.cache_capacity,
         idle_timeout=settings.idle_timeout,
         effects_grace=settings.effects_grace,
+        window=CommandWindow(settings.command_retention, settings.command_expiry_margin),
+        pruning=prune_options(settings),
+    )
+
+
+def prune_options(settings: Settings) -> PruneOptions:
+    """What the settings say is kept how long, and how pruning paces itself."""
+    return PruneOptions(
+        commands=settings.command_retention,
+        effects=settings.outbox_retention,
+        batch=settings.prune_batch,
+        pause=settings.prune_pause,
+        interval=settings.prune_interval,
     )
 
 

@@ -44,7 +44,7 @@ class Instruments:
             "pachyderm.commands",
             unit="{command}",
             description="Commands and queries handled, by outcome:"
-            " ok, rejected, failed, invalid, duplicate or deferred",
+            " ok, rejected, failed, invalid, expired, duplicate or deferred",
         )
         self.conflicts = meter.create_counter(
             "pachyderm.conflicts",
@@ -113,6 +113,12 @@ class Instruments:
             "pachyderm.timers.failures",
             unit="{timer}",
             description="Fires that failed and will be tried again, by error",
+        )
+        self.pruned = meter.create_counter(
+            "pachyderm.pruned",
+            unit="{row}",
+            description="Rows deleted past their retention window, by what:"
+            " commands (command ids) or effects (published outbox rows)",
         )
         meter.create_observable_gauge(
             "pachyderm.timers.pending",

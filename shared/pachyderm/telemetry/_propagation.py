@@ -6,7 +6,6 @@ in any language, so reading never fails on a value of an unexpected type.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,8 +13,7 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
-SENT_AT_HEADER = "pachyderm-sent-at"
-"""When the message was published: milliseconds since the Unix epoch (optional)."""
+from .._expiry import SENT_AT_HEADER, now_ms
 
 
 class _TextHeaders(Getter[Mapping[str, Any]]):
@@ -38,8 +36,9 @@ def inject(headers: dict[str, Any]) -> None:
 
 
 def stamp(headers: dict[str, Any]) -> None:
-    """Add the time of publishing to ``headers``."""
-    headers[SENT_AT_HEADER] = time.time_ns() // 1_000_000
+    """Add the time of publishing to ``headers``, unless they carry a sent time already
+    (the client's: the worker's expiry check reads it)."""
+    headers.setdefault(SENT_AT_HEADER, now_ms())
 
 
 def extract(headers: Mapping[str, Any]) -> Context:

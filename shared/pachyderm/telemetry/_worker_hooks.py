@@ -97,3 +97,8 @@ class TelemetryHooks(WorkerHooks):
 
     def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
         return observing_timers(pending)
+
+    def pruned(self, retained: str, rows: int) -> None:
+        telemetry = instruments()
+        if telemetry.metering:
+            telemetry.pruned.add(rows, {"retained": retained})

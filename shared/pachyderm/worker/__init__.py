@@ -5,6 +5,7 @@ from ._cache import EntityCache
 from ._engine import Done, Engine
 from ._outbox import EffectPublisher
 from ._partition import PartitionWorker
+from ._pruning import PruneOptions, Pruner
 from ._timers import TimerOptions
 from ._worker import Worker, WorkerOptions
 
@@ -16,6 +17,8 @@ __all__ = [
     "EntityCache",
     "Hooks",
     "PartitionWorker",
+    "PruneOptions",
+    "Pruner",
     "TimerOptions",
     "Worker",
     "WorkerHooks",

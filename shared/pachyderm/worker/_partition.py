@@ -19,14 +19,16 @@ from dataclasses import dataclass
 
 from .._app import App
 from .._errors import (
+    CommandExpiredError,
     HandlerError,
     InvalidInputError,
     NewerSchemaError,
     PachydermError,
     StoreError,
 )
+from .._expiry import CommandWindow
 from .._hooks import BatchHooks, WorkerHooks
-from .._wire import Request, error_reply, ok_reply, parse_request, rejected_reply
+from .._wire import COMMAND, Request, error_reply, ok_reply, parse_request, rejected_reply
 from ..store import Change
 from ..transport import Delivery, Inbox, Message, Transport
 from ._engine import Done, Engine
@@ -103,6 +105,8 @@ def _outcome_name(outcome: Done | PachydermError) -> str:
     error = outcome if isinstance(outcome, PachydermError) else outcome.error
     if isinstance(error, NewerSchemaError):
         return DEFERRED
+    if isinstance(error, CommandExpiredError):
+        return "expired"
     if error is not None:
         return "invalid" if isinstance(error, InvalidInputError) else FAILED
     assert isinstance(outcome, Done)
@@ -135,8 +139,11 @@ class PartitionWorker:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         hooks: WorkerHooks | None = None,
+        window: CommandWindow | None = None,
     ) -> None:
+        """``window``: how long command ids are kept; older commands are refused."""
         self.inbox = inbox
+        self.window = window or CommandWindow()
         self.app = app
         self.engine = engine
         self.transport = transport
@@ -296,9 +303,15 @@ class PartitionWorker:
         requests: list[tuple[int, Request]] = []
         for index, delivery in enumerate(deliveries):
             try:
-                requests.append((index, parse_request(self.app, delivery.message)))
-            except InvalidInputError as error:
+                request = parse_request(self.app, delivery.message)
+                if request.kind == COMMAND:
+                    # Before deciding: a command older than the window may have applied
+                    # already, its id pruned since.
+                    self.window.check(delivery.message.headers)
+            except (InvalidInputError, CommandExpiredError) as error:
                 outcomes[index] = error
+            else:
+                requests.append((index, request))
         fired = [request for waiting in fires for request in waiting.requests]
         # The fires first: their timers fell due before these deliveries arrived.
         results, committed = await self.engine.run(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .._app import App
 from .._errors import StoreError
+from .._expiry import CommandWindow
 from .._hooks import WorkerHooks
 from ..fleet import Membership
 from ..store import EventStore
@@ -18,6 +19,7 @@ from ._cache import EntityCache
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
 from ._outbox import EffectPublisher
 from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
+from ._pruning import PruneOptions, Pruner
 from ._timers import RateLimit, TimerFiring, TimerOptions
 
 log = logging.getLogger("pachyderm.worker")
@@ -36,6 +38,11 @@ class WorkerOptions:
     effects_grace: float = 5.0
     timers: TimerOptions = field(default_factory=TimerOptions)
     count_timers_every: float = 15.0
+    window: CommandWindow = field(default_factory=CommandWindow)
+    """How long command ids are kept: older commands are refused (and the ids pruned)."""
+    pruning: PruneOptions = field(default_factory=PruneOptions)
+    """How often and how fast the owner of partition 0 prunes; its ``commands`` is
+    ``window.retention`` whatever it says."""
 
 
 async def _until_either(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
@@ -83,6 +90,11 @@ class Worker:
         self.effects = EffectPublisher(
             store, transport, grace=self.options.effects_grace, hooks=self.hooks
         )
+        self.pruner = Pruner(
+            store,
+            replace(self.options.pruning, commands=self.options.window.retention),
+            hooks=self.hooks,
+        )
         self.timer_rate = RateLimit(self.options.timers.fire_rate)
         self.pending_timers = 0  # as last counted
         self.partitions: dict[int, PartitionWorker] = {}
@@ -118,6 +130,8 @@ class Worker:
             asyncio.create_task(self.effects.sweep_forever()),
             asyncio.create_task(self._unload_idle_forever()),
             asyncio.create_task(self._count_timers_forever()),
+            # One pruner per fleet: the owner of partition 0 (see _pruning).
+            asyncio.create_task(self.pruner.run_forever(lambda: 0 in self.partitions)),
         ]
         try:
             with (
@@ -162,6 +176,7 @@ class Worker:
                     self.effects,
                     max_batch=self.options.max_batch,
                     hooks=self.hooks,
+                    window=self.options.window,
                 )
                 worker.start(
                     TimerFiring(
