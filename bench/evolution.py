@@ -190,7 +190,8 @@ async def cold_loads(store: PostgresEventStore, sizes: Sizes) -> tuple[float, fl
 
 async def one_run(services: Services, sizes: Sizes) -> tuple[EvolutionRun, bool]:
     namespace = f"pachyderm_bench_evolution_{uuid.uuid4().hex[:8]}"
-    store = await PostgresEventStore.connect(services.dsn, schema=namespace, max_size=2)
+    # The pool pachyderm replay-check opens (open_store: the default size).
+    store = await PostgresEventStore.connect(services.dsn, schema=namespace)
     try:
         await store.migrate()
         upcast_ms, plain_ms, agree = await cold_loads(store, sizes)

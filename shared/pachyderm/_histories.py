@@ -1,15 +1,18 @@
 """Stored histories, one entity at a time, read from an event store.
 
 What ``pachyderm export`` writes and ``pachyderm replay-check`` reads. Invariants:
-memory holds one page of listed entities (or the sample being drawn) and one
-entity's history at a time, however many entities the store has; an entity's
+memory holds one page of listed entities (or the sample being drawn) and a few
+entities' histories at a time (the one in use and those read ahead), however many
+entities the store has; an entity's
 events are in version order, and its snapshot (the latest stored, if any) is of a
 version among them, read in the same load as the events after it, so the two agree.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ from ._reference import Ref
 from .store import EventStore, ListedEntity, RecordedEvent, Snapshot
 
 PAGE = 100  # entities listed per query
+READ_AHEAD = 4  # histories read while the one before is checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +69,40 @@ async def store_histories(
     *,
     sample: int | None = None,
     seed: int | None = None,
+    read_ahead: int = READ_AHEAD,
 ) -> AsyncIterator[StoredHistory]:
     """The histories of every entity of ``types`` (type by type, by id), or of a uniform
-    random ``sample`` of that many among them all (by type, then id)."""
-    if sample is not None:
-        for ref in await sample_refs(store, types, sample, random.Random(seed)):
-            yield await read_history(store, ref)
-        return
+    random ``sample`` of that many among them all (by type, then id).
+
+    Up to ``read_ahead`` histories are read while the caller works on the one before
+    (they wait on the database, it on the CPU); they are what memory holds.
+    """
+    refs = _sampled(store, types, sample, seed) if sample is not None else _all(store, types)
+    pending: deque[asyncio.Task[StoredHistory]] = deque()
+    try:
+        async for ref in refs:
+            pending.append(asyncio.ensure_future(read_history(store, ref)))
+            if len(pending) > read_ahead:
+                yield await pending.popleft()
+        while pending:
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _all(store: EventStore, types: Sequence[str]) -> AsyncIterator[Ref]:
     for entity_type in types:
         async for entity in listed(store, entity_type):
-            yield await read_history(store, Ref(entity_type, entity.entity_id))
+            yield Ref(entity_type, entity.entity_id)
+
+
+async def _sampled(
+    store: EventStore, types: Sequence[str], size: int, seed: int | None
+) -> AsyncIterator[Ref]:
+    for ref in await sample_refs(store, types, size, random.Random(seed)):
+        yield ref
 
 
 async def sample_refs(
