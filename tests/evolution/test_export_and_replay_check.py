@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from examples import bank
 from pachyderm import App
@@ -20,6 +21,7 @@ from pachyderm._histories import StoredHistory, read_history, store_histories
 from pachyderm._history_file import ExportFileError, HistoryReader, HistoryWriter, export_histories
 from pachyderm._replay_check import check_history, replay_check
 from pachyderm.cli import main
+from pachyderm.cli._replay_check import _Progress
 from pachyderm.store import (
     Change,
     Committed,
@@ -266,3 +268,22 @@ async def commit_accounts(store: EventStore, count: int) -> None:
         head = Change(ref, 0, "c1", [account.encode_event(e) for e in first], snapshot=snapshot)
         tail = Change(ref, 3, "c2", [account.encode_event(bank.Withdrawn(amount=1))])
         assert [type(o) for o in await store.commit([head, tail])] == [Committed, Committed]
+
+
+def test_the_progress_bar_counts_entities_events_and_problems(database: str) -> None:
+    """On a terminal: entities of how many, events, problems and the rate; else nothing."""
+    stored = asyncio.run(histories(database))
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160)
+    progress = _Progress(len(stored), enabled=True, console=console)
+    with progress.bar:
+        report = asyncio.run(replay_check(broken_fold, stored, on_checked=progress.checked))
+    shown = screen.getvalue()
+    assert f"{len(stored)}/{len(stored)}" in shown
+    assert f"{report.events} events, {len(report.problems)} problems" in shown
+    assert "events/s" in shown
+    quiet = io.StringIO()
+    off = _Progress(None, enabled=True, console=Console(file=quiet, force_terminal=False))
+    with off.bar:
+        off.checked(stored[0], [])
+    assert quiet.getvalue() == ""

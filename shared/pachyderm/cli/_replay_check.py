@@ -38,8 +38,8 @@ class _Progress:
     """A progress bar on stderr, when stderr is a terminal: entities (of how many, when
     known), events, problems and the rate."""
 
-    def __init__(self, total: int | None, enabled: bool) -> None:
-        console = Console(stderr=True)
+    def __init__(self, total: int | None, enabled: bool, console: Console | None = None) -> None:
+        console = console or Console(stderr=True)
         self.bar = Progress(
             SpinnerColumn(),
             TextColumn("replay-check"),
