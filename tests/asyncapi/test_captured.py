@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aio_pika
@@ -20,6 +21,7 @@ from examples import bank, counter
 from examples.demo import APP
 from pachyderm import _codec as codec
 from pachyderm import _wire as wire
+from pachyderm._expiry import SENT_AT_HEADER, now_ms
 from pachyderm.transport import Message
 
 from ..integration.harness import Fleet, fleet
@@ -29,12 +31,24 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 Incoming = aio_pika.abc.AbstractIncomingMessage
 COUNTER, NOBODY = counter.Counter.ref("captured"), bank.account("never-opened")
+
+
+def _sent_days_ago(message: Message, days: int) -> Message:
+    sent_at = now_ms() - days * 24 * 3600 * 1000
+    return replace(message, headers={**message.headers, SENT_AT_HEADER: sent_at})
+
+
 # correlation id -> (the command, the status its reply must have)
 SENT: dict[str, tuple[Message, str]] = {
     # Crossing 10: the counter also tells the admin (an effect).
     "ok": (wire.command_message(APP, COUNTER, counter.Increment(amount=11)), "ok"),
     "rejected": (wire.command_message(APP, NOBODY, bank.Deposit(amount=1)), "rejected"),
     "invalid": (wire.named_message(NOBODY, "Steal", {"amount": 1}), "invalid"),
+    # Sent 8 days ago: past the command window (7 days by default).
+    "expired": (
+        _sent_days_ago(wire.command_message(APP, NOBODY, bank.Deposit(amount=1)), 8),
+        "expired",
+    ),
 }
 JSON_COMMAND = Message(
     json.dumps({"amount": 1}).encode(),

@@ -21,6 +21,7 @@ from pachyderm import _expiry as expiry
 from pachyderm._embedded import EmbeddedFleet, embedded
 from pachyderm._expiry import SENT_AT_HEADER, CommandWindow, stamped
 from pachyderm._wire import error_reply, named_message, read_reply
+from pachyderm.gateway._problems import problem_from
 from pachyderm.transport import Message
 from pachyderm.worker import WorkerOptions
 
@@ -135,3 +136,9 @@ async def test_the_worker_refuses_an_old_command_before_deciding(
     assert await fleet.client.query(ref) == {"count": 1}
     monkeypatch.setattr(expiry, "now_ms", lambda: time.time_ns() // 1_000_000 - 50_000)
     assert await fleet.client.call(ref, counter.Increment(amount=2)) == {"count": 3}
+
+
+def test_the_gateway_answers_an_expired_command_as_its_own_failure() -> None:
+    problem = problem_from(CommandExpiredError("sent long ago"))
+    assert problem.status_code == 500
+    assert "nothing was applied" in problem.detail

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from .._errors import (
     CallTimeoutError,
+    CommandExpiredError,
     EntityTypeMismatchError,
     HandlerError,
     InvalidInputError,
@@ -125,6 +126,15 @@ def problem_from(error: PachydermError) -> Problem:
             500,
             "the entity's code failed on this command, or it kept conflicting; nothing was written",
             kind="entity-failed",
+        )
+    if isinstance(error, CommandExpiredError):
+        # The gateway stamps each command as it publishes it and waits seconds for the
+        # reply: a worker finding it older than the command window means clocks that
+        # disagree by days, not the caller's doing.
+        return Problem(
+            500,
+            "the workers refused the command as sent too long ago (their clock and this"
+            " gateway's disagree); nothing was applied",
         )
     return Problem(500, "internal error")
 
