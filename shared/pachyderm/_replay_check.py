@@ -25,9 +25,10 @@ from ._errors import PachydermError
 from ._histories import StoredHistory, store_histories
 from ._history_file import open_export
 from ._reference import Ref
-from .store import EventStore, RecordedEvent
+from .store import EventStore, RecordedEvent, Snapshot
 
 ProblemKind = Literal["type", "history", "decode", "fold", "snapshot"]
+SnapshotUse = Literal["compared", "ignored"] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,53 +184,72 @@ async def _check(app: App, histories: Histories, on_checked: OnChecked | None) -
 def _record(
     report: ReplayReport, app: App, history: StoredHistory, on_checked: OnChecked | None
 ) -> None:
-    problems, compared = check_history(app, history)
+    problems, snapshot = check_history(app, history)
     report.entities += 1
     report.events += len(history.events)
-    if history.snapshot is not None:
-        if compared:
-            report.snapshots_compared += 1
-        else:
-            report.snapshots_ignored += 1
+    report.snapshots_compared += snapshot == "compared"
+    report.snapshots_ignored += snapshot == "ignored"
     report.problems.extend(problems)
     if on_checked is not None:
         on_checked(history, problems)
 
 
-def check_history(app: App, history: StoredHistory) -> tuple[list[ReplayProblem], bool]:
-    """The problems of one history, and whether its snapshot was compared with the fold."""
+def check_history(app: App, history: StoredHistory) -> tuple[list[ReplayProblem], SnapshotUse]:
+    """The problems of one history, and what became of its snapshot: "compared" with the
+    fold, "ignored" (taken by other code), or None (none, or not reached)."""
     ref = history.ref
     try:
         entity_type = app.entity_type(ref.type)
     except PachydermError as error:
-        return [ReplayProblem(ref, "type", str(error))], False
-    gap = _gap(history.events)
+        return [ReplayProblem(ref, "type", str(error))], None
+    gap = _gap(history)
     if gap is not None:
-        return [ReplayProblem(ref, "history", gap)], False
+        return [ReplayProblem(ref, "history", gap)], None
     snapshot = history.snapshot
     # A worker ignores a snapshot of other code (it rebuilds from the events): so here.
-    trusted = snapshot is not None and entity_type.trusts(snapshot)
+    if snapshot is not None and not entity_type.trusts(snapshot):
+        return _fold(entity_type, history, None), "ignored"
+    problems = _fold(entity_type, history, snapshot)
+    # Compared, unless a problem ended the fold before the snapshot's version.
+    reached = snapshot is not None and all(
+        p.kind == "snapshot" or (p.version or 0) > snapshot.version for p in problems
+    )
+    return problems, "compared" if reached else None
+
+
+def _fold(
+    entity_type: EntityType[Any], history: StoredHistory, snapshot: Snapshot | None
+) -> list[ReplayProblem]:
+    """Decode and fold every event, comparing with ``snapshot`` at its version; the
+    first problem ends it."""
+    ref = history.ref
     state = entity_type.initial_state()
     for event in history.events:
         try:
             seen = entity_type.decode_events(event.name, event.data, event.schema_version)
         except Exception as error:  # whatever an upcaster raises is the finding
-            return [_event_problem(ref, "decode", event, error)], trusted
+            return [_event_problem(ref, "decode", event, error)]
         try:
             state = entity_type.evolve(state, seen)
         except PachydermError as error:
-            return [_event_problem(ref, "fold", event, error)], trusted
-        if trusted and snapshot is not None and event.version == snapshot.version:
+            return [_event_problem(ref, "fold", event, error)]
+        if snapshot is not None and event.version == snapshot.version:
             mismatch = _snapshot_mismatch(entity_type, state, snapshot.state)
             if mismatch is not None:
-                return [ReplayProblem(ref, "snapshot", mismatch, snapshot.version)], trusted
-    return [], trusted
+                return [ReplayProblem(ref, "snapshot", mismatch, snapshot.version)]
+    return []
 
 
-def _gap(events: Iterable[RecordedEvent]) -> str | None:
-    for expected, event in enumerate(events, start=1):
+def _gap(history: StoredHistory) -> str | None:
+    """What breaks the history's shape: a version out of line, a snapshot past the end."""
+    for expected, event in enumerate(history.events, start=1):
         if event.version != expected:
             return f"expected version {expected}, found {event.version}: the history has a gap"
+    if history.snapshot is not None and history.snapshot.version > history.version:
+        return (
+            f"the snapshot is of version {history.snapshot.version}, "
+            f"after the last event ({history.version})"
+        )
     return None
 
 

@@ -287,3 +287,27 @@ def test_the_progress_bar_counts_entities_events_and_problems(database: str) -> 
     with off.bar:
         off.checked(stored[0], [])
     assert quiet.getvalue() == ""
+
+
+def test_snapshots_of_other_code_are_ignored_and_bad_ones_reported(database: str) -> None:
+    stored = asyncio.run(histories(database))
+    dave = next(h for h in stored if h.ref == bank.account("dave"))
+    assert dave.snapshot is not None
+    app = App([bank.Account])
+    other_code = dataclasses.replace(dave.snapshot, fingerprint="state=2;update=1")
+    report = asyncio.run(replay_check(app, [dataclasses.replace(dave, snapshot=other_code)]))
+    assert report.ok
+    assert (report.snapshots_compared, report.snapshots_ignored) == (0, 1)
+    # A changed fold is not compared with a snapshot of other code: workers rebuild it.
+    report = asyncio.run(
+        replay_check(broken_fold, [dataclasses.replace(dave, snapshot=other_code)])
+    )
+    assert report.ok
+    past_the_end = dataclasses.replace(dave.snapshot, version=dave.version + 1)
+    problems, use = check_history(app, dataclasses.replace(dave, snapshot=past_the_end))
+    assert [(p.kind, use) for p in problems] == [("history", None)]
+    assert "after the last event (8)" in problems[0].error
+    unreadable = dataclasses.replace(dave.snapshot, state=b"\x81\xa7balance\xa3ten")
+    problems, use = check_history(app, dataclasses.replace(dave, snapshot=unreadable))
+    assert [(p.kind, p.version, use) for p in problems] == [("snapshot", 6, "compared")]
+    assert "the snapshot does not read" in problems[0].error
