@@ -79,11 +79,7 @@ class Upcaster:
     kind: Kind | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.from_version, int) or self.from_version < 1:
-            raise DefinitionError(
-                f"an upcaster of {self.target!r} goes from version 1 or later, "
-                f"not {self.from_version!r}"
-            )
+        _check_from_version(self.target, self.from_version)
 
     def __call__(self, data: dict[str, Any]) -> UpcastResult:
         return self.function(data)
@@ -95,10 +91,19 @@ def upcaster(
     """Decorate a pure function from the stored dict of ``target`` at ``from_version``
     to its next version (one dict; None to drop it; ``(name, data)`` pairs to split)."""
 
+    _check_from_version(target, from_version)
+
     def wrap(function: UpcastFunction) -> Upcaster:
         return Upcaster(target, from_version, function, kind)
 
     return wrap
+
+
+def _check_from_version(target: object, from_version: object) -> None:
+    if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+        raise DefinitionError(
+            f"an upcaster of {target!r} goes from version 1 or later, not {from_version!r}"
+        )
 
 
 def _is_field(cls: type[Any], attribute: str) -> bool:

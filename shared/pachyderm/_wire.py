@@ -6,7 +6,10 @@ exchange hashes the key as text), whose ``type`` is the command's registered
 name, whose ``pachyderm-entity-type`` header names the entity type, and whose
 body is the command's fields (msgpack, or JSON by ``content_type``).
 ``message_id`` is the command id; ``reply_to`` and ``correlation_id`` ask
-for a reply.
+for a reply. A ``pachyderm-schema-version`` header states the version of the
+command's type the body was written with: an older one is upcast on receipt, a
+newer one is left for a newer worker; without it the body is read as the
+current version.
 
 A reply's body is a map with ``status`` first: ``ok`` (with ``version`` and
 ``reply``), ``rejected`` (``reason``, ``detail``), ``invalid`` (``error``,
@@ -42,6 +45,7 @@ from ._errors import (
     UnsupportedContentTypeError,
 )
 from ._expiry import stamped
+from ._messages import MessageTypes
 from ._reference import Ref, parse_entity_id, parse_wire_id
 from ._scheduling import Firing
 from ._timer_headers import timer_from_headers, timer_headers
@@ -51,6 +55,7 @@ from .transport import Message
 
 ENTITY_TYPE_HEADER = "pachyderm-entity-type"
 KIND_HEADER = "pachyderm-kind"
+SCHEMA_VERSION_HEADER = "pachyderm-schema-version"
 STATUS_HEADER = "pachyderm-status"
 COMMAND, QUERY = "command", "query"
 TIMER = "timer"
@@ -93,25 +98,47 @@ def command_message(
         return named_message(ref, "", None, kind=QUERY)
     types = registry.commands if kind == COMMAND else registry.queries
     name, data = types.dump(command)
-    return named_message(ref, name, data, command_id=command_id, kind=kind)
+    version = types.schema_version(name) if kind == COMMAND else None
+    return named_message(ref, name, data, command_id=command_id, kind=kind, schema_version=version)
 
 
 def named_message(
-    ref: Ref, name: str, data: Any, *, command_id: str | None = None, kind: str = COMMAND
+    ref: Ref,
+    name: str,
+    data: Any,
+    *,
+    command_id: str | None = None,
+    kind: str = COMMAND,
+    schema_version: int | None = None,
 ) -> Message:
-    """The AMQP message for a command (or query) given by name and plain data."""
+    """The AMQP message for a command (or query) given by name and plain data, written
+    with ``schema_version`` of its type (None: the receiver's current version)."""
+    headers: dict[str, Any] = {ENTITY_TYPE_HEADER: ref.type, KIND_HEADER: kind}
+    if schema_version is not None:
+        headers[SCHEMA_VERSION_HEADER] = schema_version
     return Message(
         body=_codec.encode(data),
         routing_key=str(ref.id),
         message_id=command_id or str(uuid.uuid4()),
         content_type=_codec.MSGPACK,
         type=name or None,
-        headers={ENTITY_TYPE_HEADER: ref.type, KIND_HEADER: kind},
+        headers=headers,
     )
 
 
+def _schema_version(headers: Mapping[str, Any], types: MessageTypes, name: str) -> int:
+    """The version a command's body was written with: its header, else the current one."""
+    version = headers.get(SCHEMA_VERSION_HEADER)
+    if version is None:
+        return types.schema_version(name)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInputError(f"{SCHEMA_VERSION_HEADER} must be an integer of 1 or more")
+    return version
+
+
 def parse_request(app: App, message: Message) -> Request:
-    """Decode and validate an inbound command; :class:`InvalidInputError` on bad input."""
+    """Decode and validate an inbound command; :class:`InvalidInputError` on bad input,
+    :class:`NewerSchemaError` for a command of a version newer than this code."""
     headers = message.headers or {}
     kind = headers.get(KIND_HEADER, COMMAND)
     if kind not in (COMMAND, QUERY):
@@ -129,7 +156,11 @@ def parse_request(app: App, message: Message) -> Request:
         body = None  # the plain query: "what is your state?"
     else:
         types = entity_type.commands if kind == COMMAND else entity_type.queries
-        body = types.load(message.type or "", data)
+        name = message.type or ""
+        if kind == COMMAND:
+            body = types.load_one(name, data, _schema_version(headers, types, name))
+        else:
+            body = types.load(name, data)
     return Request(
         ref,
         entity_type,

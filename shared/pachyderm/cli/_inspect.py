@@ -46,7 +46,12 @@ async def inspect_command(settings: Settings, arguments: argparse.Namespace) -> 
 def _event_data(event: RecordedEvent, entity_type: EntityType[Any] | None) -> Any:
     if entity_type is None:
         return _codec.decode(event.data)
-    return _plain(entity_type.events.dump(entity_type.decode_event(event.name, event.data))[1])
+    # As the current code reads it: upcast, maybe renamed, split or dropped.
+    read = entity_type.decode_events(event.name, event.data, event.schema_version)
+    dumped = [entity_type.events.dump(decoded) for decoded in read]
+    if len(dumped) == 1 and dumped[0][0] == event.name:
+        return _plain(dumped[0][1])
+    return _plain([{"name": name, "data": data} for name, data in dumped])
 
 
 def _plain(value: Any) -> Any:
@@ -69,6 +74,7 @@ def _as_json(
             {
                 "version": e.version,
                 "name": e.name,
+                "schema_version": e.schema_version,
                 "data": _plain(_event_data(e, entity_type)),
                 "command_id": e.command_id,
                 "recorded_at": e.recorded_at.isoformat(),

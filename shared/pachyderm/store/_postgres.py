@@ -160,12 +160,12 @@ def _schema_arguments(
     changes: Sequence[Change],
 ) -> tuple[list[int] | None, list[str | None] | None]:
     """The events' schema versions and the snapshots' fingerprints, each None when there
-    is nothing to write (every event at version 1; no snapshot with a fingerprint)."""
+    is nothing to write (every event at version 1; no snapshot)."""
     versions = [event.schema_version for change in changes for event in change.events]
     fingerprints = [change.snapshot.fingerprint if change.snapshot else None for change in changes]
     return (
         versions if any(version != 1 for version in versions) else None,
-        fingerprints if any(fingerprints) else None,
+        fingerprints if any(change.snapshot for change in changes) else None,
     )
 
 

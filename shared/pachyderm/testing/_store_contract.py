@@ -30,6 +30,7 @@ from ..store import (
 from ._listing_store_contract import ListingStoreContract
 from ._log_store_contract import LogStoreContract
 from ._retention_store_contract import RetentionStoreContract
+from ._schema_store_contract import SchemaStoreContract
 from ._timer_store_contract import TimerStoreContract
 
 StoreFactory = Callable[[], Awaitable[EventStore]]
@@ -49,7 +50,11 @@ def effect(tag: str) -> NewEffect:
 
 
 class EventStoreContract(
-    TimerStoreContract, LogStoreContract, ListingStoreContract, RetentionStoreContract
+    TimerStoreContract,
+    LogStoreContract,
+    ListingStoreContract,
+    RetentionStoreContract,
+    SchemaStoreContract,
 ):
     """The tests every :class:`~pachyderm.store.EventStore` backend must pass.
 

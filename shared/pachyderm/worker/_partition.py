@@ -308,7 +308,7 @@ class PartitionWorker:
                     # Before deciding: a command older than the window may have applied
                     # already, its id pruned since.
                     self.window.check(delivery.message.headers)
-            except (InvalidInputError, CommandExpiredError) as error:
+            except (InvalidInputError, CommandExpiredError, NewerSchemaError) as error:
                 outcomes[index] = error
             else:
                 requests.append((index, request))

@@ -10,13 +10,15 @@ ALTER TABLE events ADD COLUMN schema_version int NOT NULL DEFAULT 1
     CHECK (schema_version >= 1);
 ALTER TABLE snapshots ADD COLUMN fingerprint text;
 
--- pachyderm_commit_logged, then the schema versions and fingerprints of what
--- it committed. e_versions: one per event, in e_names' order; NULL when every
--- event is at version 1 (the common case: then nothing more is written).
--- c_fingerprints: one per change (NULL where the change has no snapshot);
--- NULL as a whole when no snapshot has one. A version or fingerprint is set
--- only on rows the batch itself wrote: a committed change's events, and its
--- snapshot if that is the one that stands (an upsert keeps only the newest).
+-- pachyderm_commit_logged, then the schema versions of the events it
+-- committed and the snapshots with their fingerprints. e_versions: one per
+-- event, in e_names' order; NULL when every event is at version 1 (the common
+-- case: then nothing more is written); an event of another version is written
+-- as 1 and then set (a second write, only for evolved types). c_fingerprints:
+-- one per change (NULL where none), or NULL. The snapshots are written here,
+-- not by pachyderm_commit (it gets none), so that each is written once with
+-- its fingerprint: per entity its newest committed one, replacing only an
+-- older stored one, as pachyderm_commit (0003) would.
 -- Every batch commits through this function from migration 0011 on.
 CREATE FUNCTION pachyderm_commit_versioned(
     c_entity_ids uuid[], c_types text[], c_expected bigint[], c_command_ids text[],
@@ -39,6 +41,7 @@ DECLARE
     replies bytea[];
     events_before int[] := '{}';
     seen int := 0;
+    any_snapshots boolean := false;
     i int;
 BEGIN
     SELECT array_agg(p.outcome ORDER BY p.n), array_agg(p.version ORDER BY p.n),
@@ -46,7 +49,7 @@ BEGIN
       INTO outcomes, versions, replies
       FROM pachyderm_commit_logged(
                c_entity_ids, c_types, c_expected, c_command_ids, c_replies, c_event_counts,
-               c_effect_counts, c_snapshots, e_names, e_data, f_ids, f_destinations,
+               c_effect_counts, NULL, e_names, e_data, f_ids, f_destinations,
                f_payloads, f_traces, r_changes, r_keys, r_schedule_ids, r_due,
                w_changes, w_keys, w_partitions, w_due, w_schedule_ids, w_payloads,
                c_partitions)
@@ -68,11 +71,20 @@ BEGIN
          WHERE e.entity_id = v.entity_id AND e.version = v.version AND v.schema_version <> 1;
     END IF;
 
-    IF c_fingerprints IS NOT NULL THEN
-        UPDATE snapshots s SET fingerprint = c_fingerprints[c]
+    FOR i IN 1 .. changes LOOP
+        any_snapshots := any_snapshots OR (outcomes[i] = 'c' AND c_snapshots[i] IS NOT NULL);
+    END LOOP;
+    IF any_snapshots THEN
+        INSERT INTO snapshots AS s (entity_id, version, state, fingerprint)
+        SELECT DISTINCT ON (c_entity_ids[c]) c_entity_ids[c], versions[c], c_snapshots[c],
+               c_fingerprints[c]
           FROM generate_series(1, changes) AS c
          WHERE outcomes[c] = 'c' AND c_snapshots[c] IS NOT NULL
-           AND s.entity_id = c_entity_ids[c] AND s.version = versions[c];
+         ORDER BY c_entity_ids[c], versions[c] DESC, c
+            ON CONFLICT (entity_id) DO UPDATE
+               SET version = excluded.version, state = excluded.state, taken_at = now(),
+                   fingerprint = excluded.fingerprint
+             WHERE s.version < excluded.version;
     END IF;
 
     RETURN QUERY SELECT outcomes[c], versions[c], replies[c]
