@@ -8,16 +8,18 @@ import asyncio
 import dataclasses
 import io
 import json
+import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from examples import bank
-from pachyderm import App
+from examples import bank, counter
+from pachyderm import App, _codec
 from pachyderm._embedded import embedded
-from pachyderm._histories import StoredHistory, read_history, store_histories
+from pachyderm._histories import StoredHistory, read_history, sample_refs, store_histories
 from pachyderm._history_file import ExportFileError, HistoryReader, HistoryWriter, export_histories
 from pachyderm._replay_check import check_history, replay_check
 from pachyderm.cli import main
@@ -215,6 +217,16 @@ def test_a_damaged_or_truncated_export_is_refused(
         "not an export": b'{"record": "entity"}\n',
         "a later format": lines[0].replace(b'"format_version":1', b'"format_version":2'),
         "not JSON": lines[0] + b"{oops\n",
+        "NaN": lines[0] + b'{"record": NaN}\n',
+        "not a map": lines[0] + b"[1, 2]\n",
+        "wrong totals": b"".join(lines[:-1]) + b'{"record":"end","entities":5,"events":18}\n',
+        "an event where an entity goes": lines[0] + lines[2],
+        "an entity where an event goes": lines[0] + lines[1] + lines[1],
+        "a damaged entity": lines[0] + lines[1].replace(b'"id":"', b'"id":"x'),
+        "a damaged event": lines[0]
+        + lines[1]
+        + lines[2].replace(b'"version":1', b'"version":"one"'),
+        "not msgpack": b"\xc1\xc1\xc1",
     }
     for case, content in cases.items():
         with pytest.raises(ExportFileError):  # noqa: PT012
@@ -226,6 +238,69 @@ def test_a_damaged_or_truncated_export_is_refused(
     assert "the export ends before the end record" in capsys.readouterr().err
     assert main(["replay-check", "examples.bank", "--from", str(tmp_path / "nope")]) == 1
     assert "cannot read" in capsys.readouterr().err
+    unwritable = ["--database-url", database, "export", "examples.bank"]
+    assert main([*unwritable, "--output", str(tmp_path / "no" / "such.jsonl")]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    unknown_format: Any = "csv"
+    with pytest.raises(ValueError, match="unknown export format"):
+        HistoryWriter(io.BytesIO(), unknown_format, ["account"])
+
+
+def test_what_json_cannot_hold_needs_msgpack(database: str) -> None:
+    (first, *_) = asyncio.run(histories(database))
+    nan = dataclasses.replace(first.events[0], data=_codec.encode({"owner": float("nan")}))
+    odd = dataclasses.replace(first, events=(nan, *first.events[1:]))
+    with pytest.raises(ExportFileError, match="use --format msgpack"):
+        HistoryWriter(io.BytesIO(), "jsonl", ["account"]).write(odd)
+    written = io.BytesIO()
+    writer = HistoryWriter(written, "msgpack", ["account"])
+    writer.write(odd)
+    writer.finish()
+    (read,) = HistoryReader(io.BytesIO(written.getvalue()))
+    assert read == odd
+
+
+def test_replay_check_from_stdin_and_of_chosen_types(
+    database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = asyncio.run(histories(database))
+    export = io.BytesIO()
+    writer = HistoryWriter(export, "msgpack", ["account"])
+    for history in stored:
+        writer.write(history)
+    writer.finish()
+    stdin = io.TextIOWrapper(io.BytesIO(export.getvalue()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    argv = ["replay-check", "examples.bank", "--from", "-", "--type", "account", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["entities"] == 4
+    app = App([bank.Account])
+    mixed = App([bank.Account, OtherCounter])
+    report = asyncio.run(replay_check(mixed, stored, types=["other_counter"]))
+    assert report.entities == 0  # no account checked
+    report = asyncio.run(replay_check(app, _async(stored), types=["account"]))
+    assert (report.entities, report.ok) == (4, True)
+    with pytest.raises(ValueError, match="a sample is drawn from a store"):
+        asyncio.run(replay_check(app, "some.jsonl", sample=3))
+    with pytest.raises(ValueError, match="a sample holds 1 entity or more"):
+        asyncio.run(_sample_of_none(database))
+
+
+async def _async(histories: list[StoredHistory]) -> AsyncIterator[StoredHistory]:
+    for history in histories:
+        yield history
+
+
+async def _sample_of_none(database: str) -> None:
+    store = await open_store(database)
+    try:
+        await sample_refs(store, ["account"], 0, random.Random(1))
+    finally:
+        await store.close()
+
+
+class OtherCounter(counter.Counter):
+    """A second entity type, to choose among."""
 
 
 @pytest.mark.postgres
