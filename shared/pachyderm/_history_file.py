@@ -84,7 +84,8 @@ class HistoryWriter:
                     "fingerprint": snapshot.fingerprint,
                     "state": _plain(snapshot.state, history.ref, "snapshot"),
                 },
-            }
+            },
+            f"{history.ref} (its snapshot)",
         )
         for event in history.events:
             self._write(
@@ -96,7 +97,8 @@ class HistoryWriter:
                     "data": _plain(event.data, history.ref, f"event {event.version}"),
                     "command_id": event.command_id,
                     "recorded_at": event.recorded_at.isoformat(),
-                }
+                },
+                f"{history.ref} event {event.version}",
             )
         self.entities += 1
         self.events += len(history.events)
@@ -105,7 +107,7 @@ class HistoryWriter:
         self._write({"record": "end", "entities": self.entities, "events": self.events})
         self._out.flush()
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any], where: str = "the export") -> None:
         if self._format == "msgpack":
             self._out.write(_codec.encode(record))
             return
@@ -113,8 +115,7 @@ class HistoryWriter:
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as error:
             raise ExportFileError(
-                f"{record.get('type', '')} {record.get('id', '')}: cannot be written as JSON"
-                f" ({error}); use --format msgpack"
+                f"{where} cannot be written as JSON ({error}); use --format msgpack"
             ) from None
         self._out.write(line.encode() + b"\n")
 
