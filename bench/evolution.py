@@ -45,6 +45,8 @@ from .standalone import Target, medians, write
 KEY = "evolution"
 SECTION = "## Schema evolution"
 METRICS = ("cold_load_upcast_ms", "cold_load_plain_ms", "replay_check_events_per_s")
+# Beside them, in the same runs: decode and fold alone, without the database.
+FOLD_METRICS = ("decode_fold_upcast_ms", "decode_fold_plain_ms")
 TARGETS: dict[str, Target] = {}
 
 
@@ -159,6 +161,8 @@ async def seed_ledgers(store: PostgresEventStore, sizes: Sizes) -> None:
 class EvolutionRun:
     cold_load_upcast_ms: float
     cold_load_plain_ms: float
+    decode_fold_upcast_ms: float
+    decode_fold_plain_ms: float
     replay_check_events_per_s: float
     replay_check_events: int
     replay_check_seconds: float
@@ -168,24 +172,50 @@ class EvolutionRun:
         return asdict(self)
 
 
-async def cold_loads(store: PostgresEventStore, sizes: Sizes) -> tuple[float, float, bool]:
-    """Median ms of a cold load of each ledger (alternating), and whether they agree."""
+@dataclass(frozen=True)
+class ColdLoads:
+    """Median ms of each ledger's cold load, and of its decode and fold alone."""
+
+    upcast_ms: float
+    plain_ms: float
+    fold_upcast_ms: float
+    fold_plain_ms: float
+    agree: bool
+
+
+async def cold_loads(store: PostgresEventStore, sizes: Sizes) -> ColdLoads:
+    """Each ledger loaded cold ``sizes.loads`` times, alternating; then the same loaded
+    history decoded and folded alone (no database), to show the upcasters' own part."""
     events = stored_events(sizes.history)
-    refs = {name: Ref(name, uuid.uuid4()) for name in ("plain_ledger", "upcast_ledger")}
+    names = ("upcast_ledger", "plain_ledger")
+    refs = {name: Ref(name, uuid.uuid4()) for name in names}
     for ref in refs.values():
         await commit_history(store, ref, events)
-    timings: dict[str, list[float]] = {name: [] for name in refs}
+    loads: dict[str, list[float]] = {name: [] for name in names}
+    folds: dict[str, list[float]] = {name: [] for name in names}
     states: dict[str, Any] = {}
     for _ in range(sizes.loads):
         for name, ref in refs.items():
             entity_type = APP.entity_type(name)
             started = time.perf_counter()
             loaded = await entity_type.load(store, ref)
-            timings[name].append((time.perf_counter() - started) * 1000)
+            loads[name].append((time.perf_counter() - started) * 1000)
             states[name] = loaded.state
-    agree = states["plain_ledger"] == states["upcast_ledger"]
-    upcast, plain = (statistics.median(timings[n]) for n in ("upcast_ledger", "plain_ledger"))
-    return upcast, plain, agree
+    for name, ref in refs.items():
+        entity_type, history = APP.entity_type(name), await store.load(ref)
+        for _ in range(sizes.loads):
+            started = time.perf_counter()
+            entity_type.replay(history)
+            folds[name].append((time.perf_counter() - started) * 1000)
+    load_ms = {name: statistics.median(loads[name]) for name in names}
+    fold_ms = {name: statistics.median(folds[name]) for name in names}
+    return ColdLoads(
+        upcast_ms=load_ms["upcast_ledger"],
+        plain_ms=load_ms["plain_ledger"],
+        fold_upcast_ms=fold_ms["upcast_ledger"],
+        fold_plain_ms=fold_ms["plain_ledger"],
+        agree=states["plain_ledger"] == states["upcast_ledger"],
+    )
 
 
 async def one_run(services: Services, sizes: Sizes) -> tuple[EvolutionRun, bool]:
@@ -194,15 +224,17 @@ async def one_run(services: Services, sizes: Sizes) -> tuple[EvolutionRun, bool]
     store = await PostgresEventStore.connect(services.dsn, schema=namespace)
     try:
         await store.migrate()
-        upcast_ms, plain_ms, agree = await cold_loads(store, sizes)
+        cold = await cold_loads(store, sizes)
         await seed_ledgers(store, sizes)
         report = await replay_check(APP, store, types=["upcast_ledger"])
     finally:
         await store.drop_namespace()
         await store.close()
     run = EvolutionRun(
-        cold_load_upcast_ms=round(upcast_ms, 3),
-        cold_load_plain_ms=round(plain_ms, 3),
+        cold_load_upcast_ms=round(cold.upcast_ms, 3),
+        cold_load_plain_ms=round(cold.plain_ms, 3),
+        decode_fold_upcast_ms=round(cold.fold_upcast_ms, 3),
+        decode_fold_plain_ms=round(cold.fold_plain_ms, 3),
         replay_check_events_per_s=round(report.events_per_s, 1),
         replay_check_events=report.events,
         replay_check_seconds=round(report.seconds, 3),
@@ -211,7 +243,7 @@ async def one_run(services: Services, sizes: Sizes) -> tuple[EvolutionRun, bool]
     # The cold-loaded upcast ledger is checked too.
     expected = sizes.entities * sizes.events_each + sizes.history
     checks = {
-        "the ledgers fold to one balance": agree,
+        "the ledgers fold to one balance": cold.agree,
         "no replay problem": report.ok,
         f"{expected} events checked": report.events == expected,
     }
@@ -239,14 +271,13 @@ def markdown(data: dict[str, Any], sizes: Sizes) -> str:
 
     def row(label: str, name: str, unit: str) -> str:
         figures = spread[name]
-        return (
-            f"| {label} | {figures['median']:,.2f}{unit} | {figures['min']:,.2f} to"
-            f" {figures['max']:,.2f} |"
-        )
+        places = 0 if unit.endswith("/s") else 2
+        median, low, high = (f"{figures[k]:,.{places}f}" for k in ("median", "min", "max"))
+        return f"| {label} | {median}{unit} | {low} to {high} |"
 
-    upcast, plain = data["cold_load_upcast_ms"], data["cold_load_plain_ms"]
-    cost = upcast - plain
-    per_event_us = cost * 1000 / sizes.history
+    cost = data["cold_load_upcast_ms"] - data["cold_load_plain_ms"]
+    fold_cost = data["decode_fold_upcast_ms"] - data["decode_fold_plain_ms"]
+    per_event_us = fold_cost * 1000 / sizes.history
     return f"""{SECTION}
 
 `{data["command"]}` ({len(data["runs"])} runs; medians, min to max). This machine's
@@ -256,6 +287,8 @@ PostgreSQL, one namespace per run, dropped afterwards.
 |---|---|---|
 {row(f"cold load, {sizes.history:,} events, two-step upcaster chain", "cold_load_upcast_ms", " ms")}
 {row(f"cold load, the same {sizes.history:,} events, no upcasting", "cold_load_plain_ms", " ms")}
+{row(f"decode and fold alone, {sizes.history:,} events, upcast", "decode_fold_upcast_ms", " ms")}
+{row(f"decode and fold alone, {sizes.history:,} events, plain", "decode_fold_plain_ms", " ms")}
 {row("replay-check from PostgreSQL", "replay_check_events_per_s", " events/s")}
 
 - cold load: `EntityType.load` of one entity with no snapshot, as a worker loads an
@@ -264,8 +297,13 @@ PostgreSQL, one namespace per run, dropped afterwards.
   schema version 1, `{{"amount": n}}`); `upcast_ledger`'s `Credited` is at version 3,
   reached by two upcasters (`amount` renamed `cents`, then `currency` added), so each
   event goes through both before pydantic validates it. Each run takes the median of
-  {sizes.loads} loads of each, alternating. Upcasting cost {cost:,.2f} ms per cold
-  load here, {per_event_us:,.1f} µs an event ({cost / plain:+.0%}).
+  {sizes.loads} loads of each, alternating: the chain adds {cost:,.2f} ms to a cold
+  load ({cost / data["cold_load_plain_ms"]:+.0%}). Decode and fold alone
+  (`EntityType.replay` of the loaded history, {sizes.loads} times each, no database)
+  put the upcasters' own cost at {fold_cost:,.2f} ms, {per_event_us:,.1f} µs an event:
+  each step is a Python call on a copy of the stored dict, before pydantic validates
+  the result. A snapshot bounds it: only the events after the last snapshot are
+  decoded on a cold load (at most `PACHYDERM_SNAPSHOT_EVERY`, 100 by default).
 - replay-check: `pachyderm.testing.replay_check(app, store)` over {sizes.entities:,}
   `upcast_ledger` entities of {sizes.events_each} events each, each with a snapshot at
   its last event (and the cold-loaded one, without), every event upcast through the
@@ -290,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     shown = ["--runs", str(len(runs))] + (["--quick"] if arguments.quick else [])
     command = shlex.join(["python", "-m", "bench.evolution", *shown])
-    data = medians([run.as_dict() for run in runs], METRICS, TARGETS, command)
+    data = medians([run.as_dict() for run in runs], METRICS + FOLD_METRICS, TARGETS, command)
     if not arguments.quick:
         write(KEY, SECTION, data, markdown(data, sizes))
     if arguments.json_out is not None:
