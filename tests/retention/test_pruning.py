@@ -42,7 +42,7 @@ class CountingSqlite(SqliteEventStore):
         return deleted
 
 
-def _backdate_sqlite(path: Path, commands: int, effects: int) -> None:
+def backdate_sqlite(path: Path, commands: int, effects: int) -> None:
     connection = sqlite3.connect(path)
     with connection:
         connection.executemany(
@@ -72,7 +72,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[CountingSqlite]:
     store = await CountingSqlite.open(tmp_path / "pruned.db")
     store.calls = []
     await store.migrate()
-    await asyncio.to_thread(_backdate_sqlite, tmp_path / "pruned.db", OLD_COMMANDS, OLD_EFFECTS)
+    await asyncio.to_thread(backdate_sqlite, tmp_path / "pruned.db", OLD_COMMANDS, OLD_EFFECTS)
     yield store
     await store.close()
 
