@@ -66,7 +66,10 @@ class ProcessFleet:
         self.amqp_url = amqp_url
         self.workers: list[WorkerProcess] = []
 
-    def start_worker(self, name: str, **settings: str) -> WorkerProcess:
+    def start_worker(self, name: str, *, app: str | None = None, **settings: str) -> WorkerProcess:
+        """Start a worker process serving the fleet's app, or ``app`` (``module:attribute``:
+        another version of it, as during a rolling deploy); ``settings`` as
+        ``PACHYDERM_*`` variables."""
         log = self.folder / f"{name}.log"
         environment = {
             **os.environ,
@@ -82,7 +85,7 @@ class ProcessFleet:
         }
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "pachyderm", "worker", self.app_spec],
+                [sys.executable, "-m", "pachyderm", "worker", app or self.app_spec],
                 cwd=self.cwd,
                 env=environment,
                 stdout=output,
