@@ -145,6 +145,8 @@ async def test_bad_scenarios_get_clear_errors() -> None:
         given_log(APP, by_name)
     with pytest.raises(UnknownNameError):
         given_log(App([Counter]), {ALICE: [Opened(owner="alice")]})
+    with pytest.raises(UnknownNameError):  # a counter has no Opened event
+        given_log(APP, {Ref("counter", COUNTER): [Opened(owner="alice")]})
     with pytest.raises(PachydermError, match="partitions"):
         given_log(APP, {}, partitions=0)
     with pytest.raises(PachydermError, match="asyncpg connection or a dsn"):

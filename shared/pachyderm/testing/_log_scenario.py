@@ -41,7 +41,7 @@ from .._errors import PachydermError
 from .._projection import Projection
 from .._reference import Ref
 from ..projections import Clear, Cursor, CursorStore, ProjectionRunner, RunnerOptions, SqliteCursors
-from ..store import Change, Committed, LoggedEvent, SqliteEventStore
+from ..store import Change, Committed, LoggedEvent, NewEvent, SqliteEventStore
 
 AnEntity = TypeVar("AnEntity", Ref, uuid.UUID, Ref | uuid.UUID)
 """An entity in a scenario's log: its reference, or only its id when one entity type of
@@ -64,9 +64,8 @@ def given_log(app: App, histories: Histories[AnEntity], *, partitions: int = 1) 
 
 @dataclass(frozen=True, slots=True)
 class _Commit:
-    entity_type: EntityType[Any]
     ref: Ref
-    events: tuple[Any, ...]
+    events: list[NewEvent]
 
 
 class LogScenario:
@@ -90,6 +89,9 @@ class LogScenario:
         batch_size: int = RunnerOptions().batch_size,
     ) -> Projected:
         """Run ``projection`` over the log until it is caught up.
+
+        Each call starts over: a new log, the projection's cursors at 0 (emptying the
+        read model's tables in between is the test's business).
 
         A :class:`~pachyderm.PostgresProjection` needs ``connection`` (an asyncpg
         connection, left open) or ``dsn`` (a connection of its own, whose
@@ -145,9 +147,14 @@ class LogScenario:
             partition = partitions.setdefault(entity_id, len(partitions) % self.partitions)
             version = versions.get(entity_id, 0)
             versions[entity_id] = version + len(commit.events)
-            encoded = [commit.entity_type.encode_event(event) for event in commit.events]
             changes.append(
-                Change(commit.ref, version, f"log-scenario/{number}", encoded, partition=partition)
+                Change(
+                    commit.ref,
+                    version,
+                    f"log-scenario/{number}",
+                    commit.events,
+                    partition=partition,
+                )
             )
         for change, outcome in zip(changes, await store.commit(changes), strict=True):
             if not isinstance(outcome, Committed):
@@ -180,9 +187,10 @@ class Projected:
 
 
 def _commit(app: App, entity: Ref | uuid.UUID, events: Sequence[Any]) -> _Commit:
-    events = tuple(events)
+    """The commit of ``events`` to ``entity``, encoded now: an event its entity type does
+    not declare is refused when the scenario is given, not when it runs."""
     if isinstance(entity, Ref):
-        return _Commit(app.entity_type(entity.type), entity, events)
+        return _encoded(app.entity_type(entity.type), entity, events)
     if not isinstance(entity, uuid.UUID):
         raise PachydermError(f"an entity in a log scenario is a Ref or a UUID, got {entity!r}")
     if not events:
@@ -199,7 +207,11 @@ def _commit(app: App, entity: Ref | uuid.UUID, events: Sequence[Any]) -> _Commit
             f"entity {entity}: its events are of the entity types {names}; give a Ref"
         )
     [entity_type] = types
-    return _Commit(entity_type, Ref(entity_type.name, entity), events)
+    return _encoded(entity_type, Ref(entity_type.name, entity), events)
+
+
+def _encoded(entity_type: EntityType[Any], ref: Ref, events: Sequence[Any]) -> _Commit:
+    return _Commit(ref, [entity_type.encode_event(event) for event in events])
 
 
 def _registering(app: App, projection: Projection) -> App:
