@@ -386,3 +386,39 @@ def test_snapshots_of_other_code_are_ignored_and_bad_ones_reported(database: str
     problems, use = check_history(app, dataclasses.replace(dave, snapshot=unreadable))
     assert [(p.kind, p.version, use) for p in problems] == [("snapshot", 6, "compared")]
     assert "the snapshot does not read" in problems[0].error
+
+
+@pytest.mark.postgres
+def test_the_commands_on_postgresql(
+    postgres_dsn: str, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``export`` and ``replay-check`` as a user runs them against a fleet's namespace."""
+
+    async def seeded() -> None:
+        store = await PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=2)
+        try:
+            await store.migrate()
+            await commit_accounts(store, 12)
+        finally:
+            await store.close()
+
+    async def dropped() -> None:
+        store = await PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=1)
+        await store.drop_namespace()
+        await store.close()
+
+    asyncio.run(seeded())
+    try:
+        fleet = ["--database-url", postgres_dsn, "--namespace", namespace]
+        output = tmp_path / "accounts.msgpack"
+        assert main([*fleet, "export", "examples.bank", "--output", str(output)]) == 0
+        assert "exported 12 entities, 48 events" in capsys.readouterr().err
+        argv = [*fleet, "replay-check", "examples.bank_v2", "--json"]
+        assert main([*argv, "--sample", "5", "--seed", "3"]) == 0
+        assert json.loads(capsys.readouterr().out)["entities"] == 5
+        assert main(["replay-check", "examples.bank_v2", "--from", str(output), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["entities"], report["events"], report["snapshots_compared"]) == (12, 48, 12)
+        assert main([*fleet, "replay-check", f"{__name__}:broken_fold", "--no-progress"]) == 4
+    finally:
+        asyncio.run(dropped())
