@@ -62,9 +62,11 @@ class ProjectionContext:
     recorded_at: datetime
     # An asyncpg connection inside the cursor's transaction; None at least once.
     connection: Any = None
-    # The event as stored: its registered name and encoded bytes ("" and b"": not given).
+    # The event as stored: its registered name and encoded bytes ("" and b"": not given),
+    # and the version of its type it was written with (None: not given).
     name: str = ""
     data: bytes = b""
+    schema_version: int | None = None
 
 
 class Projection:

@@ -114,6 +114,7 @@ async def test_history_pages_oldest_first_with_a_link_to_the_next(
     assert event["name"] == "Increased"
     assert uuid.UUID(event["command_id"])
     assert event["recorded_at"].endswith("+00:00")
+    assert event["schema_version"] == 1
 
 
 async def test_the_last_full_page_has_no_next(http: httpx.AsyncClient) -> None:

@@ -77,6 +77,12 @@ class Event(Body):
     data: Any
     command_id: str | None
     recorded_at: Timestamp
+    schema_version: int = Field(
+        1,
+        ge=1,
+        description="The version of the event's type it was written with: name and data"
+        " are as stored, not upcast",
+    )
 
 
 class History(Body):

@@ -14,4 +14,5 @@ def event_body(event: RecordedEvent) -> Event:
         data=_codec.decode(event.data),
         command_id=event.command_id,
         recorded_at=event.recorded_at,
+        schema_version=event.schema_version,
     )

@@ -7,7 +7,8 @@ of their own to ``<ns>.events`` (``#`` for everything, ``account.*``,
 ``<entity type>.<event name>``, body the event's data as msgpack,
 ``message_id`` its stable event id, ``type`` its name, and the headers
 ``pachyderm-entity-type``, ``-entity-id``, ``-version``, ``-partition``,
-``-position`` and ``-recorded-at``.
+``-position``, ``-recorded-at`` and ``-schema-version`` (the version of the
+event's type it was written with).
 
 Invariants: a batch's messages are published in log order on one channel, in
 one write (so each entity's in version order), and all confirmed by the broker before
@@ -52,26 +53,31 @@ CONFIRM_TIMEOUT = 30.0
 def relayed_message(app: App, event: Any, context: ProjectionContext) -> Message:
     """The message the relay publishes for ``event`` (its exchange aside): the bytes
     as stored when the context has them (an event an older class wrote goes out as
-    it was written), else as the event's class encodes it."""
+    it was written, with the schema version it was written with), else as the
+    event's class encodes it."""
+    schema_version: int | None
     if context.name:
-        name, data = context.name, context.data
+        name, data, schema_version = context.name, context.data, context.schema_version
     else:
         encoded = app.entity_type(context.entity_type).encode_event(event)
-        name, data = encoded.name, encoded.data
+        name, data, schema_version = encoded.name, encoded.data, encoded.schema_version
+    headers: dict[str, Any] = {
+        f"{HEADER_PREFIX}entity-type": context.entity_type,
+        f"{HEADER_PREFIX}entity-id": str(context.entity_id),
+        f"{HEADER_PREFIX}version": context.version,
+        f"{HEADER_PREFIX}partition": context.partition,
+        f"{HEADER_PREFIX}position": context.position,
+        f"{HEADER_PREFIX}recorded-at": context.recorded_at.isoformat(),
+    }
+    if schema_version is not None:
+        headers[f"{HEADER_PREFIX}schema-version"] = schema_version
     return Message(
         body=data,
         routing_key=f"{context.entity_type}.{name}",
         message_id=str(context.event_id),
         content_type=MSGPACK,
         type=name,
-        headers={
-            f"{HEADER_PREFIX}entity-type": context.entity_type,
-            f"{HEADER_PREFIX}entity-id": str(context.entity_id),
-            f"{HEADER_PREFIX}version": context.version,
-            f"{HEADER_PREFIX}partition": context.partition,
-            f"{HEADER_PREFIX}position": context.position,
-            f"{HEADER_PREFIX}recorded-at": context.recorded_at.isoformat(),
-        },
+        headers=headers,
     )
 
 
