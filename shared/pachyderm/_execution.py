@@ -74,20 +74,32 @@ def encode_effect(
         name, data = target.commands.dump(effect.command)
     except PachydermError as error:
         raise HandlerError(f"{entity_type.name} sent an invalid command: {error}") from error
-    return command_effect(effect_id, Ref(target.name, effect.to.id), name, data)
+    version = target.commands.schema_version(name)
+    return command_effect(
+        effect_id, Ref(target.name, effect.to.id), name, data, schema_version=version
+    )
 
 
 def command_effect(
-    effect_id: uuid.UUID, to: Ref, name: str, data: Any, *, timer: FiredTimer | None = None
+    effect_id: uuid.UUID,
+    to: Ref,
+    name: str,
+    data: Any,
+    *,
+    timer: FiredTimer | None = None,
+    schema_version: int = 1,
 ) -> NewEffect:
     """The outbox row of a command for the entity ``to`` (a ``Send``, or a timer's
-    command for another entity, which carries the timer that fired it)."""
+    command for another entity, which carries the timer that fired it), written with
+    ``schema_version`` of its type (kept only when not 1)."""
     body: dict[str, Any] = {
         "entity_type": to.type,
         "entity_id": str(to.id),
         "command": name,
         "data": data,
     }
+    if schema_version != 1:
+        body["schema_version"] = schema_version
     if timer is not None:
         body["timer"] = {
             "key": timer.key,

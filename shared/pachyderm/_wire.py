@@ -186,7 +186,7 @@ def effect_message(entry: OutboxEntry) -> tuple[str, Message]:
     Both carry the effect id as ``message_id``: for an entity it is the
     command id, so however often the effect is published it applies once.
     """
-    headers = {
+    headers: dict[str, Any] = {
         EFFECT_ID_HEADER: str(entry.effect_id),
         SOURCE_ENTITY_HEADER: str(entry.entity_id),
         SOURCE_COMMAND_HEADER: entry.command_id,
@@ -195,6 +195,8 @@ def effect_message(entry: OutboxEntry) -> tuple[str, Message]:
         sent = _codec.decode(entry.payload)
         if isinstance(timer := sent.get("timer"), dict):
             headers.update(timer_headers(timer))
+        if isinstance(version := sent.get("schema_version"), int):
+            headers[SCHEMA_VERSION_HEADER] = version  # the sender's version of the command
         # Sent now, as far as the target's expiry check goes: the outbox publishes it
         # once its command committed, and again only if marking it published failed.
         return COMMAND, stamped(
