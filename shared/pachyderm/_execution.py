@@ -119,7 +119,15 @@ def encode_schedule(
         name, data = target.commands.dump(effect.command)
     except PachydermError as error:
         raise HandlerError(f"{entity_type.name} scheduled an invalid command: {error}") from error
-    return TimerSpec(name, data, effect.to, effect.every, effect.missed, effect.limit)
+    return TimerSpec(
+        name,
+        data,
+        effect.to,
+        effect.every,
+        effect.missed,
+        effect.limit,
+        schema_version=target.commands.schema_version(name),
+    )
 
 
 def _effects(

@@ -39,19 +39,21 @@ class TimerSpec:
     missed: str = "once"
     limit: int = 100
     skipped: int = 0  # ticks a "skip" timer dropped since it last fired
+    schema_version: int = 1  # of the command's type, when it was scheduled
 
     def encode(self) -> bytes:
-        return _codec.encode(
-            {
-                "command": self.command,
-                "data": self.data,
-                "to": [self.to.type, str(self.to.id)] if self.to else None,
-                "every_us": self.every // _MICROSECOND if self.every else None,
-                "missed": self.missed,
-                "limit": self.limit,
-                "skipped": self.skipped,
-            }
-        )
+        body = {
+            "command": self.command,
+            "data": self.data,
+            "to": [self.to.type, str(self.to.id)] if self.to else None,
+            "every_us": self.every // _MICROSECOND if self.every else None,
+            "missed": self.missed,
+            "limit": self.limit,
+            "skipped": self.skipped,
+        }
+        if self.schema_version != 1:  # timers stored before versions read as 1
+            body["schema_version"] = self.schema_version
+        return _codec.encode(body)
 
     @classmethod
     def decode(cls, payload: bytes) -> TimerSpec:
@@ -68,6 +70,7 @@ class TimerSpec:
                 str(body.get("missed", "once")),
                 int(body.get("limit", 100)),
                 int(body.get("skipped", 0)),
+                int(body.get("schema_version", 1)),
             )
         except (AttributeError, KeyError, TypeError, ValueError, IndexError) as error:
             raise PachydermError(f"unreadable timer payload: {error!r}") from error

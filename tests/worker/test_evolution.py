@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pachyderm import App, NewerSchemaError, Ref, Send
+from pachyderm import App, NewerSchemaError, Ref, Schedule, Send
 from pachyderm import _codec as codec
 from pachyderm._entity_type import EntityType
-from pachyderm._execution import encode_effect
+from pachyderm._execution import encode_effect, encode_schedule
+from pachyderm._scheduling import TimerSpec
 from pachyderm._wire import COMMAND, Request, effect_message, parse_request
-from pachyderm.store import EventStore, OutboxEntry
+from pachyderm.store import EventStore, OutboxEntry, StoredTimer
 from pachyderm.worker import Engine, WorkerHooks
+from pachyderm.worker._firing import fire_request
 
 from ..integration import tally_v1, tally_v2
 from ..test_upcasting import Account, Deposit
@@ -96,3 +98,24 @@ def test_a_send_carries_the_version_of_its_command_and_is_read_as_sent() -> None
         headers={**message.headers, "pachyderm-schema-version": 1},
     )
     assert parse_request(app, older).message == Deposit(500)
+
+
+def test_a_timer_keeps_the_version_its_command_was_scheduled_with() -> None:
+    app = App([Account])
+    now = datetime.now(UTC)
+    ref = Account.ref("timed")
+
+    def fire(spec: TimerSpec) -> Any:
+        assert TimerSpec.decode(spec.encode()) == spec
+        timer = StoredTimer(ref.id, "account", "k", 0, now, "s", spec.encode(), now)
+        return fire_request(app, timer, now).message
+
+    # Scheduled by older code (before versions: none stored), fired by newer code.
+    assert fire(TimerSpec("Deposit", {"euros": 2})) == Deposit(200)
+    assert fire(TimerSpec("Deposit", {"cents": 2}, schema_version=2)) == Deposit(2)
+    scheduled = encode_schedule(
+        app.entity_type("account"),
+        Schedule(Deposit(7), after=timedelta(minutes=1)),
+        entity_types=app.entity_type,
+    )
+    assert (scheduled.schema_version, fire(scheduled)) == (2, Deposit(7))

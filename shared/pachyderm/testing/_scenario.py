@@ -273,10 +273,13 @@ def _pass_time(outcome: Outcome, delta: timedelta, outage: bool) -> Outcome:
         fired.append(plan.fired)
         if spec.to is not None and spec.to != scenario.ref:
             target_type = scenario.app.entity_type(spec.to.type)
-            effects.append(Send(spec.to, target_type.commands.load(spec.command, spec.data)))
+            sent = target_type.commands.load_one(spec.command, spec.data, spec.schema_version)
+            effects.append(Send(spec.to, sent))
             current = Outcome(scenario, _nothing(scenario))
             continue
-        command = scenario.entity_type.commands.load(spec.command, spec.data)
+        command = scenario.entity_type.commands.load_one(
+            spec.command, spec.data, spec.schema_version
+        )
         current = Outcome(scenario, scenario.execute(command, plan.command_id, plan.fired))
         events.extend(current.events)
         effects.extend(current.effects)

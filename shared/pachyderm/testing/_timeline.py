@@ -75,6 +75,6 @@ class Timeline:
         for timer in sorted(self.timers.values(), key=lambda t: (t.due_at, t.key)):
             spec = TimerSpec.decode(timer.payload)
             target = types(spec.to.type) if spec.to else entity_type
-            command = target.commands.load(spec.command, spec.data)
+            command = target.commands.load_one(spec.command, spec.data, spec.schema_version)
             found.append(Pending(timer.key, command, timer.due_at, spec.every, spec.to))
         return found

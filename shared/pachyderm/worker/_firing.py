@@ -59,17 +59,19 @@ def fire_request(app: App, timer: StoredTimer, now: datetime) -> Request:
         return Request(owner, owner_type, None, plan.command_id, TIMER, firing=firing)
     if spec.to is not None and spec.to != owner:
         target = app.entity_type(spec.to.type)
-        target.commands.load(spec.command, spec.data)  # refused here, not at the target
+        # Refused here, not at the target.
+        target.commands.load_one(spec.command, spec.data, spec.schema_version)
         forward = command_effect(
             effect_id(owner.id, plan.command_id, 0),
             Ref(target.name, spec.to.id),
             spec.command,
             spec.data,
             timer=plan.fired,
+            schema_version=spec.schema_version,
         )
         firing = Firing(plan.check, writes, forward)
         return Request(owner, owner_type, None, plan.command_id, TIMER, firing=firing)
-    command = owner_type.commands.load(spec.command, spec.data)
+    command = owner_type.commands.load_one(spec.command, spec.data, spec.schema_version)
     firing = Firing(plan.check, writes)
     return Request(
         owner, owner_type, command, plan.command_id, COMMAND, timer=plan.fired, firing=firing
