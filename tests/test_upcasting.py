@@ -268,3 +268,15 @@ def test_snapshots_are_trusted_only_when_taken_by_the_same_state_and_fold() -> N
     ref = Account.ref("bob")
     with pytest.raises(UntrustedSnapshotError):
         bumped.replay(LoadedEntity(ref, Snapshot(1, encode({"cents": 1}), None)))
+
+
+def test_the_stored_names_that_may_read_as_a_type_include_old_and_upcast_names() -> None:
+    evolution = Account.event_types.evolution
+    assert evolution.stored_names(["CityChanged"]) == {
+        "CityChanged",
+        "Deposited",
+        "MoneyIn",
+        "AddressChanged",
+        "Pinged",
+    }
+    assert "StreetChanged" not in evolution.stored_names(["CityChanged"])

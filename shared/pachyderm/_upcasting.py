@@ -36,7 +36,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Literal
 
@@ -219,6 +219,14 @@ class Evolution:
                         else ""
                     )
                 )
+
+    def stored_names(self, names: Iterable[str]) -> frozenset[str]:
+        """The stored names whose events may read as one of the registered ``names``:
+        each name, every name with upcasters (what an upcaster returns is known only by
+        running it), and their old names. A reader that filters stored events by name
+        (a projection) filters on these."""
+        found = set(names) | {name for name, _ in self._steps}
+        return frozenset(found | {alias for alias, name in self.aliases.items() if name in found})
 
     def version_of(self, name: str) -> int:
         return self.current.get(name, 1)
