@@ -70,7 +70,7 @@ class Sizes:
     rows: int = 10_000_000  # command ids, and events, stored
     committers: int = 4
     batch: int = 32
-    batches: int = 150  # per committer, per measure
+    batches: int = 400  # per committer, per measure
     loaded: int = 200  # entities cold-loaded per measure
     history: int = 50  # events of each
 
