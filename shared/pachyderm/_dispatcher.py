@@ -9,6 +9,10 @@ effects that were published while no queue was bound for them (a handler
 deployed to workers before its dispatchers), at start and every
 ``reroute_interval`` seconds after: an effect waits for its handler, and is
 neither lost nor in the way of others meanwhile.
+
+A handler that raises is tried again with exponential backoff and jitter, up to
+``retry.attempts`` tries in all (see :mod:`._effect_retries`); then the effect is
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from . import _codec
 from ._context import EffectContext, dispatching
+from ._effect_retries import EffectRetry, retrying
 from ._effects import EffectHandler
 from ._errors import InvalidInputError, PachydermError, UnknownNameError
 from ._wire import EFFECT_ID_HEADER, SOURCE_COMMAND_HEADER, SOURCE_ENTITY_HEADER
@@ -45,7 +50,8 @@ class EffectDispatcher:
     Effects arrive at least once: a handler that must not act twice should
     remember the ``current_effect().effect_id`` (the stable effect id, also the
     message's ``message_id``) of what it has done.
-    A handler that raises gets its effect dead-lettered, not retried in a loop.
+    A handler that raises is tried again after a growing, jittered wait, up to
+    ``retry.attempts`` tries; then its effect is dead-lettered.
     """
 
     def __init__(
@@ -56,12 +62,14 @@ class EffectDispatcher:
         *,
         group: str = "handlers",
         reroute_interval: float = DEFAULT_REROUTE_INTERVAL,
+        retry: EffectRetry | None = None,
     ) -> None:
         self.transport = transport
         self.handlers = {handler.name: handler for handler in handlers}
         self.config = dict(config or {})
         self.group = group
         self.reroute_interval = reroute_interval
+        self.retry = retry or EffectRetry()
         self._waiting = 0
         self._rerouting: asyncio.Task[None] | None = None
 
@@ -115,10 +123,14 @@ class EffectDispatcher:
                 raise UnknownNameError(f"no handler for effect {message.routing_key!r}")
             effect = effect_context(message, handler.name)
             payload = _codec.decode(message.body, message.content_type)
-            with dispatching(effect):
-                outcome = handler.dispatch(payload, self.config)
-                if inspect.isawaitable(outcome):
-                    await outcome
+
+            async def once() -> None:
+                with dispatching(effect):
+                    outcome = handler.dispatch(payload, self.config)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+
+            await retrying(self.retry, effect.effect_id, handler.name, once)
             log.debug("dispatched effect %s to %s", message.message_id, handler.name)
 
 

@@ -69,6 +69,21 @@ class Settings(BaseSettings):
         " publishes it (normally its own worker publishes it right after the commit)",
     )
     call_timeout: float = Field(10.0, gt=0, description="seconds a call waits for its reply")
+    effect_attempts: int = Field(
+        5,
+        ge=1,
+        description="tries of a failing effect handler for one delivery before its effect is"
+        " dead-lettered (`pachyderm effects-dead-letters` lists and replays them); 1: no retry",
+    )
+    effect_retry_first: float = Field(
+        0.5,
+        gt=0,
+        description="seconds an effect dispatcher waits before trying a failed handler again;"
+        " each later wait doubles, plus a random jitter of up to this much",
+    )
+    effect_retry_longest: float = Field(
+        30.0, gt=0, description="the longest wait between two tries of an effect handler"
+    )
     event_relay: bool = Field(
         False,
         description="`pachyderm projections` also runs the event relay (every committed"

@@ -38,6 +38,7 @@ _MODULES: Mapping[str, str] = {
     "topology": "._migrate",
     "worker": "._serve",
     "effects": "._dispatch",
+    "effects-dead-letters": "._effects_dead_letters",
     "call": "._call",
     "gateway": "._gateway",
     "dev": "._gateway",

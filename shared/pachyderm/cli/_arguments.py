@@ -109,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
         "--config", type=json_object, default={}, help="JSON object passed to every dispatch"
     )
     effects.add_argument("--group", default="handlers", help="consumer group (queue) name")
+    _add_dead_letters_command(add)
     call = add("call", "send a command and print the reply")
     _add_entity_arguments(call)
     call.add_argument("command", nargs="?", help="the command's registered name")
@@ -158,6 +159,22 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     _add_evolution_commands(add)
     return main
+
+
+def _add_dead_letters_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``effects-dead-letters list|replay``: the effects whose handler failed every try."""
+    dead = add(
+        "effects-dead-letters",
+        "list the effects whose handler failed every try (they stay in the dead-letter"
+        " queue), or replay them to their handlers",
+    )
+    dead.add_argument("action", choices=("list", "replay"))
+    which = dead.add_mutually_exclusive_group()
+    which.add_argument(
+        "--effect-id", action="append", metavar="ID", help="replay this effect (repeatable)"
+    )
+    which.add_argument("--all", action="store_true", help="replay every dead-lettered effect")
+    dead.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _add_evolution_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:

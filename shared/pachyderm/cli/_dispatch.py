@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 from .._dispatcher import EffectDispatcher
+from .._effect_retries import EffectRetry
+from .._errors import PachydermError
 from .._loading import load_app
 from .._settings import Settings
 from ..telemetry import Check, broker_check
@@ -29,13 +31,26 @@ async def run_effects(
             health_endpoints(checks, settings),
             broker(settings, name) as transport,
         ):
-            dispatcher = EffectDispatcher(transport, app.effect_handlers, config, group=group)
+            dispatcher = EffectDispatcher(
+                transport, app.effect_handlers, config, group=group, retry=effect_retry(settings)
+            )
             await dispatcher.start()
             checks.clear()
             checks["broker"] = broker_check(transport)
             log.info("dispatching effects to %s", ", ".join(h.name for h in app.effect_handlers))
             await stop.wait()
             await dispatcher.stop()
+
+
+def effect_retry(settings: Settings) -> EffectRetry:
+    """How a dispatcher retries a failing handler, from ``PACHYDERM_EFFECT_*``."""
+    if settings.effect_retry_longest < settings.effect_retry_first:
+        raise PachydermError(
+            "PACHYDERM_EFFECT_RETRY_LONGEST must be at least PACHYDERM_EFFECT_RETRY_FIRST"
+        )
+    return EffectRetry(
+        settings.effect_attempts, settings.effect_retry_first, settings.effect_retry_longest
+    )
 
 
 async def effects_command(settings: Settings, arguments: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import count
@@ -38,6 +38,11 @@ from ._amqp import (
 )
 from ._message import Message
 from ._port import Inbox, MessageHandler, RoutedAgain
+from ._rabbitmq_dead_letters import (
+    DeadLetteredEffect,
+    list_dead_lettered_effects,
+    replay_dead_lettered_effects,
+)
 from ._rabbitmq_inbox import RabbitMQInbox
 from ._rabbitmq_topology import declare_topology, declare_work_queue, partition_queues
 from ._rabbitmq_unrouted import route_again
@@ -197,6 +202,22 @@ class RabbitMQTransport:
             session.connection.channel() as channel,
         ):
             return await route_again(channel, self.topology)
+
+    async def dead_lettered_effects(self) -> list[DeadLetteredEffect]:
+        """The effects waiting in ``<ns>.dead-letter``, oldest first; they stay there."""
+        session = self._started()
+        async with translated_errors("reading dead-lettered effects"):
+            return await list_dead_lettered_effects(session.connection, self.topology)
+
+    async def replay_dead_lettered_effects(
+        self, effect_ids: Collection[str] | None = None
+    ) -> list[DeadLetteredEffect]:
+        """Publish dead-lettered effects (of ``effect_ids``; all when None) to the effects
+        exchange again, each removed from the dead-letter queue only once the broker
+        confirmed its copy; returns those replayed."""
+        session = self._started()
+        async with translated_errors("replaying dead-lettered effects"):
+            return await replay_dead_lettered_effects(session.connection, self.topology, effect_ids)
 
     async def publish_replies(self, messages: Sequence[Message]) -> None:
         """Send replies, each to the queue its ``routing_key`` names, not persistent.
