@@ -13,9 +13,10 @@ from pachyderm import _codec as codec
 from pachyderm._entity_type import EntityType
 from pachyderm._execution import encode_effect, encode_schedule
 from pachyderm._scheduling import TimerSpec
-from pachyderm._wire import COMMAND, Request, effect_message, parse_request
+from pachyderm._wire import COMMAND, Request, command_message, effect_message, parse_request
 from pachyderm.store import EventStore, OutboxEntry, StoredTimer
-from pachyderm.worker import Engine, WorkerHooks
+from pachyderm.transport import InProcessTransport, Topology
+from pachyderm.worker import EffectPublisher, Engine, PartitionWorker, WorkerHooks
 from pachyderm.worker._firing import fire_request
 
 from ..integration import tally_v1, tally_v2
@@ -119,3 +120,41 @@ def test_a_timer_keeps_the_version_its_command_was_scheduled_with() -> None:
         entity_types=app.entity_type,
     )
     assert (scheduled.schema_version, fire(scheduled)) == (2, Deposit(7))
+
+
+async def test_a_partition_leaves_a_newer_entitys_commands_for_the_next_owner(
+    store: EventStore,
+) -> None:
+    evolved, plain = Ref.from_key("tally", "held"), Ref.from_key("tally", "applied")
+    await Engine(V2, store).run([add(V2, evolved, 1)])
+    transport = InProcessTransport(Topology(partitions=1))
+    await transport.start()
+    try:
+        old = PartitionWorker(
+            await transport.open_inbox(0, prefetch=10),
+            V1,
+            Engine(V1, store),
+            transport,
+            EffectPublisher(store, transport),
+        )
+        held = command_message(V1, evolved, tally_v1.Add(2), command_id="c-held")
+        for message in (held, command_message(V1, plain, tally_v1.Add(3)), held):  # a retry
+            await transport.publish_command(message)
+            await old.handle(await old.inbox.take(10))
+        assert (await store.load(evolved)).version == 1  # not decided on
+        assert (await store.load(plain)).version == 1
+        assert transport.dead_letters == []
+        await old.inbox.close()  # the partition moves on: what is unsettled goes back
+        new = PartitionWorker(
+            await transport.open_inbox(0, prefetch=10),
+            V2,
+            Engine(V2, store),
+            transport,
+            EffectPublisher(store, transport),
+        )
+        deliveries = await new.inbox.take(10)
+        assert [d.message.message_id for d in deliveries] == ["c-held"]  # once, not twice
+        await new.handle(deliveries)
+        assert (await store.load(evolved)).version == 2
+    finally:
+        await transport.close()

@@ -6,7 +6,7 @@ worker wrote: :class:`NewerSchemaError`) is neither answered, acked nor
 dead-lettered: it stays unsettled until the partition leaves this worker (as
 it does during a rolling deploy), and the broker then gives it to the next
 owner, which reads it. Its caller, if waiting, may time out meanwhile and retry
-with the same command id, as after any timeout.
+with the same command id, as after any timeout: the retry is held in its place.
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ class PartitionWorker:
         self._handling = asyncio.Lock()
         self._fires: list[_Fires] = []
         self._stopping = False
+        # Deliveries left for the partition's next owner, by (entity id, command id).
+        self._held: dict[tuple[str, str], Delivery] = {}
         self._task: asyncio.Task[None] | None = None
         self.timers: TimerFiring | None = None
 
@@ -262,9 +264,28 @@ class PartitionWorker:
             await self.effects.publish_committed(decided.committed, batch=batch)
             self._filed(decided.committed)
             await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
-            await self.inbox.ack([v.delivery for v in verdicts if not (v.dead_letter or v.held)])
+            superseded = self._hold([v.delivery for v in verdicts if v.held])
+            await self.inbox.ack(
+                [v.delivery for v in verdicts if not (v.dead_letter or v.held)] + superseded
+            )
             if batch.measuring:
                 _report(batch, decided.requests, decided.outcomes)
+
+    def _hold(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Leave ``deliveries`` unsettled for the partition's next owner; returns those
+        they supersede: an earlier delivery of the same command to the same entity (a
+        caller's retry), acknowledged rather than held twice, so that retries do not
+        pile up against the prefetch limit while the rollout lasts."""
+        superseded: list[Delivery] = []
+        for delivery in deliveries:
+            message = delivery.message
+            if not message.message_id:
+                continue  # a query: nothing to supersede it
+            earlier = self._held.get(key := (message.routing_key, message.message_id))
+            if earlier is not None and earlier is not delivery:
+                superseded.append(earlier)
+            self._held[key] = delivery
+        return superseded
 
     async def _decide_isolating(
         self, deliveries: Sequence[Delivery], fires: Sequence[_Fires] = ()
