@@ -4,7 +4,11 @@ The owner of a partition reads its timers soonest first, a bounded batch at a
 time, up to a short read-ahead, and keeps them: it sleeps until the next is
 due and fires what is due through the engine, under the partition's lock,
 like a batch of deliveries, reading again only when the read-ahead is spent
-or a commit of its own files a timer it should have had. A new owner finds
+or a commit of its own files a timer it should have had. Fires are pipelined:
+timers falling due while earlier fires wait for their commit go out at once
+in a fire of their own (a few in flight at most), so a slow commit delays the
+timers due meanwhile by one commit, not by a queue of them; an entity has one
+timer in flight at a time (the next fires on the state the first leaves). A new owner finds
 what an old one left due on its first read: nothing is kept in memory that the
 store does not have, and what is kept is checked again by the fire's commit.
 
@@ -38,6 +42,10 @@ from ._firing import fire_requests
 from ._outbox import backoff
 
 log = logging.getLogger("pachyderm.timers")
+
+_MAX_IN_FLIGHT = 4  # fires of one partition waiting for their commits at once
+
+Key = tuple[uuid.UUID, str]
 
 FireBatch = Callable[[list[Request]], Awaitable[list[Done]]]
 """Runs fire requests through the partition's engine; one result each."""
@@ -114,14 +122,22 @@ class TimerFiring:
         self._horizon = datetime.min.replace(tzinfo=UTC)
         self._stale = False
         self._task: asyncio.Task[None] | None = None
+        # Fires waiting for their commits, with the timers they carry.
+        self._in_flight: dict[asyncio.Task[set[Key]], list[StoredTimer]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"timers-{self.partition}")
 
     async def stop(self) -> None:
+        """Stop the loop, then the fires in flight (their timers stay pending)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        fires = [*self._in_flight]
+        for task in fires:
+            task.cancel()
+        await asyncio.gather(*fires, return_exceptions=True)
+        self._in_flight.clear()
 
     def wake(self, due: datetime) -> None:
         """A commit of this partition filed a timer due at ``due``: read again if the
@@ -150,23 +166,50 @@ class TimerFiring:
     async def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or until a commit files a timer due before the horizon
         (since the round began: a wake during the round ends this sleep at once)."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+        # that comes as the wake does (a fire ending as the partition stops), and the
+        # loop would never end.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _round(self) -> float:
         """Fire what is due now; the seconds until the next round."""
         self._wake.clear()  # what this round reads covers every wake before it
+        self._reap()
         now = datetime.now(UTC)
         if self._stale or now >= self._horizon:
             self._stale = False
             await self._read(now)
-        due = [timer for timer in self._ahead if timer.fire_at <= now]
+        busy = {timer.entity_id for timers in self._in_flight.values() for timer in timers}
+        waiting = [timer for timer in self._ahead if timer.entity_id not in busy]
+        due = [timer for timer in waiting if timer.fire_at <= now]
         if due:
-            tried = await self._fire(due, now)
-            self._ahead = [t for t in self._ahead if (t.entity_id, t.key) not in tried]
+            if len(self._in_flight) >= _MAX_IN_FLIGHT:
+                return self.options.poll  # the end of a fire in flight wakes the loop
+            await self.limit.take(len(due))
+            task = asyncio.create_task(self._fire(due, now), name=f"fire-{self.partition}")
+            task.add_done_callback(lambda _task: self._wake.set())
+            self._in_flight[task] = due
             return 0.0
-        until = self._ahead[0].fire_at if self._ahead else self._horizon
+        until = waiting[0].fire_at if waiting else self._horizon
         return max((min(until, self._horizon) - now).total_seconds(), 0.0)
+
+    def _reap(self) -> None:
+        """Forget the timers the fires that ended tried; raise what one of them raised
+        (its timers stay, to be tried again after the back-off)."""
+        failed: BaseException | None = None
+        for task in [task for task in self._in_flight if task.done()]:
+            del self._in_flight[task]
+            if task.cancelled():
+                continue
+            if (error := task.exception()) is not None:
+                failed = error
+                continue
+            tried = task.result()
+            self._ahead = [t for t in self._ahead if (t.entity_id, t.key) not in tried]
+        if failed is not None:
+            raise failed
 
     async def _read(self, now: datetime) -> None:
         """Read the timers due within the read-ahead (a bounded batch), and the horizon
@@ -176,11 +219,10 @@ class TimerFiring:
         self._ahead = timers
         self._horizon = timers[-1].fire_at if len(timers) == self.options.batch else reach
 
-    async def _fire(self, due: list[StoredTimer], now: datetime) -> set[tuple[uuid.UUID, str]]:
+    async def _fire(self, due: list[StoredTimer], now: datetime) -> set[Key]:
         """Fire ``due`` (an entity's first timer only: the next waits for the next
         round, on the state this one leaves); the ``(entity id, key)`` of those tried."""
         requests, broken = fire_requests(self.app, due, now)
-        await self.limit.take(len(requests))
         results = await self.fire([request for _, request in requests]) if requests else []
         fired_at = datetime.now(UTC)
         delays: dict[tuple[uuid.UUID, str], float] = {}
@@ -196,9 +238,7 @@ class TimerFiring:
             await self.store.postpone_timers(delays)
         return {(timer.entity_id, timer.key) for timer, _ in [*requests, *broken]}
 
-    def _failed(
-        self, timer: StoredTimer, error: Exception, delays: dict[tuple[uuid.UUID, str], float]
-    ) -> None:
+    def _failed(self, timer: StoredTimer, error: Exception, delays: dict[Key, float]) -> None:
         log.warning(
             "partition %d: timer %r of %s failed (attempt %d): %s",
             self.partition,

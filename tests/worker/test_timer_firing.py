@@ -1,0 +1,111 @@
+"""A partition's timer firing, on the embedded store with a fire function of the test's:
+timers that fall due while an earlier fire waits for its commit go out at once (fires
+are pipelined), and stopping ends the loop and the fires in flight, leaving their
+timers pending for the next owner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from examples import reservation
+from pachyderm import Ref
+from pachyderm._wire import Request, command_message, parse_request
+from pachyderm.store import SqliteEventStore
+from pachyderm.worker import Engine, TimerOptions, WorkerHooks
+from pachyderm.worker._engine import Done
+from pachyderm.worker._timers import RateLimit, TimerFiring
+
+from ..waiting import eventually
+
+APP = reservation.app
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    store = await SqliteEventStore.open(":memory:")
+    await store.migrate()
+    yield Engine(APP, store)
+    await store.close()
+
+
+async def hold(engine: Engine, seat: str, seconds: float) -> Ref:
+    ref = reservation.Seat.ref(seat)
+    message = command_message(APP, ref, reservation.Hold(seat, seconds=seconds))
+    await engine.run([parse_request(APP, message)])
+    return ref
+
+
+class Fires:
+    """The fire function: records each call; the first waits until released."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.calls: list[list[Ref]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, requests: list[Request]) -> list[Done]:
+        self.calls.append([request.ref for request in requests])
+        if len(self.calls) == 1:
+            await self.release.wait()
+        results, _ = await self.engine.run(requests)
+        return results
+
+
+def firing(engine: Engine, fires: Fires) -> TimerFiring:
+    return TimerFiring(
+        0,
+        APP,
+        engine.store,
+        fires,
+        limit=RateLimit(1000.0),
+        options=TimerOptions(),
+        hooks=WorkerHooks(),
+    )
+
+
+async def lapsed(engine: Engine, ref: Ref) -> bool:
+    return any(event.name == "Lapsed" for event in await engine.store.history(ref.id))
+
+
+async def test_a_timer_due_while_a_fire_waits_for_its_commit_goes_out_at_once(
+    engine: Engine,
+) -> None:
+    first = await hold(engine, "first", 0.05)
+    second = await hold(engine, "second", 0.3)
+    fires = Fires(engine)
+    timers = firing(engine, fires)
+    timers.start()
+    try:
+
+        async def both_fired() -> bool:
+            return len(fires.calls) == 2
+
+        await eventually(both_fired, timeout=5)  # the first still held back
+        assert fires.calls == [[first], [second]]
+        assert await lapsed(engine, second)
+        assert not await lapsed(engine, first)
+        fires.release.set()
+        await eventually(lambda: lapsed(engine, first), timeout=5)
+    finally:
+        await timers.stop()
+    assert await engine.store.entity_timers(first.id) == []
+
+
+async def test_stopping_ends_the_loop_and_the_fires_in_flight(engine: Engine) -> None:
+    ref = await hold(engine, "stuck", 0.01)
+    fires = Fires(engine)  # never released: the fire waits for ever
+    timers = firing(engine, fires)
+    timers.start()
+
+    async def fired() -> bool:
+        return len(fires.calls) == 1
+
+    await eventually(fired, timeout=5)
+    timers.wake(datetime.now(UTC))  # a wake as it stops
+    await asyncio.wait_for(timers.stop(), 5)
+    assert len(await engine.store.entity_timers(ref.id)) == 1  # pending, for the next owner
+    assert not await lapsed(engine, ref)
