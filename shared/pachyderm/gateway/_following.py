@@ -8,8 +8,11 @@ Invariants:
   JSON; then each new one as it commits. Versions are gap-free, so resuming
   after the last id received misses nothing and repeats nothing.
 - New events are found by polling the store's history: every 50 ms after an
-  event, the interval doubling to 1 s while the entity is idle. No busy loop;
-  the store has no notification an entity's reader could wait on.
+  event, the interval doubling to 1 s while the entity is idle. No busy loop.
+  (The log's wake-ups, :meth:`~pachyderm.store.EventStore.log_wakeups`, are per
+  partition, and the gateway cannot tell an entity's partition: the broker's
+  consistent hash picks it; waking every stream on every commit would read
+  more than polling does.)
 - At most ``max_streams`` streams are open at once (each holds a poller); one
   more is answered 503. A stream's slot is given back when its response ends,
   whatever ends it: the client disconnecting (starlette then cancels the
