@@ -21,6 +21,7 @@ from pachyderm import (
 )
 from pachyderm._codec import encode
 from pachyderm._entity_type import EntityType, UntrustedSnapshotError
+from pachyderm.cli._inspect import _event_data
 from pachyderm.store import LoadedEntity, RecordedEvent, Snapshot
 
 
@@ -280,3 +281,22 @@ def test_the_stored_names_that_may_read_as_a_type_include_old_and_upcast_names()
         "Pinged",
     }
     assert "StreetChanged" not in evolution.stored_names(["CityChanged"])
+
+
+def test_inspect_shows_each_event_as_the_current_code_reads_it() -> None:
+    now = datetime.now(UTC)
+    ref = Account.ref("inspected")
+
+    def shown(name: str, data: dict[str, Any], version: int) -> Any:
+        event = RecordedEvent(ref.id, 1, name, encode(data), "c", now, version)
+        return _event_data(event, ACCOUNT)
+
+    assert shown("MoneyIn", {"euros": 1}, 1) == [
+        {"name": "Deposited", "data": {"cents": 100, "note": "upcast"}}
+    ]
+    assert shown("Deposited", {"cents": 3, "note": "n"}, 3) == {"cents": 3, "note": "n"}
+    assert shown("AddressChanged", {"street": "s", "city": "c"}, 1) == [
+        {"name": "StreetChanged", "data": {"street": "s"}},
+        {"name": "CityChanged", "data": {"city": "c"}},
+    ]
+    assert shown("Pinged", {}, 1) == []
