@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -422,7 +423,34 @@ def markdown(results: Results) -> str:
 
 
 def write(results: Results) -> tuple[Path, Path]:
+    """The main run's keys and page; the keys and sections of the benchmarks run on
+    their own (``python -m bench.timers`` and the like) are kept as they were."""
     data, page = HERE / "results.json", HERE / "results.md"
-    data.write_text(json.dumps(results.as_json(), indent=2) + "\n")
-    page.write_text(markdown(results))
+    found = json.loads(data.read_text()) if data.exists() else {}
+    data.write_text(json.dumps({**found, **results.as_json()}, indent=2) + "\n")
+    written = markdown(results)
+    existing = page.read_text() if page.exists() else ""
+    page.write_text(written + kept_sections(existing, written))
     return page, data
+
+
+# Every section the main run's page may have (some only with profiles, say): one of
+# these the run did not write this time is dropped, not kept stale.
+MAIN_SECTIONS = frozenset(
+    {
+        "## Targets",
+        "## Throughput and latency",
+        "## CPU per command, by component",
+        "## Profile of the hot path",
+        "## Correctness (RPC workload)",
+        "## Machine",
+    }
+)
+
+
+def kept_sections(existing: str, written: str) -> str:
+    """The ``## `` sections of ``existing`` that are not the main run's, in order."""
+    headings = MAIN_SECTIONS | set(re.findall(r"^## .*$", written, re.MULTILINE))
+    sections = re.split(r"(?=^## )", existing, flags=re.MULTILINE)
+    kept = [s for s in sections if s.startswith("## ") and s.splitlines()[0] not in headings]
+    return "".join("\n" + section.rstrip("\n") + "\n" for section in kept)
