@@ -141,6 +141,7 @@ class ProjectionRunner:
                 for event in decode(logged.entity_type).decode_events(
                     logged.event.name, logged.event.data, logged.event.schema_version
                 )
+                if self.projection.handles(event)  # an upcaster may split into others
             ]
         )
 
