@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import statistics
 from collections.abc import Sequence
@@ -105,3 +106,38 @@ def test_the_order_and_repetition_of_workers_do_not_matter(
     rng.shuffle(shuffled)
     assert assign(partitions, shuffled) == assign(partitions, workers)
     assert list(assign(partitions, shuffled)) == sorted(workers)
+
+
+def sorted_pairs_assignment(partitions: int, workers: Sequence[str]) -> dict[str, list[int]]:
+    """The assignment as first written: every pair scored, sorted, granted from the top.
+
+    The lazy merge of :func:`assign` must grant exactly as this does: workers of
+    two releases share a fleet during a rolling upgrade.
+    """
+    live = sorted(set(workers))
+    pairs = [
+        (int.from_bytes(hashlib.blake2b(f"{w}:{p}".encode(), digest_size=8).digest(), "big"), w, p)
+        for w in live
+        for p in range(partitions)
+    ]
+    base, extra = divmod(partitions, len(live))
+    taken = dict.fromkeys(live, 0)
+    owners: dict[int, str] = {}
+    for _, worker, partition in sorted(pairs, reverse=True):
+        if partition in owners or taken[worker] > base or (taken[worker] == base and not extra):
+            continue
+        if taken[worker] == base:
+            extra -= 1
+        taken[worker] += 1
+        owners[partition] = worker
+    return {w: sorted(p for p, o in owners.items() if o == w) for w in live}
+
+
+@given(st.integers(0, 96), worker_names.filter(bool))
+def test_the_lazy_merge_grants_as_the_full_sort_does(partitions: int, workers: list[str]) -> None:
+    assert assign(partitions, workers) == sorted_pairs_assignment(partitions, workers)
+
+
+def test_a_large_fleet_is_assigned_as_the_full_sort_does() -> None:
+    workers = [f"worker-{n:04d}" for n in range(150)]
+    assert assign(1024, workers) == sorted_pairs_assignment(1024, workers)
