@@ -7,7 +7,7 @@ from ._client import Answer, Client
 from ._context import EffectContext, current_effect, current_ref
 from ._effects import Effect, EffectHandler, Send
 from ._embedded import EmbeddedFleet, embedded
-from ._entity import Entity, HandleResult, Reject, Reply
+from ._entity import End, Entity, HandleResult, Reject, Reply
 from ._errors import (
     CallTimeoutError,
     CommandExpiredError,
@@ -15,6 +15,8 @@ from ._errors import (
     DefinitionError,
     DuplicateNameError,
     DuplicateWorkerError,
+    EntityEndedError,
+    EntityErasedError,
     EntityTypeMismatchError,
     FieldProblem,
     HandlerError,
@@ -64,7 +66,10 @@ __all__ = [
     "EffectContext",
     "EffectHandler",
     "EmbeddedFleet",
+    "End",
     "Entity",
+    "EntityEndedError",
+    "EntityErasedError",
     "EntityTypeMismatchError",
     "EventRelay",
     "FieldProblem",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ._effects import Effect, Send
-from ._entity import AnyEffect, Reject, Reply
+from ._entity import _FINAL_STATE, AnyEffect, End, Reject, Reply
 from ._errors import HandlerError
 from ._timers import Cancel, Schedule
 
@@ -27,6 +27,7 @@ class Decision:
     effects: tuple[AnyEffect, ...] = ()
     reply: Any = NEW_STATE
     rejection: Reject | None = None
+    end: bool = False
 
 
 def _is_sequence(value: object) -> bool:
@@ -50,6 +51,15 @@ def decision_from(result: object) -> Decision:
         if not isinstance(result.reason, str) or not result.reason:
             raise HandlerError("Reject needs a non-empty string reason")
         return Decision(rejection=result)
+    if isinstance(result, End):
+        if not _is_sequence(result.events) or not _is_sequence(result.effects):
+            raise HandlerError("End takes a list of events and a list of effects")
+        if not result.events:
+            # The end is a fact of the history, and moving the version is what refuses
+            # every change decided on the state before it (see migration 0013).
+            raise HandlerError("End needs at least one event: the one that says why it ended")
+        reply = NEW_STATE if result.reply is _FINAL_STATE else result.reply
+        return Decision(tuple(result.events), _effects(result.effects), reply, end=True)
     if isinstance(result, Reply):
         return Decision(tuple(result.events), _effects(result.effects), result.value)
     if isinstance(result, tuple) and len(result) == 2 and all(map(_is_sequence, result)):
@@ -59,5 +69,5 @@ def decision_from(result: object) -> Decision:
         return Decision(tuple(result))  # type: ignore[arg-type]
     raise HandlerError(
         f"handle returned {type(result).__name__}; expected events, (events, effects), "
-        "Reply, Reject or None"
+        "Reply, Reject, End or None"
     )

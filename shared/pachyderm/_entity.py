@@ -44,7 +44,36 @@ class Reject:
     detail: Any = None
 
 
-HandleResult = None | Sequence[Any] | tuple[Sequence[Any], Sequence[AnyEffect]] | Reply | Reject
+class _FinalState:
+    def __repr__(self) -> str:
+        return "FINAL_STATE"
+
+
+_FINAL_STATE: Any = _FinalState()
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """End the entity after ``events`` (the original's "Stop event that caches the final
+    snapshot"), as Akka's ``thenStop`` ends a persistent actor, but for good.
+
+    The events and effects commit as any; the state they leave is snapshotted in
+    the same commit as the final state, and the entity is marked ended: every later
+    command is answered ``ended`` (:class:`~pachyderm.EntityEndedError`) and never
+    handled, while queries still read the final state. Its pending timers are
+    dropped. The caller's reply is ``reply`` when given, else the final state.
+    ``events`` must not be empty: the end is a fact of the history (the event that
+    says why), recorded like any other.
+    """
+
+    events: Sequence[Any] = ()
+    effects: Sequence[AnyEffect] = ()
+    reply: Any = _FINAL_STATE
+
+
+HandleResult = (
+    None | Sequence[Any] | tuple[Sequence[Any], Sequence[AnyEffect]] | Reply | Reject | End
+)
 
 
 def fingerprint(state_version: int, update_version: int) -> str:
@@ -184,8 +213,8 @@ class Entity(ABC, Generic[StateT]):
     def handle(self, message: Any, state: StateT) -> HandleResult:
         """Decide what ``message`` means for ``state``; pure: decide, never do.
 
-        Return events; ``(events, effects)``; a :class:`Reply`; or a
-        :class:`Reject`. ``None`` means no events.
+        Return events; ``(events, effects)``; a :class:`Reply`; a
+        :class:`Reject`; or :class:`End` to end the entity. ``None`` means no events.
         """
 
     @abstractmethod

@@ -38,6 +38,7 @@ class Loaded(Generic[StateT]):
     state: StateT
     version: int
     rebuilt: bool = False
+    ended: str | None = None  # how its life ended (store.ENDED, store.ERASED), if it did
 
 
 class EntityType(Generic[StateT]):
@@ -160,7 +161,7 @@ class EntityType(Generic[StateT]):
         rebuilt = not self.trusts(loaded.snapshot)
         if rebuilt:
             loaded = await store.load(ref, use_snapshot=False)
-        return Loaded(self.replay(loaded), loaded.version, rebuilt)
+        return Loaded(self.replay(loaded), loaded.version, rebuilt, loaded.ended)
 
     def replay(self, loaded: LoadedEntity) -> StateT:
         """The state a stored entity is in: its snapshot plus the events after it.

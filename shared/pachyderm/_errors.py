@@ -163,3 +163,23 @@ class CommandExpiredError(PachydermError):
     The reply status is ``expired``. Whether an earlier copy of it applied shows in the
     entity's state; to apply it now, send it again under a new command id.
     """
+
+
+class EntityEndedError(PachydermError):
+    """The entity's life ended: its handler ended it (reply status ``ended``), or, as
+    :class:`EntityErasedError`, an operator erased it. The command was not applied and
+    never will be; queries of an ended (not erased) entity still read its final state.
+    ``version`` is the entity's version as it ended."""
+
+    status = "ended"
+
+    def __init__(self, message: str, *, version: int = 0) -> None:
+        self.version = version
+        super().__init__(message)
+
+
+class EntityErasedError(EntityEndedError):
+    """The entity was erased (``pachyderm erase``): its history is gone and its id is a
+    tombstone that refuses every command and query (reply status ``erased``)."""
+
+    status = "erased"

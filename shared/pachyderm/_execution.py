@@ -197,7 +197,9 @@ def execute(
     )
     snapshot = None
     crossed = snapshot_every and new_version // snapshot_every > version // snapshot_every
-    if crossed or (resnapshot and new_version > version):
+    # An ending change snapshots its final state (none at version 0: that is ``init``).
+    final = decision.end and new_version > 0
+    if crossed or final or (resnapshot and new_version > version):
         snapshot = entity_type.snapshot(new_version, new_state)
     outbox, timers = _effects(
         entity_type,
@@ -217,6 +219,7 @@ def execute(
         snapshot,
         timers=timers,
         partition=partition,
+        ends=decision.end,
     )
     return Execution(new_state, new_version, change, decision.events, decision.effects, reply)
 

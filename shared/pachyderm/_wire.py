@@ -14,8 +14,9 @@ current version.
 A reply's body is a map with ``status`` first: ``ok`` (with ``version`` and
 ``reply``), ``rejected`` (``reason``, ``detail``), ``invalid`` (``error``,
 ``message``, ``problems``), ``expired`` (``error``, ``message``: sent longer
-ago than command ids are kept, see :mod:`._expiry`; not applied) or ``failed``
-(``message``).
+ago than command ids are kept, see :mod:`._expiry`; not applied), ``ended`` or
+``erased`` (``error``, ``message``, ``version``: the entity's life ended, see
+:mod:`._ending`; not applied) or ``failed`` (``message``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from ._entity_type import EntityType
 from ._errors import (
     CommandExpiredError,
     DecodeError,
+    EntityEndedError,
+    EntityErasedError,
     EntityTypeMismatchError,
     FieldProblem,
     HandlerError,
@@ -254,7 +257,7 @@ def error_reply(request: Message, error: PachydermError) -> Message:
     """The reply for a command that failed: bad input, or the entity's own code."""
     if isinstance(error, InvalidInputError):
         problems = error.problems if isinstance(error, InvalidMessageError) else ()
-        body = {
+        body: dict[str, Any] = {
             "status": "invalid",
             "error": type(error).__name__,
             "message": str(error),
@@ -262,6 +265,13 @@ def error_reply(request: Message, error: PachydermError) -> Message:
         }
     elif isinstance(error, CommandExpiredError):
         body = {"status": "expired", "error": type(error).__name__, "message": str(error)}
+    elif isinstance(error, EntityEndedError):
+        body = {
+            "status": error.status,
+            "error": type(error).__name__,
+            "message": str(error),
+            "version": error.version,
+        }
     else:
         body = {"status": "failed", "error": type(error).__name__, "message": str(error)}
     return _reply(request, body)
@@ -281,6 +291,9 @@ def read_reply(message: Message) -> tuple[int, Any]:
         raise _invalid_input(body)
     if status == "expired":
         raise CommandExpiredError(str(body.get("message", "the command expired")))
+    if status in ("ended", "erased"):
+        kind = EntityErasedError if status == "erased" else EntityEndedError
+        raise kind(str(body.get("message", f"the entity {status}")), version=_int(body))
     raise HandlerError(str(body.get("message", f"reply with status {status!r}")))
 
 
@@ -313,3 +326,8 @@ def _invalid_input(body: dict[str, Any]) -> InvalidInputError:
             if isinstance(p, dict)
         )
     return error
+
+
+def _int(body: dict[str, Any], key: str = "version") -> int:
+    value = body.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

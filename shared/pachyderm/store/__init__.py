@@ -11,11 +11,16 @@ from ._log_wakeups import LocalWakeups, LogWakeups, NoWakeups
 from ._open import open_store
 from ._port import EventStore
 from ._records import (
+    ENDED,
+    ERASED,
+    ERASED_VERSION,
     Change,
     CommitOutcome,
     Committed,
     Conflict,
     Duplicate,
+    Ended,
+    Erasure,
     ListedEntity,
     LoadedEntity,
     LoggedEvent,
@@ -40,11 +45,16 @@ else:
     __getattr__ = lazy_names(__name__, {"PostgresEventStore": "._postgres"})
 
 __all__ = [
+    "ENDED",
+    "ERASED",
+    "ERASED_VERSION",
     "Change",
     "CommitOutcome",
     "Committed",
     "Conflict",
     "Duplicate",
+    "Ended",
+    "Erasure",
     "EventStore",
     "ListedEntity",
     "LoadedEntity",

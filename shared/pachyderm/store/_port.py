@@ -13,6 +13,7 @@ from ._records import (
     Change,
     CommitOutcome,
     Duplicate,
+    Erasure,
     ListedEntity,
     LoadedEntity,
     LoggedEvent,
@@ -40,7 +41,10 @@ class EventStore(Protocol):
     async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
         """The latest snapshot of ``ref`` and the events after it.
 
-        An entity with no history loads at version 0. Raises
+        An entity with no history loads at version 0. An ended one loads with
+        ``ended`` set (and its stored version, whether or not its history was
+        pruned); an erased one with nothing but ``ended`` at version
+        :data:`ERASED_VERSION`. Raises
         :class:`~pachyderm.EntityTypeMismatchError` when the id belongs to another type.
         """
         ...
@@ -57,6 +61,12 @@ class EventStore(Protocol):
         fired and due by the store's clock, else it is refused as
         :class:`TimerGone`; a committed change's timer writes apply in order.
         A committed change's events join the log of its ``partition``.
+        A change to an ended or erased entity writes nothing (:class:`Ended`),
+        unless its command id is recorded (:class:`Duplicate`); a committed change
+        with ``ends`` ends its entity and deletes its pending timers. A change that
+        writes nothing but its reply to an entity that has no row, when every change
+        of the batch to that entity is such, creates no entity: it commits at
+        version 0 recording only its command id and reply.
         Raises :class:`~pachyderm.StoreError` when the transaction fails as a
         whole; then nothing of the batch was written.
         """
@@ -69,7 +79,8 @@ class EventStore(Protocol):
         ...
 
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """The current version of each entity that has one (new entities are absent)."""
+        """The current version of each entity that has one (new entities are absent;
+        erased ones are at :data:`ERASED_VERSION`)."""
         ...
 
     async def history(
@@ -160,4 +171,21 @@ class EventStore(Protocol):
 
     async def count_prunable(self, retained: Retained, older_than: float) -> int:
         """How many ``retained`` rows :meth:`prune` would delete now, in all batches."""
+        ...
+
+    async def erase(self, ref: Ref) -> Erasure:
+        """Delete everything stored of ``ref`` (events, snapshot, command ids with their
+        replies, pending timers, log rows, published effects) and leave a tombstone:
+        its row, marked erased, at the version it had (0 if it had none), which refuses
+        every later change. One transaction; erasing again deletes nothing more.
+        Raises :class:`~pachyderm.EntityTypeMismatchError` when the id is of another type."""
+        ...
+
+    async def prune_ended(self, limit: int) -> int:
+        """Delete at most ``limit`` events of ended entities at or before their final
+        snapshot, which stays; returns how many went. Short, skips rows others hold."""
+        ...
+
+    async def count_prunable_ended(self) -> int:
+        """How many events :meth:`prune_ended` would delete now, in all batches."""
         ...

@@ -19,6 +19,7 @@ import asyncpg
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
+from . import _postgres_erasure as erasure
 from . import _postgres_listing as listing
 from . import _postgres_retention as retention
 from . import _postgres_timers as timers
@@ -26,11 +27,16 @@ from ._log_wakeups import LogWakeups
 from ._migrations import migrations_for, pending
 from ._postgres_wakeups import LogListener, LogNotifier
 from ._records import (
+    ENDED,
+    ERASED,
+    ERASED_VERSION,
     Change,
     CommitOutcome,
     Committed,
     Conflict,
     Duplicate,
+    Ended,
+    Erasure,
     ListedEntity,
     LoadedEntity,
     LoggedEvent,
@@ -46,12 +52,14 @@ from ._retention import Retained, check_limit, check_retained
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# Every batch commits through pachyderm_commit_versioned (migration 0011), which writes
-# its timers (if any), the effects' trace context (if any), the log (0008) and the
-# events' schema versions and snapshots' fingerprints (if any).
+# Every batch commits through pachyderm_commit_ending (migration 0013): it refuses
+# changes to ended and erased entities, ends entities, records the replies of changes
+# that create no entity, and around that calls pachyderm_commit_versioned (0011), which
+# writes its timers (if any), the effects' trace context (if any), the log (0008) and
+# the events' schema versions and snapshots' fingerprints (if any).
 _COMMIT = (
-    "SELECT outcome, version, reply FROM pachyderm_commit_versioned("
-    + ", ".join(f"${n}" for n in range(1, 28))
+    "SELECT outcome, version, reply FROM pachyderm_commit_ending("
+    + ", ".join(f"${n}" for n in range(1, 29))
     + ")"
 )
 _LOG = """
@@ -153,6 +161,7 @@ def commit_arguments(changes: Sequence[Change]) -> list[Any]:
         *timers.timer_arguments(changes),
         [change.partition for change in changes],
         *_schema_arguments(changes),
+        [change.ends for change in changes] if any(c.ends for c in changes) else None,
     ]
 
 
@@ -214,6 +223,10 @@ def _outcome(row: Any) -> CommitOutcome:
         return Duplicate(row["reply"], row["version"])
     if kind == "g":
         return TimerGone(row["version"])
+    if kind == "n":
+        return Ended(row["version"], ENDED)
+    if kind == "e":
+        return Ended(ERASED_VERSION, ERASED)
     return Conflict(row["version"])
 
 
@@ -287,7 +300,8 @@ class PostgresEventStore:
     async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
         async with translated_errors(), self._pool.acquire() as conn:
             head = await conn.fetchrow(
-                "SELECT e.entity_type, s.version, s.state, s.fingerprint FROM entities e"
+                "SELECT e.entity_type, e.ended, e.version AS stored, s.version, s.state,"
+                " s.fingerprint FROM entities e"
                 " LEFT JOIN snapshots s ON s.entity_id = e.entity_id AND $2"
                 " WHERE e.entity_id = $1",
                 ref.id,
@@ -297,6 +311,8 @@ class PostgresEventStore:
                 return LoadedEntity(ref, None)
             if head["entity_type"] != ref.type:
                 raise EntityTypeMismatchError(ref.id, head["entity_type"], ref.type)
+            if head["ended"] == ERASED:
+                return LoadedEntity(ref, None, (), ERASED, ERASED_VERSION)
             snapshot = (
                 None
                 if head["state"] is None
@@ -305,7 +321,9 @@ class PostgresEventStore:
             rows = await conn.fetch(
                 _EVENTS_FROM, ref.id, (snapshot.version if snapshot else 0) + 1, None
             )
-        return LoadedEntity(ref, snapshot, tuple(map(_recorded, rows)))
+        ended = head["ended"]
+        stored = head["stored"] if ended else None
+        return LoadedEntity(ref, snapshot, tuple(map(_recorded, rows)), ended, stored)
 
     async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
         if not changes:
@@ -344,7 +362,9 @@ class PostgresEventStore:
     async def versions(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         async with translated_errors(), self._pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT entity_id, version FROM entities WHERE entity_id = ANY($1)",
+                # An erased entity's row is at -2 (migration 0013); readers see -1.
+                "SELECT entity_id, greatest(version, -1) AS version FROM entities"
+                " WHERE entity_id = ANY($1)",
                 list(entity_ids),
             )
         return {row["entity_id"]: row["version"] for row in rows}
@@ -468,3 +488,15 @@ class PostgresEventStore:
         statement = retention.count_statement(check_retained(retained))
         async with translated_errors(), self._pool.acquire() as conn:
             return int(await conn.fetchval(statement, older_than))
+
+    async def erase(self, ref: Ref) -> Erasure:
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            return await erasure.erase(conn, ref)
+
+    async def prune_ended(self, limit: int) -> int:
+        async with translated_errors(), self._pool.acquire() as conn:
+            return int(await conn.fetchval(erasure.PRUNE_ENDED, check_limit(limit)))
+
+    async def count_prunable_ended(self) -> int:
+        async with translated_errors(), self._pool.acquire() as conn:
+            return int(await conn.fetchval(erasure.COUNT_ENDED))

@@ -201,6 +201,9 @@ class Change:
     ``timers`` are written in order (the last write of a key wins), in
     ``partition``, the partition whose owner fires them; ``fires``, when given,
     makes the change conditional on that timer (see :class:`TimerFire`).
+    ``ends``: the change ends its entity (its ``snapshot``, when the entity has a
+    version, is the final state); the store refuses every later change to it
+    (:class:`Ended`) and deletes its pending timers.
     """
 
     ref: Ref
@@ -214,6 +217,7 @@ class Change:
     timers: Sequence[TimerWrite] = ()
     fires: TimerFire | None = None
     partition: int = 0
+    ends: bool = False
 
     @property
     def new_version(self) -> int:
@@ -264,7 +268,24 @@ class TimerGone:
     version: int
 
 
-CommitOutcome = Committed | Duplicate | Conflict | TimerGone
+ENDED, ERASED = "ended", "erased"
+"""How an entity's life ended (``entities.ended``): by its handler, or by an operator."""
+
+ERASED_VERSION = -1
+"""The version an erased entity reads at (:meth:`EventStore.load`, :meth:`EventStore.versions`):
+no state of it is current, whatever was cached. Its tombstone keeps the version it had."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The entity was ended (``how``: :data:`ENDED`) or erased (:data:`ERASED`) before
+    this change: nothing was written. ``version`` is the entity's version as it ended."""
+
+    version: int
+    how: str = ENDED
+
+
+CommitOutcome = Committed | Duplicate | Conflict | TimerGone | Ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,9 +295,32 @@ class LoadedEntity:
     ref: Ref
     snapshot: Snapshot | None
     events: Sequence[RecordedEvent] = field(default_factory=tuple)
+    ended: str | None = None
+    """:data:`ENDED` or :data:`ERASED` once its life ended (an erased entity loads
+    with nothing but this and ``stored_version``), None while it lives."""
+    stored_version: int | None = None
+    """The version its row holds, when ended (an erased entity has no events left)."""
 
     @property
     def version(self) -> int:
+        if self.stored_version is not None:
+            return self.stored_version
         if self.events:
             return self.events[-1].version
         return self.snapshot.version if self.snapshot else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What erasing one entity deleted, row counts per table (never the data), and the
+    version its tombstone keeps."""
+
+    entity_id: uuid.UUID
+    entity_type: str
+    version: int
+    events: int = 0
+    snapshots: int = 0
+    commands: int = 0
+    timers: int = 0
+    log_rows: int = 0
+    effects: int = 0

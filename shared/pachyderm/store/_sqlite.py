@@ -22,6 +22,7 @@ from typing import Any, Self, TypeVar, TypeVarTuple
 
 from .._errors import EntityTypeMismatchError, MigrationError, StoreError, StoreUnavailableError
 from .._reference import Ref
+from . import _sqlite_erasure as erasure
 from . import _sqlite_listing as listing
 from . import _sqlite_log as log
 from . import _sqlite_retention as retention
@@ -29,11 +30,14 @@ from . import _sqlite_timers as timers
 from ._log_wakeups import LocalWakeups, LogWakeups
 from ._migrations import Migration, migrations_for, pending
 from ._records import (
+    ERASED,
+    ERASED_VERSION,
     Change,
     CommitOutcome,
     Committed,
     Conflict,
     Duplicate,
+    Erasure,
     ListedEntity,
     LoadedEntity,
     LoggedEvent,
@@ -69,7 +73,7 @@ _EVENTS_FROM = """
      WHERE entity_id = ? AND version >= ? ORDER BY version LIMIT ?
 """
 _HEAD = """
-    SELECT e.entity_type, s.version, s.state, s.fingerprint FROM entities e
+    SELECT e.entity_type, s.version, s.state, s.fingerprint, e.ended, e.version FROM entities e
       LEFT JOIN snapshots s ON s.entity_id = e.entity_id AND ?
      WHERE e.entity_id = ?
 """
@@ -237,12 +241,14 @@ def _load(connection: sqlite3.Connection, ref: Ref, use_snapshot: bool) -> Loade
         head = connection.execute(_HEAD, (use_snapshot, ref.id.bytes)).fetchone()
         if head is None:
             return LoadedEntity(ref, None)
-        stored_type, version, state, fingerprint = head
+        stored_type, version, state, fingerprint, ended, stored = head
         if stored_type != ref.type:
             raise EntityTypeMismatchError(ref.id, stored_type, ref.type)
+        if ended == ERASED:
+            return LoadedEntity(ref, None, (), ERASED, ERASED_VERSION)
         snapshot = None if state is None else Snapshot(version, state, fingerprint)
         events = _history(connection, ref.id, (snapshot.version if snapshot else 0) + 1, None)
-    return LoadedEntity(ref, snapshot, tuple(events))
+    return LoadedEntity(ref, snapshot, tuple(events), ended, stored if ended else None)
 
 
 def _check(connection: sqlite3.Connection, change: Change) -> CommitOutcome | None:
@@ -255,12 +261,14 @@ def _check(connection: sqlite3.Connection, change: Change) -> CommitOutcome | No
     if stored is not None:
         return Duplicate(stored[1], stored[0])
     row = connection.execute(
-        "SELECT entity_type, version FROM entities WHERE entity_id = ?", (entity_id,)
+        "SELECT entity_type, version, ended FROM entities WHERE entity_id = ?", (entity_id,)
     ).fetchone()
     if row is None:
         # Only a change creating the entity may find it missing.
         return None if change.expected_version == 0 else Conflict(0)
-    entity_type, version = row
+    entity_type, version, how = row
+    if (over := erasure.ended(how, version)) is not None:
+        return over
     if entity_type != change.ref.type or version != change.expected_version:
         return Conflict(version)
     return None
@@ -311,6 +319,8 @@ def _write(connection: sqlite3.Connection, change: Change, now: str) -> Committe
             _UPSERT_SNAPSHOT,
             (entity_id, snapshot.version, snapshot.state, now, snapshot.fingerprint),
         )
+    if change.ends:
+        erasure.end(connection, change, now)
     return Committed(change.new_version)
 
 
@@ -321,6 +331,7 @@ def _commit(connection: sqlite3.Connection, changes: Sequence[Change]) -> list[C
     refused_entities: set[uuid.UUID] = set()
     with _transaction(connection, "BEGIN IMMEDIATE"):
         outcomes: list[CommitOutcome] = []
+        row_less = erasure.row_less(connection, changes)
         for change in changes:
             if change.ref.id in refused_entities:
                 refused: CommitOutcome | None = Conflict(_version(connection, change.ref.id))
@@ -328,7 +339,9 @@ def _commit(connection: sqlite3.Connection, changes: Sequence[Change]) -> list[C
                 refused = _check(connection, change)
             if refused is None and timers.fire_refused(connection, change, now):
                 refused = TimerGone(_version(connection, change.ref.id))
-            if refused is None:
+            if refused is None and change.ref.id in row_less:
+                outcomes.append(erasure.record_reply(connection, change, now))
+            elif refused is None:
                 outcomes.append(_write(connection, change, now))
             else:
                 # Later changes to this entity were computed on top of this one.
@@ -363,7 +376,8 @@ def _versions(
 ) -> dict[uuid.UUID, int]:
     marks = ",".join("?" * len(entity_ids))
     rows = connection.execute(
-        f"SELECT entity_id, version FROM entities WHERE entity_id IN ({marks})",
+        f"SELECT entity_id, CASE WHEN ended = 'erased' THEN {ERASED_VERSION} ELSE version END"
+        f" FROM entities WHERE entity_id IN ({marks})",
         [entity_id.bytes for entity_id in entity_ids],
     )
     return {uuid.UUID(bytes=entity_id): version for entity_id, version in rows}
@@ -566,3 +580,15 @@ class SqliteEventStore:
     async def count_prunable(self, retained: Retained, older_than: float) -> int:
         """How many ``retained`` rows are older than ``older_than`` seconds."""
         return await self._run(retention.count_prunable, check_retained(retained), older_than)
+
+    async def erase(self, ref: Ref) -> Erasure:
+        """Delete everything stored of ``ref`` and leave its tombstone."""
+        return await self._run(erasure.erase, ref, _now())
+
+    async def prune_ended(self, limit: int) -> int:
+        """Delete at most ``limit`` events of ended entities up to their final snapshot."""
+        return await self._run(erasure.prune_ended, check_limit(limit))
+
+    async def count_prunable_ended(self) -> int:
+        """How many events :meth:`prune_ended` would delete now."""
+        return await self._run(erasure.count_prunable_ended)

@@ -13,11 +13,13 @@ from .._reference import Ref
 
 @dataclass(slots=True)
 class Hot:
-    """An entity's state as of ``version``, and when it was last used."""
+    """An entity's state as of ``version``, and when it was last used; ``ended``: how
+    its life ended (``"ended"``, ``"erased"``), None while it lives."""
 
     state: Any
     version: int
     used_at: float
+    ended: str | None = None
 
 
 class EntityCache:
@@ -53,8 +55,8 @@ class EntityCache:
             self._entries.move_to_end(ref)
         return hot
 
-    def put(self, ref: Ref, state: Any, version: int) -> None:
-        self._entries[ref] = Hot(state, version, self._clock())
+    def put(self, ref: Ref, state: Any, version: int, ended: str | None = None) -> None:
+        self._entries[ref] = Hot(state, version, self._clock(), ended)
         self._entries.move_to_end(ref)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)

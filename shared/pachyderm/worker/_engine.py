@@ -16,6 +16,10 @@ it during a rolling deploy) is not decided on either: its requests end with
 owner of the partition, and the rest of the batch goes on. A lane whose snapshot
 another version of the state or fold took is folded from its whole history and
 snapshotted again by its next change with events.
+A lane whose entity has ended (or was erased) is not handled: its commands are
+answered :class:`~pachyderm.EntityEndedError` (see :mod:`pachyderm._ending`); a
+change the store refuses as :class:`~pachyderm.store.Ended` (the entity ended
+after this worker cached it) is decided again on the reloaded entity.
 """
 
 from __future__ import annotations
@@ -27,13 +31,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._app import App
+from .._ending import answers_ended, ended_error
 from .._entity import Reject
 from .._errors import HandlerError, InvalidInputError, NewerSchemaError, PachydermError
 from .._execution import DEFAULT_SNAPSHOT_EVERY, Execution, execute, read_stored_reply
 from .._hooks import WorkerHooks
 from .._reference import Ref
 from .._wire import QUERY, TIMER, Request
-from ..store import Change, CommitOutcome, Committed, Duplicate, EventStore, TimerGone
+from ..store import (
+    ENDED,
+    Change,
+    CommitOutcome,
+    Committed,
+    Conflict,
+    Duplicate,
+    EventStore,
+    TimerGone,
+)
 from ._cache import EntityCache
 from ._firing import fire_elsewhere
 from ._firing import with_timers as _with_timers
@@ -243,7 +257,7 @@ class Engine:
                     return
             if loaded.rebuilt:
                 self._resnapshot.add(ref)
-            self.cache.put(ref, loaded.state, loaded.version)
+            self.cache.put(ref, loaded.state, loaded.version, loaded.ended)
 
         with self.hooks.loading(self.store, len(missing)):
             await asyncio.gather(*(load(ref) for ref in missing))
@@ -262,10 +276,14 @@ class Engine:
         """Decide each step on the state the previous one left (provisionally)."""
         hot = self.cache.get(lane.ref)
         assert hot is not None
-        state, version = hot.state, hot.version
+        state, version, ended = hot.state, hot.version, hot.ended
         lane.base_version = version
         for step in lane.steps:
             request = step.request
+            if answers_ended(ended, query=request.kind == QUERY):
+                assert ended is not None
+                step.result = Done(version, error=ended_error(lane.ref, ended, version))
+                continue
             try:
                 if request.kind == QUERY:
                     answer = request.entity_type.answer(state, request.message)
@@ -282,6 +300,7 @@ class Engine:
                 step.change = replace(step.change, trace=request.trace)
             step.state = execution.state
             state, version = execution.state, execution.version
+            ended = ENDED if step.change.ends else None
 
     def _execute(
         self, request: Request, ref: Ref, state: Any, version: int, partition: int
@@ -321,7 +340,9 @@ class Engine:
                 committed.append(step.change)
                 if step.change.snapshot is not None:
                     self._resnapshot.discard(lane.ref)
-                self.cache.put(lane.ref, step.state, outcome.version)
+                self.cache.put(
+                    lane.ref, step.state, outcome.version, ENDED if step.change.ends else None
+                )
                 continue
             self.cache.forget([lane.ref])
             rest = lane.steps[position + 1 :]
@@ -339,7 +360,9 @@ class Engine:
                 settled.final.append(step)
                 settled.retry.extend(rest)
             else:
-                settled.conflict = True
+                # A conflict, or the entity ended meanwhile (Ended): decided again once
+                # reloaded, which then answers it as ended.
+                settled.conflict = isinstance(outcome, Conflict)
                 settled.retry.extend([step, *rest])
             break
         return settled
