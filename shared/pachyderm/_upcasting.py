@@ -264,8 +264,9 @@ class Evolution:
             if self.kind != "event":
                 return UnknownNameError(f"unknown {self.kind} {name!r}")
             return NewerSchemaError(
-                f"{self.kind} {name!r} (version {version}) is unknown to this code: "
-                "newer code wrote it",
+                f"{self.kind} {name!r} (version {version}) is unknown to this code: newer "
+                "code wrote it (or its type was removed or renamed without an upcaster "
+                "or alias)",
                 name=name,
                 schema_version=version,
             )
