@@ -27,6 +27,7 @@ from ..store import (
     NewEvent,
     Snapshot,
 )
+from ._ending_store_contract import EndingStoreContract
 from ._listing_store_contract import ListingStoreContract
 from ._log_store_contract import LogStoreContract
 from ._retention_store_contract import RetentionStoreContract
@@ -55,6 +56,7 @@ class EventStoreContract(
     ListingStoreContract,
     RetentionStoreContract,
     SchemaStoreContract,
+    EndingStoreContract,
 ):
     """The tests every :class:`~pachyderm.store.EventStore` backend must pass.
 
