@@ -43,6 +43,7 @@ PACHYDERM = {
     "InvalidSentTimeError",
     "MigrationError",
     "NewerSchemaError",
+    "OverloadedError",
     "PachydermError",
     "PostgresProjection",
     "Projection",

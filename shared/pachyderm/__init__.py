@@ -36,6 +36,7 @@ from ._errors import (
     UnsupportedContentTypeError,
 )
 from ._lazy import lazy_names
+from ._overload import OverloadedError
 from ._projection import AnyEvent, PostgresProjection, Projection, ProjectionContext
 from ._reference import Ref, entity_id
 from ._running import run
@@ -82,6 +83,7 @@ __all__ = [
     "InvalidSentTimeError",
     "MigrationError",
     "NewerSchemaError",
+    "OverloadedError",
     "PachydermError",
     "PostgresProjection",
     "Projection",

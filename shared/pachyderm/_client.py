@@ -22,6 +22,7 @@ from ._app import App
 from ._errors import CallTimeoutError, PachydermError
 from ._expiry import stamped
 from ._loading import load_app
+from ._overload import InFlightLimit
 from ._reference import Ref
 from ._settings import Settings, load_settings
 from ._wire import COMMAND, QUERY, command_message, named_message, read_reply
@@ -29,6 +30,27 @@ from .telemetry._messaging import publishing
 from .transport import Message, Transport
 
 DEFAULT_TIMEOUT = 10.0
+# How long a call waits for a place when the client's calls in flight are at its limit.
+DEFAULT_WAIT = 1.0
+
+
+def topology_of(settings: Settings) -> transports.Topology:
+    """The namespace's topology as the settings give it (the same in every process)."""
+    return transports.Topology(
+        settings.namespace,
+        settings.partitions,
+        max_length=settings.queue_max_length,
+        overflow=settings.queue_overflow,
+    )
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """A :class:`Client`'s keyword arguments from the settings."""
+    return {
+        "timeout": settings.call_timeout,
+        "max_in_flight": settings.client_max_in_flight or None,
+        "wait": settings.client_wait,
+    }
 
 
 class Answer(NamedTuple):
@@ -58,6 +80,12 @@ class Client:
     waited longer than the window, less a margin, rather than risk applying it
     twice.
 
+    ``max_in_flight`` bounds the calls (and sends) in flight at once (None: no
+    bound); beyond it a caller waits up to ``wait`` seconds for one to end, then
+    gets :class:`~pachyderm.OverloadedError` without anything being sent, as it
+    does when the partition queue is full and refuses the command
+    (``PACHYDERM_QUEUE_MAX_LENGTH`` with ``reject-publish``).
+
     Against a fleet, :meth:`connect` builds, starts and closes everything a
     client needs::
 
@@ -66,11 +94,18 @@ class Client:
     """
 
     def __init__(
-        self, app: App | None, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        app: App | None,
+        transport: Transport,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_in_flight: int | None = None,
+        wait: float = DEFAULT_WAIT,
     ) -> None:
         self.app = app
         self.transport = transport
         self.timeout = timeout
+        self.in_flight = InFlightLimit(max_in_flight, wait)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._address: str | None = None
 
@@ -87,18 +122,19 @@ class Client:
 
         ``settings`` (default: :func:`~pachyderm.load_settings`, from the
         environment) give the broker, the namespace, the partition count and
-        the call timeout. ``app`` (an :class:`App`, or ``module:attribute``)
-        encodes typed commands; without it only ``call_named`` and
-        ``request`` work. ``name`` labels the broker connection.
+        the call timeout, and the client's in-flight limit and wait
+        (``PACHYDERM_CLIENT_MAX_IN_FLIGHT``, ``PACHYDERM_CLIENT_WAIT``). ``app`` (an
+        :class:`App`, or ``module:attribute``) encodes typed commands; without it
+        only ``call_named`` and ``request`` work. ``name`` labels the broker connection.
         """
         settings = settings or load_settings()
         transport = transports.RabbitMQTransport(
             settings.amqp_url.get_secret_value(),
-            transports.Topology(settings.namespace, settings.partitions),
+            topology_of(settings),
             connection_name=name or f"client-{socket.gethostname()}-{os.getpid()}",
         )
         typed = load_app(app) if isinstance(app, str) else app
-        client = cls(typed, transport, timeout=settings.call_timeout)
+        client = cls(typed, transport, **client_options(settings))
         await transport.start()
         try:
             await client.start()
@@ -184,7 +220,8 @@ class Client:
         Returns once the broker has confirmed the message.
         """
         message = command_message(self._typed(), ref, command, command_id=command_id)
-        await self._publish(message)
+        async with self.in_flight.place():
+            await self._publish(message)
         assert message.message_id is not None
         return message.message_id
 
@@ -198,6 +235,10 @@ class Client:
             raise PachydermError(
                 "the client is not started (or closed): use `async with Client.connect(...)`"
             )
+        async with self.in_flight.place():
+            return await self._round_trip(message, timeout)
+
+    async def _round_trip(self, message: Message, timeout: float | None) -> Answer:
         correlation_id = str(uuid.uuid4())
         waiting: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = waiting

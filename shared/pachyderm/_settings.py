@@ -69,6 +69,35 @@ class Settings(BaseSettings):
         " publishes it (normally its own worker publishes it right after the commit)",
     )
     call_timeout: float = Field(10.0, gt=0, description="seconds a call waits for its reply")
+    client_max_in_flight: int = Field(
+        1000,
+        ge=0,
+        description="calls a client (the gateway's too) has in flight at once; beyond it a"
+        " caller waits PACHYDERM_CLIENT_WAIT seconds for a place, then is refused as"
+        " overloaded (the gateway: 429); 0: no limit",
+    )
+    client_wait: float = Field(
+        1.0, ge=0, description="seconds a call waits for a place among the client's in flight"
+    )
+    max_in_flight: int = Field(
+        4096,
+        ge=0,
+        description="commands a worker handles at once, across its partitions (each takes"
+        " its batches within it, fairly); the rest wait in the broker, at most"
+        " PACHYDERM_PREFETCH unacknowledged per partition; 0: no limit",
+    )
+    queue_max_length: int = Field(
+        0,
+        ge=0,
+        description="ready commands a partition queue holds at most (0: no limit); the same"
+        " for every process of a namespace (RabbitMQ cannot change it on an existing queue)",
+    )
+    queue_overflow: Literal["reject-publish", "drop-head"] = Field(
+        "reject-publish",
+        description="what a partition queue at PACHYDERM_QUEUE_MAX_LENGTH does: reject-publish"
+        " refuses new commands (callers get OverloadedError, the gateway 429), drop-head"
+        " dead-letters the oldest",
+    )
     effect_attempts: int = Field(
         5,
         ge=1,

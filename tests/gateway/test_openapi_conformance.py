@@ -5,6 +5,7 @@ needs a request that gets it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -148,6 +149,8 @@ SERVING = [
 ]
 # No worker takes the messages: no reply in time.
 SILENT = failures(504)
+# The gateway's one place in flight is taken.
+OVERLOADED = failures(429)
 # The broker is closed.
 CLOSED = [*failures(503), get(503, "/readyz", "/readyz", token=None)]
 # The event store fails: unavailable, then with a bug of its own.
@@ -223,6 +226,23 @@ async def broker_without_workers(
 
 
 @asynccontextmanager
+async def full_gateway(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway whose client takes one call in flight, and has one waiting for good."""
+    transport = InProcessTransport(Topology())
+    await transport.start()
+    client = Client(None, transport, timeout=60, max_in_flight=1, wait=0)
+    await client.start()
+    waiting = asyncio.create_task(client.request(Ref.from_key("meter", "w"), "", None))
+    await asyncio.sleep(0)  # it takes the place
+    try:
+        async with serving(create_app(client, None, OPTIONS)) as http:
+            yield http
+    finally:
+        waiting.cancel()
+        await transport.close()
+
+
+@asynccontextmanager
 async def closed_broker(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
     async with broker_without_workers(fleet, closed=True) as http:
         yield http
@@ -242,6 +262,7 @@ GATEWAYS: dict[str, tuple[list[Exchange], Gateway]] = {
     "serving": (SERVING, serving_fleet),
     "silent": (SILENT, broker_without_workers),
     "closed": (CLOSED, closed_broker),
+    "overloaded": (OVERLOADED, full_gateway),
     "failing-store": (FAILING_STORE, failing_store),
 }
 

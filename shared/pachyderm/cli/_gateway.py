@@ -10,7 +10,7 @@ import socket
 from urllib.parse import quote, urlsplit
 
 from .._app import App
-from .._client import Client
+from .._client import Client, client_options
 from .._embedded import embedded
 from .._errors import PachydermError
 from .._loading import load_app
@@ -71,7 +71,7 @@ async def run_gateway(settings: Settings, app_spec: str | None) -> None:
             store = await _history_store(settings)
             try:
                 async with broker(settings, name) as transport:
-                    client = Client(app, transport, timeout=settings.call_timeout)
+                    client = Client(app, transport, **client_options(settings))
                     await client.start()
                     asgi = create_app(client, store, options, app=app)
                     log.info("gateway of namespace %r on %s", settings.namespace, url_of(listener))
@@ -92,7 +92,7 @@ async def run_dev(settings: Settings, app_spec: str, port: int | None) -> None:
         with _listen(LOOPBACK, settings.gateway_port if port is None else port) as listener:
             async with embedded(app, database_url) as fleet:
                 # A client of its own: the fleet's waits the library default, not the setting.
-                client = Client(app, fleet.transport, timeout=settings.call_timeout)
+                client = Client(app, fleet.transport, **client_options(settings))
                 await client.start()
                 options = GatewayOptions.for_development(settings)
                 asgi = create_app(client, fleet.store, options, app=app)

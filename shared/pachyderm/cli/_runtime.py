@@ -11,11 +11,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
+from .._client import topology_of
 from .._errors import PachydermError
 from .._settings import Settings
 from ..telemetry import Check, HealthServer, Telemetry, install_telemetry, setup_telemetry
 from ..telemetry._logging import logging_configured
-from ..transport import RabbitMQTransport, Topology
+from ..transport import RabbitMQTransport
 
 log = logging.getLogger("pachyderm")
 
@@ -91,7 +92,7 @@ def stop_on_signals() -> asyncio.Event:
 @asynccontextmanager
 async def broker(settings: Settings, name: str) -> AsyncIterator[RabbitMQTransport]:
     """A started RabbitMQ transport for the settings' namespace, closed on exit."""
-    topology = Topology(settings.namespace, settings.partitions)
+    topology = topology_of(settings)
     transport = RabbitMQTransport(
         settings.amqp_url.get_secret_value(), topology, connection_name=name
     )

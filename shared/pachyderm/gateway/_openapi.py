@@ -64,8 +64,13 @@ _PROBLEMS: dict[str, tuple[str, type[Problem]]] = {
     "413": ("The body is larger than the gateway accepts", Problem),
     "415": ("The body is not sent as application/json", Problem),
     "422": ("The fields do not match the command or query", InvalidFieldsProblem),
+    "429": (
+        "Overloaded: the fleet's queue for the entity is full, or the gateway has as many"
+        " calls in flight as it takes; nothing was sent: retry after Retry-After seconds",
+        Problem,
+    ),
     "500": ("The entity's code failed (nothing was written), or the gateway did", Problem),
-    "503": ("The broker or the event store is unavailable; retry later", Problem),
+    "503": ("The broker or the event store is unavailable; retry after Retry-After", Problem),
     "504": ("No reply in time: the command may still apply; retry with the same key", Problem),
 }
 # What the routes answer with, besides problems; Fields is what they take.
@@ -75,7 +80,10 @@ _ANSWERS: tuple[type[BaseModel], ...] = (
 _HEADERS = {
     COMMAND_ID_HEADER: "The command id: the Idempotency-Key, or the id the gateway chose",
     "Link": 'The next page, rel="next"',
+    "Retry-After": "Seconds to wait before trying again",
 }
+# The problems that say when to try again.
+_RETRY_AFTER = frozenset({"429", "503"})
 
 
 def _schemas() -> dict[str, Any]:
@@ -134,7 +142,7 @@ class _Operations:
         return self._entity(
             "Send a command to an entity and wait for its reply",
             ok,
-            "400" + self.refusals + " 404 409 413 415 422 500 503 504",
+            "400" + self.refusals + " 404 409 413 415 422 429 500 503 504",
             parameters + " idempotency-key",
             {"description": "The command's fields", "schema": body},
         )
@@ -143,7 +151,7 @@ class _Operations:
         return self._entity(
             "Ask an entity a read-only question; writes nothing",
             _answer(Reply, "The answer"),
-            "400" + self.refusals + " 404 413 415 422 500 503 504",
+            "400" + self.refusals + " 404 413 415 422 429 500 503 504",
             parameters,
             {"description": "The query's fields", "schema": body},
         )
@@ -152,7 +160,7 @@ class _Operations:
         return self._entity(
             "Read an entity's state (version 0: never written)",
             _answer(State, "The state", None, None if state is None else {"state": state}),
-            "400" + self.refusals + " 404 500 503 504",
+            "400" + self.refusals + " 404 429 500 503 504",
             "type id" if state is None else "id",
             None,
         )
@@ -329,7 +337,10 @@ def _events(schemas: AppSchemas, entity: str) -> dict[str, Any]:
 def openapi_document(*, secured: bool, history: bool, app: App | None = None) -> dict[str, Any]:
     """The document for a gateway with authentication on or off, serving history or not;
     with ``app``, the schemas and paths of its entity types too."""
-    problems = {status: _answer(model, about) for status, (about, model) in _PROBLEMS.items()}
+    problems = {
+        status: _answer(model, about, "Retry-After" if status in _RETRY_AFTER else None)
+        for status, (about, model) in _PROBLEMS.items()
+    }
     operations = _Operations(secured=secured)
     paths = _paths(operations, history=history)
     schemas = _schemas()

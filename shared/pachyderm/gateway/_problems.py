@@ -11,6 +11,7 @@ entity's internal error text: those go to the log.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -32,6 +33,7 @@ from .._errors import (
     TransportError,
     UnknownNameError,
 )
+from .._overload import IN_FLIGHT, QUEUE_FULL, OverloadedError
 from . import _bodies as bodies
 from ._bodies import TYPE_PREFIX
 
@@ -48,6 +50,15 @@ KINDS: Mapping[str, str] = {
     "entity-failed": "The entity failed",
     "timeout": "No reply in time",
     "unavailable": "Temporarily unavailable",
+    "overloaded": "Overloaded",
+}
+# Seconds a caller is asked to wait (Retry-After) while the broker or the store is away:
+# a reconnect takes a few.
+UNAVAILABLE_RETRY_AFTER = 5
+# What a 429 says was full, by OverloadedError.cause.
+_OVERLOADED = {
+    QUEUE_FULL: "the fleet's queue for this entity is full",
+    IN_FLIGHT: "this gateway has as many calls in flight as it takes",
 }
 # The kinds whose documents have members of their own; the others' are bodies.Problem.
 BODIES: Mapping[str, type[bodies.Problem]] = {
@@ -111,16 +122,8 @@ def problem_from(error: PachydermError) -> Problem:
             reason=error.reason,
             rejection_detail=error.detail,
         )
-    if isinstance(error, CallTimeoutError):
-        return Problem(
-            504,
-            f"{error}; it may still apply: retry with the same Idempotency-Key",
-            kind="timeout",
-        )
-    if isinstance(error, TransportError):
-        return Problem(503, "the message broker is unavailable; retry later", kind="unavailable")
-    if isinstance(error, StoreUnavailableError):
-        return Problem(503, "the event store is unavailable; retry later", kind="unavailable")
+    if (unanswered := _unanswered(error)) is not None:
+        return unanswered
     if isinstance(error, HandlerError):
         return Problem(
             500,
@@ -137,6 +140,42 @@ def problem_from(error: PachydermError) -> Problem:
             " gateway's disagree); nothing was applied",
         )
     return Problem(500, "internal error")
+
+
+def _unanswered(error: PachydermError) -> Problem | None:
+    """The problem of a call the fleet could not take or answer now (retry later), if
+    ``error`` is one: no reply in time, overloaded, the broker or the store away."""
+    if isinstance(error, CallTimeoutError):
+        return Problem(
+            504,
+            f"{error}; it may still apply: retry with the same Idempotency-Key",
+            kind="timeout",
+        )
+    if isinstance(error, OverloadedError):
+        # Nothing was published: retrying later, even under another key, applies it once.
+        return Problem(
+            429,
+            f"{_OVERLOADED.get(error.cause, 'overloaded')}: nothing was sent; retry after"
+            f" {_seconds(error.retry_after)} s",
+            kind="overloaded",
+            headers={"Retry-After": _seconds(error.retry_after)},
+        )
+    if isinstance(error, TransportError):
+        return _unavailable("the message broker is unavailable; retry later")
+    if isinstance(error, StoreUnavailableError):
+        return _unavailable("the event store is unavailable; retry later")
+    return None
+
+
+def _seconds(delay: float) -> str:
+    """A Retry-After value: whole seconds (RFC 9110), at least 1."""
+    return str(max(1, math.ceil(delay)))
+
+
+def _unavailable(detail: str) -> Problem:
+    return Problem(
+        503, detail, kind="unavailable", headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
+    )
 
 
 async def answer_http_error(request: Request, error: Exception) -> Response:

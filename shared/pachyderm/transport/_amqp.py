@@ -25,6 +25,7 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from .._errors import TransportError, TransportUnavailableError
+from .._overload import OverloadedError
 from ._message import Message
 
 log = logging.getLogger("pachyderm.transport")
@@ -36,10 +37,18 @@ OnDelivery = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 FAILURES = (OSError, aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError)
 
 
-def translated(error: BaseException, action: str) -> TransportError:
-    """The Pachyderm transport error for one of :data:`FAILURES`."""
+def translated(error: BaseException, action: str) -> TransportError | OverloadedError:
+    """The Pachyderm transport error for one of :data:`FAILURES`; a publish the broker
+    nacked is an :class:`OverloadedError` (a queue at its length limit refused it)."""
     if isinstance(error, aiormq.exceptions.PublishError):
         return TransportError(f"{action}: no queue is bound to take it ({error})")
+    if isinstance(error, aiormq.exceptions.DeliveryError) and isinstance(error.frame, Basic.Nack):
+        # RabbitMQ nacks a publish when a queue it routes to is full and set to
+        # reject-publish (and only otherwise on an internal error of the queue).
+        return OverloadedError(
+            f"{action}: the partition queue is full (PACHYDERM_QUEUE_MAX_LENGTH) and"
+            " refused it; nothing was published"
+        )
     if isinstance(error, aiormq.exceptions.AMQPChannelError | aiormq.exceptions.DeliveryError):
         return TransportError(f"{action}: RabbitMQ refused ({error})")
     if (refused := _certificate_refused(error)) is not None:

@@ -15,7 +15,7 @@ from aiormq.abc import DeliveredMessage
 
 from ._amqp import Subscription, ack, delivered, reject, translated_errors
 from ._message import Delivery, pop_unsettled
-from ._rabbitmq_topology import declare_work_queue
+from ._rabbitmq_topology import declare_partition_queue
 from ._topology import Topology
 
 log = logging.getLogger("pachyderm.transport")
@@ -64,7 +64,7 @@ class RabbitMQInbox:
         inbox = cls(partition, channel, tags, forget)
         try:
             await channel.set_qos(prefetch_count=prefetch)
-            await declare_work_queue(channel, queue, topology)
+            await declare_partition_queue(channel, partition, topology)
             inbox._subscription = Subscription(channel, queue, inbox._on_delivery, no_ack=False)
             await inbox._subscription.start()
         except BaseException:

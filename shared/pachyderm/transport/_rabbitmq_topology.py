@@ -24,14 +24,63 @@ _CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
 _DELIVERY_LIMIT = 50
 
 
+# The queue arguments a setting gives, and the setting: a mismatch names it.
+_SETTING_OF_ARGUMENT = {
+    "x-max-length": "PACHYDERM_QUEUE_MAX_LENGTH",
+    "x-overflow": "PACHYDERM_QUEUE_OVERFLOW",
+}
+
+
+class QueueArgumentsError(TransportError):
+    """A partition queue exists with another length limit or overflow than this process
+    declares: RabbitMQ cannot change a queue's arguments (PRECONDITION_FAILED)."""
+
+    def __init__(self, queue: str, setting: str, refusal: str) -> None:
+        self.queue = queue
+        self.setting = setting
+        super().__init__(
+            f"the queue {queue!r} exists with another {setting} than this process's"
+            f" (RabbitMQ: {refusal}). Give every process of the namespace the same {setting};"
+            " to change it, stop the fleet, let the partition queues drain and delete them"
+            " (`pachyderm topology` declares them again), or leave the setting as it was and"
+            " set the limit with a RabbitMQ policy instead (max-length, overflow), which"
+            " applies to existing queues"
+        )
+
+
 def partition_queues(topology: Topology) -> list[str]:
     return [topology.partition_queue(partition) for partition in range(topology.partitions)]
 
 
-async def declare_work_queue(
-    channel: AbstractChannel, name: str, topology: Topology
+async def declare_partition_queue(
+    channel: AbstractChannel, partition: int, topology: Topology
 ) -> AbstractQueue:
-    """Declare a partition or effects queue: quorum, dead-lettering, delivery-limited.
+    """Declare a partition queue: a work queue with the topology's length limit, if any.
+
+    A queue declared before with another limit raises :class:`QueueArgumentsError`.
+    """
+    name = topology.partition_queue(partition)
+    limit: dict[str, Any] = {}
+    if topology.max_length:
+        limit = {"x-max-length": topology.max_length, "x-overflow": topology.overflow}
+    try:
+        return await declare_work_queue(channel, name, topology, limit)
+    except aiormq.exceptions.ChannelPreconditionFailed as error:
+        refusal = str(error)
+        for argument, setting in _SETTING_OF_ARGUMENT.items():
+            if f"'{argument}'" in refusal:
+                raise QueueArgumentsError(name, setting, refusal) from error
+        raise
+
+
+async def declare_work_queue(
+    channel: AbstractChannel,
+    name: str,
+    topology: Topology,
+    extra: dict[str, Any] | None = None,
+) -> AbstractQueue:
+    """Declare a partition or effects queue: quorum, dead-lettering, delivery-limited,
+    with ``extra`` arguments besides (a partition queue's length limit).
 
     Every declaration of one queue must carry the same arguments, or the broker
     refuses it: this is the one place they are spelled out.
@@ -40,6 +89,7 @@ async def declare_work_queue(
         "x-queue-type": "quorum",
         "x-dead-letter-exchange": topology.dead_letter_exchange,
         "x-delivery-limit": _DELIVERY_LIMIT,
+        **(extra or {}),
     }
     return await channel.declare_queue(name, durable=True, arguments=arguments)
 
@@ -74,8 +124,8 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         topology.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
     await dead_letter_queue.bind(dead_letter)
-    for name in partition_queues(topology):
-        queue = await declare_work_queue(channel, name, topology)
+    for partition in range(topology.partitions):
+        queue = await declare_partition_queue(channel, partition, topology)
         # A consistent-hash binding key is the queue's weight on the hash ring.
         await queue.bind(commands, routing_key="1")
     return await _declare_effects_exchange(channel, topology)

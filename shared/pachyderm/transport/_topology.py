@@ -8,6 +8,9 @@ from dataclasses import dataclass
 _NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 DEFAULT_PARTITIONS = 16
+# What a partition queue at its length limit does (what quorum queues support).
+REJECT_PUBLISH = "reject-publish"
+OVERFLOWS = (REJECT_PUBLISH, "drop-head")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +33,29 @@ class Topology:
       queues of their own; an event no queue is bound for is dropped.
     - ``<ns>.dead-letter``: fanout exchange, and the queue of the same name bound
       to it, where partition queues dead-letter what cannot be answered.
+
+    ``max_length`` (0: none) limits each partition queue to that many ready
+    messages; at the limit ``overflow`` says what the queue does: ``reject-publish``
+    refuses the new command (its publisher's confirm is a nack: an
+    :class:`~pachyderm.OverloadedError`), ``drop-head`` dead-letters the oldest one.
+    Like ``partitions``, the same in every process of a namespace: they are queue
+    arguments, which RabbitMQ refuses to change on an existing queue.
     """
 
     namespace: str = "pachyderm"
     partitions: int = DEFAULT_PARTITIONS
+    max_length: int = 0
+    overflow: str = REJECT_PUBLISH
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.fullmatch(self.namespace):
             raise ValueError(f"namespace {self.namespace!r} must match {_NAMESPACE.pattern}")
         if not 1 <= self.partitions <= 1024:
             raise ValueError("partitions must be between 1 and 1024")
+        if self.max_length < 0:
+            raise ValueError("max_length must be 0 (no limit) or more")
+        if self.overflow not in OVERFLOWS:
+            raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}")
 
     @property
     def commands_exchange(self) -> str:
