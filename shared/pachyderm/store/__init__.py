@@ -10,6 +10,13 @@ from .._lazy import lazy_names
 from ._log_wakeups import LocalWakeups, LogWakeups, NoWakeups
 from ._open import open_store
 from ._port import EventStore
+from ._quarantine import (
+    HasQuarantine,
+    NotQuarantinedError,
+    Parked,
+    Quarantined,
+    QuarantineStore,
+)
 from ._records import (
     ENDED,
     ERASED,
@@ -56,6 +63,7 @@ __all__ = [
     "Ended",
     "Erasure",
     "EventStore",
+    "HasQuarantine",
     "ListedEntity",
     "LoadedEntity",
     "LocalWakeups",
@@ -64,8 +72,12 @@ __all__ = [
     "NewEffect",
     "NewEvent",
     "NoWakeups",
+    "NotQuarantinedError",
     "OutboxEntry",
+    "Parked",
     "PostgresEventStore",
+    "QuarantineStore",
+    "Quarantined",
     "RecordedEvent",
     "Retained",
     "Snapshot",

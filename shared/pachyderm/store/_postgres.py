@@ -25,7 +25,9 @@ from . import _postgres_retention as retention
 from . import _postgres_timers as timers
 from ._log_wakeups import LogWakeups
 from ._migrations import migrations_for, pending
+from ._postgres_quarantine import PostgresQuarantine
 from ._postgres_wakeups import LogListener, LogNotifier
+from ._quarantine import QuarantineStore
 from ._records import (
     ENDED,
     ERASED,
@@ -500,3 +502,7 @@ class PostgresEventStore:
     async def count_prunable_ended(self) -> int:
         async with translated_errors(), self._pool.acquire() as conn:
             return int(await conn.fetchval(erasure.COUNT_ENDED))
+
+    def quarantine_store(self) -> QuarantineStore:
+        """The namespace's poison commands (migration 0014), on this store's pool."""
+        return PostgresQuarantine(self._pool, translated_errors)

@@ -29,6 +29,7 @@ from . import _sqlite_retention as retention
 from . import _sqlite_timers as timers
 from ._log_wakeups import LocalWakeups, LogWakeups
 from ._migrations import Migration, migrations_for, pending
+from ._quarantine import QuarantineStore
 from ._records import (
     ERASED,
     ERASED_VERSION,
@@ -53,6 +54,7 @@ from ._retention import Retained, check_limit, check_retained
 from ._sqlite_base import now_text as _now
 from ._sqlite_base import text_time as _time
 from ._sqlite_base import transaction as _transaction
+from ._sqlite_quarantine import SqliteQuarantine
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -592,3 +594,7 @@ class SqliteEventStore:
     async def count_prunable_ended(self) -> int:
         """How many events :meth:`prune_ended` would delete now."""
         return await self._run(erasure.count_prunable_ended)
+
+    def quarantine_store(self) -> QuarantineStore:
+        """The namespace's poison commands (migration 0014), on this store's thread."""
+        return SqliteQuarantine(self)

@@ -30,6 +30,7 @@ from ..store import (
 from ._ending_store_contract import EndingStoreContract
 from ._listing_store_contract import ListingStoreContract
 from ._log_store_contract import LogStoreContract
+from ._quarantine_store_contract import QuarantineStoreContract
 from ._retention_store_contract import RetentionStoreContract
 from ._schema_store_contract import SchemaStoreContract
 from ._timer_store_contract import TimerStoreContract
@@ -57,6 +58,7 @@ class EventStoreContract(
     RetentionStoreContract,
     SchemaStoreContract,
     EndingStoreContract,
+    QuarantineStoreContract,
 ):
     """The tests every :class:`~pachyderm.store.EventStore` backend must pass.
 

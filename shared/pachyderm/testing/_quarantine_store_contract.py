@@ -1,0 +1,161 @@
+"""The quarantine part of the event store contract (mixed into :class:`EventStoreContract`).
+
+Invariants: see :mod:`pachyderm.store._quarantine` (attempts counted per key
+and forgotten; one quarantine row per command, back to ``quarantined`` only
+from ``resuming``; parked commands in order, a re-parked id keeping its place;
+operator decisions only on ``quarantined`` rows; what every store of the
+namespace sees, since workers and operators use different connections).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from ..store import (
+    EventStore,
+    HasQuarantine,
+    NotQuarantinedError,
+    Parked,
+    Quarantined,
+    QuarantineStore,
+)
+
+
+def _quarantine_of(store: EventStore) -> QuarantineStore:
+    assert isinstance(store, HasQuarantine), "the store keeps no quarantine"
+    return store.quarantine_store()
+
+
+def _entry(entity_id: uuid.UUID, command_id: str = "c", *, partition: int = 3) -> Quarantined:
+    return Quarantined(
+        entity_id, command_id, "counter", partition, "park", "quarantined", 3, "hung", b"m"
+    )
+
+
+class QuarantineStoreContract:
+    """Quarantine tests every shipped :class:`~pachyderm.store.EventStore` backend passes."""
+
+    async def test_attempts_are_counted_per_command_and_forgotten(self, store: EventStore) -> None:
+        quarantine = _quarantine_of(store)
+        a, b = uuid.uuid4(), uuid.uuid4()
+        assert await quarantine.count_attempts([(a, "1"), (b, "1"), (a, "1")]) == {
+            (a, "1"): 1,
+            (b, "1"): 1,
+        }
+        assert await quarantine.count_attempts([(a, "1"), (a, "2")]) == {(a, "1"): 2, (a, "2"): 1}
+        await quarantine.forget_attempts([(a, "1")])
+        assert await quarantine.count_attempts([(a, "1"), (b, "1")]) == {(a, "1"): 1, (b, "1"): 2}
+        assert await quarantine.count_attempts([]) == {}
+
+    async def test_a_quarantined_command_is_kept_whole_and_listed_by_partition(
+        self, store: EventStore, open_store: Callable[[], Awaitable[EventStore]]
+    ) -> None:
+        quarantine = _quarantine_of(store)
+        first, second = uuid.uuid4(), uuid.uuid4()
+        await quarantine.quarantine([_entry(first)])
+        await quarantine.quarantine([_entry(second, partition=5)])
+        # Another connection (an operator's) sees what a worker recorded.
+        other = _quarantine_of(await open_store())
+        listed = await other.quarantined()
+        assert [(q.entity_id, q.partition, q.status, q.policy) for q in listed] == [
+            (first, 3, "quarantined", "park"),
+            (second, 5, "quarantined", "park"),
+        ]
+        assert listed[0].message == b"m"
+        assert listed[0].attempts == 3
+        assert listed[0].reason == "hung"
+        assert listed[0].quarantined_at is not None
+        assert [q.entity_id for q in await other.quarantined(partitions=[5])] == [second]
+        assert await other.quarantined(partitions=[]) == []
+        assert await other.find(first, "other") is None
+        found = await other.find(first, "c")
+        assert found is not None
+        assert found.entity_type == "counter"
+
+    async def test_later_commands_park_in_order_and_a_retry_keeps_its_place(
+        self, store: EventStore
+    ) -> None:
+        quarantine = _quarantine_of(store)
+        entity, other = uuid.uuid4(), uuid.uuid4()
+        await quarantine.quarantine([_entry(entity)])
+        await quarantine.park([Parked(entity, "2", b"two"), Parked(entity, "3", b"three")])
+        await quarantine.park([Parked(other, "9", b"x"), Parked(entity, "2", b"two again")])
+        await quarantine.park([Parked(entity, "4", b"four"), Parked(entity, "4", b"four again")])
+        parked = await quarantine.parked(entity, 10)
+        assert [(p.command_id, p.message) for p in parked] == [
+            ("2", b"two again"),
+            ("3", b"three"),
+            ("4", b"four again"),
+        ]
+        assert [p.command_id for p in await quarantine.parked(entity, 2)] == ["2", "3"]
+        found = await quarantine.find(entity, "c")
+        assert found is not None
+        assert found.parked == 3
+        await quarantine.unpark([parked[0].position, parked[1].position])
+        assert [p.command_id for p in await quarantine.parked(entity, 10)] == ["4"]
+        assert [p.command_id for p in await quarantine.parked(other, 10)] == ["9"]
+
+    async def test_resume_moves_a_quarantined_row_once_and_settling_deletes_it(
+        self, store: EventStore
+    ) -> None:
+        quarantine = _quarantine_of(store)
+        entity = uuid.uuid4()
+        await quarantine.quarantine([_entry(entity)])
+        decided = await quarantine.decide(entity, "c", "resume")
+        assert decided.status == "resuming"
+        assert decided.decided_at is not None
+        with pytest.raises(NotQuarantinedError):
+            await quarantine.decide(entity, "c", "skip")
+        await quarantine.settle(entity, "c")
+        assert await quarantine.find(entity, "c") is None
+        with pytest.raises(NotQuarantinedError):
+            await quarantine.decide(entity, "c", "resume")
+
+    async def test_a_resumed_command_that_fails_again_is_quarantined_again(
+        self, store: EventStore
+    ) -> None:
+        quarantine = _quarantine_of(store)
+        entity = uuid.uuid4()
+        await quarantine.quarantine([_entry(entity)])
+        await quarantine.decide(entity, "c", "resume")
+        await quarantine.quarantine([_entry(entity)])
+        found = await quarantine.find(entity, "c")
+        assert found is not None
+        assert (found.status, found.decided_at) == ("quarantined", None)
+
+    async def test_a_second_quarantine_of_a_waiting_command_changes_nothing(
+        self, store: EventStore
+    ) -> None:
+        quarantine = _quarantine_of(store)
+        entity = uuid.uuid4()
+        await quarantine.quarantine([_entry(entity)])
+        await quarantine.decide(entity, "c", "skip")
+        # An owner that had not seen the decision yet quarantines the command again.
+        await quarantine.quarantine([_entry(entity)])
+        found = await quarantine.find(entity, "c")
+        assert found is not None
+        assert found.status == "skipping"
+
+    async def test_skip_leaves_the_row_skipped(self, store: EventStore) -> None:
+        quarantine = _quarantine_of(store)
+        entity = uuid.uuid4()
+        await quarantine.quarantine([_entry(entity)])
+        assert (await quarantine.decide(entity, "c", "skip")).status == "skipping"
+        await quarantine.settle(entity, "c")
+        found = await quarantine.find(entity, "c")
+        assert found is not None
+        assert found.status == "skipped"
+        with pytest.raises(NotQuarantinedError):
+            await quarantine.decide(entity, "c", "resume")
+
+    async def test_an_unknown_decision_is_refused(self, store: EventStore) -> None:
+        quarantine = _quarantine_of(store)
+        entity = uuid.uuid4()
+        await quarantine.quarantine([_entry(entity)])
+        decision: Any = "retry"  # as an operator might type it
+        with pytest.raises(ValueError, match="resumed or skipped"):
+            await quarantine.decide(entity, "c", decision)
