@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     gateway_token: SecretStr = Field(
         SecretStr(""), description="the bearer token `pachyderm call` sends to that gateway"
     )
+    admin_token: SecretStr = Field(
+        SecretStr(""),
+        description="the bearer token of the gateway's admin routes (erasing entities);"
+        " unset: every admin route answers 403",
+    )
+    ended_history: Literal["keep", "prune"] = Field(
+        "keep",
+        description="what becomes of the events of an ended entity before its final snapshot:"
+        " keep them, or let `pachyderm prune-ended` delete them (projections that had not"
+        " read them, and rebuilds, then never see them)",
+    )
     health_host: str = Field(
         "127.0.0.1",
         description="address the health and metrics endpoints of a worker or effects"
