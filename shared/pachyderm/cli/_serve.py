@@ -36,6 +36,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
     return WorkerOptions(
         prefetch=settings.prefetch,
         max_batch=settings.max_batch,
+        max_in_flight=settings.max_in_flight,
         snapshot_every=settings.snapshot_every,
         cache_capacity=settings.cache_capacity,
         idle_timeout=settings.idle_timeout,

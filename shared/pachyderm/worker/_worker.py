@@ -15,6 +15,7 @@ from ..fleet import Membership
 from ..store import EventStore
 from ..telemetry import TelemetryHooks
 from ..transport import Transport
+from ._admission import Admission, AdmittedInbox
 from ._cache import EntityCache
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
 from ._outbox import EffectPublisher
@@ -24,6 +25,10 @@ from ._timers import RateLimit, TimerFiring, TimerOptions
 
 log = logging.getLogger("pachyderm.worker")
 
+# 16 partitions' full batches: no bound on one worker of a default fleet, a bound on
+# one that serves many more partitions.
+DEFAULT_MAX_IN_FLIGHT = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -31,6 +36,9 @@ class WorkerOptions:
 
     prefetch: int = 512
     max_batch: int = DEFAULT_MAX_BATCH
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    """Deliveries handled at once across the worker's partitions (0: no limit); see
+    :mod:`._admission`."""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     snapshot_every: int = 100
     cache_capacity: int = 100_000
@@ -96,6 +104,8 @@ class Worker:
             hooks=self.hooks,
         )
         self.timer_rate = RateLimit(self.options.timers.fire_rate)
+        limit = self.options.max_in_flight
+        self.admission = Admission(limit) if limit else None
         self.pending_timers = 0  # as last counted
         self.partitions: dict[int, PartitionWorker] = {}
         self._assigning = asyncio.Lock()
@@ -169,7 +179,7 @@ class Worker:
             )
             for partition, inbox in zip(new, inboxes, strict=True):
                 worker = PartitionWorker(
-                    inbox,
+                    inbox if self.admission is None else AdmittedInbox(inbox, self.admission),
                     self.app,
                     self.engine,
                     self.transport,
