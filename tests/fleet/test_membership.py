@@ -93,6 +93,7 @@ class Fleet:
         interval: float = INTERVAL,
         dead_after: float = DEAD_AFTER,
         info: str | None = None,
+        join_delay: float | None = None,
     ) -> PostgresMembership:
         member = await PostgresMembership.connect(
             self.dsn,
@@ -101,6 +102,7 @@ class Fleet:
             info=info,
             heartbeat_interval=interval,
             dead_after=dead_after,
+            join_delay=join_delay,
         )
         self._members.append(member)
         return member
@@ -211,6 +213,36 @@ async def test_workers_joining_and_leaving_rebalance(fleet: Fleet) -> None:
     # A clean exit hands over on the others' next heartbeat, without waiting for dead_after.
     handover = await eventually(lambda: split_as_assigned([a, b]))
     assert handover <= INTERVAL + SLACK
+
+
+@postgres
+async def test_workers_started_together_are_counted_together(fleet: Fleet) -> None:
+    # Both start early in one join-delay window of the database's clock, so both
+    # count at its end: the first never claims every partition to hand half over.
+    join_delay = 1.0
+    [row] = await fleet.query("SELECT extract(epoch FROM now())::float8 AS now")
+    await asyncio.sleep(join_delay - row["now"] % join_delay + 0.05)
+    start = time.monotonic()
+    a = await fleet.watcher("a", join_delay=join_delay)
+    await asyncio.sleep(0.2)
+    assert a.owned is None  # live, not settled: nothing reported yet
+    b = await fleet.watcher("b", join_delay=join_delay)
+    settling = await eventually(lambda: split_as_assigned([a, b]))
+    assert (a.calls, b.calls) == (1, 1)
+    # Counted at the end of the window after their own: 1 to 2 join delays after starting.
+    assert join_delay - SLACK <= time.monotonic() - start <= 2 * join_delay + INTERVAL + SLACK
+    assert settling > 0
+
+    # A newcomer settles the same way while the others keep their partitions; a
+    # leaver's go at once.
+    c = await fleet.watcher("c", join_delay=join_delay)
+    await asyncio.sleep(join_delay / 2)
+    assert c.owned is None
+    assert split_as_assigned([a, b])
+    await eventually(lambda: split_as_assigned([a, b, c]))
+    await c.kill()
+    await c.membership.leave()
+    assert await eventually(lambda: split_as_assigned([a, b])) <= INTERVAL + SLACK
 
 
 @postgres

@@ -1,0 +1,43 @@
+"""Which live members count in the assignment: the settled ones.
+
+A member that just joined counts only from the end of the join-delay window
+after the one it started in: windows are ``join_delay`` long and aligned on
+the store's clock, so a member counts ``join_delay`` to twice that after it
+started, and every member started in one window counts at the same instant.
+A fleet started together (or scaled up by many at once) therefore rebalances
+once per window, not once per start: without it the first worker claims every
+partition and hands them over again as each of the others arrives.
+
+Leaving and dying are never delayed: a member that is not live does not count,
+so its partitions go to the others at once. Nor is a settled member's standing
+touched by a join: until the newcomers count, the others keep their partitions.
+
+Invariant: a pure function of the roll (starts and the store's time, which
+every member reads from the same store), so members agree on it as they agree
+on :func:`~pachyderm.fleet.assign`, within a heartbeat of one another.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._store import Roll
+
+
+def settled(roll: Roll, join_delay: float) -> list[str]:
+    """The members of ``roll`` counted in the assignment at ``roll.now``, sorted.
+
+    With ``join_delay`` 0, every live member.
+    """
+    if join_delay <= 0:
+        return roll.workers
+    return [
+        member.worker_id
+        for member in roll.members
+        if counts_from(member.started, join_delay) <= roll.now
+    ]
+
+
+def counts_from(started: float, join_delay: float) -> float:
+    """When a member started at ``started`` counts: the end of the window after its own."""
+    return (math.floor(started / join_delay) + 2) * join_delay
