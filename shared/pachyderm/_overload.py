@@ -1,9 +1,10 @@
 """Overload: what a caller is told when the fleet takes no more for now, and the client's
 own bound on calls in flight.
 
-Invariants: an :class:`OverloadedError` means the command was *not* published (the
-broker refused it, or the client never sent it), so sending it again later, even
-under a new command id, cannot apply it twice. ``retry_after`` is a hint in seconds,
+Invariants: an :class:`OverloadedError` means this send of the command was *not*
+enqueued (the broker refused it, or the client never sent it): if it was the first,
+nothing of the command applied; a retry later with the same command id applies it
+once. ``retry_after`` is a hint in seconds,
 the one the gateway puts in ``Retry-After``.
 """
 

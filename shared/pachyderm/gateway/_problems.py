@@ -23,6 +23,7 @@ from starlette.responses import Response
 from .._errors import (
     CallTimeoutError,
     CommandExpiredError,
+    EntityEndedError,
     EntityTypeMismatchError,
     HandlerError,
     InvalidInputError,
@@ -51,6 +52,8 @@ KINDS: Mapping[str, str] = {
     "timeout": "No reply in time",
     "unavailable": "Temporarily unavailable",
     "overloaded": "Overloaded",
+    "ended": "The entity has ended",
+    "erased": "The entity was erased",
 }
 # Seconds a caller is asked to wait (Retry-After) while the broker or the store is away:
 # a reconnect takes a few.
@@ -122,6 +125,9 @@ def problem_from(error: PachydermError) -> Problem:
             reason=error.reason,
             rejection_detail=error.detail,
         )
+    if isinstance(error, EntityEndedError):
+        # Gone for good, not a failure: nothing was applied, and never will be.
+        return Problem(410, f"{error}; nothing was applied", kind=error.status)
     if (unanswered := _unanswered(error)) is not None:
         return unanswered
     if isinstance(error, HandlerError):
@@ -152,7 +158,7 @@ def _unanswered(error: PachydermError) -> Problem | None:
             kind="timeout",
         )
     if isinstance(error, OverloadedError):
-        # Nothing was published: retrying later, even under another key, applies it once.
+        # This send was not enqueued: retrying later with the same key applies it once.
         return Problem(
             429,
             f"{_OVERLOADED.get(error.cause, 'overloaded')}: nothing was sent; retry after"
