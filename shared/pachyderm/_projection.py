@@ -83,6 +83,11 @@ class Projection:
     events: ClassVar[tuple[type[Any], ...]]
     # Whether apply runs in the cursor's transaction (PostgreSQL only).
     exactly_once: ClassVar[bool] = False
+    # False: apply gets each logged event as stored (a RecordedEvent: name, data and
+    # schema version as written, none decoded, upcast or filtered by this code), for a
+    # projection that passes events on as they are (the event relay): an event this code
+    # cannot read, or would split or drop, goes on once, as written.
+    decodes: ClassVar[bool] = True
 
     async def apply(self, event: Any, context: ProjectionContext) -> None:
         """Apply one event to the read model (a projection defines this or

@@ -137,6 +137,7 @@ def assert_is_relayed(received: Received, logged: LoggedEvent) -> None:
         "pachyderm-partition": logged.partition,
         "pachyderm-position": logged.position,
         "pachyderm-recorded-at": event.recorded_at.isoformat(),
+        "pachyderm-schema-version": event.schema_version,
     }
     assert datetime.fromisoformat(received.headers["pachyderm-recorded-at"]) == event.recorded_at
 

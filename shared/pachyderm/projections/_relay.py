@@ -134,6 +134,7 @@ class EventRelay(Projection):
 
     name = "event_relay"
     events = (AnyEvent,)
+    decodes = False  # every event goes on once, as written, whatever this code reads
 
     def __init__(self, *, amqp_url: str | None = None, namespace: str | None = None) -> None:
         self._amqp_url = amqp_url

@@ -23,7 +23,7 @@ from typing import Any
 
 from .._app import App
 from .._errors import PachydermError
-from .._projection import Projection, ProjectionContext
+from .._projection import AnyEvent, Projection, ProjectionContext
 from ..store import EventStore, LoggedEvent, LogWakeups, NoWakeups
 from ._cursors import CursorStore, TransactionalCursors
 
@@ -39,13 +39,18 @@ class RunnerOptions:
     max_interval: float = 1.0
 
 
-def _handled(app: App, projection: Projection) -> frozenset[tuple[str, str]]:
-    """The ``(entity type, event name)`` pairs ``projection`` handles: decode only those."""
+def _handled(app: App, projection: Projection) -> frozenset[tuple[str, str]] | None:
+    """The ``(entity type, stored name)`` pairs ``projection`` handles: decode only those
+    (names an upcaster or alias may turn into a declared one included); None: every
+    logged event (a projection of events as stored, declaring them all)."""
+    if not projection.decodes and issubclass(AnyEvent, projection.events):
+        return None
     return frozenset(
-        (entity_type.name, name)
+        (entity_type.name, stored)
         for entity_type in app
-        for name, cls in entity_type.events.types()
-        if issubclass(cls, projection.events)
+        for stored in entity_type.events.evolution.stored_names(
+            name for name, cls in entity_type.events.types() if issubclass(cls, projection.events)
+        )
     )
 
 
@@ -62,6 +67,7 @@ def _context(logged: LoggedEvent, connection: Any) -> ProjectionContext:
         connection=connection,
         name=event.name,
         data=event.data,
+        schema_version=event.schema_version,
     )
 
 
@@ -113,7 +119,8 @@ class ProjectionRunner:
         if not logged:
             return 0
         head = logged[-1].position
-        chosen = [item for item in logged if (item.entity_type, item.event.name) in self._handled]
+        handled = self._handled
+        chosen = [i for i in logged if handled is None or (i.entity_type, i.event.name) in handled]
         if self.projection.exactly_once and self._transactional is not None:
 
             async def work(connection: Any) -> None:
@@ -132,6 +139,11 @@ class ProjectionRunner:
 
     async def _apply(self, chosen: list[LoggedEvent], connection: Any) -> None:
         if not chosen:
+            return
+        if not self.projection.decodes:
+            await self.projection.apply_many(
+                [(logged.event, _context(logged, connection)) for logged in chosen]
+            )
             return
         decode = self.app.entity_type
         await self.projection.apply_many(
