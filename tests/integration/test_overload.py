@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
+import aio_pika
 import pytest
 
 from examples import counter
@@ -207,3 +209,28 @@ async def test_a_queue_declared_with_another_limit_names_the_setting(
     with pytest.raises(QueueArgumentsError, match="PACHYDERM_QUEUE_MAX_LENGTH") as raised:
         await RabbitMQTransport(rabbitmq_url, limited).start()
     assert raised.value.queue == topology.partition_queue(0)
+
+
+async def test_a_full_queue_with_drop_head_dead_letters_the_oldest_command(
+    rabbitmq_url: str, namespace: str
+) -> None:
+    topology = Topology(namespace, 1, max_length=2, overflow="drop-head")
+    transport = RabbitMQTransport(rabbitmq_url, topology)
+    await transport.start()
+    client = Client(counter.app, transport)
+    await client.start()
+    try:
+        ids = [
+            await client.send(counter.Counter.ref(f"c{n}"), counter.Increment()) for n in range(4)
+        ]
+        depths = await transport.queue_depths()
+        assert depths[topology.partition_queue(0)] == 2  # the newest two
+        async with await aio_pika.connect(rabbitmq_url) as connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(topology.dead_letter_queue, passive=True)
+            dropped = [await queue.get(no_ack=True) for _ in range(2)]
+        assert [m.message_id for m in dropped] == ids[:2]
+        deaths: list[Any] = [dict(m.headers)["x-death"] for m in dropped]
+        assert [death[0]["reason"] for death in deaths] == ["maxlen"] * 2
+    finally:
+        await transport.delete_topology()
