@@ -34,7 +34,9 @@ WORKERS_README = ROOT / "workers" / "README.md"
 Resource = dict[str, Any]
 
 # Settings whose values are secrets: never in a ConfigMap, an image or a log.
-SECRET_SETTINGS = frozenset({"database_url", "amqp_url", "gateway_tokens", "gateway_token"})
+SECRET_SETTINGS = frozenset(
+    {"database_url", "amqp_url", "gateway_tokens", "gateway_token", "admin_token"}
+)
 # Of those, what the fleet's own processes read (the rest is for callers'
 # shells, e.g. `pachyderm call --gateway`): the Secret holds these.
 FLEET_SECRET_SETTINGS = SECRET_SETTINGS - {"gateway_token"}

@@ -254,8 +254,11 @@ def test_each_component_mounts_the_secrets_it_needs_and_no_more(
         "pachyderm-effects": {"PACHYDERM_AMQP_URL"},
         # The log and the cursors; RabbitMQ for the event relay.
         PROJECTIONS: {"PACHYDERM_DATABASE_URL", "PACHYDERM_AMQP_URL"},
-        # The gateway reads histories from PostgreSQL.
-        GATEWAY: {"PACHYDERM_AMQP_URL", "PACHYDERM_GATEWAY_TOKENS", "PACHYDERM_DATABASE_URL"},
+        # The gateway reads histories from PostgreSQL; its admin routes need their token.
+        GATEWAY: {
+            *("PACHYDERM_AMQP_URL", "PACHYDERM_GATEWAY_TOKENS", "PACHYDERM_DATABASE_URL"),
+            "PACHYDERM_ADMIN_TOKEN",
+        },
     }
     mounted = {}
     for resource, spec in _workloads(resources):

@@ -23,7 +23,13 @@ from pachyderm._embedded import EmbeddedFleet
 from pachyderm.gateway import GatewayOptions, Tokens, create_app
 from pachyderm.gateway._openapi import openapi_document
 from pachyderm.gateway._problems import Problem
-from pachyderm.store import LoadedEntity, RecordedEvent, SqliteEventStore, StoredTimer
+from pachyderm.store import (
+    Erasure,
+    LoadedEntity,
+    RecordedEvent,
+    SqliteEventStore,
+    StoredTimer,
+)
 from pachyderm.store._records import ListedEntity
 from pachyderm.transport import InProcessTransport, Topology
 
@@ -39,6 +45,9 @@ HISTORY = f"{ENTITY}/history"
 TIMERS = f"{ENTITY}/timers"
 ENTITIES, EVENTS = "/entities/{type}", f"{ENTITY}/events"
 ALICE, METER = "/entities/account/key:alice", "/entities/meter/key:m"
+# Erased before the requests (see serving_fleet): every call to them is answered 410.
+GONE_ACCOUNT, GONE_METER = "/entities/account/key:gone", "/entities/meter/key:gone"
+ADMIN = "/admin/entities/{type}/{id}"
 FRAGILE, NOPE = "/entities/fragile/key:f", "/entities/nope/key:a"
 TOO_LARGE = b'{"padding": "' + b"x" * MAX_BODY + b'"}'
 
@@ -52,7 +61,7 @@ class Exchange:
     template: str
     path: str
     body: bytes | None = None
-    token: str | None = "both"
+    token: str | None = "both"  # "root": the admin token
     content_type: str = "application/json"
     stream: bool = False  # an answer that does not end: its head is what is checked
 
@@ -76,6 +85,10 @@ def post(status: int, template: str, path: str, body: bytes = b"{}", **kw: Any) 
 
 def get(status: int, template: str, path: str, **kw: Any) -> Exchange:
     return Exchange(status, "GET", template, path, **kw)
+
+
+def delete(status: int, path: str, token: str | None = "root") -> Exchange:
+    return Exchange(status, "DELETE", ADMIN, path, token=token)
 
 
 def refusals(template: str, path: str, body: bytes | None, right_lacking: str) -> list[Exchange]:
@@ -146,7 +159,17 @@ SERVING = [
     get(200, "/metrics", "/metrics", token=None),
     get(200, "/openapi.json", "/openapi.json", token=None),
     get(200, "/docs", "/docs", token=None),
+    post(410, COMMANDS, f"{GONE_ACCOUNT}/commands/Open", b'{"owner": "A"}'),
+    post(410, QUERIES, f"{GONE_METER}/queries/Exceeds", b'{"limit": 0}'),
+    get(410, ENTITY, GONE_ACCOUNT),
+    delete(200, "/admin/entities/account/key:bob"),
+    delete(400, "/admin/entities/account/12345"),
+    delete(401, "/admin/entities/account/key:bob", token=None),
+    delete(401, "/admin/entities/account/key:bob", token="both"),  # no admin token
+    delete(404, "/admin/entities/nope/key:a"),
 ]
+# Admin routes without PACHYDERM_ADMIN_TOKEN: closed.
+ADMIN_OFF = [delete(403, "/admin/entities/account/key:bob")]
 # No worker takes the messages: no reply in time.
 SILENT = failures(504)
 # The gateway's one place in flight is taken.
@@ -163,6 +186,7 @@ FAILING_STORE = [
     get(500, ENTITIES, "/entities/account"),
     get(503, EVENTS, f"{METER}/events"),
     get(500, EVENTS, f"{ALICE}/events"),
+    delete(503, "/admin/entities/meter/key:m"),
 ]
 
 
@@ -181,6 +205,10 @@ class FailingStore(SqliteEventStore):
         await self.history(entity_id)  # fails as history does
         return []
 
+    async def erase(self, ref: Ref) -> Erasure:
+        await self.history(ref.id)  # fails as history does
+        raise AssertionError("unreachable")
+
     async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
         await self.history(ref.id)  # fails as history does
         raise AssertionError("unreachable")
@@ -198,12 +226,21 @@ class FailingStore(SqliteEventStore):
 
 
 Gateway = Callable[[EmbeddedFleet], AbstractAsyncContextManager[httpx.AsyncClient]]
-OPTIONS = GatewayOptions(tokens=TOKENS, max_body=MAX_BODY)
+OPTIONS = GatewayOptions(tokens=TOKENS, max_body=MAX_BODY, admin_token="root")
 
 
 @asynccontextmanager
 async def serving_fleet(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
+    for gone in (Ref.from_key("account", "gone"), Ref.from_key("meter", "gone")):
+        await fleet.store.erase(gone)
     async with serving(create_app(fleet.client, fleet.store, OPTIONS, app=APP)) as http:
+        yield http
+
+
+@asynccontextmanager
+async def admin_off(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
+    options = GatewayOptions(tokens=TOKENS, max_body=MAX_BODY)
+    async with serving(create_app(fleet.client, fleet.store, options, app=APP)) as http:
         yield http
 
 
@@ -264,6 +301,7 @@ GATEWAYS: dict[str, tuple[list[Exchange], Gateway]] = {
     "closed": (CLOSED, closed_broker),
     "overloaded": (OVERLOADED, full_gateway),
     "failing-store": (FAILING_STORE, failing_store),
+    "admin-off": (ADMIN_OFF, admin_off),
 }
 
 

@@ -35,6 +35,8 @@ Subcommand = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int | 
 _MODULES: Mapping[str, str] = {
     "migrate": "._migrate",
     "prune": "._prune",
+    "prune-ended": "._erase",
+    "erase": "._erase",
     "topology": "._migrate",
     "worker": "._serve",
     "effects": "._dispatch",

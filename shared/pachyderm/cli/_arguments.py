@@ -96,12 +96,7 @@ def parser() -> argparse.ArgumentParser:
 
     add("migrate", "create or upgrade the schema (safe to run concurrently)")
     add("topology", "declare the namespace's exchanges and queues")
-    prune = add(
-        "prune",
-        "delete command ids older than PACHYDERM_COMMAND_RETENTION and effects published"
-        " longer ago than PACHYDERM_OUTBOX_RETENTION (as workers do), in batches",
-    )
-    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    _add_storage_commands(add)
     _add_app_argument(add("worker", "serve partitions (RabbitMQ + PostgreSQL)"), "")
     effects = add("effects", "dispatch effects to the app's handlers")
     _add_app_argument(effects, " with effect handlers")
@@ -159,6 +154,31 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     _add_evolution_commands(add)
     return main
+
+
+def _add_storage_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``prune`` (retention), ``erase`` (personal data) and ``prune-ended`` (histories of
+    ended entities)."""
+    prune = add(
+        "prune",
+        "delete command ids older than PACHYDERM_COMMAND_RETENTION and effects published"
+        " longer ago than PACHYDERM_OUTBOX_RETENTION (as workers do), in batches",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    erase = add(
+        "erase",
+        "delete an entity's events, snapshot, command ids and replies, timers and log rows"
+        " for good, leaving a tombstone that refuses every later command (audited)",
+    )
+    _add_entity_arguments(erase)
+    erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    pruning = add(
+        "prune-ended",
+        "delete the events of ended entities before their final snapshot, in batches"
+        " (only when PACHYDERM_ENDED_HISTORY=prune)",
+    )
+    pruning.add_argument("--dry-run", action="store_true", help="count what would go")
+    pruning.add_argument("--batch", type=_page_size, default=1000, metavar="N", help="1 to 1000")
 
 
 def _add_dead_letters_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:

@@ -16,7 +16,8 @@ from .._settings import Settings
 from ..store import LoadedEntity, RecordedEvent, open_store
 
 
-def _ref(arguments: argparse.Namespace) -> Ref:
+def entity_ref(arguments: argparse.Namespace) -> Ref:
+    """The entity that TYPE ID [--key] name (an id that is no UUID hints at --key)."""
     if arguments.key:
         return Ref.from_key(arguments.type, arguments.id)
     try:
@@ -26,7 +27,7 @@ def _ref(arguments: argparse.Namespace) -> Ref:
 
 
 async def inspect_command(settings: Settings, arguments: argparse.Namespace) -> None:
-    ref = _ref(arguments)
+    ref = entity_ref(arguments)
     entity_type = load_app(settings.app).entity_type(ref.type) if settings.app else None
     store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
     try:

@@ -15,6 +15,7 @@ from .._client import Client
 from .._errors import PachydermError
 from ..store import EventStore
 from ..telemetry import Check, broker_check, database_check, health_routes
+from ._admin import AdminEndpoints
 from ._auth import Guard
 from ._docs import docs_routes
 from ._http_metrics import InstrumentedStarlette
@@ -45,6 +46,7 @@ def create_app(
     telemetry installed when the first request arrives.
     """
     guard = Guard(options.tokens, options.hosts)
+    admin = AdminEndpoints(store, options.admin_token, app).routes() if store is not None else []
     entities = EntityEndpoints(client, store, app, options.max_body, options.max_streams)
     checks: dict[str, Check] = {"broker": broker_check(client.transport)}
     if store is not None:
@@ -59,6 +61,7 @@ def create_app(
     gateway = InstrumentedStarlette(
         routes=[
             *entities.routes(guard),
+            *admin,
             *health_routes(checks),
             Route(OPENAPI, openapi, methods=["GET"]),
             *docs_routes(),

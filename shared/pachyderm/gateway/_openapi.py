@@ -24,6 +24,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from .._app import App
 from ..telemetry._health import Liveness, Readiness
 from . import _following, _listing
+from ._admin import ADMIN_ENTITY
 from ._bodies import (
     Body,
     Entities,
@@ -61,6 +62,11 @@ _PROBLEMS: dict[str, tuple[str, type[Problem]]] = {
     "403": ("The token lacks the right this operation needs", Problem),
     "404": ("No such entity type, command or query; or the id is another type's", Problem),
     "409": ("The entity rejected the command; nothing was written", RejectionProblem),
+    "410": (
+        "The entity has ended (its handler ended it; queries still read its final state)"
+        " or was erased (nothing of it is left): nothing was applied, and never will be",
+        Problem,
+    ),
     "413": ("The body is larger than the gateway accepts", Problem),
     "415": ("The body is not sent as application/json", Problem),
     "422": ("The fields do not match the command or query", InvalidFieldsProblem),
@@ -142,7 +148,7 @@ class _Operations:
         return self._entity(
             "Send a command to an entity and wait for its reply",
             ok,
-            "400" + self.refusals + " 404 409 413 415 422 429 500 503 504",
+            "400" + self.refusals + " 404 409 410 413 415 422 429 500 503 504",
             parameters + " idempotency-key",
             {"description": "The command's fields", "schema": body},
         )
@@ -151,7 +157,7 @@ class _Operations:
         return self._entity(
             "Ask an entity a read-only question; writes nothing",
             _answer(Reply, "The answer"),
-            "400" + self.refusals + " 404 413 415 422 429 500 503 504",
+            "400" + self.refusals + " 404 410 413 415 422 429 500 503 504",
             parameters,
             {"description": "The query's fields", "schema": body},
         )
@@ -160,7 +166,7 @@ class _Operations:
         return self._entity(
             "Read an entity's state (version 0: never written)",
             _answer(State, "The state", None, None if state is None else {"state": state}),
-            "400" + self.refusals + " 404 429 500 503 504",
+            "400" + self.refusals + " 404 410 429 500 503 504",
             "type id" if state is None else "id",
             None,
         )
@@ -285,7 +291,39 @@ def _paths(operations: _Operations, *, history: bool) -> dict[str, Any]:
         paths[TIMERS] = {"get": operations.timers()}
         paths[ENTITIES] = {"get": operations.listing()}
         paths[EVENTS] = {"get": operations.following()}
+        paths[ADMIN_ENTITY] = {"delete": _erase_operation()}
     return paths
+
+
+def _erase_operation() -> dict[str, Any]:
+    """``DELETE /admin/entities/{type}/{id}`` (see ``_admin``): its own token, always."""
+    counts = {"type": "integer", "minimum": 0}
+    erasure = {
+        "type": "object",
+        "properties": {
+            "entity_id": {"type": "string", "format": "uuid"},
+            "entity_type": {"type": "string"},
+            "version": {"type": "integer", "description": "the version its tombstone keeps"},
+            **dict.fromkeys(
+                ("events", "snapshots", "commands", "timers", "log_rows", "effects"), counts
+            ),
+        },
+    }
+    return {
+        "summary": "Erase an entity for good (personal data): its events, snapshot, command"
+        " ids and replies, timers and log rows go; a tombstone refuses every later command."
+        " Needs the admin token (PACHYDERM_ADMIN_TOKEN); audited in the logs",
+        "tags": ["admin"],
+        "security": [{"admin": []}],
+        "parameters": [_ref("parameters", name) for name in ("type", "id")],
+        "responses": {
+            "200": {
+                "description": "Erased: how many rows of each kind went",
+                "content": {"application/json": {"schema": erasure}},
+            },
+        }
+        | {status: _ref("responses", status) for status in ("400", "401", "403", "404", "503")},
+    }
 
 
 def _described(operation: dict[str, Any], m: Message) -> dict[str, Any]:
@@ -358,7 +396,16 @@ def openapi_document(*, secured: bool, history: bool, app: App | None = None) ->
         "paths": paths,
         "components": {"parameters": parameters(), "schemas": schemas, "responses": problems},
     }
+    schemes: dict[str, Any] = {}
     if secured:
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
         document["security"] = [{"bearer": []}]
+    if history:  # the admin routes come with the store
+        schemes["admin"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "PACHYDERM_ADMIN_TOKEN",
+        }
+    if schemes:
+        document["components"]["securitySchemes"] = schemes
     return document

@@ -24,13 +24,15 @@ class GatewayOptions:
     ``max_body`` bounds a request body in bytes. ``hosts``, when given, lists
     the only host names requests may address (see :meth:`for_development`).
     ``max_streams`` bounds the event streams open at once (``GET .../events``);
-    one more is answered 503.
+    one more is answered 503. ``admin_token`` opens the admin routes
+    (``PACHYDERM_ADMIN_TOKEN``); None keeps them closed (403).
     """
 
     tokens: Tokens | None
     max_body: int = 1024 * 1024
     hosts: Collection[str] | None = None
     max_streams: int = DEFAULT_MAX_STREAMS
+    admin_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_body < 1:
@@ -47,7 +49,9 @@ class GatewayOptions:
                 "gateway authentication is OFF (PACHYDERM_GATEWAY_AUTH=false): whoever reaches"
                 " the gateway may call and read every entity"
             )
-            return cls(tokens=None, max_body=settings.gateway_max_body)
+            return cls(
+                tokens=None, max_body=settings.gateway_max_body, admin_token=_admin(settings)
+            )
         text = settings.gateway_tokens.get_secret_value()
         if not text.strip():
             raise ValueError(
@@ -55,10 +59,23 @@ class GatewayOptions:
                 " 's3cret=call+read' (or PACHYDERM_GATEWAY_AUTH=false, for local development"
                 " only)"
             )
-        return cls(tokens=Tokens.parse(text), max_body=settings.gateway_max_body)
+        return cls(
+            tokens=Tokens.parse(text),
+            max_body=settings.gateway_max_body,
+            admin_token=_admin(settings),
+        )
 
     @classmethod
     def for_development(cls, settings: Settings) -> GatewayOptions:
         """No authentication, for ``pachyderm dev``: only for a gateway on loopback, which
         answers only requests addressed to a loopback name (no DNS rebinding)."""
-        return cls(tokens=None, max_body=settings.gateway_max_body, hosts=LOOPBACK_HOSTS)
+        return cls(
+            tokens=None,
+            max_body=settings.gateway_max_body,
+            hosts=LOOPBACK_HOSTS,
+            admin_token=_admin(settings),
+        )
+
+
+def _admin(settings: Settings) -> str | None:
+    return settings.admin_token.get_secret_value().strip() or None
