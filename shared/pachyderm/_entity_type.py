@@ -111,12 +111,12 @@ class EntityType(Generic[StateT]):
         """The events the current code sees in one stored event (``name`` at
         ``schema_version``): upcast through the registered chain, so none, one or
         several. :class:`NewerSchemaError` if newer code wrote it."""
-        return self.events.load_stored(name, _codec.decode(data), schema_version)
+        return self.events.load_stored(name, _codec.decode_stored(data), schema_version)
 
     def decode_event(self, name: str, data: bytes, schema_version: int = 1) -> Any:
         """The one event a stored event reads as (:class:`DecodeError` if its upcasters
         split or drop it: use :meth:`decode_events`)."""
-        return self.events.load_one(name, _codec.decode(data), schema_version)
+        return self.events.load_one(name, _codec.decode_stored(data), schema_version)
 
     def stored_events(self, events: Iterable[RecordedEvent]) -> Iterator[Any]:
         """The events the current code sees in a stored history, in order."""
@@ -132,7 +132,8 @@ class EntityType(Generic[StateT]):
 
     def decode_state(self, data: bytes) -> StateT:
         try:
-            return self._state.validate_python(_codec.decode(data))  # type: ignore[no-any-return]
+            state = _codec.decode_stored(data)  # the store's own bytes: no publisher's limits
+            return self._state.validate_python(state)  # type: ignore[no-any-return]
         except pydantic.ValidationError as error:
             raise InvalidMessageError(f"{self.name} state", field_problems(error)) from None
 
