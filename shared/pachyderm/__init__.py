@@ -11,6 +11,7 @@ from ._entity import End, Entity, HandleResult, Reject, Reply
 from ._errors import (
     CallTimeoutError,
     CommandExpiredError,
+    CommandQuarantinedError,
     DecodeError,
     DefinitionError,
     DuplicateNameError,
@@ -59,6 +60,7 @@ __all__ = [
     "Cancel",
     "Client",
     "CommandExpiredError",
+    "CommandQuarantinedError",
     "DecodeError",
     "DefinitionError",
     "DuplicateNameError",

@@ -183,3 +183,16 @@ class EntityErasedError(EntityEndedError):
     tombstone that refuses every command and query (reply status ``erased``)."""
 
     status = "erased"
+
+
+class CommandQuarantinedError(PachydermError):
+    """The command used up its attempts (each crashed, hung or killed its worker) and
+    was quarantined: it was not applied. An operator resumes it (it runs again, then
+    its entity's parked commands in order) or skips it (``pachyderm quarantine``).
+
+    The reply status is ``quarantined``; ``attempts``: the attempts it had used.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        self.attempts = attempts
+        super().__init__(message)

@@ -104,6 +104,10 @@ class WorkerHooks:
         """A pruning batch deleted ``rows`` rows of ``retained`` (commands or effects)
         that had outlived their window."""
 
+    def quarantined(self, entity_type: str, policy: str) -> None:
+        """A command of an entity of ``entity_type`` used up its attempts and was
+        quarantined; ``policy``: park (its entity's later commands wait) or skip."""
+
 
 class Hooks(WorkerHooks):
     """Several hooks as one, called in the order given (context managers nest in it)."""
@@ -184,6 +188,10 @@ class Hooks(WorkerHooks):
     def pruned(self, retained: str, rows: int) -> None:
         for hook in self.hooks:
             hook.pruned(retained, rows)
+
+    def quarantined(self, entity_type: str, policy: str) -> None:
+        for hook in self.hooks:
+            hook.quarantined(entity_type, policy)
 
     @contextmanager
     def _all(

@@ -210,6 +210,23 @@ class Settings(BaseSettings):
     prune_pause: float = Field(
         0.1, ge=0, description="seconds a pruning run pauses between two batches"
     )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="deliveries of a command without an answer (its handler crashed, hung"
+        " or killed the worker) before it is quarantined (`pachyderm quarantine`)",
+    )
+    quarantine_policy: Literal["park", "skip"] = Field(
+        "park",
+        description="what a quarantined command does to its entity: park (its later"
+        " commands wait, in order, until an operator resumes or skips it) or skip (they run)",
+    )
+    handler_budget: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a worker's event loop may stay blocked (a handler that hangs)"
+        " before the worker exits with status 75 so that its partitions move; 0: no limit",
+    )
 
     @field_validator("command_expiry_margin")
     @classmethod

@@ -16,7 +16,9 @@ A reply's body is a map with ``status`` first: ``ok`` (with ``version`` and
 ``message``, ``problems``), ``expired`` (``error``, ``message``: sent longer
 ago than command ids are kept, see :mod:`._expiry`; not applied), ``ended`` or
 ``erased`` (``error``, ``message``, ``version``: the entity's life ended, see
-:mod:`._ending`; not applied) or ``failed`` (``message``).
+:mod:`._ending`; not applied), ``quarantined`` (``error``, ``message``,
+``attempts``: a poison command set aside, see :mod:`.worker._quarantine`; not
+applied) or ``failed`` (``message``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ._entity import Reject
 from ._entity_type import EntityType
 from ._errors import (
     CommandExpiredError,
+    CommandQuarantinedError,
     DecodeError,
     EntityEndedError,
     EntityErasedError,
@@ -272,6 +275,13 @@ def error_reply(request: Message, error: PachydermError) -> Message:
             "message": str(error),
             "version": error.version,
         }
+    elif isinstance(error, CommandQuarantinedError):
+        body = {
+            "status": "quarantined",
+            "error": type(error).__name__,
+            "message": str(error),
+            "attempts": error.attempts,
+        }
     else:
         body = {"status": "failed", "error": type(error).__name__, "message": str(error)}
     return _reply(request, body)
@@ -291,6 +301,9 @@ def read_reply(message: Message) -> tuple[int, Any]:
         raise _invalid_input(body)
     if status == "expired":
         raise CommandExpiredError(str(body.get("message", "the command expired")))
+    if status == "quarantined":
+        why = str(body.get("message", "the command is quarantined"))
+        raise CommandQuarantinedError(why, attempts=_int(body, "attempts"))
     if status in ("ended", "erased"):
         kind = EntityErasedError if status == "erased" else EntityEndedError
         raise kind(str(body.get("message", f"the entity {status}")), version=_int(body))

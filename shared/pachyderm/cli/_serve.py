@@ -19,7 +19,7 @@ from ..fleet import Membership, PostgresMembership, SoloMembership
 from ..store import EventStore, open_store
 from ..telemetry import Check, broker_check, database_check
 from ..transport import Transport
-from ..worker import PruneOptions, Worker, WorkerOptions
+from ..worker import PruneOptions, QuarantineOptions, Worker, WorkerOptions
 from ._runtime import broker, health_endpoints, observed, starting, stop_on_signals, worker_id
 
 log = logging.getLogger("pachyderm.worker")
@@ -43,6 +43,8 @@ def worker_options(settings: Settings) -> WorkerOptions:
         effects_grace=settings.effects_grace,
         window=CommandWindow(settings.command_retention, settings.command_expiry_margin),
         pruning=prune_options(settings),
+        quarantine=QuarantineOptions(settings.max_attempts, settings.quarantine_policy),
+        handler_budget=settings.handler_budget or None,
     )
 
 

@@ -152,8 +152,10 @@ class PostgresQuarantine:
         self, entity_id: uuid.UUID, command_id: str, decision: Decision
     ) -> Quarantined:
         status = _STATUS_OF[check_decision(decision)]
-        async with self._translated(), self._pool.acquire() as conn:
+        async with self._translated(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_DECIDE, entity_id, command_id, status)
+            if row is not None and decision == "resume":  # its attempts start over
+                await conn.execute(_FORGET, [entity_id], [command_id])
         if row is None:
             raise NotQuarantinedError(
                 f"no command {command_id!r} of entity {entity_id} waits for a decision"

@@ -12,7 +12,8 @@ Invariants every backend keeps (checked by :class:`~pachyderm.testing.Quarantine
   id already parked for the entity replaces its message and keeps its place.
 * An operator's decision moves a ``quarantined`` row only: ``resume`` to
   ``resuming``, ``skip`` to ``skipping``; any other row (or none) is refused
-  with :class:`NotQuarantinedError`. The partition's owner then carries it out
+  with :class:`NotQuarantinedError`; a resumed command's attempts start over
+  from 0. The partition's owner then carries it out
   and calls ``settle``: a resumed row is deleted, a skipped one stays
   ``skipped`` (a copy of the command is answered ``quarantined``).
 """

@@ -118,6 +118,11 @@ def _decide(
             " WHERE entity_id = ? AND command_id = ? AND status = 'quarantined'",
             (status, now_text(), entity_id.bytes, command_id),
         ).rowcount
+        if changed and status == "resuming":  # its attempts start over
+            connection.execute(
+                "DELETE FROM command_attempts WHERE entity_id = ? AND command_id = ?",
+                (entity_id.bytes, command_id),
+            )
         return _find(connection, entity_id, command_id) if changed else None
 
 

@@ -120,6 +120,12 @@ class Instruments:
             description="Rows deleted past their retention window, by what:"
             " commands (command ids) or effects (published outbox rows)",
         )
+        self.quarantined = meter.create_counter(
+            "pachyderm.quarantined",
+            unit="{command}",
+            description="Commands quarantined after using up their attempts, by entity type"
+            " and policy (park: the entity's later commands wait; skip: they run)",
+        )
         meter.create_observable_gauge(
             "pachyderm.timers.pending",
             callbacks=[_gauges.observe_timers],

@@ -102,3 +102,8 @@ class TelemetryHooks(WorkerHooks):
         telemetry = instruments()
         if telemetry.metering:
             telemetry.pruned.add(rows, {"retained": retained})
+
+    def quarantined(self, entity_type: str, policy: str) -> None:
+        telemetry = instruments()
+        if telemetry.metering:
+            telemetry.quarantined.add(1, {**telemetry.type_labels(entity_type), "policy": policy})

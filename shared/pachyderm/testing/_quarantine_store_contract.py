@@ -104,8 +104,10 @@ class QuarantineStoreContract:
     ) -> None:
         quarantine = _quarantine_of(store)
         entity = uuid.uuid4()
+        await quarantine.count_attempts([(entity, "c"), (entity, "c")])
         await quarantine.quarantine([_entry(entity)])
         decided = await quarantine.decide(entity, "c", "resume")
+        assert await quarantine.count_attempts([(entity, "c")]) == {(entity, "c"): 1}
         assert decided.status == "resuming"
         assert decided.decided_at is not None
         with pytest.raises(NotQuarantinedError):

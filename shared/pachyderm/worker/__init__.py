@@ -6,6 +6,7 @@ from ._engine import Done, Engine
 from ._outbox import EffectPublisher
 from ._partition import PartitionWorker
 from ._pruning import PruneOptions, Pruner
+from ._quarantine import QuarantineOptions
 from ._timers import TimerOptions
 from ._worker import Worker, WorkerOptions
 
@@ -19,6 +20,7 @@ __all__ = [
     "PartitionWorker",
     "PruneOptions",
     "Pruner",
+    "QuarantineOptions",
     "TimerOptions",
     "Worker",
     "WorkerHooks",

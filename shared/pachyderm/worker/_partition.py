@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .._app import App
@@ -33,6 +33,7 @@ from ..store import Change
 from ..transport import Delivery, Inbox, Message, Transport
 from ._engine import Done, Engine
 from ._outbox import EffectPublisher
+from ._quarantine import PartitionQuarantine
 from ._timers import TimerFiring
 
 log = logging.getLogger("pachyderm.worker")
@@ -140,8 +141,12 @@ class PartitionWorker:
         max_batch: int = DEFAULT_MAX_BATCH,
         hooks: WorkerHooks | None = None,
         window: CommandWindow | None = None,
+        quarantine: PartitionQuarantine | None = None,
     ) -> None:
-        """``window``: how long command ids are kept; older commands are refused."""
+        """``window``: how long command ids are kept; older commands are refused.
+        ``quarantine``: counts attempts of redelivered commands and sets poison ones
+        aside (it wraps ``inbox``: pass it as both)."""
+        self.quarantine = quarantine
         self.inbox = inbox
         self.window = window or CommandWindow()
         self.app = app
@@ -169,12 +174,16 @@ class PartitionWorker:
         self.timers = timers
         if timers is not None:
             timers.start()
+        if self.quarantine is not None:
+            self.quarantine.start(self)
 
     async def stop(self) -> None:
         """Finish the batch in flight, then hand the rest back to the queue."""
         self._stopping = True
         if self.timers is not None:
             await self.timers.stop()
+        if self.quarantine is not None:
+            await self.quarantine.stop()
         async with self._handling:
             await self.inbox.close()
         if self._task is not None:
@@ -246,8 +255,26 @@ class PartitionWorker:
                 )
                 await asyncio.sleep(delay)
 
+    async def exclusively(self, work: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``work`` while no batch is applied; False (not run) once stopping."""
+        async with self._handling:
+            if self._stopping:
+                return False
+            await work()
+            return True
+
+    async def apply(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply ``deliveries`` (stored commands run again) as a batch; hold
+        :meth:`exclusively` around it."""
+        await self._handle_until_done(deliveries)
+
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Apply one batch: one commit, then replies and effects, then one ack."""
+        if self.quarantine is not None:
+            # Poison commands and the commands of parked entities are set aside here.
+            deliveries = await self.quarantine.admit(deliveries)
+            if not deliveries:
+                return
         fires, self._fires = self._fires, []
         with self.hooks.batch(self._exchange, self.partition, deliveries) as batch:
             try:

@@ -12,16 +12,18 @@ from .._errors import StoreError
 from .._expiry import CommandWindow
 from .._hooks import WorkerHooks
 from ..fleet import Membership
-from ..store import EventStore
+from ..store import EventStore, HasQuarantine
 from ..telemetry import TelemetryHooks
-from ..transport import Transport
+from ..transport import Inbox, Transport
 from ._admission import Admission, AdmittedInbox
 from ._cache import EntityCache
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
 from ._outbox import EffectPublisher
 from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
 from ._pruning import PruneOptions, Pruner
+from ._quarantine import PartitionQuarantine, QuarantineOptions
 from ._timers import RateLimit, TimerFiring, TimerOptions
+from ._watchdog import Watchdog
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -48,6 +50,11 @@ class WorkerOptions:
     count_timers_every: float = 15.0
     window: CommandWindow = field(default_factory=CommandWindow)
     """How long command ids are kept: older commands are refused (and the ids pruned)."""
+    quarantine: QuarantineOptions = field(default_factory=QuarantineOptions)
+    """When a command is quarantined, and what that does to its entity (:mod:`._quarantine`)."""
+    handler_budget: float | None = None
+    """Seconds the event loop may stay blocked before the process exits (None: no
+    watchdog; ``pachyderm worker`` sets PACHYDERM_HANDLER_BUDGET)."""
     pruning: PruneOptions = field(default_factory=PruneOptions)
     """How often and how fast the owner of partition 0 prunes; its ``commands`` is
     ``window.retention`` whatever it says."""
@@ -140,6 +147,7 @@ class Worker:
             asyncio.create_task(self.effects.sweep_forever()),
             asyncio.create_task(self._unload_idle_forever()),
             asyncio.create_task(self._count_timers_forever()),
+            *self._watchdog(),
             # One pruner per fleet: the owner of partition 0 (see _pruning).
             asyncio.create_task(self.pruner.run_forever(lambda: 0 in self.partitions)),
         ]
@@ -164,6 +172,12 @@ class Worker:
         if ended is not None:
             raise ended
 
+    def _watchdog(self) -> list[asyncio.Task[None]]:
+        """The handler budget's watch, if the options set one (see :mod:`._watchdog`)."""
+        if not self.options.handler_budget:
+            return []
+        return [asyncio.create_task(Watchdog(self.options.handler_budget).run())]
+
     async def _assign(self, owned: Sequence[int]) -> None:
         """Start serving newly owned partitions; finish and release the others."""
         self._assignment = frozenset(owned)
@@ -178,8 +192,10 @@ class Worker:
                 *(self.transport.open_inbox(partition, self.options.prefetch) for partition in new)
             )
             for partition, inbox in zip(new, inboxes, strict=True):
+                admitted = inbox if self.admission is None else AdmittedInbox(inbox, self.admission)
+                quarantine = self._quarantine(admitted)
                 worker = PartitionWorker(
-                    inbox if self.admission is None else AdmittedInbox(inbox, self.admission),
+                    admitted if quarantine is None else quarantine,
                     self.app,
                     self.engine,
                     self.transport,
@@ -187,6 +203,7 @@ class Worker:
                     max_batch=self.options.max_batch,
                     hooks=self.hooks,
                     window=self.options.window,
+                    quarantine=quarantine,
                 )
                 worker.start(
                     TimerFiring(
@@ -203,6 +220,19 @@ class Worker:
             if released or wanted:
                 log.info("serving partitions %s", self.owned)
             self.ready.set()
+
+    def _quarantine(self, inbox: Inbox) -> PartitionQuarantine | None:
+        """The partition's inbox seen through the quarantine, if the store keeps one."""
+        if not isinstance(self.store, HasQuarantine):
+            return None
+        return PartitionQuarantine(
+            inbox,
+            self.store.quarantine_store(),
+            self.store,
+            self.transport,
+            self.options.quarantine,
+            hooks=self.hooks,
+        )
 
     async def _unload_idle_forever(self) -> None:
         interval = max(self.options.idle_timeout / 4, 0.05)

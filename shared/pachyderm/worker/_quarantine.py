@@ -1,0 +1,430 @@
+"""Poison commands: count their attempts, quarantine them, park their entities, release.
+
+A command that crashes, hangs (see :mod:`._watchdog`) or kills its worker is
+never answered, so the broker delivers it again, marked *redelivered*. Only
+such deliveries are counted (one statement per batch that has any, before the
+batch is decided): a healthy fleet pays nothing, and an attempt that took its
+worker down is on record before the handler runs again. A delivery whose
+command has been redelivered ``max_attempts`` times without an answer (and has
+not applied meanwhile) is quarantined instead of run: kept whole in the
+database, answered ``quarantined`` (:class:`~pachyderm.CommandQuarantinedError`),
+acknowledged, logged and counted (``pachyderm.quarantined``).
+
+Policies (``PACHYDERM_QUARANTINE_POLICY``):
+
+* ``park`` (default): the entity waits. Its later commands are stored aside
+  (``parked_commands``, in arrival order) and acknowledged, rather than held
+  unacknowledged: held, they would fill the partition's prefetch window and
+  stall the other entities, and be lost to ordering when handed over. Nothing
+  is lost (stored before acknowledged) and per-entity order holds: while the
+  entity is parked every one of its commands goes behind the parked ones, and
+  releasing runs them in order, under the partition's lock, before any newer
+  delivery of the entity is admitted.
+* ``skip``: the command is set aside; the entity's later commands run.
+
+Operators decide (``pachyderm quarantine resume|skip``, the gateway's admin
+routes): the decision is a row update; the partition's owner sees it within
+``poll`` seconds and carries it out: *resume* runs the command again (its
+attempts start over), then the parked commands; *skip* releases the parked
+commands and leaves the command ``skipped`` (a copy of it is answered
+``quarantined``). The entity stays parked until its parked commands are all
+run, so a crash while releasing resumes the release on the next owner (a
+command that applied already gets its stored reply, as any repeated one).
+Because all of it lives in the database, restarts and new owners respect it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .._errors import CommandQuarantinedError, StoreError
+from .._hooks import WorkerHooks
+from .._wire import ENTITY_TYPE_HEADER, error_reply
+from ..store import EventStore, Parked, Quarantined, QuarantineStore
+from ..store._quarantine import CommandKey, Policy
+from ..transport import Delivery, Inbox, Transport
+from ._stored_messages import decode_message, encode_message
+
+log = logging.getLogger("pachyderm.quarantine")
+
+DEFAULT_MAX_ATTEMPTS = 3
+_BLOCKING = ("quarantined", "resuming", "skipping")
+_REFUSED = ("quarantined", "skipping", "skipped")
+# Synthetic deliveries (stored commands run again) have tags below zero, which no
+# broker hands out: settling them is the quarantine's business, not the inbox's.
+_synthetic_tags = itertools.count(-1, -1)
+
+
+class Serialized(Protocol):
+    """The partition the quarantine serves, as it needs it."""
+
+    async def exclusively(self, work: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``work`` while no batch is applied; False (not run) once stopping."""
+        ...
+
+    async def apply(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply ``deliveries`` as a batch (the caller holds the partition)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineOptions:
+    """``max_attempts``: deliveries of a command without an answer before it is
+    quarantined; ``policy``: park or skip; ``poll``: seconds between two reads of the
+    partition's quarantine (how soon an operator's decision is carried out)."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    policy: Policy = "park"
+    poll: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"a command has at least 1 attempt, not {self.max_attempts}")
+
+
+@dataclass(slots=True)
+class _View:
+    """The partition's quarantine as last read (and as this worker changed it since)."""
+
+    blocked: dict[uuid.UUID, set[str]] = field(default_factory=dict)  # parked entities
+    refused: dict[CommandKey, int] = field(default_factory=dict)  # command -> attempts
+
+    @classmethod
+    def of(cls, rows: Sequence[Quarantined]) -> _View:
+        view = cls()
+        for row in rows:
+            view.add(row)
+        return view
+
+    def add(self, row: Quarantined) -> None:
+        key = (row.entity_id, row.command_id)
+        if row.policy == "park" and row.status in _BLOCKING:
+            self.blocked.setdefault(row.entity_id, set()).add(row.command_id)
+        if row.status in _REFUSED:
+            self.refused[key] = row.attempts
+
+
+def _key(delivery: Delivery) -> CommandKey | None:
+    message = delivery.message
+    if not message.message_id:
+        return None  # a query, or a command nobody can retry: nothing to count
+    try:
+        return uuid.UUID(message.routing_key), message.message_id
+    except ValueError:
+        return None  # bad input: parsing answers it, it cannot poison anything
+
+
+def _quarantined_error(key: CommandKey, attempts: int) -> CommandQuarantinedError:
+    return CommandQuarantinedError(
+        f"command {key[1]!r} of entity {key[0]} is quarantined after {attempts} attempts"
+        " without an answer; an operator may resume or skip it",
+        attempts=attempts,
+    )
+
+
+@dataclass(slots=True)
+class _Admission:
+    """What :meth:`PartitionQuarantine.admit` decided for one batch."""
+
+    admitted: list[Delivery] = field(default_factory=list)
+    parked: list[tuple[Delivery, CommandKey]] = field(default_factory=list)
+    refused: list[tuple[Delivery, CommandKey, int]] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+class PartitionQuarantine:
+    """One partition's inbox, seen through its quarantine (an :class:`Inbox` itself:
+    settling a stored command run again is this class's, the rest goes to the inbox)."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        quarantine: QuarantineStore,
+        store: EventStore,
+        transport: Transport,
+        options: QuarantineOptions | None = None,
+        *,
+        hooks: WorkerHooks | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.partition = inbox.partition
+        self.quarantine = quarantine
+        self.store = store
+        self.transport = transport
+        self.options = options or QuarantineOptions()
+        self.hooks = hooks or WorkerHooks()
+        self._view = _View()
+        self._counted: dict[int, CommandKey] = {}  # delivery tag -> its counted attempts
+        self._stored: dict[int, int | None] = {}  # synthetic tag -> parked position
+        self._requarantined: set[CommandKey] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._loaded = False
+
+    # -- the inbox -------------------------------------------------------------
+
+    async def take(self, max_count: int) -> list[Delivery]:
+        return await self.inbox.take(max_count)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self._settle(deliveries, self.inbox.ack)
+
+    async def dead_letter(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            if delivery.tag < 0:  # no queue to dead-letter it to: its failure is logged
+                log.warning("stored command %s failed again", delivery.message.message_id)
+        await self._settle(deliveries, self.inbox.dead_letter)
+
+    async def close(self) -> None:
+        await self.inbox.close()
+
+    async def _settle(
+        self,
+        deliveries: Sequence[Delivery],
+        settle: Callable[[Sequence[Delivery]], Awaitable[None]],
+    ) -> None:
+        await settle([d for d in deliveries if d.tag >= 0])
+        answered = [key for d in deliveries if (key := self._counted.pop(d.tag, None))]
+        positions = [p for d in deliveries if (p := self._stored.pop(d.tag, None)) is not None]
+        try:
+            await self.quarantine.unpark(positions)
+            # Answered at last: their attempts no longer count.
+            await self.quarantine.forget_attempts(answered)
+        except StoreError as error:
+            # Settled already, so not raised (that would apply the batch again); a
+            # parked command left behind runs again on release and gets its stored reply.
+            log.warning("partition %d: tidying the quarantine failed: %s", self.partition, error)
+
+    # -- admission -------------------------------------------------------------
+
+    async def admit(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """The deliveries to decide now; the others are parked or answered ``quarantined``
+        here (stored before they are acknowledged). Called under the partition's lock."""
+        if not self._loaded:
+            await self._reload()  # before the partition's first batch: what it must respect
+        candidates = [
+            (delivery, key)
+            for delivery in deliveries
+            if (key := _key(delivery)) is not None
+            and (delivery.redelivered or delivery.tag < 0)
+            and key not in self._view.refused
+        ]
+        if not candidates and not self._view.blocked and not self._view.refused:
+            return list(deliveries)  # the healthy path: no statement at all
+        counts = await self.quarantine.count_attempts([key for _, key in candidates])
+        for delivery, key in candidates:
+            self._counted[delivery.tag] = key
+        # A broker's redelivery counts the attempts before it (the first delivery is not
+        # counted); a stored command run again counts itself too.
+        before = {delivery.tag: counts[key] - (delivery.tag < 0) for delivery, key in candidates}
+        exhausted = {
+            key for delivery, key in candidates if before[delivery.tag] >= self.options.max_attempts
+        }
+        if exhausted:
+            # A command that applied and was answered, but not acknowledged before its
+            # worker died, is a repeat: its stored reply answers it.
+            exhausted -= (await self.store.recorded(list(exhausted))).keys()
+        admission = self._admission(deliveries, before, exhausted)
+        await self._record(admission)
+        return admission.admitted
+
+    def _admission(
+        self,
+        deliveries: Sequence[Delivery],
+        before: dict[int, int],
+        exhausted: set[CommandKey],
+    ) -> _Admission:
+        admission = _Admission()
+        blocked_now: set[uuid.UUID] = set()  # parked by this very batch
+        for delivery in deliveries:
+            key = _key(delivery)
+            if key is None:
+                admission.admitted.append(delivery)
+                continue
+            entity_id = key[0]
+            synthetic = delivery.tag < 0
+            if key in self._view.refused and not synthetic:
+                admission.refused.append((delivery, key, self._view.refused[key]))
+            elif entity_id in blocked_now or (entity_id in self._view.blocked and not synthetic):
+                admission.parked.append((delivery, key))
+            elif key in exhausted:
+                entry = self._entry(delivery, key, before[delivery.tag])
+                admission.quarantined.append(entry)
+                admission.refused.append((delivery, key, entry.attempts))
+                self._view.add(entry)
+                if entry.policy == "park":
+                    blocked_now.add(entity_id)
+            else:
+                admission.admitted.append(delivery)
+        return admission
+
+    def _entry(self, delivery: Delivery, key: CommandKey, attempts: int) -> Quarantined:
+        entity_type = delivery.message.headers.get(ENTITY_TYPE_HEADER)
+        return Quarantined(
+            key[0],
+            key[1],
+            entity_type if isinstance(entity_type, str) else "",
+            self.partition,
+            self.options.policy,
+            "quarantined",
+            attempts,
+            f"{attempts} deliveries without an answer: its handler crashed, hung or"
+            " killed the worker each time",
+            encode_message(delivery.message),
+        )
+
+    async def _record(self, admission: _Admission) -> None:
+        """Store what was set aside, then answer and acknowledge it."""
+        await self.quarantine.quarantine(admission.quarantined)
+        await self.quarantine.park(
+            [
+                Parked(key[0], key[1], encode_message(delivery.message))
+                for delivery, key in admission.parked
+            ]
+        )
+        for entry in admission.quarantined:
+            self._announce(entry)
+        replies = [
+            error_reply(delivery.message, _quarantined_error(key, attempts))
+            for delivery, key, attempts in admission.refused
+            if delivery.message.reply_to
+        ]
+        await self.transport.publish_replies(replies)
+        settled = [d for d, *_ in admission.refused] + [d for d, _ in admission.parked]
+        # A stored command parked again (behind one quarantined just now) keeps its row.
+        for delivery, _ in admission.parked:
+            self._stored.pop(delivery.tag, None)
+        await self._settle(settled, self.inbox.ack)
+        for delivery, key, _ in admission.refused:
+            if delivery.tag < 0:
+                self._requarantined.add(key)
+
+    def _announce(self, entry: Quarantined) -> None:
+        log.warning(
+            "quarantined command %s of %s %s after %d attempts (policy %s)",
+            entry.command_id,
+            entry.entity_type,
+            entry.entity_id,
+            entry.attempts,
+            entry.policy,
+            extra={
+                "event": "command.quarantined",
+                "entity_type": entry.entity_type,
+                "entity_id": str(entry.entity_id),
+                "command_id": entry.command_id,
+                "attempts": entry.attempts,
+                "policy": entry.policy,
+                "partition": entry.partition,
+            },
+        )
+        self.hooks.quarantined(entry.entity_type, entry.policy)
+
+    # -- operators' decisions --------------------------------------------------
+
+    def start(self, partition: Serialized) -> None:
+        """Read the partition's quarantine every ``poll`` seconds, carrying out the
+        operators' decisions through ``partition``."""
+        self._task = asyncio.create_task(
+            self._watch_forever(partition), name=f"quarantine-{self.partition}"
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _reload(self) -> list[Quarantined]:
+        """Read the partition's quarantine (under the partition's lock: no batch is being
+        admitted meanwhile); the rows waiting to be carried out."""
+        rows = await self.quarantine.quarantined(partitions=[self.partition], limit=100_000)
+        self._view = _View.of(rows)
+        self._loaded = True
+        return [row for row in rows if row.status in ("resuming", "skipping")]
+
+    async def _watch_forever(self, partition: Serialized) -> None:
+        decided: list[Quarantined] = []
+
+        async def reload() -> None:
+            decided[:] = await self._reload()
+
+        while True:
+            try:
+                if not await partition.exclusively(reload):
+                    return
+                for row in decided:
+                    if not await self.carry_out(row, partition):
+                        return
+            except StoreError as error:
+                log.warning(
+                    "partition %d: reading the quarantine failed: %s", self.partition, error
+                )
+            await asyncio.sleep(self.options.poll)
+
+    async def carry_out(self, row: Quarantined, partition: Serialized) -> bool:
+        """Resume or skip ``row``'s command, then run its entity's parked commands in
+        order (unless another of its commands is quarantined meanwhile), each step under
+        the partition's lock. False: the partition is stopping (its next owner carries
+        the decision out)."""
+        key = (row.entity_id, row.command_id)
+        self._requarantined.discard(key)
+        if row.status == "resuming":  # its attempts started over with the decision
+            command = [self._synthetic(row.message, None)]
+            if not await partition.exclusively(lambda: partition.apply(command)):
+                return False
+            if key in self._requarantined:
+                return True  # it failed again: quarantined again, the entity still parked
+        finished = False
+
+        async def step() -> None:
+            nonlocal finished
+            parked = (
+                []
+                if row.policy == "skip" or self._blocked_by_another(row)
+                else (await self.quarantine.parked(row.entity_id, 256))
+            )
+            if parked:
+                await partition.apply([self._synthetic(p.message, p.position) for p in parked])
+                return
+            # Settled under the lock: no command of the entity is parked in between.
+            await self.quarantine.settle(*key)
+            self._settled(row)
+            finished = True
+
+        while not finished:
+            if not await partition.exclusively(step):
+                return False
+        return True
+
+    def _settled(self, row: Quarantined) -> None:
+        blocking = self._view.blocked.get(row.entity_id, set())
+        blocking.discard(row.command_id)
+        if not blocking:
+            self._view.blocked.pop(row.entity_id, None)
+        key = (row.entity_id, row.command_id)
+        if row.status == "resuming":
+            self._view.refused.pop(key, None)
+        log.info(
+            "%s command %s of %s %s",
+            "resumed" if row.status == "resuming" else "skipped",
+            row.command_id,
+            row.entity_type,
+            row.entity_id,
+            extra={
+                "event": "command.resumed" if row.status == "resuming" else "command.skipped",
+                "entity_id": str(row.entity_id),
+                "command_id": row.command_id,
+            },
+        )
+
+    def _blocked_by_another(self, row: Quarantined) -> bool:
+        return bool(self._view.blocked.get(row.entity_id, set()) - {row.command_id})
+
+    def _synthetic(self, message: bytes, position: int | None) -> Delivery:
+        tag = next(_synthetic_tags)
+        self._stored[tag] = position
+        return Delivery(decode_message(message), self.partition, tag, redelivered=True)

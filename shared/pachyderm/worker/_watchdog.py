@@ -1,0 +1,80 @@
+"""The handler time budget: a thread that ends the process when its event loop stalls.
+
+``handle`` and ``update`` are plain functions run on the worker's event loop: one
+that loops forever blocks the loop, and with it the membership's heartbeats,
+every other partition and any async clean-up. So the watch cannot rely on the
+loop: a task on the loop stamps a heartbeat every ``budget / 10`` seconds and a
+daemon thread reads it. Once the heartbeat is older than the budget, the thread
+logs the stall (a structured ``worker.stalled`` record) and ends the process
+with :data:`EXIT_STALLED` (``os._exit``: no clean-up can run on a blocked loop).
+
+What follows is the fleet's ordinary recovery, which is why exiting is enough:
+the broker connection closes, so the unsettled deliveries go back to their
+queues marked *redelivered*; the worker's heartbeats have stopped, so its
+partitions move to the others; and the command that hung is counted on its
+redelivery before it runs again (see :mod:`._quarantine`), until it is
+quarantined. A process supervisor (Kubernetes) starts the worker again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("pachyderm.worker")
+
+EXIT_STALLED = 75
+"""The exit status of a worker whose event loop stayed blocked past the handler budget."""
+DEFAULT_BUDGET = 10.0
+
+
+def _exit(stalled: float) -> None:
+    logging.shutdown()  # flush the record above before the process goes
+    os._exit(EXIT_STALLED)
+
+
+class Watchdog:
+    """Watches the running event loop from a thread; ``on_stall(seconds)`` once it has
+    not run for ``budget`` seconds (by default: exit with :data:`EXIT_STALLED`)."""
+
+    def __init__(self, budget: float, *, on_stall: Callable[[float], None] = _exit) -> None:
+        if budget <= 0:
+            raise ValueError(f"the handler budget is a positive number of seconds, not {budget}")
+        self.budget = budget
+        self.on_stall = on_stall
+        self._interval = budget / 10
+        self._beat = time.monotonic()
+        self._stopped = threading.Event()
+
+    async def run(self) -> None:
+        """Stamp the heartbeat until cancelled, watched by a thread meanwhile."""
+        self._beat = time.monotonic()
+        self._stopped.clear()
+        thread = threading.Thread(target=self._watch, name="pachyderm-watchdog", daemon=True)
+        thread.start()
+        try:
+            while True:
+                self._beat = time.monotonic()
+                await asyncio.sleep(self._interval)
+        finally:
+            self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(self._interval):
+            stalled = time.monotonic() - self._beat
+            if stalled > self.budget:
+                log.critical(
+                    "the event loop has been blocked for %.1f s, past the handler budget of"
+                    " %.1f s (a handler that hangs?): leaving the fleet by exiting with"
+                    " status %d; its command is counted when it is delivered again",
+                    stalled,
+                    self.budget,
+                    EXIT_STALLED,
+                    extra={"event": "worker.stalled", "stalled": stalled, "budget": self.budget},
+                )
+                self.on_stall(stalled)
+                return

@@ -1,0 +1,302 @@
+"""Poison commands in one partition, in process (SQLite, the in-process broker): a
+command whose handler takes its worker down is counted on each redelivery, then
+quarantined and answered ``quarantined``; its entity's later commands are parked
+in order while the partition's other entities flow; resume and skip release them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pachyderm import CommandQuarantinedError, Ref
+from pachyderm._wire import command_message, read_reply
+from pachyderm.store import HasQuarantine, QuarantineStore, SqliteEventStore
+from pachyderm.store._quarantine import CommandKey
+from pachyderm.store._sqlite_quarantine import SqliteQuarantine
+from pachyderm.transport import InProcessTransport, Message, Topology
+from pachyderm.worker import (
+    EffectPublisher,
+    Engine,
+    PartitionWorker,
+    QuarantineOptions,
+    WorkerHooks,
+)
+from pachyderm.worker._quarantine import PartitionQuarantine
+from pachyderm.worker._stored_messages import decode_message, encode_message
+
+from .poison_app import APP, Crash, Lane, Poison, Step
+
+
+class Recording(WorkerHooks):
+    def __init__(self) -> None:
+        self.quarantines: list[tuple[str, str]] = []
+
+    def quarantined(self, entity_type: str, policy: str) -> None:
+        self.quarantines.append((entity_type, policy))
+
+
+@dataclass
+class World:
+    store: SqliteEventStore
+    transport: InProcessTransport
+    address: str
+    replies: dict[str, Any] = field(default_factory=dict)
+    hooks: Recording = field(default_factory=Recording)
+
+    @property
+    def quarantine(self) -> QuarantineStore:
+        assert isinstance(self.store, HasQuarantine)
+        return self.store.quarantine_store()
+
+    async def send(self, ref: Ref, command: object, command_id: str | None = None) -> str:
+        message = command_message(APP, ref, command, command_id=command_id)
+        message = dataclasses.replace(message, reply_to=self.address)
+        await self.transport.publish_command(message)
+        assert message.message_id is not None
+        return message.message_id
+
+    async def worker(self, policy: str = "park") -> PartitionWorker:
+        """A new worker's partition (a fresh engine: nothing cached)."""
+        inbox = await self.transport.open_inbox(0, prefetch=100)
+        options = QuarantineOptions(3, "park" if policy == "park" else "skip", poll=0.02)
+        gate = PartitionQuarantine(
+            inbox, self.quarantine, self.store, self.transport, options, hooks=self.hooks
+        )
+        engine = Engine(APP, self.store)
+        effects = EffectPublisher(self.store, self.transport)
+        return PartitionWorker(gate, APP, engine, self.transport, effects, quarantine=gate)
+
+    async def live(self, partition: PartitionWorker) -> bool:
+        """Handle what is waiting; False if a handler took the worker down (its inbox is
+        then closed unsettled, as a broker does when a consumer's connection drops)."""
+        deliveries = await asyncio.wait_for(partition.inbox.take(100), 2)
+        try:
+            await partition.handle(deliveries)
+        except Crash:
+            await partition.inbox.close()
+            return False
+        return True
+
+    async def answer(self, command_id: str) -> Any:
+        for _ in range(200):
+            if command_id in self.replies:
+                return self.replies[command_id]
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no reply to {command_id}")
+
+    async def steps(self, ref: Ref) -> list[int]:
+        loaded = await APP.entity_type(ref.type).load(self.store, ref)
+        return list(loaded.state["steps"])
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    store = await SqliteEventStore.open(":memory:")
+    await store.migrate()
+    transport = InProcessTransport(Topology(partitions=1))
+    await transport.start()
+    replies: dict[str, Any] = {}
+
+    async def collect(message: Message) -> None:
+        try:
+            replies[message.correlation_id or ""] = read_reply(message)
+        except Exception as error:
+            replies[message.correlation_id or ""] = error
+
+    address = await transport.listen_replies(collect)
+    yield World(store, transport, address, replies)
+    await transport.close()
+    await store.close()
+
+
+@pytest.fixture
+def switch(tmp_path: Path) -> Path:
+    """While this file exists, poison commands misbehave."""
+    path = tmp_path / "poisoned"
+    path.touch()
+    return path
+
+
+async def poison(world: World, ref: Ref, switch: Path, policy: str = "park") -> str:
+    """Send a crashing command to ``ref`` and let it take 3 workers down."""
+    command_id = await world.send(ref, Poison("crash", str(switch)))
+    for _ in range(3):
+        assert not await world.live(await world.worker(policy))
+    return command_id
+
+
+async def test_a_command_that_takes_its_worker_down_is_quarantined_after_its_attempts(
+    world: World, switch: Path
+) -> None:
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await poison(world, ref, switch)
+    # The 4th delivery: counted the 3rd time redelivered, quarantined, never run.
+    assert await world.live(await world.worker())
+    answer = await world.answer(command_id)
+    assert isinstance(answer, CommandQuarantinedError)
+    assert answer.attempts == 3
+    [row] = await world.quarantine.quarantined()
+    assert (row.entity_id, row.command_id, row.entity_type) == (ref.id, command_id, "lane")
+    assert (row.status, row.policy, row.attempts, row.partition) == ("quarantined", "park", 3, 0)
+    assert decode_message(row.message).message_id == command_id
+    assert world.hooks.quarantines == [("lane", "park")]
+    assert await world.steps(ref) == []
+
+
+async def test_a_parked_entity_waits_in_order_while_the_others_flow_then_skip_releases_it(
+    world: World, switch: Path
+) -> None:
+    ref, other = Lane.ref(str(uuid.uuid4())), Lane.ref(str(uuid.uuid4()))
+    command_id = await poison(world, ref, switch)
+    later = [await world.send(ref, Step(n)) for n in (1, 2, 3)]
+    flowing = await world.send(other, Step(7))
+    partition = await world.worker()
+    assert await world.live(partition)
+    assert isinstance(await world.answer(command_id), CommandQuarantinedError)
+    assert await world.answer(flowing) == (1, {"steps": [7]})
+    assert await world.steps(ref) == []  # parked, not applied
+    assert all(command not in world.replies for command in later)
+    [row] = await world.quarantine.quarantined()
+    assert row.parked == 3
+    # A retry of a parked command keeps its place; the quarantined one is refused again.
+    await world.send(ref, Step(2), command_id=later[1])
+    del world.replies[command_id]
+    retried = await world.send(ref, Poison("crash", str(switch)), command_id=command_id)
+    assert await world.live(partition)
+    assert isinstance(await world.answer(retried), CommandQuarantinedError)
+    found = await world.quarantine.find(ref.id, command_id)
+    assert found is not None
+    assert found.parked == 3
+
+    await world.quarantine.decide(ref.id, command_id, "skip")
+    partition.start()
+    try:
+        assert [await world.answer(c) for c in later] == [
+            (1, {"steps": [1]}),
+            (2, {"steps": [1, 2]}),
+            (3, {"steps": [1, 2, 3]}),
+        ]
+        await world.send(ref, Step(4))
+        await asyncio.sleep(0.2)
+        assert await world.steps(ref) == [1, 2, 3, 4]
+    finally:
+        await partition.stop()
+    skipped = await world.quarantine.find(ref.id, command_id)
+    assert skipped is not None
+    assert (skipped.status, skipped.parked) == ("skipped", 0)
+
+
+async def test_resume_runs_the_command_then_the_parked_ones(world: World, switch: Path) -> None:
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await poison(world, ref, switch)
+    later = await world.send(ref, Step(1))
+    assert await world.live(await world.worker())  # quarantined, and the step parked
+    os.remove(switch)  # the fix is deployed
+    await world.quarantine.decide(ref.id, command_id, "resume")
+    partition = await world.worker()  # a new owner: the quarantine is in the database
+    partition.start()
+    try:
+        assert await world.answer(later) == (2, {"steps": [-1, 1]})
+    finally:
+        await partition.stop()
+    assert await world.steps(ref) == [-1, 1]
+    assert await world.quarantine.quarantined() == []
+
+
+async def test_a_resumed_command_that_still_fails_is_quarantined_again(
+    world: World, switch: Path
+) -> None:
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await poison(world, ref, switch)
+    later = await world.send(ref, Step(1))
+    assert await world.live(await world.worker())
+    await world.quarantine.decide(ref.id, command_id, "resume")
+    for _ in range(3):  # its attempts start over: each try crashes a worker
+        partition = await world.worker()
+        assert partition.quarantine is not None
+        [row] = await world.quarantine.quarantined()
+        with pytest.raises(Crash):
+            await partition.quarantine.carry_out(row, partition)
+        await partition.inbox.close()
+    partition = await world.worker()
+    assert partition.quarantine is not None
+    [row] = await world.quarantine.quarantined()
+    assert row.status == "resuming"
+    assert await partition.quarantine.carry_out(row, partition)
+    [row] = await world.quarantine.quarantined()
+    assert (row.status, row.parked) == ("quarantined", 1)
+    assert later not in world.replies
+    assert await world.steps(ref) == []
+
+
+async def test_skip_policy_lets_the_entity_go_on(world: World, switch: Path) -> None:
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await poison(world, ref, switch, policy="skip")
+    later = await world.send(ref, Step(1))
+    assert await world.live(await world.worker("skip"))
+    assert isinstance(await world.answer(command_id), CommandQuarantinedError)
+    assert await world.answer(later) == (1, {"steps": [1]})
+    os.remove(switch)
+    await world.quarantine.decide(ref.id, command_id, "resume")
+    partition = await world.worker("skip")
+    partition.start()
+    try:
+        for _ in range(100):
+            if await world.steps(ref) == [1, -1]:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await partition.stop()
+    assert await world.steps(ref) == [1, -1]
+
+
+class Counting(SqliteQuarantine):
+    """The quarantine, with its attempt counts written down."""
+
+    counted: list[int]
+
+    async def count_attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:
+        self.counted.append(len(keys))
+        return await super().count_attempts(keys)
+
+
+async def test_first_deliveries_cost_no_statement(world: World) -> None:
+    quarantine = Counting(world.store)
+    quarantine.counted = []
+    inbox = await world.transport.open_inbox(0, prefetch=100)
+    gate = PartitionQuarantine(inbox, quarantine, world.store, world.transport)
+    partition = PartitionWorker(
+        gate,
+        APP,
+        Engine(APP, world.store),
+        world.transport,
+        EffectPublisher(world.store, world.transport),
+        quarantine=gate,
+    )
+    sent = [await world.send(Lane.ref(str(uuid.uuid4())), Step(n)) for n in range(20)]
+    assert await world.live(partition)
+    assert [await world.answer(c) for c in sent] == [(1, {"steps": [n]}) for n in range(20)]
+    assert quarantine.counted == []
+
+
+def test_a_stored_message_reads_back_as_received() -> None:
+    message = Message(
+        b"body",
+        routing_key=str(uuid.uuid4()),
+        message_id="m",
+        correlation_id="c",
+        reply_to="r",
+        content_type="application/msgpack",
+        type="Step",
+        headers={"pachyderm-entity-type": "lane", "n": 1, "odd": object()},
+    )
+    stored = decode_message(encode_message(message))
+    assert stored == dataclasses.replace(message, headers={"pachyderm-entity-type": "lane", "n": 1})
