@@ -15,6 +15,12 @@ key, waits for the broker's confirm, and only then acknowledges (removes) the
 dead letter: a crash in between leaves it twice (consumers de-duplicate on the
 effect id), never nowhere. A pass is bounded by the queue's length when it
 starts, so it never reads what it put back itself.
+
+Messages go back with ``basic.nack`` (requeue), which RabbitMQ 4.3 and later do not
+count as a failed delivery. RabbitMQ 4.0 to 4.2 count every return and give quorum
+queues a default delivery limit of 20, beyond which ``<ns>.dead-letter`` (which has
+no dead-letter exchange of its own) would drop a message: there, give it the policy
+``delivery-limit: -1`` before listing often. (3.x queues have no default limit.)
 """
 
 from __future__ import annotations
