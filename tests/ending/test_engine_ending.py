@@ -27,9 +27,10 @@ from pachyderm.store import (
     PostgresEventStore,
     open_store,
 )
+from pachyderm.testing import given
 from pachyderm.worker import Engine
 
-from .membership import APP, Close, Join, Membership, Silent, Visit
+from .membership import APP, Close, Closed, Join, Joined, Membership, Silent, Visit
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -173,3 +174,15 @@ async def test_a_rejection_beside_a_creating_command_in_one_batch(store: EventSt
     )
     assert results[0].rejection == Reject("not_a_member")
     assert (results[1].version, results[2].version) == (1, 2)
+
+
+def test_the_testing_kit_ends_an_entity_as_the_fleet_does() -> None:
+    closed = (
+        given(Membership, Joined(name="ann"))
+        .when(Close(reason="moved"))
+        .then(events=[Closed(reason="moved")], ended=True)
+    )
+    assert closed.reply == {"name": "ann", "visits": 0, "closed": "moved"}
+    with pytest.raises(EntityEndedError):
+        closed.when(Visit())
+    given(Membership, Joined(name="ann")).when(Visit()).then(ended=False)

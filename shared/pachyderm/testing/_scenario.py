@@ -17,12 +17,13 @@ from typing import Any
 
 from .._app import App
 from .._effects import Send
+from .._ending import ended_error
 from .._entity import AnyEffect, Entity
 from .._entity_type import EntityType
 from .._execution import Execution, execute
 from .._reference import Ref
 from .._timers import FiredTimer, Schedule
-from ..store import Change
+from ..store import ENDED, Change
 from ._stored_event import StoredEvent
 from ._timeline import START, Pending, Timeline
 
@@ -63,8 +64,11 @@ class Scenario:
         app: App,
         timeline: Timeline | None = None,
         ref: Ref | None = None,
+        *,
+        ended: bool = False,
     ) -> None:
         self.entity_type = entity_type
+        self.ended = ended  # its handler ended it: commands are refused, as the fleet does
         self.app = app
         self.timeline = timeline or Timeline()
         self.ref = ref or Ref(entity_type.name, uuid.uuid4())
@@ -87,7 +91,10 @@ class Scenario:
         return Outcome(self, self.execute(received, str(uuid.uuid4())))
 
     def execute(self, command: Any, command_id: str, timer: FiredTimer | None = None) -> Execution:
-        """Decide ``command`` (as received, typed) now, as the worker does; no assertion."""
+        """Decide ``command`` (as received, typed) now, as the worker does; no assertion.
+        An ended entity refuses it (:class:`~pachyderm.EntityEndedError`), as the fleet does."""
+        if self.ended:
+            raise ended_error(self.ref, ENDED, len(self.history))
         return execute(
             self.entity_type,
             self.ref,
@@ -118,6 +125,8 @@ class Outcome:
         self.state = execution.state
         self.reply = execution.reply
         self.rejection = execution.rejection
+        self.ended = execution.change.ends
+        """The command ended the entity (``End``): a later one is refused."""
         self.timeline = scenario.timeline.copy()
         self.fired: list[FiredTimer] = []
         """The timers that fired while time passed (:meth:`after`), in order."""
@@ -165,12 +174,14 @@ class Outcome:
         rejected: str = _UNSET,
         scheduled: Iterable[Schedule] = _UNSET,
         pending: Iterable[Pending] = _UNSET,
+        ended: bool = _UNSET,
     ) -> Outcome:
         """Assert what happened; every argument is optional, give those that matter.
 
         ``rejected`` is the expected reason; without it a rejection fails the test.
         ``scheduled``: the ``Schedule`` effects returned; ``pending``: the timers
-        pending afterwards (:class:`Pending`, soonest first).
+        pending afterwards (:class:`Pending`, soonest first); ``ended``: whether the
+        command ended the entity.
         """
         if rejected is not _UNSET:
             actual = self.rejection.reason if self.rejection else None
@@ -183,6 +194,7 @@ class Outcome:
         _expect("effects", effects, self.effects)
         _expect("scheduled", scheduled, self.scheduled)
         _expect("pending", pending, self.pending)
+        _expect("ended", ended, self.ended)
         return self
 
     def ask(self, query: Any) -> Any:
@@ -202,6 +214,7 @@ class Outcome:
             scenario.app,
             self.timeline.copy(),
             scenario.ref,
+            ended=scenario.ended or self.ended,
         )
 
 

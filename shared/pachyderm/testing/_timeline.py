@@ -59,6 +59,8 @@ class Timeline:
                 write.payload,
                 write.due_at,
             )
+        if change.ends:
+            self.timers.clear()  # an ended entity's timers are dropped, as the store does
 
     def next_due(self, until: datetime) -> StoredTimer | None:
         """The soonest timer due by ``until``, if any."""
