@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pachyderm import CommandQuarantinedError, Ref
+from pachyderm._stored_messages import decode_message, encode_message
 from pachyderm._wire import command_message, read_reply
 from pachyderm.store import HasQuarantine, QuarantineStore, SqliteEventStore
 from pachyderm.store._quarantine import CommandKey
@@ -30,7 +31,6 @@ from pachyderm.worker import (
     WorkerHooks,
 )
 from pachyderm.worker._quarantine import PartitionQuarantine
-from pachyderm.worker._stored_messages import decode_message, encode_message
 
 from .poison_app import APP, Crash, Lane, Poison, Step
 

@@ -41,6 +41,7 @@ _MODULES: Mapping[str, str] = {
     "worker": "._serve",
     "effects": "._dispatch",
     "effects-dead-letters": "._effects_dead_letters",
+    "quarantine": "._quarantine",
     "call": "._call",
     "gateway": "._gateway",
     "dev": "._gateway",

@@ -105,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     )
     effects.add_argument("--group", default="handlers", help="consumer group (queue) name")
     _add_dead_letters_command(add)
+    _add_quarantine_command(add)
     call = add("call", "send a command and print the reply")
     _add_entity_arguments(call)
     call.add_argument("command", nargs="?", help="the command's registered name")
@@ -195,6 +196,19 @@ def _add_dead_letters_command(add: Callable[[str, str], argparse.ArgumentParser]
     )
     which.add_argument("--all", action="store_true", help="replay every dead-lettered effect")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_quarantine_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``quarantine list|show|resume|skip``: poison commands set aside by the workers."""
+    quarantine = add(
+        "quarantine",
+        "list the commands quarantined after PACHYDERM_MAX_ATTEMPTS attempts, show one,"
+        " resume it (run it again, then its entity's parked commands) or skip it",
+    )
+    quarantine.add_argument("action", choices=("list", "show", "resume", "skip"))
+    quarantine.add_argument("entity_id", nargs="?", help="show, resume, skip: the entity's id")
+    quarantine.add_argument("command_id", nargs="?", help="show, resume, skip: the command id")
+    quarantine.add_argument("--json", action="store_true", help="list: machine-readable output")
 
 
 def _add_evolution_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:

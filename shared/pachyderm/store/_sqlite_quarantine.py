@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from ._quarantine import (
     CommandKey,
@@ -20,8 +20,14 @@ from ._quarantine import (
 )
 from ._sqlite_base import now_text, text_time, transaction
 
-if TYPE_CHECKING:
-    from ._sqlite import SqliteEventStore
+T = TypeVar("T")
+
+
+class _Runner(Protocol):
+    """The embedded store, which runs work on its connection's thread."""
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T: ...
+
 
 _COLUMNS = """
     q.entity_id, q.command_id, q.entity_type, q.partition, q.policy, q.status, q.attempts,
@@ -170,7 +176,7 @@ def _unpark(connection: sqlite3.Connection, positions: list[int]) -> None:
 class SqliteQuarantine:
     """:class:`~pachyderm.store.QuarantineStore` on an embedded store's database."""
 
-    def __init__(self, store: SqliteEventStore) -> None:
+    def __init__(self, store: _Runner) -> None:
         self._store = store
 
     async def count_attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:

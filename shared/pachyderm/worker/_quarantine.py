@@ -45,11 +45,11 @@ from typing import Protocol
 
 from .._errors import CommandQuarantinedError, StoreError
 from .._hooks import WorkerHooks
+from .._stored_messages import decode_message, encode_message
 from .._wire import ENTITY_TYPE_HEADER, error_reply
 from ..store import EventStore, Parked, Quarantined, QuarantineStore
 from ..store._quarantine import CommandKey, Policy
 from ..transport import Delivery, Inbox, Transport
-from ._stored_messages import decode_message, encode_message
 
 log = logging.getLogger("pachyderm.quarantine")
 

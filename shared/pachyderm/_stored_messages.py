@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._codec import decode_stored, encode
-from .._errors import DecodeError
-from ..transport import Message
+from ._codec import decode_stored, encode
+from ._errors import DecodeError
+from .transport import Message
 
 _PLAIN = (str, int, float, bool, bytes)
 _TEXT_FIELDS = ("routing_key", "message_id", "correlation_id", "reply_to", "content_type", "type")
