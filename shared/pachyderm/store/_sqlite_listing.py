@@ -18,7 +18,9 @@ from ._records import ListedEntity
 from ._sqlite_base import text_time, time_text
 
 _COLUMNS = "SELECT entity_id, version, updated_at FROM entities WHERE entity_type = ?"
-_WRITTEN = " AND version > 0"
+# An erased entity is not listed: PostgreSQL's tombstone is at version -2 (0013); here
+# it keeps its version and says so in ended.
+_WRITTEN = " AND version > 0 AND ended IS NOT 'erased'"
 _BY_ID = _WRITTEN + " AND entity_id > ? ORDER BY entity_id LIMIT ?"
 _BY_CHANGE = (
     _WRITTEN + " AND (updated_at, entity_id) > (?, ?) ORDER BY updated_at, entity_id LIMIT ?"

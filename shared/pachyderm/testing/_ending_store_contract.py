@@ -116,6 +116,7 @@ class EndingStoreContract:
         # The unpublished effect was owed before the erasure: it is still delivered.
         assert [e.effect_id for e in await store.pending_effects()] == [pending.effect_id]
         assert await store.versions([ref.id, other.id]) == {ref.id: ERASED_VERSION, other.id: 1}
+        assert [e.entity_id for e in await store.list_entities("member")] == [other.id]
         for expected in (0, 3, ERASED_VERSION):
             outcome = await store.commit([Change(ref, max(expected, 0), "new", _events("x"))])
             assert outcome == [Ended(ERASED_VERSION, ERASED)]
