@@ -31,3 +31,13 @@ def test_a_member_counts_one_to_two_join_delays_after_it_started(
 ) -> None:
     counted = counts_from(started, join_delay)
     assert started + join_delay * (1 - 1e-9) <= counted <= started + 2 * join_delay * (1 + 1e-9)
+
+
+@given(st.floats(0, 1e6), st.floats(1e-6, 10), st.floats(0.01, 100))
+def test_a_member_is_settled_from_when_it_counts(
+    started: float, after: float, join_delay: float
+) -> None:
+    # (just past the instant: exactly at it, either side of a rounding)
+    now = counts_from(started, join_delay) + after * join_delay
+    assert settled(roll(now, a=started), join_delay) == ["a"]
+    assert settled(roll(started + join_delay * 0.999, a=started), join_delay) == []

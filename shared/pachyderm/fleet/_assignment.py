@@ -27,20 +27,33 @@ def assign(partitions: int, workers: Iterable[str]) -> dict[str, list[int]]:
     partitions or one more, so with more workers than partitions some get none.
     No workers, no assignment: ``{}``.
     """
-    if partitions < 0:
-        raise ValueError(f"partitions must not be negative, not {partitions}")
-    live = tuple(sorted(set(workers)))
+    live = _live(partitions, workers)
     if not live:
         return {}
-    owned: dict[str, list[int]] = {worker: [] for worker in live}
-    for partition, owner in enumerate(_owners(partitions, live)):
-        owned[owner].append(partition)
-    return owned
+    return {worker: list(owned) for worker, owned in _shares(partitions, live).items()}
 
 
 def owned_by(partitions: int, workers: Iterable[str], worker: str) -> list[int]:
     """The partitions ``worker`` owns in :func:`assign`; none if it is not among ``workers``."""
-    return assign(partitions, workers).get(worker, [])
+    live = _live(partitions, workers)
+    return list(_shares(partitions, live).get(worker, ())) if live else []
+
+
+def _live(partitions: int, workers: Iterable[str]) -> tuple[str, ...]:
+    if partitions < 0:
+        raise ValueError(f"partitions must not be negative, not {partitions}")
+    return tuple(sorted(set(workers)))
+
+
+# A worker asks for its share on every heartbeat: the share of each worker is
+# kept with the assignment, not rebuilt from the owners on each call.
+@functools.lru_cache(maxsize=16)
+def _shares(partitions: int, workers: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Each worker's partitions (sorted); ``workers`` sorted, distinct and not empty."""
+    owned: dict[str, list[int]] = {worker: [] for worker in workers}
+    for partition, owner in enumerate(_owners(partitions, workers)):
+        owned[owner].append(partition)
+    return {worker: tuple(partitions) for worker, partitions in owned.items()}
 
 
 # Every worker recomputes its share on each heartbeat while the live set mostly
