@@ -35,7 +35,9 @@ def parameters() -> dict[str, Any]:
         "idempotency-key": {
             "name": IDEMPOTENCY_KEY,
             "in": "header",
-            "description": "The command id: a retry with the same key applies the command once",
+            "description": "The command id: a retry with the same key applies the command once,"
+            " within the fleet's command window (PACHYDERM_COMMAND_RETENTION, 7 days by"
+            " default) of the first request",
             "schema": key,
         },
         "from": _paging("from", "The first version on the page", 1, MAX_VERSION),
