@@ -36,6 +36,7 @@ PACHYDERM = {
     "EventRelay",
     "FieldProblem",
     "FiredTimer",
+    "FleetUnavailableError",
     "HandleResult",
     "HandlerError",
     "InvalidEntityIdError",

@@ -37,7 +37,7 @@ from ._errors import (
     UnsupportedContentTypeError,
 )
 from ._lazy import lazy_names
-from ._overload import OverloadedError
+from ._overload import FleetUnavailableError, OverloadedError
 from ._projection import AnyEvent, PostgresProjection, Projection, ProjectionContext
 from ._reference import Ref, entity_id
 from ._running import run
@@ -77,6 +77,7 @@ __all__ = [
     "EventRelay",
     "FieldProblem",
     "FiredTimer",
+    "FleetUnavailableError",
     "HandleResult",
     "HandlerError",
     "InvalidEntityIdError",

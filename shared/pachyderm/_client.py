@@ -22,7 +22,7 @@ from ._app import App
 from ._errors import CallTimeoutError, PachydermError
 from ._expiry import stamped
 from ._loading import load_app
-from ._overload import InFlightLimit
+from ._overload import FleetWatch, InFlightLimit, PartitionConsumers
 from ._reference import Ref
 from ._settings import Settings, load_settings
 from ._wire import COMMAND, QUERY, command_message, named_message, read_reply
@@ -84,7 +84,12 @@ class Client:
     bound); beyond it a caller waits up to ``wait`` seconds for one to end, then
     gets :class:`~pachyderm.OverloadedError` without anything being sent, as it
     does when the partition queue is full and refuses the command
-    (``PACHYDERM_QUEUE_MAX_LENGTH`` with ``reject-publish``).
+    (``PACHYDERM_QUEUE_MAX_LENGTH`` with ``reject-publish``). With ``fleet_check``
+    (seconds), a call first looks (at most that often, over RabbitMQ) whether any
+    worker consumes the partition queues, and raises
+    :class:`~pachyderm.FleetUnavailableError` at once when none does, instead of
+    timing out; the gateway does this, as a call waiting for a fleet that is not
+    there holds an HTTP request for nothing.
 
     Against a fleet, :meth:`connect` builds, starts and closes everything a
     client needs::
@@ -101,11 +106,17 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         max_in_flight: int | None = None,
         wait: float = DEFAULT_WAIT,
+        fleet_check: float | None = None,
     ) -> None:
         self.app = app
         self.transport = transport
         self.timeout = timeout
         self.in_flight = InFlightLimit(max_in_flight, wait)
+        self.fleet: FleetWatch | None = None
+        if fleet_check:
+            if not isinstance(transport, PartitionConsumers):
+                raise ValueError(f"{type(transport).__name__} cannot tell whether workers consume")
+            self.fleet = FleetWatch(transport, fleet_check)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._address: str | None = None
 
@@ -235,6 +246,8 @@ class Client:
             raise PachydermError(
                 "the client is not started (or closed): use `async with Client.connect(...)`"
             )
+        if self.fleet is not None:
+            await self.fleet.check()
         async with self.in_flight.place():
             return await self._round_trip(message, timeout)
 

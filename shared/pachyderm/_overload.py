@@ -1,5 +1,5 @@
-"""Overload: what a caller is told when the fleet takes no more for now, and the client's
-own bound on calls in flight.
+"""Overload: what a caller is told when the fleet takes no more for now (or has no
+worker at all), and the client's own bound on calls in flight.
 
 Invariants: an :class:`OverloadedError` means this send of the command was *not*
 enqueued (the broker refused it, or the client never sent it): if it was the first,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol, runtime_checkable
 
 from ._errors import PachydermError
 
@@ -21,6 +22,8 @@ QUEUE_FULL_RETRY_AFTER = 1.0
 # What an OverloadedError says was full.
 QUEUE_FULL = "queue-full"
 IN_FLIGHT = "in-flight"
+# A fleet with no worker needs one started: a few seconds at least.
+FLEET_RETRY_AFTER = 5.0
 
 
 class OverloadedError(PachydermError):
@@ -81,3 +84,55 @@ class InFlightLimit:
                 cause=IN_FLIGHT,
                 retry_after=max(self.wait, QUEUE_FULL_RETRY_AFTER),
             ) from None
+
+
+class FleetUnavailableError(PachydermError):
+    """No worker consumes any of the namespace's partition queues (as last looked, at
+    most ``PACHYDERM_GATEWAY_FLEET_CHECK`` seconds ago): a call would only time out.
+    Nothing was sent; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+@runtime_checkable
+class PartitionConsumers(Protocol):
+    """A transport that can tell how many consumers each partition queue has."""
+
+    async def partition_consumers(self) -> list[int]:
+        """The number of consumers of each partition queue, by partition."""
+        ...
+
+
+class FleetWatch:
+    """Whether any worker consumes the partition queues, looked at again at most every
+    ``interval`` seconds (callers in between share the last look; one looks at a time)."""
+
+    def __init__(self, transport: PartitionConsumers, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("a fleet is looked at every so many seconds, more than 0")
+        self.transport = transport
+        self.interval = interval
+        self._serving = True
+        self._looked_at: float | None = None
+        self._looking = asyncio.Lock()
+
+    async def check(self) -> None:
+        """Raise :class:`FleetUnavailableError` if no partition queue had a consumer at
+        the last look (looking again first if it is older than the interval)."""
+        if self._stale():
+            async with self._looking:
+                if self._stale():
+                    self._serving = any(await self.transport.partition_consumers())
+                    self._looked_at = asyncio.get_running_loop().time()
+        if not self._serving:
+            raise FleetUnavailableError(
+                "no worker consumes the fleet's partition queues: a call would time out;"
+                " nothing was sent",
+                retry_after=max(self.interval, FLEET_RETRY_AFTER),
+            )
+
+    def _stale(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return self._looked_at is None or now - self._looked_at >= self.interval

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     client_wait: float = Field(
         1.0, ge=0, description="seconds a call waits for a place among the client's in flight"
     )
+    gateway_fleet_check: float = Field(
+        2.0,
+        ge=0,
+        description="seconds between the gateway's looks at whether any worker consumes the"
+        " partition queues; while none does, calls are answered 503 with Retry-After at once"
+        " instead of timing out; 0: never look",
+    )
     max_in_flight: int = Field(
         4096,
         ge=0,

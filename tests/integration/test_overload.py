@@ -14,7 +14,7 @@ import aio_pika
 import pytest
 
 from examples import counter
-from pachyderm import Client, OverloadedError, Ref
+from pachyderm import CallTimeoutError, Client, FleetUnavailableError, OverloadedError, Ref
 from pachyderm.fleet import SoloMembership
 from pachyderm.gateway import GatewayOptions, create_app
 from pachyderm.store import Change, CommitOutcome, PostgresEventStore
@@ -234,3 +234,35 @@ async def test_a_full_queue_with_drop_head_dead_letters_the_oldest_command(
         assert [death[0]["reason"] for death in deaths] == ["maxlen"] * 2
     finally:
         await transport.delete_topology()
+
+
+async def test_a_fleet_without_workers_is_unavailable_at_once_then_served_when_one_consumes(
+    rabbitmq_url: str, topology: Topology
+) -> None:
+    transport = RabbitMQTransport(rabbitmq_url, topology)
+    await transport.start()
+    client = Client(counter.app, transport, timeout=0.5, fleet_check=0.2)
+    await client.start()
+    ref = counter.Counter.ref("c")
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(FleetUnavailableError, match="no worker consumes"):
+            await client.call(ref, counter.Increment())
+        assert asyncio.get_running_loop().time() - started < client.timeout  # no wait
+        assert not any((await transport.queue_depths()).values())  # nothing was sent
+        asgi = create_app(client, None, GatewayOptions(tokens=TOKENS))
+        async with serving(asgi) as http:
+            response = await http.post(
+                f"/entities/counter/{ref.id}/commands/Increment", json={}, headers=CALLER
+            )
+        document = problem(response, 503)
+        assert "no worker serves the fleet" in document["detail"]
+        assert response.headers["Retry-After"] == "5"
+        # One partition consumed: the fleet is there (the call then waits for its reply).
+        inbox = await transport.open_inbox(0, prefetch=1)
+        await asyncio.sleep(0.25)
+        with pytest.raises(CallTimeoutError):
+            await client.call(ref, counter.Increment())
+        await inbox.close()
+    finally:
+        await client.close()

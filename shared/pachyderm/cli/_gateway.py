@@ -71,7 +71,12 @@ async def run_gateway(settings: Settings, app_spec: str | None) -> None:
             store = await _history_store(settings)
             try:
                 async with broker(settings, name) as transport:
-                    client = Client(app, transport, **client_options(settings))
+                    client = Client(
+                        app,
+                        transport,
+                        fleet_check=settings.gateway_fleet_check,
+                        **client_options(settings),
+                    )
                     await client.start()
                     asgi = create_app(client, store, options, app=app)
                     log.info("gateway of namespace %r on %s", settings.namespace, url_of(listener))

@@ -34,7 +34,7 @@ from .._errors import (
     TransportError,
     UnknownNameError,
 )
-from .._overload import IN_FLIGHT, QUEUE_FULL, OverloadedError
+from .._overload import IN_FLIGHT, QUEUE_FULL, FleetUnavailableError, OverloadedError
 from . import _bodies as bodies
 from ._bodies import TYPE_PREFIX
 
@@ -166,6 +166,8 @@ def _unanswered(error: PachydermError) -> Problem | None:
             kind="overloaded",
             headers={"Retry-After": _seconds(error.retry_after)},
         )
+    if isinstance(error, FleetUnavailableError):
+        return _unavailable("no worker serves the fleet now; nothing was sent: retry later")
     if isinstance(error, TransportError):
         return _unavailable("the message broker is unavailable; retry later")
     if isinstance(error, StoreUnavailableError):

@@ -25,6 +25,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aiormq.abc import DeliveredMessage
+from pamqp.commands import Queue
 
 from .._errors import TransportError
 from ._amqp import (
@@ -299,6 +300,18 @@ class RabbitMQTransport:
         ):
             return {name: await _ready_count(channel, name) for name in names}
 
+    async def partition_consumers(self) -> list[int]:
+        """The number of consumers of each partition queue (0: no worker serves it)."""
+        session = self._started()
+        async with (
+            translated_errors("counting partition consumers"),
+            session.connection.channel(publisher_confirms=False) as channel,
+        ):
+            return [
+                (await _declared(channel, name)).consumer_count or 0
+                for name in partition_queues(self.topology)
+            ]
+
     async def delete_topology(self) -> None:
         """Close this transport, then delete the namespace from the broker.
 
@@ -335,6 +348,11 @@ class RabbitMQTransport:
                 await channel.exchange_delete(exchange)
 
 
-async def _ready_count(channel: AbstractChannel, queue: str) -> int:
+async def _declared(channel: AbstractChannel, queue: str) -> Queue.DeclareOk:
+    """What the broker says of an existing queue (a missing one closes the channel)."""
     declared = await channel.declare_queue(queue, passive=True)
-    return declared.declaration_result.message_count or 0
+    return declared.declaration_result
+
+
+async def _ready_count(channel: AbstractChannel, queue: str) -> int:
+    return (await _declared(channel, queue)).message_count or 0
