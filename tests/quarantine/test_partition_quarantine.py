@@ -300,3 +300,20 @@ def test_a_stored_message_reads_back_as_received() -> None:
     )
     stored = decode_message(encode_message(message))
     assert stored == dataclasses.replace(message, headers={"pachyderm-entity-type": "lane", "n": 1})
+
+
+async def test_commands_batched_with_a_poison_are_answered_not_quarantined(
+    world: World, switch: Path
+) -> None:
+    before = [await world.send(Lane.ref(str(uuid.uuid4())), Step(n)) for n in range(3)]
+    command_id = await world.send(Lane.ref(str(uuid.uuid4())), Poison("crash", str(switch)))
+    after = [await world.send(Lane.ref(str(uuid.uuid4())), Step(n)) for n in range(3)]
+    lives = 0
+    while not await world.live(await world.worker()):
+        lives += 1
+        assert lives <= 3
+    assert lives == 3  # the poison's 3 attempts; the others ran alone once suspected
+    assert isinstance(await world.answer(command_id), CommandQuarantinedError)
+    for n, sent in enumerate(before + after):
+        assert await world.answer(sent) == (1, {"steps": [n % 3]})
+    assert [row.command_id for row in await world.quarantine.quarantined()] == [command_id]

@@ -31,6 +31,10 @@ _COUNT = """
     DO UPDATE SET attempts = a.attempts + 1, last_at = now()
     RETURNING entity_id, command_id, attempts
 """
+_ATTEMPTS = """
+    SELECT a.entity_id, a.command_id, a.attempts FROM command_attempts a
+      JOIN unnest($1::uuid[], $2::text[]) AS k(e, c) ON a.entity_id = k.e AND a.command_id = k.c
+"""
 _FORGET = """
     DELETE FROM command_attempts
      WHERE (entity_id, command_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
@@ -113,6 +117,13 @@ class PostgresQuarantine:
         """``translated``: presents driver failures as the store's errors."""
         self._pool = pool
         self._translated = translated
+
+    async def attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:
+        if not keys:
+            return {}
+        async with self._translated(), self._pool.acquire() as conn:
+            rows = await conn.fetch(_ATTEMPTS, [k[0] for k in keys], [k[1] for k in keys])
+        return {(row["entity_id"], row["command_id"]): row["attempts"] for row in rows}
 
     async def count_attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:
         distinct = list(dict.fromkeys(keys))

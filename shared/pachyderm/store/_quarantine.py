@@ -76,6 +76,10 @@ class Parked:
 class QuarantineStore(Protocol):
     """Where a namespace keeps its poison commands (the database: every worker sees it)."""
 
+    async def attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:
+        """The attempts counted of these keys (those with none are left out)."""
+        ...
+
     async def count_attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:
         """Add one to the attempts of each (distinct) key; their counts now."""
         ...

@@ -71,6 +71,18 @@ def _count(connection: sqlite3.Connection, keys: list[CommandKey]) -> dict[Comma
     return counts
 
 
+def _attempts(connection: sqlite3.Connection, keys: list[CommandKey]) -> dict[CommandKey, int]:
+    found: dict[CommandKey, int] = {}
+    for entity_id, command_id in keys:
+        row = connection.execute(
+            "SELECT attempts FROM command_attempts WHERE entity_id = ? AND command_id = ?",
+            (entity_id.bytes, command_id),
+        ).fetchone()
+        if row is not None:
+            found[(entity_id, command_id)] = row[0]
+    return found
+
+
 def _forget(connection: sqlite3.Connection, keys: list[CommandKey]) -> None:
     with transaction(connection, "BEGIN IMMEDIATE"):
         connection.executemany(
@@ -178,6 +190,9 @@ class SqliteQuarantine:
 
     def __init__(self, store: _Runner) -> None:
         self._store = store
+
+    async def attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:
+        return await self._store._run(_attempts, list(keys)) if keys else {}
 
     async def count_attempts(self, keys: Sequence[CommandKey]) -> dict[CommandKey, int]:
         distinct = list(dict.fromkeys(keys))

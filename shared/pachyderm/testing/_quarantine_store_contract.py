@@ -47,9 +47,15 @@ class QuarantineStoreContract:
             (b, "1"): 1,
         }
         assert await quarantine.count_attempts([(a, "1"), (a, "2")]) == {(a, "1"): 2, (a, "2"): 1}
+        assert await quarantine.attempts([(a, "1"), (b, "1"), (b, "2")]) == {
+            (a, "1"): 2,
+            (b, "1"): 1,
+        }
         await quarantine.forget_attempts([(a, "1")])
+        assert await quarantine.attempts([(a, "1")]) == {}
         assert await quarantine.count_attempts([(a, "1"), (b, "1")]) == {(a, "1"): 1, (b, "1"): 2}
         assert await quarantine.count_attempts([]) == {}
+        assert await quarantine.attempts([]) == {}
 
     async def test_a_quarantined_command_is_kept_whole_and_listed_by_partition(
         self, store: EventStore, open_store: Callable[[], Awaitable[EventStore]]

@@ -269,12 +269,17 @@ class PartitionWorker:
         await self._handle_until_done(deliveries)
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Apply one batch: one commit, then replies and effects, then one ack."""
-        if self.quarantine is not None:
-            # Poison commands and the commands of parked entities are set aside here.
-            deliveries = await self.quarantine.admit(deliveries)
-            if not deliveries:
-                return
+        """Apply one batch: one commit, then replies and effects, then one ack. With a
+        quarantine, poison commands and those of parked entities are set aside first,
+        and a suspect (redelivered after a counted attempt) is applied alone."""
+        if self.quarantine is None:
+            await self._apply(deliveries)
+            return
+        for batch in await self.quarantine.admit(deliveries):
+            async with self.quarantine.attempt(batch):
+                await self._apply(batch)
+
+    async def _apply(self, deliveries: Sequence[Delivery]) -> None:
         fires, self._fires = self._fires, []
         with self.hooks.batch(self._exchange, self.partition, deliveries) as batch:
             try:

@@ -39,7 +39,8 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +56,7 @@ log = logging.getLogger("pachyderm.quarantine")
 
 DEFAULT_MAX_ATTEMPTS = 3
 _BLOCKING = ("quarantined", "resuming", "skipping")
+_REMEMBERED = 10_000  # settled tags kept, for admit() called again after a store failure
 _REFUSED = ("quarantined", "skipping", "skipped")
 # Synthetic deliveries (stored commands run again) have tags below zero, which no
 # broker hands out: settling them is the quarantine's business, not the inbox's.
@@ -82,6 +84,8 @@ class QuarantineOptions:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     policy: Policy = "park"
     poll: float = 1.0
+    suspects: asyncio.Lock = field(default_factory=asyncio.Lock, compare=False, repr=False)
+    """Held while a suspect runs: one at a time in a worker (its partitions share it)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -132,10 +136,20 @@ def _quarantined_error(key: CommandKey, attempts: int) -> CommandQuarantinedErro
 class _Admission:
     """What :meth:`PartitionQuarantine.admit` decided for one batch."""
 
-    admitted: list[Delivery] = field(default_factory=list)
+    batches: list[list[Delivery]] = field(default_factory=list)
     parked: list[tuple[Delivery, CommandKey]] = field(default_factory=list)
     refused: list[tuple[Delivery, CommandKey, int]] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    last_alone: bool = False
+
+    def admit(self, delivery: Delivery, *, alone: bool = False) -> None:
+        """Apply ``delivery`` after those admitted before (in a batch of its own if
+        ``alone``): the order of the deliveries is kept, and with it each entity's."""
+        if alone or self.last_alone or not self.batches:
+            self.batches.append([delivery])
+        else:
+            self.batches[-1].append(delivery)
+        self.last_alone = alone
 
 
 class PartitionQuarantine:
@@ -163,6 +177,8 @@ class PartitionQuarantine:
         self._counted: dict[int, CommandKey] = {}  # delivery tag -> its counted attempts
         self._stored: dict[int, int | None] = {}  # synthetic tag -> parked position
         self._requarantined: set[CommandKey] = set()
+        self._suspects: set[int] = set()  # tags of deliveries to run alone, counted first
+        self._done: dict[int, None] = {}  # tags settled lately (an ordered set)
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
 
@@ -189,6 +205,9 @@ class PartitionQuarantine:
         settle: Callable[[Sequence[Delivery]], Awaitable[None]],
     ) -> None:
         await settle([d for d in deliveries if d.tag >= 0])
+        self._done.update(dict.fromkeys(d.tag for d in deliveries))
+        while len(self._done) > _REMEMBERED:
+            del self._done[next(iter(self._done))]
         answered = [key for d in deliveries if (key := self._counted.pop(d.tag, None))]
         positions = [p for d in deliveries if (p := self._stored.pop(d.tag, None)) is not None]
         try:
@@ -202,9 +221,14 @@ class PartitionQuarantine:
 
     # -- admission -------------------------------------------------------------
 
-    async def admit(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        """The deliveries to decide now; the others are parked or answered ``quarantined``
-        here (stored before they are acknowledged). Called under the partition's lock."""
+    async def admit(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+        """The deliveries to decide now, as the batches to apply them in, in order; the
+        others are parked or answered ``quarantined`` here (stored before they are
+        acknowledged). A suspect (a command redelivered after an attempt that was
+        counted and never answered) goes in a batch of its own, applied inside
+        :meth:`attempt`. Called under the partition's lock; safe to call again for the
+        same deliveries (a retry after a store failure): those settled are left out."""
+        deliveries = [d for d in deliveries if d.tag not in self._done]
         if not self._loaded:
             await self._reload()  # before the partition's first batch: what it must respect
         candidates = [
@@ -215,28 +239,47 @@ class PartitionQuarantine:
             and key not in self._view.refused
         ]
         if not candidates and not self._view.blocked and not self._view.refused:
-            return list(deliveries)  # the healthy path: no statement at all
-        counts = await self.quarantine.count_attempts([key for _, key in candidates])
-        for delivery, key in candidates:
-            self._counted[delivery.tag] = key
-        # A broker's redelivery counts the attempts before it (the first delivery is not
-        # counted); a stored command run again counts itself too.
-        before = {delivery.tag: counts[key] - (delivery.tag < 0) for delivery, key in candidates}
-        exhausted = {
-            key for delivery, key in candidates if before[delivery.tag] >= self.options.max_attempts
-        }
+            return [deliveries] if deliveries else []  # the healthy path: no statement
+        counts = await self.quarantine.attempts([key for _, key in candidates])
+        # Attempts made: those counted, and a broker's first delivery, which is not.
+        made = {d.tag: counts.get(key, 0) + (d.tag >= 0) for d, key in candidates}
+        exhausted = {key for d, key in candidates if made[d.tag] >= self.options.max_attempts}
         if exhausted:
             # A command that applied and was answered, but not acknowledged before its
             # worker died, is a repeat: its stored reply answers it.
             exhausted -= (await self.store.recorded(list(exhausted))).keys()
-        admission = self._admission(deliveries, before, exhausted)
+        admission = self._admission(deliveries, made, exhausted)
+        # Counted before they run: the first attempts of a batch at once, a suspect's
+        # in attempt(), just before it runs alone.
+        admitted = {d.tag for batch in admission.batches for d in batch}
+        firsts = [
+            (d, key) for d, key in candidates if d.tag in admitted and d.tag not in self._suspects
+        ]
+        await self.quarantine.count_attempts([key for _, key in firsts])
+        for delivery, key in candidates:
+            self._counted[delivery.tag] = key
         await self._record(admission)
-        return admission.admitted
+        return admission.batches
+
+    @asynccontextmanager
+    async def attempt(self, batch: Sequence[Delivery]) -> AsyncIterator[None]:
+        """Around applying one of :meth:`admit`'s batches. A batch with counted attempts
+        in it (redelivered or stored commands) runs while no other such batch of the
+        worker does, so that the one that takes the worker down is the only one whose
+        attempt was counted in vain; a suspect's attempt is counted just before."""
+        if not any(d.tag in self._counted for d in batch):
+            yield  # the healthy path: first deliveries, nothing to count
+            return
+        async with self.options.suspects:
+            if batch[0].tag in self._suspects:
+                await self.quarantine.count_attempts([self._counted[batch[0].tag]])
+                self._suspects.discard(batch[0].tag)
+            yield
 
     def _admission(
         self,
         deliveries: Sequence[Delivery],
-        before: dict[int, int],
+        made: dict[int, int],
         exhausted: set[CommandKey],
     ) -> _Admission:
         admission = _Admission()
@@ -244,7 +287,7 @@ class PartitionQuarantine:
         for delivery in deliveries:
             key = _key(delivery)
             if key is None:
-                admission.admitted.append(delivery)
+                admission.admit(delivery)
                 continue
             entity_id = key[0]
             synthetic = delivery.tag < 0
@@ -253,14 +296,18 @@ class PartitionQuarantine:
             elif entity_id in blocked_now or (entity_id in self._view.blocked and not synthetic):
                 admission.parked.append((delivery, key))
             elif key in exhausted:
-                entry = self._entry(delivery, key, before[delivery.tag])
+                entry = self._entry(delivery, key, made[delivery.tag])
                 admission.quarantined.append(entry)
                 admission.refused.append((delivery, key, entry.attempts))
                 self._view.add(entry)
                 if entry.policy == "park":
                     blocked_now.add(entity_id)
+            elif made.get(delivery.tag, 0) - (delivery.tag >= 0) > 0:
+                # An attempt of it was counted and never answered: it may be the poison.
+                self._suspects.add(delivery.tag)
+                admission.admit(delivery, alone=True)
             else:
-                admission.admitted.append(delivery)
+                admission.admit(delivery)
         return admission
 
     def _entry(self, delivery: Delivery, key: CommandKey, attempts: int) -> Quarantined:
