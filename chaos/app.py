@@ -8,6 +8,10 @@ can tell, from the events alone, that each timer resolved exactly once (one
 ``Rang`` or one ``Forgot`` per ``Reminded``) and never before it was due
 (``Rang``'s commit time against its ``due``).
 
+``Ticket(Punch)`` counts punches until ``Retire`` ends it (``End``): from then on
+every command to it must be answered ``ended`` and never applied (the checker's
+``applied_after_end``).
+
 ``EventCounts``, the run's projection (``pachyderm projections chaos.app:APP``,
 beside the workers), keeps exactly once, per entity, how many events it has and
 its last version (table ``chaos_projected``, created by the run): at the end it
@@ -28,6 +32,7 @@ from examples import bank, counter
 from pachyderm import (
     App,
     Cancel,
+    End,
     Entity,
     HandleResult,
     PostgresProjection,
@@ -132,7 +137,47 @@ class Reminder(Entity[ReminderState]):
         return state
 
 
-ENTITIES = (counter.Counter, bank.Account, Reminder)
+@dataclass(frozen=True)
+class Punch:
+    pass
+
+
+@dataclass(frozen=True)
+class Retire:
+    pass
+
+
+@dataclass(frozen=True)
+class Punched:
+    pass
+
+
+@dataclass(frozen=True)
+class Retired:
+    pass
+
+
+class Ticket(Entity[dict[str, int]]):
+    """Punched a few times, then retired for good: it ends."""
+
+    commands = (Punch, Retire)
+    events = (Punched, Retired)
+
+    def init(self) -> dict[str, int]:
+        return {"punches": 0, "retired": 0}
+
+    def handle(self, message: Any, state: dict[str, int]) -> HandleResult:
+        if isinstance(message, Retire):
+            return End([Retired()])
+        return [Punched()]
+
+    def update(self, event: Any, state: dict[str, int]) -> dict[str, int]:
+        if isinstance(event, Retired):
+            return {**state, "retired": 1}
+        return {**state, "punches": state["punches"] + 1}
+
+
+ENTITIES = (counter.Counter, bank.Account, Reminder, Ticket)
 
 
 class EventCounts(PostgresProjection):

@@ -29,6 +29,10 @@ and the record, and returns every violation of the guarantees found, by kind:
 - ``timer_early``: a ring committed before the due time of the timer that
   fired it;
 - ``timer_unscheduled``: a ring of a timer no committed command set;
+- ``applied_after_end``: a command applied to an entity after its handler ended
+  it (an event, or a recorded command, past the version it ended at; an ending
+  event that is not its entity's last), or an entity whose history ends it that
+  the store does not hold as ended;
 - ``projection_mismatch``: the run's exactly-once read model (``chaos.app``'s
   ``EventCounts``, read once it caught up with the log) differs from the stored
   histories: an entity's event count or last version, or an entity it has and
@@ -52,6 +56,7 @@ from pachyderm import App, PachydermError
 from pachyderm import _codec as codec
 from pachyderm._execution import read_stored_reply
 
+from .app import Ticket
 from .record import OK, REJECTED, Attempt, Record, Request
 
 KINDS = (
@@ -67,6 +72,7 @@ KINDS = (
     "timer_early",
     "timer_unscheduled",
     "projection_mismatch",
+    "applied_after_end",
 )
 TIMER_KINDS = tuple(kind for kind in KINDS if kind.startswith("timer_"))
 
@@ -78,6 +84,8 @@ class EntityRow:
     entity_id: uuid.UUID
     entity_type: str
     version: int
+    ended: str | None = None  # "ended", "erased" (migration 0013)
+    ended_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +148,9 @@ async def read_database(dsn: str, schema: str) -> Stored:
         return Stored(
             entities=[
                 EntityRow(**row)
-                for row in await rows("SELECT entity_id, entity_type, version FROM entities")
+                for row in await rows(
+                    "SELECT entity_id, entity_type, version, ended, ended_version FROM entities"
+                )
             ],
             events=[
                 EventRow(**row)
@@ -322,6 +332,8 @@ def _check_commands(
                     f"{entity_id}: {command_id} events at {found[0]}, recorded at {recorded}",
                 )
     for row in commands.values():
+        if row.entity_id not in histories.types and row.version == 0:
+            continue  # a command that wrote only its reply creates no entity (0013)
         try:
             state = histories.state_at(row.entity_id, row.version)
         except KeyError:
@@ -538,6 +550,46 @@ def _check_projection(histories: _Histories, stored: Stored, violations: Violati
         violations.add("projection_mismatch", f"{entity_id}: in the read model, not in the store")
 
 
+def _check_ends(
+    app: App,
+    stored: Stored,
+    histories: _Histories,
+    commands: dict[tuple[uuid.UUID, str], CommandRow],
+    violations: Violations,
+) -> None:
+    """No command applies to an ended entity: nothing past the version it ended at."""
+    rows = {row.entity_id: row for row in stored.entities}
+    ending = {
+        entity_id: max(
+            event.version for event in events if _ends(app, histories.types[entity_id], event.name)
+        )
+        for entity_id, events in histories.events.items()
+        if entity_id in histories.types
+        and any(_ends(app, histories.types[entity_id], event.name) for event in events)
+    }
+    for entity_id, version in ending.items():
+        row = rows[entity_id]
+        if row.ended != "ended" or row.ended_version != version:
+            violations.add(
+                "applied_after_end",
+                f"{entity_id}: ended at {version}, stored as {row.ended} at {row.ended_version}",
+            )
+        if histories.events[entity_id][-1].version != version:
+            later = [e.version for e in histories.events[entity_id] if e.version > version]
+            violations.add("applied_after_end", f"{entity_id}: ended at {version}, then {later}")
+    for (entity_id, command_id), command in commands.items():
+        if entity_id in ending and command.version > ending[entity_id]:
+            violations.add(
+                "applied_after_end",
+                f"{entity_id}: {command_id} recorded at {command.version}, after its end",
+            )
+
+
+def _ends(app: App, entity_type: str, event_name: str) -> bool:
+    """Whether ``event_name`` is the event an entity of the run ends with."""
+    return entity_type == Ticket.type_name and event_name == "Retired"
+
+
 def check(app: App, record: Record, stored: Stored, observed: Observed) -> Violations:
     """Every violation of the guarantees the record, the store and the consumers show.
 
@@ -557,4 +609,5 @@ def check(app: App, record: Record, stored: Stored, observed: Observed) -> Viola
     _check_queries(histories, observed, violations)
     _check_timers(histories, stored.timers, violations)
     _check_projection(histories, stored, violations)
+    _check_ends(app, stored, histories, commands, violations)
     return violations

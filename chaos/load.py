@@ -31,6 +31,7 @@ from pachyderm import (
     App,
     CallTimeoutError,
     Client,
+    EntityEndedError,
     HandlerError,
     InvalidInputError,
     PachydermError,
@@ -39,8 +40,19 @@ from pachyderm import (
 )
 from pachyderm.transport import Topology
 
-from .app import Reminder
-from .record import FAILED, INVALID, OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
+from .app import Reminder, Ticket
+from .record import (
+    ENDED,
+    FAILED,
+    INVALID,
+    OK,
+    REJECTED,
+    SENT,
+    UNKNOWN,
+    Attempt,
+    Record,
+    Request,
+)
 
 # -- the workload ------------------------------------------------------------------------
 
@@ -58,7 +70,9 @@ class Workload:
     """Counters crossing their threshold (one external effect each), bank accounts
     transferring money (entity-to-entity effects, refunds from never-opened ones)
     and, a ``timer_share`` of the commands, reminders setting timers due a few
-    seconds later (see :mod:`chaos.app`), a third of them cancelled again soon after.
+    seconds later (see :mod:`chaos.app`), a third of them cancelled again soon after;
+    and, a ``ticket_share``, tickets punched a few times, then retired (ended), then
+    punched some more, each of those to be answered ``ended``.
 
     Counters come and go: each gets a few increments, then a fresh one takes
     its place, so threshold effects keep being produced all through a run.
@@ -73,8 +87,12 @@ class Workload:
         counter_share: float = 0.7,
         timer_share: float = 0.0,
         reminders: int = 32,
+        ticket_share: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
+        self.ticket_share = ticket_share
+        self._tickets = itertools.count()
+        self._ticket: tuple[Ref, int] | None = None  # the ticket at hand, commands left
         self.counter_share = counter_share
         self.timer_share = timer_share
         self.reminders = [Reminder.ref(f"r-{n}") for n in range(reminders)]
@@ -97,6 +115,8 @@ class Workload:
         ]
 
     def next(self) -> Command:
+        if self.ticket_share and self.rng.random() < self.ticket_share:
+            return self.ticket()
         roll = self.rng.random()
         if roll < self.timer_share:
             return self.timer()
@@ -113,6 +133,15 @@ class Workload:
         ref, tag = self.rng.choice(self.reminders), f"t-{next(self._tags)}"
         self._set = [*self._set[-63:], (ref, tag)]
         return Command(ref, "Remind", {"tag": tag, "seconds": round(self.rng.uniform(0.5, 4), 3)})
+
+    def ticket(self) -> Command:
+        """Punches, the Retire that ends the ticket, then punches it must refuse (the
+        sixth command of each ticket retires it; a fresh ticket comes after the ninth)."""
+        if self._ticket is None:
+            self._ticket = (Ticket.ref(f"k-{next(self._tickets)}"), 9)
+        ref, left = self._ticket
+        self._ticket = (ref, left - 1) if left > 1 else None
+        return Command(ref, "Retire" if left == 4 else "Punch", {})
 
     def increment(self) -> Command:
         """An increment: never refused, so one sent without a reply must still apply."""
@@ -207,6 +236,8 @@ class ClientCaller(Caller):
             return  # unknown: retry with the same id
         except RejectedError as rejection:
             attempt.outcome, attempt.detail = REJECTED, rejection.reason
+        except EntityEndedError as error:
+            attempt.outcome, attempt.detail = ENDED, str(error)
         except InvalidInputError as error:
             attempt.outcome, attempt.detail = INVALID, str(error)
         except HandlerError as error:
@@ -285,9 +316,8 @@ class RawCaller(Caller):
     def _read(self, reply: AbstractIncomingMessage, attempt: Attempt) -> None:
         body = json.loads(reply.body)
         attempt.answered_at = self.record.now()
-        attempt.outcome = {"ok": OK, "rejected": REJECTED, "invalid": INVALID}.get(
-            body["status"], FAILED
-        )
+        outcomes = {"ok": OK, "rejected": REJECTED, "invalid": INVALID, "ended": ENDED}
+        attempt.outcome = outcomes.get(body["status"], FAILED)
         attempt.version = body.get("version")
         attempt.reply = body.get("reply")
         attempt.detail = str(body.get("reason") or body.get("message") or "")

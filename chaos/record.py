@@ -22,8 +22,10 @@ UNKNOWN = "unknown"
 """No answer within the caller's timeout (or the publish itself failed): applied or not."""
 SENT = "sent"
 """Published without asking for a reply, and confirmed by the broker: it must apply."""
+ENDED = "ended"
+"""The entity had ended (or was erased): refused, never to apply."""
 
-REFUSALS = frozenset({REJECTED, INVALID, FAILED})
+REFUSALS = frozenset({REJECTED, INVALID, FAILED, ENDED})
 
 
 @dataclass(slots=True)

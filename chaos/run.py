@@ -96,6 +96,7 @@ class Options:
     recovery_limit: float = 300.0  # probes give up after this long: the fleet never recovered
     mix: tuple[float, float, float] = (0.6, 0.3, 0.1)  # client, raw with reply, raw without
     timer_share: float = 0.1  # of the load: reminders setting (and cancelling) timers
+    ticket_share: float = 0.03  # of the load: tickets punched, ended, then refused
     # None: the effects sink binds its queue before the load. n: only after the first n
     # faults (when the load ends at the latest): until then, no queue is bound for any
     # effect to a handler, as when a handler reaches the workers before any dispatcher.
@@ -122,7 +123,9 @@ class ChaosRun:
         self.sink = sink
         self.record = record
         self.options = options
-        self.workload = Workload(options.seed, timer_share=options.timer_share)
+        self.workload = Workload(
+            options.seed, timer_share=options.timer_share, ticket_share=options.ticket_share
+        )
         self.caller = ClientCaller(client, APP, record, options.patience)
         self.raw = raw
         client_mix, raw_mix, noreply_mix = options.mix

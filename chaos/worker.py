@@ -43,6 +43,7 @@ from pachyderm.store import (
     CommitOutcome,
     Committed,
     Duplicate,
+    Erasure,
     EventStore,
     LoadedEntity,
     LoggedEvent,
@@ -224,6 +225,15 @@ class FaultyStore:
 
     async def count_prunable(self, retained: Retained, older_than: float) -> int:
         return await self._store.count_prunable(retained, older_than)
+
+    async def erase(self, ref: Ref) -> Erasure:
+        return await self._store.erase(ref)
+
+    async def prune_ended(self, limit: int) -> int:
+        return await self._store.prune_ended(limit)
+
+    async def count_prunable_ended(self) -> int:
+        return await self._store.count_prunable_ended()
 
 
 class FaultyInbox:

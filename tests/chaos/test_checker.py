@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chaos.app import APP, Forgot, Rang, Reminded, Reminder
+from chaos.app import APP, Forgot, Punched, Rang, Reminded, Reminder, Retired, Ticket
 from chaos.checker import (
     KINDS,
     CommandRow,
@@ -24,7 +24,7 @@ from chaos.checker import (
     Stored,
     check,
 )
-from chaos.record import OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
+from chaos.record import ENDED, OK, REJECTED, SENT, UNKNOWN, Attempt, Record, Request
 from examples import bank, counter
 from pachyderm import Ref, Reject
 from pachyderm import _codec as codec
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.chaos
 VISITS = counter.Counter.ref("visits")
 ALICE, BOB = bank.account("alice"), bank.account("bob")
 ALARM = Reminder.ref("alarm")
+TICKET = Ticket.ref("k-0")
 DUE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -47,6 +48,7 @@ class World:
     observed: Observed = field(default_factory=Observed)
     states: dict[Ref, Any] = field(default_factory=dict)
     versions: dict[Ref, int] = field(default_factory=dict)
+    ended: dict[Ref, int] = field(default_factory=dict)  # the version each ended at
 
     def commit(
         self,
@@ -57,6 +59,7 @@ class World:
         rejection: Reject | None = None,
         effects: Sequence[tuple[str, bytes]] = (),
         at: datetime | None = None,
+        ends: bool = False,
     ) -> Any:
         """Commit one command as a worker would (``at``: its commit time); returns its reply."""
         entity_type = APP.entity_type(ref.type)
@@ -68,6 +71,8 @@ class World:
             self.stored.events.append(EventRow(ref.id, version, new.name, new.data, command_id, at))
         state = entity_type.evolve(state, events)
         self.states[ref], self.versions[ref] = state, version
+        if ends:
+            self.ended[ref] = version
         reply = entity_type.dump_state(state)
         answer = stored_reply(rejection=rejection) if rejection else stored_reply(reply=reply)
         self.stored.commands.append(CommandRow(ref.id, command_id, version, answer))
@@ -92,7 +97,10 @@ class World:
         return request
 
     def done(self) -> World:
-        self.stored.entities = [EntityRow(r.id, r.type, v) for r, v in self.versions.items()]
+        self.stored.entities = [
+            EntityRow(r.id, r.type, v, "ended" if r in self.ended else None, self.ended.get(r))
+            for r, v in self.versions.items()
+        ]
         self.observed.queries = {
             ref.id: (self.versions[ref], APP.entity_type(ref.type).dump_state(state))
             for ref, state in self.states.items()
@@ -148,6 +156,9 @@ def sound() -> World:
         world.told(ALARM, command_id, OK, world.commit(ALARM, command_id, [event]))
     ring(world, "t-1", "fire-1")
     world.told(ALARM, "forget-2", OK, world.commit(ALARM, "forget-2", [Forgot("t-2")]))
+    world.told(TICKET, "punch-1", OK, world.commit(TICKET, "punch-1", [Punched()]))
+    world.told(TICKET, "retire", OK, world.commit(TICKET, "retire", [Retired()], ends=True))
+    world.told(TICKET, "punch-2", ENDED, detail="ended")  # refused: not stored
     return world.done()
 
 
@@ -289,6 +300,22 @@ def rang_early(world: World) -> None:
     world.stored.events = [early if event is fired else event for event in world.stored.events]
 
 
+def punched_after_its_end(world: World) -> None:
+    world.told(TICKET, "punch-3", OK, world.commit(TICKET, "punch-3", [Punched()]))
+    world.done()
+
+
+def ended_not_marked_in_the_store(world: World) -> None:
+    world.ended.clear()
+    world.done()
+
+
+def told_ended_but_applied(world: World) -> None:
+    world.ended.clear()  # the store let it through: it applied, and nothing says ended
+    world.commit(TICKET, "punch-2", [Punched()])
+    world.done()
+
+
 def rang_unscheduled(world: World) -> None:
     ring(world, "t-9", "fire-9")
     world.done()
@@ -319,6 +346,9 @@ def rang_unscheduled(world: World) -> None:
         (rang_after_its_cancel, {"timer_repeated"}),
         (rang_early, {"timer_early"}),
         (rang_unscheduled, {"timer_unscheduled"}),
+        (punched_after_its_end, {"applied_after_end"}),
+        (ended_not_marked_in_the_store, {"applied_after_end"}),
+        (told_ended_but_applied, {"refused_applied", "applied_after_end"}),
     ],
 )
 def test_each_kind_of_violation_is_found_as_that_kind(
