@@ -36,7 +36,8 @@ class BatchHooks:
 
     def outcome(self, index: int, entity_type: str | None, outcome: str) -> None:
         """Delivery ``index`` was answered with ``outcome``: ok, rejected, failed,
-        invalid, expired or duplicate, or left for another worker (deferred); ``entity_type``
+        invalid, expired, ended, erased or duplicate, or left for another worker
+        (deferred); ``entity_type``
         only when the message named a known one."""
 
 

@@ -29,6 +29,7 @@ from pachyderm.store import (
 )
 from pachyderm.testing import given
 from pachyderm.worker import Engine
+from pachyderm.worker._partition import _outcome_name
 
 from .membership import APP, Close, Closed, Join, Joined, Membership, Silent, Visit
 
@@ -186,3 +187,8 @@ def test_the_testing_kit_ends_an_entity_as_the_fleet_does() -> None:
     with pytest.raises(EntityEndedError):
         closed.when(Visit())
     given(Membership, Joined(name="ann")).when(Visit()).then(ended=False)
+
+
+def test_ended_and_erased_answers_are_outcomes_of_their_own() -> None:
+    assert _outcome_name(EntityEndedError("x", version=2)) == "ended"
+    assert _outcome_name(EntityErasedError("x")) == "erased"

@@ -44,7 +44,7 @@ class Instruments:
             "pachyderm.commands",
             unit="{command}",
             description="Commands and queries handled, by outcome:"
-            " ok, rejected, failed, invalid, expired, duplicate or deferred",
+            " ok, rejected, failed, invalid, expired, ended, erased, duplicate or deferred",
         )
         self.conflicts = meter.create_counter(
             "pachyderm.conflicts",

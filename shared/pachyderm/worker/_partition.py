@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .._app import App
 from .._errors import (
     CommandExpiredError,
+    EntityEndedError,
     HandlerError,
     InvalidInputError,
     NewerSchemaError,
@@ -108,6 +109,8 @@ def _outcome_name(outcome: Done | PachydermError) -> str:
         return DEFERRED
     if isinstance(error, CommandExpiredError):
         return "expired"
+    if isinstance(error, EntityEndedError):
+        return error.status  # ended, erased
     if error is not None:
         return "invalid" if isinstance(error, InvalidInputError) else FAILED
     assert isinstance(outcome, Done)
