@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from chaos.load import Patience
-from chaos.record import Record
+from chaos.record import ENDED, Record
 from chaos.run import Options, Services, Verdict, chaos_run
 
 # Small and quick, but long enough that every fault lands on commands in flight.
@@ -43,6 +43,9 @@ async def assert_survives(
     assert verdict.violations.clean, f"{verdict.violations.describe()}\n{logs}"
     assert verdict.unanswered == 0, f"{describe_unanswered(run.record)}\n{logs}"
     assert verdict.settled, "effects or commands were still on their way"
+    if options.ticket_share:
+        # Tickets ended under the faults and were refused after: the end was exercised.
+        assert any(ENDED in request.outcomes() for request in run.record), "nothing ended"
     return verdict
 
 
