@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,12 +22,14 @@ from pachyderm import _codec as codec
 from pachyderm import _expiry as expiry
 from pachyderm._embedded import EmbeddedFleet, embedded
 from pachyderm._expiry import SENT_AT_HEADER, CommandWindow, stamped
-from pachyderm._wire import error_reply, named_message, read_reply
+from pachyderm._wire import COMMAND, effect_message, error_reply, named_message, read_reply
 from pachyderm.gateway._problems import problem_from
+from pachyderm.store import OutboxEntry
 from pachyderm.transport import Message
 from pachyderm.worker import WorkerOptions
 
 NOW = 1_800_000_000.0  # seconds
+NOW_UTC = datetime.fromtimestamp(NOW, UTC)
 WINDOW = CommandWindow(retention=1000.0, margin=100.0)
 
 
@@ -142,3 +146,22 @@ def test_the_gateway_answers_an_expired_command_as_its_own_failure() -> None:
     problem = problem_from(CommandExpiredError("sent long ago"))
     assert problem.status_code == 500
     assert "nothing was applied" in problem.detail
+
+
+def test_a_command_one_entity_sends_another_is_stamped_when_the_outbox_publishes_it() -> None:
+    payload = codec.encode(
+        {
+            "entity_type": "counter",
+            "entity_id": str(uuid.uuid4()),
+            "command": "Increment",
+            "data": {},
+        }
+    )
+    entry = OutboxEntry(uuid.uuid4(), "command.counter", payload, uuid.uuid4(), "c1", NOW_UTC)
+    before = expiry.now_ms()
+    kind, message = effect_message(entry)
+    assert kind == COMMAND
+    assert before <= message.headers[SENT_AT_HEADER] <= expiry.now_ms()
+    # An effect for a handler is no command: no expiry applies to it.
+    handler = OutboxEntry(uuid.uuid4(), "effect.mailer", b"\x80", uuid.uuid4(), "c1", NOW_UTC)
+    assert SENT_AT_HEADER not in effect_message(handler)[1].headers
