@@ -93,8 +93,8 @@ def test_every_change_ends_with_one_holder_per_partition(timing: Timing, workers
         assert phase.max_doubled_s <= timing.heartbeat_interval + 0.1, phase
     steady = phases[1]
     assert steady.moves == steady.settle_s == steady.max_unowned_s == 0
-    # The members' queries per heartbeat: renew and roll, plus the share of pruning.
-    per_heartbeat = 2 + 1 / timing.prune_every
+    # The members' queries per heartbeat: renew and roll (one query or two), and pruning.
+    per_heartbeat = (1 if timing.one_query_heartbeat else 2) + 1 / timing.prune_every
     expected = workers / timing.heartbeat_interval * per_heartbeat
     # A heartbeat's period is the interval plus its queries' round trips.
     assert 0.9 * expected <= steady.queries_per_s <= expected

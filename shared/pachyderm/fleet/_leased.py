@@ -132,6 +132,18 @@ class LeasedMembership:
         if holder is not None:
             raise self._lost(holder)
 
+    async def _beat(self) -> Roll:
+        """A heartbeat and the roll, in one query: as :meth:`heartbeat`, then :meth:`roll`."""
+        roll = await self.store.renew_and_roll(
+            self.worker_id, self.instance, info=self.info, fleet=self.fleet, lease=self.dead_after
+        )
+        if roll is not None:
+            return roll
+        holder = await self.store.holder(self.worker_id)
+        if holder is not None:
+            raise self._lost(holder)
+        return await self.roll()  # the row is gone since: the next heartbeat makes it again
+
     async def live_workers(self) -> list[str]:
         """The members of this fleet that renewed their lease within the last ``dead_after``
         seconds (settled or not), sorted."""
@@ -204,18 +216,20 @@ class LeasedMembership:
             try:
                 # A heartbeat later than dead_after is worthless: give up and retry.
                 async with asyncio.timeout(self.dead_after):
+                    roll = None
                     if joined:
-                        await self.heartbeat()
+                        roll = await self._beat()
                     elif (holder := await self._claim()) is not None:
                         if patience.exhausted():
                             raise self._taken(holder)
                     else:
                         joined = True
-                    if joined:
+                        roll = await self.roll()
+                    if roll is not None:
                         if beats % self.prune_every == 0:
                             await self.prune()
                         beats += 1
-                        live.publish(await self.roll())
+                        live.publish(roll)
             except (StoreError, TimeoutError) as error:
                 outage.failed(error)
             else:

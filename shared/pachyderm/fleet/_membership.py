@@ -40,6 +40,28 @@ _RENEW = """
      WHERE workers.instance = excluded.instance
     RETURNING true
 """
+# The heartbeat's one query: renew (as _RENEW), then list the fleet (as _ROLL). The
+# listing reads the table as it was before the renewal, so the renewed row is
+# listed from what the renewal returned.
+_RENEW_AND_ROLL = """
+    WITH renewed AS (
+        INSERT INTO workers (worker_id, info, instance, fleet) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()
+         WHERE workers.instance = excluded.instance
+        RETURNING worker_id, started_at, fleet
+    ), live AS (
+        SELECT worker_id, started_at FROM workers
+         WHERE heartbeat_at > now() - $5::interval AND fleet = $4 AND worker_id <> $1
+        UNION ALL
+        SELECT worker_id, started_at FROM renewed WHERE fleet = $4
+    )
+    SELECT EXISTS (SELECT FROM renewed) AS renewed,
+           extract(epoch FROM now())::float8 AS now,
+           coalesce(array_agg(worker_id ORDER BY worker_id), '{}') AS workers,
+           coalesce(array_agg(extract(epoch FROM started_at)::float8 ORDER BY worker_id), '{}')
+               AS started
+      FROM live
+"""
 _HOLDER = """
     SELECT info, extract(epoch FROM now() - heartbeat_at)::float8 AS silent
       FROM workers WHERE worker_id = $1
@@ -77,6 +99,16 @@ class PostgresMembershipStore:
             renewed = await conn.fetchval(_RENEW, worker_id, info, instance, fleet)
         return bool(renewed)
 
+    async def renew_and_roll(
+        self, worker_id: str, instance: uuid.UUID, *, info: str, fleet: str, lease: float
+    ) -> Roll | None:
+        async with translated_errors(), self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                _RENEW_AND_ROLL, worker_id, info, instance, fleet, timedelta(seconds=lease)
+            )
+        assert row is not None  # an aggregate without GROUP BY: always one row
+        return _roll(row) if row["renewed"] else None
+
     async def holder(self, worker_id: str) -> Holder | None:
         async with translated_errors(), self._pool.acquire() as conn:
             row = await conn.fetchrow(_HOLDER, worker_id)
@@ -88,8 +120,7 @@ class PostgresMembershipStore:
         async with translated_errors(), self._pool.acquire() as conn:
             row = await conn.fetchrow(_ROLL, timedelta(seconds=lease), fleet)
         assert row is not None  # an aggregate without GROUP BY: always one row
-        members = zip(row["workers"], row["started"], strict=True)
-        return Roll(row["now"], tuple(Member(worker, started) for worker, started in members))
+        return _roll(row)
 
     async def prune(self, silent_for: float) -> None:
         await self._execute(_PRUNE, timedelta(seconds=silent_for))
@@ -103,6 +134,11 @@ class PostgresMembershipStore:
     async def _execute(self, sql: str, *arguments: object) -> None:
         async with translated_errors(), self._pool.acquire() as conn:
             await conn.execute(sql, *arguments)
+
+
+def _roll(row: asyncpg.Record) -> Roll:
+    members = zip(row["workers"], row["started"], strict=True)
+    return Roll(row["now"], tuple(Member(worker, started) for worker, started in members))
 
 
 async def _pool(dsn: str, schema: str) -> asyncpg.Pool:

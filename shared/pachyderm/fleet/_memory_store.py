@@ -44,7 +44,7 @@ class MemoryMembershipStore:
 
     Share one instance between the members of a simulated fleet, as they share a
     database. ``queries`` counts the queries served by kind (``claim``,
-    ``renew``, ``holder``, ``roll``, ``prune``, ``leave``), ``rows`` the rows
+    ``renew``, ``renew_and_roll``, ``holder``, ``roll``, ``prune``, ``leave``), ``rows`` the rows
     they returned (a roll returns one per live member).
     """
 
@@ -70,18 +70,16 @@ class MemoryMembershipStore:
         return True
 
     async def renew(self, worker_id: str, instance: uuid.UUID, *, info: str, fleet: str) -> bool:
-        now = await self._query("renew")
-        row = self._rows.get(worker_id)
-        if row is None:
-            self._put(worker_id, _Row(info, instance, fleet, now, now))
-        elif row.instance == instance:
-            if any(row.heartbeat <= now - lease for _, lease in self._rolls):
-                self._rolls.clear()  # a lapsed lease renewed: it is listed again
-            self._rows[worker_id] = replace(row, heartbeat=now)
-        else:
-            return False
-        self.rows += 1
-        return True
+        return self._renewed(worker_id, instance, info, fleet, await self._query("renew"))
+
+    async def renew_and_roll(
+        self, worker_id: str, instance: uuid.UUID, *, info: str, fleet: str, lease: float
+    ) -> Roll | None:
+        if not self._renewed(worker_id, instance, info, fleet, await self._query("renew_and_roll")):
+            return None
+        roll = self.peek(fleet, lease, asyncio.get_running_loop().time())
+        self.rows += max(len(roll.members), 1)
+        return roll
 
     async def holder(self, worker_id: str) -> Holder | None:
         now = await self._query("holder")
@@ -133,6 +131,21 @@ class MemoryMembershipStore:
     def __len__(self) -> int:
         """Rows held, live or not (as ``SELECT count(*) FROM workers``)."""
         return len(self._rows)
+
+    def _renewed(
+        self, worker_id: str, instance: uuid.UUID, info: str, fleet: str, now: float
+    ) -> bool:
+        row = self._rows.get(worker_id)
+        if row is None:
+            self._put(worker_id, _Row(info, instance, fleet, now, now))
+        elif row.instance == instance:
+            if any(row.heartbeat <= now - lease for _, lease in self._rolls):
+                self._rolls.clear()  # a lapsed lease renewed: it is listed again
+            self._rows[worker_id] = replace(row, heartbeat=now)
+        else:
+            return False
+        self.rows += 1
+        return True
 
     def _put(self, worker_id: str, row: _Row) -> None:
         if worker_id not in self._rows:

@@ -35,6 +35,7 @@ from ._assignment import assign
 from ._leased import LeasedMembership
 from ._memory_store import MemoryMembershipStore
 from ._settling import settled
+from ._store import Roll
 from ._virtual_clock import VirtualClockLoop
 
 FLEET = "worker"
@@ -51,13 +52,24 @@ class Timing:
     prune_every: int = 20
     latency: float = 0.002
     """Seconds each query takes (a round trip to the database)."""
+    one_query_heartbeat: bool = True
+    """False: a heartbeat renews, then lists the fleet in a second query, as it used to."""
 
 
-BEFORE = Timing(join_delay=0.0, prune_every=1)
-"""The membership as it was before settling: members counted at once, a pruning per heartbeat."""
+BEFORE = Timing(join_delay=0.0, prune_every=1, one_query_heartbeat=False)
+"""The membership as it was: members counted as soon as live, and three queries a
+heartbeat (renew, prune, list)."""
 AFTER = Timing()
-"""The membership as it is: members settle (``join_delay`` = ``dead_after``), pruning every
-20 heartbeats."""
+"""The membership as it is: members settle (``join_delay`` = ``dead_after``), a heartbeat
+is one query (renew and list), and a member prunes once every 20 heartbeats."""
+
+
+class _TwoQueryHeartbeat(LeasedMembership):
+    """The heartbeat as it was: renew in one query, list the fleet in another."""
+
+    async def _beat(self) -> Roll:
+        await self.heartbeat()
+        return await self.roll()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +218,8 @@ class FleetSimulation:
         """Start a worker process under ``worker_id`` now (a new run of it)."""
         assert worker_id not in self.members, f"{worker_id} runs already"
         timing = self.timing
-        membership = LeasedMembership(
+        kind = LeasedMembership if timing.one_query_heartbeat else _TwoQueryHeartbeat
+        membership = kind(
             self.store,
             worker_id,
             info=worker_id,

@@ -68,6 +68,13 @@ class MembershipStore(Protocol):
         """Renew ``instance``'s lease (creating the row if it is gone, as after pruning);
         False if another instance holds the row."""
 
+    async def renew_and_roll(
+        self, worker_id: str, instance: uuid.UUID, *, info: str, fleet: str, lease: float
+    ) -> Roll | None:
+        """:meth:`renew`, then :meth:`roll` of ``fleet`` (``worker_id`` in it), in one round
+        trip: a heartbeat's one query. None, and nothing listed, if another instance holds
+        the row."""
+
     async def holder(self, worker_id: str) -> Holder | None:
         """Who holds ``worker_id``'s row, if anyone."""
 

@@ -20,7 +20,7 @@ from ..fleet._store import MembershipStore
 MembershipStoreFactory = Callable[[], Awaitable[MembershipStore]]
 """The ``open_membership_store`` fixture's value: stores sharing one (empty) namespace."""
 
-LEASE = 0.2  # long enough for a loaded machine's round trips, short enough to wait out
+LEASE = 0.5  # long enough for a loaded machine's round trips, short enough to wait out
 
 
 class MembershipStoreContract:
@@ -120,3 +120,25 @@ class MembershipStoreContract:
         assert await two.claim("b", uuid.uuid4(), info="", fleet="worker", lease=LEASE)
         assert (await one.roll("worker", LEASE)).workers == ["a", "b"]
         assert (await two.roll("worker", LEASE)).workers == ["a", "b"]
+
+    async def test_a_heartbeat_renews_and_lists_in_one_query(self, store: MembershipStore) -> None:
+        mine, other = uuid.uuid4(), uuid.uuid4()
+        assert await store.claim("a", mine, info="", fleet="worker", lease=LEASE)
+        assert await store.claim("b", other, info="", fleet="worker", lease=LEASE)
+        assert await store.claim("p", uuid.uuid4(), info="", fleet="projections", lease=LEASE)
+        started = {m.worker_id: m.started for m in (await store.roll("worker", LEASE)).members}
+        await asyncio.sleep(LEASE * 0.75)
+        roll = await store.renew_and_roll("a", mine, info="", fleet="worker", lease=LEASE)
+        assert roll is not None
+        assert roll.workers == ["a", "b"]
+        assert {m.worker_id: m.started for m in roll.members} == started  # renewing is no start
+        await asyncio.sleep(LEASE * 0.5)  # b lapsed, a renewed: only a is live
+        assert (await store.roll("worker", LEASE)).workers == ["a"]
+        # Another instance's row is neither renewed nor listed for it.
+        assert await store.renew_and_roll("a", other, info="", fleet="worker", lease=LEASE) is None
+        # A row gone (pruned) comes back, listed as just started.
+        await store.leave("a", mine)
+        again = await store.renew_and_roll("a", mine, info="", fleet="worker", lease=LEASE)
+        assert again is not None
+        assert again.workers == ["a"]
+        assert again.members[0].started >= roll.now
