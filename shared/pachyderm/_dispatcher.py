@@ -117,6 +117,16 @@ class EffectDispatcher:
                     log.exception("routing waiting effects again failed, retrying")
 
     async def dispatch(self, message: Message) -> None:
+        """Dispatch one effect to its handler, trying again while it fails; what still
+        raises is dead-lettered by the transport (and counted here)."""
+        try:
+            await self._dispatch(message)
+        except Exception:
+            handler = message.routing_key.removeprefix("effect.")
+            instruments().effects_dead_lettered.add(1, {"handler": handler})
+            raise
+
+    async def _dispatch(self, message: Message) -> None:
         with consuming(self.transport.topology.effects_exchange, message, group=self.group):
             handler = self.handlers.get(message.routing_key.removeprefix("effect."))
             if handler is None:

@@ -27,6 +27,8 @@ from tenacity import (
     wait_random,
 )
 
+from .telemetry._telemetry import instruments
+
 log = logging.getLogger("pachyderm.effects")
 
 
@@ -55,6 +57,7 @@ async def retrying(
     error is raised as it was)."""
 
     def before_sleep(state: RetryCallState) -> None:
+        instruments().effects_retried.add(1, {"handler": handler})
         error = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         log.warning(

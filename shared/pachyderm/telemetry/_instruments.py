@@ -91,6 +91,18 @@ class Instruments:
             unit="{effect}",
             description="Effects that waited for a handler's queue and were published again",
         )
+        self.effects_retried = meter.create_counter(
+            "pachyderm.effects.retried",
+            unit="{try}",
+            description="Tries of an effect handler after it failed (backoff and jitter),"
+            " by handler",
+        )
+        self.effects_dead_lettered = meter.create_counter(
+            "pachyderm.effects.dead_lettered",
+            unit="{effect}",
+            description="Effects dead-lettered by a dispatcher: their handler failed every try"
+            " (or there was none, or no effect id), by handler",
+        )
         meter.create_observable_gauge(
             "pachyderm.effects.unrouted",
             callbacks=[_gauges.observe_unrouted],
