@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .config import HERE
@@ -55,11 +56,27 @@ def replaced_section(page: str, heading: str, section: str) -> str:
     return page.rstrip("\n") + "\n\n" + section
 
 
-def write(key: str, heading: str, data: dict[str, Any], section: str) -> None:
-    """``data`` under ``key`` of results.json, ``section`` under ``heading`` of results.md."""
-    results, page = HERE / "results.json", HERE / "results.md"
+def write(
+    key: str | Sequence[str],
+    heading: str,
+    data: dict[str, Any],
+    section: str,
+    *,
+    directory: Path = HERE,
+) -> None:
+    """``data`` under ``key`` of results.json, ``section`` under ``heading`` of results.md.
+
+    ``key`` may be a path (``("scale", "simulation")``): only its last key is
+    replaced, the keys beside it on the way are kept (a benchmark writing one part
+    of ``scale`` leaves the other parts alone).
+    """
+    results, page = directory / "results.json", directory / "results.md"
     found = json.loads(results.read_text()) if results.exists() else {}
-    found[key] = data
+    *parents, last = (key,) if isinstance(key, str) else tuple(key)
+    place = found
+    for parent in parents:
+        place = place.setdefault(parent, {})
+    place[last] = data
     results.write_text(json.dumps(found, indent=2) + "\n")
     existing = page.read_text() if page.exists() else ""
     page.write_text(replaced_section(existing, heading, section))
