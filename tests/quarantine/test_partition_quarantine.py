@@ -18,7 +18,7 @@ import pytest
 
 from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._stored_messages import decode_message, encode_message
-from pachyderm._wire import command_message, read_reply
+from pachyderm._wire import QUERY, command_message, read_reply
 from pachyderm.store import HasQuarantine, QuarantineStore, SqliteEventStore
 from pachyderm.store._quarantine import CommandKey
 from pachyderm.store._sqlite_quarantine import SqliteQuarantine
@@ -163,6 +163,11 @@ async def test_a_parked_entity_waits_in_order_while_the_others_flow_then_skip_re
     assert isinstance(await world.answer(command_id), CommandQuarantinedError)
     assert await world.answer(flowing) == (1, {"steps": [7]})
     assert await world.steps(ref) == []  # parked, not applied
+    # A query reads the parked entity at once.
+    query = command_message(APP, ref, None, kind=QUERY)
+    await world.transport.publish_command(dataclasses.replace(query, reply_to=world.address))
+    assert await world.live(partition)
+    assert await world.answer(query.message_id or "") == (0, {"steps": []})
     assert all(command not in world.replies for command in later)
     [row] = await world.quarantine.quarantined()
     assert row.parked == 3

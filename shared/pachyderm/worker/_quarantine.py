@@ -47,7 +47,7 @@ from typing import Protocol
 from .._errors import CommandQuarantinedError, StoreError
 from .._hooks import WorkerHooks
 from .._stored_messages import decode_message, encode_message
-from .._wire import ENTITY_TYPE_HEADER, error_reply
+from .._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, error_reply
 from ..store import EventStore, Parked, Quarantined, QuarantineStore
 from ..store._quarantine import CommandKey, Policy
 from ..transport import Delivery, Inbox, Transport
@@ -116,8 +116,8 @@ class _View:
 
 def _key(delivery: Delivery) -> CommandKey | None:
     message = delivery.message
-    if not message.message_id:
-        return None  # a query, or a command nobody can retry: nothing to count
+    if not message.message_id or message.headers.get(KIND_HEADER) == QUERY:
+        return None  # a query (it reads, even a parked entity) or a command without id
     try:
         return uuid.UUID(message.routing_key), message.message_id
     except ValueError:
