@@ -97,6 +97,11 @@ class WorkerHooks:
         """While a worker runs: how many timers are pending in the store (last count)."""
         return _NOTHING
 
+    def in_flight(self, commands: Reading) -> AbstractContextManager[object]:
+        """While a worker with a cap on commands in flight runs: how many its partitions
+        are handling (``PACHYDERM_MAX_IN_FLIGHT``)."""
+        return _NOTHING
+
     def newer_schema(self, entity_type: str, error: Exception) -> None:
         """An entity of ``entity_type`` holds an event newer than this code
         (:class:`~pachyderm.NewerSchemaError`): its commands are left for a newer worker."""
@@ -181,6 +186,9 @@ class Hooks(WorkerHooks):
 
     def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
         return self._all(lambda hook: hook.timers_pending(pending))
+
+    def in_flight(self, commands: Reading) -> AbstractContextManager[object]:
+        return self._all(lambda hook: hook.in_flight(commands))
 
     def newer_schema(self, entity_type: str, error: Exception) -> None:
         for hook in self.hooks:

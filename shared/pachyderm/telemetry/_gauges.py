@@ -17,6 +17,7 @@ _partitions: list[Reading] = []
 _entities: list[Reading] = []
 _unrouted: list[Reading] = []
 _timers: list[Reading] = []
+_in_flight: list[Reading] = []
 
 
 @contextmanager
@@ -51,6 +52,16 @@ def observing_timers(pending: Reading) -> Iterator[None]:
         _timers.remove(pending)
 
 
+@contextmanager
+def observing_in_flight(commands: Reading) -> Iterator[None]:
+    """Report ``commands()`` (handled now by a worker with a cap) while in the block."""
+    _in_flight.append(commands)
+    try:
+        yield
+    finally:
+        _in_flight.remove(commands)
+
+
 def _total(readings: list[Reading]) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(_: CallbackOptions) -> Iterable[Observation]:
         # No worker, no data point: a process without workers has no such gauge.
@@ -61,6 +72,7 @@ def _total(readings: list[Reading]) -> Callable[[CallbackOptions], Iterable[Obse
 
 observe_partitions = _total(_partitions)
 observe_entities = _total(_entities)
+observe_in_flight = _total(_in_flight)
 
 
 def observe_unrouted(_: CallbackOptions) -> Iterable[Observation]:

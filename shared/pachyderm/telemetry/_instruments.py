@@ -151,6 +151,13 @@ class Instruments:
             description="Partitions this process's workers consume",
         )
         meter.create_observable_gauge(
+            "pachyderm.commands.in_flight",
+            callbacks=[_gauges.observe_in_flight],
+            unit="{command}",
+            description="Commands this process's workers are handling, within their cap"
+            " (PACHYDERM_MAX_IN_FLIGHT)",
+        )
+        meter.create_observable_gauge(
             "pachyderm.entities.cached",
             callbacks=[_gauges.observe_entities],
             unit="{entity}",

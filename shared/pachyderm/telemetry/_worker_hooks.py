@@ -18,7 +18,7 @@ from .._hooks import BatchHooks, Reading, WorkerHooks
 from ..store import OutboxEntry
 from ..transport import Delivery, Message
 from ._batch import Batch, processing
-from ._gauges import observing, observing_timers
+from ._gauges import observing, observing_in_flight, observing_timers
 from ._messaging import publishing
 from ._propagation import extract
 from ._store import committing, loading
@@ -97,6 +97,9 @@ class TelemetryHooks(WorkerHooks):
 
     def timers_pending(self, pending: Reading) -> AbstractContextManager[object]:
         return observing_timers(pending)
+
+    def in_flight(self, commands: Reading) -> AbstractContextManager[object]:
+        return observing_in_flight(commands)
 
     def pruned(self, retained: str, rows: int) -> None:
         telemetry = instruments()

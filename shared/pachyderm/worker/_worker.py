@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
 from .._app import App
@@ -157,6 +158,7 @@ class Worker:
                     partitions=lambda: len(self.partitions), entities=lambda: len(self.cache)
                 ),
                 self.hooks.timers_pending(lambda: self.pending_timers),
+                self._observing_in_flight(),
             ):
                 await _until_either(stop, watching)
         finally:
@@ -177,6 +179,12 @@ class Worker:
         if not self.options.handler_budget:
             return []
         return [asyncio.create_task(Watchdog(self.options.handler_budget).run())]
+
+    def _observing_in_flight(self) -> AbstractContextManager[object]:
+        admission = self.admission
+        if admission is None:
+            return nullcontext()  # no cap: nothing is counted
+        return self.hooks.in_flight(lambda: admission.in_flight)
 
     async def _assign(self, owned: Sequence[int]) -> None:
         """Start serving newly owned partitions; finish and release the others."""

@@ -1,4 +1,5 @@
-"""Effect dispatchers count a handler's retries and the effects they dead-letter."""
+"""Effect dispatchers count a handler's retries and the effects they dead-letter; a worker
+with a cap on commands in flight reports how many it handles."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from typing import Any
 
 import pytest
 
-from pachyderm import EffectHandler, UnknownNameError
+from examples import counter
+from pachyderm import EffectHandler, UnknownNameError, embedded
 from pachyderm import _codec as codec
 from pachyderm._dispatcher import EffectDispatcher
 from pachyderm._effect_retries import EffectRetry
+from pachyderm.telemetry import TelemetryHooks
 from pachyderm.transport import InProcessTransport, Message, Topology
+from pachyderm.worker import WorkerOptions
 
 from .conftest import Recorded
 
@@ -53,3 +57,17 @@ async def test_retries_and_dead_letters_are_counted_by_handler(recorded: Recorde
         await broken.dispatch(effect("nobody"))
     assert recorded.total("pachyderm.effects.dead_lettered", handler="nobody") == 1
     assert recorded.total("pachyderm.effects.retried", handler="nobody") == 0
+
+
+async def test_a_worker_with_a_cap_reports_its_commands_in_flight(recorded: Recorded) -> None:
+    async with embedded(counter.app, options=WorkerOptions(max_in_flight=5)) as fleet:
+        await fleet.client.call(counter.Counter.ref("c"), counter.Increment())
+        [point] = recorded.points("pachyderm.commands.in_flight")
+        assert point.value == 0  # the call's batch is done: its room came back
+    async with embedded(counter.app, options=WorkerOptions(max_in_flight=0)):
+        assert recorded.points("pachyderm.commands.in_flight") == []  # no cap, no gauge
+
+
+def test_the_gauge_sums_what_the_hooks_are_given(recorded: Recorded) -> None:
+    with TelemetryHooks().in_flight(lambda: 3), TelemetryHooks().in_flight(lambda: 4):
+        assert recorded.total("pachyderm.commands.in_flight") == 7
