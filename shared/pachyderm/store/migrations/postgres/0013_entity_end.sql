@@ -73,7 +73,7 @@ DECLARE
     stored_ends text[];
     -- Per change: 'n'/'e' when its entity is ended or erased, 'r' when row-less.
     marks text[] := '{}';
-    touching uuid[];
+    touches boolean;
     outcomes text[];
     versions bigint[];
     replies bytea[];
@@ -81,30 +81,40 @@ DECLARE
     winner_version bigint;
     winner_reply bytea;
     i int;
+    j int;
     k int;
+    m int;
 BEGIN
     SELECT array_agg(s.entity_id), array_agg(s.ended) INTO stored_ids, stored_ends
       FROM entities s WHERE s.entity_id = ANY (c_entity_ids);
 
-    -- Entities that some change of the batch would write more than a reply to.
-    SELECT array_agg(DISTINCT c_entity_ids[c]) INTO touching
-      FROM generate_series(1, changes) AS c
-     WHERE c_expected[c] <> 0 OR c_event_counts[c] > 0 OR c_effect_counts[c] > 0
-        OR c = ANY (coalesce(w_changes, '{}')) OR c = ANY (coalesce(r_changes, '{}'))
-        OR coalesce(c_ends[c], false);
-
-    FOR i IN 1 .. changes LOOP
+    -- Per run of changes to one entity (the changes come sorted by entity id): whether
+    -- any writes more than its reply, then each change's mark. Array work, no SQL.
+    i := 1;
+    WHILE i <= changes LOOP
+        j := i;
+        touches := false;
+        WHILE j <= changes AND c_entity_ids[j] = c_entity_ids[i] LOOP
+            touches := touches OR c_expected[j] <> 0 OR c_event_counts[j] > 0
+                       OR c_effect_counts[j] > 0 OR coalesce(c_ends[j], false)
+                       OR j = ANY (coalesce(w_changes, '{}'))
+                       OR j = ANY (coalesce(r_changes, '{}'));
+            j := j + 1;
+        END LOOP;
         k := array_position(stored_ids, c_entity_ids[i]);
-        marks[i] := NULL;
-        IF k IS NOT NULL AND stored_ends[k] IS NOT NULL THEN
-            marks[i] := CASE WHEN stored_ends[k] = 'erased' THEN 'e' ELSE 'n' END;
-        ELSIF k IS NULL AND NOT (c_entity_ids[i] = ANY (coalesce(touching, '{}'))) THEN
-            marks[i] := 'r';
-        END IF;
-        IF marks[i] IS NOT NULL THEN
-            expected[i] := -3;  -- no entity is at version -3: refused, nothing written
-            any_marked := true;
-        END IF;
+        FOR m IN i .. j - 1 LOOP
+            marks[m] := NULL;
+            IF k IS NOT NULL AND stored_ends[k] IS NOT NULL THEN
+                marks[m] := CASE WHEN stored_ends[k] = 'erased' THEN 'e' ELSE 'n' END;
+            ELSIF k IS NULL AND NOT touches THEN
+                marks[m] := 'r';
+            END IF;
+            IF marks[m] IS NOT NULL THEN
+                expected[m] := -3;  -- no entity is at version -3: refused, nothing written
+                any_marked := true;
+            END IF;
+        END LOOP;
+        i := j;
     END LOOP;
 
     SELECT array_agg(p.outcome ORDER BY p.n), array_agg(p.version ORDER BY p.n),
