@@ -129,19 +129,19 @@ serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`
   projection caught up and running; per event, the `clock_timestamp()` of the statement
   that applied it (just before its transaction commits) minus its `recorded_at` (the
   start of the transaction that committed it, so the lag includes that commit), for the
-  events committed after the workload's first {sizes.settling_s:g} s (before, the runners,
-  idle since the catch-up, still poll only every second or so; counting those too, p99
-  is {first:,.0f} ms). The RPC
+  events committed after the workload's first {sizes.settling_s:g} s (left out as in the runs
+  before the runners were woken by NOTIFY, when idle runners polled every second or so;
+  counting those too, p99 is {first:,.0f} ms). The RPC
   workload meanwhile: {during:,.0f} calls/s (median; {data["rpc_with_log_per_s"]:,.0f} with no
   projection running), the projection process using {cpu:.0%} of a core (its 16 runners
-  poll every 20 ms while events keep coming; where the rest of the drop goes, not measured).
+  woken by the log's NOTIFY, polling every 20 ms at most while events keep coming).
 - the log's cost: the RPC workload ({calls:,} calls, {sizes.in_flight} in flight, no
   projection running) as the product commits, and in the same namespace with
-  `pachyderm_commit_logged` replaced, in that namespace's schema only (`CREATE OR
-  REPLACE`, the product's code untouched), by a function of the same signature that
-  commits through `pachyderm_commit` / `pachyderm_commit_timed` as the original does but
-  assigns no positions and writes no log; then the original is restored. On one fleet,
-  back to back, in two rounds A B B A of half the workload each (which comes first
+  `pachyderm_commit_versioned` (the log's part of the commit) replaced, in that
+  namespace's schema only (`CREATE OR REPLACE`, the product's code untouched), by a
+  function of the same signature that commits through its core and timed halves as the
+  original does but assigns no positions and writes no log; then the original is
+  restored. On one fleet, back to back, in two rounds A B B A of half the workload each (which comes first
   alternates between runs); a run's rate is the mean of its four, its cost 1 - with /
   without.
 - this 2-core machine is shared: load average (1 min) at the start of each run {loads}.

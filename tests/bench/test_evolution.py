@@ -5,34 +5,22 @@ the same balance, the replay check found no problem and read every event)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.evolution import METRICS, QUICK
 
-ROOT = Path(__file__).resolve().parents[2]
+from .quick import run_quick
 
 
 @pytest.mark.postgres
 def test_the_quick_evolution_benchmark_measures_everything(
     tmp_path: Path, postgres_dsn: str
 ) -> None:
-    output = tmp_path / "evolution.json"
-    command = [sys.executable, "-m", "bench.evolution", "--quick", "--json-out", str(output)]
-    finished = subprocess.run(
-        [*command, "--database-url", postgres_dsn],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    results = run_quick(
+        "bench.evolution", tmp_path / "evolution.json", "--database-url", postgres_dsn
     )
-    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
-    results = json.loads(output.read_text())
     assert all(results[name] > 0 for name in METRICS)
     (run,) = results["runs"]
     assert run["replay_check_events"] == QUICK.entities * QUICK.events_each + QUICK.history

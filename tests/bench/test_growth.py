@@ -4,32 +4,18 @@ measure came out, and that the filled rows were there to measure against."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.growth import METRICS, QUICK
 
-ROOT = Path(__file__).resolve().parents[2]
+from .quick import run_quick
 
 
 @pytest.mark.postgres
 def test_the_quick_growth_benchmark_measures_everything(tmp_path: Path, postgres_dsn: str) -> None:
-    output = tmp_path / "growth.json"
-    command = [sys.executable, "-m", "bench.growth", "--quick", "--json-out", str(output)]
-    finished = subprocess.run(
-        [*command, "--database-url", postgres_dsn],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
-    results = json.loads(output.read_text())
+    results = run_quick("bench.growth", tmp_path / "growth.json", "--database-url", postgres_dsn)
     assert all(results[name] > 0 for name in METRICS)
     (run,) = results["runs"]
     assert run["rows"] == QUICK.rows

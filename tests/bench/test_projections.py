@@ -8,9 +8,6 @@ sections when the Projections section is rewritten.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ import pytest
 from bench.projections import METRICS, SECTION
 from bench.standalone import replaced_section
 
-ROOT = Path(__file__).resolve().parents[2]
+from .quick import run_quick
 
 
 @pytest.mark.postgres
@@ -26,14 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_quick_projections_benchmark_measures_everything(
     tmp_path: Path, postgres_dsn: str, rabbitmq_url: str
 ) -> None:
-    output = tmp_path / "projections.json"
-    command = [sys.executable, "-m", "bench.projections", "--quick", "--json-out", str(output)]
-    command += ["--database-url", postgres_dsn, "--amqp-url", rabbitmq_url]
-    finished = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
-    results = json.loads(output.read_text())
+    services = ["--database-url", postgres_dsn, "--amqp-url", rabbitmq_url]
+    results = run_quick("bench.projections", tmp_path / "projections.json", *services)
 
     assert all(results[name] > 0 for name in METRICS if name != "log_cost")
     (run,) = results["runs"]

@@ -7,9 +7,6 @@ the results page keeps the other sections when the Timers section is rewritten.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ import pytest
 from bench.standalone import replaced_section
 from bench.timers import METRICS, SECTION
 
-ROOT = Path(__file__).resolve().parents[2]
+from .quick import run_quick
 
 
 @pytest.mark.postgres
@@ -25,14 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_quick_timers_benchmark_measures_everything(
     tmp_path: Path, postgres_dsn: str, rabbitmq_url: str
 ) -> None:
-    output = tmp_path / "timers.json"
-    command = [sys.executable, "-m", "bench.timers", "--quick", "--json-out", str(output)]
-    command += ["--database-url", postgres_dsn, "--amqp-url", rabbitmq_url]
-    finished = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
-    results = json.loads(output.read_text())
+    services = ["--database-url", postgres_dsn, "--amqp-url", rabbitmq_url]
+    results = run_quick("bench.timers", tmp_path / "timers.json", *services)
 
     assert all(results[name] > 0 for name in METRICS)
     (run,) = results["runs"]
