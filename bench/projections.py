@@ -141,9 +141,9 @@ serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`
   namespace's schema only (`CREATE OR REPLACE`, the product's code untouched), by a
   function of the same signature that commits through its core and timed halves as the
   original does but assigns no positions and writes no log; then the original is
-  restored. On one fleet, back to back, in two rounds A B B A of half the workload each (which comes first
-  alternates between runs); a run's rate is the mean of its four, its cost 1 - with /
-  without.
+  restored. On one fleet, back to back, in two rounds A B B A of half the workload each
+  (which comes first alternates between runs); a run's rate is the mean of its four, its
+  cost 1 - with / without.
 - this 2-core machine is shared: load average (1 min) at the start of each run {loads}.
 - every run checks the read model: one applied row per event of the log, each counter's
   total the sum of its events' amounts.
