@@ -101,3 +101,22 @@ def test_prune_ended_follows_the_policy(
     assert capsys.readouterr().out.strip() == "pruned 3 events of ended entities"
     assert _load(database, ann) == ("ended", 3, 0)
     assert _load(database, bob) == (None, 1, 1)
+
+
+def test_inspect_shows_an_ended_entity_s_final_state_after_pruning_and_a_tombstone(
+    database: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann, bob = Membership.ref("ann"), Membership.ref("bob")
+    _run(database, [(ann, Join(name="ann")), (ann, Close(reason="x")), (bob, Join(name="b"))])
+    monkeypatch.setenv("PACHYDERM_ENDED_HISTORY", "prune")
+    argv = ["--database-url", database]
+    assert main([*argv, "prune-ended"]) == 0
+    assert main([*argv, "erase", "membership", "bob", "--key", "--yes"]) == 0
+    capsys.readouterr()
+    app = ["--app", "tests.ending.membership:APP", "--json"]
+    assert main([*argv, "inspect", "membership", "ann", "--key", *app]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["ended"], shown["version"], shown["events"]) == ("ended", 2, [])
+    assert shown["state"] == {"name": "ann", "visits": 0, "closed": "x"}
+    assert main([*argv, "inspect", "membership", "bob", "--key", *app[:2]]) == 0
+    assert "erased" in capsys.readouterr().out

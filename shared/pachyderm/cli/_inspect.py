@@ -13,7 +13,7 @@ from .._loading import load_app
 from .._reference import Ref
 from .._scheduling import describe_timer
 from .._settings import Settings
-from ..store import LoadedEntity, RecordedEvent, open_store
+from ..store import ENDED, ERASED, LoadedEntity, RecordedEvent, open_store
 
 
 def entity_ref(arguments: argparse.Namespace) -> Ref:
@@ -32,14 +32,19 @@ async def inspect_command(settings: Settings, arguments: argparse.Namespace) -> 
     store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
     try:
         loaded = await store.load(ref, use_snapshot=False)
+        # An ended entity's history may be pruned: its final snapshot is its state.
+        final = await store.load(ref) if loaded.ended == ENDED else loaded
         timers = [describe_timer(timer) for timer in await store.entity_timers(ref.id)]
     finally:
         await store.close()
     events = [e for e in loaded.events if e.version >= arguments.from_version]
-    state = entity_type.dump_state(entity_type.replay(loaded)) if entity_type else None
+    state = None
+    if entity_type is not None and loaded.ended != ERASED:
+        state = entity_type.dump_state(entity_type.replay(final))
     if arguments.json:
         found = _as_json(ref, loaded.version, events, state, entity_type)
-        print(json.dumps(found | {"timers": _plain(timers)}, indent=2))
+        found |= {"ended": loaded.ended, "timers": _plain(timers)}
+        print(json.dumps(found, indent=2))
     else:
         print(_as_text(ref, loaded, events, state, entity_type) + _timers_text(timers))
 
@@ -92,9 +97,12 @@ def _as_text(
     state: Any,
     entity_type: EntityType[Any] | None,
 ) -> str:
+    if loaded.ended == ERASED:
+        return f"{ref}: erased (a tombstone: it refuses every command)"
     if loaded.version == 0:
         return f"{ref}: no history (a new entity)"
-    lines = [f"{ref} at version {loaded.version}", ""]
+    ended = " (ended: it refuses every command)" if loaded.ended else ""
+    lines = [f"{ref} at version {loaded.version}{ended}", ""]
     width = max(len(e.name) for e in events) if events else 0
     for event in events:
         data = json.dumps(_plain(_event_data(event, entity_type)), ensure_ascii=False)
