@@ -20,18 +20,22 @@ from pydantic import ValidationError
 
 from pachyderm import Client, Ref, StoreUnavailableError
 from pachyderm._embedded import EmbeddedFleet
+from pachyderm._stored_messages import encode_message
 from pachyderm.gateway import GatewayOptions, Tokens, create_app
 from pachyderm.gateway._openapi import openapi_document
 from pachyderm.gateway._problems import Problem
 from pachyderm.store import (
     Erasure,
+    EventStore,
+    HasQuarantine,
     LoadedEntity,
+    Quarantined,
     RecordedEvent,
     SqliteEventStore,
     StoredTimer,
 )
 from pachyderm.store._records import ListedEntity
-from pachyderm.transport import InProcessTransport, Topology
+from pachyderm.transport import InProcessTransport, Message, Topology
 
 from .serving import APP, serving
 
@@ -48,6 +52,10 @@ ALICE, METER = "/entities/account/key:alice", "/entities/meter/key:m"
 # Erased before the requests (see serving_fleet): every call to them is answered 410.
 GONE_ACCOUNT, GONE_METER = "/entities/account/key:gone", "/entities/meter/key:gone"
 ADMIN = "/admin/entities/{type}/{id}"
+QUARANTINE = "/admin/quarantine"
+QUARANTINED = f"{QUARANTINE}/{{entity_id}}/{{command_id}}"
+# Its commands c-show, c-resume and c-skip are quarantined before the requests.
+POISONED = f"{QUARANTINE}/{Ref.from_key('account', 'poisoned').id}"
 FRAGILE, NOPE = "/entities/fragile/key:f", "/entities/nope/key:a"
 TOO_LARGE = b'{"padding": "' + b"x" * MAX_BODY + b'"}'
 
@@ -89,6 +97,35 @@ def get(status: int, template: str, path: str, **kw: Any) -> Exchange:
 
 def delete(status: int, path: str, token: str | None = "root") -> Exchange:
     return Exchange(status, "DELETE", ADMIN, path, token=token)
+
+
+def admin(status: int, method: str, path: str, token: str | None = "root") -> Exchange:
+    """A request to a quarantine admin route (``path`` under ``POISONED`` unless it is
+    the list)."""
+    template = QUARANTINE if path == QUARANTINE else QUARANTINED
+    if path.endswith(("/resume", "/skip")):
+        template = f"{QUARANTINED}/{path.rsplit('/', 1)[1]}"
+    return Exchange(status, method, template, path, b"" if method == "POST" else None, token=token)
+
+
+def quarantine_exchanges() -> list[Exchange]:
+    """Every answer of the quarantine's admin routes with the admin token set."""
+    exchanges = [
+        admin(200, "GET", QUARANTINE),
+        admin(401, "GET", QUARANTINE, token="both"),  # not the admin token
+        admin(200, "GET", f"{POISONED}/c-show"),
+        admin(400, "GET", f"{QUARANTINE}/12345/c-show"),
+        admin(401, "GET", f"{POISONED}/c-show", token=None),
+        admin(404, "GET", f"{POISONED}/nope"),
+    ]
+    for decision in ("resume", "skip"):
+        exchanges += [
+            admin(200, "POST", f"{POISONED}/c-{decision}/{decision}"),
+            admin(404, "POST", f"{POISONED}/c-{decision}/{decision}"),  # decided already
+            admin(400, "POST", f"{QUARANTINE}/12345/c/{decision}"),
+            admin(401, "POST", f"{POISONED}/c-{decision}/{decision}", token=None),
+        ]
+    return exchanges
 
 
 def refusals(template: str, path: str, body: bytes | None, right_lacking: str) -> list[Exchange]:
@@ -167,9 +204,16 @@ SERVING = [
     delete(401, "/admin/entities/account/key:bob", token=None),
     delete(401, "/admin/entities/account/key:bob", token="both"),  # no admin token
     delete(404, "/admin/entities/nope/key:a"),
+    *quarantine_exchanges(),
 ]
 # Admin routes without PACHYDERM_ADMIN_TOKEN: closed.
-ADMIN_OFF = [delete(403, "/admin/entities/account/key:bob")]
+ADMIN_OFF = [
+    delete(403, "/admin/entities/account/key:bob"),
+    admin(403, "GET", QUARANTINE),
+    admin(403, "GET", f"{POISONED}/c-show"),
+    admin(403, "POST", f"{POISONED}/c-show/resume"),
+    admin(403, "POST", f"{POISONED}/c-show/skip"),
+]
 # No worker takes the messages: no reply in time.
 SILENT = failures(504)
 # The gateway's one place in flight is taken.
@@ -225,6 +269,26 @@ class FailingStore(SqliteEventStore):
         return []
 
 
+async def quarantine(store: EventStore, ref: Ref) -> None:
+    """Quarantine commands c-show, c-resume and c-skip of ``ref``, as a worker does."""
+    assert isinstance(store, HasQuarantine)
+    rows = [
+        Quarantined(
+            ref.id,
+            command_id,
+            ref.type,
+            0,
+            "park",
+            "quarantined",
+            3,
+            "hung",
+            encode_message(Message(b"\x80", str(ref.id), command_id, type="Open")),
+        )
+        for command_id in ("c-show", "c-resume", "c-skip")
+    ]
+    await store.quarantine_store().quarantine(rows)
+
+
 Gateway = Callable[[EmbeddedFleet], AbstractAsyncContextManager[httpx.AsyncClient]]
 OPTIONS = GatewayOptions(tokens=TOKENS, max_body=MAX_BODY, admin_token="root")
 
@@ -233,6 +297,7 @@ OPTIONS = GatewayOptions(tokens=TOKENS, max_body=MAX_BODY, admin_token="root")
 async def serving_fleet(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient]:
     for gone in (Ref.from_key("account", "gone"), Ref.from_key("meter", "gone")):
         await fleet.store.erase(gone)
+    await quarantine(fleet.store, Ref.from_key("account", "poisoned"))
     async with serving(create_app(fleet.client, fleet.store, OPTIONS, app=APP)) as http:
         yield http
 

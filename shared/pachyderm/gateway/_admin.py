@@ -1,4 +1,5 @@
-"""The gateway's admin routes, for operators: erasing an entity (personal data).
+"""The gateway's admin routes, for operators: erasing an entity (personal data), and
+the quarantine of poison commands (:mod:`._quarantine`).
 
 Invariant: an admin route answers only a request bearing the admin token
 (``PACHYDERM_ADMIN_TOKEN``), compared in constant time; with no admin token set
@@ -20,6 +21,7 @@ from .. import _erasure
 from .._app import App
 from ..store import EventStore
 from ._problems import Problem
+from ._quarantine import QuarantineEndpoints
 from ._request_tracing import traced_endpoint
 from ._requests import entity_ref
 
@@ -42,7 +44,8 @@ class AdminEndpoints:
                 ADMIN_ENTITY,
                 traced_endpoint("DELETE", ADMIN_ENTITY, self.erase),
                 methods=["DELETE"],
-            )
+            ),
+            *QuarantineEndpoints(self.store, self._admit).routes(),
         ]
 
     def _admit(self, request: Request) -> None:

@@ -39,6 +39,8 @@ from ._bodies import (
 )
 from ._docs import DOCS
 from ._parameters import parameters
+from ._quarantine import PARAMETERS as QUARANTINE_PARAMETERS
+from ._quarantine import quarantine_paths
 from ._routes import (
     COMMAND_ID_HEADER,
     COMMANDS,
@@ -292,6 +294,7 @@ def _paths(operations: _Operations, *, history: bool) -> dict[str, Any]:
         paths[ENTITIES] = {"get": operations.listing()}
         paths[EVENTS] = {"get": operations.following()}
         paths[ADMIN_ENTITY] = {"delete": _erase_operation()}
+        paths.update(quarantine_paths(lambda status: _ref("responses", status)))
     return paths
 
 
@@ -394,7 +397,11 @@ def openapi_document(*, secured: bool, history: bool, app: App | None = None) ->
             "description": "Commands, queries, state and history of event-sourced entities.",
         },
         "paths": paths,
-        "components": {"parameters": parameters(), "schemas": schemas, "responses": problems},
+        "components": {
+            "parameters": parameters() | QUARANTINE_PARAMETERS,
+            "schemas": schemas,
+            "responses": problems,
+        },
     }
     schemes: dict[str, Any] = {}
     if secured:
