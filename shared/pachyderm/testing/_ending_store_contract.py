@@ -9,7 +9,9 @@ an ended entity's history keeps its final snapshot and never touches a live one.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -125,6 +127,24 @@ class EndingStoreContract:
         ]
         again = await store.erase(ref)
         assert (again.version, again.events, again.commands, again.log_rows) == (3, 0, 0, 0)
+
+    async def test_no_change_commits_after_an_erasure_that_races_it(
+        self, open_store: Callable[[], Awaitable[EventStore]]
+    ) -> None:
+        writer, eraser = await open_store(), await open_store()
+        for round_ in range(10):
+            ref = _ref(f"race-{round_}")
+            await writer.commit([Change(ref, 0, "c0", _events("a"))])
+            outcomes, _ = await asyncio.gather(
+                writer.commit([Change(ref, 1, "c1", _events("b"))]),
+                eraser.erase(ref),
+            )
+            # Whichever came first, nothing of the entity is left but its tombstone.
+            assert outcomes in ([Committed(2)], [Ended(ERASED_VERSION, ERASED)])
+            assert await writer.history(ref.id) == []
+            assert await writer.commit([Change(ref, 2, "late", _events("c"))]) == [
+                Ended(ERASED_VERSION, ERASED)
+            ]
 
     async def test_erasing_an_unknown_id_leaves_a_tombstone_that_claims_it(
         self, store: EventStore
