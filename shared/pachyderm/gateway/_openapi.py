@@ -77,7 +77,11 @@ _PROBLEMS: dict[str, tuple[str, type[Problem]]] = {
         " calls in flight as it takes; nothing was sent: retry after Retry-After seconds",
         Problem,
     ),
-    "500": ("The entity's code failed (nothing was written), or the gateway did", Problem),
+    "500": (
+        "The entity's code failed (nothing was written; a command that took workers down"
+        " PACHYDERM_MAX_ATTEMPTS times is quarantined), or the gateway did",
+        Problem,
+    ),
     "503": ("The broker or the event store is unavailable; retry after Retry-After", Problem),
     "504": ("No reply in time: the command may still apply; retry with the same key", Problem),
 }

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from .._errors import (
     CallTimeoutError,
     CommandExpiredError,
+    CommandQuarantinedError,
     EntityEndedError,
     EntityTypeMismatchError,
     HandlerError,
@@ -54,6 +55,7 @@ KINDS: Mapping[str, str] = {
     "overloaded": "Overloaded",
     "ended": "The entity has ended",
     "erased": "The entity was erased",
+    "quarantined": "The command is quarantined",
 }
 # Seconds a caller is asked to wait (Retry-After) while the broker or the store is away:
 # a reconnect takes a few.
@@ -130,6 +132,13 @@ def problem_from(error: PachydermError) -> Problem:
         return Problem(410, f"{error}; nothing was applied", kind=error.status)
     if (unanswered := _unanswered(error)) is not None:
         return unanswered
+    if isinstance(error, CommandQuarantinedError):
+        # Its handler took a worker down each time it ran: the entity's code failed.
+        return Problem(
+            500,
+            f"{error}; nothing was applied (an operator may resume it after a fix)",
+            kind="quarantined",
+        )
     if isinstance(error, HandlerError):
         return Problem(
             500,
