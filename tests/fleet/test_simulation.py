@@ -111,6 +111,20 @@ def test_settling_starts_a_fleet_with_one_move_per_partition_and_no_doubles() ->
     assert AFTER.dead_after <= after.settle_s <= 2 * AFTER.dead_after + 1.0 + 0.6
 
 
+def test_settled_members_switch_together_when_a_newcomer_counts() -> None:
+    # Everyone knows when a newcomer counts (the end of the window after its start)
+    # and looks again at that instant: a partition changing hands to it has two
+    # holders, or none, for about a query's round trip, not up to a heartbeat.
+    phases = {p.name: p for p in FleetSimulation(PARTITIONS, AFTER, seed=4).run(scenario(24))}
+    for name in ("join one", "join a tenth"):
+        joined = phases[name]
+        assert joined.moves == joined.needed > 0
+        assert joined.max_doubled_s <= 2 * AFTER.latency + 1e-9, joined
+        assert joined.max_unowned_s <= 2 * AFTER.latency + 1e-9, joined
+    before = {p.name: p for p in FleetSimulation(PARTITIONS, BEFORE, seed=4).run(scenario(24))}
+    assert before["join one"].max_doubled_s > 10 * AFTER.latency
+
+
 def test_the_second_worker_no_longer_takes_half_of_everything_from_the_first() -> None:
     [before] = FleetSimulation(PARTITIONS, BEFORE, seed=1).run(second_worker_joins())
     [after] = FleetSimulation(PARTITIONS, AFTER, seed=1).run(second_worker_joins())

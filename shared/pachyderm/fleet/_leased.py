@@ -39,7 +39,7 @@ import uuid
 from .._errors import DuplicateWorkerError, StoreError
 from ._assignment import owned_by
 from ._port import OnChange
-from ._settling import settled
+from ._settling import next_settling, settled
 from ._store import Holder, MembershipStore, Roll
 
 log = logging.getLogger("pachyderm.fleet")
@@ -238,21 +238,49 @@ class LeasedMembership:
 
     async def _report(self, live: _Latest, on_change: OnChange, partitions: int) -> None:
         reported: list[int] | None = None
+        roll, received = await live.next()
         while True:
-            roll = await live.next()
             workers = settled(roll, self.join_delay)
-            if reported is None and self.worker_id not in workers:
-                continue  # not settled yet (or not live): nothing to report, none owned
-            owned = owned_by(partitions, workers, self.worker_id)
-            if owned == reported:
-                continue
-            try:
-                await on_change(owned)
-            except Exception:
-                log.exception("worker %s: on_change(%s) failed; retrying", self.worker_id, owned)
-            else:
-                log.info("worker %s owns partitions %s of %s", self.worker_id, owned, workers)
-                reported = owned
+            # Until this worker has settled, it owns nothing and reports nothing.
+            if reported is not None or self.worker_id in workers:
+                owned = owned_by(partitions, workers, self.worker_id)
+                if owned != reported:
+                    try:
+                        await on_change(owned)
+                    except Exception:
+                        log.exception(
+                            "worker %s: on_change(%s) failed; retrying", self.worker_id, owned
+                        )
+                    else:
+                        log.info(
+                            "worker %s owns partitions %s of %s", self.worker_id, owned, workers
+                        )
+                        reported = owned
+            roll, received = await self._next_roll(live, roll, received)
+
+    async def _next_roll(self, live: _Latest, roll: Roll, received: float) -> tuple[Roll, float]:
+        """The next heartbeat's roll; or this one at the instant the next newcomer settles,
+        if that comes first.
+
+        Every member reads from the roll when a newcomer will count
+        (:func:`~pachyderm.fleet._settling.next_settling`, on the store's clock):
+        looking again at that instant rather than at its next heartbeat, the members
+        switch together, so a partition changing hands to a newcomer has two holders
+        or none for about a round trip rather than up to a heartbeat interval.
+        """
+        settles = next_settling(roll, self.join_delay)
+        if settles is None:
+            return await live.next()
+        # The store's clock read roll.now when this worker received the roll (give or
+        # take the reply's trip): it reads `settles` that much later on this one.
+        wait = settles - roll.now - (_now() - received)
+        try:
+            # (at least a millisecond: the clock must move for a rounding at the instant)
+            async with asyncio.timeout(max(wait, 0.001)):
+                return await live.next()
+        except TimeoutError:
+            now = _now()
+            return Roll(roll.now + (now - received), roll.members), now
 
     async def _claim(self) -> Holder | None:
         """Take this worker id's row for this instance; else who holds it, live."""
@@ -316,21 +344,23 @@ class _Patience:
 
 
 class _Latest:
-    """The newest roll of live members, for a reader that only ever wants the newest."""
+    """The newest roll of live members (and when it came, by the loop's clock), for a
+    reader that only ever wants the newest."""
 
     def __init__(self) -> None:
         self._roll = Roll(0.0, ())
+        self._received = 0.0
         self._fresh = asyncio.Event()
 
     def publish(self, roll: Roll) -> None:
-        self._roll = roll
+        self._roll, self._received = roll, _now()
         self._fresh.set()
 
-    async def next(self) -> Roll:
-        """Wait for a roll newer than the last one read, and return it."""
+    async def next(self) -> tuple[Roll, float]:
+        """Wait for a roll newer than the last one read; it, and when it came."""
         await self._fresh.wait()
         self._fresh.clear()
-        return self._roll
+        return self._roll, self._received
 
 
 class _Outage:

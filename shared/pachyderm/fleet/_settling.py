@@ -37,6 +37,16 @@ def settled(roll: Roll, join_delay: float) -> list[str]:
     return [member.worker_id for member in roll.members if member.started < cutoff]
 
 
+def next_settling(roll: Roll, join_delay: float) -> float | None:
+    """When the next member of ``roll`` not settled at ``roll.now`` counts (the store's
+    clock); None if every member counts."""
+    if join_delay <= 0:
+        return None
+    cutoff = (math.floor(roll.now / join_delay) - 1) * join_delay
+    pending = [member.started for member in roll.members if member.started >= cutoff]
+    return counts_from(min(pending), join_delay) if pending else None
+
+
 def counts_from(started: float, join_delay: float) -> float:
     """When a member started at ``started`` counts: the end of the window after its own."""
     return (math.floor(started / join_delay) + 2) * join_delay
