@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import statistics
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pachyderm.fleet import assign, owned_by
+from pachyderm.fleet._assignment import prepare
 
 worker_names = st.lists(
     st.text(st.characters(codec="utf-8"), min_size=1, max_size=12), max_size=30, unique=True
@@ -141,3 +143,25 @@ def test_the_lazy_merge_grants_as_the_full_sort_does(partitions: int, workers: l
 def test_a_large_fleet_is_assigned_as_the_full_sort_does() -> None:
     workers = [f"worker-{n:04d}" for n in range(150)]
     assert assign(1024, workers) == sorted_pairs_assignment(1024, workers)
+
+
+async def test_preparing_a_fleet_lets_the_event_loop_run_between_workers() -> None:
+    workers = [f"prepared-{n}" for n in range(40)]
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.create_task(other_task())
+    try:
+        await prepare(256, workers)
+        assert turns >= 39  # a turn after each worker's preferences
+        turns = 0
+        await prepare(256, workers)  # all known now: nothing to do, no turn given
+        assert turns == 0
+    finally:
+        running.cancel()
+    assert owned_by(256, workers, "prepared-1") == assign(256, workers)["prepared-1"]

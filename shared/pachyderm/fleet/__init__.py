@@ -3,7 +3,10 @@
 Each worker renews its membership (:class:`PostgresMembership`, or
 :class:`SoloMembership` in embedded mode) and consumes the partitions that
 :func:`assign` gives it among the live workers: every worker computes the same
-assignment on its own, and it changes whenever a worker joins, leaves or dies.
+assignment on its own, and it changes whenever a worker leaves or dies, or a
+joining one has settled (workers started together count together). The
+simulation of a fleet (``pachyderm.fleet._simulation``) runs this same code for
+hundreds of workers on a virtual clock; docs/scaling.md has its figures.
 :class:`PostgresMembership` is imported on first use, and asyncpg with it.
 """
 

@@ -12,6 +12,7 @@ balanced, every worker getting ``partitions // workers`` partitions or one more.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import heapq
@@ -37,6 +38,21 @@ def owned_by(partitions: int, workers: Iterable[str], worker: str) -> list[int]:
     """The partitions ``worker`` owns in :func:`assign`; none if it is not among ``workers``."""
     live = _live(partitions, workers)
     return list(_shares(partitions, live).get(worker, ())) if live else []
+
+
+async def prepare(partitions: int, workers: Iterable[str]) -> None:
+    """Work out the preferences of ``workers`` that are not known yet, letting the event
+    loop run after each (a couple of milliseconds a worker).
+
+    The first assignment a process computes in a fleet of a thousand workers needs
+    all their preferences, seconds of work in one go: done in :func:`owned_by`, it
+    would hold the event loop, heartbeats with it, longer than ``dead_after``.
+    """
+    for worker in sorted(set(workers)):
+        misses = _preferences.cache_info().misses
+        _preferences(partitions, worker)
+        if _preferences.cache_info().misses != misses:
+            await asyncio.sleep(0)
 
 
 def _live(partitions: int, workers: Iterable[str]) -> tuple[str, ...]:

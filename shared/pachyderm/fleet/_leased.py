@@ -37,10 +37,10 @@ import logging
 import uuid
 
 from .._errors import DuplicateWorkerError, StoreError
-from ._assignment import owned_by
+from ._assignment import owned_by, prepare
 from ._port import OnChange
 from ._settling import next_settling, settled
-from ._store import Holder, MembershipStore, Roll
+from ._store import Holder, Member, MembershipStore, Roll
 
 log = logging.getLogger("pachyderm.fleet")
 
@@ -238,8 +238,12 @@ class LeasedMembership:
 
     async def _report(self, live: _Latest, on_change: OnChange, partitions: int) -> None:
         reported: list[int] | None = None
+        prepared: tuple[Member, ...] = ()
         roll, received = await live.next()
         while True:
+            if roll.members != prepared:  # newcomers' preferences, before they count
+                await prepare(partitions, roll.workers)
+                prepared = roll.members
             workers = settled(roll, self.join_delay)
             # Until this worker has settled, it owns nothing and reports nothing.
             if reported is not None or self.worker_id in workers:
