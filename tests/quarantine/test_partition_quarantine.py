@@ -210,6 +210,10 @@ async def test_resume_runs_the_command_then_the_parked_ones(world: World, switch
     partition.start()
     try:
         assert await world.answer(later) == (2, {"steps": [-1, 1]})
+        for _ in range(100):  # settled once its parked commands ran
+            if not await world.quarantine.quarantined():
+                break
+            await asyncio.sleep(0.02)
     finally:
         await partition.stop()
     assert await world.steps(ref) == [-1, 1]
@@ -322,3 +326,24 @@ async def test_commands_batched_with_a_poison_are_answered_not_quarantined(
     for n, sent in enumerate(before + after):
         assert await world.answer(sent) == (1, {"steps": [n % 3]})
     assert [row.command_id for row in await world.quarantine.quarantined()] == [command_id]
+
+
+async def test_an_attempt_the_worker_survives_is_not_counted_against_the_command(
+    world: World,
+) -> None:
+    """A delivery left unsettled on purpose (for a newer worker, in a rolling deploy) and
+    handed back again and again is never quarantined."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await world.send(ref, Step(1))
+    for _ in range(5):
+        partition = await world.worker()
+        assert partition.quarantine is not None
+        deliveries = await asyncio.wait_for(partition.inbox.take(10), 2)
+        for batch in await partition.quarantine.admit(deliveries):
+            async with partition.quarantine.attempt(batch):
+                pass  # decided on, not settled: as a held delivery
+        await partition.inbox.close()  # handed back, redelivered
+    assert await world.quarantine.quarantined() == []
+    assert await world.quarantine.attempts([(ref.id, command_id)]) == {}
+    assert await world.live(await world.worker())
+    assert await world.answer(command_id) == (1, {"steps": [1]})

@@ -266,7 +266,9 @@ class PartitionQuarantine:
         """Around applying one of :meth:`admit`'s batches. A batch with counted attempts
         in it (redelivered or stored commands) runs while no other such batch of the
         worker does, so that the one that takes the worker down is the only one whose
-        attempt was counted in vain; a suspect's attempt is counted just before."""
+        attempt was counted in vain; a suspect's attempt is counted just before. An
+        attempt the worker survives, however it ended (answered, left unsettled for a
+        newer worker, or failed on the store), is not a poison's: its count goes."""
         if not any(d.tag in self._counted for d in batch):
             yield  # the healthy path: first deliveries, nothing to count
             return
@@ -274,7 +276,19 @@ class PartitionQuarantine:
             if batch[0].tag in self._suspects:
                 await self.quarantine.count_attempts([self._counted[batch[0].tag]])
                 self._suspects.discard(batch[0].tag)
-            yield
+            try:
+                yield
+            except Exception:
+                await self._survived(batch)
+                raise
+            await self._survived(batch)
+
+    async def _survived(self, batch: Sequence[Delivery]) -> None:
+        survived = [key for d in batch if (key := self._counted.pop(d.tag, None))]
+        try:
+            await self.quarantine.forget_attempts(survived)
+        except StoreError as error:  # then counted once in vain: not worth failing for
+            log.warning("partition %d: forgetting attempts failed: %s", self.partition, error)
 
     def _admission(
         self,
