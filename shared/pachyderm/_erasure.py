@@ -49,7 +49,7 @@ async def erase(store: EventStore, ref: Ref, *, actor: str) -> Erasure:
     return erasure
 
 
-_COUNTED = ("events", "snapshots", "commands", "timers", "log_rows", "effects")
+_COUNTED = ("events", "snapshots", "commands", "timers", "log_rows", "effects", "quarantined")
 
 
 def _who(ref: Ref, actor: str) -> dict[str, str]:

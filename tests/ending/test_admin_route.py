@@ -53,6 +53,7 @@ async def test_erasing_through_the_admin_route(
         "timers": 0,
         "log_rows": 1,
         "effects": 0,
+        "quarantined": 0,
     }
     [audit] = [r for r in caplog.records if r.name == "pachyderm.audit"]
     assert audit.__dict__["actor"].startswith("gateway admin token from ")

@@ -312,7 +312,11 @@ def _erase_operation() -> dict[str, Any]:
             "entity_type": {"type": "string"},
             "version": {"type": "integer", "description": "the version its tombstone keeps"},
             **dict.fromkeys(
-                ("events", "snapshots", "commands", "timers", "log_rows", "effects"), counts
+                (
+                    *("events", "snapshots", "commands", "timers", "log_rows", "effects"),
+                    "quarantined",
+                ),
+                counts,
             ),
         },
     }

@@ -46,6 +46,10 @@ _DELETES = (
     ("log_rows", "event_log WHERE entity_id = $1"),
     # Published effects only: a pending one is a delivery the entity already owed.
     ("effects", "outbox WHERE entity_id = $1 AND published_at IS NOT NULL"),
+    # Poison commands (migration 0014) keep the command whole: its data goes too.
+    ("quarantined", "quarantine WHERE entity_id = $1"),
+    ("quarantined", "parked_commands WHERE entity_id = $1"),
+    ("quarantined", "command_attempts WHERE entity_id = $1"),
 )
 
 # Events of ended entities at or before their final snapshot, a batch at a time,
@@ -77,9 +81,9 @@ async def erase(conn: asyncpg.Connection, ref: Ref) -> Erasure:
     assert row is not None
     if row["entity_type"] != ref.type:
         raise EntityTypeMismatchError(ref.id, row["entity_type"], ref.type)
-    counts = {}
+    counts: dict[str, int] = {}
     for field, target in _DELETES:
         statement = f"WITH d AS (DELETE FROM {target} RETURNING 1) SELECT count(*) FROM d"
-        counts[field] = int(await conn.fetchval(statement, ref.id))
+        counts[field] = counts.get(field, 0) + int(await conn.fetchval(statement, ref.id))
     await conn.execute(_MARK, ref.id)
     return Erasure(ref.id, ref.type, int(row["version"]), **counts)

@@ -324,3 +324,4 @@ class Erasure:
     timers: int = 0
     log_rows: int = 0
     effects: int = 0
+    quarantined: int = 0  # quarantined and parked commands (kept whole), attempt counts

@@ -26,6 +26,10 @@ _DELETES = (
     ("timers", "timers WHERE entity_id = ?"),
     ("log_rows", "event_log WHERE entity_id = ?"),
     ("effects", "outbox WHERE entity_id = ? AND published_at IS NOT NULL"),
+    # Poison commands (migration 0014) keep the command whole: its data goes too.
+    ("quarantined", "quarantine WHERE entity_id = ?"),
+    ("quarantined", "parked_commands WHERE entity_id = ?"),
+    ("quarantined", "command_attempts WHERE entity_id = ?"),
 )
 _PRUNABLE = """
     SELECT ev.entity_id, ev.version FROM entities n
@@ -102,10 +106,10 @@ def erase(connection: sqlite3.Connection, ref: Ref, now: str) -> Erasure:
             row = (ref.type, 0)
         if row[0] != ref.type:
             raise EntityTypeMismatchError(ref.id, row[0], ref.type)
-        counts = {
-            field: connection.execute(f"DELETE FROM {target}", (ref.id.bytes,)).rowcount
-            for field, target in _DELETES
-        }
+        counts: dict[str, int] = {}
+        for field, target in _DELETES:
+            deleted = connection.execute(f"DELETE FROM {target}", (ref.id.bytes,)).rowcount
+            counts[field] = counts.get(field, 0) + deleted
         connection.execute(
             "UPDATE entities SET ended = 'erased', ended_at = coalesce(ended_at, ?),"
             " ended_version = coalesce(ended_version, version), updated_at = ?"
