@@ -177,7 +177,8 @@ class PartitionQuarantine:
         self._counted: dict[int, CommandKey] = {}  # delivery tag -> its counted attempts
         self._stored: dict[int, int | None] = {}  # synthetic tag -> parked position
         self._requarantined: set[CommandKey] = set()
-        self._suspects: set[int] = set()  # tags of deliveries to run alone, counted first
+        self._suspects: set[int] = set()  # tags of deliveries to run alone
+        self._uncounted: set[int] = set()  # tags whose attempt is counted when it starts
         self._done: dict[int, None] = {}  # tags settled lately (an ordered set)
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
@@ -249,15 +250,12 @@ class PartitionQuarantine:
             # worker died, is a repeat: its stored reply answers it.
             exhausted -= (await self.store.recorded(list(exhausted))).keys()
         admission = self._admission(deliveries, made, exhausted)
-        # Counted before they run: the first attempts of a batch at once, a suspect's
-        # in attempt(), just before it runs alone.
+        # Counted in attempt(), just before they run, a batch's at once.
         admitted = {d.tag for batch in admission.batches for d in batch}
-        firsts = [
-            (d, key) for d, key in candidates if d.tag in admitted and d.tag not in self._suspects
-        ]
-        await self.quarantine.count_attempts([key for _, key in firsts])
         for delivery, key in candidates:
             self._counted[delivery.tag] = key
+            if delivery.tag in admitted:
+                self._uncounted.add(delivery.tag)
         await self._record(admission)
         return admission.batches
 
@@ -266,16 +264,20 @@ class PartitionQuarantine:
         """Around applying one of :meth:`admit`'s batches. A batch with counted attempts
         in it (redelivered or stored commands) runs while no other such batch of the
         worker does, so that the one that takes the worker down is the only one whose
-        attempt was counted in vain; a suspect's attempt is counted just before. An
+        attempt was counted in vain; their attempts are counted just before. An
         attempt the worker survives, however it ended (answered, left unsettled for a
         newer worker, or failed on the store), is not a poison's: its count goes."""
         if not any(d.tag in self._counted for d in batch):
             yield  # the healthy path: first deliveries, nothing to count
             return
         async with self.options.suspects:
-            if batch[0].tag in self._suspects:
-                await self.quarantine.count_attempts([self._counted[batch[0].tag]])
-                self._suspects.discard(batch[0].tag)
+            # Counted now, not when admitted: an attempt waiting here while another
+            # takes the worker down has not started, and does not count.
+            starting = [self._counted[d.tag] for d in batch if d.tag in self._uncounted]
+            await self.quarantine.count_attempts(starting)
+            for delivery in batch:
+                self._uncounted.discard(delivery.tag)
+                self._suspects.discard(delivery.tag)
             try:
                 yield
             except Exception:
