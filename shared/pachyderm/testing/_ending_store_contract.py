@@ -27,8 +27,10 @@ from ..store import (
     Duplicate,
     Ended,
     EventStore,
+    HasQuarantine,
     NewEffect,
     NewEvent,
+    Quarantined,
     Snapshot,
     TimerWrite,
 )
@@ -145,6 +147,21 @@ class EndingStoreContract:
             assert await writer.commit([Change(ref, 2, "late", _events("c"))]) == [
                 Ended(ERASED_VERSION, ERASED)
             ]
+
+    async def test_erasure_deletes_the_entity_s_quarantined_commands(
+        self, store: EventStore
+    ) -> None:
+        if not isinstance(store, HasQuarantine):
+            pytest.skip("the store keeps no quarantine")
+        ref, quarantine = _ref("poisoned"), store.quarantine_store()
+        await store.commit([Change(ref, 0, "c0", _events("a"))])
+        await quarantine.count_attempts([(ref.id, "c1")])
+        entry = Quarantined(ref.id, "c1", "member", 0, "park", "quarantined", 3, "hung", b"data")
+        await quarantine.quarantine([entry])
+        erasure = await store.erase(ref)
+        assert erasure.quarantined == 2  # the quarantined command and its attempt count
+        assert await quarantine.find(ref.id, "c1") is None
+        assert await quarantine.attempts([(ref.id, "c1")]) == {}
 
     async def test_erasing_an_unknown_id_leaves_a_tombstone_that_claims_it(
         self, store: EventStore
