@@ -230,3 +230,14 @@ class EndingStoreContract:
         assert len(await store.history(live.id)) == 2
         with pytest.raises(ValueError, match="at least 1"):
             await store.prune_ended(0)
+
+    async def test_the_log_reads_past_pruned_events(self, store: EventStore) -> None:
+        # A projection reading after the pruned ones is not stalled by their positions.
+        ended, later = _ref("ended"), _ref("later")
+        await _ended(store, ended, history=3)
+        await store.commit([Change(later, 0, "c", _events("a"))])
+        assert [e.position for e in await store.read_log(0, 0, 10)] == [1, 2, 3, 4]
+        assert await store.prune_ended(100) == 3
+        [first] = await store.read_log(0, 0, 1)
+        assert (first.position, first.event.entity_id) == (4, later.id)
+        assert await store.log_heads() == {0: 4}
