@@ -107,7 +107,8 @@ class EventStore(Protocol):
     async def read_log(self, partition: int, after: int, limit: int) -> list[LoggedEvent]:
         """The events of the log of ``partition`` after position ``after``, in order, at
         most ``limit``. Positions are gap-free and in commit order: a reader that has
-        read up to ``n`` has missed nothing before ``n``, ever."""
+        read up to ``n`` has missed nothing before ``n``, ever. Events deleted since
+        (:meth:`erase`, :meth:`prune_ended`) are skipped: their positions stay given."""
         ...
 
     async def log_heads(self) -> dict[int, int]:
