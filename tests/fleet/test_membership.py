@@ -47,11 +47,13 @@ class Watcher:
         self.worker_id = membership.worker_id
         self.owned: list[int] | None = None
         self.calls = 0
+        self.changed_at = 0.0  # time.monotonic() of the last call
         self._task = asyncio.create_task(membership.watch(self._on_change, PARTITIONS))
 
     async def _on_change(self, owned: list[int]) -> None:
         self.owned = owned
         self.calls += 1
+        self.changed_at = time.monotonic()
 
     @property
     def running(self) -> bool:
@@ -243,6 +245,25 @@ async def test_workers_started_together_are_counted_together(fleet: Fleet) -> No
     await c.kill()
     await c.membership.leave()
     assert await eventually(lambda: split_as_assigned([a, b])) <= INTERVAL + SLACK
+
+
+@postgres
+async def test_members_switch_together_when_a_newcomer_counts(fleet: Fleet) -> None:
+    # Heartbeats half a second apart: each member would otherwise hand over at its
+    # own next heartbeat, up to that far from the others. They all look again at
+    # the instant the newcomer counts, read off the database's clock.
+    # a's and b's heartbeats are half an interval apart: at their own heartbeats they
+    # would switch 0.25 s apart, so never both within 0.1 s of c.
+    timing = {"interval": 0.5, "dead_after": 1.5, "join_delay": 1.0}
+    a = await fleet.watcher("a", **timing)
+    await asyncio.sleep(0.25)
+    b = await fleet.watcher("b", **timing)
+    await eventually(lambda: split_as_assigned([a, b]), within=10)
+    c = await fleet.watcher("c", **timing)
+    await eventually(lambda: split_as_assigned([a, b, c]), within=10)
+    assert c.calls == 1
+    for settled in (a, b):
+        assert abs(settled.changed_at - c.changed_at) < 0.1
 
 
 @postgres
