@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -131,16 +131,7 @@ async def list_dead_lettered_effects(
 
 def _replayable(message: Message) -> Message:
     headers = {k: v for k, v in message.headers.items() if k != _DELIVERY_COUNT_HEADER}
-    return Message(
-        body=message.body,
-        routing_key=message.routing_key,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        content_type=message.content_type,
-        type=message.type,
-        headers=headers,
-    )
+    return replace(message, headers=headers)
 
 
 async def replay_dead_lettered_effects(

@@ -187,7 +187,6 @@ class TimerFiring:
         if due:
             if len(self._in_flight) >= _MAX_IN_FLIGHT:
                 return self.options.poll  # the end of a fire in flight wakes the loop
-            await self.limit.take(len(due))
             task = asyncio.create_task(self._fire(due, now), name=f"fire-{self.partition}")
             task.add_done_callback(lambda _task: self._wake.set())
             self._in_flight[task] = due
@@ -223,6 +222,7 @@ class TimerFiring:
         """Fire ``due`` (an entity's first timer only: the next waits for the next
         round, on the state this one leaves); the ``(entity id, key)`` of those tried."""
         requests, broken = fire_requests(self.app, due, now)
+        await self.limit.take(len(requests))  # what fires: an entity's first timer only
         results = await self.fire([request for _, request in requests]) if requests else []
         fired_at = datetime.now(UTC)
         delays: dict[tuple[uuid.UUID, str], float] = {}
