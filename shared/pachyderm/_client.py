@@ -15,12 +15,13 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from . import transport as transports
 from ._app import App
 from ._errors import CallTimeoutError, PachydermError
-from ._expiry import stamped
+from ._expiry import stamped, with_sent_at
 from ._loading import load_app
 from ._overload import FleetWatch, InFlightLimit, PartitionConsumers
 from ._reference import Ref
@@ -78,7 +79,10 @@ class Client:
     10 s by default), far inside the window. Every message it sends carries
     its sent time (header ``pachyderm-sent-at``): a worker refuses a command that
     waited longer than the window, less a margin, rather than risk applying it
-    twice.
+    twice. The sent time is now unless the caller gives ``sent_at`` (a
+    timezone-aware :class:`~datetime.datetime`): a caller that retries a command
+    later with its own budget (a job re-run, a queue of its own) passes the
+    first send's time, so the window counts from the first send.
 
     ``max_in_flight`` bounds the calls (and sends) in flight at once (None: no
     bound); beyond it a caller waits up to ``wait`` seconds for one to end, then
@@ -178,10 +182,13 @@ class Client:
         *,
         timeout: float | None = None,
         command_id: str | None = None,
+        sent_at: datetime | None = None,
     ) -> Any:
-        """Apply ``command`` to ``ref`` and return the reply."""
+        """Apply ``command`` to ``ref`` and return the reply. ``sent_at`` (aware): the
+        command's sent time when not now, e.g. a retry's first send, so the command
+        window counts from that (see the class's note)."""
         message = command_message(self._typed(), ref, command, command_id=command_id)
-        return (await self._request(message, timeout)).reply
+        return (await self._request(with_sent_at(message, sent_at), timeout)).reply
 
     async def call_named(
         self,
@@ -192,11 +199,12 @@ class Client:
         kind: str = COMMAND,
         timeout: float | None = None,
         command_id: str | None = None,
+        sent_at: datetime | None = None,
     ) -> Any:
         """Like :meth:`call` for a command (or query) given by name and plain data,
         without the entity's Python classes: returns the reply."""
         answer = await self.request(
-            ref, name, data, kind=kind, timeout=timeout, command_id=command_id
+            ref, name, data, kind=kind, timeout=timeout, command_id=command_id, sent_at=sent_at
         )
         return answer.reply
 
@@ -209,11 +217,12 @@ class Client:
         kind: str = COMMAND,
         timeout: float | None = None,
         command_id: str | None = None,
+        sent_at: datetime | None = None,
     ) -> Answer:
         """Like :meth:`call_named`, returning the reply with the entity's version after
         it (a query with the name ``""`` answers the state)."""
         message = named_message(ref, name, data, command_id=command_id, kind=kind)
-        return await self._request(message, timeout)
+        return await self._request(with_sent_at(message, sent_at), timeout)
 
     def _typed(self) -> App:
         if self.app is None:
@@ -225,12 +234,20 @@ class Client:
         message = command_message(self._typed(), ref, query, kind=QUERY)
         return (await self._request(message, timeout)).reply
 
-    async def send(self, ref: Ref, command: Any, *, command_id: str | None = None) -> str:
+    async def send(
+        self,
+        ref: Ref,
+        command: Any,
+        *,
+        command_id: str | None = None,
+        sent_at: datetime | None = None,
+    ) -> str:
         """Publish ``command`` without waiting for it to apply; returns its command id.
 
-        Returns once the broker has confirmed the message.
+        Returns once the broker has confirmed the message. ``sent_at``: as for :meth:`call`.
         """
         message = command_message(self._typed(), ref, command, command_id=command_id)
+        message = with_sent_at(message, sent_at)
         async with self.in_flight.place():
             await self._publish(message)
         assert message.message_id is not None

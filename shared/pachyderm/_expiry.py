@@ -58,6 +58,18 @@ def stamped(message: Message) -> Message:
     return replace(message, headers={**message.headers, SENT_AT_HEADER: now_ms()})
 
 
+def with_sent_at(message: Message, sent: datetime | None) -> Message:
+    """``message`` carrying ``sent`` (timezone-aware) as its sent time, or as it is
+    for None: a caller retrying a command it first sent earlier passes the first
+    send's time, so the window counts from it (the client's ``sent_at``)."""
+    if sent is None:
+        return message
+    if sent.tzinfo is None or sent.utcoffset() is None:
+        raise ValueError(f"sent_at must be timezone-aware (e.g. UTC), not {sent.isoformat()}")
+    stamp = int(sent.timestamp() * 1000)
+    return replace(message, headers={**message.headers, SENT_AT_HEADER: stamp})
+
+
 def sent_at(headers: Mapping[str, Any]) -> float | None:
     """The sent time in ``headers`` (Unix seconds), None without the header;
     :class:`~pachyderm.InvalidSentTimeError` if it is not milliseconds since the epoch."""

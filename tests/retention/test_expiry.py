@@ -6,7 +6,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -140,6 +140,41 @@ async def test_the_worker_refuses_an_old_command_before_deciding(
     assert await fleet.client.query(ref) == {"count": 1}
     monkeypatch.setattr(expiry, "now_ms", lambda: time.time_ns() // 1_000_000 - 50_000)
     assert await fleet.client.call(ref, counter.Increment(amount=2)) == {"count": 3}
+
+
+async def test_a_caller_s_sent_at_counts_the_window_from_the_first_send(
+    fleet: EmbeddedFleet,
+) -> None:
+    ref = counter.Counter.ref("retried")
+    now = datetime.now(UTC)
+    # A retry of a command first sent 56 s ago, with the first send's time: expired.
+    with pytest.raises(CommandExpiredError, match="accepted for 55s"):
+        await fleet.client.call(
+            ref, counter.Increment(amount=10), command_id="c1", sent_at=now - timedelta(seconds=56)
+        )
+    with pytest.raises(CommandExpiredError):
+        await fleet.client.call_named(
+            ref, "Increment", {"amount": 10}, sent_at=now - timedelta(seconds=56)
+        )
+    # Within the window it applies, once, and a retry with the same id gets its reply.
+    first = now - timedelta(seconds=40)
+    for _ in range(2):
+        answer = await fleet.client.request(
+            ref, "Increment", {"amount": 2}, command_id="c2", sent_at=first
+        )
+        assert answer == (1, {"count": 2})
+    sent = await fleet.client.send(ref, counter.Increment(amount=1), sent_at=first)
+    assert sent
+
+
+def test_sent_at_is_carried_in_milliseconds_and_must_be_aware() -> None:
+    message = Message(body=b"", routing_key="k")
+    assert expiry.with_sent_at(message, None) is message
+    carried = expiry.with_sent_at(message, NOW_UTC)
+    assert carried.headers[SENT_AT_HEADER] == NOW * 1000
+    assert stamped(carried).headers[SENT_AT_HEADER] == NOW * 1000  # kept when published
+    with pytest.raises(ValueError, match="timezone-aware"):
+        expiry.with_sent_at(message, datetime(2026, 1, 1))  # naive: the point
 
 
 def test_the_gateway_answers_an_expired_command_as_its_own_failure() -> None:
