@@ -38,7 +38,7 @@ from pachyderm import (
     Ref,
     RejectedError,
 )
-from pachyderm.transport import Topology
+from pachyderm.transport import Topology, connect_to_broker
 
 from .app import Reminder, Ticket
 from .record import (
@@ -268,7 +268,7 @@ class RawCaller(Caller):
         self._reply_to = f"chaos-raw-replies-{uuid.uuid4().hex}"
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(
+        self._connection = await connect_to_broker(
             self.amqp_url, client_properties={"connection_name": "chaos-raw-caller"}
         )
         self._channel = await self._connection.channel(publisher_confirms=True)

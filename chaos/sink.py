@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from pachyderm.transport import RabbitMQTransport, Topology
+from pachyderm.transport import RabbitMQTransport, Topology, connect_to_broker
 
 from .checker import SeenEffect
 
@@ -49,7 +48,7 @@ class EffectSink:
         return self._dispatcher is not None
 
     async def __aenter__(self) -> EffectSink:
-        self._connection = await aio_pika.connect_robust(
+        self._connection = await connect_to_broker(
             self.amqp_url, client_properties={"connection_name": "chaos-sink"}
         )
         return self

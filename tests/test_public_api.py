@@ -148,6 +148,7 @@ TRANSPORT = {
 FLEET = {
     "Membership",
     "OnChange",
+    "connect_to_broker",
     "PostgresMembership",
     "SoloMembership",
     "assign",

@@ -30,7 +30,9 @@ class Settings(BaseSettings):
         description="postgresql://user:password@host/db, or sqlite:///path for embedded mode",
     )
     amqp_url: SecretStr = Field(
-        SecretStr("amqp://guest:guest@127.0.0.1:5672/"), description="the RabbitMQ broker"
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="the RabbitMQ broker, or the nodes of a RabbitMQ cluster separated by"
+        " commas (a process connects to one at random and moves to the next when it is lost)",
     )
     namespace: str = Field(
         "pachyderm",

@@ -26,7 +26,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection, DeliveryMode
 from aiormq.abc import ChannelFrame, FrameType
@@ -40,6 +39,7 @@ from .._errors import PachydermError
 from .._projection import AnyEvent, Projection, ProjectionContext
 from .._settings import load_settings
 from ..transport._amqp import properties, translated_errors, underlay
+from ..transport._broker_addresses import connect_to_broker
 from ..transport._message import Message
 from ..transport._rabbitmq_topology import declare_events_exchange
 from ..transport._topology import Topology
@@ -173,7 +173,7 @@ class EventRelay(Projection):
             if self._channel is None or self._topology is None:
                 url, topology = self._where()
                 async with translated_errors("connecting the event relay"):
-                    connection = await aio_pika.connect_robust(
+                    connection = await connect_to_broker(
                         url, client_properties={"connection_name": "pachyderm event relay"}
                     )
                     try:

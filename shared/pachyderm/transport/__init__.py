@@ -13,10 +13,14 @@ from ._port import Inbox, MessageHandler, RoutedAgain, Transport
 from ._topology import DEFAULT_PARTITIONS, Topology
 
 if TYPE_CHECKING:
+    from ._broker_addresses import connect_to_broker
     from ._rabbitmq import RabbitMQTransport
 else:
     # Hidden from type checkers, which then still report a misspelt name.
-    __getattr__ = lazy_names(__name__, {"RabbitMQTransport": "._rabbitmq"})
+    __getattr__ = lazy_names(
+        __name__,
+        {"RabbitMQTransport": "._rabbitmq", "connect_to_broker": "._broker_addresses"},
+    )
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -29,4 +33,5 @@ __all__ = [
     "RoutedAgain",
     "Topology",
     "Transport",
+    "connect_to_broker",
 ]

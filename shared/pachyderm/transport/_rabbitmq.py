@@ -17,7 +17,6 @@ from functools import partial
 from itertools import count
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -37,6 +36,7 @@ from ._amqp import (
     reject,
     translated_errors,
 )
+from ._broker_addresses import connect_to_broker
 from ._message import Message
 from ._port import Inbox, MessageHandler, RoutedAgain
 from ._rabbitmq_dead_letters import (
@@ -136,7 +136,7 @@ class RabbitMQTransport:
         if self._connection_name:
             properties["connection_name"] = self._connection_name
         async with translated_errors("connecting"):
-            connection = await aio_pika.connect_robust(self._url, client_properties=properties)
+            connection = await connect_to_broker(self._url, client_properties=properties)
         try:
             async with translated_errors("declaring the topology"):
                 publisher = await connection.channel(on_return_raises=True)
@@ -339,7 +339,7 @@ class RabbitMQTransport:
         # A short-lived connection of its own: this transport's is closed by now.
         async with (
             translated_errors("deleting the topology"),
-            await aio_pika.connect(self._url) as connection,
+            await connect_to_broker(self._url) as connection,
         ):
             channel = await connection.channel()
             for queue in queues:
