@@ -107,8 +107,8 @@ class WorkerHooks:
         (:class:`~pachyderm.NewerSchemaError`): its commands are left for a newer worker."""
 
     def pruned(self, retained: str, rows: int) -> None:
-        """A pruning batch deleted ``rows`` rows of ``retained`` (commands or effects)
-        that had outlived their window."""
+        """A pruning batch deleted ``rows`` rows of ``retained`` (commands, effects,
+        attempts or quarantine) that had outlived their window."""
 
     def quarantined(self, entity_type: str, policy: str) -> None:
         """A command of an entity of ``entity_type`` used up its attempts and was

@@ -9,7 +9,7 @@ import pytest
 
 from pachyderm.cli import main
 
-from .test_pruning import OLD_COMMANDS, OLD_EFFECTS, backdate_sqlite
+from .test_pruning import OLD_ATTEMPTS, OLD_COMMANDS, OLD_EFFECTS, OLD_SKIPPED, backdate_sqlite
 
 
 def _left(path: Path) -> tuple[int, int]:
@@ -38,6 +38,8 @@ def test_prune_counts_with_dry_run_then_deletes(
     assert capsys.readouterr().out.splitlines() == [
         f"would prune {OLD_COMMANDS} commands older than 7200s",
         f"would prune {OLD_EFFECTS} effects older than 86400s",
+        f"would prune {OLD_ATTEMPTS} attempts older than 7200s",
+        f"would prune {OLD_SKIPPED} quarantine older than 7200s",
     ]
     assert _left(path) == (OLD_COMMANDS, OLD_EFFECTS + 1)
 
@@ -45,6 +47,8 @@ def test_prune_counts_with_dry_run_then_deletes(
     assert capsys.readouterr().out.splitlines() == [
         f"pruned {OLD_COMMANDS} commands older than 7200s",
         f"pruned {OLD_EFFECTS} effects older than 86400s",
+        f"pruned {OLD_ATTEMPTS} attempts older than 7200s",
+        f"pruned {OLD_SKIPPED} quarantine older than 7200s",
     ]
     assert _left(path) == (0, 1)  # the effect never published stays
 

@@ -20,6 +20,7 @@ from pachyderm.store import PostgresEventStore, Retained, SqliteEventStore
 from pachyderm.worker import PruneOptions, Pruner, WorkerHooks
 
 OLD_COMMANDS, OLD_EFFECTS = 1000, 250
+OLD_ATTEMPTS, OLD_SKIPPED = 2, 1  # the quarantine's leftovers (see backdate_sqlite)
 HOUR = 3600.0
 
 
@@ -64,6 +65,16 @@ def backdate_sqlite(path: Path, commands: int, effects: int) -> None:
                 for published in ["2020-01-01T00:00:01+00:00"] * effects + [None]
             ],
         )
+        connection.executemany(
+            "INSERT INTO command_attempts VALUES (?, 'c', 2, '2020-01-01T00:00:00+00:00')",
+            [(uuid.uuid4().bytes,) for _ in range(OLD_ATTEMPTS)],
+        )
+        # Skipped long ago (goes), and quarantined as long ago but still waiting (stays).
+        connection.executemany(
+            "INSERT INTO quarantine VALUES (?, 'c', 'counter', 0, 'park', ?, 3, 'hung', x'00',"
+            " '2020-01-01T00:00:00+00:00', '2020-01-01T00:00:00+00:00')",
+            [(uuid.uuid4().bytes, "skipped"), (uuid.uuid4().bytes, "quarantined")],
+        )
     connection.close()
 
 
@@ -83,8 +94,14 @@ async def test_a_run_deletes_everything_past_its_window_in_bounded_batches(
     hooks = Pruned()
     options = PruneOptions(commands=HOUR, effects=HOUR, batch=300, pause=0.0)
     pruner = Pruner(sqlite_store, options, hooks=hooks)
-    assert await pruner.prunable() == {"commands": OLD_COMMANDS, "effects": OLD_EFFECTS}
-    assert await pruner.run() == {"commands": OLD_COMMANDS, "effects": OLD_EFFECTS}
+    everything = {
+        "commands": OLD_COMMANDS,
+        "effects": OLD_EFFECTS,
+        "attempts": OLD_ATTEMPTS,
+        "quarantine": OLD_SKIPPED,
+    }
+    assert await pruner.prunable() == everything
+    assert await pruner.run() == everything
     # Every batch asked for at most 300 rows; the run stopped at the first short one.
     assert sqlite_store.calls == [
         ("commands", 300, 300),
@@ -92,9 +109,11 @@ async def test_a_run_deletes_everything_past_its_window_in_bounded_batches(
         ("commands", 300, 300),
         ("commands", 300, 100),
         ("effects", 300, 250),
+        ("attempts", 300, OLD_ATTEMPTS),
+        ("quarantine", 300, OLD_SKIPPED),
     ]
     assert hooks.seen == [(what, n) for what, _, n in sqlite_store.calls]
-    assert await pruner.prunable() == {"commands": 0, "effects": 0}
+    assert await pruner.prunable() == dict.fromkeys(everything, 0)
     # The effect never published stays.
     assert [e.destination for e in await sqlite_store.pending_effects()] == ["effect.x"]
 
@@ -104,8 +123,8 @@ async def test_a_run_pauses_between_batches(sqlite_store: CountingSqlite) -> Non
     started = time.monotonic()
     await Pruner(sqlite_store, options).run()
     # Every full batch is followed by a pause and another batch, until one comes back
-    # short: 4 of commands, 1 of effects.
-    assert [n for _, _, n in sqlite_store.calls] == [250, 250, 250, 250, 0, 250, 0]
+    # short: 4 of commands, 1 of effects, then the quarantine's few.
+    assert [n for _, _, n in sqlite_store.calls] == [250, 250, 250, 250, 0, 250, 0, 2, 1]
     assert time.monotonic() - started >= 0.5
 
 

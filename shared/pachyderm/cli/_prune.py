@@ -1,6 +1,7 @@
-"""``pachyderm prune [--dry-run]``: delete the command ids and published effects that
-outlived their window now, as the worker owning partition 0 does every
-``PACHYDERM_PRUNE_INTERVAL`` seconds, with the same settings and batches.
+"""``pachyderm prune [--dry-run]``: delete the command ids, published effects and
+quarantine leftovers (attempt counts, skipped commands) that outlived their window
+now, as the worker owning partition 0 does every ``PACHYDERM_PRUNE_INTERVAL``
+seconds, with the same settings and batches.
 
 Safe beside running workers: a batch skips the rows another pruner holds.
 """
@@ -28,6 +29,6 @@ async def prune_command(settings: Settings, arguments: argparse.Namespace) -> No
             verb = "pruned"
     finally:
         await store.close()
-    windows = {"commands": options.commands, "effects": options.effects}
+    windows = options.retention()
     for what, count in counts.items():
         print(f"{verb} {count} {what} older than {windows[what]:g}s")

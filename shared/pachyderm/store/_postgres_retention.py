@@ -4,6 +4,9 @@ Each batch takes the oldest rows through the time indexes of migration 0012,
 locks them with ``SKIP LOCKED`` (never waiting for a commit or another pruner)
 and deletes them in the same statement: one short transaction per batch.
 The cut-off is the database's own clock, the one that stamped the rows.
+The quarantine's tables (migration 0014) have no time index: they hold only
+unanswered redeliveries and skipped commands, rows in the hundreds where
+``commands`` holds millions, so a batch scans them whole.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ _CUTOFF = "now() - make_interval(secs => $1)"
 _TABLES: dict[Retained, tuple[str, str, str, str]] = {
     "commands": ("commands", "entity_id, command_id", "recorded_at", "true"),
     "effects": ("outbox", "position", "published_at", "published_at IS NOT NULL"),
+    "attempts": ("command_attempts", "entity_id, command_id", "last_at", "true"),
+    "quarantine": ("quarantine", "entity_id, command_id", "decided_at", "status = 'skipped'"),
 }
 
 

@@ -1,4 +1,5 @@
-"""What the store keeps for a window only: command ids and published outbox rows.
+"""What the store keeps for a window only: command ids, published outbox rows, and
+the quarantine's leftovers (attempt counts and skipped commands).
 
 Invariant: pruning deletes only rows older than the window it is given, oldest
 first, at most ``limit`` of them per call, each call its own short transaction;
@@ -9,9 +10,14 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Retained = Literal["commands", "effects"]
-"""What is pruned: ``commands`` (the command ids and their stored replies) or
-``effects`` (outbox rows already published)."""
+Retained = Literal["commands", "effects", "attempts", "quarantine"]
+"""What is pruned: ``commands`` (the command ids and their stored replies),
+``effects`` (outbox rows already published), ``attempts`` (attempt counts of
+redelivered commands, by their last attempt: one left behind when its command
+was never answered, e.g. quarantined, or its caller gave up) or ``quarantine``
+(quarantined commands an operator skipped, by the decision's time). Both
+quarantine leftovers are kept the command window: a copy of such a command
+arriving later is refused as expired before it could use them."""
 
 RETAINED: tuple[Retained, ...] = get_args(Retained)
 

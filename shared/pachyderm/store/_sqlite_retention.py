@@ -17,6 +17,8 @@ from ._sqlite_base import time_text, transaction
 _TABLES: dict[Retained, tuple[str, str, str, str]] = {
     "commands": ("commands", "entity_id, command_id", "recorded_at", "1"),
     "effects": ("outbox", "position", "published_at", "published_at IS NOT NULL"),
+    "attempts": ("command_attempts", "entity_id, command_id", "last_at", "1"),
+    "quarantine": ("quarantine", "entity_id, command_id", "decided_at", "status = 'skipped'"),
 }
 
 

@@ -15,7 +15,17 @@ import uuid
 import pytest
 
 from .. import Ref
-from ..store import Change, Committed, Duplicate, EventStore, NewEffect, NewEvent
+from ..store import (
+    Change,
+    Committed,
+    Duplicate,
+    EventStore,
+    HasQuarantine,
+    NewEffect,
+    NewEvent,
+    Quarantined,
+    QuarantineStore,
+)
 
 # Rows are made "old" by waiting: the contract may use the public port only.
 _WINDOW = 0.5
@@ -34,6 +44,14 @@ def _change(ref: Ref, command_id: str, expected: int = 0, effects: int = 0) -> C
 async def _still_recorded(store: EventStore, refs: list[Ref]) -> list[bool]:
     found = await store.recorded([(ref.id, "c") for ref in refs])
     return [(ref.id, "c") in found for ref in refs]
+
+
+async def _skipped(quarantine: QuarantineStore, entity_id: uuid.UUID, *, settle: bool) -> None:
+    entry = Quarantined(entity_id, "c", "counter", 0, "park", "quarantined", 3, "hung", b"m")
+    await quarantine.quarantine([entry])
+    await quarantine.decide(entity_id, "c", "skip")
+    if settle:
+        await quarantine.settle(entity_id, "c")
 
 
 class RetentionStoreContract:
@@ -91,8 +109,39 @@ class RetentionStoreContract:
         assert await store.prune("effects", 60.0, 10) == 0
         assert await _still_recorded(store, [_ref("new")]) == [True]
 
+    async def test_old_attempt_counts_and_skipped_commands_are_pruned(
+        self, store: EventStore
+    ) -> None:
+        assert isinstance(store, HasQuarantine), "the store keeps no quarantine"
+        quarantine = store.quarantine_store()
+        old = [(uuid.uuid4(), "old") for _ in range(3)]
+        await quarantine.count_attempts(old)
+        skipped, skipping, waiting = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await _skipped(quarantine, skipped, settle=True)
+        await _skipped(quarantine, skipping, settle=False)  # decided, not carried out yet
+        await quarantine.quarantine(
+            [Quarantined(waiting, "c", "counter", 0, "park", "quarantined", 3, "hung", b"m")]
+        )
+        await asyncio.sleep(_AGE)
+        fresh = (uuid.uuid4(), "fresh")
+        await quarantine.count_attempts([fresh, old[0]])  # old[0] was attempted again now
+        recent = uuid.uuid4()
+        await _skipped(quarantine, recent, settle=True)
+        assert await store.count_prunable("attempts", _WINDOW) == 2
+        assert await store.prune("attempts", _WINDOW, 1) == 1
+        assert await store.prune("attempts", _WINDOW, 10) == 1
+        assert await store.prune("attempts", _WINDOW, 10) == 0
+        assert await quarantine.attempts([*old, fresh]) == {old[0]: 2, fresh: 1}
+        # Only skipped rows go: one waiting for an operator or for its owner stays.
+        assert await store.count_prunable("quarantine", _WINDOW) == 1
+        assert await store.prune("quarantine", _WINDOW, 10) == 1
+        assert await store.prune("quarantine", _WINDOW, 10) == 0
+        assert await quarantine.find(skipped, "c") is None
+        for kept in (skipping, waiting, recent):
+            assert await quarantine.find(kept, "c") is not None
+
     async def test_a_batch_is_bounded_and_names_what_it_prunes(self, store: EventStore) -> None:
         with pytest.raises(ValueError, match="at least 1"):
             await store.prune("commands", 1.0, 0)
-        with pytest.raises(ValueError, match="commands, effects"):
+        with pytest.raises(ValueError, match="commands, effects, attempts, quarantine"):
             await store.prune("events", 1.0, 10)  # type: ignore[arg-type]

@@ -2,7 +2,10 @@
 
 Command ids are kept ``commands`` seconds (the command window: see
 :mod:`pachyderm._expiry`, which refuses commands older than it), published
-outbox rows ``effects`` seconds. A run deletes each in batches of at most
+outbox rows ``effects`` seconds; the quarantine's leftovers (attempt counts
+by their last attempt, skipped commands by the operator's decision) the
+command window too, since a copy of their command arriving after it is
+refused as expired before it could need them. A run deletes each in batches of at most
 ``batch`` rows, oldest first, each its own short transaction, pausing
 ``pause`` seconds between batches so that commits are never crowded out; it
 ends once a batch comes back short (nothing older is left).
@@ -43,7 +46,12 @@ class PruneOptions:
     """Seconds between a worker's runs (0: a worker never prunes)."""
 
     def retention(self) -> Mapping[Retained, float]:
-        return {"commands": self.commands, "effects": self.effects}
+        return {
+            "commands": self.commands,
+            "effects": self.effects,
+            "attempts": self.commands,
+            "quarantine": self.commands,
+        }
 
 
 class Pruner:
