@@ -188,10 +188,11 @@ class LeasedMembership:
         took it over later: the caller must then stop serving.
 
         - When the store cannot be reached, it keeps retrying and keeps the
-          partitions it has (so a database outage stops no partition), logging
-          an error once that lasts longer than ``dead_after``: the others may
-          then count this worker dead and consume its partitions too, which
-          is safe because commits are version-checked.
+          partitions it has while its lease lasts; once its last renewal is
+          ``dead_after`` old, the others count it dead and take its partitions,
+          so it reports none (its lease lapsed: it hands back what it holds
+          rather than keep deliveries it cannot commit) and logs an error. It
+          reports its partitions again once a heartbeat gets through.
         - When ``on_change`` raises, it logs that and calls it again after the
           next heartbeat, until it succeeds.
         """
@@ -211,8 +212,10 @@ class LeasedMembership:
         joined = False  # the first contact starts a new run of this worker
         beats = 0
         patience = _Patience(_JOIN_PATIENCE * self.dead_after)
-        outage = _Outage(self.worker_id, self.dead_after)
+        outage = _Outage(self.worker_id)
+        renewed = _now()  # when the last renewal that got through was sent
         while True:
+            sent = _now()
             try:
                 # A heartbeat later than dead_after is worthless: give up and retry.
                 async with asyncio.timeout(self.dead_after):
@@ -230,8 +233,12 @@ class LeasedMembership:
                             await self.prune()
                         beats += 1
                         live.publish(roll)
+                        renewed = sent
             except (StoreError, TimeoutError) as error:
                 outage.failed(error)
+                if joined and _now() - renewed >= self.dead_after:
+                    outage.lapsed(error)
+                    live.lapse()
             else:
                 outage.ended()
             await asyncio.sleep(self.heartbeat_interval)
@@ -360,6 +367,11 @@ class _Latest:
         self._roll, self._received = roll, _now()
         self._fresh.set()
 
+    def lapse(self) -> None:
+        """This worker's lease lapsed: a roll without it (nor anyone), once."""
+        if self._roll.members:
+            self.publish(Roll(self._roll.now + (_now() - self._received), ()))
+
     async def next(self) -> tuple[Roll, float]:
         """Wait for a roll newer than the last one read; it, and when it came."""
         await self._fresh.wait()
@@ -368,27 +380,27 @@ class _Latest:
 
 
 class _Outage:
-    """Logs the database failures of one worker's heartbeat, and their end."""
+    """Logs the database failures of one worker's heartbeat, its lease lapsing, and their end."""
 
-    def __init__(self, worker_id: str, dead_after: float) -> None:
+    def __init__(self, worker_id: str) -> None:
         self._worker_id = worker_id
-        self._dead_after = dead_after
         self._since: float | None = None
         self._reported = False
 
     def failed(self, error: Exception) -> None:
-        now = _now()
         if self._since is None:
-            self._since = now
+            self._since = _now()
             log.warning("worker %s: heartbeat failed, retrying: %s", self._worker_id, error)
-        elif not self._reported and now - self._since > self._dead_after:
+
+    def lapsed(self, error: Exception) -> None:
+        if not self._reported:
             self._reported = True
             log.error(
-                "worker %s has not reached the database for %.1f s: other workers may take"
-                " over its partitions while it keeps consuming them (commits are"
-                " version-checked, so this is safe); still retrying: %s",
+                "worker %s has not reached the database for %.1f s: its lease lapsed, the"
+                " other workers take over its partitions and it hands them back until it"
+                " reaches the database again; still retrying: %s",
                 self._worker_id,
-                now - self._since,
+                _now() - (self._since or _now()),
                 error,
             )
 
