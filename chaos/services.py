@@ -90,12 +90,12 @@ def _postgres_bin() -> Path:
 
 
 class PrivatePostgres:
-    """A throwaway PostgreSQL cluster on a free loopback port (``dsn``)."""
+    """A throwaway PostgreSQL cluster on a loopback port (``dsn``): ``port``, else a free one."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int | None = None) -> None:
         self.folder = folder
         self.data = folder / "data"
-        self.port = free_port()
+        self.port = port or free_port()
         self.bin = _postgres_bin()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         # initdb and the server refuse root: run them as the postgres user.

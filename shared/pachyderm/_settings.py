@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .store._shard_map import ShardMap
+
 SECRETS_DIR_VARIABLE = "PACHYDERM_SECRETS_DIR"
 DEFAULT_SECRETS_DIR = "/run/secrets/pachyderm"
 # The logging levels a process may log from, as uvicorn names them.
@@ -41,6 +43,12 @@ class Settings(BaseSettings):
         " prefix, PostgreSQL schema)",
     )
     partitions: int = Field(16, ge=1, le=1024, description="partition queues; fixed per fleet")
+    database_shards: SecretStr = Field(
+        SecretStr(""),
+        description="PostgreSQL servers by partition, FIRST-LAST=URL entries (or a JSON"
+        " object of them) covering every partition once; the database URL then keeps the"
+        " fleet's own tables (membership, projection cursors, quarantine). Empty: one server",
+    )
     app: str | None = Field(
         None,
         description="the app to serve, as module or module:attribute, when the command line"
@@ -236,6 +244,19 @@ class Settings(BaseSettings):
         description="seconds a worker's event loop may stay blocked (a handler that hangs)"
         " before the worker exits with status 75 so that its partitions move; 0: no limit",
     )
+
+    @field_validator("database_shards")
+    @classmethod
+    def _shards_cover_the_partitions(cls, shards: SecretStr, info: ValidationInfo) -> SecretStr:
+        partitions = info.data.get("partitions")
+        if shards.get_secret_value().strip() and partitions is not None:
+            ShardMap.parse(shards.get_secret_value(), partitions)  # raises what is wrong
+        return shards
+
+    def shard_map(self) -> ShardMap | None:
+        """The servers by partition (:attr:`database_shards`), None for one server."""
+        text = self.database_shards.get_secret_value()
+        return ShardMap.parse(text, self.partitions) if text.strip() else None
 
     @field_validator("command_expiry_margin")
     @classmethod

@@ -46,7 +46,11 @@ async def erase_command(settings: Settings, arguments: argparse.Namespace) -> in
     if not _confirmed(arguments, str(ref)):
         print("nothing erased", file=sys.stderr)
         return 1
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         erasure = await _erasure.erase(store, ref, actor=_actor())
     finally:
@@ -57,7 +61,11 @@ async def erase_command(settings: Settings, arguments: argparse.Namespace) -> in
 
 
 async def prune_ended_command(settings: Settings, arguments: argparse.Namespace) -> None:
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         if arguments.dry_run:
             print(f"would prune {await store.count_prunable_ended()} events of ended entities")

@@ -59,7 +59,11 @@ def _output(name: str) -> Iterator[IO[bytes]]:
 
 async def export_command(settings: Settings, arguments: argparse.Namespace) -> None:
     types = entity_types(settings, arguments.type)
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         with _output(arguments.output) as out:
             written = await export_histories(store, types, out, export_format(arguments))

@@ -41,7 +41,7 @@ async def _history_store(settings: Settings) -> EventStore | None:
     if urlsplit(url).scheme not in {"postgresql", "postgres"}:
         log.info("no PostgreSQL database in PACHYDERM_DATABASE_URL: serving no history")
         return None
-    return await open_store(url, namespace=settings.namespace)
+    return await open_store(url, namespace=settings.namespace, shards=settings.shard_map())
 
 
 async def gateway_command(settings: Settings, _: argparse.Namespace) -> None:

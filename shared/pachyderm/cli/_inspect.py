@@ -29,7 +29,11 @@ def entity_ref(arguments: argparse.Namespace) -> Ref:
 async def inspect_command(settings: Settings, arguments: argparse.Namespace) -> None:
     ref = entity_ref(arguments)
     entity_type = load_app(settings.app).entity_type(ref.type) if settings.app else None
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         loaded = await store.load(ref, use_snapshot=False)
         # An ended entity's history may be pruned: its final snapshot is its state.

@@ -22,7 +22,11 @@ async def list_command(settings: Settings, arguments: argparse.Namespace) -> Non
         load_app(settings.app).entity_type(arguments.type)
     by_change = arguments.by_change
     after = None if arguments.after is None else parse_cursor(arguments.after, by_change=by_change)
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         # One more than asked tells whether there is a next page.
         found = await store.list_entities(

@@ -11,7 +11,11 @@ from ._runtime import broker
 
 
 async def migrate_command(settings: Settings, _: argparse.Namespace) -> None:
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         version = await store.migrate()
     finally:

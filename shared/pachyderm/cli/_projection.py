@@ -80,7 +80,9 @@ async def projection_command(settings: Settings, arguments: argparse.Namespace) 
             done = {"pause": "paused", "resume": "resumed", "rebuild": "marked for a rebuild"}
             print(f"projection {name} {done[action]} ({count} partitions)")
             return
-        store = await open_store(database_url, namespace=settings.namespace)
+        store = await open_store(
+            database_url, namespace=settings.namespace, shards=settings.shard_map()
+        )
         try:
             found = await lags(store, cursors, name)
         finally:

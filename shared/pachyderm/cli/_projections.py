@@ -80,7 +80,9 @@ async def projections_command(settings: Settings, _: argparse.Namespace) -> None
     with observed(settings, "pachyderm-projections", name) as telemetry:
         stop = stop_on_signals()
         async with health_endpoints(checks, settings):
-            store = await open_store(database_url, namespace=settings.namespace)
+            store = await open_store(
+                database_url, namespace=settings.namespace, shards=settings.shard_map()
+            )
             cursors = await open_cursors(database_url, namespace=settings.namespace)
             membership = await membership_of(settings, name, fleet="projections")
             try:

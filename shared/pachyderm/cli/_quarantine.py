@@ -30,7 +30,11 @@ def _actor() -> str:
 
 
 async def quarantine_command(settings: Settings, arguments: argparse.Namespace) -> int:
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         if arguments.action == "list":
             rows = [admin.describe(row) for row in await admin.listing(store)]

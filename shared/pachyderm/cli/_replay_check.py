@@ -76,7 +76,7 @@ async def replay_check_command(settings: Settings, arguments: argparse.Namespace
             report = await check(arguments.from_file)
         else:
             url = settings.database_url.get_secret_value()
-            store = await open_store(url, namespace=settings.namespace)
+            store = await open_store(url, namespace=settings.namespace, shards=settings.shard_map())
             try:
                 report = await check(store, sample=arguments.sample, seed=arguments.seed)
             finally:

@@ -110,7 +110,11 @@ async def serve(
         stop = stop_on_signals()
         async with health_endpoints(checks, settings):
             database_url = settings.database_url.get_secret_value()
-            store = wrap_store(await open_store(database_url, namespace=settings.namespace))
+            store = wrap_store(
+                await open_store(
+                    database_url, namespace=settings.namespace, shards=settings.shard_map()
+                )
+            )
             membership = await membership_of(settings, name)
             try:
                 async with broker(settings, name) as connected:

@@ -43,13 +43,17 @@ from ._records import (
     event_id,
 )
 from ._retention import Retained
+from ._shard_map import Shard, ShardMap, ShardMapError
 from ._sqlite import SqliteEventStore
 
 if TYPE_CHECKING:
     from ._postgres import PostgresEventStore
+    from ._sharded import ShardedEventStore
 else:
     # Hidden from type checkers, which then still report a misspelt name.
-    __getattr__ = lazy_names(__name__, {"PostgresEventStore": "._postgres"})
+    __getattr__ = lazy_names(
+        __name__, {"PostgresEventStore": "._postgres", "ShardedEventStore": "._sharded"}
+    )
 
 __all__ = [
     "ENDED",
@@ -80,6 +84,10 @@ __all__ = [
     "Quarantined",
     "RecordedEvent",
     "Retained",
+    "Shard",
+    "ShardMap",
+    "ShardMapError",
+    "ShardedEventStore",
     "Snapshot",
     "SqliteEventStore",
     "StoredTimer",

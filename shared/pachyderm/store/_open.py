@@ -14,14 +14,23 @@ from ._sqlite import SqliteEventStore
 
 if TYPE_CHECKING:
     from ._postgres import PostgresEventStore
+    from ._shard_map import ShardMap
+    from ._sharded import ShardedEventStore
 
 
-async def open_store(url: str, *, namespace: str = "pachyderm") -> EventStore:
+async def open_store(
+    url: str, *, namespace: str = "pachyderm", shards: ShardMap | None = None
+) -> EventStore:
     """Connect to ``postgresql://...`` (schema ``namespace``) or ``sqlite:///path``.
 
-    ``sqlite:///:memory:`` gives a private in-memory store, for tests.
+    ``sqlite:///:memory:`` gives a private in-memory store, for tests. With
+    ``shards``, the servers of the shard map, ``url`` keeping the quarantine.
     """
     scheme = urlsplit(url).scheme
+    if shards is not None:
+        if scheme not in {"postgresql", "postgres"}:
+            raise ValueError("a shard map needs a postgresql:// database URL (coordination)")
+        return await _sharded().connect(shards, schema=namespace, coordination_url=url)
     if scheme in {"postgresql", "postgres"}:
         return await _postgres().connect(url, schema=namespace)
     if scheme == "sqlite":
@@ -35,4 +44,11 @@ def _postgres() -> type[PostgresEventStore]:
     store_class: type[PostgresEventStore] = importlib.import_module(
         "._postgres", __package__
     ).PostgresEventStore
+    return store_class
+
+
+def _sharded() -> type[ShardedEventStore]:
+    store_class: type[ShardedEventStore] = importlib.import_module(
+        "._sharded", __package__
+    ).ShardedEventStore
     return store_class
