@@ -7,9 +7,14 @@ the commit: PostgreSQL serialises the commits of transactions that notify (a
 database-wide lock held through the commit record's flush), which would undo
 group commit. The notifier sends one NOTIFY per round trip, however many
 commits landed meanwhile, with ``synchronous_commit`` off for it alone (a lost
-wake-up costs a poll, not data). A listener holds one pooled connection; when
-it is lost, readers fall back to polling until it is back, and every partition
-counts as changed then (wake-ups may have been missed meanwhile).
+wake-up costs a poll, not data). It waits a moment (:data:`COALESCE`) after the
+first commit before sending: the worker that committed replies first (sent at
+once, the NOTIFY's round trip would run on every reply's latency), and a busy
+worker sends one NOTIFY for the commits of those milliseconds instead of one
+per commit (bench/results.md, "Where a sequential call's time goes"). A
+listener holds one pooled connection; when it is lost, readers fall back to
+polling until it is back, and every partition counts as changed then (wake-ups
+may have been missed meanwhile).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ _MAX_PAYLOAD = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
 _RETRY = (0.5, 30.0)  # first and largest pause before listening again
 _CHECK_EVERY = 15.0  # seconds between checks that the listening connection is alive
 _LOST = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+COALESCE = 0.002
+"""Seconds a wake-up waits for more commits to join it: readers learn of a commit
+that much later, far below their polling interval."""
 
 
 def channel(schema: str) -> str:
@@ -79,6 +87,7 @@ class LogNotifier:
     async def _send(self) -> None:
         while True:
             await self._ready.wait()
+            await asyncio.sleep(COALESCE)
             self._ready.clear()
             partitions, self._pending = self._pending, set()
             # One simple-protocol round trip: the setting is for this transaction only.
