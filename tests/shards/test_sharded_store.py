@@ -16,6 +16,7 @@ from pachyderm.store import (
     Duplicate,
     EventStore,
     NewEvent,
+    Quarantined,
     ShardedEventStore,
     ShardMap,
 )
@@ -133,4 +134,21 @@ async def test_erasing_an_entity_written_nowhere_refuses_it_on_every_server(
     for partition in (0, 3, 9):
         [outcome] = await (await open_store()).commit([_change(ref, f"c{partition}", partition)])
         assert not isinstance(outcome, Committed)
+    assert (await store.load(ref)).ended == ERASED
+
+
+async def test_erasing_an_entity_deletes_its_poison_commands_on_the_coordination_server(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store()
+    assert isinstance(store, ShardedEventStore)
+    ref = _counter("poisoned")
+    await store.commit([_change(ref, "c1", 9)])  # on the third server
+    quarantine = store.quarantine_store()  # on the first
+    await quarantine.count_attempts([(ref.id, "c2")])
+    entry = Quarantined(ref.id, "c2", "counter", 9, "park", "quarantined", 3, "hung", b"m")
+    await quarantine.quarantine([entry])
+    erasure = await (await open_store()).erase(ref)
+    assert (erasure.version, erasure.events, erasure.quarantined) == (1, 1, 2)
+    assert await quarantine.find(ref.id, "c2") is None
     assert (await store.load(ref)).ended == ERASED

@@ -27,6 +27,7 @@ own tables (membership, projection cursors) live on one coordination server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -273,17 +274,23 @@ class ShardedEventStore:
         )
 
     async def count_prunable(self, retained: Retained, older_than: float) -> int:
-        return sum(await self._everywhere(lambda store: store.count_prunable(retained, older_than)))
+        stores = [*self.stores, *self._extra()]
+        return sum(await _all(store.count_prunable(retained, older_than) for store in stores))
 
     async def erase(self, ref: Ref) -> Erasure:
         home = self._homes.get(ref.id)
         if home is None:
             home, _ = await self._found(ref)
-        if home is not None:
+        if home is None:
+            # Written nowhere (or erased everywhere): a tombstone on every server.
+            everywhere = await self._everywhere(lambda store: store.erase(ref))
+            return _with_quarantine(everywhere[0], everywhere[1:])
+        if home is self.coordination:
             return await home.erase(ref)
-        # Written nowhere (or erased everywhere): a tombstone on every server.
-        erased = await self._everywhere(lambda store: store.erase(ref))
-        return erased[0]
+        # The coordination server keeps the entity's poison commands: they go too (its
+        # tombstone there refuses nothing: that server holds none of the entity's rows).
+        erased, quarantine = await _all([home.erase(ref), self.coordination.erase(ref)])
+        return _with_quarantine(erased, [quarantine])
 
     async def prune_ended(self, limit: int) -> int:
         return await self._in_turn(lambda store, left: store.prune_ended(left), limit)
@@ -315,7 +322,7 @@ class ShardedEventStore:
         """``call`` on each server in turn with what is left of ``limit``; the total done."""
         check_limit(limit)
         done = 0
-        for store in self.stores:
+        for store in [*self.stores, *self._extra()]:
             if done >= limit:
                 break
             done += await call(store, limit - done)
@@ -351,6 +358,12 @@ async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
             raise result
         done.append(result)
     return done
+
+
+def _with_quarantine(erasure: Erasure, others: Sequence[Erasure]) -> Erasure:
+    """``erasure`` counting the quarantined commands the ``others`` deleted too."""
+    extra = sum(other.quarantined for other in others)
+    return dataclasses.replace(erasure, quarantined=erasure.quarantined + extra)
 
 
 def _merged(found: Iterable[Mapping[K, V]]) -> dict[K, V]:
