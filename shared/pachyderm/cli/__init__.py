@@ -52,6 +52,7 @@ _MODULES: Mapping[str, str] = {
     "projection": "._projection",
     "export": "._export",
     "replay-check": "._replay_check",
+    "repartition": "._repartition",
 }
 
 

@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=description, description=description, parents=common)
 
     add("migrate", "create or upgrade the schema (safe to run concurrently)")
-    add("topology", "declare the namespace's exchanges and queues")
+    _add_broker_commands(add)
     _add_storage_commands(add)
     _add_app_argument(add("worker", "serve partitions (RabbitMQ + PostgreSQL)"), "")
     effects = add("effects", "dispatch effects to the app's handlers")
@@ -155,6 +155,36 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     _add_evolution_commands(add)
     return main
+
+
+def _add_broker_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``topology`` (declare the namespace) and ``repartition --to N`` (grow the
+    partition count of a running fleet)."""
+    add("topology", "declare the namespace's exchanges and queues")
+    repartition = add(
+        "repartition",
+        "grow the partition count of a running fleet, keeping each entity's commands in"
+        " order: binds the new partition queues, then waits until the fleet (still on"
+        " PACHYDERM_PARTITIONS, the old count) has applied every command published before;"
+        " then restart the workers with the new count (docs/scaling.md)",
+    )
+    repartition.add_argument(
+        "--to", type=int, required=True, metavar="N", help="the new count, above the present one"
+    )
+    repartition.add_argument(
+        "--grace",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="wait after binding for publishes routed the old way to reach their queues",
+    )
+    repartition.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="give up if the old partitions are not all served up to the switch by then",
+    )
 
 
 def _add_storage_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:

@@ -125,10 +125,26 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     )
     await dead_letter_queue.bind(dead_letter)
     for partition in range(topology.partitions):
+        created = not await _queue_exists(channel, topology.partition_queue(partition))
         queue = await declare_partition_queue(channel, partition, topology)
-        # A consistent-hash binding key is the queue's weight on the hash ring.
-        await queue.bind(commands, routing_key="1")
+        if created:
+            # A consistent-hash binding key is the queue's weight on the hash ring.
+            await queue.bind(commands, routing_key="1")
     return await _declare_effects_exchange(channel, topology)
+
+
+async def _queue_exists(channel: AbstractChannel, name: str) -> bool:
+    """Whether ``name`` is declared. A partition queue is bound by the declaration that
+    creates it only: one that exists is bound already, to the commands exchange or,
+    in a fleet grown by ``pachyderm repartition``, to the exchange of its growth
+    (:mod:`pachyderm._repartition`). Binding it again would add a bucket to the
+    exchange's ring, and move entities from queue to queue."""
+    try:
+        await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        await channel.reopen()  # the broker closes a channel asking about a missing queue
+        return False
+    return True
 
 
 async def declare_events_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:

@@ -1,0 +1,176 @@
+"""Growing the partition count of a running fleet without reordering any entity's commands.
+
+The commands exchange spreads entity ids over its bound partition queues by jump
+consistent hashing over the ring's buckets (one per queue). Growing the ring from
+``old`` to ``new`` buckets moves some entities from an old queue to a new one and
+none between old queues. Growing it one binding at a time, as declaring the new
+queues would, moves an entity up to once per binding, from new queue to new
+queue, while commands keep coming. So :func:`grow_partitions` first declares the
+new queues bound to an exchange of their own (``<ns>.commands.<old>-<new>``, a
+consistent-hash exchange nobody publishes to), then binds that exchange to the
+commands exchange with weight ``new - old``: one binding, one step of the ring,
+each moved entity moving once. A partition queue is bound only by the
+declaration that creates it (see :mod:`pachyderm.transport._rabbitmq_topology`),
+so processes started later with the new count keep this layout.
+
+A moved entity's commands published after that step wait in its new queue;
+those published before may still wait in its old one. Its order holds if no new
+queue is consumed before every old queue has been served up to the step. After
+``grace`` seconds (for publishes the broker routed the old way to reach their
+queues), a *fence* goes behind each old queue's backlog: a request naming no
+entity type, which a worker answers (``invalid``) only after it committed every
+delivery ahead of it (a partition applies its batches one after another and
+replies after the commit). When every fence is answered, workers may be
+restarted with the new count.
+
+Invariants: the new queues have no consumer before the step and when the last
+fence is answered (else :class:`RepartitionError`); running it again after a
+failure is harmless (declaring and binding again change nothing, a fence is
+answered and dropped). Shrinking is refused: the queues that would gain entities
+are being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from ._errors import TransportError
+from ._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
+from .transport import Topology
+from .transport._rabbitmq_topology import declare_partition_queue
+
+# Names no entity type (they are identifiers): every app answers it as invalid.
+FENCE_ENTITY_TYPE = "pachyderm.fence"
+_CONSISTENT_HASH = "x-consistent-hash"
+
+
+class RepartitionError(TransportError):
+    """The partition count could not be changed safely; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grown:
+    """What :func:`grow_partitions` did: the counts, and how long the fences took."""
+
+    old: int
+    new: int
+    fenced_in: float
+
+
+def growth_exchange(topology: Topology, partitions: int) -> str:
+    """The exchange the queues added by growing ``topology`` to ``partitions`` are bound to."""
+    return f"{topology.commands_exchange}.{topology.partitions:02d}-{partitions:02d}"
+
+
+async def grow_partitions(
+    url: str, topology: Topology, partitions: int, *, grace: float = 2.0, timeout: float = 120.0
+) -> Grown:
+    """Add partition queues up to ``partitions`` beside ``topology``'s in one step of the
+    ring, then wait until the running fleet has served every old queue up to it (at
+    most ``timeout`` seconds after the ``grace``)."""
+    if partitions <= topology.partitions:
+        raise RepartitionError(
+            f"the fleet has {topology.partitions} partitions: only growing is supported"
+            f" online (asked for {partitions}); see docs/scaling.md"
+        )
+    grown = replace(topology, partitions=partitions)
+    added = range(topology.partitions, partitions)
+    name = growth_exchange(topology, partitions)
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await _refuse_if_taken(connection, grown, added, resumed=await _exists(channel, name))
+        growth = await channel.declare_exchange(name, _CONSISTENT_HASH, durable=True)
+        for partition in added:
+            queue = await declare_partition_queue(channel, partition, grown)
+            await queue.bind(growth, routing_key="1")
+        # The step: every added bucket at once (a binding's key is its weight).
+        await growth.bind(topology.commands_exchange, routing_key=str(len(added)))
+        await asyncio.sleep(grace)
+        started = time.monotonic()
+        await _fence(channel, topology, timeout)
+        fenced_in = time.monotonic() - started
+        await _refuse_if_taken(connection, grown, added, resumed=True)
+    return Grown(topology.partitions, partitions, fenced_in)
+
+
+async def _exists(channel: AbstractChannel, exchange: str) -> bool:
+    try:
+        await channel.declare_exchange(exchange, _CONSISTENT_HASH, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        await channel.reopen()
+        return False
+    return True
+
+
+async def _refuse_if_taken(
+    connection: AbstractConnection, topology: Topology, added: range, *, resumed: bool
+) -> None:
+    """Raise if a worker consumes one of the ``added`` partitions, or (unless ``resumed``:
+    this growth began before) one is declared: a process on the new count made it,
+    bound straight to the commands exchange."""
+    declared, consumed = [], []
+    for partition in added:
+        try:
+            # A channel of its own: asking about a missing queue closes it.
+            async with connection.channel(publisher_confirms=False) as probe:
+                queue = await probe.declare_queue(topology.partition_queue(partition), passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            continue
+        declared.append(partition)
+        if queue.declaration_result.consumer_count:
+            consumed.append(partition)
+    new = f"PACHYDERM_PARTITIONS={topology.partitions}"
+    if consumed:
+        raise RepartitionError(
+            f"partitions {consumed} are consumed: a worker runs with {new} already, and"
+            " could reorder a moved entity's commands. Stop it, run this again while the"
+            " fleet runs with the old count, then restart the workers"
+        )
+    if declared and not resumed:
+        raise RepartitionError(
+            f"partitions {declared} were declared by a process started with {new} before"
+            " this command, bound straight to the commands exchange (one step of the ring"
+            " each). Stop such processes; see docs/scaling.md to recover"
+        )
+
+
+async def _fence(channel: AbstractChannel, topology: Topology, timeout: float) -> None:
+    """Put a fence behind each partition queue's backlog; return once all are answered."""
+    pending: dict[str, int] = {}
+    answered = asyncio.Event()
+    replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+
+    async def on_reply(message: AbstractIncomingMessage) -> None:
+        pending.pop(message.correlation_id or "", None)
+        if not pending:
+            answered.set()
+
+    for partition in range(topology.partitions):
+        pending[f"fence-{partition}-{uuid.uuid4().hex}"] = partition
+    await replies.consume(on_reply, no_ack=True)
+    for fence_id, partition in list(pending.items()):
+        fence = aio_pika.Message(
+            b"null",
+            message_id=fence_id,
+            reply_to=replies.name,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={KIND_HEADER: QUERY, ENTITY_TYPE_HEADER: FENCE_ENTITY_TYPE},
+        )
+        await channel.default_exchange.publish(fence, topology.partition_queue(partition))
+    try:
+        await asyncio.wait_for(answered.wait(), timeout)
+    except TimeoutError:
+        raise RepartitionError(
+            f"partitions {sorted(pending.values())} did not answer their fence within"
+            f" {timeout:g}s: is the fleet running with PACHYDERM_PARTITIONS={topology.partitions}?"
+            " The new queues are bound and fill up; do not start workers with the new count"
+            " before this succeeds (run it again)"
+        ) from None
