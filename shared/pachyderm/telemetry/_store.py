@@ -11,6 +11,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from ..store import SqliteEventStore
 from . import _conventions as semconv
+from ._batch import record_after_batch
 from ._telemetry import instruments
 from ._tracing import traced
 
@@ -46,4 +47,5 @@ def committing(store: object, changes: int) -> Iterator[Span]:
     started = time.perf_counter()
     with _calling(store, "commit", semconv.CHANGE_COUNT, changes) as current:
         yield current
-    instruments().commit_duration.record(time.perf_counter() - started)
+    # After the batch's replies, when in a batch (see ._batch).
+    record_after_batch(instruments().commit_duration, time.perf_counter() - started)
