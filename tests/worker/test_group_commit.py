@@ -85,14 +85,30 @@ async def test_a_caller_cancelled_while_waiting_does_not_cancel_the_others() -> 
     assert store.commits == [["a"], ["b"]]
 
 
+async def test_a_lone_batch_commits_in_its_callers_task() -> None:
+    committed_in: list[asyncio.Task[object] | None] = []
+
+    class Noting:
+        async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+            committed_in.append(asyncio.current_task())
+            return [Committed(1) for _ in changes]
+
+    caller = asyncio.create_task(GroupCommit(Noting()).commit([change("a")]))
+    assert await caller == [Committed(1)]
+    assert committed_in == [caller]
+
+
 @pytest.mark.parametrize("begun", [False, True], ids=["before-it-began", "while-in-the-store"])
 async def test_a_cancelled_shared_commit_is_unavailable_to_its_callers(begun: bool) -> None:
     store = HeldStore()
     group = GroupCommit(store)
-    [waiting] = await started(group, "a")
+    alone, waiting = await started(group, "a", "b")  # "b" waits for a shared commit
+    alone.cancel()  # "a" commits alone: cancelled with its caller, and "b" goes next
+    with pytest.raises(asyncio.CancelledError):
+        await alone
     if begun:
         await asyncio.sleep(0)
-        assert store.commits == [["a"]]
+        assert store.commits == [["a"], ["b"]]
     assert group._in_flight is not None
     group._in_flight.cancel()
     with pytest.raises(StoreUnavailableError):

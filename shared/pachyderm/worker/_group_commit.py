@@ -4,7 +4,9 @@ While one commit is in flight, the batches that other partitions want to
 commit wait, and then go to the store together in the next one. Under load
 that turns many small transactions into a few larger ones (PostgreSQL's cost
 per transaction dwarfs its cost per change); a lone batch still commits at
-once. Partitions hold disjoint entities, so batches that share a transaction
+once, in its caller's own task (a task of its own and the hops to it and back
+cost about 8 us of every sequential call's 10 us here). Partitions hold
+disjoint entities, so batches that share a transaction
 never decide on each other's entities: each change still succeeds or is
 refused on its own, exactly as in a transaction of its own batch.
 """
@@ -40,20 +42,29 @@ class GroupCommit:
 
     ``commit`` answers as ``EventStore.commit`` does, for the caller's own
     changes; if the shared transaction fails, every caller in it gets the error.
-    Each transaction runs in a task of its own, so that a caller cancelled while
-    it waits cannot cancel the others' commit.
+    A caller that finds no commit in flight commits alone, in its own task: a
+    transaction nobody else is in, which only its caller's cancellation cancels.
+    Each shared transaction runs in a task of its own, so that a caller cancelled
+    while it waits cannot cancel the others' commit.
     """
 
     def __init__(self, store: Committer) -> None:
         self.store = store
         self._waiting: list[_Waiting] = []
         self._in_flight: asyncio.Task[None] | None = None
+        self._alone = False  # a caller's lone commit is in flight
 
     async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        if self._in_flight is None and not self._alone:
+            self._alone = True
+            try:
+                return await self.store.commit(changes)
+            finally:
+                self._alone = False
+                if self._waiting:  # those that came meanwhile go next, together
+                    self._commit_waiting()
         waiting = _Waiting(changes)
         self._waiting.append(waiting)
-        if self._in_flight is None:
-            self._commit_waiting()
         return await waiting.outcomes
 
     def _commit_waiting(self) -> None:
