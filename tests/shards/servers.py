@@ -10,7 +10,9 @@ once, and are stopped and removed at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,4 +55,22 @@ def private_servers(ports: Sequence[int]) -> Iterator[list[str]]:
     finally:
         with ThreadPoolExecutor(len(servers)) as pool:
             list(pool.map(PrivatePostgres.stop, servers))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def standby_of(primary_url: str, port: int) -> Iterator[str]:
+    """A hot standby streaming from the server at ``primary_url`` (a base backup of it,
+    recovery settings written by pg_basebackup -R) on ``port``; its URL."""
+    root = Path(tempfile.mkdtemp(prefix="pachyderm-standby-"))
+    root.chmod(0o755)
+    server = PrivatePostgres(root, port)
+    backup = [str(server.bin / "pg_basebackup"), "-D", str(server.data), "-R", "-X", "stream"]
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    try:
+        subprocess.run([*as_user, *backup, "-d", primary_url], check=True, capture_output=True)
+        server.start()
+        yield server.dsn
+    finally:
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
