@@ -347,3 +347,24 @@ async def test_an_attempt_the_worker_survives_is_not_counted_against_the_command
     assert await world.quarantine.attempts([(ref.id, command_id)]) == {}
     assert await world.live(await world.worker())
     assert await world.answer(command_id) == (1, {"steps": [1]})
+
+
+async def test_fresh_commands_commit_ahead_of_a_redelivered_poison(
+    world: World, switch: Path
+) -> None:
+    """Once a poison took a worker down, the next worker applies the other entities'
+    fresh commands first: a poison that takes it down too takes none of them along."""
+    command_id = await world.send(Lane.ref("poisoned"), Poison("crash", str(switch)))
+    assert not await world.live(await world.worker())  # its first attempt
+    fresh = [await world.send(Lane.ref(f"fresh-{n}"), Step(n)) for n in range(5)]
+    later = await world.send(Lane.ref("poisoned"), Step(9))  # behind the poison, in order
+    assert not await world.live(await world.worker())  # redelivered: it crashes again
+    # Answered before the crash (else redelivered and counted with the poison).
+    assert [await world.answer(c) for c in fresh] == [(1, {"steps": [n]}) for n in range(5)]
+    assert later not in world.replies
+    assert not await world.live(await world.worker())  # its third attempt, alone
+    assert await world.live(await world.worker())
+    assert isinstance(await world.answer(command_id), CommandQuarantinedError)
+    keys = [(Lane.ref(f"fresh-{n}").id, c) for n, c in enumerate(fresh)]
+    assert await world.quarantine.attempts(keys) == {}
+    assert await world.steps(Lane.ref("poisoned")) == []  # Step(9) parked behind it

@@ -10,6 +10,13 @@ not applied meanwhile) is quarantined instead of run: kept whole in the
 database, answered ``quarantined`` (:class:`~pachyderm.CommandQuarantinedError`),
 acknowledged, logged and counted (``pachyderm.quarantined``).
 
+While a batch holds a delivery that may be a poison's (redelivered, or a
+stored command run again), the first deliveries of the *other* entities in it
+go first, in a batch of their own: nothing of theirs is counted, and they
+commit before the risky ones run, so a poison that takes the worker down again
+takes none of them along (they are not redelivered, counted and suspected with
+it). An entity's own deliveries keep their order behind its risky one.
+
 Policies (``PACHYDERM_QUARANTINE_POLICY``):
 
 * ``park`` (default): the entity waits. Its later commands are stored aside
@@ -124,6 +131,14 @@ def _key(delivery: Delivery) -> CommandKey | None:
         return None  # bad input: parsing answers it, it cannot poison anything
 
 
+def _entity(delivery: Delivery) -> uuid.UUID | None:
+    """The entity ``delivery`` is addressed to (None: not a valid id)."""
+    try:
+        return uuid.UUID(delivery.message.routing_key)
+    except ValueError:
+        return None
+
+
 def _quarantined_error(key: CommandKey, attempts: int) -> CommandQuarantinedError:
     return CommandQuarantinedError(
         f"command {key[1]!r} of entity {key[0]} is quarantined after {attempts} attempts"
@@ -225,10 +240,12 @@ class PartitionQuarantine:
     async def admit(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
         """The deliveries to decide now, as the batches to apply them in, in order; the
         others are parked or answered ``quarantined`` here (stored before they are
-        acknowledged). A suspect (a command redelivered after an attempt that was
-        counted and never answered) goes in a batch of its own, applied inside
-        :meth:`attempt`. Called under the partition's lock; safe to call again for the
-        same deliveries (a retry after a store failure): those settled are left out."""
+        acknowledged). The first deliveries of entities with nothing redelivered in
+        the batch come first (see the module's note). A suspect (a command
+        redelivered after an attempt that was counted and never answered) goes in
+        a batch of its own, applied inside :meth:`attempt`. Called under the
+        partition's lock; safe to call again for the same deliveries (a retry after a
+        store failure): those settled are left out."""
         deliveries = [d for d in deliveries if d.tag not in self._done]
         if not self._loaded:
             await self._reload()  # before the partition's first batch: what it must respect
@@ -301,8 +318,15 @@ class PartitionQuarantine:
     ) -> _Admission:
         admission = _Admission()
         blocked_now: set[uuid.UUID] = set()  # parked by this very batch
+        # Entities with a delivery that may be a poison's: theirs keep their order, after
+        # the first deliveries of all the others (``first``), which go ahead together.
+        risky = {_entity(d) for d in deliveries if d.tag in made}
+        first: list[Delivery] = []
         for delivery in deliveries:
             key = _key(delivery)
+            if risky and self._healthy(delivery, key, made, risky):
+                first.append(delivery)  # ahead of the risky ones
+                continue
             if key is None:
                 admission.admit(delivery)
                 continue
@@ -325,7 +349,22 @@ class PartitionQuarantine:
                 admission.admit(delivery, alone=True)
             else:
                 admission.admit(delivery)
+        if first:
+            admission.batches.insert(0, first)
         return admission
+
+    def _healthy(
+        self,
+        delivery: Delivery,
+        key: CommandKey | None,
+        made: dict[int, int],
+        risky: set[uuid.UUID | None],
+    ) -> bool:
+        """A first delivery to an entity with nothing risky in the batch, neither
+        refused nor parked: nothing to set aside, nothing to count."""
+        if delivery.tag in made or _entity(delivery) in risky:
+            return False
+        return key is None or not (key in self._view.refused or key[0] in self._view.blocked)
 
     def _entry(self, delivery: Delivery, key: CommandKey, attempts: int) -> Quarantined:
         entity_type = delivery.message.headers.get(ENTITY_TYPE_HEADER)
