@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pachyderm.testing import WorkerProcess
 
 from .fleet import ChaosFleet
+from .rabbitmq_cluster import RabbitMQCluster
 from .services import PrivatePostgres, PrivateRabbitMQ
 from .worker import POINTS
 
@@ -41,6 +42,7 @@ class Target:
     rng: random.Random
     postgres: PrivatePostgres | None = None
     rabbitmq: PrivateRabbitMQ | None = None
+    cluster: RabbitMQCluster | None = None
     hold: float = 3.0  # how long a stall, an overlap or a service outage lasts
 
     def victim(self) -> WorkerProcess:
@@ -64,6 +66,7 @@ class Kind:
     name = "fault"
     needs_private_postgres = False
     needs_private_rabbitmq = False
+    needs_cluster = False
 
     async def start(self, target: Target) -> str:
         raise NotImplementedError
@@ -215,6 +218,80 @@ class RestartRabbitMQ(Kind):
         await asyncio.to_thread(target.rabbitmq.start)
 
 
+class ClusterNodeFault(Kind):
+    """A fault of one node of the private RabbitMQ cluster: the node leading the most of
+    the fleet's partition queues (where a loss moves the most leaders)."""
+
+    needs_cluster = True
+
+    def _cluster(self, target: Target) -> RabbitMQCluster:
+        assert target.cluster is not None
+        return target.cluster
+
+    async def _busiest(self, target: Target) -> tuple[str, str]:
+        """The node leading the most partition queues, and a line saying so."""
+        prefix = f"{target.fleet.namespace}.commands."
+        leaders = await asyncio.to_thread(self._cluster(target).leaders, prefix)
+        node, led = leaders.most_common(1)[0]
+        return node, f"{node} (leading {led} of {leaders.total()} partition queues)"
+
+
+class KillRabbitMQNode(ClusterNodeFault):
+    """SIGKILL the cluster node leading the most partition queues; it comes back later."""
+
+    name = "rabbitmq_leader_node_killed"
+
+    def __init__(self) -> None:
+        self._node = ""
+
+    async def start(self, target: Target) -> str:
+        self._node, detail = await self._busiest(target)
+        await asyncio.to_thread(self._cluster(target).kill, self._node)
+        return f"{detail} killed"
+
+    async def end(self, target: Target) -> None:
+        await asyncio.sleep(target.hold)
+        await asyncio.to_thread(self._cluster(target).start_again, self._node)
+
+
+class PauseRabbitMQNode(ClusterNodeFault):
+    """SIGSTOP the cluster node leading the most partition queues, SIGCONT it later."""
+
+    name = "rabbitmq_node_paused"
+
+    def __init__(self) -> None:
+        self._node = ""
+
+    async def start(self, target: Target) -> str:
+        self._node, detail = await self._busiest(target)
+        self._cluster(target).pause(self._node)
+        return f"{detail} paused for {target.hold}s"
+
+    async def end(self, target: Target) -> None:
+        await asyncio.sleep(target.hold)
+        self._cluster(target).resume(self._node)
+
+
+class RestartRabbitMQNode(ClusterNodeFault):
+    """Stop the cluster's next node in turn (a rolling restart is one per node), then
+    start it again."""
+
+    name = "rabbitmq_node_restarted"
+
+    def __init__(self) -> None:
+        self._node = ""
+
+    async def start(self, target: Target) -> str:
+        cluster = self._cluster(target)
+        self._node = cluster.next_in_turn()
+        await asyncio.to_thread(cluster.stop, self._node)
+        return f"{self._node} stopped"
+
+    async def end(self, target: Target) -> None:
+        await asyncio.sleep(target.hold / 3)
+        await asyncio.to_thread(self._cluster(target).start_again, self._node)
+
+
 def kinds() -> dict[str, Callable[[], Kind]]:
     """Every kind of fault by name (a factory each: some kinds keep state per injection)."""
     factories: dict[str, Callable[[], Kind]] = {
@@ -229,6 +306,9 @@ def kinds() -> dict[str, Callable[[], Kind]]:
         Overlap,
         RestartPostgres,
         RestartRabbitMQ,
+        KillRabbitMQNode,
+        PauseRabbitMQNode,
+        RestartRabbitMQNode,
     )
     factories.update((kind.name, kind) for kind in others)
     return factories
@@ -242,6 +322,8 @@ def available(target: Target) -> list[str]:
         if kind.needs_private_postgres and target.postgres is None:
             continue
         if kind.needs_private_rabbitmq and target.rabbitmq is None:
+            continue
+        if kind.needs_cluster and target.cluster is None:
             continue
         found.append(name)
     return found

@@ -52,6 +52,7 @@ from .checker import (
 from .faults import Fault, FaultMissedError, Target, inject
 from .fleet import ChaosFleet
 from .load import ClientCaller, Command, Load, Patience, RawCaller, Sender, Workload
+from .rabbitmq_cluster import RabbitMQCluster
 from .record import Record
 from .services import PrivateServices
 from .sink import EffectSink
@@ -67,6 +68,7 @@ class Services:
     dsn: str
     amqp_url: str
     private: PrivateServices | None = None
+    cluster: RabbitMQCluster | None = None  # amqp_url lists its nodes
 
 
 @dataclass(slots=True)
@@ -152,6 +154,7 @@ class ChaosRun:
             random.Random(options.seed),
             postgres=private.postgres if private else None,
             rabbitmq=private.rabbitmq if private else None,
+            cluster=services.cluster,
             hold=options.hold,
         )
         self.faults: list[Fault] = []

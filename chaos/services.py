@@ -141,19 +141,34 @@ def _rabbitmq_bin() -> Path:
 
 
 class PrivateRabbitMQ:
-    """A throwaway single RabbitMQ node on free loopback ports (``url``)."""
+    """A throwaway single RabbitMQ node on loopback ports (``url``): free ones, or those
+    given, with a node name, an Erlang ``cookie`` (the nodes of a cluster share one) and
+    ``config`` lines for rabbitmq.conf when given."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        node: str | None = None,
+        port: int | None = None,
+        dist_port: int | None = None,
+        cookie: str | None = None,
+        config: str = "",
+    ) -> None:
         self.folder = folder
         self.bin = _rabbitmq_bin()
-        self.node = f"chaos-{uuid.uuid4().hex[:8]}@localhost"
-        self.port = free_port()
-        self.dist_port = free_port()
+        self.node = node or f"chaos-{uuid.uuid4().hex[:8]}@localhost"
+        self.port = port or free_port()
+        self.dist_port = dist_port or free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         self.pid_file = folder / "rabbitmq.pid"
         self._process: subprocess.Popen[bytes] | None = None
-        (folder / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        listener = f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        (folder / "rabbitmq.conf").write_text(listener + config)
         (folder / "enabled_plugins").write_text("[rabbitmq_consistent_hash_exchange].\n")
+        if cookie is not None:  # HOME is the folder: the node and its CLI read it there
+            (folder / ".erlang.cookie").write_text(cookie)
+            (folder / ".erlang.cookie").chmod(0o400)
 
     def _environment(self, *, server: bool) -> dict[str, str]:
         base = {
@@ -212,6 +227,13 @@ class PrivateRabbitMQ:
         if self._process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(30)
+
+    def send_signal(self, number: signal.Signals) -> None:
+        """Send ``number`` to the node's Erlang VM (by the pid file: only ours)."""
+        try:
+            os.kill(int(self.pid_file.read_text().strip()), number)
+        except (OSError, ValueError) as error:
+            raise ServiceUnavailableError(f"{self.node}: {error}") from error
 
     def kill(self) -> None:
         """Kill the node's own processes (only ours: by the pid file and our child)."""
