@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from chaos.services import ServiceUnavailableError
-from pachyderm.store import ShardMap
+from pachyderm.store import ShardedEventStore, ShardMap
 
 from .servers import private_servers
 
@@ -37,3 +37,15 @@ def spread(urls: list[str]) -> str:
 @pytest.fixture
 def shard_map(shard_urls: list[str]) -> ShardMap:
     return ShardMap.parse(spread(shard_urls), PARTITIONS)
+
+
+@pytest.fixture
+async def sharded(shard_map: ShardMap, namespace: str) -> AsyncIterator[ShardedEventStore]:
+    """A migrated store on the test's namespace over the three servers, dropped after."""
+    store = await ShardedEventStore.connect(shard_map, schema=namespace, max_size=4)
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.drop_namespace()
+        await store.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,18 +24,7 @@ STANDBY_PORT = 5784
 
 
 @pytest.fixture
-async def primaries(shard_map: ShardMap, namespace: str) -> AsyncIterator[ShardedEventStore]:
-    store = await ShardedEventStore.connect(shard_map, schema=namespace, max_size=2)
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.drop_namespace()
-        await store.close()
-
-
-@pytest.fixture
-def replica(shard_urls: list[str], primaries: ShardedEventStore) -> Iterator[str]:
+def replica(shard_urls: list[str], sharded: ShardedEventStore) -> Iterator[str]:
     with standby_of(shard_urls[0], STANDBY_PORT) as url:
         yield url
 
@@ -46,7 +35,7 @@ def _change(key: str, partition: int) -> Change:
 
 
 async def test_a_replica_serves_reads_a_moment_behind_and_refuses_writes(
-    primaries: ShardedEventStore,
+    sharded: ShardedEventStore,
     replica: str,
     shard_urls: list[str],
     namespace: str,
@@ -58,7 +47,7 @@ async def test_a_replica_serves_reads_a_moment_behind_and_refuses_writes(
     )
     readers = await ShardedEventStore.connect(readers_map, schema=namespace, max_size=2)
     try:
-        await primaries.commit([_change(f"replicated-{p}", p) for p in (0, 1, 3, 9)])
+        await sharded.commit([_change(f"replicated-{p}", p) for p in (0, 1, 3, 9)])
 
         async def replicated() -> bool:
             return len(await readers.list_entities("counter")) == 4

@@ -34,17 +34,6 @@ ENTITIES, EACH = 60, 12
 
 
 @pytest.fixture
-async def sharded(shard_map: ShardMap, namespace: str) -> AsyncIterator[ShardedEventStore]:
-    store = await ShardedEventStore.connect(shard_map, schema=namespace, max_size=4)
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.drop_namespace()
-        await store.close()
-
-
-@pytest.fixture
 async def running(
     tmp_path: Path, namespace: str, shard_urls: list[str], rabbitmq_url: str, sharded: Any
 ) -> AsyncIterator[ProcessFleet]:
