@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from pachyderm import Ref
+from pachyderm.store import PostgresEventStore
 from pachyderm.testing import ProcessFleet, process_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,20 @@ async def fleet(
         folder, namespace, dsn, amqp_url, app="examples.demo:APP", partitions=partitions, cwd=ROOT
     ) as running:
         yield running
+
+
+@asynccontextmanager
+async def fleet_store(
+    running: ProcessFleet, max_size: int = 4
+) -> AsyncIterator[PostgresEventStore]:
+    """The fleet's store, to read what the workers wrote; closed on exit."""
+    opened = await PostgresEventStore.connect(
+        running.dsn, schema=running.topology.namespace, max_size=max_size
+    )
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 # -- checks ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from pachyderm.transport import RabbitMQTransport, Topology
 
 from ..waiting import eventually
 from . import sequence_app
-from .harness import ROOT, Fleet
+from .harness import ROOT, Fleet, fleet_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -87,13 +87,8 @@ async def full_log(store: PostgresEventStore, partitions: int) -> list[LoggedEve
 @pytest.fixture
 async def store(running: Fleet) -> AsyncIterator[PostgresEventStore]:
     # Opened before the workers start: the machine's database has few connections to spare.
-    opened = await PostgresEventStore.connect(
-        running.dsn, schema=running.topology.namespace, max_size=1
-    )
-    try:
+    async with fleet_store(running, max_size=1) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 async def test_growing_under_load_keeps_every_entity_in_order(

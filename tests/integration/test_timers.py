@@ -26,7 +26,7 @@ from pachyderm.testing import process_fleet
 
 from ..waiting import eventually
 from . import timer_app
-from .harness import ROOT, Fleet
+from .harness import ROOT, Fleet, fleet_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -44,13 +44,8 @@ async def running(
 
 @pytest.fixture
 async def store(running: Fleet) -> AsyncIterator[PostgresEventStore]:
-    opened = await PostgresEventStore.connect(
-        running.dsn, schema=running.topology.namespace, max_size=4
-    )
-    try:
+    async with fleet_store(running) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 async def histories(store: PostgresEventStore, refs: list[Ref]) -> dict[Ref, list[RecordedEvent]]:
