@@ -18,7 +18,11 @@ from ._serve import prune_options
 
 async def prune_command(settings: Settings, arguments: argparse.Namespace) -> None:
     options = prune_options(settings)
-    store = await open_store(settings.database_url.get_secret_value(), namespace=settings.namespace)
+    store = await open_store(
+        settings.database_url.get_secret_value(),
+        namespace=settings.namespace,
+        shards=settings.shard_map(),
+    )
     try:
         pruner = Pruner(store, options)
         if arguments.dry_run:
