@@ -43,12 +43,13 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from ._errors import TransportError
 from ._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
-from .transport import Topology
+from .transport import Topology, connect_to_broker
 from .transport._rabbitmq_topology import declare_partition_queue
 
 # Names no entity type (they are identifiers): every app answers it as invalid.
 FENCE_ENTITY_TYPE = "pachyderm.fence"
 _CONSISTENT_HASH = "x-consistent-hash"
+_NAMED = {"connection_name": "repartition"}
 
 
 class RepartitionError(TransportError):
@@ -72,7 +73,8 @@ def growth_exchange(topology: Topology, partitions: int) -> str:
 async def grow_partitions(
     url: str, topology: Topology, partitions: int, *, grace: float = 2.0, timeout: float = 120.0
 ) -> Grown:
-    """Add partition queues up to ``partitions`` beside ``topology``'s in one step of the
+    """``url``: the AMQP URL setting (one node's address, or a cluster's, comma-separated).
+    Add partition queues up to ``partitions`` beside ``topology``'s in one step of the
     ring, then wait until the running fleet has served every old queue up to it (at
     most ``timeout`` seconds after the ``grace``)."""
     if partitions <= topology.partitions:
@@ -83,7 +85,7 @@ async def grow_partitions(
     grown = replace(topology, partitions=partitions)
     added = range(topology.partitions, partitions)
     name = growth_exchange(topology, partitions)
-    async with await aio_pika.connect(url) as connection:
+    async with await connect_to_broker(url, client_properties=_NAMED) as connection:
         channel = await connection.channel()
         await _refuse_if_taken(connection, grown, added, resumed=await _exists(channel, name))
         growth = await channel.declare_exchange(name, _CONSISTENT_HASH, durable=True)
