@@ -30,7 +30,7 @@ from pachyderm.worker import (
     QuarantineOptions,
     WorkerHooks,
 )
-from pachyderm.worker._quarantine import PartitionQuarantine
+from pachyderm.worker._quarantine import PartitionQuarantine, Turns
 
 from .poison_app import APP, Crash, Lane, Poison, Step
 
@@ -368,3 +368,35 @@ async def test_fresh_commands_commit_ahead_of_a_redelivered_poison(
     keys = [(Lane.ref(f"fresh-{n}").id, c) for n, c in enumerate(fresh)]
     assert await world.quarantine.attempts(keys) == {}
     assert await world.steps(Lane.ref("poisoned")) == []  # Step(9) parked behind it
+
+
+async def test_a_counted_batch_runs_alone_in_its_worker() -> None:
+    """It waits for the uncounted batches in flight, and holds new ones back until it
+    ends: a poison's first delivery cannot take the worker down beside it."""
+    turns, seen = Turns(), []
+    healthy_may_end = asyncio.Event()
+
+    async def healthy(name: str, hold: bool = False) -> None:
+        async with turns.together():
+            seen.append(f"{name} starts")
+            if hold:
+                await healthy_may_end.wait()
+            seen.append(f"{name} ends")
+
+    async def counted() -> None:
+        async with turns.alone():
+            seen.append("counted starts")
+            await asyncio.sleep(0.01)
+            seen.append("counted ends")
+
+    first = asyncio.create_task(healthy("h1", hold=True))
+    await asyncio.sleep(0)
+    suspect = asyncio.create_task(counted())
+    await asyncio.sleep(0.01)
+    later = asyncio.create_task(healthy("h2"))
+    await asyncio.sleep(0.01)
+    assert seen == ["h1 starts"]  # the counted batch waits for h1, h2 waits for it
+    healthy_may_end.set()
+    await asyncio.gather(first, suspect, later)
+    order = ["h1 starts", "h1 ends", "counted starts", "counted ends", "h2 starts", "h2 ends"]
+    assert seen == order

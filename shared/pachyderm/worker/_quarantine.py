@@ -82,6 +82,50 @@ class Serialized(Protocol):
         ...
 
 
+class Turns:
+    """How a worker's batches take turns: one with counted attempts runs alone, after
+    the batches in flight end and before any other starts; the others run together.
+
+    Alone, because whatever takes the worker down while it runs must be its own
+    doing: a poison's first delivery (never counted) in an uncounted batch beside it
+    would otherwise count an attempt against every command of it, and a healthy
+    command unlucky enough to be beside a poison three times would be quarantined."""
+
+    def __init__(self) -> None:
+        self._running = 0  # uncounted batches in flight
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()  # no counted batch waits or runs
+        self._open.set()
+        self._counted = asyncio.Lock()
+
+    @asynccontextmanager
+    async def together(self) -> AsyncIterator[None]:
+        """Around an uncounted batch (the healthy path: two integer updates)."""
+        while not self._open.is_set():
+            await self._open.wait()
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    @asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        """Around a batch with counted attempts."""
+        async with self._counted:
+            self._open.clear()
+            try:
+                while self._running:
+                    await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
+
+
 @dataclass(frozen=True, slots=True)
 class QuarantineOptions:
     """``max_attempts``: deliveries of a command without an answer before it is
@@ -91,8 +135,8 @@ class QuarantineOptions:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     policy: Policy = "park"
     poll: float = 1.0
-    suspects: asyncio.Lock = field(default_factory=asyncio.Lock, compare=False, repr=False)
-    """Held while a suspect runs: one at a time in a worker (its partitions share it)."""
+    turns: Turns = field(default_factory=Turns, compare=False, repr=False)
+    """How the worker's batches take turns (its partitions share it)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -280,15 +324,17 @@ class PartitionQuarantine:
     @asynccontextmanager
     async def attempt(self, batch: Sequence[Delivery]) -> AsyncIterator[None]:
         """Around applying one of :meth:`admit`'s batches. A batch with counted attempts
-        in it (redelivered or stored commands) runs while no other such batch of the
-        worker does, so that the one that takes the worker down is the only one whose
-        attempt was counted in vain; their attempts are counted just before. An
+        in it (redelivered or stored commands) runs while no other batch of the worker
+        does (see :class:`Turns`), so that the one that takes the worker down is the
+        only one whose attempt was counted in vain; their attempts are counted just
+        before. An
         attempt the worker survives, however it ended (answered, left unsettled for a
         newer worker, or failed on the store), is not a poison's: its count goes."""
         if not any(d.tag in self._counted for d in batch):
-            yield  # the healthy path: first deliveries, nothing to count
+            async with self.options.turns.together():
+                yield  # the healthy path: first deliveries, nothing to count
             return
-        async with self.options.suspects:
+        async with self.options.turns.alone():
             # Counted now, not when admitted: an attempt waiting here while another
             # takes the worker down has not started, and does not count.
             starting = [self._counted[d.tag] for d in batch if d.tag in self._uncounted]
