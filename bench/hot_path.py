@@ -9,8 +9,8 @@ own Python is measured. CPU time (``time.thread_time``) per command, the median 
 ``--repeats`` passes, is steady on a loaded machine where wall-clock latencies
 are not. Variants switch one capability on at a time beside the bare path:
 telemetry (metrics as a worker keeps them for ``/metrics``), quarantine
-accounting (the partition's admission and attempt of every batch), and the
-log's wake-ups (the commit's NOTIFY, queued per commit).
+accounting (the partition's admission and attempt of every batch), the log's
+wake-ups (the commit's NOTIFY, queued per commit), and all three as deployed.
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ from pachyderm.worker._quarantine import PartitionQuarantine, QuarantineOptions
 
 from .app import APP, COMMAND, ENTITY_TYPE
 
-VARIANTS = ("bare", "telemetry", "quarantine", "log wake-ups")
+TELEMETRY, QUARANTINE, WAKEUPS = "telemetry", "quarantine", "log wake-ups"
+DEPLOYED = "as deployed"  # all three, as a worker on PostgreSQL runs
+VARIANTS = ("bare", TELEMETRY, QUARANTINE, WAKEUPS, DEPLOYED)
+
+
+def _has(variant: str, capability: str) -> bool:
+    return variant in (capability, DEPLOYED)
 
 
 class InstantStore(SqliteEventStore):
@@ -59,17 +65,17 @@ class NotifyingStore(InstantStore):
 
 
 async def _partition(variant: str) -> tuple[PartitionWorker, InProcessTransport, Any]:
-    store = await (NotifyingStore if variant == "log wake-ups" else InstantStore).open(":memory:")
+    store = await (NotifyingStore if _has(variant, WAKEUPS) else InstantStore).open(":memory:")
     await store.migrate()
     if isinstance(store, NotifyingStore):
         store.notifier = LogNotifier(_NoPool(), "bench")
-    hooks: WorkerHooks = TelemetryHooks() if variant == "telemetry" else WorkerHooks()
+    hooks: WorkerHooks = TelemetryHooks() if _has(variant, TELEMETRY) else WorkerHooks()
     transport = InProcessTransport(Topology(partitions=1))
     await transport.start()
     engine = Engine(APP, store, hooks=hooks)
     inbox = await transport.open_inbox(0, prefetch=10)
     quarantine = None
-    if variant == "quarantine":
+    if _has(variant, QUARANTINE):
         quarantine = PartitionQuarantine(
             inbox, store.quarantine_store(), store, transport, QuarantineOptions(), hooks=hooks
         )
@@ -87,12 +93,13 @@ class _NoPool:
         raise OSError("no database in this measurement")
 
 
-async def _pass(variant: str, commands: int) -> tuple[float, float]:
-    """CPU microseconds per command of the partition worker's ``handle``: until it
-    hands the reply to the transport, and in all."""
+async def _pass(variant: str, commands: int, batch: int = 1) -> tuple[float, float]:
+    """CPU microseconds per command of the partition worker's ``handle`` of batches of
+    ``batch`` (to as many entities): until it hands the replies to the transport, and
+    in all."""
     worker, transport, store = await _partition(variant)
     address = await transport.listen_replies(_ignore)
-    ref = Ref(ENTITY_TYPE, uuid.uuid4())
+    refs = [Ref(ENTITY_TYPE, uuid.uuid4()) for _ in range(batch)]
     replying = transport.publish_replies
     replied: list[float] = []
 
@@ -103,10 +110,12 @@ async def _pass(variant: str, commands: int) -> tuple[float, float]:
     transport.publish_replies = publish_replies  # type: ignore[method-assign]
     to_reply = spent = 0.0
     try:
-        for _ in range(commands):
-            message = named_message(ref, COMMAND, {"amount": 1})
-            await transport.publish_command(replace(message, reply_to=address, correlation_id="c"))
-            deliveries = await worker.inbox.take(1)
+        for _ in range(commands // batch):
+            for ref in refs:
+                message = named_message(ref, COMMAND, {"amount": 1})
+                replying_to = replace(message, reply_to=address, correlation_id="c")
+                await transport.publish_command(replying_to)
+            deliveries = await worker.inbox.take(batch)
             started = time.thread_time()
             await worker.handle(deliveries)
             spent += time.thread_time() - started
@@ -116,20 +125,21 @@ async def _pass(variant: str, commands: int) -> tuple[float, float]:
         if isinstance(store, NotifyingStore) and store.notifier is not None:
             await store.notifier.close()
         await store.close()
-    return to_reply / commands * 1e6, spent / commands * 1e6
+    done = commands // batch * batch
+    return to_reply / done * 1e6, spent / done * 1e6
 
 
 async def _ignore(_message: Message) -> None:
     return None
 
 
-async def measure(commands: int, repeats: int) -> dict[str, tuple[float, float]]:
+async def measure(commands: int, repeats: int, batch: int) -> dict[str, tuple[float, float]]:
     """Per variant: median CPU microseconds per command to the reply, and in all."""
     setup_telemetry(Settings(), "bench-hot-path")
     found: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
     for _ in range(repeats):
         for variant in VARIANTS:  # interleaved: drift in the machine hits all alike
-            found[variant].append(await _pass(variant, commands))
+            found[variant].append(await _pass(variant, commands, batch))
     return {
         variant: (
             statistics.median(sample[0] for sample in samples),
@@ -143,8 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hot_path", description=__doc__)
     parser.add_argument("--commands", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=1, help="deliveries a batch (1)")
     options = parser.parse_args(argv)
-    found = pachyderm.run(measure(options.commands, options.repeats))
+    found = pachyderm.run(measure(options.commands, options.repeats, options.batch))
     bare_reply, bare = found["bare"]
     print("CPU microseconds per command: until the reply is handed over | in all")
     for variant, (reply, whole) in found.items():
