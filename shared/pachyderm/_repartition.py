@@ -44,12 +44,14 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from ._errors import TransportError
 from ._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from .transport import Topology, connect_to_broker
+from .transport._amqp import translated_errors
 from .transport._rabbitmq_topology import declare_partition_queue
 
 # Names no entity type (they are identifiers): every app answers it as invalid.
 FENCE_ENTITY_TYPE = "pachyderm.fence"
 _CONSISTENT_HASH = "x-consistent-hash"
 _NAMED = {"connection_name": "repartition"}
+_FULL_QUEUE_RETRY = 0.5
 
 
 class RepartitionError(TransportError):
@@ -85,7 +87,10 @@ async def grow_partitions(
     grown = replace(topology, partitions=partitions)
     added = range(topology.partitions, partitions)
     name = growth_exchange(topology, partitions)
-    async with await connect_to_broker(url, client_properties=_NAMED) as connection:
+    async with (
+        translated_errors("growing the partitions"),
+        await connect_to_broker(url, client_properties=_NAMED) as connection,
+    ):
         channel = await connection.channel()
         await _refuse_if_taken(connection, grown, added, resumed=await _exists(channel, name))
         growth = await channel.declare_exchange(name, _CONSISTENT_HASH, durable=True)
@@ -157,18 +162,13 @@ async def _fence(channel: AbstractChannel, topology: Topology, timeout: float) -
     for partition in range(topology.partitions):
         pending[f"fence-{partition}-{uuid.uuid4().hex}"] = partition
     await replies.consume(on_reply, no_ack=True)
-    for fence_id, partition in list(pending.items()):
-        fence = aio_pika.Message(
-            b"null",
-            message_id=fence_id,
-            reply_to=replies.name,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={KIND_HEADER: QUERY, ENTITY_TYPE_HEADER: FENCE_ENTITY_TYPE},
-        )
-        await channel.default_exchange.publish(fence, topology.partition_queue(partition))
     try:
-        await asyncio.wait_for(answered.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            for fence_id, partition in list(pending.items()):
+                await _put_fence(
+                    channel, topology.partition_queue(partition), fence_id, replies.name
+                )
+            await answered.wait()
     except TimeoutError:
         raise RepartitionError(
             f"partitions {sorted(pending.values())} did not answer their fence within"
@@ -176,3 +176,22 @@ async def _fence(channel: AbstractChannel, topology: Topology, timeout: float) -
             " The new queues are bound and fill up; do not start workers with the new count"
             " before this succeeds (run it again)"
         ) from None
+
+
+async def _put_fence(channel: AbstractChannel, queue: str, fence_id: str, reply_to: str) -> None:
+    """Publish a fence to ``queue``; while the queue is at its length limit and refuses it
+    (reject-publish), try again as the fleet drains it."""
+    fence = aio_pika.Message(
+        b"null",
+        message_id=fence_id,
+        reply_to=reply_to,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers={KIND_HEADER: QUERY, ENTITY_TYPE_HEADER: FENCE_ENTITY_TYPE},
+    )
+    while True:
+        try:
+            await channel.default_exchange.publish(fence, queue)
+            return
+        except aiormq.exceptions.DeliveryError:
+            await asyncio.sleep(_FULL_QUEUE_RETRY)

@@ -200,3 +200,14 @@ async def test_a_worker_already_on_the_new_count_is_refused(running: Fleet) -> N
         await inbox.close()
     finally:
         await transport.close()
+
+
+async def test_a_growth_whose_fences_timed_out_resumes_once_the_fleet_serves(
+    running: Fleet,
+) -> None:
+    with pytest.raises(RepartitionError, match=r"partitions \[0, 1, .*\] did not answer"):
+        await grow_partitions(running.amqp_url, running.topology, NEW, grace=0, timeout=1)
+    running.start_worker("late")
+    await running.balanced()
+    grown = await grow_partitions(running.amqp_url, running.topology, NEW, grace=0, timeout=30)
+    assert (grown.old, grown.new) == (OLD, NEW)
