@@ -82,6 +82,8 @@ class ShardedEventStore:
         self._of_partition = [stores[shard_map.url_of(p)] for p in range(shard_map.partitions)]
         self.coordination = coordination or self._of_partition[0]
         self._homes: dict[uuid.UUID, EventStore] = {}
+        # Effects committed or swept and not yet marked published, by server.
+        self._effect_homes: dict[uuid.UUID, EventStore] = {}
 
     @classmethod
     async def connect(
@@ -113,16 +115,20 @@ class ShardedEventStore:
         return self._of_partition[partition]
 
     def _learn(self, entity_id: uuid.UUID, store: EventStore) -> None:
-        if entity_id not in self._homes and len(self._homes) >= HOMES_REMEMBERED:
-            del self._homes[next(iter(self._homes))]
-        self._homes[entity_id] = store
+        _remember(self._homes, entity_id, store)
 
-    def _by_home(self, entity_ids: Iterable[K], key: Callable[[K], uuid.UUID]) -> list[list[K]]:
-        """``entity_ids`` grouped by store (as :attr:`stores`): each known one to its
-        server, each unknown one to every server."""
+    def _by_home(
+        self,
+        entity_ids: Iterable[K],
+        key: Callable[[K], uuid.UUID],
+        homes: Mapping[uuid.UUID, EventStore] | None = None,
+    ) -> list[list[K]]:
+        """``entity_ids`` (or effect ids, by ``homes``) grouped by store (as
+        :attr:`stores`): each known one to its server, each unknown one to every server."""
+        homes = self._homes if homes is None else homes
         grouped: list[list[K]] = [[] for _ in self.stores]
         for item in entity_ids:
-            home = self._homes.get(key(item))
+            home = homes.get(key(item))
             for index, store in enumerate(self.stores):
                 if home is None or home is store:
                     grouped[index].append(item)
@@ -171,6 +177,8 @@ class ShardedEventStore:
             for index, outcome in zip(indexes, share, strict=True):
                 outcomes[index] = outcome
                 self._learn(changes[index].ref.id, store)
+                for effect in changes[index].effects:
+                    _remember(self._effect_homes, effect.effect_id, store)
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def recorded(
@@ -238,15 +246,30 @@ class ShardedEventStore:
 
     async def pending_effects(self, limit: int = 100, older_than: float = 0.0) -> list[OutboxEntry]:
         found = await self._everywhere(lambda store: store.pending_effects(limit, older_than))
+        for store, share in zip(self.stores, found, strict=True):
+            for entry in share:
+                _remember(self._effect_homes, entry.effect_id, store)
         oldest = sorted((entry for share in found for entry in share), key=_created)
         return oldest[:limit]
 
     async def mark_published(self, effect_ids: Sequence[uuid.UUID]) -> None:
-        # An effect id names no server; each ignores the ids it does not hold.
-        await self._everywhere(lambda store: store.mark_published(effect_ids))
+        # An effect unknown here goes to every server; each ignores the ids it lacks.
+        grouped = self._by_home(effect_ids, _itself, self._effect_homes)
+        await _all(
+            store.mark_published(share)
+            for store, share in zip(self.stores, grouped, strict=True)
+            if share
+        )
+        for effect_id in effect_ids:
+            self._effect_homes.pop(effect_id, None)
 
     async def postpone_effects(self, delays: Mapping[uuid.UUID, float]) -> None:
-        await self._everywhere(lambda store: store.postpone_effects(delays))
+        grouped = self._by_home(delays, _itself, self._effect_homes)
+        await _all(
+            store.postpone_effects({effect_id: delays[effect_id] for effect_id in share})
+            for store, share in zip(self.stores, grouped, strict=True)
+            if share
+        )
 
     async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
         return await self.store_of(partition).due_timers(partition, until, limit)
@@ -358,6 +381,13 @@ async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:
             raise result
         done.append(result)
     return done
+
+
+def _remember(homes: dict[uuid.UUID, EventStore], key: uuid.UUID, store: EventStore) -> None:
+    """``homes[key] = store``, forgetting the oldest beyond :data:`HOMES_REMEMBERED`."""
+    if key not in homes and len(homes) >= HOMES_REMEMBERED:
+        del homes[next(iter(homes))]
+    homes[key] = store
 
 
 def _with_quarantine(erasure: Erasure, others: Sequence[Erasure]) -> Erasure:
