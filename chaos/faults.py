@@ -224,16 +224,19 @@ class ClusterNodeFault(Kind):
 
     needs_cluster = True
 
+    def __init__(self) -> None:
+        self._node = ""  # the node the fault acts on, once started
+
     def _cluster(self, target: Target) -> RabbitMQCluster:
         assert target.cluster is not None
         return target.cluster
 
-    async def _busiest(self, target: Target) -> tuple[str, str]:
-        """The node leading the most partition queues, and a line saying so."""
+    async def _take_busiest(self, target: Target) -> str:
+        """Act on the node leading the most partition queues; a line saying which."""
         prefix = f"{target.fleet.namespace}.commands."
         leaders = await asyncio.to_thread(self._cluster(target).leaders, prefix)
-        node, led = leaders.most_common(1)[0]
-        return node, f"{node} (leading {led} of {leaders.total()} partition queues)"
+        self._node, led = leaders.most_common(1)[0]
+        return f"{self._node} (leading {led} of {leaders.total()} partition queues)"
 
 
 class KillRabbitMQNode(ClusterNodeFault):
@@ -241,11 +244,8 @@ class KillRabbitMQNode(ClusterNodeFault):
 
     name = "rabbitmq_leader_node_killed"
 
-    def __init__(self) -> None:
-        self._node = ""
-
     async def start(self, target: Target) -> str:
-        self._node, detail = await self._busiest(target)
+        detail = await self._take_busiest(target)
         await asyncio.to_thread(self._cluster(target).kill, self._node)
         return f"{detail} killed"
 
@@ -259,11 +259,8 @@ class PauseRabbitMQNode(ClusterNodeFault):
 
     name = "rabbitmq_node_paused"
 
-    def __init__(self) -> None:
-        self._node = ""
-
     async def start(self, target: Target) -> str:
-        self._node, detail = await self._busiest(target)
+        detail = await self._take_busiest(target)
         self._cluster(target).pause(self._node)
         return f"{detail} paused for {target.hold}s"
 
@@ -277,9 +274,6 @@ class RestartRabbitMQNode(ClusterNodeFault):
     start it again."""
 
     name = "rabbitmq_node_restarted"
-
-    def __init__(self) -> None:
-        self._node = ""
 
     async def start(self, target: Target) -> str:
         cluster = self._cluster(target)
