@@ -18,7 +18,7 @@ import pytest
 
 from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._stored_messages import decode_message, encode_message
-from pachyderm._wire import QUERY, command_message, read_reply
+from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, command_message, read_reply
 from pachyderm.store import HasQuarantine, QuarantineStore, SqliteEventStore
 from pachyderm.store._quarantine import CommandKey
 from pachyderm.store._sqlite_quarantine import SqliteQuarantine
@@ -400,3 +400,26 @@ async def test_a_counted_batch_runs_alone_in_its_worker() -> None:
     await asyncio.gather(first, suspect, later)
     order = ["h1 starts", "h1 ends", "counted starts", "counted ends", "h2 starts", "h2 ends"]
     assert seen == order
+
+
+async def test_a_request_naming_no_entity_keeps_its_place_behind_a_redelivered_one(
+    world: World, switch: Path
+) -> None:
+    """A fence of `pachyderm repartition` (a request naming no entity, answered invalid)
+    says its queue is served up to it: it is not answered ahead of a redelivered
+    command before it, as the other entities' fresh commands are."""
+    await world.send(Lane.ref("poisoned"), Poison("crash", str(switch)))
+    assert not await world.live(await world.worker())  # its first attempt
+    fence = Message(
+        b"null",
+        routing_key="pachyderm.commands.00",
+        message_id="fence",
+        reply_to=world.address,
+        content_type="application/json",
+        headers={KIND_HEADER: QUERY, ENTITY_TYPE_HEADER: "pachyderm.fence"},
+    )
+    await world.transport.publish_command(fence)
+    fresh = await world.send(Lane.ref("fresh"), Step(1))
+    assert not await world.live(await world.worker())  # redelivered: it crashes again
+    assert await world.answer(fresh) == (1, {"steps": [1]})
+    assert "fence" not in world.replies

@@ -407,8 +407,11 @@ class PartitionQuarantine:
         risky: set[uuid.UUID | None],
     ) -> bool:
         """A first delivery to an entity with nothing risky in the batch, neither
-        refused nor parked: nothing to set aside, nothing to count."""
-        if delivery.tag in made or _entity(delivery) in risky:
+        refused nor parked: nothing to set aside, nothing to count. One addressed to no
+        entity keeps its place: a fence of ``pachyderm repartition`` says that all
+        before it is settled (see :mod:`pachyderm._repartition`)."""
+        entity = _entity(delivery)
+        if delivery.tag in made or entity is None or entity in risky:
             return False
         return key is None or not (key in self._view.refused or key[0] in self._view.blocked)
 
