@@ -7,6 +7,11 @@ dead-lettered: it stays unsettled until the partition leaves this worker (as
 it does during a rolling deploy), and the broker then gives it to the next
 owner, which reads it. Its caller, if waiting, may time out meanwhile and retry
 with the same command id, as after any timeout: the retry is held in its place.
+
+Invariant: a delivery is answered only once every delivery ahead of it in the queue
+is settled (committed, set aside or held): batches are applied one after another
+and replies go out after the commit. ``pachyderm repartition`` relies on it (its
+fences, :mod:`pachyderm._repartition`): pipelining batches must keep it.
 """
 
 from __future__ import annotations
