@@ -12,6 +12,14 @@ can tell, from the events alone, that each timer resolved exactly once (one
 every command to it must be answered ``ended`` and never applied (the checker's
 ``applied_after_end``).
 
+``Volatile`` takes ``Bump`` like a counter, and two poisons: ``Hang`` blocks its
+worker's event loop for good (the worker's watchdog ends the process after
+``PACHYDERM_HANDLER_BUDGET``) and ``Crash`` ends its worker process at once
+(``os._exit``). Neither ever applies: after ``PACHYDERM_MAX_ATTEMPTS`` deliveries
+each is quarantined, its entity parked until the run's operator skips it (the
+checker's ``quarantine_violated``: nothing of the entity applied meanwhile, and
+no healthy entity stalled).
+
 ``EventCounts``, the run's projection (``pachyderm projections chaos.app:APP``,
 beside the workers), keeps exactly once, per entity, how many events it has and
 its last version (table ``chaos_projected``, created by the run): at the end it
@@ -20,6 +28,7 @@ must equal what the stored histories say (the checker's ``projection_mismatch``)
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,7 +186,52 @@ class Ticket(Entity[dict[str, int]]):
         return {**state, "punches": state["punches"] + 1}
 
 
-ENTITIES = (counter.Counter, bank.Account, Reminder, Ticket)
+@dataclass(frozen=True)
+class Bump:
+    pass
+
+
+@dataclass(frozen=True)
+class Hang:
+    """A poison: its handler never returns, and blocks its worker's event loop."""
+
+
+@dataclass(frozen=True)
+class Crash:
+    """A poison: its handler ends its worker process."""
+
+
+@dataclass(frozen=True)
+class Bumped:
+    pass
+
+
+POISONS = ("Hang", "Crash")
+CRASH_EXIT = 3  # the status a Crash ends its worker with
+
+
+class Volatile(Entity[dict[str, int]]):
+    """Bumped a few times, poisoned once (see the module's note), bumped again."""
+
+    commands = (Bump, Hang, Crash)
+    events = (Bumped,)
+
+    def init(self) -> dict[str, int]:
+        return {"bumps": 0}
+
+    def handle(self, message: Any, state: dict[str, int]) -> HandleResult:
+        if isinstance(message, Crash):
+            os._exit(CRASH_EXIT)
+        if isinstance(message, Hang):
+            while True:  # the event loop, heartbeats included, with it
+                pass
+        return [Bumped()]
+
+    def update(self, event: Any, state: dict[str, int]) -> dict[str, int]:
+        return {"bumps": state["bumps"] + 1}
+
+
+ENTITIES = (counter.Counter, bank.Account, Reminder, Ticket, Volatile)
 
 
 class EventCounts(PostgresProjection):

@@ -37,6 +37,13 @@ and the record, and returns every violation of the guarantees found, by kind:
   ``EventCounts``, read once it caught up with the log) differs from the stored
   histories: an entity's event count or last version, or an entity it has and
   the store does not. Not checked when the namespace has no read model.
+- ``quarantine_violated`` (runs with poison commands, ``chaos.app``'s
+  ``Volatile``): an event of a poisoned entity committed while its poison was
+  quarantined and the entity parked (from its quarantine to the operator's
+  decision); a poison that applied, or was never quarantined; a command left
+  parked at the end; or, given a ``stall_bound``, a healthy entity stalled: a
+  request to an entity no poison was sent to that its caller gave up on, or
+  whose answer came more than ``stall_bound`` seconds after its first send.
 
 The ``timer_*`` kinds are the run's *timer violations*.
 """
@@ -56,7 +63,7 @@ from pachyderm import App, PachydermError
 from pachyderm import _codec as codec
 from pachyderm._execution import read_stored_reply
 
-from .app import Ticket
+from .app import POISONS, Ticket, Volatile
 from .record import OK, REJECTED, Attempt, Record, Request
 
 KINDS = (
@@ -73,6 +80,7 @@ KINDS = (
     "timer_unscheduled",
     "projection_mismatch",
     "applied_after_end",
+    "quarantine_violated",
 )
 TIMER_KINDS = tuple(kind for kind in KINDS if kind.startswith("timer_"))
 
@@ -123,6 +131,15 @@ class SnapshotRow:
     state: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    entity_id: uuid.UUID
+    command_id: str
+    status: str
+    quarantined_at: datetime
+    decided_at: datetime | None
+
+
 @dataclass(slots=True)
 class Stored:
     """The tables of one namespace, as read at the end of a run."""
@@ -135,6 +152,8 @@ class Stored:
     timers: int = 0  # still pending
     # The read model: entity id -> (events, last version); None: no read model here.
     projected: dict[uuid.UUID, tuple[int, int]] | None = None
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    parked: int = 0  # commands of parked entities still waiting
 
 
 async def read_database(dsn: str, schema: str) -> Stored:
@@ -176,6 +195,14 @@ async def read_database(dsn: str, schema: str) -> Stored:
             ],
             timers=int(await connection.fetchval("SELECT count(*) FROM timers")),
             projected=await _projected(connection),
+            quarantine=[
+                QuarantineRow(**row)
+                for row in await rows(
+                    "SELECT entity_id, command_id, status, quarantined_at, decided_at"
+                    " FROM quarantine"
+                )
+            ],
+            parked=int(await connection.fetchval("SELECT count(*) FROM parked_commands")),
         )
     finally:
         await connection.close()
@@ -590,8 +617,72 @@ def _ends(app: App, entity_type: str, event_name: str) -> bool:
     return entity_type == Ticket.type_name and event_name == "Retired"
 
 
-def check(app: App, record: Record, stored: Stored, observed: Observed) -> Violations:
-    """Every violation of the guarantees the record, the store and the consumers show.
+def poisons(record: Record) -> list[Request]:
+    """The run's poison commands (each to a volatile entity of its own)."""
+    return [r for r in record if r.entity_type == Volatile.type_name and r.command in POISONS]
+
+
+def _check_quarantine(
+    record: Record,
+    stored: Stored,
+    histories: _Histories,
+    commands: dict[tuple[uuid.UUID, str], CommandRow],
+    violations: Violations,
+    *,
+    stall_bound: float | None,
+) -> None:
+    """Poisons set aside, their entities parked meanwhile; the healthy never held up."""
+    rows = {(row.entity_id, row.command_id): row for row in stored.quarantine}
+    poisoned = set()
+    for request in poisons(record):
+        key = (uuid.UUID(request.entity_id), request.command_id)
+        poisoned.add(key[0])
+        where = f"{request.command} {request.command_id} to {key[0]}"
+        if key in commands:
+            violations.add("quarantine_violated", f"{where}: a poison applied")
+        if key not in rows:
+            violations.add("quarantine_violated", f"{where}: never quarantined")
+    for row in stored.quarantine:
+        for event in histories.events.get(row.entity_id, []):
+            at = event.recorded_at
+            if (
+                at is not None
+                and at >= row.quarantined_at
+                and (row.decided_at is None or at < row.decided_at)
+            ):
+                violations.add(
+                    "quarantine_violated",
+                    f"{row.entity_id}: {event.command_id} applied at version {event.version}"
+                    f" while parked behind {row.command_id}",
+                )
+    if stored.parked:
+        violations.add("quarantine_violated", f"{stored.parked} commands still parked")
+    if stall_bound is None:
+        return
+    for request in record:
+        if uuid.UUID(request.entity_id) in poisoned:
+            continue
+        answered = [a.answered_at for a in request.attempts if a.answered_at is not None]
+        first = request.attempts[0].sent_at if request.attempts else 0.0
+        took = answered[-1] - first if answered and request.answered else None
+        if took is None or took > stall_bound:
+            shown = "never answered" if took is None else f"answered after {took:.1f} s"
+            violations.add(
+                "quarantine_violated",
+                f"healthy {request.command} {request.command_id} to {request.entity_id}: {shown}",
+            )
+
+
+def check(
+    app: App,
+    record: Record,
+    stored: Stored,
+    observed: Observed,
+    *,
+    stall_bound: float | None = None,
+) -> Violations:
+    """Every violation of the guarantees the record, the store and the consumers show;
+    ``stall_bound``: see ``quarantine_violated`` (None: stalls are not looked for).
 
     Assumes, as both example entities do, that a command's reply is the
     entity's new state (the default).
@@ -610,4 +701,5 @@ def check(app: App, record: Record, stored: Stored, observed: Observed) -> Viola
     _check_timers(histories, stored.timers, violations)
     _check_projection(histories, stored, violations)
     _check_ends(app, stored, histories, commands, violations)
+    _check_quarantine(record, stored, histories, commands, violations, stall_bound=stall_bound)
     return violations

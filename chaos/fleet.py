@@ -185,11 +185,22 @@ class ChaosFleet:
             worker.kill()  # still a spare gone: the fleet's balance must not wait for it
         self.spares.discard(worker.name)
 
-    async def restore(self, size: int) -> None:
-        """Start workers until ``size`` of the fleet's own are live, then wait for balance."""
+    def replace_dead(self, size: int) -> int:
+        """Start workers until ``size`` of the fleet's own are live; how many started."""
+        started = 0
         while len([w for w in self.live() if w.name not in self.spares]) < size:
             self.start_worker()
+            started += 1
+        return started
+
+    async def restore(self, size: int) -> None:
+        """Start workers until ``size`` of the fleet's own are live, then wait for balance."""
+        self.replace_dead(size)
         await self.fleet.balanced(timeout=60)
+
+    def exits(self) -> list[int]:
+        """The exit statuses of the workers that ended, in start order."""
+        return [code for w in self.fleet.workers if (code := w.process.poll()) is not None]
 
     def logs(self) -> str:
         return "\n".join(

@@ -31,6 +31,7 @@ from pachyderm import (
     App,
     CallTimeoutError,
     Client,
+    CommandQuarantinedError,
     EntityEndedError,
     HandlerError,
     InvalidInputError,
@@ -40,12 +41,13 @@ from pachyderm import (
 )
 from pachyderm.transport import Topology, connect_to_broker
 
-from .app import Reminder, Ticket
+from .app import POISONS, Reminder, Ticket, Volatile
 from .record import (
     ENDED,
     FAILED,
     INVALID,
     OK,
+    QUARANTINED,
     REJECTED,
     SENT,
     UNKNOWN,
@@ -55,6 +57,8 @@ from .record import (
 )
 
 # -- the workload ------------------------------------------------------------------------
+
+_VOLATILE_COMMANDS = 6  # a volatile entity's: 2 bumps, its poison, 3 bumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,10 @@ class Workload:
     and, a ``timer_share`` of the commands, reminders setting timers due a few
     seconds later (see :mod:`chaos.app`), a third of them cancelled again soon after;
     and, a ``ticket_share``, tickets punched a few times, then retired (ended), then
-    punched some more, each of those to be answered ``ended``.
+    punched some more, each of those to be answered ``ended``; and, a
+    ``poison_share``, poison commands (see :mod:`chaos.app`'s ``Volatile``): each to
+    a fresh volatile entity, bumped twice before and three times after it (the later
+    bumps wait, parked, until the run's operator skips the poison).
 
     Counters come and go: each gets a few increments, then a fresh one takes
     its place, so threshold effects keep being produced all through a run.
@@ -88,8 +95,13 @@ class Workload:
         timer_share: float = 0.0,
         reminders: int = 32,
         ticket_share: float = 0.0,
+        poison_share: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
+        self.poison_share = poison_share
+        self._volatiles = itertools.count()
+        # The volatile entity at hand, its poison, and how many of its commands are left.
+        self._volatile: tuple[Ref, str, int] | None = None
         self.ticket_share = ticket_share
         self._tickets = itertools.count()
         self._ticket: tuple[Ref, int] | None = None  # the ticket at hand, commands left
@@ -117,6 +129,8 @@ class Workload:
     def next(self) -> Command:
         if self.ticket_share and self.rng.random() < self.ticket_share:
             return self.ticket()
+        if self.poison_share and self.rng.random() < self.poison_share * _VOLATILE_COMMANDS:
+            return self.volatile()
         roll = self.rng.random()
         if roll < self.timer_share:
             return self.timer()
@@ -142,6 +156,16 @@ class Workload:
         ref, left = self._ticket
         self._ticket = (ref, left - 1) if left > 1 else None
         return Command(ref, "Retire" if left == 4 else "Punch", {})
+
+    def volatile(self) -> Command:
+        """Two bumps, a poison (hang or crash, in turn), three bumps, then a fresh one."""
+        if self._volatile is None:
+            number = next(self._volatiles)
+            ref = Volatile.ref(f"v-{number}")
+            self._volatile = (ref, POISONS[number % len(POISONS)], _VOLATILE_COMMANDS)
+        ref, poison, left = self._volatile
+        self._volatile = (ref, poison, left - 1) if left > 1 else None
+        return Command(ref, poison if left == _VOLATILE_COMMANDS - 2 else "Bump", {})
 
     def increment(self) -> Command:
         """An increment: never refused, so one sent without a reply must still apply."""
@@ -238,6 +262,8 @@ class ClientCaller(Caller):
             attempt.outcome, attempt.detail = REJECTED, rejection.reason
         except EntityEndedError as error:
             attempt.outcome, attempt.detail = ENDED, str(error)
+        except CommandQuarantinedError as error:
+            attempt.outcome, attempt.detail = QUARANTINED, str(error)
         except InvalidInputError as error:
             attempt.outcome, attempt.detail = INVALID, str(error)
         except HandlerError as error:
@@ -316,7 +342,13 @@ class RawCaller(Caller):
     def _read(self, reply: AbstractIncomingMessage, attempt: Attempt) -> None:
         body = json.loads(reply.body)
         attempt.answered_at = self.record.now()
-        outcomes = {"ok": OK, "rejected": REJECTED, "invalid": INVALID, "ended": ENDED}
+        outcomes = {
+            "ok": OK,
+            "rejected": REJECTED,
+            "invalid": INVALID,
+            "ended": ENDED,
+            "quarantined": QUARANTINED,
+        }
         attempt.outcome = outcomes.get(body["status"], FAILED)
         attempt.version = body.get("version")
         attempt.reply = body.get("reply")

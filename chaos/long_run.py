@@ -16,7 +16,10 @@ the other, while the load runs, until ``--faults`` of them took effect and
 ``--sink-after`` faults (by default one round of every kind): effects to
 handlers wait in the unrouted-effects queue while every transfer must still
 be credited; then the effects sink binds its queue and has them routed again
-(see ``chaos.run``). Writes ``chaos/results.json`` and ``chaos/results.md``.
+(see ``chaos.run``). A ``--poison-share`` of the load are poison commands (a
+handler that hangs its worker, one that kills it: see ``chaos.poison``),
+quarantined and skipped while the load runs, with the quarantine violations
+counted. Writes ``chaos/results.json`` and ``chaos/results.md``.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from typing import Any
 
 from pachyderm import _codec as codec
 
-from .checker import is_ring
+from .checker import is_ring, poisons
 from .faults import available, kinds
 from .load import Patience
-from .record import Record
+from .poison import figures as poison_figures
+from .record import QUARANTINED, Record
 from .run import ChaosRun, Options, Services, Verdict, chaos_run
 from .services import PrivateServices
 
@@ -88,6 +92,8 @@ def results(
         "faults_by_kind": {kind: len(samples) for kind, samples in sorted(by_kind.items())},
         "violations": verdict.violations.counts(),
         "timer_violations": verdict.violations.timer_violations(),
+        "quarantine_violations": verdict.violations.counts()["quarantine_violated"],
+        "poisons": poison_summary(run),
         "timers": timer_figures(verdict),
         "recovery_s": {kind: summary(samples) for kind, samples in sorted(by_kind.items())},
         "unanswered": verdict.unanswered,
@@ -114,6 +120,19 @@ def results(
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "examples": {kind: found[:5] for kind, found in verdict.violations.found.items() if found},
     }
+
+
+def poison_summary(run: ChaosRun) -> dict[str, Any]:
+    """The poison commands sent, how their callers were answered, what they cost."""
+    sent = poisons(run.record)
+    figures: dict[str, Any] = {
+        "share": run.options.poison_share,
+        "sent": dict(sorted(Counter(request.command for request in sent).items())),
+        "callers_told_quarantined": sum(QUARANTINED in r.outcomes() for r in sent),
+    }
+    if run.operator is not None and run.supervisor is not None:
+        figures |= poison_figures(run.operator, run.supervisor, run.fleet.exits())
+    return figures
 
 
 def timer_figures(verdict: Verdict) -> dict[str, Any]:
@@ -149,7 +168,9 @@ def markdown(figures: dict[str, Any]) -> str:
         f"{total} violation{'' if total == 1 else 's'}** "
         f"({figures['unanswered']} requests left unanswered); "
         f"**{figures['timers']['set']:,} timers set, "
-        f"{figures['timer_violations']} timer violations**.",
+        f"{figures['timer_violations']} timer violations**; "
+        f"**{sum(figures['poisons']['sent'].values())} poison commands,"
+        f" {figures['quarantine_violations']} quarantine violations**.",
         "",
         "Two chaos workers (`pachyderm worker` with faults at its ports, `chaos/worker.py`)",
         "serve `chaos.app:APP` (counters that mail an admin when they cross 10,",
@@ -168,6 +189,16 @@ def markdown(figures: dict[str, Any]) -> str:
         "each timer must resolve exactly once (one ring or one cancel), no ring may",
         "commit before the timer's due time, and no timer may be left pending",
         "(the `timer_*` rows are the timer violations).",
+        f"A share of {figures['poisons']['share']:g} of the load are poison commands",
+        "(`chaos.app`'s `Volatile`: `Hang` loops forever, blocking its worker's event",
+        "loop until the watchdog ends the worker; `Crash` calls `os._exit`), each to a",
+        "volatile entity of its own, bumped before and after it. A supervisor starts",
+        "a worker for each that goes; each poison is quarantined after 3 attempts,",
+        "its entity's later bumps parked, and skipped by the run's operator a",
+        "second later (`chaos/poison.py`). `quarantine_violated` counts a poisoned",
+        "entity's command applied between the quarantine and the skip, a poison",
+        "applied or never quarantined, a command left parked, and a healthy request",
+        "answered more than 60 s after its first send, or never.",
         "",
         "## Violations",
         "",
@@ -211,6 +242,7 @@ def markdown(figures: dict[str, Any]) -> str:
         f"| dead letters | {figures['dead_letters']:,} |",
         f"| snapshots | {figures['snapshots']:,} |",
         *timer_rows(figures["timers"]),
+        *poison_rows(figures["poisons"]),
     ]
     if figures["examples"]:
         lines += ["", "## What the checker found", ""]
@@ -223,6 +255,24 @@ def markdown(figures: dict[str, Any]) -> str:
         lines += ["", "Faults that did not take effect (not counted):", ""]
         lines += [f"- {missed}" for missed in figures["missed_faults"]]
     return "\n".join(lines) + "\n"
+
+
+def poison_rows(poisoned: dict[str, Any]) -> list[str]:
+    sent = ", ".join(f"{n} {name}" for name, n in poisoned["sent"].items()) or "none"
+    rows = [
+        f"| poison commands sent | {sent} |",
+        f"| of which the caller was told quarantined | {poisoned['callers_told_quarantined']} |",
+    ]
+    if "skipped_by_operator" in poisoned:
+        attempts = ", ".join(f"{n}x {a}" for a, n in poisoned["attempts_when_quarantined"].items())
+        exits = ", ".join(f"{n} {cause}" for cause, n in poisoned["worker_exits"].items())
+        rows += [
+            f"| quarantined, then skipped by the operator | {poisoned['skipped_by_operator']} |",
+            f"| attempts when quarantined | {attempts or '-'} |",
+            f"| worker exits | {exits or 'none'} |",
+            f"| workers started by the supervisor | {poisoned['workers_started_by_supervisor']} |",
+        ]
+    return rows
 
 
 def timer_rows(timers: dict[str, Any]) -> list[str]:
@@ -250,6 +300,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
         rate=arguments.rate,
         sink_after=arguments.sink_after,
         timer_share=arguments.timer_share,
+        poison_share=arguments.poison_share,
     )
     private = await asyncio.to_thread(PrivateServices, postgres=True, rabbitmq=True)
     try:
@@ -281,6 +332,12 @@ def entry() -> None:
         "--timer-share", type=float, default=0.1, help="share of the load that sets timers"
     )
     parser.add_argument(
+        "--poison-share",
+        type=float,
+        default=0.0002,
+        help="share of the load that are poison commands (a hang, a process exit)",
+    )
+    parser.add_argument(
         "--sink-after",
         type=int,
         default=len(kinds()),
@@ -290,4 +347,5 @@ def entry() -> None:
     figures = asyncio.run(main(arguments))
     RESULTS_JSON.write_text(json.dumps(figures, indent=2) + "\n")
     RESULTS_MD.write_text(markdown(figures))
-    print(json.dumps({k: figures[k] for k in ("commands", "faults", "violations")}, indent=2))
+    shown = ("commands", "faults", "violations", "poisons")
+    print(json.dumps({k: figures[k] for k in shown}, indent=2))

@@ -25,7 +25,10 @@ SENT = "sent"
 ENDED = "ended"
 """The entity had ended (or was erased): refused, never to apply."""
 
-REFUSALS = frozenset({REJECTED, INVALID, FAILED, ENDED})
+QUARANTINED = "quarantined"
+"""The command used up its attempts (a poison): set aside, not applied."""
+
+REFUSALS = frozenset({REJECTED, INVALID, FAILED, ENDED, QUARANTINED})
 
 
 @dataclass(slots=True)

@@ -16,6 +16,11 @@ Beside the workers runs a projection process (``pachyderm projections``, of
 ``projections_killed`` fault replaces it): before the final check the run waits
 until it applied the whole log, and the checker compares its read model with
 the stored histories.
+
+With poison commands in the load (``Options.poison_share``), a supervisor
+replaces every worker that goes and an operator skips each quarantined command
+soon after (see :mod:`chaos.poison`); before the final check the run waits
+until every poison is quarantined and skipped and no command is left parked.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 import asyncpg
 
 from pachyderm import CallTimeoutError, Client, PachydermError, Ref
+from pachyderm.store import PostgresEventStore
 from pachyderm.testing import process_fleet
 
 from .app import APP, PROJECTED_TABLE, PROJECTION
@@ -44,6 +50,7 @@ from .checker import (
     Violations,
     check,
     is_send,
+    poisons,
     projection_behind,
     read_database,
     target,
@@ -52,6 +59,7 @@ from .checker import (
 from .faults import Fault, FaultMissedError, Target, inject
 from .fleet import ChaosFleet
 from .load import ClientCaller, Command, Load, Patience, RawCaller, Sender, Workload
+from .poison import Operator, Supervisor
 from .rabbitmq_cluster import RabbitMQCluster
 from .record import Record
 from .services import PrivateServices
@@ -103,6 +111,26 @@ class Options:
     # faults (when the load ends at the latest): until then, no queue is bound for any
     # effect to a handler, as when a handler reaches the workers before any dispatcher.
     sink_after: int | None = None
+    # Of the load: poison commands (chaos.app's Volatile), each quarantined after
+    # max_attempts deliveries (each taking its worker down; a hung handler's after
+    # handler_budget seconds) and skipped by the run's operator skip_after seconds later.
+    poison_share: float = 0.0
+    max_attempts: int = 3
+    handler_budget: float = 6.0  # above `hold`: a stalled (SIGSTOP) worker is not ended
+    skip_after: float = 1.0
+    # With poisons: a healthy request answered later than this after its first send
+    # (or never) is a stall, a quarantine violation.
+    stall_bound: float = 60.0
+
+    @property
+    def poisoned(self) -> bool:
+        return self.poison_share > 0
+
+    def worker_settings(self) -> dict[str, str]:
+        """The workers' settings this run adds to the chaos fleet's."""
+        if not self.poisoned:
+            return {}
+        return {"max_attempts": str(self.max_attempts), "handler_budget": str(self.handler_budget)}
 
 
 class ChaosRun:
@@ -118,7 +146,11 @@ class ChaosRun:
         sink: EffectSink,
         record: Record,
         options: Options,
+        operator: Operator | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        self.operator = operator
+        self.supervisor = supervisor
         self.fleet = fleet
         self.services = services
         self.client = client
@@ -126,7 +158,10 @@ class ChaosRun:
         self.record = record
         self.options = options
         self.workload = Workload(
-            options.seed, timer_share=options.timer_share, ticket_share=options.ticket_share
+            options.seed,
+            timer_share=options.timer_share,
+            ticket_share=options.ticket_share,
+            poison_share=options.poison_share,
         )
         self.caller = ClientCaller(client, APP, record, options.patience)
         self.raw = raw
@@ -235,7 +270,8 @@ class ChaosRun:
         entity, read everything, check."""
         if not self.sink.bound:
             await self.dispatcher_arrives()
-        settled = await self._settle(settle_timeout)
+        settled = await self._poisons_resolved(settle_timeout)
+        settled = await self._settle(settle_timeout) and settled
         stored = await read_database(self.services.dsn, self.fleet.namespace)
         observed = Observed(
             effects=list(self.sink.seen),
@@ -244,11 +280,26 @@ class ChaosRun:
         )
         await self._projected(settle_timeout)
         stored = await read_database(self.services.dsn, self.fleet.namespace)
-        violations = check(APP, self.record, stored, observed)
+        stall_bound = self.options.stall_bound if self.options.poisoned else None
+        violations = check(APP, self.record, stored, observed, stall_bound=stall_bound)
         for kind, found in self.early.found.items():
             violations.found[kind].extend(found)
         unanswered = len(self.record.unanswered())
         return Verdict(violations, stored, observed, unanswered, settled, self.sink.routed_again)
+
+    async def _poisons_resolved(self, timeout: float) -> bool:
+        """Wait until every poison sent is quarantined, none waits for a decision or for
+        its owner to carry one out, and no command is left parked."""
+        sent = {(uuid.UUID(r.entity_id), r.command_id) for r in poisons(self.record)}
+        deadline = time.monotonic() + timeout
+        while True:
+            stored = await read_database(self.services.dsn, self.fleet.namespace)
+            rows = {(row.entity_id, row.command_id): row.status for row in stored.quarantine}
+            if sent <= rows.keys() and not stored.parked and set(rows.values()) <= {"skipped"}:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(1.0)
 
     async def _settle(self, timeout: float) -> bool:
         """Wait until no effect, no confirmed command and no timer is still on its way."""
@@ -316,13 +367,17 @@ async def chaos_run(
         partitions=options.partitions,
         cwd=ROOT,
     ) as fleet:
-        chaos = ChaosFleet(fleet)
+        chaos = ChaosFleet(fleet, options.worker_settings())
         await chaos.restore(options.workers)
         await _create_read_model(services.dsn, namespace)
         chaos.start_projections()
         record = Record()
         raw = RawCaller(services.amqp_url, fleet.topology, record, options.patience)
-        async with EffectSink(services.amqp_url, fleet.topology) as sink, fleet.client() as client:
+        async with (
+            EffectSink(services.amqp_url, fleet.topology) as sink,
+            fleet.client() as client,
+            _poison_handling(chaos, services, options) as (operator, supervisor),
+        ):
             if options.sink_after is None:
                 await sink.bind()
             await raw.start()
@@ -335,10 +390,33 @@ async def chaos_run(
                     sink=sink,
                     record=record,
                     options=options,
+                    operator=operator,
+                    supervisor=supervisor,
                 )
             finally:
                 await raw.close()
                 await chaos.stop_projections()
+
+
+@asynccontextmanager
+async def _poison_handling(
+    fleet: ChaosFleet, services: Services, options: Options
+) -> AsyncIterator[tuple[Operator | None, Supervisor | None]]:
+    """The run's supervisor and operator, while it runs (none without poisons)."""
+    if not options.poisoned:
+        yield None, None
+        return
+    store = await PostgresEventStore.connect(services.dsn, schema=fleet.namespace)
+    operator = Operator(store, wait=options.skip_after)
+    supervisor = Supervisor(fleet, options.workers)
+    tasks = [asyncio.create_task(operator.run()), asyncio.create_task(supervisor.run())]
+    try:
+        yield operator, supervisor
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await store.close()
 
 
 async def _create_read_model(dsn: str, namespace: str) -> None:

@@ -45,10 +45,12 @@ from pachyderm.store import (
     Duplicate,
     Erasure,
     EventStore,
+    HasQuarantine,
     LoadedEntity,
     LoggedEvent,
     LogWakeups,
     OutboxEntry,
+    QuarantineStore,
     RecordedEvent,
     Retained,
     StoredTimer,
@@ -234,6 +236,12 @@ class FaultyStore:
 
     async def count_prunable_ended(self) -> int:
         return await self._store.count_prunable_ended()
+
+    def quarantine_store(self) -> QuarantineStore:
+        """The wrapped store's quarantine (without it the worker would keep none:
+        poison commands would take workers down for ever)."""
+        assert isinstance(self._store, HasQuarantine), "the chaos fleet's store keeps one"
+        return self._store.quarantine_store()
 
 
 class FaultyInbox:
