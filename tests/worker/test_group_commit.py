@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -113,3 +114,42 @@ async def test_a_cancelled_shared_commit_is_unavailable_to_its_callers(begun: bo
     group._in_flight.cancel()
     with pytest.raises(StoreUnavailableError):
         await waiting
+
+
+class ShardedStore(HeldStore):
+    """Partitions 0-3 on server 0, the rest on server 1, which fails if told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing_server: int | None = None
+
+    def server_of(self, partition: int) -> int:
+        return 0 if partition < 4 else 1
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        servers = {self.server_of(c.partition) for c in changes}
+        assert len(servers) == 1, "a transaction spanning two servers"
+        if servers == {self.failing_server}:
+            self.commits.append([c.command_id for c in changes])
+            raise StoreUnavailableError("server 1 is down")
+        return await super().commit(changes)
+
+
+async def test_on_a_sharded_store_each_server_s_share_commits_on_its_own() -> None:
+    store = ShardedStore()
+    group = GroupCommit(store)
+    [first] = await started(group, "a")
+    batches = [
+        asyncio.create_task(group.commit([replace(change(label), partition=partition)]))
+        for label, partition in (("b", 1), ("c", 6), ("d", 2), ("e", 7))
+    ]
+    await asyncio.sleep(0)
+    store.failing_server = 1
+    store.release.set()
+    assert await first == [Committed(1)]
+    b, c, d, e = batches
+    assert (await b, await d) == ([Committed(1)], [Committed(2)])
+    for failed in (c, e):
+        with pytest.raises(StoreUnavailableError, match="server 1"):
+            await failed
+    assert sorted(store.commits) == [["a"], ["b", "d"], ["c", "e"]]

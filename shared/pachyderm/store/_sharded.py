@@ -80,6 +80,7 @@ class ShardedEventStore:
         self.shard_map = shard_map
         self.stores = [stores[url] for url in shard_map.urls]
         self._of_partition = [stores[shard_map.url_of(p)] for p in range(shard_map.partitions)]
+        self._server_of = [self.stores.index(store) for store in self._of_partition]
         self.coordination = coordination or self._of_partition[0]
         self._homes: dict[uuid.UUID, EventStore] = {}
         # Effects committed or swept and not yet marked published, by server.
@@ -113,6 +114,12 @@ class ShardedEventStore:
         if not 0 <= partition < len(self._of_partition):
             raise ShardMapError(f"partition {partition} is not in 0..{len(self._of_partition) - 1}")
         return self._of_partition[partition]
+
+    def server_of(self, partition: int) -> int:
+        """The index in :attr:`stores` of the server holding ``partition`` (the group
+        commit commits each server's share of its batches on its own)."""
+        self.store_of(partition)  # refuses a partition past the map
+        return self._server_of[partition]
 
     def _learn(self, entity_id: uuid.UUID, store: EventStore) -> None:
         _remember(self._homes, entity_id, store)

@@ -9,6 +9,10 @@ cost about 8 us of every sequential call's 10 us here). Partitions hold
 disjoint entities, so batches that share a transaction
 never decide on each other's entities: each change still succeeds or is
 refused on its own, exactly as in a transaction of its own batch.
+
+On a store spread over several servers by partition (:class:`Sharded`), each
+server's share of a group commits on its own (concurrently): a server that fails
+fails only the batches of its partitions, never those of another server's.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .._errors import StoreUnavailableError
 from ..store import Change, CommitOutcome
@@ -27,6 +31,15 @@ class Committer(Protocol):
     """What a group commit needs of the event store."""
 
     async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]: ...
+
+
+@runtime_checkable
+class Sharded(Protocol):
+    """A store whose partitions live on several servers (a shard map)."""
+
+    def server_of(self, partition: int) -> int:
+        """The index of the server holding ``partition``."""
+        ...
 
 
 @dataclass(slots=True)
@@ -74,6 +87,17 @@ class GroupCommit:
 
     async def _commit(self, group: list[_Waiting]) -> None:
         try:
+            shares = _by_server(group, self.store)
+        except Exception as error:
+            _fail(group, error)
+            return
+        if len(shares) == 1:
+            await self._commit_share(group)
+        else:
+            await asyncio.gather(*(self._commit_share(share) for share in shares))
+
+    async def _commit_share(self, group: list[_Waiting]) -> None:
+        try:
             outcomes = await self.store.commit([c for waiting in group for c in waiting.changes])
         except Exception as error:
             _fail(group, error)
@@ -95,6 +119,17 @@ class GroupCommit:
         self._in_flight = None
         if self._waiting:
             self._commit_waiting()
+
+
+def _by_server(group: list[_Waiting], store: Committer) -> list[list[_Waiting]]:
+    """``group`` split by server (a batch's changes are of one partition), or whole."""
+    if not isinstance(store, Sharded):
+        return [group]
+    shares: dict[int, list[_Waiting]] = {}
+    for waiting in group:
+        server = store.server_of(waiting.changes[0].partition) if waiting.changes else 0
+        shares.setdefault(server, []).append(waiting)
+    return list(shares.values())
 
 
 def _fail(group: list[_Waiting], error: BaseException) -> None:
