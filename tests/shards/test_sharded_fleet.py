@@ -22,9 +22,8 @@ from pachyderm.fleet import SoloMembership
 from pachyderm.projections import ProjectionProcess, RunnerOptions, open_cursors
 from pachyderm.store import ShardedEventStore, ShardMap
 from pachyderm.testing import ProcessFleet
-from pachyderm.transport import RabbitMQTransport, Topology
 
-from ..integration.harness import ROOT
+from ..integration import harness
 from ..waiting import eventually
 from .conftest import PARTITIONS, spread
 
@@ -37,24 +36,12 @@ ENTITIES, EACH = 60, 12
 async def running(
     tmp_path: Path, namespace: str, shard_urls: list[str], rabbitmq_url: str, sharded: Any
 ) -> AsyncIterator[ProcessFleet]:
-    transport = RabbitMQTransport(rabbitmq_url, Topology(namespace, PARTITIONS))
-    await transport.start()
-    # The fleet's own tables (membership) on the first server: its database URL.
-    fleet = ProcessFleet(
-        tmp_path,
-        namespace,
-        shard_urls[0],
-        rabbitmq_url,
-        partitions=PARTITIONS,
-        app_spec="examples.demo:APP",
-        cwd=ROOT,
-    )
-    try:
-        yield fleet
-    finally:
-        await fleet.stop()
-        await transport.delete_topology()
-        await transport.close()
+    """Worker processes whose database URL, for the fleet's own tables (membership), is
+    the first server; each is given the shard map (``sharded`` migrated every server)."""
+    async with harness.fleet(
+        tmp_path, namespace, shard_urls[0], rabbitmq_url, partitions=PARTITIONS
+    ) as started:
+        yield started
 
 
 def _ref(entity: int) -> Ref:
