@@ -7,7 +7,8 @@ from pydantic import SecretStr, ValidationError
 
 from pachyderm import PachydermError
 from pachyderm._settings import Settings
-from pachyderm.store import Shard, ShardMap, ShardMapError
+from pachyderm.store import Shard, ShardedEventStore, ShardMap, ShardMapError, SqliteEventStore
+from pachyderm.telemetry._store import _system
 
 A, B, C = "postgresql://a/app", "postgresql://b,c:5433/app", "postgresql://d/app"
 
@@ -39,9 +40,7 @@ def test_ranges_written_as_text_or_json_make_the_same_map() -> None:
         ("{not json", "not valid JSON"),
     ],
 )
-def test_a_map_that_does_not_cover_every_partition_once_is_refused(
-    text: str, problem: str
-) -> None:
+def test_a_map_that_does_not_cover_every_partition_once_is_refused(text: str, problem: str) -> None:
     with pytest.raises(ShardMapError, match=problem) as raised:
         ShardMap.parse(text, 8)
     assert isinstance(raised.value, PachydermError)
@@ -54,3 +53,16 @@ def test_the_setting_is_checked_against_the_partition_count_and_never_shown() ->
     with pytest.raises(ValidationError, match="database_shards") as raised:
         Settings(database_shards=shards, partitions=8)
     assert "secret" not in str(raised.value)
+
+
+async def test_a_sharded_store_routes_partitions_and_is_traced_as_postgresql() -> None:
+    stores = {url: await SqliteEventStore.open(":memory:") for url in (A, C)}
+    sharded = ShardedEventStore(ShardMap.parse(f"0-3={A} 4-6={C} 7={A}", 8), stores)
+    try:
+        assert [sharded.server_of(p) for p in (0, 3, 4, 6, 7)] == [0, 0, 1, 1, 0]
+        assert sharded.store_of(5) is stores[C]
+        with pytest.raises(ShardMapError, match=r"partition 8 is not in 0\.\.7"):
+            sharded.server_of(8)
+        assert _system(sharded) == "postgresql"
+    finally:
+        await sharded.close()

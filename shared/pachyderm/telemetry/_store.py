@@ -24,6 +24,9 @@ def _system(store: object) -> str:
     postgres = sys.modules.get("pachyderm.store._postgres")
     if postgres is not None and isinstance(store, postgres.PostgresEventStore):
         return "postgresql"
+    sharded = sys.modules.get("pachyderm.store._sharded")  # several PostgreSQL servers
+    if sharded is not None and isinstance(store, sharded.ShardedEventStore):
+        return "postgresql"
     return "other_sql"
 
 
