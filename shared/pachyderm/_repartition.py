@@ -52,10 +52,15 @@ FENCE_ENTITY_TYPE = "pachyderm.fence"
 _CONSISTENT_HASH = "x-consistent-hash"
 _NAMED = {"connection_name": "repartition"}
 _FULL_QUEUE_RETRY = 0.5
+_MAX_PARTITIONS = 1024  # Topology's bound
 
 
 class RepartitionError(TransportError):
     """The partition count could not be changed safely; the message says what to do."""
+
+
+class PartitionCountError(RepartitionError):
+    """The namespace has more partition queues than this process's count: it was grown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,3 +200,32 @@ async def _put_fence(channel: AbstractChannel, queue: str, fence_id: str, reply_
             return
         except aiormq.exceptions.DeliveryError:
             await asyncio.sleep(_FULL_QUEUE_RETRY)
+
+
+async def refuse_a_lower_count(url: str, topology: Topology) -> None:
+    """Raise :class:`PartitionCountError` if a partition queue past ``topology``'s is
+    served: the fleet runs on a larger count, and a worker on this one would compute
+    another assignment than the others and consume some queues beside their owners.
+    (While a growth is under way the added queues are not served, and workers on the
+    old count must be able to start: they answer its fences.)"""
+    served = []
+    async with (
+        translated_errors("checking the partition count"),
+        await connect_to_broker(url, client_properties=_NAMED) as connection,
+    ):
+        for partition in range(topology.partitions, _MAX_PARTITIONS):
+            name = replace(topology, partitions=partition + 1).partition_queue(partition)
+            try:
+                # A channel of its own: asking about a missing queue closes it.
+                async with connection.channel(publisher_confirms=False) as probe:
+                    queue = await probe.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                break  # the namespace's last partition queue is behind
+            if queue.declaration_result.consumer_count:
+                served.append(partition)
+    if served:
+        raise PartitionCountError(
+            f"partitions {served} are served: the fleet runs on more than"
+            f" {topology.partitions} partitions (`pachyderm repartition` grew it); set"
+            " PACHYDERM_PARTITIONS to the fleet's count"
+        )

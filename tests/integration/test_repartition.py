@@ -202,7 +202,7 @@ async def test_a_worker_already_on_the_new_count_is_refused(running: Fleet) -> N
         await transport.close()
 
 
-async def test_a_growth_whose_fences_timed_out_resumes_once_the_fleet_serves(
+async def test_a_growth_whose_fences_timed_out_resumes_and_outgrown_workers_refuse(
     running: Fleet,
 ) -> None:
     with pytest.raises(RepartitionError, match=r"partitions \[0, 1, .*\] did not answer"):
@@ -211,3 +211,12 @@ async def test_a_growth_whose_fences_timed_out_resumes_once_the_fleet_serves(
     await running.balanced()
     grown = await grow_partitions(running.amqp_url, running.topology, NEW, grace=0, timeout=30)
     assert (grown.old, grown.new) == (OLD, NEW)
+    # Once a worker serves the new count, one started on the outgrown count refuses.
+    await running.stop()
+    running.topology = Topology(running.topology.namespace, NEW)
+    running.start_worker("grown")
+    await running.balanced()
+    running.topology = Topology(running.topology.namespace, OLD)
+    stale = running.start_worker("stale")
+    assert await asyncio.to_thread(stale.process.wait, 30) == 1
+    assert "set PACHYDERM_PARTITIONS to the fleet's count" in stale.log.read_text()

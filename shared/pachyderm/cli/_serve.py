@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from .._expiry import CommandWindow
 from .._loading import load_app
+from .._repartition import refuse_a_lower_count
 from .._settings import Settings
 from ..fleet import Membership, PostgresMembership, SoloMembership
 from ..store import EventStore, open_store
@@ -118,6 +119,10 @@ async def serve(
             membership = await membership_of(settings, name)
             try:
                 async with broker(settings, name) as connected:
+                    # Before joining: on an outgrown count it would take others' queues.
+                    await refuse_a_lower_count(
+                        settings.amqp_url.get_secret_value(), connected.topology
+                    )
                     transport = wrap_transport(connected)
                     worker = Worker(app, store, transport, membership, worker_options(settings))
                     checks.clear()
