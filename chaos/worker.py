@@ -57,6 +57,7 @@ from pachyderm.store import (
 )
 from pachyderm.store._records import ListedEntity
 from pachyderm.transport import Delivery, Inbox, Message, MessageHandler, RoutedAgain, Transport
+from pachyderm.transport._broker_addresses import broker_addresses
 
 CONTROL_VARIABLE = "CHAOS_CONTROL"
 MID_COMMIT_DELAY_VARIABLE = "CHAOS_MID_COMMIT_DELAY"
@@ -107,8 +108,10 @@ class Faults:
 
 
 def cut_broker_sockets() -> int:
-    """Shut down every socket of this process connected to the broker's port."""
-    port = urlsplit(os.environ.get("PACHYDERM_AMQP_URL", "")).port or 5672
+    """Shut down every socket of this process connected to a broker's port (any node's
+    of a cluster)."""
+    addresses = broker_addresses(os.environ.get("PACHYDERM_AMQP_URL", "amqp://localhost/"))
+    ports = {urlsplit(address).port or 5672 for address in addresses}
     cut = 0
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -118,7 +121,7 @@ def cut_broker_sockets() -> int:
             # for the original too, and closing it leaves the original alone.
             with socket.socket(fileno=os.dup(int(name))) as duplicate:
                 inet = duplicate.family in (socket.AF_INET, socket.AF_INET6)
-                if inet and duplicate.getpeername()[1] == port:
+                if inet and duplicate.getpeername()[1] in ports:
                     duplicate.shutdown(socket.SHUT_RDWR)
                     cut += 1
         except OSError:
