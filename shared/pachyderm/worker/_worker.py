@@ -23,6 +23,7 @@ from ._outbox import EffectPublisher
 from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
 from ._pruning import PruneOptions, Pruner
 from ._quarantine import PartitionQuarantine, QuarantineOptions
+from ._reachability import Reachability
 from ._timers import RateLimit, TimerFiring, TimerOptions
 from ._watchdog import Watchdog
 
@@ -59,6 +60,10 @@ class WorkerOptions:
     pruning: PruneOptions = field(default_factory=PruneOptions)
     """How often and how fast the owner of partition 0 prunes; its ``commands`` is
     ``window.retention`` whatever it says."""
+    broker_patience: float = 1.0
+    """Seconds the broker may stay out of reach before the worker gives up its lease (so
+    the others take its partitions) until it reaches the broker again; see
+    :meth:`Worker.run`."""
 
 
 async def _until_either(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
@@ -119,6 +124,7 @@ class Worker:
         self._assigning = asyncio.Lock()
         self._assignment: frozenset[int] | None = None  # the latest, once there is one
         self._leaving = False
+        self._releasing: asyncio.Task[None] | None = None  # stepping aside, see _step_aside
         self.ready = asyncio.Event()
 
     @property
@@ -140,9 +146,7 @@ class Worker:
         """
         await self.transport.start()
         await self.membership.join()
-        watching = asyncio.create_task(
-            self.membership.watch(self._assign, self.transport.topology.partitions)
-        )
+        watching = asyncio.create_task(self._watch_while_reachable())
         background = [
             watching,
             asyncio.create_task(self.effects.sweep_forever()),
@@ -173,6 +177,45 @@ class Worker:
         ended = watching.exception() if watching.done() and not watching.cancelled() else None
         if ended is not None:
             raise ended
+
+    async def _watch_while_reachable(self) -> None:
+        """The membership's watch, while the broker is within reach.
+
+        A worker holds a lease on its partitions for as long as it can consume them:
+        once the broker has been out of reach for ``broker_patience`` (its connection
+        lost, reconnecting in vain), it leaves the fleet, so the others take its
+        partitions within a heartbeat, and joins again once it reaches the broker.
+        """
+        partitions = self.transport.topology.partitions
+        reachable = Reachability(self.transport, self.options.broker_patience)
+        while True:
+            watching = asyncio.create_task(self.membership.watch(self._assign, partitions))
+            lost = asyncio.create_task(reachable.lost())
+            try:
+                await asyncio.wait({watching, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (watching, lost):
+                    task.cancel()
+                await asyncio.gather(watching, lost, return_exceptions=True)
+            if not lost.done() or lost.cancelled():
+                return await watching  # ended on its own: raise what it raised
+            log.error(
+                "worker %s cannot reach the broker: leaving the fleet until it can",
+                self.membership.worker_id,
+            )
+            await self._step_aside()
+            await reachable.back()
+            log.warning("worker %s reached the broker again", self.membership.worker_id)
+
+    async def _step_aside(self) -> None:
+        """Give up the lease (the others take over at once), then the partitions."""
+        try:
+            await self.membership.leave()
+        except StoreError as error:  # the lease then lapses by itself
+            log.warning("leaving the fleet failed: %s", error)
+        # Unsettled deliveries went back to their queues with the lost connection; a
+        # batch publishing its replies waits for the broker, so this may end later.
+        self._releasing = asyncio.create_task(self._assign([]))
 
     def _watchdog(self) -> list[asyncio.Task[None]]:
         """The handler budget's watch, if the options set one (see :mod:`._watchdog`)."""

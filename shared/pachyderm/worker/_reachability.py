@@ -1,0 +1,60 @@
+"""Whether a worker reaches its broker: a worker holds a lease on partitions only while
+it can consume them.
+
+The probe is the readiness check's (:func:`~pachyderm.telemetry.broker_check`): a
+reply to an address nobody listens at, which the broker drops. While the connection
+is lost and aio-pika reconnects, publishing waits for the reconnect, so the probe
+times out. A connection that is up but silent (a network cut that drops packets
+rather than refusing them) is noticed only once the AMQP heartbeat gives it up:
+put ``heartbeat=<seconds>`` in the AMQP URL to bound that (aiormq closes the
+connection after about three heartbeats; the default, 60, takes three minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..telemetry import broker_check
+from ..transport import Transport
+
+log = logging.getLogger("pachyderm.worker")
+
+
+class Reachability:
+    """Probes ``transport``'s broker every quarter of ``patience`` seconds."""
+
+    def __init__(self, transport: Transport, patience: float) -> None:
+        if patience <= 0:
+            raise ValueError(f"broker patience must be positive, not {patience}")
+        self._probe = broker_check(transport)
+        self._patience = patience
+
+    async def lost(self) -> None:
+        """Return once the broker has been out of reach for ``patience`` seconds."""
+        loop = asyncio.get_running_loop()
+        since: float | None = None
+        while True:
+            if await self._reaches():
+                since = None
+            elif since is None:
+                since = loop.time()
+            if since is not None and loop.time() - since >= self._patience:
+                return
+            await asyncio.sleep(self._patience / 4)
+
+    async def back(self) -> None:
+        """Return once the broker is within reach again."""
+        while True:
+            if await self._reaches():
+                return
+            await asyncio.sleep(self._patience / 4)
+
+    async def _reaches(self) -> bool:
+        try:
+            async with asyncio.timeout(self._patience / 2):
+                await self._probe()
+        except Exception as error:  # any failure of the probe: out of reach
+            log.debug("broker probe failed: %r", error)
+            return False
+        return True
