@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     cache_capacity: int = Field(100_000, ge=1, description="entities kept in memory per worker")
     idle_timeout: float = Field(600.0, gt=0, description="seconds before an idle entity unloads")
     heartbeat_interval: float = Field(0.4, gt=0, description="seconds between worker heartbeats")
+    statement_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="seconds a worker's statement (or new connection) waits for PostgreSQL"
+        " before it counts the database unavailable: a network cut that drops packets holds"
+        " a batch, and its deliveries, no longer",
+    )
     dead_after: float = Field(
         1.2,
         gt=0,

@@ -113,7 +113,10 @@ async def serve(
             database_url = settings.database_url.get_secret_value()
             store = wrap_store(
                 await open_store(
-                    database_url, namespace=settings.namespace, shards=settings.shard_map()
+                    database_url,
+                    namespace=settings.namespace,
+                    shards=settings.shard_map(),
+                    statement_timeout=settings.statement_timeout,
                 )
             )
             membership = await membership_of(settings, name)

@@ -237,7 +237,7 @@ class LeasedMembership:
             except (StoreError, TimeoutError) as error:
                 outage.failed(error)
                 if joined and _now() - renewed >= self.dead_after:
-                    outage.lapsed(error)
+                    outage.lapsed(error, _now() - renewed)
                     live.lapse()
             else:
                 outage.ended()
@@ -392,15 +392,15 @@ class _Outage:
             self._since = _now()
             log.warning("worker %s: heartbeat failed, retrying: %s", self._worker_id, error)
 
-    def lapsed(self, error: Exception) -> None:
+    def lapsed(self, error: Exception, silent: float) -> None:
         if not self._reported:
             self._reported = True
             log.error(
-                "worker %s has not reached the database for %.1f s: its lease lapsed, the"
-                " other workers take over its partitions and it hands them back until it"
+                "worker %s has not renewed its lease for %.1f s: it lapsed, the other"
+                " workers take over its partitions and it hands them back until it"
                 " reaches the database again; still retrying: %s",
                 self._worker_id,
-                _now() - (self._since or _now()),
+                silent,
                 error,
             )
 

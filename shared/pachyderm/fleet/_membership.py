@@ -141,11 +141,15 @@ def _roll(row: asyncpg.Record) -> Roll:
     return Roll(row["now"], tuple(Member(worker, started) for worker, started in members))
 
 
-async def _pool(dsn: str, schema: str) -> asyncpg.Pool:
+async def _pool(dsn: str, schema: str, dead_after: float) -> asyncpg.Pool:
     """A pool of the membership's own, in namespace ``schema``.
 
     Not sharing the event store's pool keeps heartbeats on time when busy
-    commits hold every connection of that pool.
+    commits hold every connection of that pool. A statement waits ``dead_after``
+    at most, as a heartbeat later than that is worthless: without the limit, a
+    network cut that drops packets would hold the connection's return to the pool
+    after a heartbeat given up (its reset), for ever, and the worker would never
+    learn that its lease lapsed.
     """
     check_schema_name(schema)
     async with translated_errors():
@@ -155,6 +159,7 @@ async def _pool(dsn: str, schema: str) -> asyncpg.Pool:
             # One for the heartbeat, one for a caller asking meanwhile.
             max_size=2,
             server_settings={"search_path": schema, "application_name": "pachyderm-fleet"},
+            command_timeout=dead_after,
         )
 
 
@@ -219,7 +224,7 @@ class PostgresMembership(LeasedMembership):
         """
         check_schema_name(schema)
         check_timing(heartbeat_interval, dead_after, join_delay)
-        pool = await _pool(dsn, schema)
+        pool = await _pool(dsn, schema, dead_after)
         if info is None:
             info = f"host={socket.gethostname()} pid={os.getpid()}"
         return cls(

@@ -19,12 +19,17 @@ if TYPE_CHECKING:
 
 
 async def open_store(
-    url: str, *, namespace: str = "pachyderm", shards: ShardMap | None = None
+    url: str,
+    *,
+    namespace: str = "pachyderm",
+    shards: ShardMap | None = None,
+    statement_timeout: float | None = None,
 ) -> EventStore:
     """Connect to ``postgresql://...`` (schema ``namespace``) or ``sqlite:///path``.
 
     ``sqlite:///:memory:`` gives a private in-memory store, for tests. With
     ``shards``, the servers of the shard map, ``url`` keeping the quarantine.
+    ``statement_timeout``: see :meth:`PostgresEventStore.connect` (one PostgreSQL server).
     """
     scheme = urlsplit(url).scheme
     if shards is not None:
@@ -32,7 +37,7 @@ async def open_store(
             raise ValueError("a shard map needs a postgresql:// database URL (coordination)")
         return await _sharded().connect(shards, schema=namespace, coordination_url=url)
     if scheme in {"postgresql", "postgres"}:
-        return await _postgres().connect(url, schema=namespace)
+        return await _postgres().connect(url, schema=namespace, statement_timeout=statement_timeout)
     if scheme == "sqlite":
         return await SqliteEventStore.open(
             url.removeprefix("sqlite://").removeprefix("/") or ":memory:"

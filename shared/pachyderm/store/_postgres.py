@@ -243,10 +243,24 @@ class PostgresEventStore:
 
     @classmethod
     async def connect(
-        cls, dsn: str, *, schema: str = "pachyderm", min_size: int = 1, max_size: int = 10
+        cls,
+        dsn: str,
+        *,
+        schema: str = "pachyderm",
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout: float | None = None,
     ) -> PostgresEventStore:
-        """Open a connection pool whose sessions see ``schema`` first."""
+        """Open a connection pool whose sessions see ``schema`` first.
+
+        ``statement_timeout``: seconds PostgreSQL has to answer a statement, or to
+        accept a connection, before the call fails with
+        :class:`~pachyderm.StoreUnavailableError`, so that a network cut which drops
+        packets (rather than refusing them) holds no call, and no batch of deliveries,
+        for longer; None: asyncpg's defaults (statements wait for ever, a connection 60 s).
+        """
         check_schema_name(schema)
+        limits = {} if statement_timeout is None else {"timeout": statement_timeout}
         async with translated_errors():
             pool = await asyncpg.create_pool(
                 dsn,
@@ -254,6 +268,8 @@ class PostgresEventStore:
                 max_size=max_size,
                 server_settings={"search_path": schema, "application_name": "pachyderm"},
                 reset=_keep_session,
+                command_timeout=statement_timeout,
+                **limits,
             )
         return cls(pool, schema)
 
