@@ -20,7 +20,7 @@ MESSAGE_PATH = ("aio-pika / aiormq / pamqp", "asyncio event loop")
 
 # Functions whose inclusive share of the workers' samples the notes quote.
 REPLIES = "RabbitMQTransport.publish_replies"
-COMMIT = "GroupCommit._commit"
+COMMIT = "GroupCommit."  # commit (a lone batch, in its caller) and _commit (shared)
 
 
 def _inclusive(profile: Profile, function: str) -> float:
