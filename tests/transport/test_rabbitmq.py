@@ -26,7 +26,9 @@ from pachyderm.transport import (
     Topology,
     _rabbitmq_inbox,
     _rabbitmq_topology,
+    connect_to_broker,
 )
+from pachyderm.transport import _rabbitmq as rabbitmq_transport
 
 PARTITIONS = 4
 TransportFactory = Callable[[], Awaitable[RabbitMQTransport]]
@@ -209,13 +211,12 @@ async def test_racing_starts_share_one_connection(
 ) -> None:
     transport = await open_transport()
     await transport.close()
-    connected: list[aio_pika.abc.AbstractRobustConnection] = []
-    connect = aio_pika.connect_robust
+    connected: list[aio_pika.RobustConnection] = []
 
-    async def counted(*args: Any, **kwargs: Any) -> aio_pika.abc.AbstractRobustConnection:
-        connected.append(await connect(*args, **kwargs))
+    async def counted(*args: Any, **kwargs: Any) -> aio_pika.RobustConnection:
+        connected.append(await connect_to_broker(*args, **kwargs))
         return connected[-1]
 
-    monkeypatch.setattr(aio_pika, "connect_robust", counted)
+    monkeypatch.setattr(rabbitmq_transport, "connect_to_broker", counted)
     await asyncio.gather(transport.start(), transport.start())
     assert len(connected) == 1
