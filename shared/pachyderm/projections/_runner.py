@@ -12,6 +12,14 @@ batch is applied; a runner stopped in between applies it again.
 Idle, a runner waits for a wake-up of its partition's log (LISTEN/NOTIFY on
 PostgreSQL) or, as the fallback, polls with an interval doubling from
 ``min_interval`` to ``max_interval``, back to the minimum as soon as events come.
+
+Exactly once, a runner keeps where its cursor is (where it moved it, or
+read it) and reads the log from there without asking the cursor store again
+(a round trip less per batch, on the live lag's path): the batch's
+transaction checks the cursor anyway, so a cursor moved, paused or marked for
+a rebuild meanwhile makes the batch write nothing, and the next step reads the
+cursor afresh. An idle runner (its wait timed out with nothing new) reads it
+afresh too, so it sees a pause or a rebuild within ``max_interval``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from .._app import App
 from .._errors import PachydermError
 from .._projection import AnyEvent, Projection, ProjectionContext
 from ..store import EventStore, LoggedEvent, LogWakeups, NoWakeups
-from ._cursors import CursorStore, TransactionalCursors
+from ._cursors import Cursor, CursorStore, TransactionalCursors
 
 log = logging.getLogger("pachyderm.projections")
 
@@ -97,26 +105,34 @@ class ProjectionRunner:
         self.partition = partition
         self.options = options or RunnerOptions()
         self._handled = _handled(app, projection)
+        # Exactly once: where the cursor is, as this runner last moved or read it
+        # (None: read it).
+        self._kept: int | None = None
 
     async def step(self) -> int:
         """Apply one batch; how many log positions it moved the cursor on (0: nothing to
-        do, paused, rebuilt, or another runner moved the cursor first)."""
+        do, paused, rebuilt, or another runner moved the cursor first).
+
+        Exactly once, it reads the cursor only when it keeps none (at the first step,
+        after a batch that wrote nothing, after an idle wait in :meth:`run`): a pause or
+        a rebuild asked meanwhile is seen by the batch's transaction, or then."""
         name = self.projection.name
-        found = [c for c in await self.cursors.cursors(name) if c.partition == self.partition]
-        if not found:
-            raise PachydermError(
-                f"projection {name!r} has no cursor for partition {self.partition}"
-                " (CursorStore.ensure creates them; the projection process does at start)"
-            )
-        [cursor] = found
-        if cursor.rebuilding:
-            if await self.cursors.rebuild(name, self.projection.clear):
-                log.info("projection %s: cleared and reset for a rebuild", name)
-            return 0
-        if cursor.paused:
-            return 0
-        logged = await self.store.read_log(self.partition, cursor.position, self.options.batch_size)
+        kept, self._kept = self._kept, None
+        if kept is None:
+            cursor = await self._cursor()
+            if cursor.rebuilding:
+                if await self.cursors.rebuild(name, self.projection.clear):
+                    log.info("projection %s: cleared and reset for a rebuild", name)
+                return 0
+            if cursor.paused:
+                return 0
+            start = cursor.position
+        else:
+            start = kept
+        logged = await self.store.read_log(self.partition, start, self.options.batch_size)
         if not logged:
+            if self.projection.exactly_once:
+                self._kept = start
             return 0
         head = logged[-1].position
         handled = self._handled
@@ -126,16 +142,28 @@ class ProjectionRunner:
             async def work(connection: Any) -> None:
                 await self._apply(chosen, connection)
 
-            moved = await self._transactional.apply_batch(
-                name, self.partition, cursor.position, head, work
-            )
+            moved = await self._transactional.apply_batch(name, self.partition, start, head, work)
+            if moved:
+                self._kept = head
         else:
             await self._apply(chosen, None)
-            moved = await self.cursors.advance(name, self.partition, cursor.position, head)
+            moved = await self.cursors.advance(name, self.partition, start, head)
         if not moved:
-            log.info("projection %s: cursor %d moved meanwhile", name, self.partition)
+            if kept is None:
+                log.info("projection %s: cursor %d moved meanwhile", name, self.partition)
             return 0
-        return head - cursor.position
+        return head - start
+
+    async def _cursor(self) -> Cursor:
+        name = self.projection.name
+        found = [c for c in await self.cursors.cursors(name) if c.partition == self.partition]
+        if not found:
+            raise PachydermError(
+                f"projection {name!r} has no cursor for partition {self.partition}"
+                " (CursorStore.ensure creates them; the projection process does at start)"
+            )
+        [cursor] = found
+        return cursor
 
     async def _apply(self, chosen: list[LoggedEvent], connection: Any) -> None:
         if not chosen:
@@ -186,3 +214,4 @@ class ProjectionRunner:
             woken = await wakeups.wait(self.partition, seen, interval)
             if not moved and not woken:
                 interval = min(interval * 2, options.max_interval)
+                self._kept = None  # idle: read the cursor (a pause, a rebuild) again
