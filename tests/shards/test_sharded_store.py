@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from pachyderm import Ref
+from pachyderm import Ref, StoreUnavailableError
 from pachyderm.store import (
     ERASED,
     Change,
@@ -152,3 +152,10 @@ async def test_erasing_an_entity_deletes_its_poison_commands_on_the_coordination
     assert (erasure.version, erasure.events, erasure.quarantined) == (1, 1, 2)
     assert await quarantine.find(ref.id, "c2") is None
     assert (await store.load(ref)).ended == ERASED
+
+
+async def test_a_server_that_cannot_be_reached_fails_the_connect(shard_urls: list[str]) -> None:
+    nobody = "postgresql://postgres@127.0.0.1:5789/postgres"  # nothing listens there
+    shard_map = ShardMap.parse(f"0-7={shard_urls[0]} 8-15={nobody}", 16)
+    with pytest.raises(StoreUnavailableError):
+        await ShardedEventStore.connect(shard_map, max_size=1)

@@ -43,6 +43,7 @@ from ._quarantine import HasQuarantine, QuarantineStore
 from ._records import (
     Change,
     CommitOutcome,
+    Committed,
     Duplicate,
     Erasure,
     ListedEntity,
@@ -100,9 +101,14 @@ class ShardedEventStore:
         urls = shard_map.urls
         if coordination_url is not None and coordination_url not in urls:
             urls = [*urls, coordination_url]
-        opened = await _all(
+        connecting = [
             PostgresEventStore.connect(url, schema=schema, max_size=max_size) for url in urls
-        )
+        ]
+        results = await asyncio.gather(*connecting, return_exceptions=True)
+        opened = [store for store in results if isinstance(store, PostgresEventStore)]
+        if len(opened) < len(urls):  # none left open behind the error
+            await _all(store.close() for store in opened)
+            raise next(error for error in results if isinstance(error, BaseException))
         by_url: dict[str, EventStore] = dict(zip(urls, opened, strict=True))
         coordination = by_url[coordination_url] if coordination_url is not None else None
         return cls(shard_map, by_url, coordination)
@@ -184,8 +190,9 @@ class ShardedEventStore:
             for index, outcome in zip(indexes, share, strict=True):
                 outcomes[index] = outcome
                 self._learn(changes[index].ref.id, store)
-                for effect in changes[index].effects:
-                    _remember(self._effect_homes, effect.effect_id, store)
+                if isinstance(outcome, Committed):
+                    for effect in changes[index].effects:
+                        _remember(self._effect_homes, effect.effect_id, store)
         return [outcome for outcome in outcomes if outcome is not None]
 
     async def recorded(
