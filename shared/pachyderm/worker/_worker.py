@@ -215,7 +215,13 @@ class Worker:
             log.warning("leaving the fleet failed: %s", error)
         # Unsettled deliveries went back to their queues with the lost connection; a
         # batch publishing its replies waits for the broker, so this may end later.
-        self._releasing = asyncio.create_task(self._assign([]))
+        self._releasing = asyncio.create_task(self._release_all())
+
+    async def _release_all(self) -> None:
+        try:
+            await self._assign([])
+        except Exception:  # the broker's loss already handed the deliveries back
+            log.exception("releasing the partitions after losing the broker failed")
 
     def _watchdog(self) -> list[asyncio.Task[None]]:
         """The handler budget's watch, if the options set one (see :mod:`._watchdog`)."""
