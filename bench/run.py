@@ -4,6 +4,8 @@
     python -m bench [--runs 3] [--only rpc,drain] [--systems pachyderm,raw_broker]
     python -m bench --quick          # tiny sizes, one run, no files: the smoke test
 
+    PACHYDERM_BENCH_COMMIT_DELAY=0.002 python -m bench ...   # every commit 2 ms slower
+
 Workloads: rpc, sequential, drain, failover, cold_load, memory, and profile
 (one more RPC pass under py-spy, if installed). Writes bench/results.md and
 bench/results.json (not with --quick, --only or --systems, which are for iterating;
@@ -32,6 +34,7 @@ from .machine import describe
 from .phases import profiled_rpc, rpc_phase
 from .profiling import py_spy
 from .results import PACHYDERM_1_WORKER, Collected, ProfiledRun, Results
+from .slow_commits import DELAY, commit_delay
 from .systems import PACHYDERM, RAW_BROKER, SYSTEMS
 from .workloads.cold_load import cold_loads
 from .workloads.commit_latency import commit_latency
@@ -171,6 +174,8 @@ async def benchmark(options: Options) -> Results:
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _cancel_once, main_task)
+    if commit_delay():
+        say(f"every commit slowed by {commit_delay() * 1000:g} ms ({DELAY})")
     say("machine: measuring the disk's fsync rate and reading versions")
     machine = await describe(options.services.dsn, options.services.amqp_url)
     found = Collected(runs=options.runs)

@@ -29,6 +29,7 @@ from pachyderm.testing import ProcessFleet, WorkerProcess
 from .app import SPEC
 from .baselines import naive_worker
 from .config import ROOT, Services
+from .slow_commits import slow_down_at
 
 PACHYDERM, RAW_BROKER, NAIVE_WORKER = "pachyderm", "raw_broker", "naive_worker"
 _HANDLED = re.compile(rb"handled (\d+)")
@@ -78,7 +79,8 @@ class Pachyderm:
         return namespace
 
     async def prepare(self, services: Services, namespace: str) -> None:
-        return None  # process_fleet migrated the namespace
+        # process_fleet migrated the namespace.
+        await slow_down_at(services.dsn, namespace)
 
     async def clean_up(self, services: Services, namespace: str) -> None:
         return None
@@ -129,6 +131,7 @@ class Baseline:
     async def prepare(self, services: Services, namespace: str) -> None:
         if self.in_postgres:
             await naive_worker.create_schema(services.dsn, namespace)
+            await slow_down_at(services.dsn, naive_worker.schema_name(namespace))
 
     async def clean_up(self, services: Services, namespace: str) -> None:
         if self.in_postgres:

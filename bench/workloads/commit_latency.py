@@ -16,6 +16,7 @@ from pachyderm.store import Change, PostgresEventStore
 
 from ..app import APP, ENTITY_TYPE
 from ..fleet import percentile
+from ..slow_commits import slow_down_at
 
 AS_IS = "store"
 
@@ -38,6 +39,7 @@ async def commit_latency(dsn: str, commits: int) -> dict[str, dict[str, float]]:
     store = await PostgresEventStore.connect(dsn, schema=schema, max_size=2)
     try:
         await store.migrate()
+        await slow_down_at(dsn, schema)
         return {AS_IS: await _timed_commits(store, commits)}
     finally:
         await store.drop_namespace()
