@@ -423,3 +423,21 @@ async def test_a_request_naming_no_entity_keeps_its_place_behind_a_redelivered_o
     assert not await world.live(await world.worker())  # redelivered: it crashes again
     assert await world.answer(fresh) == (1, {"steps": [1]})
     assert "fence" not in world.replies
+
+
+async def test_a_redelivered_poison_makes_suspects_of_its_chunk_only(
+    world: World, switch: Path
+) -> None:
+    refs = [Lane.ref(f"lane-{n}") for n in range(40)]
+    before = [await world.send(ref, Step(n)) for n, ref in enumerate(refs[:20])]
+    poisoned = Lane.ref("poisoned")
+    command_id = await world.send(poisoned, Poison("crash", str(switch)))
+    after = [await world.send(ref, Step(n)) for n, ref in enumerate(refs[20:], start=20)]
+    assert not await world.live(await world.worker())  # one batch of first deliveries
+    assert not await world.live(await world.worker())  # redelivered, in chunks of 16
+    # The first chunk committed; only the poison's chunk was counted with it.
+    assert [await world.answer(c) for c in before[:16]] == [(1, {"steps": [n]}) for n in range(16)]
+    keys = [(ref.id, c) for ref, c in zip(refs, before + after, strict=True)]
+    counted = await world.quarantine.attempts([*keys, (poisoned.id, command_id)])
+    assert len(counted) == 16
+    assert counted[(poisoned.id, command_id)] == 1

@@ -15,7 +15,9 @@ stored command run again), the first deliveries of the *other* entities in it
 go first, in a batch of their own: nothing of theirs is counted, and they
 commit before the risky ones run, so a poison that takes the worker down again
 takes none of them along (they are not redelivered, counted and suspected with
-it). An entity's own deliveries keep their order behind its risky one.
+it). An entity's own deliveries keep their order behind its risky one. The risky
+ones run in batches of at most 16 (each counted just before it runs), so a
+poison among them makes suspects of its batch only.
 
 Policies (``PACHYDERM_QUARANTINE_POLICY``):
 
@@ -65,6 +67,10 @@ DEFAULT_MAX_ATTEMPTS = 3
 _BLOCKING = ("quarantined", "resuming", "skipping")
 _REMEMBERED = 10_000  # settled tags kept, for admit() called again after a store failure
 _REFUSED = ("quarantined", "skipping", "skipped")
+# Redelivered commands run in batches of at most this many: a poison among them that
+# takes the worker down again counts an attempt against its batch only, so at most
+# this many healthy commands become suspects (run one at a time) with it.
+_CHUNK = 16
 # Synthetic deliveries (stored commands run again) have tags below zero, which no
 # broker hands out: settling them is the quarantine's business, not the inbox's.
 _synthetic_tags = itertools.count(-1, -1)
@@ -203,8 +209,9 @@ class _Admission:
 
     def admit(self, delivery: Delivery, *, alone: bool = False) -> None:
         """Apply ``delivery`` after those admitted before (in a batch of its own if
-        ``alone``): the order of the deliveries is kept, and with it each entity's."""
-        if alone or self.last_alone or not self.batches:
+        ``alone``, else in batches of at most :data:`_CHUNK`): the order of the
+        deliveries is kept, and with it each entity's."""
+        if alone or self.last_alone or not self.batches or len(self.batches[-1]) >= _CHUNK:
             self.batches.append([delivery])
         else:
             self.batches[-1].append(delivery)
