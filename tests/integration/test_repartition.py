@@ -13,8 +13,6 @@ its old partition all before those of its new one (a gap-free, once-each log).
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -78,25 +76,9 @@ async def stream(client: Client, entity: int) -> None:
 
 async def repartition(running: Fleet, partitions: int) -> str:
     """Run `pachyderm repartition --to partitions` as an operator would; its output."""
-    environment = {
-        **os.environ,
-        "PACHYDERM_DATABASE_URL": running.dsn,
-        "PACHYDERM_AMQP_URL": running.amqp_url,
-        "PACHYDERM_NAMESPACE": running.topology.namespace,
-        "PACHYDERM_PARTITIONS": str(running.topology.partitions),
-    }
-    command = ["-m", "pachyderm", "repartition", "--to", str(partitions), "--grace", "1"]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *command,
-        cwd=ROOT,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
-    return output.decode()
+    status, output = await running.command("repartition", "--to", str(partitions), "--grace", "1")
+    assert status == 0, output
+    return output
 
 
 async def full_log(store: PostgresEventStore, partitions: int) -> list[LoggedEvent]:

@@ -66,23 +66,43 @@ class ProcessFleet:
         self.amqp_url = amqp_url
         self.workers: list[WorkerProcess] = []
 
-    def start_worker(self, name: str, *, app: str | None = None, **settings: str) -> WorkerProcess:
-        """Start a worker process serving the fleet's app, or ``app`` (``module:attribute``:
-        another version of it, as during a rolling deploy); ``settings`` as
-        ``PACHYDERM_*`` variables."""
-        log = self.folder / f"{name}.log"
-        environment = {
+    def environment(self, **settings: str) -> dict[str, str]:
+        """This process's environment with the fleet's settings (broker, database,
+        namespace, partition count), and ``settings`` as ``PACHYDERM_*`` variables."""
+        return {
             **os.environ,
             "PACHYDERM_DATABASE_URL": self.dsn,
             "PACHYDERM_AMQP_URL": self.amqp_url,
             "PACHYDERM_NAMESPACE": self.topology.namespace,
             "PACHYDERM_PARTITIONS": str(self.topology.partitions),
-            "PACHYDERM_WORKER_ID": name,
-            # Any free port unless told: a taken health port stops a worker, and the
-            # workers of a fleet (and of other tests) share this host.
-            "PACHYDERM_HEALTH_PORT": "0",
             **{f"PACHYDERM_{key.upper()}": value for key, value in settings.items()},
         }
+
+    async def command(self, *arguments: str) -> tuple[int, str]:
+        """Run ``pachyderm *arguments`` on the fleet, as an operator would; its exit status
+        and output (stdout and stderr together)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pachyderm",
+            *arguments,
+            cwd=self.cwd,
+            env=self.environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, output.decode()
+
+    def start_worker(self, name: str, *, app: str | None = None, **settings: str) -> WorkerProcess:
+        """Start a worker process serving the fleet's app, or ``app`` (``module:attribute``:
+        another version of it, as during a rolling deploy); ``settings`` as
+        ``PACHYDERM_*`` variables."""
+        log = self.folder / f"{name}.log"
+        # Any free port unless told: a taken health port stops a worker, and the
+        # workers of a fleet (and of other tests) share this host.
+        environment = self.environment(**{"worker_id": name, "health_port": "0", **settings})
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [sys.executable, "-m", "pachyderm", "worker", app or self.app_spec],
