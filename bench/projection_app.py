@@ -5,7 +5,8 @@ keeps each counter's total (``bench_totals``) with one upsert per batch (the
 batch's amounts summed per counter first: an upsert may not touch a row twice),
 and, for the lag, one row per event in ``bench_applied``: its ``recorded_at``
 and the ``clock_timestamp()`` of the statement that applied it, a moment before
-the batch's transaction commits. Both are one statement over arrays per batch.
+the batch's transaction commits. Both are written by one statement over arrays per
+batch (a data-modifying ``WITH``): the measurement costs the batch no round trip.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ TABLES = """
         applied_at timestamptz NOT NULL
     );
 """
-_TOTALS = """
-    INSERT INTO bench_totals AS t (entity_id, total)
-    SELECT * FROM unnest($1::uuid[], $2::bigint[])
-        ON CONFLICT (entity_id) DO UPDATE SET total = t.total + excluded.total
-"""
-_APPLIED = """
+# One statement (a round trip) per batch: the measurement's rows ride along with the
+# read model's upsert, so measuring the lag does not add a round trip to it.
+_APPLY = """
+    WITH totals AS (
+        INSERT INTO bench_totals AS t (entity_id, total)
+        SELECT * FROM unnest($1::uuid[], $2::bigint[])
+            ON CONFLICT (entity_id) DO UPDATE SET total = t.total + excluded.total
+    )
     INSERT INTO bench_applied (recorded_at, applied_at)
-    SELECT r, clock_timestamp() FROM unnest($1::timestamptz[]) AS r
+    SELECT r, clock_timestamp() FROM unnest($3::timestamptz[]) AS r
 """
 
 
@@ -51,8 +54,12 @@ class CounterTotals(PostgresProjection):
         totals: Tally[uuid.UUID] = Tally()
         for event, context in batch:
             totals[context.entity_id] += event.amount
-        await connection.execute(_TOTALS, list(totals), list(totals.values()))
-        await connection.execute(_APPLIED, [context.recorded_at for _, context in batch])
+        await connection.execute(
+            _APPLY,
+            list(totals),
+            list(totals.values()),
+            [context.recorded_at for _, context in batch],
+        )
 
     async def clear(self, connection: Any) -> None:
         await connection.execute("DELETE FROM bench_totals")

@@ -107,8 +107,8 @@ def markdown(data: dict[str, Any], sizes: ProjectionSizes) -> str:
 `{data["command"]}` ({len(runs)} runs; medians, min to max). Two worker processes
 serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`: a
 `PostgresProjection` keeping each counter's total with one upsert per batch through
-`apply_many`, and one row per event saying when it was applied), 16 partitions, one
-`pachyderm projections` process, this machine's RabbitMQ and PostgreSQL.
+`apply_many`, and in the same statement one row per event saying when it was applied),
+16 partitions, one `pachyderm projections` process, this machine's RabbitMQ and PostgreSQL.
 
 | Measure | Median | Runs | Target |
 |---|---|---|---|
