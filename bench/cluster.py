@@ -46,7 +46,7 @@ from typing import Any
 from chaos.rabbitmq_cluster import RabbitMQCluster
 from chaos.run import Options, chaos_run
 from chaos.run import Services as ChaosServices
-from chaos.services import PrivateRabbitMQ
+from chaos.services import PrivateRabbitMQ, ServiceUnavailableError
 
 from .config import Services, Sizes
 from .phases import rpc_phase
@@ -124,10 +124,15 @@ async def failovers(
     services = ChaosServices(dsn, cluster.url, cluster=cluster)
     for name, faults in FAULTS.items():
         (folder / name).mkdir()
-        async with chaos_run(folder / name, services, Options()) as run:
-            await run.setup()
-            await run.scenario(commands, faults)
-            verdict = await run.finish()
+        try:
+            async with chaos_run(folder / name, services, Options()) as run:
+                await run.setup()
+                await run.scenario(commands, faults)
+                verdict = await run.finish()
+        except ServiceUnavailableError as error:  # a node did not come back: say so, go on
+            found[name] = {"error": str(error)[:500]}
+            say(f"  {name}: FAILED: {str(error)[:200]}")
+            continue
         recoveries = [round(fault.recovery_s, 2) for fault in run.faults]
         found[name] = {
             "recovery_s": recoveries,
@@ -212,6 +217,9 @@ def section(data: dict[str, Any], command: str) -> str:
         "|---|---|---:|---|",
     ]
     for name, found in data["failover"].items():
+        if "error" in found:
+            lines.append(f"| {name} | failed: {found['error'][:120]} | | |")
+            continue
         verdict = "clean" if found["checker_clean"] and not found["unanswered"] else "FOUND"
         recoveries = ", ".join(f"{value:.2f}" for value in found["recovery_s"])
         lines.append(f"| {name} | {recoveries} | {found['commands']:,} | {verdict} |")
@@ -233,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not arguments.quick:
         write(KEY, SECTION, data, section(data, command))
     print(section(data, command))
-    failed = [name for name, found in data["failover"].items() if not found["checker_clean"]]
+    failed = [name for name, found in data["failover"].items() if not found.get("checker_clean")]
     return 1 if failed else 0
 
 

@@ -200,6 +200,9 @@ class PrivateRabbitMQ:
         return _run(command, self._environment(server=False), timeout)
 
     def start(self) -> None:
+        # A pid file left by the last run (stopped or killed) would have `wait` watch a
+        # process that is gone: the new node writes its own.
+        self.pid_file.unlink(missing_ok=True)
         with (self.folder / "server.log").open("ab") as log:
             try:
                 self._process = subprocess.Popen(
