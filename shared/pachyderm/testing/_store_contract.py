@@ -589,10 +589,12 @@ class EventStoreContract(
         made = effect("e")
         await store.commit([Change(ref, 0, "c1", events("a"), b"", [made])])
         assert [e.attempts for e in await store.pending_effects()] == [0]
-        await store.postpone_effects({made.effect_id: 0.05})
-        await store.postpone_effects({made.effect_id: 0.05, uuid.uuid4(): 1.0})
+        # Half a second: long enough for a loaded machine (or a store spread over several
+        # servers) to ask again before it is due.
+        await store.postpone_effects({made.effect_id: 0.5})
+        await store.postpone_effects({made.effect_id: 0.5, uuid.uuid4(): 1.0})
         assert await store.pending_effects() == []
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.6)
         assert [e.attempts for e in await store.pending_effects()] == [2]
 
     async def test_effects_keep_the_trace_context_of_their_command(self, store: EventStore) -> None:
