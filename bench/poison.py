@@ -56,7 +56,7 @@ SECTION = "## Poison commands"
 SETTINGS = {"max_attempts": "3", "handler_budget": "2"}
 WORKERS = 2
 IN_FLIGHT = 256
-HEALTHY_TIMEOUT = 120.0
+HEALTHY_TIMEOUT = 600.0  # a call waits out the crash loop: its throughput is measured
 POISON_TIMEOUT = 600.0
 METRICS = (
     "per_s_clean",
@@ -175,9 +175,10 @@ async def one_run(services: Services, calls: int, entities: int, share: float) -
     say("  with poison")
     poisoned = await phase(services, Plan.of(calls, entities, share))
     for measured in (clean, poisoned):
-        if measured.errors:
-            raise RuntimeError(f"calls failed: {measured.errors[:5]}")
+        for error in measured.errors[:5]:
+            say(f"  failed: {error}")
     return {
+        "failed_calls": [len(clean.errors), len(poisoned.errors)],
         "calls": calls,
         "poisons": len(Plan.of(calls, entities, share).poisons),
         "per_s_clean": clean.per_s,
@@ -229,7 +230,8 @@ each that exits. Each poison takes a worker down on each of its 3 attempts
 {row("p99 latency, poisoned", "p99_ms_poisoned", " ms", 1)}
 
 - Last run: {last["quarantined"]} of {last["poisons"]} poisons answered `quarantined`, the
-  last {last["last_poison_answered_s"]:.0f} s after the first call; worker exits: {exits}.
+  last {last["last_poison_answered_s"]:.0f} s after the first call; worker exits: {exits};
+  healthy calls that failed (clean, poisoned): {last["failed_calls"]}.
 - The machine's 1-minute load average before and after each run: {loads} (2 cores,
   shared with other work: the ratio is within a run, the absolute rates are not
   comparable with the other sections).
