@@ -4,12 +4,15 @@ refuses a cursor that is no longer where the runner keeps it)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 
 import pytest
 
 from pachyderm.projections import Cursor, PostgresCursors, ProjectionRunner, RunnerOptions
 
+from ..waiting import eventually
 from . import tally
 from .conftest import Backend
 from .test_runners import create_read_model, fold_of_the_log, read_model
@@ -92,3 +95,40 @@ async def test_a_pause_and_a_rebuild_asked_while_a_runner_keeps_its_cursor_are_o
     assert await read_model(postgres_dsn, namespace) == ({}, 0)
     assert await runner.step() == 3
     assert await read_model(postgres_dsn, namespace) == await fold_of_the_log(postgres, app)
+
+
+async def test_an_idle_running_runner_sees_a_rebuild_asked_while_nothing_comes(
+    postgres: Backend, postgres_dsn: str, namespace: str
+) -> None:
+    await create_read_model(postgres_dsn, namespace)
+    await postgres.cursors.ensure("totals", 4)
+    app = tally.app(tally.Totals())
+    entity = uuid.uuid4()
+    await add(postgres, entity, 0, 5)
+    runner = ProjectionRunner(
+        app,
+        postgres.store,
+        postgres.cursors,
+        app.projection("totals"),
+        entity.int % 4,
+        options=RunnerOptions(min_interval=0.005, max_interval=0.05),
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+
+        async def applied() -> bool:
+            return await read_model(postgres_dsn, namespace) == ({entity: 5}, 1)
+
+        await eventually(applied, timeout=10)
+        await postgres.cursors.request_rebuild("totals")
+
+        async def rebuilt() -> bool:
+            cursors = await postgres.cursors.cursors("totals")
+            return not any(c.rebuilding for c in cursors)
+
+        await eventually(rebuilt, timeout=10)
+        await eventually(applied, timeout=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -18,8 +18,9 @@ read it) and reads the log from there without asking the cursor store again
 (a round trip less per batch, on the live lag's path): the batch's
 transaction checks the cursor anyway, so a cursor moved, paused or marked for
 a rebuild meanwhile makes the batch write nothing, and the next step reads the
-cursor afresh. An idle runner (its wait timed out with nothing new) reads it
-afresh too, so it sees a pause or a rebuild within ``max_interval``.
+cursor afresh. A runner idle long enough for its polling interval to reach
+``max_interval`` reads it afresh at every poll, so it sees a rebuild asked while
+nothing comes (a live runner's next batch is refused and sees it then).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class ProjectionRunner:
         do, paused, rebuilt, or another runner moved the cursor first).
 
         Exactly once, it reads the cursor only when it keeps none (at the first step,
-        after a batch that wrote nothing, after an idle wait in :meth:`run`): a pause or
+        after a batch that wrote nothing, when idle a while in :meth:`run`): a pause or
         a rebuild asked meanwhile is seen by the batch's transaction, or then."""
         name = self.projection.name
         kept, self._kept = self._kept, None
@@ -214,4 +215,5 @@ class ProjectionRunner:
             woken = await wakeups.wait(self.partition, seen, interval)
             if not moved and not woken:
                 interval = min(interval * 2, options.max_interval)
-                self._kept = None  # idle: read the cursor (a pause, a rebuild) again
+                if interval >= options.max_interval:
+                    self._kept = None  # idle a while: read the cursor (a rebuild?) again
