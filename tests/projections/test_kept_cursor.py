@@ -10,7 +10,13 @@ import uuid
 
 import pytest
 
-from pachyderm.projections import Cursor, PostgresCursors, ProjectionRunner, RunnerOptions
+from pachyderm.projections import (
+    Cursor,
+    CursorStore,
+    PostgresCursors,
+    ProjectionRunner,
+    RunnerOptions,
+)
 
 from ..waiting import eventually
 from . import tally
@@ -30,28 +36,48 @@ class Counted(PostgresCursors):
         return await super().cursors(projection)
 
 
+APP = tally.app(tally.Totals())
+
+
 async def add(backend: Backend, entity: uuid.UUID, version: int, amount: int) -> None:
-    await tally.commit(
-        backend.store, tally.app(tally.Totals()), entity, version, tally.Added(amount)
+    await tally.commit(backend.store, APP, entity, version, tally.Added(amount))
+
+
+async def runner_of(
+    postgres: Backend,
+    postgres_dsn: str,
+    namespace: str,
+    entity: uuid.UUID,
+    *,
+    cursors: CursorStore | None = None,
+    options: RunnerOptions | None = None,
+) -> ProjectionRunner:
+    """The read model's tables and cursors made; a runner of ``entity``'s partition."""
+    await create_read_model(postgres_dsn, namespace)
+    await postgres.cursors.ensure("totals", 4)
+    return ProjectionRunner(
+        APP,
+        postgres.store,
+        cursors or postgres.cursors,
+        APP.projection("totals"),
+        entity.int % 4,
+        options=options,
     )
 
 
 async def test_a_runner_that_keeps_finding_events_reads_its_cursor_once(
     postgres: Backend, postgres_dsn: str, namespace: str
 ) -> None:
-    await create_read_model(postgres_dsn, namespace)
-    await postgres.cursors.ensure("totals", 4)
-    app = tally.app(tally.Totals())
     entity = uuid.uuid4()
     counted = await Counted.connect(postgres_dsn, schema=namespace)
     assert isinstance(counted, Counted)
     try:
-        runner = ProjectionRunner(
-            app,
-            postgres.store,
-            counted,
-            app.projection("totals"),
-            entity.int % 4,
+        runner = await runner_of(
+            postgres,
+            postgres_dsn,
+            namespace,
+            entity,
+            cursors=counted,
             options=RunnerOptions(batch_size=2),
         )
         for version in range(6):
@@ -68,13 +94,8 @@ async def test_a_runner_that_keeps_finding_events_reads_its_cursor_once(
 async def test_a_pause_and_a_rebuild_asked_while_a_runner_keeps_its_cursor_are_obeyed(
     postgres: Backend, postgres_dsn: str, namespace: str
 ) -> None:
-    await create_read_model(postgres_dsn, namespace)
-    await postgres.cursors.ensure("totals", 4)
-    app = tally.app(tally.Totals())
     entity = uuid.uuid4()
-    runner = ProjectionRunner(
-        app, postgres.store, postgres.cursors, app.projection("totals"), entity.int % 4
-    )
+    runner = await runner_of(postgres, postgres_dsn, namespace, entity)
     await add(postgres, entity, 0, 1)
     assert await runner.step() == 1
 
@@ -94,25 +115,21 @@ async def test_a_pause_and_a_rebuild_asked_while_a_runner_keeps_its_cursor_are_o
     assert await runner.step() == 0  # clears the read model, resets the cursors
     assert await read_model(postgres_dsn, namespace) == ({}, 0)
     assert await runner.step() == 3
-    assert await read_model(postgres_dsn, namespace) == await fold_of_the_log(postgres, app)
+    assert await read_model(postgres_dsn, namespace) == await fold_of_the_log(postgres, APP)
 
 
 async def test_an_idle_running_runner_sees_a_rebuild_asked_while_nothing_comes(
     postgres: Backend, postgres_dsn: str, namespace: str
 ) -> None:
-    await create_read_model(postgres_dsn, namespace)
-    await postgres.cursors.ensure("totals", 4)
-    app = tally.app(tally.Totals())
     entity = uuid.uuid4()
-    await add(postgres, entity, 0, 5)
-    runner = ProjectionRunner(
-        app,
-        postgres.store,
-        postgres.cursors,
-        app.projection("totals"),
-        entity.int % 4,
+    runner = await runner_of(
+        postgres,
+        postgres_dsn,
+        namespace,
+        entity,
         options=RunnerOptions(min_interval=0.005, max_interval=0.05),
     )
+    await add(postgres, entity, 0, 5)
     task = asyncio.create_task(runner.run())
     try:
 
