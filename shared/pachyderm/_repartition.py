@@ -27,7 +27,9 @@ Invariants: the new queues have no consumer before the step and when the last
 fence is answered (else :class:`RepartitionError`); running it again after a
 failure is harmless (declaring and binding again change nothing, a fence is
 answered and dropped). Shrinking is refused: the queues that would gain entities
-are being served.
+are being served. So is growing on a store spread over servers by a shard map
+(:func:`refuse_a_shard_map`): a moved entity's rows would stay on its old
+partition's server.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import aio_pika
 import aiormq
@@ -47,6 +50,9 @@ from .transport import Topology, connect_to_broker
 from .transport._amqp import translated_errors
 from .transport._rabbitmq_topology import declare_partition_queue
 
+if TYPE_CHECKING:
+    from .store import ShardMap
+
 # Names no entity type (they are identifiers): every app answers it as invalid.
 FENCE_ENTITY_TYPE = "pachyderm.fence"
 _CONSISTENT_HASH = "x-consistent-hash"
@@ -57,6 +63,11 @@ _MAX_PARTITIONS = 1024  # Topology's bound
 
 class RepartitionError(TransportError):
     """The partition count could not be changed safely; the message says what to do."""
+
+
+class ShardedRepartitionError(RepartitionError):
+    """The store is spread over servers by a shard map: growing the partition count
+    would move entities to partitions on other servers, and no rows are moved."""
 
 
 class PartitionCountError(RepartitionError):
@@ -75,6 +86,19 @@ class Grown:
 def growth_exchange(topology: Topology, partitions: int) -> str:
     """The exchange the queues added by growing ``topology`` to ``partitions`` are bound to."""
     return f"{topology.commands_exchange}.{topology.partitions:02d}-{partitions:02d}"
+
+
+def refuse_a_shard_map(shard_map: ShardMap | None) -> None:
+    """Raise :class:`ShardedRepartitionError` if ``shard_map`` is set (before anything
+    is declared): an entity moved to a new partition would find its history on the old
+    partition's server, not its new one, and its commands would be refused."""
+    if shard_map is not None:
+        raise ShardedRepartitionError(
+            "the store is spread over servers by a shard map (PACHYDERM_DATABASE_SHARDS)"
+            ":: growing the partition count is not supported on"
+            " it (moved entities' rows would stay on their old partition's server); nothing"
+            " was changed. See docs/scaling.md, Limits known (beyond one server)"
+        )
 
 
 async def grow_partitions(

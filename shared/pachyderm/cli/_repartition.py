@@ -4,6 +4,7 @@ each entity's commands in order (see :mod:`pachyderm._repartition` and the secti
 
 Run it with the fleet's present settings (``PACHYDERM_PARTITIONS`` the old count)
 while the fleet runs; once it succeeds, restart every worker with the new count.
+It refuses a store spread over servers by a shard map, before touching the broker.
 It prints the event log's heads at the switch: a projection process is restarted
 with the new count once its cursors reached them, so that it reads each moved
 entity's events in order.
@@ -14,12 +15,13 @@ from __future__ import annotations
 import argparse
 
 from .._client import topology_of
-from .._repartition import grow_partitions
+from .._repartition import grow_partitions, refuse_a_shard_map
 from .._settings import Settings
 from ..store import open_store
 
 
 async def repartition_command(settings: Settings, arguments: argparse.Namespace) -> None:
+    refuse_a_shard_map(settings.shard_map())
     topology = topology_of(settings)
     grown = await grow_partitions(
         settings.amqp_url.get_secret_value(),
