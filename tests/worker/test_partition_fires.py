@@ -1,5 +1,6 @@
 """A partition fires its timers along with its next batch of deliveries when busy (one
-commit for both), and on its own when idle or when no batch comes soon."""
+commit for both), and on its own when idle or when no batch comes soon; fires that
+queued behind the partition go out together, in one commit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from examples import reservation
+from pachyderm import StoreUnavailableError
 from pachyderm._wire import Request, command_message
 from pachyderm.store import Change, CommitOutcome, SqliteEventStore
 from pachyderm.transport import InProcessTransport, Topology
@@ -96,3 +98,46 @@ async def test_fires_no_batch_takes_run_on_their_own(
     [result] = await firing
     assert (result.error, result.gone) == (None, False)
     assert counting.commits == [1]
+
+
+async def test_fires_queued_behind_the_partition_go_out_in_one_commit(
+    setup: tuple[PartitionWorker, Counting],
+) -> None:
+    partition, counting = setup
+    fires = [await due_fire(partition, seat) for seat in ("q1", "q2", "q3")]
+    counting.commits.clear()
+    async with partition._handling:  # a long batch: no next batch comes to take them
+        firing = [asyncio.create_task(partition.fire([fire])) for fire in fires]
+        await asyncio.sleep(0.1)  # longer than fires wait for a batch
+        assert counting.commits == []
+    results = await asyncio.gather(*firing)
+    assert [(r.error, r.gone) for [r] in results] == [(None, False)] * 3
+    assert counting.commits == [3]  # one commit for the three, not one each
+    for seat in ("q1", "q2", "q3"):
+        history = await partition.engine.store.history(reservation.Seat.ref(seat).id)
+        assert [event.name for event in history] == ["Held", "Lapsed"]
+
+
+class Failing(Counting):
+    """Commits fail (the store is down)."""
+
+    async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
+        raise StoreUnavailableError("down")
+
+
+async def test_a_failed_commit_of_queued_fires_raises_for_one_and_leaves_the_rest_pending(
+    setup: tuple[PartitionWorker, Counting],
+) -> None:
+    partition, counting = setup
+    fires = [await due_fire(partition, seat) for seat in ("f1", "f2")]
+    partition.engine.store.__class__ = Failing
+    async with partition._handling:
+        firing = [asyncio.create_task(partition.fire([fire])) for fire in fires]
+        await asyncio.sleep(0.1)
+    first, second = await asyncio.gather(*firing, return_exceptions=True)
+    assert isinstance(first, StoreUnavailableError)  # the fire that ran the commit
+    assert isinstance(second, list) and second[0].gone  # not fired this time
+    partition.engine.store.__class__ = Counting
+    for seat in ("f1", "f2"):
+        ref = reservation.Seat.ref(seat)
+        assert len(await partition.engine.store.entity_timers(ref.id)) == 1  # still pending

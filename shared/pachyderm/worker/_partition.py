@@ -17,6 +17,7 @@ fences, :mod:`pachyderm._repartition`): pipelining batches must keep it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -74,6 +75,14 @@ class _Fires:
         """Their results; None: not fired this time (the timers stay pending)."""
         if not self.results.done():
             self.results.set_result(results or [Done(gone=True) for _ in self.requests])
+
+
+def _settle_in_order(fires: Sequence[_Fires], results: list[Done]) -> list[Done]:
+    """Settle ``fires`` with the first of ``results``, in order; the results left."""
+    for waiting in fires:
+        taken, results = results[: len(waiting.requests)], results[len(waiting.requests) :]
+        waiting.settle(taken)
+    return results
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,32 +222,48 @@ class PartitionWorker:
                     log.exception("partition %d: settling a batch failed", self.partition)
 
     async def fire(self, requests: list[Request]) -> list[Done]:
-        """Apply fires of this partition's timers. While a batch of deliveries is being
-        applied, the fires wait for the next batch, which takes them along (one commit
-        for both: a busy partition's timers do not queue behind its traffic); if none
-        begins within a moment, or the partition is idle, they run on their own."""
-        if self._handling.locked():
-            waiting = _Fires(requests, asyncio.get_running_loop().create_future())
-            self._fires.append(waiting)
-            try:
-                await asyncio.wait_for(asyncio.shield(waiting.results), _RIDE_ALONG_WAIT)
-            except TimeoutError:
-                if waiting not in self._fires:  # a batch took them just now
-                    return await waiting.results
+        """Apply fires of this partition's timers. Fires wait in one line: the next batch
+        of deliveries takes every fire waiting along (one commit for all: a busy
+        partition's timers do not queue behind its traffic), and if none begins within
+        a moment, or the partition is idle, the first fire to get the partition takes
+        every fire waiting with it (fires that queued behind a slow commit go out
+        together in the next one, not in a commit each)."""
+        waiting = _Fires(requests, asyncio.get_running_loop().create_future())
+        self._fires.append(waiting)
+        try:
+            if self._handling.locked():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiting.results), _RIDE_ALONG_WAIT)
+            if not waiting.results.done():
+                async with self._handling:
+                    if not waiting.results.done():  # else a batch or a fire took them
+                        await self._fire_waiting()
+        except asyncio.CancelledError:
+            if waiting in self._fires:
                 self._fires.remove(waiting)
-            except asyncio.CancelledError:
-                if waiting in self._fires:
-                    self._fires.remove(waiting)
-                raise
-            else:
-                return waiting.results.result()
-        async with self._handling:
-            if self._stopping:
-                return [Done(gone=True) for _ in requests]  # the next owner fires them
-            results, committed = await self.engine.run(requests, partition=self.partition)
-            await self.effects.publish_committed(committed)
-            self._filed(committed)
-            return results
+            raise
+        return waiting.results.result()
+
+    async def _fire_waiting(self) -> None:
+        """Apply every fire waiting, alone (the partition's lock held). If the commit
+        fails, the caller gets the error and the others are not fired this time."""
+        fires, self._fires = self._fires, []
+        if self._stopping:
+            for waiting in fires:
+                waiting.settle()  # the next owner fires them
+            return
+        try:
+            results, committed = await self.engine.run(
+                [request for waiting in fires for request in waiting.requests],
+                partition=self.partition,
+            )
+        except BaseException:
+            for waiting in fires:
+                waiting.settle()  # not fired this time: their timers stay pending
+            raise
+        _settle_in_order(fires, results)
+        await self.effects.publish_committed(committed)
+        self._filed(committed)
 
     def _filed(self, committed: Sequence[Change]) -> None:
         """Wake the timer firing for what these commits filed."""
@@ -378,9 +403,7 @@ class PartitionWorker:
         results, committed = await self.engine.run(
             [*fired, *(request for _, request in requests)], partition=self.partition
         )
-        for waiting in fires:
-            taken, results = results[: len(waiting.requests)], results[len(waiting.requests) :]
-            waiting.settle(taken)
+        results = _settle_in_order(fires, results)
         outcomes.update(
             (index, result) for (index, _), result in zip(requests, results, strict=True)
         )
