@@ -29,13 +29,15 @@ async def open_store(
 
     ``sqlite:///:memory:`` gives a private in-memory store, for tests. With
     ``shards``, the servers of the shard map, ``url`` keeping the quarantine.
-    ``statement_timeout``: see :meth:`PostgresEventStore.connect` (one PostgreSQL server).
+    ``statement_timeout``: see :meth:`PostgresEventStore.connect` (each server's, with ``shards``).
     """
     scheme = urlsplit(url).scheme
     if shards is not None:
         if scheme not in {"postgresql", "postgres"}:
             raise ValueError("a shard map needs a postgresql:// database URL (coordination)")
-        return await _sharded().connect(shards, schema=namespace, coordination_url=url)
+        return await _sharded().connect(
+            shards, schema=namespace, coordination_url=url, statement_timeout=statement_timeout
+        )
     if scheme in {"postgresql", "postgres"}:
         return await _postgres().connect(url, schema=namespace, statement_timeout=statement_timeout)
     if scheme == "sqlite":

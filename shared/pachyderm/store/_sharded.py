@@ -95,14 +95,19 @@ class ShardedEventStore:
         schema: str = "pachyderm",
         coordination_url: str | None = None,
         max_size: int = 10,
+        statement_timeout: float | None = None,
     ) -> ShardedEventStore:
         """Open a pool on each server of ``shard_map`` (and on ``coordination_url``,
-        unless the map names it already)."""
+        unless the map names it already), each with ``statement_timeout`` (see
+        :meth:`PostgresEventStore.connect`): a cut from any one server holds no call."""
         urls = shard_map.urls
         if coordination_url is not None and coordination_url not in urls:
             urls = [*urls, coordination_url]
         connecting = [
-            PostgresEventStore.connect(url, schema=schema, max_size=max_size) for url in urls
+            PostgresEventStore.connect(
+                url, schema=schema, max_size=max_size, statement_timeout=statement_timeout
+            )
+            for url in urls
         ]
         results = await asyncio.gather(*connecting, return_exceptions=True)
         opened = [store for store in results if isinstance(store, PostgresEventStore)]
