@@ -93,6 +93,11 @@ def results(
         "violations": verdict.violations.counts(),
         "timer_violations": verdict.violations.timer_violations(),
         "quarantine_violations": verdict.violations.counts()["quarantine_violated"],
+        # Of them, healthy requests answered past the stall bound or never (liveness).
+        "healthy_stalls": sum(
+            found.startswith("healthy ")
+            for found in verdict.violations.found["quarantine_violated"]
+        ),
         "poisons": poison_summary(run),
         "timers": timer_figures(verdict),
         "recovery_s": {kind: summary(samples) for kind, samples in sorted(by_kind.items())},
@@ -170,7 +175,8 @@ def markdown(figures: dict[str, Any]) -> str:
         f"**{figures['timers']['set']:,} timers set, "
         f"{figures['timer_violations']} timer violations**; "
         f"**{sum(figures['poisons']['sent'].values())} poison commands,"
-        f" {figures['quarantine_violations']} quarantine violations**.",
+        f" {figures['quarantine_violations']} quarantine violations**"
+        f" ({figures['healthy_stalls']} of them healthy requests stalled).",
         "",
         "Two chaos workers (`pachyderm worker` with faults at its ports, `chaos/worker.py`)",
         "serve `chaos.app:APP` (counters that mail an admin when they cross 10,",
@@ -210,7 +216,8 @@ def markdown(figures: dict[str, Any]) -> str:
         "",
         "Recovery: seconds from the moment the fault took effect until every probe",
         f"entity ({Options().probes} counters across the partitions) answered a fresh",
-        "command. Dead workers are replaced only after that.",
+        "command. Dead workers are replaced only after that (with poison commands in",
+        "the load, a supervisor replaces every worker as soon as it goes).",
         "",
         "| fault | injected | median s | p90 s | max s |",
         "|---|---:|---:|---:|---:|",
