@@ -45,7 +45,7 @@ PARTITIONS = 8
 EVERYTHING = set(range(PARTITIONS))
 # Short leases; a's AMQP heartbeat short enough that a silent broker cut is noticed
 # (by both ends) within seconds rather than minutes.
-TIMING = {"heartbeat_interval": "0.3", "dead_after": "1.0", "statement_timeout": "2"}
+TIMING = {"heartbeat_interval": "0.4", "dead_after": "1.2", "statement_timeout": "2"}
 AMQP_HEARTBEAT = 2
 RESULTS_VARIABLE = "PACHYDERM_CUTS_RESULTS"
 # Increments to every entity of test_fleet's workload, spread over LOAD_SECONDS.
@@ -160,6 +160,7 @@ async def test_a_worker_cut_from_a_component_hands_over_and_loses_nothing(
     await running.balanced()
     a_share = a.owned()
     assert a_share, "a serves nothing: the cut would show nothing"
+    assert b.owned(), "b serves nothing: it is not running, or not counted"
     monitor = RabbitMQTransport(running.amqp_url, running.topology)
     await monitor.start()
     commands = workload(seed=17)[:COMMANDS]
