@@ -48,7 +48,11 @@ from ._errors import TransportError
 from ._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from .transport import Topology, connect_to_broker
 from .transport._amqp import translated_errors
-from .transport._rabbitmq_topology import declare_partition_queue
+from .transport._rabbitmq_topology import (
+    declare_partition_queue,
+    exchange_exists,
+    partitions_past,
+)
 
 if TYPE_CHECKING:
     from .store import ShardMap
@@ -58,7 +62,6 @@ FENCE_ENTITY_TYPE = "pachyderm.fence"
 _CONSISTENT_HASH = "x-consistent-hash"
 _NAMED = {"connection_name": "repartition"}
 _FULL_QUEUE_RETRY = 0.5
-_MAX_PARTITIONS = 1024  # Topology's bound
 
 
 class RepartitionError(TransportError):
@@ -81,11 +84,6 @@ class Grown:
     old: int
     new: int
     fenced_in: float
-
-
-def growth_exchange(topology: Topology, partitions: int) -> str:
-    """The exchange the queues added by growing ``topology`` to ``partitions`` are bound to."""
-    return f"{topology.commands_exchange}.{topology.partitions:02d}-{partitions:02d}"
 
 
 def refuse_a_shard_map(shard_map: ShardMap | None) -> None:
@@ -115,13 +113,15 @@ async def grow_partitions(
         )
     grown = replace(topology, partitions=partitions)
     added = range(topology.partitions, partitions)
-    name = growth_exchange(topology, partitions)
+    name = topology.growth_exchange(partitions)
     async with (
         translated_errors("growing the partitions"),
         await connect_to_broker(url, client_properties=_NAMED) as connection,
     ):
         channel = await connection.channel()
-        await _refuse_if_taken(connection, grown, added, resumed=await _exists(channel, name))
+        await _refuse_if_taken(
+            connection, grown, added, resumed=await exchange_exists(channel, name)
+        )
         growth = await channel.declare_exchange(name, _CONSISTENT_HASH, durable=True)
         for partition in added:
             queue = await declare_partition_queue(channel, partition, grown)
@@ -134,15 +134,6 @@ async def grow_partitions(
         fenced_in = time.monotonic() - started
         await _refuse_if_taken(connection, grown, added, resumed=True)
     return Grown(topology.partitions, partitions, fenced_in)
-
-
-async def _exists(channel: AbstractChannel, exchange: str) -> bool:
-    try:
-        await channel.declare_exchange(exchange, _CONSISTENT_HASH, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        await channel.reopen()
-        return False
-    return True
 
 
 async def _refuse_if_taken(
@@ -232,21 +223,15 @@ async def refuse_a_lower_count(url: str, topology: Topology) -> None:
     another assignment than the others and consume some queues beside their owners.
     (While a growth is under way the added queues are not served, and workers on the
     old count must be able to start: they answer its fences.)"""
-    served = []
     async with (
         translated_errors("checking the partition count"),
         await connect_to_broker(url, client_properties=_NAMED) as connection,
     ):
-        for partition in range(topology.partitions, _MAX_PARTITIONS):
-            name = replace(topology, partitions=partition + 1).partition_queue(partition)
-            try:
-                # A channel of its own: asking about a missing queue closes it.
-                async with connection.channel(publisher_confirms=False) as probe:
-                    queue = await probe.declare_queue(name, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                break  # the namespace's last partition queue is behind
-            if queue.declaration_result.consumer_count:
-                served.append(partition)
+        served = [
+            partition
+            async for partition, queue in partitions_past(connection, topology)
+            if queue.consumer_count
+        ]
     if served:
         raise PartitionCountError(
             f"partitions {served} are served: the fleet runs on more than"

@@ -18,12 +18,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from pachyderm import Client, Ref
 from pachyderm import _codec as codec
-from pachyderm._repartition import RepartitionError, grow_partitions, growth_exchange
+from pachyderm._repartition import RepartitionError, grow_partitions
 from pachyderm.store import LoggedEvent, PostgresEventStore
 from pachyderm.testing import process_fleet
 from pachyderm.transport import RabbitMQTransport, Topology
@@ -48,23 +47,17 @@ def ref(number: int) -> Ref:
 async def running(
     tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
 ) -> AsyncIterator[Fleet]:
-    try:
-        async with process_fleet(
-            tmp_path,
-            namespace,
-            postgres_dsn,
-            rabbitmq_url,
-            app="tests.integration.sequence_app:app",
-            partitions=OLD,
-            cwd=ROOT,
-        ) as started:
-            yield started
-    finally:
-        # The fleet removes the queues of its first count; these, the rest.
-        await RabbitMQTransport(rabbitmq_url, Topology(namespace, NEW)).delete_topology()
-        async with await aio_pika.connect(rabbitmq_url) as connection:
-            channel = await connection.channel()
-            await channel.exchange_delete(growth_exchange(Topology(namespace, OLD), NEW))
+    # Removed afterwards with the queues and the exchange a growth added.
+    async with process_fleet(
+        tmp_path,
+        namespace,
+        postgres_dsn,
+        rabbitmq_url,
+        app="tests.integration.sequence_app:app",
+        partitions=OLD,
+        cwd=ROOT,
+    ) as started:
+        yield started
 
 
 async def stream(client: Client, entity: int) -> None:

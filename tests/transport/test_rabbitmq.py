@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import aio_pika
@@ -11,6 +12,7 @@ import aiormq
 import pytest
 
 from pachyderm import TransportError, TransportUnavailableError
+from pachyderm._repartition import RepartitionError, grow_partitions
 from pachyderm.testing import DeadLetters, TransportContract
 from pachyderm.testing._transport_contract import (
     collect,
@@ -197,7 +199,33 @@ async def test_deleting_the_topology_removes_the_namespace(
         topology.effects_exchange,
         topology.dead_letter_exchange,
     ]
-    async with await aio_pika.connect(rabbitmq_url) as connection:
+    await assert_gone(rabbitmq_url, queues, exchanges)
+
+
+async def test_deleting_a_grown_topology_leaves_no_growth_behind(
+    transport: RabbitMQTransport, rabbitmq_url: str
+) -> None:
+    """Two growths (4 -> 8 -> 16) whose fences no worker answered: every queue and
+    binding is in place. Deleting through a transport on the first count removes the
+    added queues and both growth exchanges."""
+    topology = transport.topology
+    for old, new in ((PARTITIONS, 8), (8, 16)):
+        with pytest.raises(RepartitionError, match="did not answer"):
+            await grow_partitions(
+                rabbitmq_url, replace(topology, partitions=old), new, grace=0, timeout=0.2
+            )
+    grown = replace(topology, partitions=16)
+    growths = [replace(topology, partitions=8).growth_exchange(16), topology.growth_exchange(8)]
+    async with await connect_to_broker(rabbitmq_url) as connection:
+        assert await _rabbitmq_topology.growth_exchanges(await connection.channel(), grown) == (
+            growths
+        )
+    await transport.delete_topology()
+    await assert_gone(rabbitmq_url, map(grown.partition_queue, range(16)), growths)
+
+
+async def assert_gone(url: str, queues: Iterable[str], exchanges: Iterable[str]) -> None:
+    async with await aio_pika.connect(url) as connection:
         for queue in queues:
             with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
                 await (await connection.channel()).declare_queue(queue, passive=True)

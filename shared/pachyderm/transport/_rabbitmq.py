@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import count
 from typing import Any
@@ -45,7 +45,13 @@ from ._rabbitmq_dead_letters import (
     replay_dead_lettered_effects,
 )
 from ._rabbitmq_inbox import RabbitMQInbox
-from ._rabbitmq_topology import declare_topology, declare_work_queue, partition_queues
+from ._rabbitmq_topology import (
+    declare_topology,
+    declare_work_queue,
+    growth_exchanges,
+    partition_queues,
+    partitions_past,
+)
 from ._rabbitmq_unrouted import route_again
 from ._topology import Topology
 
@@ -317,31 +323,36 @@ class RabbitMQTransport:
 
         Deletes the exchanges, the partition, dead-letter and unrouted queues and the
         effects queues of the groups this transport consumed (AMQP cannot list
-        the others), with every message they hold. For tests and for retiring
-        a namespace: close the namespace's other transports first, or their
-        robust connections would declare it again.
+        the others), with every message they hold. A namespace grown past this
+        transport's count (``pachyderm repartition``) loses its added queues and its
+        growth exchanges too. For tests and for retiring a namespace: close the
+        namespace's other transports first, or their robust connections would
+        declare it again.
         """
         await self.close()
-        topology = self.topology
-        queues = [
-            *partition_queues(topology),
-            topology.dead_letter_queue,
-            topology.unrouted_effects_queue,
-            *map(topology.effects_queue, sorted(self._effect_groups)),
-        ]
-        exchanges = [
-            topology.commands_exchange,
-            topology.effects_exchange,
-            topology.unrouted_effects_exchange,
-            topology.dead_letter_exchange,
-            topology.events_exchange,  # the event relay's, if it ran
-        ]
         # A short-lived connection of its own: this transport's is closed by now.
         async with (
             translated_errors("deleting the topology"),
             await connect_to_broker(self._url) as connection,
         ):
+            grown = [partition async for partition, _ in partitions_past(connection, self.topology)]
+            # The namespace's own count, if `pachyderm repartition` grew it past this one's.
+            topology = replace(self.topology, partitions=grown[-1] + 1) if grown else self.topology
             channel = await connection.channel()
+            queues = [
+                *partition_queues(topology),
+                topology.dead_letter_queue,
+                topology.unrouted_effects_queue,
+                *map(topology.effects_queue, sorted(self._effect_groups)),
+            ]
+            exchanges = [
+                *await growth_exchanges(channel, topology),
+                topology.commands_exchange,
+                topology.effects_exchange,
+                topology.unrouted_effects_exchange,
+                topology.dead_letter_exchange,
+                topology.events_exchange,  # the event relay's, if it ran
+            ]
             for queue in queues:
                 await channel.queue_delete(queue)
             for exchange in exchanges:

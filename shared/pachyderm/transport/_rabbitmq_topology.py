@@ -8,13 +8,22 @@ holds work is a durable quorum queue that dead-letters what fails too often.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractQueue,
+    ExchangeType,
+)
+from pamqp.commands import Queue
 
 from .._errors import TransportError
-from ._topology import Topology
+from ._topology import MAX_PARTITIONS, Topology
 
 # The exchange type that spreads commands over the partitions comes with a plugin.
 _CONSISTENT_HASH = "x-consistent-hash"
@@ -50,6 +59,49 @@ class QueueArgumentsError(TransportError):
 
 def partition_queues(topology: Topology) -> list[str]:
     return [topology.partition_queue(partition) for partition in range(topology.partitions)]
+
+
+async def partitions_past(
+    connection: AbstractConnection, topology: Topology
+) -> AsyncIterator[tuple[int, Queue.DeclareOk]]:
+    """Each partition queue declared past ``topology``'s count (a namespace grown by
+    ``pachyderm repartition``) and what the broker says of it, up to the first missing."""
+    for partition in range(topology.partitions, MAX_PARTITIONS):
+        name = replace(topology, partitions=partition + 1).partition_queue(partition)
+        try:
+            # A channel of its own: asking about a missing queue closes it.
+            async with connection.channel(publisher_confirms=False) as probe:
+                queue = await probe.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return  # the namespace's last partition queue is behind
+        yield partition, queue.declaration_result
+
+
+async def growth_exchanges(channel: AbstractChannel, topology: Topology) -> list[str]:
+    """The exchanges of the growths that brought the namespace to ``topology``'s count,
+    newest first. Each growth started from the count the one before ended on, so the
+    walk goes down from the count, asking for the exchange from each lower count."""
+    found = []
+    new = topology.partitions
+    while True:
+        for old in range(new - 1, 0, -1):
+            name = replace(topology, partitions=old).growth_exchange(new)
+            if await exchange_exists(channel, name):
+                found.append(name)
+                new = old
+                break
+        else:
+            return found
+
+
+async def exchange_exists(channel: AbstractChannel, name: str) -> bool:
+    """Whether the exchange ``name`` is declared."""
+    try:
+        await channel.declare_exchange(name, _CONSISTENT_HASH, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        await channel.reopen()  # the broker closes a channel asking about a missing one
+        return False
+    return True
 
 
 async def declare_partition_queue(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 _NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 1024
 # What a partition queue at its length limit does (what quorum queues support).
 REJECT_PUBLISH = "reject-publish"
 OVERFLOWS = (REJECT_PUBLISH, "drop-head")
@@ -20,6 +21,10 @@ class Topology:
     - ``<ns>.commands``: ``x-consistent-hash`` exchange; routing key = entity id.
     - ``<ns>.commands.<i>``: ``partitions`` durable quorum queues (``i`` from 0,
       zero-padded to two digits), each bound to the commands exchange with weight "1".
+    - ``<ns>.commands.<old>-<new>`` (counts zero-padded likewise): the
+      ``x-consistent-hash`` exchange of a growth from ``old`` to ``new`` partitions
+      (``pachyderm repartition``), bound to the commands exchange with weight
+      ``new - old``; the queues it added are bound to it, not to the commands exchange.
     - ``<ns>.effects``: topic exchange; routing keys ``effect.<handler>``. Its
       alternate exchange is ``<ns>.effects-unrouted``.
     - ``<ns>.effects.<group>``: the durable quorum queue of an effect-handler
@@ -50,8 +55,8 @@ class Topology:
     def __post_init__(self) -> None:
         if not _NAMESPACE.fullmatch(self.namespace):
             raise ValueError(f"namespace {self.namespace!r} must match {_NAMESPACE.pattern}")
-        if not 1 <= self.partitions <= 1024:
-            raise ValueError("partitions must be between 1 and 1024")
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be between 1 and {MAX_PARTITIONS}")
         if self.max_length < 0:
             raise ValueError("max_length must be 0 (no limit) or more")
         if self.overflow not in OVERFLOWS:
@@ -65,6 +70,10 @@ class Topology:
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} is not in 0..{self.partitions - 1}")
         return f"{self.namespace}.commands.{partition:02d}"
+
+    def growth_exchange(self, partitions: int) -> str:
+        """The exchange of a growth from this topology's count to ``partitions``."""
+        return f"{self.commands_exchange}.{self.partitions:02d}-{partitions:02d}"
 
     @property
     def effects_exchange(self) -> str:
