@@ -35,7 +35,14 @@ Resource = dict[str, Any]
 
 # Settings whose values are secrets: never in a ConfigMap, an image or a log.
 SECRET_SETTINGS = frozenset(
-    {"database_url", "amqp_url", "gateway_tokens", "gateway_token", "admin_token"}
+    {
+        "database_url",
+        "database_shards",
+        "amqp_url",
+        "gateway_tokens",
+        "gateway_token",
+        "admin_token",
+    }
 )
 # Of those, what the fleet's own processes read (the rest is for callers'
 # shells, e.g. `pachyderm call --gateway`): the Secret holds these.
