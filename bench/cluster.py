@@ -213,7 +213,7 @@ def section(data: dict[str, Any], command: str) -> str:
         " probe answered a fresh command; the checker compares every answer with the stored"
         " histories):",
         "",
-        "| fault | serving again after, s | commands | checker |",
+        "| fault | serving again after, s | requests recorded | checker |",
         "|---|---|---:|---|",
     ]
     for name, found in data["failover"].items():
