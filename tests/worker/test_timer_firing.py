@@ -14,7 +14,7 @@ import pytest
 from examples import reservation
 from pachyderm import Ref
 from pachyderm._wire import Request, command_message, parse_request
-from pachyderm.store import SqliteEventStore
+from pachyderm.store import SqliteEventStore, StoredTimer
 from pachyderm.worker import Engine, TimerOptions, WorkerHooks
 from pachyderm.worker._engine import Done
 from pachyderm.worker._timers import RateLimit, TimerFiring
@@ -109,3 +109,51 @@ async def test_stopping_ends_the_loop_and_the_fires_in_flight(engine: Engine) ->
     await asyncio.wait_for(timers.stop(), 5)
     assert len(await engine.store.entity_timers(ref.id)) == 1  # pending, for the next owner
     assert not await lapsed(engine, ref)
+
+
+class CountingReads(SqliteEventStore):
+    """The embedded store, counting the firing loop's reads."""
+
+    reads = 0
+
+    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        self.reads += 1
+        return await super().due_timers(partition, until, limit)
+
+
+async def test_a_backlog_is_read_a_batch_at_a_time() -> None:
+    store = await CountingReads.open(":memory:")
+    await store.migrate()
+    engine = Engine(APP, store)
+    try:
+        refs = [await hold(engine, f"seat-{n}", 0.01) for n in range(12)]
+        await asyncio.sleep(0.05)  # twelve due: three batches of four
+        fires = Fires(engine)  # the first fire held back until released
+        options = TimerOptions(batch=4)
+        timers = TimerFiring(
+            0, APP, store, fires, limit=RateLimit(1000.0), options=options, hooks=WorkerHooks()
+        )
+        store.reads = 0
+        timers.start()
+        try:
+
+            async def held() -> bool:
+                return len(fires.calls) == 1
+
+            await eventually(held, timeout=5)
+            await asyncio.sleep(0.2)
+            # The batch read is all in flight: the loop waits for the fire, not reading
+            # the same timers again and again.
+            assert store.reads <= 2, store.reads
+            fires.release.set()
+
+            async def all_lapsed() -> bool:
+                return all([await lapsed(engine, ref) for ref in refs])
+
+            await eventually(all_lapsed, timeout=5)
+        finally:
+            await timers.stop()
+        assert store.reads <= 6, store.reads  # a read a batch, and those that find the rest
+        assert sum(len(call) for call in fires.calls) == 12
+    finally:
+        await store.close()

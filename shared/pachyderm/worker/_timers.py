@@ -178,12 +178,16 @@ class TimerFiring:
         self._wake.clear()  # what this round reads covers every wake before it
         self._reap()
         now = datetime.now(UTC)
-        if self._stale or now >= self._horizon:
-            self._stale = False
-            await self._read(now)
         busy = {timer.entity_id for timers in self._in_flight.values() for timer in timers}
         waiting = [timer for timer in self._ahead if timer.entity_id not in busy]
         due = [timer for timer in waiting if timer.fire_at <= now]
+        # Past the horizon, read again once what was read is all fired or in flight: a
+        # backlog is read a batch at a time, not again on every round.
+        if self._stale or (now >= self._horizon and not due):
+            self._stale = False
+            await self._read(now)
+            waiting = [timer for timer in self._ahead if timer.entity_id not in busy]
+            due = [timer for timer in waiting if timer.fire_at <= now]
         if due:
             if len(self._in_flight) >= _MAX_IN_FLIGHT:
                 return self.options.poll  # the end of a fire in flight wakes the loop
@@ -191,6 +195,8 @@ class TimerFiring:
             task.add_done_callback(lambda _task: self._wake.set())
             self._in_flight[task] = due
             return 0.0
+        if self._horizon <= now:  # all that was read is in flight: the end of one wakes us
+            return self.options.poll
         until = waiting[0].fire_at if waiting else self._horizon
         return max((min(until, self._horizon) - now).total_seconds(), 0.0)
 
