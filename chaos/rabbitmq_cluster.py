@@ -99,16 +99,27 @@ class RabbitMQCluster:
         return next(node for node in self.nodes if node.node == name)
 
     def start(self) -> None:
-        """Start every node at once; they form one cluster as they boot."""
+        """Start every node at once; they form one cluster as they boot (a node that
+        formed one of its own instead joins the first's)."""
         try:
             with ThreadPoolExecutor(len(self.nodes)) as pool:
                 list(pool.map(PrivateRabbitMQ.start, self.nodes))
-            running = self.ctl("eval", "length(rabbit_nodes:all_running()).").strip()
-            if running != str(len(self.nodes)):
-                raise ServiceUnavailableError(f"{running} nodes joined the cluster, not all")
+            for node in self._outside():
+                # Booted before it could see the others (a cluster of its own): join.
+                node.ctl("stop_app")
+                node.ctl("reset")
+                node.ctl("join_cluster", self.nodes[0].node)
+                node.ctl("start_app")
+            if outside := self._outside():
+                raise ServiceUnavailableError(f"{[n.node for n in outside]} did not join")
         except BaseException:
             self.close()
             raise
+
+    def _outside(self) -> list[PrivateRabbitMQ]:
+        """The nodes the first node does not see running in its cluster."""
+        status = json.loads(self.nodes[0].ctl("cluster_status", "--formatter", "json"))
+        return [node for node in self.nodes if node.node not in status["running_nodes"]]
 
     def live(self) -> list[PrivateRabbitMQ]:
         return [node for node in self.nodes if node.node not in self.down]
