@@ -297,7 +297,11 @@ class RawCaller(Caller):
         self._connection = await connect_to_broker(
             self.amqp_url, client_properties={"connection_name": "chaos-raw-caller"}
         )
-        self._channel = await self._connection.channel(publisher_confirms=True)
+        # A publish the broker returns (routed to no queue: the consistent-hash ring of a
+        # cluster node restarting, say) is confirmed all the same: raise, and retry it.
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         # Named here so that a reconnect declares it again under the same name.
         replies = await self._channel.declare_queue(self._reply_to, exclusive=True)
         await replies.consume(self._on_reply, no_ack=True)
