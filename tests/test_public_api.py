@@ -148,11 +148,11 @@ TRANSPORT = {
     "RoutedAgain",
     "Topology",
     "Transport",
+    "connect_to_broker",
 }
 FLEET = {
     "Membership",
     "OnChange",
-    "connect_to_broker",
     "PostgresMembership",
     "SoloMembership",
     "assign",
