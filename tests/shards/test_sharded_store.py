@@ -14,7 +14,6 @@ from pachyderm.store import (
     Change,
     Committed,
     Duplicate,
-    EventStore,
     NewEvent,
     Quarantined,
     ShardedEventStore,
@@ -22,24 +21,17 @@ from pachyderm.store import (
 )
 from pachyderm.testing import EventStoreContract, StoreFactory
 
+from ..stores import migrated_stores
+
 pytestmark = pytest.mark.shards
 
 
 @pytest.fixture
 async def open_store(shard_map: ShardMap, namespace: str) -> AsyncIterator[StoreFactory]:
-    opened: list[ShardedEventStore] = []
-
-    async def factory() -> EventStore:
-        store = await ShardedEventStore.connect(shard_map, schema=namespace, max_size=2)
-        opened.append(store)
-        await store.migrate()
-        return store
-
-    yield factory
-    if opened:
-        await opened[0].drop_namespace()
-    for store in opened:
-        await store.close()
+    async with migrated_stores(
+        lambda: ShardedEventStore.connect(shard_map, schema=namespace, max_size=2)
+    ) as factory:
+        yield factory
 
 
 class TestShardedEventStore(EventStoreContract):

@@ -29,24 +29,17 @@ from pachyderm.store._postgres import _COMMIT, commit_arguments
 from pachyderm.testing import EventStoreContract, StoreFactory
 from pachyderm.testing._store_contract import counter, events
 
+from ..stores import migrated_stores
+
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 async def open_store(postgres_dsn: str, namespace: str) -> AsyncIterator[StoreFactory]:
-    opened: list[PostgresEventStore] = []
-
-    async def factory() -> PostgresEventStore:
-        store = await PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=2)
-        opened.append(store)
-        await store.migrate()
-        return store
-
-    yield factory
-    if opened:
-        await opened[0].drop_namespace()
-    for store in opened:
-        await store.close()
+    async with migrated_stores(
+        lambda: PostgresEventStore.connect(postgres_dsn, schema=namespace, max_size=2)
+    ) as factory:
+        yield factory
 
 
 class TestPostgresEventStore(EventStoreContract):
