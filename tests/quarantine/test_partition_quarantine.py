@@ -63,10 +63,13 @@ class World:
         assert message.message_id is not None
         return message.message_id
 
-    async def worker(self, policy: str = "park") -> PartitionWorker:
-        """A new worker's partition (a fresh engine: nothing cached)."""
+    async def worker(self, policy: str = "park", isolation: float | None = None) -> PartitionWorker:
+        """A new worker's partition (a fresh engine: nothing cached); ``isolation``: see
+        :class:`QuarantineOptions` (none by default: these tests count the worker's deaths)."""
         inbox = await self.transport.open_inbox(0, prefetch=100)
-        options = QuarantineOptions(3, "park" if policy == "park" else "skip", poll=0.02)
+        options = QuarantineOptions(
+            3, "park" if policy == "park" else "skip", poll=0.02, isolation=isolation
+        )
         gate = PartitionQuarantine(
             inbox, self.quarantine, self.store, self.transport, options, hooks=self.hooks
         )

@@ -21,6 +21,7 @@ from ..store import EventStore, open_store
 from ..telemetry import Check, broker_check, database_check
 from ..transport import Transport
 from ..worker import PruneOptions, QuarantineOptions, Worker, WorkerOptions
+from ..worker._quarantine import DEFAULT_ISOLATION
 from ._runtime import broker, health_endpoints, observed, starting, stop_on_signals, worker_id
 
 log = logging.getLogger("pachyderm.worker")
@@ -44,7 +45,11 @@ def worker_options(settings: Settings) -> WorkerOptions:
         effects_grace=settings.effects_grace,
         window=CommandWindow(settings.command_retention, settings.command_expiry_margin),
         pruning=prune_options(settings),
-        quarantine=QuarantineOptions(settings.max_attempts, settings.quarantine_policy),
+        quarantine=QuarantineOptions(
+            settings.max_attempts,
+            settings.quarantine_policy,
+            isolation=settings.handler_budget or DEFAULT_ISOLATION,
+        ),
         handler_budget=settings.handler_budget or None,
     )
 

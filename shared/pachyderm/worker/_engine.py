@@ -20,6 +20,9 @@ A lane whose entity has ended (or was erased) is not handled: its commands are
 answered :class:`~pachyderm.EntityEndedError` (see :mod:`pachyderm._ending`); a
 change the store refuses as :class:`~pachyderm.store.Ended` (the entity ended
 after this worker cached it) is decided again on the reloaded entity.
+A batch run with ``isolate`` (a suspect one, see :mod:`._quarantine`) is decided in
+a forked child first, each round, on the state loaded for it; only if the child
+survives does the worker decide it itself (:mod:`._isolation`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from ._cache import EntityCache
 from ._firing import fire_elsewhere
 from ._firing import with_timers as _with_timers
 from ._group_commit import GroupCommit
+from ._isolation import HandlerDiedError, survives
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -143,12 +147,14 @@ class Engine:
         self._resnapshot: set[Ref] = set()
 
     async def run(
-        self, requests: Sequence[Request], *, partition: int = 0
+        self, requests: Sequence[Request], *, partition: int = 0, isolate: float | None = None
     ) -> tuple[list[Done], list[Change]]:
         """Apply ``requests``; one final result each, in order, and the committed changes.
 
         ``partition``: the partition the requests came from, where the timers
-        they schedule are filed (its owner fires them).
+        they schedule are filed (its owner fires them). ``isolate``: decide them in a
+        forked child first, for at most that many seconds; :class:`HandlerDiedError` (nothing
+        committed) if the child dies or overruns.
         """
         results: dict[int, Done] = {}
         committed: list[Change] = []
@@ -162,7 +168,7 @@ class Engine:
         fruitless = 0
         while pending and fruitless < self.max_attempts:
             before = len(pending)
-            pending = await self._round(pending, results, committed, partition)
+            pending = await self._round(pending, results, committed, partition, isolate)
             fruitless = fruitless + 1 if len(pending) == before else 0
         for step in pending:
             error = HandlerError(f"{step.request.ref}: still conflicting after retries")
@@ -177,6 +183,7 @@ class Engine:
         results: dict[int, Done],
         committed: list[Change],
         partition: int,
+        isolate: float | None = None,
     ) -> list[_Step]:
         lanes: dict[Ref, _Lane] = {}
         for step in pending:
@@ -185,6 +192,8 @@ class Engine:
             )
         for ref, error in (await self._load_missing(list(lanes))).items():
             results.update((step.index, Done(error=error)) for step in lanes.pop(ref).steps)
+        if isolate is not None and lanes:
+            await self._probe(list(lanes.values()), partition, isolate)
         with self.hooks.deciding():
             for lane in lanes.values():
                 self._decide(lane, partition)
@@ -208,6 +217,17 @@ class Engine:
         await self._recall_failed(final)
         results.update((step.index, step.result) for step in final if step.result)
         return sorted(retry, key=lambda step: step.index)
+
+    async def _probe(self, lanes: list[_Lane], partition: int, limit: float) -> None:
+        """Decide ``lanes`` in a forked child (its copies of them: these stay undecided)."""
+
+        def decide() -> None:
+            for lane in lanes:
+                self._decide(lane, partition)
+
+        if not await survives(decide, limit):
+            refs = ", ".join(str(lane.ref) for lane in lanes)
+            raise HandlerDiedError(f"deciding for {refs} killed or hung the child it ran in")
 
     async def _recall_failed(self, steps: list[_Step]) -> None:
         """A command whose handler failed now but which was committed before (a retry

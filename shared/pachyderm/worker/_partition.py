@@ -39,6 +39,7 @@ from .._wire import COMMAND, Request, error_reply, ok_reply, parse_request, reje
 from ..store import Change
 from ..transport import Delivery, Inbox, Message, Transport
 from ._engine import Done, Engine
+from ._isolation import HandlerDiedError
 from ._outbox import EffectPublisher
 from ._quarantine import PartitionQuarantine
 from ._timers import TimerFiring
@@ -304,19 +305,18 @@ class PartitionWorker:
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Apply one batch: one commit, then replies and effects, then one ack. With a
         quarantine, poison commands and those of parked entities are set aside first,
-        and a suspect (redelivered after a counted attempt) is applied alone."""
+        and redelivered ones are decided in a forked child first (see :mod:`._quarantine`)."""
         if self.quarantine is None:
             await self._apply(deliveries)
             return
-        for batch in await self.quarantine.admit(deliveries):
-            async with self.quarantine.attempt(batch):
-                await self._apply(batch)
+        await self.quarantine.handle(deliveries, self._apply)
 
-    async def _apply(self, deliveries: Sequence[Delivery]) -> None:
+    async def _apply(self, deliveries: Sequence[Delivery], isolate: float | None = None) -> None:
+        """``isolate``: decide in a forked child first (:class:`HandlerDiedError` if it dies)."""
         fires, self._fires = self._fires, []
         with self.hooks.batch(self._exchange, self.partition, deliveries) as batch:
             try:
-                decided = await self._decide_isolating(deliveries, fires)
+                decided = await self._decide_isolating(deliveries, fires, isolate)
             finally:
                 for waiting in fires:
                     waiting.settle()  # unless settled: not fired this time
@@ -353,23 +353,26 @@ class PartitionWorker:
         return superseded
 
     async def _decide_isolating(
-        self, deliveries: Sequence[Delivery], fires: Sequence[_Fires] = ()
+        self,
+        deliveries: Sequence[Delivery],
+        fires: Sequence[_Fires] = (),
+        isolate: float | None = None,
     ) -> _Decided:
         """Parse, decide and commit a batch (with ``fires``). If something unforeseen
         breaks that, do it for the deliveries one by one, so that only the one that
         breaks fails and the partition keeps flowing; the fires then wait for another
         round. (Only this phase: nobody has been answered yet.)"""
         try:
-            return await self._decide(deliveries, fires)
-        except (StoreError, asyncio.CancelledError):
+            return await self._decide(deliveries, fires, isolate)
+        except (StoreError, HandlerDiedError, asyncio.CancelledError):
             raise
         except Exception:
             log.exception("partition %d: batch failed; isolating the culprit", self.partition)
         decided = _Decided([], {}, [])
         for index, delivery in enumerate(deliveries):
             try:
-                alone = await self._decide([delivery])
-            except (StoreError, asyncio.CancelledError):
+                alone = await self._decide([delivery], isolate=isolate)
+            except (StoreError, HandlerDiedError, asyncio.CancelledError):
                 raise
             except Exception as error:
                 log.exception(
@@ -383,7 +386,10 @@ class PartitionWorker:
         return decided
 
     async def _decide(
-        self, deliveries: Sequence[Delivery], fires: Sequence[_Fires] = ()
+        self,
+        deliveries: Sequence[Delivery],
+        fires: Sequence[_Fires] = (),
+        isolate: float | None = None,
     ) -> _Decided:
         outcomes: dict[int, Done | PachydermError] = {}
         requests: list[tuple[int, Request]] = []
@@ -401,7 +407,9 @@ class PartitionWorker:
         fired = [request for waiting in fires for request in waiting.requests]
         # The fires first: their timers fell due before these deliveries arrived.
         results, committed = await self.engine.run(
-            [*fired, *(request for _, request in requests)], partition=self.partition
+            [*fired, *(request for _, request in requests)],
+            partition=self.partition,
+            isolate=isolate,
         )
         results = _settle_in_order(fires, results)
         outcomes.update(

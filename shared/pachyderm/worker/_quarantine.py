@@ -50,7 +50,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .._errors import CommandQuarantinedError, StoreError
@@ -60,10 +60,12 @@ from .._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, error_reply
 from ..store import EventStore, Parked, Quarantined, QuarantineStore
 from ..store._quarantine import CommandKey, Policy
 from ..transport import Delivery, Inbox, Transport
+from ._isolation import HandlerDiedError, can_isolate
 
 log = logging.getLogger("pachyderm.quarantine")
 
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_ISOLATION = 30.0  # seconds, as the handler budget's default
 _BLOCKING = ("quarantined", "resuming", "skipping")
 _REMEMBERED = 10_000  # settled tags kept, for admit() called again after a store failure
 _REFUSED = ("quarantined", "skipping", "skipped")
@@ -74,6 +76,11 @@ _CHUNK = 16
 # Synthetic deliveries (stored commands run again) have tags below zero, which no
 # broker hands out: settling them is the quarantine's business, not the inbox's.
 _synthetic_tags = itertools.count(-1, -1)
+
+
+Apply = Callable[[Sequence[Delivery], "float | None"], Awaitable[None]]
+"""Applies a batch; the float: decide it in a forked child first, for at most that long
+(:class:`HandlerDiedError` if the child dies), None: in process."""
 
 
 class Serialized(Protocol):
@@ -141,6 +148,10 @@ class QuarantineOptions:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     policy: Policy = "park"
     poll: float = 1.0
+    isolation: float | None = DEFAULT_ISOLATION
+    """Seconds a batch with redelivered commands may take to decide in a forked child
+    (see :mod:`._isolation`); None: such a batch is decided in the worker's process,
+    alone (where forking is not available, too)."""
     turns: Turns = field(default_factory=Turns, compare=False, repr=False)
     """How the worker's batches take turns (its partitions share it)."""
 
@@ -187,6 +198,13 @@ def _entity(delivery: Delivery) -> uuid.UUID | None:
         return uuid.UUID(delivery.message.routing_key)
     except ValueError:
         return None
+
+
+def _tried(delivery: Delivery) -> Delivery:
+    """``delivery`` as the broker would hand it out again after its attempt: redelivered
+    (so that it is counted from now on, its first attempt standing for the broker's
+    first delivery, which is never counted)."""
+    return delivery if delivery.redelivered else replace(delivery, redelivered=True)
 
 
 def _quarantined_error(key: CommandKey, attempts: int) -> CommandQuarantinedError:
@@ -328,18 +346,49 @@ class PartitionQuarantine:
         await self._record(admission)
         return admission.batches
 
+    async def handle(self, deliveries: Sequence[Delivery], apply: Apply) -> None:
+        """Admit ``deliveries``, then apply the batches in order, each inside
+        :meth:`attempt`. When a batch's child dies (:class:`HandlerDiedError`: its attempt is
+        counted), that batch and all after it are admitted again, as if redelivered:
+        each entity's order holds (nothing of it ran after the dead batch), and the dead
+        batch's commands are suspects now, decided one by one until the poison among
+        them is quarantined. The worker lives on."""
+        pending: Sequence[Delivery] = deliveries
+        while pending:
+            batches = await self.admit(pending)
+            pending = []
+            for index, batch in enumerate(batches):
+                try:
+                    async with self.attempt(batch) as isolate:
+                        await apply(batch, isolate)
+                except HandlerDiedError as died:
+                    log.warning("partition %d: %s", self.partition, died)
+                    later = [delivery for rest in batches[index + 1 :] for delivery in rest]
+                    pending = [_tried(delivery) for delivery in batch] + later
+                    break
+
     @asynccontextmanager
-    async def attempt(self, batch: Sequence[Delivery]) -> AsyncIterator[None]:
-        """Around applying one of :meth:`admit`'s batches. A batch with counted attempts
-        in it (redelivered or stored commands) runs while no other batch of the worker
-        does (see :class:`Turns`), so that the one that takes the worker down is the
-        only one whose attempt was counted in vain; their attempts are counted just
-        before. An
-        attempt the worker survives, however it ended (answered, left unsettled for a
-        newer worker, or failed on the store), is not a poison's: its count goes."""
+    async def attempt(self, batch: Sequence[Delivery]) -> AsyncIterator[float | None]:
+        """Around applying one of :meth:`admit`'s batches; yields how to decide it: in a
+        forked child first, for at most that many seconds, or (None) in process.
+
+        A batch with redelivered or stored commands in it is decided in a child (see
+        :mod:`._isolation`) if ``isolation`` allows: nothing it does can take the worker
+        down, so it runs beside the other batches and an attempt is counted only once
+        its child died (:class:`HandlerDiedError`), never in vain. Without isolation it runs
+        while no other batch of the worker does (see :class:`Turns`), so that the one
+        that takes the worker down is the only one whose attempt was counted in vain;
+        their attempts are counted just before. Either way, an attempt the worker
+        survives, however it ended (answered, left unsettled for a newer worker, or
+        failed on the store), is not a poison's: its count goes."""
         if not any(d.tag in self._counted for d in batch):
             async with self.options.turns.together():
-                yield  # the healthy path: first deliveries, nothing to count
+                yield None  # the healthy path: first deliveries, nothing to count
+            return
+        isolation = self.options.isolation if can_isolate() else None
+        if isolation is not None:
+            async with self._isolated(batch, isolation) as limit:
+                yield limit
             return
         async with self.options.turns.alone():
             # Counted now, not when admitted: an attempt waiting here while another
@@ -350,7 +399,25 @@ class PartitionQuarantine:
                 self._uncounted.discard(delivery.tag)
                 self._suspects.discard(delivery.tag)
             try:
-                yield
+                yield None
+            except Exception:
+                await self._survived(batch)
+                raise
+            await self._survived(batch)
+
+    @asynccontextmanager
+    async def _isolated(self, batch: Sequence[Delivery], limit: float) -> AsyncIterator[float]:
+        """Around a batch decided in a child first: its attempts are counted if it dies."""
+        for delivery in batch:
+            self._uncounted.discard(delivery.tag)
+            self._suspects.discard(delivery.tag)
+        async with self.options.turns.together():
+            try:
+                yield limit
+            except HandlerDiedError:
+                died = [key for d in batch if (key := self._counted.pop(d.tag, None))]
+                await self.quarantine.count_attempts(died)
+                raise
             except Exception:
                 await self._survived(batch)
                 raise

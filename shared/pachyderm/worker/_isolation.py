@@ -1,0 +1,127 @@
+"""Run a suspect batch's handlers in a forked child first, so that a poison kills the
+child, not the worker.
+
+A command redelivered after its worker died may be the poison that killed it. Its
+batch's decision (``handle``, ``update``: pure functions of state and message) is
+first made in a child forked from the worker (:func:`survives`), on the very
+state the worker holds. The child reports on a pipe that the decision returned
+(or raised an ordinary exception, which the worker answers as a failure, as it
+would in process) and exits; the worker then decides again itself and commits.
+A child that ends without that report (``os._exit``, a signal, an exception
+that escapes ``Exception``) or runs past the time limit (it is killed) is a
+poison's attempt: :class:`HandlerDiedError`, which the quarantine counts
+(:mod:`._quarantine`), and the worker lives on. So only a poison's first
+delivery, which nobody suspects yet, costs a worker.
+
+Invariants: the child never touches the worker's connections, event loop or
+files (it runs the decision, writes one byte and leaves with ``os._exit``, no
+clean-up, no ``atexit``); the worker commits only its own decision, never the
+child's, so nothing crosses the pipe but the byte (no pickling of states).
+Handlers are decided twice for a suspect batch (a log line in a handler shows
+twice); a handler that is not deterministic may still pass in the child and
+fail in the worker, where the worker's own death then counts it as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import warnings
+from collections.abc import Callable
+
+from .._errors import PachydermError
+
+_SURVIVED = b"1"
+
+
+class HandlerDiedError(PachydermError):
+    """A suspect batch's decision killed or hung the child it ran in: a poison's attempt."""
+
+
+def can_isolate() -> bool:
+    """Whether this platform forks and waits on a child's end without polling (Linux)."""
+    return hasattr(os, "fork") and hasattr(os, "pidfd_open")
+
+
+def _decide_and_leave(decide: Callable[[], object], report: int) -> None:
+    """The child's whole life: decide, report, exit (never returns)."""
+    survived = False
+    try:
+        # An ordinary exception is no poison's: the worker answers it as a failure.
+        with contextlib.suppress(Exception):
+            decide()
+        survived = True
+    finally:
+        # No clean-up: the child shares the worker's sockets and must leave them be.
+        if survived:
+            os.write(report, _SURVIVED)
+        os._exit(0)
+
+
+def _fork() -> int:
+    # Python 3.12 warns about forking a process with threads (the watchdog's): the
+    # child runs only the pure decision and leaves with os._exit, and a child that
+    # deadlocks on a lock a thread held is killed at the time limit.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+async def survives(decide: Callable[[], object], limit: float) -> bool:
+    """Run ``decide`` in a forked child: True if it returned (or raised an
+    :class:`Exception`) within ``limit`` seconds, False if the child died without
+    saying so or overran (it is killed then)."""
+    read, write = os.pipe()
+    pid = _fork()
+    if pid == 0:  # the child
+        os.close(read)
+        _decide_and_leave(decide, write)
+    os.close(write)
+    try:
+        try:
+            ended = await _ended(pid, limit)
+        except BaseException:  # cancelled (the partition stops): no child left behind
+            _kill(pid)
+            raise
+        if not ended:
+            _kill(pid)
+            return False
+        os.set_blocking(read, False)
+        try:
+            return os.read(read, 1) == _SURVIVED
+        except BlockingIOError:
+            return False
+    finally:
+        os.close(read)
+
+
+def _kill(pid: int) -> None:
+    """End child ``pid`` and reap it (at once: SIGKILL cannot be ignored)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+async def _ended(pid: int, limit: float | None) -> bool:
+    """Wait for child ``pid`` to end (and reap it), for at most ``limit`` seconds."""
+    loop = asyncio.get_running_loop()
+    descriptor = os.pidfd_open(pid)  # readable once the child has ended
+    ended = loop.create_future()
+    loop.add_reader(descriptor, lambda: None if ended.done() else ended.set_result(None))
+    try:
+        await asyncio.wait_for(ended, limit)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(descriptor)
+        os.close(descriptor)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect child ``pid``'s status (it has ended, or SIGKILL is on its way: at once)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

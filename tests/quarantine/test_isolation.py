@@ -1,0 +1,100 @@
+"""Suspect batches decided in a forked child (in process: SQLite, the in-process
+broker): a redelivered poison that kills or hangs the child is counted and
+quarantined while the worker lives on and the partition's other commands are
+answered; what the child reports is tested on :func:`survives` itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pachyderm import CommandQuarantinedError
+from pachyderm.worker._isolation import survives
+
+from .poison_app import Crash, Lane, Poison, Step
+from .test_partition_quarantine import World, switch, world
+
+__all__ = ["switch", "world"]  # the fixtures, shared with the in-process tests
+
+
+def _loop_forever() -> None:
+    while True:
+        pass
+
+
+def _exit() -> None:
+    os._exit(0)  # even a clean status: the child never said it survived
+
+
+def _fail() -> None:
+    raise ValueError("a bug: the worker answers it as a failure")
+
+
+def _crash() -> None:
+    raise Crash("escapes Exception: in the worker it would take the worker down")
+
+
+async def test_a_child_that_returns_or_raises_an_error_survived() -> None:
+    assert await survives(lambda: None, 5)
+    assert await survives(_fail, 5)
+
+
+@pytest.mark.parametrize("decide", [_exit, _crash, _loop_forever])
+async def test_a_child_that_dies_or_overruns_did_not(decide: object) -> None:
+    assert callable(decide)
+    started = time.monotonic()
+    assert not await survives(decide, 0.3)
+    assert time.monotonic() - started < 10  # the looping one was killed, not waited for
+
+
+def _children() -> set[str]:
+    """This process's children (Linux: forked from its main thread)."""
+    return set(Path(f"/proc/self/task/{os.getpid()}/children").read_text().split())
+
+
+async def test_a_cancelled_wait_leaves_no_child_behind() -> None:
+    children = _children()
+    waiting = asyncio.create_task(survives(_loop_forever, 60))
+    await asyncio.sleep(0.2)
+    assert len(_children() - children) == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert _children() - children == set()  # killed and reaped
+
+
+@pytest.mark.parametrize("mode", ["exit", "hang", "crash"])
+async def test_a_redelivered_poison_is_quarantined_and_its_worker_lives(
+    world: World, switch: Path, mode: str
+) -> None:
+    """A worker died with the poison and 40 other commands of its partition in hand;
+    the next one decides them in children: the poison's chunk dies, then the poison
+    alone, twice (its 2nd and 3rd attempts), and it is quarantined; the worker
+    survives it all, and every other command is answered, none counted in the end."""
+    lanes = [Lane.ref(str(uuid.uuid4())) for _ in range(40)]
+    poisoned = Lane.ref(str(uuid.uuid4()))
+    before = [await world.send(ref, Step(n)) for n, ref in enumerate(lanes[:20])]
+    command_id = await world.send(poisoned, Poison(mode, str(switch)))
+    after = [await world.send(ref, Step(n)) for n, ref in enumerate(lanes[20:], start=20)]
+    later = await world.send(poisoned, Step(9))
+    dead = await world.worker()
+    await asyncio.wait_for(dead.inbox.take(100), 2)
+    await dead.inbox.close()  # it died with them in hand: all are redelivered
+
+    assert await world.live(await world.worker(isolation=0.5))
+
+    answer = await world.answer(command_id)
+    assert isinstance(answer, CommandQuarantinedError)
+    assert answer.attempts == 3
+    sent = before + after
+    assert [await world.answer(c) for c in sent] == [(1, {"steps": [n]}) for n in range(40)]
+    assert await world.steps(poisoned) == []  # Step(9) parked behind it
+    assert later not in world.replies
+    keys = [(ref.id, c) for ref, c in zip(lanes, sent, strict=True)]
+    assert await world.quarantine.attempts(keys) == {}
+    assert [row.command_id for row in await world.quarantine.quarantined()] == [command_id]
