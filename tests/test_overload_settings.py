@@ -1,5 +1,6 @@
 """The overload settings reach what they configure: the topology's queue arguments, the
-client's in-flight limit, the worker's cap; and a wrong one is refused by name."""
+client's in-flight limit, the worker's cap and its broker patience; and a wrong one is
+refused by name."""
 
 from __future__ import annotations
 
@@ -47,3 +48,14 @@ def test_a_topology_refuses_a_limit_it_cannot_declare() -> None:
         Topology("shop", 4, max_length=-1)
     with pytest.raises(ValueError, match="overflow"):
         Topology("shop", 4, max_length=10, overflow="reject-publish-dlx")
+
+
+def test_the_workers_broker_patience_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert worker_options(Settings()).broker_patience == 1.0
+    monkeypatch.setenv("PACHYDERM_BROKER_PATIENCE", "7.5")
+    assert worker_options(Settings()).broker_patience == 7.5
+    monkeypatch.setenv("PACHYDERM_BROKER_PATIENCE", "0")
+    with pytest.raises(ValueError, match="broker_patience"):
+        Settings()

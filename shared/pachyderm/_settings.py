@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         description="seconds without a heartbeat before a worker counts as dead; the same"
         " for every worker of a namespace",
     )
+    broker_patience: float = Field(
+        1.0,
+        gt=0,
+        description="seconds a worker may stay without reaching the broker (its connection"
+        " lost, reconnecting in vain) before it gives up its partitions to the others until"
+        " it reaches the broker again; longer rides out a cluster node's failover or a broker"
+        " blocking publishers, at the cost of partitions unserved meanwhile",
+    )
     effects_grace: float = Field(
         5.0,
         gt=0,

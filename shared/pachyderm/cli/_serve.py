@@ -43,6 +43,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         cache_capacity=settings.cache_capacity,
         idle_timeout=settings.idle_timeout,
         effects_grace=settings.effects_grace,
+        broker_patience=settings.broker_patience,
         window=CommandWindow(settings.command_retention, settings.command_expiry_margin),
         pruning=prune_options(settings),
         quarantine=QuarantineOptions(

@@ -62,8 +62,8 @@ class WorkerOptions:
     ``window.retention`` whatever it says."""
     broker_patience: float = 1.0
     """Seconds the broker may stay out of reach before the worker gives up its lease (so
-    the others take its partitions) until it reaches the broker again; see
-    :meth:`Worker.run`."""
+    the others take its partitions) until it reaches the broker again
+    (``PACHYDERM_BROKER_PATIENCE``); see :meth:`Worker.run`."""
 
 
 async def _until_either(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
