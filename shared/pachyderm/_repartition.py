@@ -198,10 +198,9 @@ async def _fence(channel: AbstractChannel, topology: Topology, timeout: float) -
         ) from None
 
 
-async def _put_fence(channel: AbstractChannel, queue: str, fence_id: str, reply_to: str) -> None:
-    """Publish a fence to ``queue``; while the queue is at its length limit and refuses it
-    (reject-publish), try again as the fleet drains it."""
-    fence = aio_pika.Message(
+def fence_message(fence_id: str, reply_to: str) -> aio_pika.Message:
+    """A fence as docs/asyncapi.yaml describes it (the message ``Fence``)."""
+    return aio_pika.Message(
         b"null",
         message_id=fence_id,
         reply_to=reply_to,
@@ -209,6 +208,12 @@ async def _put_fence(channel: AbstractChannel, queue: str, fence_id: str, reply_
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers={KIND_HEADER: QUERY, ENTITY_TYPE_HEADER: FENCE_ENTITY_TYPE},
     )
+
+
+async def _put_fence(channel: AbstractChannel, queue: str, fence_id: str, reply_to: str) -> None:
+    """Publish a fence to ``queue``; while the queue is at its length limit and refuses it
+    (reject-publish), try again as the fleet drains it."""
+    fence = fence_message(fence_id, reply_to)
     while True:
         try:
             await channel.default_exchange.publish(fence, queue)

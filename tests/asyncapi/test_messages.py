@@ -25,6 +25,7 @@ from pachyderm import _codec as codec
 from pachyderm import _wire as wire
 from pachyderm._errors import HandlerError
 from pachyderm._execution import execute
+from pachyderm._repartition import fence_message
 from pachyderm.store import OutboxEntry
 from pachyderm.telemetry import Telemetry, TelemetryHooks, install_telemetry
 from pachyderm.telemetry._messaging import publishing
@@ -247,3 +248,27 @@ def test_the_check_catches_messages_the_document_does_not_describe(spec: Json) -
     )
     assert "traceparent" in declared_headers(spec, "Effect")
     assert mismatches(spec, "Command", body=codec.encode([1]), content_type=None, headers={})
+
+
+def test_a_repartition_fence_is_the_document_s_fence_and_is_answered_invalid(
+    spec: Json,
+) -> None:
+    built = fence_message("fence-3-abc", "amq.gen-repartition")
+    fence = Message(
+        built.body,
+        routing_key="3f2504e0-4f89-11d3-9a0c-0305e82c3301",  # the worker reads no entity
+        message_id=built.message_id,
+        reply_to=built.reply_to,
+        content_type=built.content_type,
+        headers=dict(built.headers or {}),
+    )
+    assert_is(spec, "Fence", fence)
+    with pytest.raises(InvalidInputError) as refused:
+        wire.parse_request(APP, fence)
+    reply = wire.error_reply(fence, refused.value)
+    body, content_type, headers = reply.body, reply.content_type, reply.headers
+    assert mismatches(spec, "Reply", body=body, content_type=content_type, headers=headers) == []
+    assert codec.decode(reply.body, reply.content_type)["status"] == "invalid"
+    assert reply.correlation_id == "fence-3-abc"  # what the tool waits for
+    channel = spec["channels"]["pachyderm.commands.{partition}"]
+    assert channel["publish"]["message"] == {"$ref": "#/components/messages/Fence"}
