@@ -137,11 +137,10 @@ serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`
   woken by the log's NOTIFY, polling every 20 ms at most while events keep coming).
 - the log's cost: the RPC workload ({calls:,} calls, {sizes.in_flight} in flight, no
   projection running) as the product commits, and in the same namespace with
-  `pachyderm_commit_versioned` (the log's part of the commit) replaced, in that
-  namespace's schema only (`CREATE OR REPLACE`, the product's code untouched), by a
-  function of the same signature that commits through its core and timed halves as the
-  original does but assigns no positions and writes no log; then the original is
-  restored. On one fleet, back to back, in two rounds A B B A of half the workload each
+  `pachyderm_commit_batch` (the commit function) replaced, in that namespace's schema
+  only (`CREATE OR REPLACE`, the product's code untouched), by its own definition with
+  the log's step cut out (no positions, no log rows); then the original is restored.
+  On one fleet, back to back, in two rounds A B B A of half the workload each
   (which comes first alternates between runs); a run's rate is the mean of its four, its
   cost 1 - with / without.
 - this 2-core machine is shared: load average (1 min) at the start of each run {loads}.

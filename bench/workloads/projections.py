@@ -5,11 +5,10 @@ One namespace per run, two worker processes serving ``bench.projection_app``
 statement per batch) on 16 partitions. In order:
 
 1. the log's cost: the RPC workload (counters, ``in_flight`` calls in flight)
-   as the product commits (``pachyderm_commit_versioned`` assigns positions)
-   and with, in this namespace's schema only, ``pachyderm_commit_versioned``
-   replaced (``CREATE OR REPLACE``) by a function of the same signature that
-   commits through its core and timed halves as the original does and skips
-   the log; then the original is put back (from
+   as the product commits (``pachyderm_commit_batch`` assigns positions)
+   and with, in this namespace's schema only, ``pachyderm_commit_batch``
+   replaced (``CREATE OR REPLACE``) by its own definition with the log's step
+   cut out; then the original is put back (from
    ``pg_get_functiondef``): in two rounds A B B A of half the RPC workload each
    (which comes first alternates between runs), each side's rate the mean of its four.
 2. catch-up: ``catch_up_events`` events stored straight through the store's
@@ -64,46 +63,21 @@ LOG_COST_ROUNDS = 2  # of A B B A, each workload a half of the RPC plan
 CATCH_UP_TIMEOUT = 900.0
 INCREASED = NewEvent("Increased", b"\x81\xa6amount\x01")  # Increased(amount=1), msgpack
 
-# Same signature and result as migration 0011's pachyderm_commit_versioned (which the
-# function Python calls, pachyderm_commit_ending of 0013, commits through); the same
-# choice between its core and timed halves; no log heads, no event_log rows.
-_WITHOUT_LOG = """
-CREATE OR REPLACE FUNCTION "{schema}".pachyderm_commit_versioned(
-    c_entity_ids uuid[], c_types text[], c_expected bigint[], c_command_ids text[],
-    c_replies bytea[], c_event_counts int[], c_effect_counts int[], c_snapshots bytea[],
-    e_names text[], e_data bytea[],
-    f_ids uuid[], f_destinations text[], f_payloads bytea[], f_traces text[],
-    r_changes int[], r_keys text[], r_schedule_ids text[], r_due timestamptz[],
-    w_changes int[], w_keys text[], w_partitions int[], w_due timestamptz[],
-    w_schedule_ids text[], w_payloads bytea[],
-    c_partitions int[],
-    e_versions int[], c_fingerprints text[]
-) RETURNS TABLE (outcome text, version bigint, reply bytea)
-LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-AS $$
-BEGIN
-    IF f_traces IS NULL AND coalesce(cardinality(r_changes), 0) = 0
-       AND coalesce(cardinality(w_changes), 0) = 0 THEN
-        RETURN QUERY SELECT * FROM pachyderm_commit_versioned_core(
-            c_entity_ids, c_types, c_expected, c_command_ids, c_replies, c_event_counts,
-            c_effect_counts, c_snapshots, e_names, e_data, f_ids, f_destinations, f_payloads,
-            e_versions, c_fingerprints);
-    ELSE
-        RETURN QUERY SELECT * FROM pachyderm_commit_versioned_timed(
-            c_entity_ids, c_types, c_expected, c_command_ids, c_replies, c_event_counts,
-            c_effect_counts, c_snapshots, e_names, e_data, f_ids, f_destinations,
-            f_payloads, f_traces, r_changes, r_keys, r_schedule_ids, r_due,
-            w_changes, w_keys, w_partitions, w_due, w_schedule_ids, w_payloads,
-            e_versions, c_fingerprints);
-    END IF;
-END;
-$$
-"""
+# The commit function (migration 0016's pachyderm_commit_batch) without its log: the
+# same definition with its step 8 (log heads and event_log rows) cut out, between the
+# two comments that open steps 8 and 9.
+_LOG_STEP = "    -- 8. The log"
+_AFTER_LOG_STEP = "    -- 9. "
 _DEFINITION = """
 SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = $1 AND p.proname = 'pachyderm_commit_versioned'
+ WHERE n.nspname = $1 AND p.proname = 'pachyderm_commit_batch'
 """
+
+
+def without_log_step(definition: str) -> str:
+    """``definition`` with the log's step cut out; ValueError if it has no such step."""
+    start = definition.index(_LOG_STEP)
+    return definition[:start] + definition[definition.index(_AFTER_LOG_STEP, start) :]
 
 
 @dataclass(frozen=True)
@@ -189,7 +163,7 @@ class Bench:
     async def without_log(self) -> str:
         """Replace the commit by one that skips the log; the original's definition."""
         original: str = await self.db.fetchval(_DEFINITION, self.schema)
-        await self.db.execute(_WITHOUT_LOG.format(schema=self.schema))
+        await self.db.execute(without_log_step(original))
         return original
 
     async def store_events(self) -> float:

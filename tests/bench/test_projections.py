@@ -14,6 +14,7 @@ import pytest
 
 from bench.projections import METRICS, SECTION
 from bench.standalone import replaced_section
+from bench.workloads.projections import without_log_step
 
 from .quick import run_quick
 
@@ -39,3 +40,18 @@ def test_the_projections_section_is_replaced_and_the_rest_of_the_page_kept() -> 
     new = f"{SECTION}\n\nnew\n"
     assert replaced_section(page, SECTION, new) == f"{before}{new}{after}"
     assert replaced_section("# Title\n", SECTION, new) == f"# Title\n\n{new}"
+
+
+def test_the_commit_without_the_log_is_the_migration_s_function_less_its_log_step() -> None:
+    folder = Path(__file__).parents[2] / "shared/pachyderm/store/migrations/postgres"
+    (migration,) = folder.glob("0016_*.sql")
+    definition = migration.read_text(encoding="utf-8")
+    cut = without_log_step(definition)
+
+    for table in ("log_heads", "event_log"):
+        assert table in definition
+        assert table not in cut
+    for kept in ("-- 9. ", "INSERT INTO events", "INSERT INTO commands"):
+        assert kept in cut
+    with pytest.raises(ValueError, match="substring not found"):
+        without_log_step(cut)

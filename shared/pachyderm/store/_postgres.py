@@ -54,13 +54,13 @@ from ._retention import Retained, check_limit, check_retained
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# Every batch commits through pachyderm_commit_ending (migration 0013): it refuses
-# changes to ended and erased entities, ends entities, records the replies of changes
-# that create no entity, and around that calls pachyderm_commit_versioned (0011), which
-# writes its timers (if any), the effects' trace context (if any), the log (0008) and
-# the events' schema versions and snapshots' fingerprints (if any).
+# Every batch commits through pachyderm_commit_batch (migration 0016), one function
+# that locks the batch's entity rows once and decides every change on that read: the
+# version check and the command-id inbox, refusals for ended and erased entities and for
+# fires of gone timers; then writes the entities, events, command replies, effects (with
+# their trace context), snapshots, timers, the log's positions and entity ends.
 _COMMIT = (
-    "SELECT outcome, version, reply FROM pachyderm_commit_ending("
+    "SELECT outcome, version, reply FROM pachyderm_commit_batch("
     + ", ".join(f"${n}" for n in range(1, 29))
     + ")"
 )
@@ -156,7 +156,7 @@ def _commit_arguments(changes: Sequence[Change]) -> list[list[Any]]:
 
 
 def commit_arguments(changes: Sequence[Change]) -> list[Any]:
-    """The arguments of ``pachyderm_commit_logged`` for ``changes`` (sorted by entity id)."""
+    """The arguments of ``pachyderm_commit_batch`` for ``changes`` (sorted by entity id)."""
     return [
         *_commit_arguments(changes),
         _effect_traces(changes),

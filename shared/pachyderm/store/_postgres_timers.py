@@ -1,4 +1,4 @@
-"""Timers in the PostgreSQL store: the timer arguments of ``pachyderm_commit_logged``,
+"""Timers in the PostgreSQL store: the timer arguments of ``pachyderm_commit_batch``,
 and the queries of the firing loop, inspection and back-off (see migration 0007)."""
 
 from __future__ import annotations
