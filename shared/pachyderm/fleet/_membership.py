@@ -7,8 +7,11 @@ of a namespace (times are the database's ``now()``), and
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
+import threading
 import uuid
 from datetime import timedelta
 
@@ -76,6 +79,11 @@ _ROLL = """
 """
 _PRUNE = "DELETE FROM workers WHERE heartbeat_at < now() - $1::interval"
 _LEAVE = "DELETE FROM workers WHERE worker_id = $1 AND instance = $2"
+# Seconds abandon() may take to connect and to delete: it runs while its worker is
+# stalled, just before the process ends; the lease lapses by itself anyway.
+_ABANDON_TIMEOUT = 1.0
+
+log = logging.getLogger("pachyderm.fleet")
 
 
 class PostgresMembershipStore:
@@ -203,6 +211,7 @@ class PostgresMembership(LeasedMembership):
             join_delay=join_delay,
             fleet=fleet,
         )
+        self._address: tuple[str, str] | None = None  # (dsn, schema), for abandon()
 
     @classmethod
     async def connect(
@@ -227,7 +236,7 @@ class PostgresMembership(LeasedMembership):
         pool = await _pool(dsn, schema, dead_after)
         if info is None:
             info = f"host={socket.gethostname()} pid={os.getpid()}"
-        return cls(
+        membership = cls(
             pool,
             worker_id,
             info=info,
@@ -236,3 +245,40 @@ class PostgresMembership(LeasedMembership):
             join_delay=join_delay,
             fleet=fleet,
         )
+        membership._address = (dsn, schema)
+        return membership
+
+    def abandon(self) -> None:
+        """Give the lease up at once, from any thread, on a connection of its own: the
+        worker's event loop (and its pool with it) may be blocked, as when the handler
+        budget's watchdog ends a stalled worker. The others then take its partitions
+        on their next heartbeat instead of after ``dead_after``. Best effort, blocking
+        the calling thread for a few seconds at most: on failure the lease lapses by
+        itself."""
+        if self._address is None:
+            return  # made from a pool: no address to connect to
+        dsn, schema = self._address
+
+        async def leave() -> None:
+            connection = await asyncpg.connect(
+                dsn,
+                timeout=_ABANDON_TIMEOUT,
+                server_settings={"search_path": schema, "application_name": "pachyderm-fleet"},
+            )
+            try:
+                await connection.execute(
+                    _LEAVE, self.worker_id, self.instance, timeout=_ABANDON_TIMEOUT
+                )
+            finally:
+                await connection.close(timeout=_ABANDON_TIMEOUT)
+
+        def run() -> None:
+            try:
+                asyncio.run(leave())
+            except Exception as error:
+                log.warning("giving up the lease of %s failed: %s", self.worker_id, error)
+
+        # On a thread (and loop) of its own: the calling thread may be running a loop.
+        thread = threading.Thread(target=run, name="pachyderm-abandon", daemon=True)
+        thread.start()
+        thread.join(3 * _ABANDON_TIMEOUT)

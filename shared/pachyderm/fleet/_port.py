@@ -9,7 +9,7 @@ worker, the embedded mode) never loads one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 OnChange: TypeAlias = Callable[[list[int]], Awaitable[None]]
 """What :meth:`Membership.watch` calls with the (sorted) partitions this worker now owns."""
@@ -47,3 +47,12 @@ class Membership(Protocol):
 
     async def close(self) -> None:
         """Release the resources of this membership."""
+
+
+@runtime_checkable
+class Abandons(Protocol):
+    """A membership that can give its lease up from any thread while its worker's event
+    loop is blocked (the handler budget's watchdog does before it ends the process)."""
+
+    def abandon(self) -> None:
+        """Give the lease up at once, best effort (on failure it lapses by itself)."""

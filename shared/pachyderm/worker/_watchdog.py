@@ -8,12 +8,15 @@ daemon thread reads it. Once the heartbeat is older than the budget, the thread
 logs the stall (a structured ``worker.stalled`` record) and ends the process
 with :data:`EXIT_STALLED` (``os._exit``: no clean-up can run on a blocked loop).
 
-What follows is the fleet's ordinary recovery, which is why exiting is enough:
-the broker connection closes, so the unsettled deliveries go back to their
-queues marked *redelivered*; the worker's heartbeats have stopped, so its
-partitions move to the others; and the command that hung is counted on its
-redelivery before it runs again (see :mod:`._quarantine`), until it is
-quarantined. A process supervisor (Kubernetes) starts the worker again.
+Before it exits, the worker gives its lease up from the thread, on a database
+connection of its own (:class:`~pachyderm.fleet._port.Abandons`), so the others take
+its partitions on their next heartbeat rather than once the lease lapses. What
+follows is the fleet's ordinary recovery, which is why exiting is enough: the
+broker connection closes, so the unsettled deliveries go back to their queues
+marked *redelivered*; the worker has left (or its heartbeats have stopped), so
+its partitions move to the others; and the command that hung is counted when it
+is decided again in a forked child of the next owner (see :mod:`._quarantine`),
+until it is quarantined. A process supervisor (Kubernetes) starts the worker again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ EXIT_STALLED = 75
 DEFAULT_BUDGET = 10.0
 
 
-def _exit(stalled: float) -> None:
+def exit_stalled(stalled: float) -> None:
+    """End the process with :data:`EXIT_STALLED` (no clean-up: the loop is blocked)."""
     logging.shutdown()  # flush the record above before the process goes
     os._exit(EXIT_STALLED)
 
@@ -41,7 +45,7 @@ class Watchdog:
     """Watches the running event loop from a thread; ``on_stall(seconds)`` once it has
     not run for ``budget`` seconds (by default: exit with :data:`EXIT_STALLED`)."""
 
-    def __init__(self, budget: float, *, on_stall: Callable[[float], None] = _exit) -> None:
+    def __init__(self, budget: float, *, on_stall: Callable[[float], None] = exit_stalled) -> None:
         if budget <= 0:
             raise ValueError(f"the handler budget is a positive number of seconds, not {budget}")
         self.budget = budget

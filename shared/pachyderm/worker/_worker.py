@@ -13,6 +13,7 @@ from .._errors import StoreError
 from .._expiry import CommandWindow
 from .._hooks import WorkerHooks
 from ..fleet import Membership
+from ..fleet._port import Abandons
 from ..store import EventStore, HasQuarantine
 from ..telemetry import TelemetryHooks
 from ..transport import Inbox, Transport
@@ -25,7 +26,7 @@ from ._pruning import PruneOptions, Pruner
 from ._quarantine import PartitionQuarantine, QuarantineOptions
 from ._reachability import Reachability
 from ._timers import RateLimit, TimerFiring, TimerOptions
-from ._watchdog import Watchdog
+from ._watchdog import Watchdog, exit_stalled
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -227,7 +228,16 @@ class Worker:
         """The handler budget's watch, if the options set one (see :mod:`._watchdog`)."""
         if not self.options.handler_budget:
             return []
-        return [asyncio.create_task(Watchdog(self.options.handler_budget).run())]
+        membership = self.membership
+
+        def stalled(seconds: float) -> None:
+            # The others take the partitions at once instead of after the lease's lapse.
+            if isinstance(membership, Abandons):
+                membership.abandon()
+            exit_stalled(seconds)
+
+        watchdog = Watchdog(self.options.handler_budget, on_stall=stalled)
+        return [asyncio.create_task(watchdog.run())]
 
     def _observing_in_flight(self) -> AbstractContextManager[object]:
         admission = self.admission
