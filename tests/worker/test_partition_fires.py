@@ -1,6 +1,6 @@
-"""A partition fires its timers along with its next batch of deliveries when busy (one
-commit for both), and on its own when idle or when no batch comes soon; fires that
-queued behind the partition go out together, in one commit."""
+"""A partition fires its timers beside its batches, not behind them: a fire waits for
+no batch in flight, only for a run that holds one of its own entities, and a batch
+waits for the fire of one of its entities; an entity is never in two runs at once."""
 
 from __future__ import annotations
 
@@ -12,133 +12,200 @@ import pytest
 
 from examples import reservation
 from pachyderm import StoreUnavailableError
+from pachyderm._reference import Ref
 from pachyderm._wire import Request, command_message
 from pachyderm.store import Change, CommitOutcome, SqliteEventStore
 from pachyderm.transport import InProcessTransport, Topology
 from pachyderm.worker import EffectPublisher, Engine, PartitionWorker
+from pachyderm.worker._engine import Done
 from pachyderm.worker._firing import fire_request
 
 APP = reservation.app
 
 
-class Counting(SqliteEventStore):
-    """The embedded store, with the size of each commit written down."""
+class Gated(SqliteEventStore):
+    """The embedded store, with the size of each commit written down; a commit waits
+    while ``gate`` is closed."""
 
     commits: list[int]
+    gate: asyncio.Event
 
     async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
         self.commits.append(len(changes))
+        await self.gate.wait()
         return await super().commit(changes)
 
 
+class Overlaps(Engine):
+    """The engine, noting the entities two of its runs held at once (must stay empty)."""
+
+    def __init__(self, store: Gated) -> None:
+        super().__init__(APP, store)
+        self.running: list[set[Ref]] = []
+        self.overlaps: list[set[Ref]] = []
+
+    async def run(
+        self, requests: Sequence[Request], *, partition: int = 0, **options: object
+    ) -> tuple[list[Done], list[Change]]:
+        refs = {request.ref for request in requests}
+        self.overlaps.extend(refs & other for other in self.running if refs & other)
+        self.running.append(refs)
+        try:
+            return await super().run(requests, partition=partition, **options)  # type: ignore[arg-type]
+        finally:
+            self.running.remove(refs)
+
+
 @pytest.fixture
-async def setup() -> AsyncIterator[tuple[PartitionWorker, Counting]]:
-    counting = await Counting.open(":memory:")
-    counting.commits = []
-    await counting.migrate()
+async def setup() -> AsyncIterator[tuple[PartitionWorker, Gated]]:
+    store = await Gated.open(":memory:")
+    store.commits, store.gate = [], asyncio.Event()
+    store.gate.set()
+    await store.migrate()
     transport = InProcessTransport(Topology(partitions=1))
     await transport.start()
-    engine = Engine(APP, counting)
     inbox = await transport.open_inbox(0, prefetch=10)
-    effects = EffectPublisher(counting, transport)
-    yield PartitionWorker(inbox, APP, engine, transport, effects), counting
+    effects = EffectPublisher(store, transport)
+    yield PartitionWorker(inbox, APP, Overlaps(store), transport, effects), store
     await transport.close()
-    await counting.close()
+    await store.close()
 
 
 async def due_fire(partition: PartitionWorker, seat: str) -> Request:
     """Hold ``seat`` for a moment, through the partition; the fire of its lapse, once due."""
     ref = reservation.Seat.ref(seat)
-    message = command_message(APP, ref, reservation.Hold(seat, seconds=0.01))
-    await partition.transport.publish_command(message)
+    await send(partition, seat, reservation.Hold(seat, seconds=0.01))
     await partition.handle(await partition.inbox.take(1))
     await asyncio.sleep(0.02)
     [timer] = await partition.engine.store.entity_timers(ref.id)
     return fire_request(APP, timer, datetime.now(UTC))
 
 
-async def test_an_idle_partition_fires_at_once(setup: tuple[PartitionWorker, Counting]) -> None:
-    partition, counting = setup
+async def send(partition: PartitionWorker, seat: str, command: object) -> None:
+    message = command_message(APP, reservation.Seat.ref(seat), command)
+    await partition.transport.publish_command(message)
+
+
+async def applying(partition: PartitionWorker, count: int) -> None:
+    """Take and apply a batch of ``count`` deliveries, as the partition's loop does."""
+    async with partition._handling:
+        await partition.handle(await partition.inbox.take(count))
+
+
+async def history(partition: PartitionWorker, seat: str) -> list[str]:
+    events = await partition.engine.store.history(reservation.Seat.ref(seat).id)
+    return [event.name for event in events]
+
+
+async def test_an_idle_partition_fires_at_once(setup: tuple[PartitionWorker, Gated]) -> None:
+    partition, store = setup
     fire = await due_fire(partition, "idle")
-    counting.commits.clear()
+    store.commits.clear()
     [result] = await partition.fire([fire])
     assert (result.error, result.gone) == (None, False)
-    assert counting.commits == [1]
+    assert store.commits == [1]
 
 
-async def test_a_busy_partition_takes_its_fires_along_with_its_next_batch(
-    setup: tuple[PartitionWorker, Counting],
+async def test_a_fire_does_not_wait_for_the_batch_in_flight(
+    setup: tuple[PartitionWorker, Gated], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    partition, counting = setup
-    fire = await due_fire(partition, "busy")
-    other = command_message(APP, reservation.Seat.ref("other"), reservation.Hold("o"))
-    await partition.transport.publish_command(other)
-    counting.commits.clear()
-    async with partition._handling:  # a batch is being applied
-        firing = asyncio.create_task(partition.fire([fire]))
-        await asyncio.sleep(0.005)
-        await partition.handle(await partition.inbox.take(1))  # the next batch
-    [result] = await firing
+    partition, _ = setup
+    fire = await due_fire(partition, "beside")
+    await send(partition, "other", reservation.Hold("o"))
+    replying = asyncio.Event()
+
+    async def hanging(replies: object) -> None:
+        await replying.wait()
+
+    # The batch in flight hangs after its commit, holding the partition.
+    monkeypatch.setattr(partition.transport, "publish_replies", hanging)
+    batch = asyncio.create_task(applying(partition, 1))
+    await asyncio.sleep(0.02)
+    assert partition._handling.locked()
+    [result] = await asyncio.wait_for(partition.fire([fire]), 1.0)
     assert (result.error, result.gone) == (None, False)
-    assert counting.commits == [2]  # the fire and the delivery, in one commit
-    history = await partition.engine.store.history(reservation.Seat.ref("busy").id)
-    assert [event.name for event in history] == ["Held", "Lapsed"]
+    assert await history(partition, "beside") == ["Held", "Lapsed"]
+    assert not batch.done()
+    replying.set()
+    await batch
 
 
-async def test_fires_no_batch_takes_run_on_their_own(
-    setup: tuple[PartitionWorker, Counting],
+async def test_a_fire_waits_for_the_batch_deciding_on_its_entity_and_no_longer(
+    setup: tuple[PartitionWorker, Gated],
 ) -> None:
-    partition, counting = setup
-    fire = await due_fire(partition, "alone")
-    counting.commits.clear()
-    async with partition._handling:
-        firing = asyncio.create_task(partition.fire([fire]))
-        await asyncio.sleep(0.1)  # longer than fires wait for a batch
-        assert counting.commits == []
+    partition, store = setup
+    fire = await due_fire(partition, "same")
+    await send(partition, "same", reservation.Confirm("same"))
+    store.gate.clear()
+    batch = asyncio.create_task(applying(partition, 1))
+    await asyncio.sleep(0.02)  # the batch holds the seat, its commit hanging
+    firing = asyncio.create_task(partition.fire([fire]))
+    await asyncio.sleep(0.05)
+    assert not firing.done()
+    assert len(store.commits) == 2  # the Hold's and the batch's: the fire waits its turn
+    store.gate.set()
+    await batch
     [result] = await firing
-    assert (result.error, result.gone) == (None, False)
-    assert counting.commits == [1]
+    assert result.error is None
+    # Confirmed first: the lapse fires on the sold seat, and changes nothing.
+    assert await history(partition, "same") == ["Held", "Confirmed"]
+    assert isinstance(partition.engine, Overlaps)
+    assert partition.engine.overlaps == []
 
 
-async def test_fires_queued_behind_the_partition_go_out_in_one_commit(
-    setup: tuple[PartitionWorker, Counting],
+async def test_a_batch_waits_for_the_fire_of_one_of_its_entities(
+    setup: tuple[PartitionWorker, Gated],
 ) -> None:
-    partition, counting = setup
-    fires = [await due_fire(partition, seat) for seat in ("q1", "q2", "q3")]
-    counting.commits.clear()
-    async with partition._handling:  # a long batch: no next batch comes to take them
-        firing = [asyncio.create_task(partition.fire([fire])) for fire in fires]
-        await asyncio.sleep(0.1)  # longer than fires wait for a batch
-        assert counting.commits == []
-    results = await asyncio.gather(*firing)
-    assert [(r.error, r.gone) for [r] in results] == [(None, False)] * 3
-    assert counting.commits == [3]  # one commit for the three, not one each
-    for seat in ("q1", "q2", "q3"):
-        history = await partition.engine.store.history(reservation.Seat.ref(seat).id)
-        assert [event.name for event in history] == ["Held", "Lapsed"]
+    partition, store = setup
+    fire = await due_fire(partition, "late")
+    await send(partition, "late", reservation.Confirm("late"))
+    await send(partition, "free", reservation.Hold("f"))
+    store.gate.clear()
+    firing = asyncio.create_task(partition.fire([fire]))
+    await asyncio.sleep(0.02)  # the fire holds the seat, its commit hanging
+    batch = asyncio.create_task(applying(partition, 2))
+    await asyncio.sleep(0.05)
+    assert not batch.done()
+    store.gate.set()
+    await asyncio.gather(firing, batch)
+    # Lapsed first: the confirmation comes too late, and is refused.
+    assert await history(partition, "late") == ["Held", "Lapsed"]
+    assert await history(partition, "free") == ["Held"]
+    assert isinstance(partition.engine, Overlaps)
+    assert partition.engine.overlaps == []
 
 
-class Failing(Counting):
+class Failing(Gated):
     """Commits fail (the store is down)."""
 
     async def commit(self, changes: Sequence[Change]) -> list[CommitOutcome]:
         raise StoreUnavailableError("down")
 
 
-async def test_a_failed_commit_of_queued_fires_raises_for_one_and_leaves_the_rest_pending(
-    setup: tuple[PartitionWorker, Counting],
+async def test_a_failed_commit_raises_for_the_fire_and_leaves_its_timer_pending(
+    setup: tuple[PartitionWorker, Gated],
 ) -> None:
     partition, _ = setup
-    fires = [await due_fire(partition, seat) for seat in ("f1", "f2")]
+    fire = await due_fire(partition, "down")
     partition.engine.store.__class__ = Failing
-    async with partition._handling:
-        firing = [asyncio.create_task(partition.fire([fire])) for fire in fires]
-        await asyncio.sleep(0.1)
-    first, second = await asyncio.gather(*firing, return_exceptions=True)
-    assert isinstance(first, StoreUnavailableError)  # the fire that ran the commit
-    assert isinstance(second, list)
-    assert second[0].gone  # not fired this time
-    partition.engine.store.__class__ = Counting
-    for seat in ("f1", "f2"):
-        ref = reservation.Seat.ref(seat)
-        assert len(await partition.engine.store.entity_timers(ref.id)) == 1  # still pending
+    with pytest.raises(StoreUnavailableError):
+        await partition.fire([fire])
+    partition.engine.store.__class__ = Gated
+    ref = reservation.Seat.ref("down")
+    assert len(await partition.engine.store.entity_timers(ref.id)) == 1  # still pending
+    [result] = await partition.fire([fire])  # and fires when tried again
+    assert (result.error, result.gone) == (None, False)
+
+
+async def test_a_stopping_partition_fires_nothing(
+    setup: tuple[PartitionWorker, Gated],
+) -> None:
+    partition, store = setup
+    fire = await due_fire(partition, "stop")
+    store.commits.clear()
+    partition._stopping = True
+    [result] = await partition.fire([fire])
+    assert result.gone
+    assert store.commits == []
+    ref = reservation.Seat.ref("stop")
+    assert len(await partition.engine.store.entity_timers(ref.id)) == 1  # for the next owner

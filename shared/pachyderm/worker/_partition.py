@@ -1,5 +1,5 @@
 """Serve one partition queue: take a batch, apply it, reply, publish effects, ack; and
-fire the partition's due timers, with a batch when one is being applied.
+fire the partition's due timers beside the batches, not behind them.
 
 A delivery for an entity whose history this code cannot read (an event a newer
 worker wrote: :class:`NewerSchemaError`) is neither answered, acked nor
@@ -12,12 +12,17 @@ Invariant: a delivery is answered only once every delivery ahead of it in the qu
 is settled (committed, set aside or held): batches are applied one after another
 and replies go out after the commit. ``pachyderm repartition`` relies on it (its
 fences, :mod:`pachyderm._repartition`): pipelining batches must keep it.
+
+Fires do not take the partition's turn: a fire runs as soon as none of its
+entities is being decided on (:class:`EntityTurns`), beside the batch in flight,
+and its changes join whatever commit the worker's partitions share next; a timer
+falling due on a busy partition waits for one commit, not for the batch ahead of
+it and then the next. An entity is never in two runs at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +40,7 @@ from .._errors import (
 )
 from .._expiry import CommandWindow
 from .._hooks import BatchHooks, WorkerHooks
+from .._reference import Ref
 from .._wire import COMMAND, Request, error_reply, ok_reply, parse_request, rejected_reply
 from ..store import Change
 from ..transport import Delivery, Inbox, Message, Transport
@@ -43,6 +49,7 @@ from ._isolation import HandlerDiedError
 from ._outbox import EffectPublisher
 from ._quarantine import PartitionQuarantine
 from ._timers import TimerFiring
+from ._turns import EntityTurns
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -50,8 +57,6 @@ FAILED = "failed"
 DEFERRED = "deferred"
 
 DEFAULT_MAX_BATCH = 256
-# How long fires wait for the next batch of a busy partition to take them along.
-_RIDE_ALONG_WAIT = 0.05
 _STORE_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -62,28 +67,6 @@ class _Decided:
     requests: list[tuple[int, Request]]
     outcomes: dict[int, Done | PachydermError]
     committed: list[Change]
-
-
-@dataclass(slots=True)
-class _Fires:
-    """Fires of the partition's timers waiting for it: the next batch of deliveries
-    takes them along (one commit for both), else they run on their own."""
-
-    requests: list[Request]
-    results: asyncio.Future[list[Done]]
-
-    def settle(self, results: list[Done] | None = None) -> None:
-        """Their results; None: not fired this time (the timers stay pending)."""
-        if not self.results.done():
-            self.results.set_result(results or [Done(gone=True) for _ in self.requests])
-
-
-def _settle_in_order(fires: Sequence[_Fires], results: list[Done]) -> list[Done]:
-    """Settle ``fires`` with the first of ``results``, in order; the results left."""
-    for waiting in fires:
-        taken, results = results[: len(waiting.requests)], results[len(waiting.requests) :]
-        waiting.settle(taken)
-    return results
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +158,7 @@ class PartitionWorker:
         self.hooks = hooks or WorkerHooks()
         self._exchange = transport.topology.commands_exchange
         self._handling = asyncio.Lock()
-        self._fires: list[_Fires] = []
+        self._turns = EntityTurns()
         self._stopping = False
         # Deliveries left for the partition's next owner, by (entity id, command id).
         self._held: dict[tuple[str, str], Delivery] = {}
@@ -223,48 +206,19 @@ class PartitionWorker:
                     log.exception("partition %d: settling a batch failed", self.partition)
 
     async def fire(self, requests: list[Request]) -> list[Done]:
-        """Apply fires of this partition's timers. Fires wait in one line: the next batch
-        of deliveries takes every fire waiting along (one commit for all: a busy
-        partition's timers do not queue behind its traffic), and if none begins within
-        a moment, or the partition is idle, the first fire to get the partition takes
-        every fire waiting with it (fires that queued behind a slow commit go out
-        together in the next one, not in a commit each)."""
-        waiting = _Fires(requests, asyncio.get_running_loop().create_future())
-        self._fires.append(waiting)
-        try:
-            if self._handling.locked():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiting.results), _RIDE_ALONG_WAIT)
-            if not waiting.results.done():
-                async with self._handling:
-                    if not waiting.results.done():  # else a batch or a fire took them
-                        await self._fire_waiting()
-        except asyncio.CancelledError:
-            if waiting in self._fires:
-                self._fires.remove(waiting)
-            raise
-        return waiting.results.result()
-
-    async def _fire_waiting(self) -> None:
-        """Apply every fire waiting, alone (the partition's lock held). If the commit
-        fails, the caller gets the error and the others are not fired this time."""
-        fires, self._fires = self._fires, []
+        """Apply fires of this partition's timers now, beside the batch in flight: they
+        wait only while a run holds one of their entities (the batch being decided, if
+        it has one), and their changes join the worker's next shared commit. Once the
+        partition is stopping they are not fired (their timers stay pending for the
+        next owner); a failed commit raises, their timers stay pending."""
         if self._stopping:
-            for waiting in fires:
-                waiting.settle()  # the next owner fires them
-            return
-        try:
-            results, committed = await self.engine.run(
-                [request for waiting in fires for request in waiting.requests],
-                partition=self.partition,
-            )
-        except BaseException:
-            for waiting in fires:
-                waiting.settle()  # not fired this time: their timers stay pending
-            raise
-        _settle_in_order(fires, results)
+            return [Done(gone=True) for _ in requests]
+        refs = [request.ref for request in requests]
+        async with self._turns.holding(refs):
+            results, committed = await self.engine.run(requests, partition=self.partition)
         await self.effects.publish_committed(committed)
         self._filed(committed)
+        return results
 
     def _filed(self, committed: Sequence[Change]) -> None:
         """Wake the timer firing for what these commits filed."""
@@ -313,13 +267,8 @@ class PartitionWorker:
 
     async def _apply(self, deliveries: Sequence[Delivery], isolate: float | None = None) -> None:
         """``isolate``: decide in a forked child first (:class:`HandlerDiedError` if it dies)."""
-        fires, self._fires = self._fires, []
         with self.hooks.batch(self._exchange, self.partition, deliveries) as batch:
-            try:
-                decided = await self._decide_isolating(deliveries, fires, isolate)
-            finally:
-                for waiting in fires:
-                    waiting.settle()  # unless settled: not fired this time
+            decided = await self._decide_isolating(deliveries, isolate)
             verdicts = [
                 _verdict(delivery, decided.outcomes[i]) for i, delivery in enumerate(deliveries)
             ]
@@ -353,17 +302,13 @@ class PartitionWorker:
         return superseded
 
     async def _decide_isolating(
-        self,
-        deliveries: Sequence[Delivery],
-        fires: Sequence[_Fires] = (),
-        isolate: float | None = None,
+        self, deliveries: Sequence[Delivery], isolate: float | None = None
     ) -> _Decided:
-        """Parse, decide and commit a batch (with ``fires``). If something unforeseen
-        breaks that, do it for the deliveries one by one, so that only the one that
-        breaks fails and the partition keeps flowing; the fires then wait for another
-        round. (Only this phase: nobody has been answered yet.)"""
+        """Parse, decide and commit a batch. If something unforeseen breaks that, do it
+        for the deliveries one by one, so that only the one that breaks fails and the
+        partition keeps flowing. (Only this phase: nobody has been answered yet.)"""
         try:
-            return await self._decide(deliveries, fires, isolate)
+            return await self._decide(deliveries, isolate)
         except (StoreError, HandlerDiedError, asyncio.CancelledError):
             raise
         except Exception:
@@ -371,7 +316,7 @@ class PartitionWorker:
         decided = _Decided([], {}, [])
         for index, delivery in enumerate(deliveries):
             try:
-                alone = await self._decide([delivery], isolate=isolate)
+                alone = await self._decide([delivery], isolate)
             except (StoreError, HandlerDiedError, asyncio.CancelledError):
                 raise
             except Exception as error:
@@ -386,10 +331,7 @@ class PartitionWorker:
         return decided
 
     async def _decide(
-        self,
-        deliveries: Sequence[Delivery],
-        fires: Sequence[_Fires] = (),
-        isolate: float | None = None,
+        self, deliveries: Sequence[Delivery], isolate: float | None = None
     ) -> _Decided:
         outcomes: dict[int, Done | PachydermError] = {}
         requests: list[tuple[int, Request]] = []
@@ -404,14 +346,11 @@ class PartitionWorker:
                 outcomes[index] = error
             else:
                 requests.append((index, request))
-        fired = [request for waiting in fires for request in waiting.requests]
-        # The fires first: their timers fell due before these deliveries arrived.
-        results, committed = await self.engine.run(
-            [*fired, *(request for _, request in requests)],
-            partition=self.partition,
-            isolate=isolate,
-        )
-        results = _settle_in_order(fires, results)
+        refs: list[Ref] = [request.ref for _, request in requests]
+        async with self._turns.holding(refs):  # after the fires of these entities
+            results, committed = await self.engine.run(
+                [request for _, request in requests], partition=self.partition, isolate=isolate
+            )
         outcomes.update(
             (index, result) for (index, _), result in zip(requests, results, strict=True)
         )

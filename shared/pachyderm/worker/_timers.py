@@ -2,9 +2,10 @@
 
 The owner of a partition reads its timers soonest first, a bounded batch at a
 time, up to a short read-ahead, and keeps them: it sleeps until the next is
-due and fires what is due through the engine, under the partition's lock,
-like a batch of deliveries, reading again only when the read-ahead is spent
-or a commit of its own files a timer it should have had. Fires are pipelined:
+due and fires what is due through the engine, beside the partition's batches
+of deliveries (waiting only for one deciding on the same entity), reading
+again only when the read-ahead is spent or a commit of its own files a timer
+it should have had. Fires are pipelined:
 timers falling due while earlier fires wait for their commit go out at once
 in a fire of their own (a few in flight at most), so a slow commit delays the
 timers due meanwhile by one commit, not by a queue of them; an entity has one
