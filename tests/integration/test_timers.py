@@ -150,11 +150,14 @@ async def test_replacing_a_key_leaves_one_timer_and_only_the_newer_fires(
             sent = time.time()
             await client.call(alarm, timer_app.Arm("second", second[alarm], key="k"))
             replaced[alarm] = (sent + time.time()) / 2
-    for alarm in alarms:
-        [timer] = await store.entity_timers(alarm.id)
-        assert timer.key == "k"
-        due_in = timer.due_at.timestamp() - replaced[alarm]
-        assert due_in == pytest.approx(second[alarm], abs=0.5)
+            pending = await store.entity_timers(alarm.id)
+            # On a loaded machine the newer one may have fired already: the histories
+            # below show it fired once, and the older one never.
+            if pending or time.time() < replaced[alarm] + second[alarm] - 0.5:
+                [timer] = pending
+                assert timer.key == "k"
+                due_in = timer.due_at.timestamp() - replaced[alarm]
+                assert due_in == pytest.approx(second[alarm], abs=0.5)
     await all_fired(store, timeout=15)
     # Past the latest first due time too: a replaced timer that fired late would show.
     await asyncio.sleep(max(0.0, max(replaced.values()) + 3.5 - time.time()))
