@@ -96,7 +96,10 @@ class Projection:
 
     async def apply_many(self, batch: Sequence[tuple[Any, ProjectionContext]]) -> None:
         """Apply a batch's events, in order; by default :meth:`apply` each. Override it
-        to write a batch at once (one ``executemany`` rather than a round trip per event)."""
+        to write a batch at once (one ``executemany`` rather than a round trip per event).
+        A batch of an exactly-once projection run by ``pachyderm projections`` may hold
+        several partitions' events (those ready together, one transaction), each
+        partition's in log order."""
         for event, context in batch:
             await self.apply(event, context)
 

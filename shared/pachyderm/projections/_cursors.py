@@ -11,7 +11,7 @@ projection's cursors at once, in the transaction that clears its read model.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -83,4 +83,22 @@ class TransactionalCursors(CursorStore, Protocol):
         """In one transaction: ``work(connection)`` and the cursor from ``expected`` to
         ``position``; False (nothing written, ``work`` not run) when the cursor is no longer
         at ``expected``, or paused, or being rebuilt."""
+        ...
+
+
+@runtime_checkable
+class GroupedCursors(TransactionalCursors, Protocol):
+    """Transactional cursors that also move several partitions' cursors in one transaction
+    (a projection process commits its runners' ready batches together)."""
+
+    async def apply_batches(
+        self,
+        projection: str,
+        moves: Sequence[tuple[int, int, int]],
+        work: Callable[[Any, frozenset[int]], Awaitable[None]],
+    ) -> frozenset[int]:
+        """In one transaction: each ``(partition, expected, position)`` of ``moves`` (one per
+        partition) that is still at ``expected``, not paused and not being rebuilt moves to
+        ``position``, and ``work(connection, moved)`` runs with the partitions that moved
+        (not at all when none did); those partitions, or an empty set (nothing written)."""
         ...

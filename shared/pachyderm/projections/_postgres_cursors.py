@@ -8,11 +8,14 @@ the cursor moved and writes nothing. Moving the cursor first, not locking it
 and moving it after the writes, saves a round trip per batch; the transaction
 commits both or neither either way. :meth:`PostgresCursors.rebuild` locks all
 of a projection's cursors the same way, so no batch commits across a rebuild.
+:meth:`PostgresCursors.apply_batches` does the same for several partitions' batches
+at once (one transaction, one ``UPDATE``), locking their rows in partition order as
+a rebuild does, so two such transactions over the same cursors never deadlock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -34,6 +37,24 @@ _ADVANCE = """
     UPDATE projection_cursors SET position = $4, updated_at = now()
      WHERE projection = $1 AND partition = $2 AND position = $3
        AND NOT paused AND NOT rebuilding
+"""
+# The rows locked in partition order first (the CTE runs before any row is updated:
+# the UPDATE's filter needs all of it), then each moved if still where it was read.
+_ADVANCE_MANY = """
+    WITH moves AS (
+        SELECT * FROM unnest($2::int[], $3::bigint[], $4::bigint[])
+            AS m(partition, expected, position)
+    ), locked AS (
+        SELECT partition FROM projection_cursors
+         WHERE projection = $1 AND partition = ANY($2::int[])
+         ORDER BY partition FOR UPDATE
+    )
+    UPDATE projection_cursors AS c SET position = m.position, updated_at = now()
+      FROM moves AS m
+     WHERE c.projection = $1 AND c.partition = m.partition AND c.position = m.expected
+       AND NOT c.paused AND NOT c.rebuilding
+       AND c.partition IN (SELECT partition FROM locked)
+    RETURNING c.partition
 """
 _LOCK_ALL = """
     SELECT bool_or(rebuilding) FROM (
@@ -130,6 +151,21 @@ class PostgresCursors:
                 return False  # nothing was written: the transaction commits no change
             await work(conn)
             return True
+
+    async def apply_batches(
+        self,
+        projection: str,
+        moves: Sequence[tuple[int, int, int]],
+        work: Callable[[Any, frozenset[int]], Awaitable[None]],
+    ) -> frozenset[int]:
+        """See :meth:`GroupedCursors.apply_batches`: the rows moved (and so locked) first."""
+        partitions, expected, positions = (list(column) for column in zip(*moves, strict=True))
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_ADVANCE_MANY, projection, partitions, expected, positions)
+            moved = frozenset(row["partition"] for row in rows)
+            if moved:
+                await work(conn, moved)
+            return moved
 
     async def close(self) -> None:
         await self._pool.close()

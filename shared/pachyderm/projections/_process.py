@@ -5,18 +5,22 @@ membership (its own group, ``"projections"``, apart from the workers), and
 move when one joins, leaves or dies. A partition handed over while its runner
 is mid-batch is safe: cursors advance by compare-and-set, so the old runner's
 late batch writes nothing (exactly once) or repeats events (at least once).
+On PostgreSQL the runners of an exactly-once projection commit the batches they
+have ready at the same time in one transaction (:class:`BatchGroup`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 from .._app import App
 from ..fleet import Membership
 from ..store import EventStore, LogWakeups, NoWakeups
-from ._cursors import CursorStore
-from ._runner import ProjectionRunner, RunnerOptions
+from ._cursors import CursorStore, GroupedCursors
+from ._group import BatchGroup
+from ._runner import ProjectionRunner, RunnerOptions, apply_events
 
 
 class ProjectionProcess:
@@ -38,10 +42,23 @@ class ProjectionProcess:
         self.membership = membership
         self.partitions = partitions
         self.options = options or RunnerOptions()
+        self._groups = {
+            projection.name: BatchGroup(
+                cursors, projection.name, functools.partial(apply_events, app, projection)
+            )
+            for projection in app.projections
+            if projection.exactly_once and isinstance(cursors, GroupedCursors)
+        }
         # Built now: a PostgresProjection on SQLite is refused before anything runs.
         self._runners = {
             (projection.name, partition): ProjectionRunner(
-                app, store, cursors, projection, partition, options=self.options
+                app,
+                store,
+                cursors,
+                projection,
+                partition,
+                options=self.options,
+                group=self._groups.get(projection.name),
             )
             for projection in app.projections
             for partition in range(partitions)
@@ -76,6 +93,8 @@ class ProjectionProcess:
             await asyncio.gather(watching, return_exceptions=True)
             await self.membership.leave()
             await self._assign([])
+            for group in self._groups.values():
+                await group.close()
             await self._wakeups.close()
         if not watching.cancelled() and (error := watching.exception()) is not None:
             raise error

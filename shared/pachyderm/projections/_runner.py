@@ -7,7 +7,12 @@ second runner of the same cursor writes nothing. Exactly once
 (:class:`~pachyderm.PostgresProjection`): the batch's ``apply`` calls and the
 cursor's advance are one transaction; a runner stopped anywhere in between
 (cancelled, killed) leaves neither. At least once: the cursor advances after the
-batch is applied; a runner stopped in between applies it again.
+batch is applied; a runner stopped in between applies it again. Given a
+:class:`~pachyderm.projections._group.BatchGroup` (a projection process gives its
+runners one per exactly-once projection), a runner's batch commits in one
+transaction with the other partitions' batches ready at the same time, under the
+same compare-and-set; a runner cancelled once that transaction has started
+leaves both, if it commits, or neither.
 
 Idle, a runner waits for a wake-up of its partition's log (LISTEN/NOTIFY on
 PostgreSQL) or, as the fallback, polls with an interval doubling from
@@ -35,6 +40,7 @@ from .._errors import PachydermError
 from .._projection import AnyEvent, Projection, ProjectionContext
 from ..store import EventStore, LoggedEvent, LogWakeups, NoWakeups
 from ._cursors import Cursor, CursorStore, TransactionalCursors
+from ._group import BatchGroup
 
 log = logging.getLogger("pachyderm.projections")
 
@@ -60,6 +66,31 @@ def _handled(app: App, projection: Projection) -> frozenset[tuple[str, str]] | N
         for stored in entity_type.events.evolution.stored_names(
             name for name, cls in entity_type.events.types() if issubclass(cls, projection.events)
         )
+    )
+
+
+async def apply_events(
+    app: App, projection: Projection, chosen: list[LoggedEvent], connection: Any
+) -> None:
+    """``projection.apply_many`` of ``chosen`` (decoded, unless it takes events as
+    stored), with ``connection`` (None: at least once) in each context."""
+    if not chosen:
+        return
+    if not projection.decodes:
+        await projection.apply_many(
+            [(logged.event, _context(logged, connection)) for logged in chosen]
+        )
+        return
+    decode = app.entity_type
+    await projection.apply_many(
+        [
+            (event, _context(logged, connection))
+            for logged in chosen
+            for event in decode(logged.entity_type).decode_events(
+                logged.event.name, logged.event.data, logged.event.schema_version
+            )
+            if projection.handles(event)  # an upcaster may split into others
+        ]
     )
 
 
@@ -92,6 +123,7 @@ class ProjectionRunner:
         partition: int,
         *,
         options: RunnerOptions | None = None,
+        group: BatchGroup | None = None,
     ) -> None:
         self._transactional = cursors if isinstance(cursors, TransactionalCursors) else None
         if projection.exactly_once and self._transactional is None:
@@ -106,6 +138,7 @@ class ProjectionRunner:
         self.partition = partition
         self.options = options or RunnerOptions()
         self._handled = _handled(app, projection)
+        self._group = group if projection.exactly_once else None
         # Exactly once: where the cursor is, as this runner last moved or read it
         # (None: read it).
         self._kept: int | None = None
@@ -139,15 +172,11 @@ class ProjectionRunner:
         handled = self._handled
         chosen = [i for i in logged if handled is None or (i.entity_type, i.event.name) in handled]
         if self.projection.exactly_once and self._transactional is not None:
-
-            async def work(connection: Any) -> None:
-                await self._apply(chosen, connection)
-
-            moved = await self._transactional.apply_batch(name, self.partition, start, head, work)
+            moved = await self._exactly_once(start, head, chosen)
             if moved:
                 self._kept = head
         else:
-            await self._apply(chosen, None)
+            await apply_events(self.app, self.projection, chosen, None)
             moved = await self.cursors.advance(name, self.partition, start, head)
         if not moved:
             if kept is None:
@@ -166,25 +195,16 @@ class ProjectionRunner:
         [cursor] = found
         return cursor
 
-    async def _apply(self, chosen: list[LoggedEvent], connection: Any) -> None:
-        if not chosen:
-            return
-        if not self.projection.decodes:
-            await self.projection.apply_many(
-                [(logged.event, _context(logged, connection)) for logged in chosen]
-            )
-            return
-        decode = self.app.entity_type
-        await self.projection.apply_many(
-            [
-                (event, _context(logged, connection))
-                for logged in chosen
-                for event in decode(logged.entity_type).decode_events(
-                    logged.event.name, logged.event.data, logged.event.schema_version
-                )
-                if self.projection.handles(event)  # an upcaster may split into others
-            ]
-        )
+    async def _exactly_once(self, start: int, head: int, chosen: list[LoggedEvent]) -> bool:
+        if self._group is not None:
+            return await self._group.commit(self.partition, start, head, chosen)
+        assert self._transactional is not None
+
+        async def work(connection: Any) -> None:
+            await apply_events(self.app, self.projection, chosen, connection)
+
+        name = self.projection.name
+        return await self._transactional.apply_batch(name, self.partition, start, head, work)
 
     async def run(self, wakeups: LogWakeups | None = None) -> None:
         """Step until cancelled; a failing step is logged and tried again after a pause.
