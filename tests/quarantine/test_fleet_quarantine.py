@@ -8,7 +8,10 @@ watchdog ends the hung one with status 75 after PACHYDERM_HANDLER_BUDGET, the
 other ends itself. After PACHYDERM_MAX_ATTEMPTS (3) attempts each poison is
 quarantined: its caller gets ``quarantined``, its lane's later commands are
 parked, unapplied; every healthy call is answered, and the healthy throughput
-is measured before and while the poisons take workers down. Then the fix is
+is measured before and while the poisons are retried. Each poison takes one
+worker down at most (its first attempt): its later attempts are decided in
+forked children of the next owner, so half the healthy calls sent meanwhile are
+answered within 2 s. Then the fix is
 deployed (the switch file removed) and ``pachyderm quarantine`` lists both;
 one is resumed (it applies, then its parked commands, in order) and the other
 skipped (its parked command applies; a retry of it is answered ``quarantined``).
@@ -273,8 +276,12 @@ async def test_poison_commands_are_quarantined_while_the_other_entities_flow(
             assert isinstance(answer, CommandQuarantinedError), answer
             assert answer.attempts == 3
         assert meter.failures == []
-        assert EXIT_STALLED in supervisor.exits  # a hung worker, ended by its watchdog
-        assert 3 in supervisor.exits  # one the poison killed
+        # Each poison took one worker down at most: its first attempt (a hung worker ended
+        # by its watchdog, or one the other killed; none if it died unrun with a worker
+        # the other took down); its later attempts, decided in forked children of the
+        # next owner, killed only those.
+        assert len(supervisor.exits) <= 2, supervisor.exits
+        assert set(supervisor.exits) <= {3, EXIT_STALLED}
         report(
             meter,
             supervisor,
@@ -283,6 +290,12 @@ async def test_poison_commands_are_quarantined_while_the_other_entities_flow(
             quarantined=quarantined,
             settled=settled,
         )
+        # The healthy entities, those of the poisons' partitions too, kept flowing while
+        # the poisons were retried: half their calls were answered within 2 s (a
+        # generous bound: 0.05 to 0.6 s at a load average of 17 to 20, against 3.4 to
+        # 4.4 s when each attempt of a poison took a worker down).
+        during = meter.latencies(poisoned, quarantined)
+        assert during[len(during) // 2] < 2.0, during[len(during) // 2]
         # Flowing as before once the poisons are set aside.
         assert meter.rate(quarantined, settled) > 0.8 * CALL_RATE
 
