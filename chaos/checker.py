@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -396,6 +396,8 @@ def _check_request(
     commands: dict[tuple[uuid.UUID, str], CommandRow],
     observed: Observed,
     violations: Violations,
+    *,
+    quarantined: Mapping[tuple[uuid.UUID, str], str],
 ) -> None:
     """What the caller was told against what the store recorded for its command id."""
     entity_id = uuid.UUID(request.entity_id)
@@ -403,6 +405,9 @@ def _check_request(
     stored = None if row is None else read_stored_reply(row.reply)
     applied = stored is not None and stored[1] is None
     where = f"{request.caller} {request.command} {request.command_id} to {entity_id}"
+    if (status := quarantined.get((entity_id, request.command_id))) is not None:
+        # Not stored because set aside as a poison's: say so, the cause differs.
+        where += f" (in quarantine, {status})"
     dead = (request.entity_id, request.command_id) in observed.dead_letters
     if request.acknowledged and not applied:
         violations.add("lost", f"{where}: acknowledged, stored as {stored}")
@@ -693,8 +698,9 @@ def check(
     _check_gapless(histories, violations)
     _check_commands(histories, commands, violations)
     _check_snapshots(histories, app, stored.snapshots, violations)
+    quarantined = {(row.entity_id, row.command_id): row.status for row in stored.quarantine}
     for request in record:
-        _check_request(request, histories, commands, observed, violations)
+        _check_request(request, histories, commands, observed, violations, quarantined=quarantined)
     _check_effects(stored, commands, observed, violations)
     _check_origins(record, stored, commands, violations)
     _check_queries(histories, observed, violations)

@@ -19,6 +19,7 @@ from chaos.checker import (
     EventRow,
     Observed,
     OutboxRow,
+    QuarantineRow,
     SeenEffect,
     SnapshotRow,
     Stored,
@@ -388,3 +389,11 @@ def test_a_read_model_that_differs_is_a_projection_mismatch(
     assert world.stored.projected is not None
     breaking(world.stored.projected)
     assert found(world) == {"projection_mismatch"}
+
+
+def test_a_confirmed_command_lost_to_the_quarantine_says_so() -> None:
+    world = sound()
+    world.told(VISITS, "set-aside", SENT)
+    world.stored.quarantine.append(QuarantineRow(VISITS.id, "set-aside", "quarantined", DUE, None))
+    (lost,) = check(APP, world.record, world.done().stored, world.observed).found["lost"]
+    assert lost.endswith("(in quarantine, quarantined): confirmed by the broker, stored as None")
