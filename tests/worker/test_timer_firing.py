@@ -40,16 +40,17 @@ async def hold(engine: Engine, seat: str, seconds: float) -> Ref:
 
 
 class Fires:
-    """The fire function: records each call; the first waits until released."""
+    """The fire function: records each call; the first ``held`` wait until released."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, held: int = 1) -> None:
         self.engine = engine
+        self.held = held
         self.calls: list[list[Ref]] = []
         self.release = asyncio.Event()
 
     async def __call__(self, requests: list[Request]) -> list[Done]:
         self.calls.append([request.ref for request in requests])
-        if len(self.calls) == 1:
+        if len(self.calls) <= self.held:
             await self.release.wait()
         results, _ = await self.engine.run(requests)
         return results
@@ -93,6 +94,64 @@ async def test_a_timer_due_while_a_fire_waits_for_its_commit_goes_out_at_once(
     finally:
         await timers.stop()
     assert await engine.store.entity_timers(first.id) == []
+
+
+async def test_timers_due_while_many_fires_wait_for_a_commit_still_go_out(
+    engine: Engine,
+) -> None:
+    # A slow shared commit: every timer falling due meanwhile must be on its way
+    # before it ends (to join the next), not held back behind a few fires in flight.
+    refs = [await hold(engine, f"slow-{n}", 0.02 + 0.03 * n) for n in range(8)]
+    fires = Fires(engine, held=len(refs))
+    timers = firing(engine, fires)
+    timers.start()
+    try:
+
+        async def all_sent() -> bool:  # in eight fires, or fewer if the loop ran late
+            return sum(len(call) for call in fires.calls) == len(refs)
+
+        await eventually(all_sent, timeout=5)
+        assert [ref for call in fires.calls for ref in call] == refs
+        fires.release.set()
+
+        async def all_lapsed() -> bool:
+            return all([await lapsed(engine, ref) for ref in refs])
+
+        await eventually(all_lapsed, timeout=5)
+    finally:
+        await timers.stop()
+
+
+async def test_timers_due_together_while_a_fire_waits_go_out_in_one_fire(
+    engine: Engine,
+) -> None:
+    first = await hold(engine, "held", 0.01)
+    fires = Fires(engine)
+    timers = firing(engine, fires)
+    timers.start()
+    try:
+
+        async def first_sent() -> bool:
+            return len(fires.calls) == 1
+
+        await eventually(first_sent, timeout=5)
+        refs = [reservation.Seat.ref(seat) for seat in ("a", "b")]
+        holds = [
+            command_message(APP, ref, reservation.Hold(ref.id.hex, seconds=seconds))
+            for ref, seconds in zip(refs, (0.1, 0.102), strict=True)
+        ]
+        await engine.run([parse_request(APP, message) for message in holds])
+        timers.wake(datetime.now(UTC))  # as the partition does for what its commits file
+
+        async def second_sent() -> bool:
+            return len(fires.calls) == 2
+
+        await eventually(second_sent, timeout=5)
+        await asyncio.sleep(0.05)
+        assert fires.calls == [[first], refs]  # 2 ms apart: gathered into one fire
+        fires.release.set()
+    finally:
+        await timers.stop()
 
 
 async def test_stopping_ends_the_loop_and_the_fires_in_flight(engine: Engine) -> None:

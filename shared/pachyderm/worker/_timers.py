@@ -5,13 +5,14 @@ time, up to a short read-ahead, and keeps them: it sleeps until the next is
 due and fires what is due through the engine, beside the partition's batches
 of deliveries (waiting only for one deciding on the same entity), reading
 again only when the read-ahead is spent or a commit of its own files a timer
-it should have had. Fires are pipelined:
-timers falling due while earlier fires wait for their commit go out at once
-in a fire of their own (a few in flight at most), so a slow commit delays the
-timers due meanwhile by one commit, not by a queue of them; an entity has one
-timer in flight at a time (the next fires on the state the first leaves). A new owner finds
-what an old one left due on its first read: nothing is kept in memory that the
-store does not have, and what is kept is checked again by the fire's commit.
+it should have had. Fires are pipelined: timers falling due while earlier fires
+wait for their commit go out in a fire of their own, gathered for a few
+milliseconds (so a slow commit delays the timers due meanwhile by one commit,
+not by a queue of them, and they join the next commit in a handful of fires,
+not one each); an entity has one timer in flight at a time (the next fires on
+the state the first leaves). A new owner finds what an old one left due on its
+first read: nothing is kept in memory that the store does not have, and what
+is kept is checked again by the fire's commit.
 
 Guarantees: a fire commits only while its timer is pending and due by the
 store's clock (never early; never after a cancel or replacement that won), and
@@ -44,7 +45,12 @@ from ._outbox import backoff
 
 log = logging.getLogger("pachyderm.timers")
 
-_MAX_IN_FLIGHT = 4  # fires of one partition waiting for their commits at once
+# Fires of one partition waiting for their commits at once. Enough that the timers
+# falling due during one shared commit all go out before it ends (to join the next):
+# a commit lasts up to a few hundred ms under load, and fires are gathered.
+_MAX_IN_FLIGHT = 32
+# While fires are in flight, a due timer waits this long for others to go with it.
+_GATHER = timedelta(milliseconds=10)
 
 Key = tuple[uuid.UUID, str]
 
@@ -192,6 +198,9 @@ class TimerFiring:
         if due:
             if len(self._in_flight) >= _MAX_IN_FLIGHT:
                 return self.options.poll  # the end of a fire in flight wakes the loop
+            if self._in_flight and now < (gathered := due[0].fire_at + _GATHER):
+                # Its commit is not before the one in flight ends: let others gather.
+                return (gathered - now).total_seconds()
             task = asyncio.create_task(self._fire(due, now), name=f"fire-{self.partition}")
             task.add_done_callback(lambda _task: self._wake.set())
             self._in_flight[task] = due
