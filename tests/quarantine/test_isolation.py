@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -66,6 +68,61 @@ async def test_a_cancelled_wait_leaves_no_child_behind() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert _children() - children == set()  # killed and reaped
+
+
+async def test_a_child_holds_none_of_the_workers_sockets() -> None:
+    """Else a worker dying while a child runs would leave its broker connection open, and
+    the broker would hand none of its deliveries back."""
+    mine, peer = socket.socketpair()
+    with peer:
+        waiting = asyncio.create_task(survives(_loop_forever, 5))
+        await asyncio.sleep(0.3)  # the child has forked
+        mine.close()  # as the worker's death closes its sockets
+        peer.settimeout(2)
+        assert peer.recv(1) == b""  # closed for good: the child holds no copy
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+
+_ORPHANING = """
+import asyncio, os, sys
+from pachyderm.worker._isolation import survives
+
+def loop_forever():
+    while True:
+        pass
+
+async def main():
+    asyncio.create_task(survives(loop_forever, 0.5))
+    await asyncio.sleep(0.3)
+    children = open(f"/proc/self/task/{os.getpid()}/children").read().split()
+    print(*children, flush=True)
+    os._exit(0)  # the worker dies, its child running
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_a_child_ends_by_itself_once_its_worker_is_dead() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _ORPHANING, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    [child] = out.split()
+    deadline = time.monotonic() + 30
+    while _running(int(child)):  # its alarm ends it (limit + 1 s)
+        assert time.monotonic() < deadline, "the orphaned child lives on"
+        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("mode", ["exit", "hang", "crash"])

@@ -14,9 +14,13 @@ poison's attempt: :class:`HandlerDiedError`, which the quarantine counts
 delivery, which nobody suspects yet, costs a worker.
 
 Invariants: the child never touches the worker's connections, event loop or
-files (it runs the decision, writes one byte and leaves with ``os._exit``, no
-clean-up, no ``atexit``); the worker commits only its own decision, never the
-child's, so nothing crosses the pipe but the byte (no pickling of states).
+files: it first closes its copies of the worker's descriptors (else a worker
+that dies while a child runs would leave its broker connection open, its
+deliveries unreturned), runs the decision, writes one byte and leaves with
+``os._exit`` (no clean-up, no ``atexit``); it never outlives its time limit by
+more than a second, even once its worker is dead (an alarm ends it). The worker
+commits only its own decision, never the child's, so nothing crosses the pipe
+but the byte (no pickling of states).
 Handlers are decided twice for a suspect batch (a log line in a handler shows
 twice); a handler that is not deterministic may still pass in the child and
 fail in the worker, where the worker's own death then counts it as before.
@@ -34,6 +38,8 @@ from collections.abc import Callable
 from .._errors import PachydermError
 
 _SURVIVED = b"1"
+_ORPHAN_MARGIN = 1.0  # seconds a child outlives its limit at most, its worker dead
+_MAX_FILES = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
 class HandlerDiedError(PachydermError):
@@ -45,16 +51,25 @@ def can_isolate() -> bool:
     return hasattr(os, "fork") and hasattr(os, "pidfd_open")
 
 
-def _decide_and_leave(decide: Callable[[], object], report: int) -> None:
-    """The child's whole life: decide, report, exit (never returns)."""
+def _decide_and_leave(decide: Callable[[], object], report: int, limit: float) -> None:
+    """The child's whole life: let go of the worker's files, decide, report, exit (never
+    returns)."""
     survived = False
     try:
+        # Its copies of the worker's sockets would keep them open past the worker's
+        # death (the broker would not hand the worker's deliveries back): closing a copy
+        # leaves the worker's own open. Only the standard streams and the report stay.
+        os.closerange(3, report)
+        os.closerange(report + 1, _MAX_FILES)
+        # And it ends by itself past the limit, should the worker die before killing it.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, limit + _ORPHAN_MARGIN)
         # An ordinary exception is no poison's: the worker answers it as a failure.
         with contextlib.suppress(Exception):
             decide()
         survived = True
     finally:
-        # No clean-up: the child shares the worker's sockets and must leave them be.
+        # No clean-up (atexit, finalizers): nothing of the worker's is the child's to tidy.
         if survived:
             os.write(report, _SURVIVED)
         os._exit(0)
@@ -77,7 +92,7 @@ async def survives(decide: Callable[[], object], limit: float) -> bool:
     pid = _fork()
     if pid == 0:  # the child
         os.close(read)
-        _decide_and_leave(decide, write)
+        _decide_and_leave(decide, write, limit)
     os.close(write)
     try:
         try:
