@@ -2,9 +2,15 @@
 
 A command that crashes, hangs (see :mod:`._watchdog`) or kills its worker is
 never answered, so the broker delivers it again, marked *redelivered*. Only
-such deliveries are counted (one statement per batch that has any, before the
-batch is decided): a healthy fleet pays nothing, and an attempt that took its
-worker down is on record before the handler runs again. A delivery whose
+such deliveries are counted: a healthy fleet pays nothing. With ``isolation``
+(the default where the platform forks), a batch holding them is decided in a
+forked child first (:mod:`._isolation`) and runs beside the worker's other
+batches; an attempt is counted when its child dies or overruns
+(:class:`HandlerDiedError`), and the batch and those after it are admitted
+again, so the worker survives every attempt but a poison's first. Without it,
+they are counted (one statement per batch that has any) just before the batch
+is decided, so that an attempt that takes the worker down is on record before
+the handler runs again, and the batch runs alone (:class:`Turns`). A delivery whose
 command has been redelivered ``max_attempts`` times without an answer (and has
 not applied meanwhile) is quarantined instead of run: kept whole in the
 database, answered ``quarantined`` (:class:`~pachyderm.CommandQuarantinedError`),
@@ -16,8 +22,8 @@ go first, in a batch of their own: nothing of theirs is counted, and they
 commit before the risky ones run, so a poison that takes the worker down again
 takes none of them along (they are not redelivered, counted and suspected with
 it). An entity's own deliveries keep their order behind its risky one. The risky
-ones run in batches of at most 16 (each counted just before it runs), so a
-poison among them makes suspects of its batch only.
+ones run in batches of at most 16, so a poison among them makes suspects of its
+batch only (each then decided alone).
 
 Policies (``PACHYDERM_QUARANTINE_POLICY``):
 
@@ -96,8 +102,9 @@ class Serialized(Protocol):
 
 
 class Turns:
-    """How a worker's batches take turns: one with counted attempts runs alone, after
-    the batches in flight end and before any other starts; the others run together.
+    """How a worker's batches take turns, without isolation: one with counted attempts
+    runs alone, after the batches in flight end and before any other starts; the
+    others run together.
 
     Alone, because whatever takes the worker down while it runs must be its own
     doing: a poison's first delivery (never counted) in an uncounted batch beside it
