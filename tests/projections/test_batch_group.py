@@ -13,7 +13,12 @@ import pytest
 
 from pachyderm import ProjectionContext
 from pachyderm.fleet import SoloMembership
-from pachyderm.projections import PostgresCursors, ProjectionProcess, ProjectionRunner
+from pachyderm.projections import (
+    PostgresCursors,
+    ProjectionProcess,
+    ProjectionRunner,
+    RunnerOptions,
+)
 from pachyderm.projections._group import BatchGroup
 from pachyderm.projections._runner import apply_events
 
@@ -21,7 +26,6 @@ from ..waiting import eventually
 from . import tally
 from .conftest import Backend
 from .test_runners import (
-    FAST,
     PARTITIONS,
     create_read_model,
     fold_of_the_log,
@@ -137,7 +141,7 @@ def group_of_app(cursors: PostgresCursors, app: Any, projection: Any) -> BatchGr
     return BatchGroup(cursors, projection.name, apply)
 
 
-async def ready_batches(backend: Backend, app: Any, projection: Any) -> list[Any]:
+async def ready_batches(backend: Backend) -> list[Any]:
     """Each partition's log from 0, as a runner would hand it to the group."""
     found = []
     for partition in range(PARTITIONS):
@@ -156,7 +160,7 @@ async def test_batches_ready_at_once_commit_in_one_transaction(
         await cursors.ensure("totals", PARTITIONS)
         projection = APP.projection("totals")
         group = group_of(cursors, projection)
-        batches = await ready_batches(postgres, APP, projection)
+        batches = await ready_batches(postgres)
         assert await asyncio.gather(*(group.commit(*b) for b in batches)) == [True] * PARTITIONS
         assert cursors.groups == [list(range(PARTITIONS))]
         # Again from the same positions: the cursors moved, nothing is written.
@@ -167,6 +171,14 @@ async def test_batches_ready_at_once_commit_in_one_transaction(
         await tally.commit(postgres.store, APP, batches[1][3][0].event.entity_id, 2, tally.Added(4))
         assert await runner.step() == 1
         assert cursors.groups[2:] == [[1]]
+        # A full batch (catching up) commits in a transaction of its own.
+        full = ProjectionRunner(
+            APP, postgres.store, cursors, projection, 1, group=group, options=RunnerOptions(2)
+        )
+        entity = batches[1][3][0].event.entity_id
+        await tally.commit(postgres.store, APP, entity, 3, tally.Added(5), tally.Added(6))
+        assert await full.step() == 2
+        assert len(cursors.groups) == 3
     finally:
         await cursors.close()
     assert await read_model(postgres_dsn, namespace) == await fold_of_the_log(postgres, APP)
@@ -195,7 +207,7 @@ async def test_a_failing_batch_fails_alone_and_the_others_of_its_group_commit(
     await postgres.cursors.ensure("totals", PARTITIONS)
     assert isinstance(postgres.cursors, PostgresCursors)
     group = group_of_app(postgres.cursors, app, refusing)
-    batches = await ready_batches(postgres, app, refusing)
+    batches = await ready_batches(postgres)
     outcomes = await asyncio.gather(*(group.commit(*b) for b in batches), return_exceptions=True)
     assert outcomes[:2] == [True, True]
     assert outcomes[3] is True
@@ -226,19 +238,19 @@ async def test_a_runner_cancelled_while_its_batch_waits_withdraws_it(
     assert (await read_model(postgres_dsn, namespace))[0] == {entities[1]: 3}
 
 
-async def test_a_projection_process_commits_its_partitions_batches_together(
+async def test_a_projection_process_commits_its_live_batches_through_its_group(
     postgres: Backend, postgres_dsn: str, namespace: str
 ) -> None:
     await create_read_model(postgres_dsn, namespace)
     cursors = await counting(postgres_dsn, namespace)
     try:
-        # Written first: the runners start with more than a batch each to catch up.
-        await write_tallies(postgres, APP, entities=12, each=15)
-        expected = await fold_of_the_log(postgres, APP)
+        live = RunnerOptions(batch_size=500, min_interval=0.005, max_interval=0.05)
         process = ProjectionProcess(
-            APP, postgres.store, cursors, SoloMembership(), partitions=PARTITIONS, options=FAST
+            APP, postgres.store, cursors, SoloMembership(), partitions=PARTITIONS, options=live
         )
         async with running(process):
+            await write_tallies(postgres, APP, entities=12, each=15)
+            expected = await fold_of_the_log(postgres, APP)
 
             async def caught_up() -> bool:
                 return await read_model(postgres_dsn, namespace) == expected
@@ -246,4 +258,33 @@ async def test_a_projection_process_commits_its_partitions_batches_together(
             await eventually(caught_up, timeout=10)
     finally:
         await cursors.close()
-    assert any(len(partitions) > 1 for partitions in cursors.groups)
+    assert cursors.groups  # every batch here was smaller than a full one
+
+
+async def test_a_second_transaction_starts_while_the_first_is_in_flight(
+    postgres: Backend, postgres_dsn: str, namespace: str
+) -> None:
+    await create_read_model(postgres_dsn, namespace)
+    await one_entity_per_partition(postgres)
+    cursors = await counting(postgres_dsn, namespace)
+    gate = asyncio.Event()
+
+    async def apply(chosen: list[Any], connection: Any) -> None:
+        if any(logged.partition == 0 for logged in chosen):
+            await gate.wait()  # partition 0's transaction stays open until let go
+        await apply_events(APP, APP.projection("totals"), chosen, connection)
+
+    try:
+        await cursors.ensure("totals", PARTITIONS)
+        group = BatchGroup(cursors, "totals", apply)
+        batches = await ready_batches(postgres)
+        first = asyncio.create_task(group.commit(*batches[0]))
+        await asyncio.sleep(0.1)  # its transaction open, waiting at the gate
+        assert await asyncio.wait_for(group.commit(*batches[1]), 10)
+        assert not first.done()
+        gate.set()
+        assert await first
+        assert cursors.groups == [[0], [1]]
+    finally:
+        await cursors.close()
+    assert await positions(postgres, "totals") == {0: 2, 1: 2, 2: 0, 3: 0}

@@ -12,11 +12,12 @@ cursor from where the batch was read to its head (the compare-and-set of
 :meth:`~pachyderm.projections.GroupedCursors.apply_batches`); a batch whose cursor
 moved meanwhile writes nothing while the others of its group commit. The events
 of each partition reach ``apply_many`` in log order (partitions one after
-another, so each entity's in version order). One transaction is in flight at a
-time; it starts as soon as a batch is ready (it never waits for more to come),
-and the batches that become ready meanwhile go in the next. A group that fails
-is tried again batch by batch, each in a transaction of its own, so a
-partition's failing event fails its own runner's batch only. A runner cancelled
+another, so each entity's in version order). A transaction starts as soon as a
+batch is ready (it never waits for more to come); up to ``in_flight`` (2) are in
+flight at once, and the batches that become ready meanwhile go in the next. A
+partition is in one at most: its runner waits for its batch before it reads on.
+A group that fails is tried again batch by batch, each in a transaction of its
+own, so a partition's failing event fails its own runner's batch only. A runner cancelled
 while its batch waits withdraws it; once the batch's transaction has started,
 it commits with its cursor or not at all, whatever happens to the runner.
 """
@@ -51,12 +52,16 @@ class _Batch:
 class BatchGroup:
     """Commits the ready batches of one projection's runners, together."""
 
-    def __init__(self, cursors: GroupedCursors, projection: str, apply: Apply) -> None:
+    def __init__(
+        self, cursors: GroupedCursors, projection: str, apply: Apply, *, in_flight: int = 2
+    ) -> None:
         self._cursors = cursors
         self._projection = projection
         self._apply = apply
+        self._in_flight = in_flight
         self._ready: list[_Batch] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._starting = False  # a task is made that has not yet taken the ready batches
 
     async def commit(
         self, partition: int, start: int, head: int, chosen: list[LoggedEvent]
@@ -66,20 +71,25 @@ class BatchGroup:
         transaction with the other batches ready; whether the cursor moved."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._ready.append(_Batch(partition, start, head, chosen, done))
-        if self._task is None:
+        if not self._starting and len(self._tasks) < self._in_flight:
             # Started on the loop's next turn: the batches ready by then go in together.
-            self._task = asyncio.create_task(
+            self._starting = True
+            task = asyncio.create_task(
                 self._commit_ready(), name=f"projection {self._projection} batches"
             )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await done
 
     async def close(self) -> None:
         """Stop committing: a transaction in flight rolls back, its runners are cancelled."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _commit_ready(self) -> None:
+        self._starting = False
         try:
             while self._ready:
                 batches = self._take()
@@ -89,11 +99,11 @@ class BatchGroup:
                     for batch in batches:
                         batch.done.cancel()
                     raise
-        finally:
-            self._task = None
-            for batch in self._ready:  # only when cancelled: none waits otherwise
+        except asyncio.CancelledError:
+            for batch in self._ready:  # closed: none is committed any more
                 batch.done.cancel()
             self._ready = []
+            raise
 
     def _take(self) -> list[_Batch]:
         """The batches still wanted, one per partition (a partition's runner that was

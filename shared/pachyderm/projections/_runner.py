@@ -9,10 +9,10 @@ cursor's advance are one transaction; a runner stopped anywhere in between
 (cancelled, killed) leaves neither. At least once: the cursor advances after the
 batch is applied; a runner stopped in between applies it again. Given a
 :class:`~pachyderm.projections._group.BatchGroup` (a projection process gives its
-runners one per exactly-once projection), a runner's batch commits in one
-transaction with the other partitions' batches ready at the same time, under the
-same compare-and-set; a runner cancelled once that transaction has started
-leaves both, if it commits, or neither.
+runners one per exactly-once projection), a runner's batch that is not full (live,
+a few events) commits in one transaction with the other partitions' batches ready
+at the same time, under the same compare-and-set; a runner cancelled once that
+transaction has started leaves both, if it commits, or neither.
 
 Idle, a runner waits for a wake-up of its partition's log (LISTEN/NOTIFY on
 PostgreSQL) or, as the fallback, polls with an interval doubling from
@@ -172,7 +172,8 @@ class ProjectionRunner:
         handled = self._handled
         chosen = [i for i in logged if handled is None or (i.entity_type, i.event.name) in handled]
         if self.projection.exactly_once and self._transactional is not None:
-            moved = await self._exactly_once(start, head, chosen)
+            full = len(logged) >= self.options.batch_size
+            moved = await self._exactly_once(start, head, chosen, grouped=not full)
             if moved:
                 self._kept = head
         else:
@@ -195,8 +196,12 @@ class ProjectionRunner:
         [cursor] = found
         return cursor
 
-    async def _exactly_once(self, start: int, head: int, chosen: list[LoggedEvent]) -> bool:
-        if self._group is not None:
+    async def _exactly_once(
+        self, start: int, head: int, chosen: list[LoggedEvent], *, grouped: bool
+    ) -> bool:
+        # A full batch (catching up) is big enough to commit alone: the runners' own
+        # transactions then run side by side, as many as the pool has connections.
+        if grouped and self._group is not None:
             return await self._group.commit(self.partition, start, head, chosen)
         assert self._transactional is not None
 
