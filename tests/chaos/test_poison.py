@@ -21,7 +21,8 @@ from .scenario import CI_OPTIONS, describe_unanswered
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.rabbitmq]
 
 # A few poisons (hangs and crashes in turn) in 1,200 commands, a short handler budget,
-# three workers (each poison takes one down on each of its three attempts).
+# three workers (each poison takes one down with its first attempt; the others die in
+# forked children of the next owner).
 OPTIONS = dataclasses.replace(
     CI_OPTIONS, workers=3, poison_share=0.002, handler_budget=4.0, rate=100.0
 )
@@ -46,5 +47,7 @@ async def test_poison_commands_are_quarantined_without_a_violation(
     # Each poison quarantined (its caller told so), then skipped; workers it took down.
     assert all(QUARANTINED in request.outcomes() for request in sent)
     assert skipped == len(sent)
-    assert CRASH_EXIT in exits
-    assert EXIT_STALLED in exits
+    # Each took a worker down once at most (its first attempt, unless it died unrun with
+    # a worker another took down): its later attempts die in forked children.
+    assert len(exits) <= len(sent), exits
+    assert set(exits) <= {CRASH_EXIT, EXIT_STALLED}

@@ -291,11 +291,14 @@ async def test_poison_commands_are_quarantined_while_the_other_entities_flow(
             settled=settled,
         )
         # The healthy entities, those of the poisons' partitions too, kept flowing while
-        # the poisons were retried: half their calls were answered within 2 s (a
-        # generous bound: 0.05 to 0.6 s at a load average of 17 to 20, against 3.4 to
-        # 4.4 s when each attempt of a poison took a worker down).
+        # the poisons were retried: half their calls were answered within 2 s, or ten
+        # times the median before the poisons on a machine slower still (a generous
+        # bound: 0.05 to 1.1 s at a load average of 17 to 20, against 3.4 to 4.4 s when
+        # each attempt of a poison took a worker down).
+        before = meter.latencies(began + 1, poisoned)
         during = meter.latencies(poisoned, quarantined)
-        assert during[len(during) // 2] < 2.0, during[len(during) // 2]
+        bound = max(2.0, 10 * before[len(before) // 2])
+        assert during[len(during) // 2] < bound, (during[len(during) // 2], bound)
         # Flowing as before once the poisons are set aside.
         assert meter.rate(quarantined, settled) > 0.8 * CALL_RATE
 
