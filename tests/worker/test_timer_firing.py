@@ -6,6 +6,7 @@ timers pending for the next owner."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -216,3 +217,91 @@ async def test_a_backlog_is_read_a_batch_at_a_time() -> None:
         assert sum(len(call) for call in fires.calls) == 12
     finally:
         await store.close()
+
+
+class SlowReads(SqliteEventStore):
+    """The embedded store, each read of due timers taking ``delay`` seconds."""
+
+    delay = 0.0
+
+    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        await asyncio.sleep(self.delay)
+        return await super().due_timers(partition, until, limit)
+
+
+class Timed(Fires):
+    """The fire function, noting when each timer was handed to it."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, held=0)
+        self.at: dict[Ref, float] = {}
+
+    async def __call__(self, requests: list[Request]) -> list[Done]:
+        self.at.update((request.ref, time.time()) for request in requests)
+        return await super().__call__(requests)
+
+
+@pytest.fixture
+async def slow() -> AsyncIterator[Engine]:
+    store = await SlowReads.open(":memory:")
+    await store.migrate()
+    yield Engine(APP, store)
+    await store.close()
+
+
+async def test_the_timers_just_past_the_horizon_do_not_wait_for_a_read(slow: Engine) -> None:
+    assert isinstance(slow.store, SlowReads)
+    ref = await hold(slow, "past", 4.2)  # past the first read's reach (4 s)
+    [timer] = await slow.store.entity_timers(ref.id)
+    slow.store.delay = 0.6
+    fires = Timed(slow)
+    options = TimerOptions(read_ahead=4.0, poll=4.0)
+    timers = TimerFiring(
+        0, APP, slow.store, fires, limit=RateLimit(1000.0), options=options, hooks=WorkerHooks()
+    )
+    timers.start()
+    try:
+        await eventually(lambda: lapsed(slow, ref), timeout=10)
+    finally:
+        await timers.stop()
+    # The next read began before the horizon: the fire did not wait for its 0.6 s.
+    assert fires.at[ref] - timer.fire_at.timestamp() < 0.3
+
+
+async def test_a_stream_across_read_aheads_fires_each_timer_once(slow: Engine) -> None:
+    assert isinstance(slow.store, SlowReads)
+    refs = [await hold(slow, f"stream-{n}", 0.05 + 0.06 * n) for n in range(20)]
+    slow.store.delay = 0.05
+    fires = Fires(slow, held=0)
+    options = TimerOptions(read_ahead=0.3, poll=0.3)
+    timers = TimerFiring(
+        0, APP, slow.store, fires, limit=RateLimit(1000.0), options=options, hooks=WorkerHooks()
+    )
+    timers.start()
+    try:
+
+        async def all_lapsed() -> bool:
+            return all([await lapsed(slow, ref) for ref in refs])
+
+        await eventually(all_lapsed, timeout=10)
+        await asyncio.sleep(0.4)  # a read or two more
+    finally:
+        await timers.stop()
+    sent = sorted((ref for call in fires.calls for ref in call), key=refs.index)
+    assert sent == refs  # none fired twice from a read begun before its fire ended
+
+
+async def test_a_timer_due_during_a_read_fires_when_the_read_ends(slow: Engine) -> None:
+    assert isinstance(slow.store, SlowReads)
+    ref = await hold(slow, "during", 0.8)
+    [timer] = await slow.store.entity_timers(ref.id)
+    slow.store.delay = 1.0  # the first read ends 0.2 s after the timer's due time
+    fires = Timed(slow)
+    timers = firing(slow, fires)
+    timers.start()
+    try:
+        await eventually(lambda: lapsed(slow, ref), timeout=10)
+    finally:
+        await timers.stop()
+    # Not a sleep of 0.8 s more, as if the read had taken no time.
+    assert fires.at[ref] - timer.fire_at.timestamp() < 0.6

@@ -5,14 +5,18 @@ time, up to a short read-ahead, and keeps them: it sleeps until the next is
 due and fires what is due through the engine, beside the partition's batches
 of deliveries (waiting only for one deciding on the same entity), reading
 again only when the read-ahead is spent or a commit of its own files a timer
-it should have had. Fires are pipelined: timers falling due while earlier fires
-wait for their commit go out in a fire of their own, gathered for a few
-milliseconds (so a slow commit delays the timers due meanwhile by one commit,
-not by a queue of them, and they join the next commit in a handful of fires,
-not one each); an entity has one timer in flight at a time (the next fires on
-the state the first leaves). A new owner finds what an old one left due on its
-first read: nothing is kept in memory that the store does not have, and what
-is kept is checked again by the fire's commit.
+it should have had. The read of the next read-ahead starts a quarter of it
+before the horizon, while the loop goes on firing, so that the timers just
+past the horizon do not wait for a read. Fires are pipelined: timers falling
+due while earlier fires wait for their commit go out in a fire of their own,
+gathered for a few milliseconds (so a slow commit delays the timers due
+meanwhile by one commit, not by a queue of them, and they join the next commit
+in a handful of fires, not one each); an entity has one timer in flight at a
+time (the next fires on the state the first leaves). A new owner finds what an
+old one left due on its first read: nothing is kept in memory that the store
+does not have, and what is kept is checked again by the fire's commit (a fire
+forgets, of what was read, only the versions of the timers it tried: a periodic
+timer's next tick, read meanwhile, is kept).
 
 Guarantees: a fire commits only while its timer is pending and due by the
 store's clock (never early; never after a cancel or replacement that won), and
@@ -51,8 +55,19 @@ log = logging.getLogger("pachyderm.timers")
 _MAX_IN_FLIGHT = 32
 # While fires are in flight, a due timer waits this long for others to go with it.
 _GATHER = timedelta(milliseconds=10)
+# The next read starts this share of the read-ahead before the horizon.
+_PREFETCH = 0.25
+_NEVER_READ = datetime.min.replace(tzinfo=UTC)
 
 Key = tuple[uuid.UUID, str]
+# A timer as it was read: a fire consumes or moves on that version only (a periodic
+# timer's next tick, or a postponed one, is another version of its row).
+Version = tuple[uuid.UUID, str, datetime]
+
+
+def _version(timer: StoredTimer) -> Version:
+    return timer.entity_id, timer.key, timer.fire_at
+
 
 FireBatch = Callable[[list[Request]], Awaitable[list[Done]]]
 """Runs fire requests through the partition's engine; one result each."""
@@ -126,11 +141,17 @@ class TimerFiring:
         # pending timer due before the horizon is among them (or was filed by a
         # commit since, which marks them stale).
         self._ahead: list[StoredTimer] = []
-        self._horizon = datetime.min.replace(tzinfo=UTC)
+        self._horizon = _NEVER_READ
         self._stale = False
+        self._full = False  # the horizon is the last timer of a full batch: a backlog
+        # The read of the next read-ahead, under way; how far it reaches; and the
+        # timers tried since it began (it may hold them as they were).
+        self._next: asyncio.Task[list[StoredTimer]] | None = None
+        self._next_reach = self._horizon
+        self._tried: set[Version] = set()
         self._task: asyncio.Task[None] | None = None
         # Fires waiting for their commits, with the timers they carry.
-        self._in_flight: dict[asyncio.Task[set[Key]], list[StoredTimer]] = {}
+        self._in_flight: dict[asyncio.Task[set[Version]], list[StoredTimer]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"timers-{self.partition}")
@@ -145,11 +166,12 @@ class TimerFiring:
             task.cancel()
         await asyncio.gather(*fires, return_exceptions=True)
         self._in_flight.clear()
+        self._drop_next()
 
     def wake(self, due: datetime) -> None:
         """A commit of this partition filed a timer due at ``due``: read again if the
         timers read ahead should have had it (a later one waits for a later read)."""
-        if due <= self._horizon:
+        if due <= max(self._horizon, self._next_reach if self._next else self._horizon):
             self._stale = True
             self._wake.set()
 
@@ -191,10 +213,12 @@ class TimerFiring:
         # Past the horizon, read again once what was read is all fired or in flight: a
         # backlog is read a batch at a time, not again on every round.
         if self._stale or (now >= self._horizon and not due):
-            self._stale = False
-            await self._read(now)
+            fresh, self._stale = self._stale, False  # a wake during the read marks it again
+            await self._read(now, fresh=fresh)
+            now = datetime.now(UTC)  # what fell due during the read is due: no sleep for it
             waiting = [timer for timer in self._ahead if timer.entity_id not in busy]
             due = [timer for timer in waiting if timer.fire_at <= now]
+        prefetch_at = self._prefetch(now)
         if due:
             if len(self._in_flight) >= _MAX_IN_FLIGHT:
                 return self.options.poll  # the end of a fire in flight wakes the loop
@@ -207,8 +231,8 @@ class TimerFiring:
             return 0.0
         if self._horizon <= now:  # all that was read is in flight: the end of one wakes us
             return self.options.poll
-        until = waiting[0].fire_at if waiting else self._horizon
-        return max((min(until, self._horizon) - now).total_seconds(), 0.0)
+        until = min(waiting[0].fire_at if waiting else self._horizon, self._horizon, prefetch_at)
+        return max((until - now).total_seconds(), 0.0)
 
     def _reap(self) -> None:
         """Forget the timers the fires that ended tried; raise what one of them raised
@@ -222,21 +246,61 @@ class TimerFiring:
                 failed = error
                 continue
             tried = task.result()
-            self._ahead = [t for t in self._ahead if (t.entity_id, t.key) not in tried]
+            self._ahead = [timer for timer in self._ahead if _version(timer) not in tried]
+            if self._next is not None:
+                self._tried |= tried
         if failed is not None:
             raise failed
 
-    async def _read(self, now: datetime) -> None:
-        """Read the timers due within the read-ahead (a bounded batch), and the horizon
-        the read covers: the last one's time if the batch is full."""
-        reach = now + timedelta(seconds=min(self.options.read_ahead, self.options.poll))
-        timers = await self.store.due_timers(self.partition, reach, self.options.batch)
-        self._ahead = timers
-        self._horizon = timers[-1].fire_at if len(timers) == self.options.batch else reach
+    def _span(self) -> timedelta:
+        return timedelta(seconds=min(self.options.read_ahead, self.options.poll))
 
-    async def _fire(self, due: list[StoredTimer], now: datetime) -> set[Key]:
+    def _prefetch(self, now: datetime) -> datetime:
+        """Start the read of the next read-ahead if it is time (not in a backlog: that is
+        read a batch at a time, once fired); when it is, if not yet."""
+        if self._next is not None or self._full or self._horizon == _NEVER_READ:
+            return datetime.max.replace(tzinfo=UTC)
+        at = self._horizon - self._span() * _PREFETCH
+        if now >= at:
+            self._next_reach, self._tried = now + self._span(), set()
+            self._next = asyncio.create_task(
+                self.store.due_timers(self.partition, self._next_reach, self.options.batch),
+                name=f"timers-read-{self.partition}",
+            )
+            return datetime.max.replace(tzinfo=UTC)
+        return at
+
+    async def _read(self, now: datetime, *, fresh: bool) -> None:
+        """Take the timers due within the read-ahead (a bounded batch), and the horizon
+        the read covers: the last one's time if the batch is full. The read begun ahead
+        serves unless ``fresh`` (a commit filed a timer it may lack), less the timers
+        tried since it began."""
+        if self._next is None or fresh:
+            self._drop_next()
+            reach = now + self._span()
+            timers = await self.store.due_timers(self.partition, reach, self.options.batch)
+            kept = timers
+        else:
+            next_read, reach, tried = self._next, self._next_reach, self._tried
+            try:
+                timers = await next_read
+            finally:
+                self._next = None
+            kept = [timer for timer in timers if _version(timer) not in tried]
+        self._ahead = kept
+        self._full = len(timers) == self.options.batch
+        self._horizon = timers[-1].fire_at if self._full else reach
+
+    def _drop_next(self) -> None:
+        """Give up the read begun ahead (its failure, if it failed, with it)."""
+        if self._next is not None:
+            self._next.cancel()
+            self._next.add_done_callback(_retrieved)
+            self._next = None
+
+    async def _fire(self, due: list[StoredTimer], now: datetime) -> set[Version]:
         """Fire ``due`` (an entity's first timer only: the next waits for the next
-        round, on the state this one leaves); the ``(entity id, key)`` of those tried."""
+        round, on the state this one leaves); the versions of those tried."""
         requests, broken = fire_requests(self.app, due, now)
         await self.limit.take(len(requests))  # what fires: an entity's first timer only
         results = await self.fire([request for _, request in requests]) if requests else []
@@ -252,7 +316,7 @@ class TimerFiring:
             self._failed(timer, error, delays)
         if delays:
             await self.store.postpone_timers(delays)
-        return {(timer.entity_id, timer.key) for timer, _ in [*requests, *broken]}
+        return {_version(timer) for timer, _ in [*requests, *broken]}
 
     def _failed(self, timer: StoredTimer, error: Exception, delays: dict[Key, float]) -> None:
         log.warning(
@@ -265,3 +329,9 @@ class TimerFiring:
         )
         self.hooks.timer_failed(timer.entity_type, error)
         delays[timer.entity_id, timer.key] = backoff(timer.attempts)
+
+
+def _retrieved(task: asyncio.Task[list[StoredTimer]]) -> None:
+    """Take a dropped read's outcome, so that its failure is not reported as lost."""
+    if not task.cancelled():
+        task.exception()
