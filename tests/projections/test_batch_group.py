@@ -5,6 +5,7 @@ compare-and-set; a failing batch fails alone."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -288,3 +289,26 @@ async def test_a_second_transaction_starts_while_the_first_is_in_flight(
     finally:
         await cursors.close()
     assert await positions(postgres, "totals") == {0: 2, 1: 2, 2: 0, 3: 0}
+
+
+async def test_a_group_whose_runners_were_all_cancelled_commits_nothing(
+    postgres: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "pachyderm.projections")
+    cursors = await cursors_of(postgres, 2)
+    group = BatchGroup(cursors, "p", apply_nothing)
+    waiting = [asyncio.create_task(group.commit(p, 0, 1, [])) for p in range(2)]
+    await asyncio.sleep(0)  # both waiting, the group's task not started yet
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    assert await positions(postgres) == {0: 0, 1: 0}
+    assert not caplog.records  # no transaction tried, none failed
+    # The group still serves the next batch.
+    assert await asyncio.wait_for(group.commit(1, 0, 1, []), 10)
+    assert await positions(postgres) == {0: 0, 1: 1}
+
+
+async def apply_nothing(chosen: list[Any], connection: Any) -> None:
+    """A read model with nothing to write."""

@@ -93,6 +93,8 @@ class BatchGroup:
         try:
             while self._ready:
                 batches = self._take()
+                if not batches:
+                    continue  # their runners were all cancelled
                 try:
                     await self._commit(batches)
                 except asyncio.CancelledError:
