@@ -305,3 +305,42 @@ async def test_a_timer_due_during_a_read_fires_when_the_read_ends(slow: Engine) 
         await timers.stop()
     # Not a sleep of 0.8 s more, as if the read had taken no time.
     assert fires.at[ref] - timer.fire_at.timestamp() < 0.6
+
+
+class EarlyReads(SqliteEventStore):
+    """The embedded store, each read of due timers answering ``delay`` seconds after it
+    looked (as a read whose answer is slow to come back)."""
+
+    delay = 0.0
+
+    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        found = await super().due_timers(partition, until, limit)
+        await asyncio.sleep(self.delay)
+        return found
+
+
+async def test_a_timer_filed_during_the_read_ahead_of_the_next_window_is_not_missed() -> None:
+    store = await EarlyReads.open(":memory:")
+    await store.migrate()
+    engine = Engine(APP, store)
+    store.delay = 0.6
+    fires = Timed(engine)
+    options = TimerOptions(read_ahead=2.0, poll=2.0)
+    timers = TimerFiring(
+        0, APP, store, fires, limit=RateLimit(1000.0), options=options, hooks=WorkerHooks()
+    )
+    timers.start()
+    try:
+
+        async def reading_ahead() -> bool:
+            return timers._next is not None
+
+        await eventually(reading_ahead, timeout=5)  # it looked already: it lacks the next
+        ref = await hold(engine, "filed", 0.8)  # past the horizon, within the next window
+        [timer] = await store.entity_timers(ref.id)
+        timers.wake(timer.fire_at)  # as the partition does for what its commits file
+        await eventually(lambda: lapsed(engine, ref), timeout=10)
+    finally:
+        await timers.stop()
+        await store.close()
+    assert fires.at[ref] - timer.fire_at.timestamp() < 0.5

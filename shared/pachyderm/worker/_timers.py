@@ -166,7 +166,7 @@ class TimerFiring:
             task.cancel()
         await asyncio.gather(*fires, return_exceptions=True)
         self._in_flight.clear()
-        self._drop_next()
+        self._drop_next(cancel=True)
 
     def wake(self, due: datetime) -> None:
         """A commit of this partition filed a timer due at ``due``: read again if the
@@ -276,7 +276,7 @@ class TimerFiring:
         serves unless ``fresh`` (a commit filed a timer it may lack), less the timers
         tried since it began."""
         if self._next is None or fresh:
-            self._drop_next()
+            self._drop_next(cancel=False)
             reach = now + self._span()
             timers = await self.store.due_timers(self.partition, reach, self.options.batch)
             kept = timers
@@ -291,10 +291,12 @@ class TimerFiring:
         self._full = len(timers) == self.options.batch
         self._horizon = timers[-1].fire_at if self._full else reach
 
-    def _drop_next(self) -> None:
-        """Give up the read begun ahead (its failure, if it failed, with it)."""
+    def _drop_next(self, *, cancel: bool) -> None:
+        """Give up the read begun ahead (its failure, if it fails, with it). Left to end
+        unless stopping: cancelling a query costs the database a connection of its own."""
         if self._next is not None:
-            self._next.cancel()
+            if cancel:
+                self._next.cancel()
             self._next.add_done_callback(_retrieved)
             self._next = None
 
