@@ -202,6 +202,38 @@ async def test_a_parked_entity_waits_in_order_while_the_others_flow_then_skip_re
     assert (skipped.status, skipped.parked) == ("skipped", 0)
 
 
+async def test_commands_a_former_owner_parked_after_the_skip_are_released_in_order(
+    world: World, switch: Path
+) -> None:
+    """While a partition moves, its former owner still consumes with its old view: it
+    parks the entity's commands after the new owner carried the skip out. The owner
+    releases them, and the entity's newer commands wait behind them."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await poison(world, ref, switch)
+    former = await world.worker()
+    assert await world.live(former)  # its view: the entity parked
+    await world.quarantine.decide(ref.id, command_id, "skip")
+    await world.quarantine.settle(ref.id, command_id)  # the new owner carried it out
+    late = [await world.send(ref, Step(n)) for n in (1, 2)]
+    assert await world.live(former)
+    assert await world.steps(ref) == []
+    await former.inbox.close()  # the partition has moved on
+    newer = await world.send(ref, Step(3))
+    owner = await world.worker()
+    owner.start()
+    try:
+        assert [await world.answer(c) for c in [*late, newer]] == [
+            (1, {"steps": [1]}),
+            (2, {"steps": [1, 2]}),
+            (3, {"steps": [1, 2, 3]}),
+        ]
+    finally:
+        await owner.stop()
+    skipped = await world.quarantine.find(ref.id, command_id)
+    assert skipped is not None
+    assert (skipped.status, skipped.parked) == ("skipped", 0)
+
+
 async def test_resume_runs_the_command_then_the_parked_ones(world: World, switch: Path) -> None:
     ref = Lane.ref(str(uuid.uuid4()))
     command_id = await poison(world, ref, switch)

@@ -188,6 +188,21 @@ def _effect_traces(changes: Sequence[Change]) -> list[str | None] | None:
     return [encode_trace(change.trace) for change in changes for _ in range(len(change.effects))]
 
 
+# The store's sessions. Every statement the store runs reads or writes the rows of
+# a batch, an entity or a range by an index, and runs on a plan cached for the
+# session (asyncpg's prepared statements; the commit function forces generic
+# plans): a plan made while a table was small - a fresh namespace, or any table
+# on a server whose autovacuum is off or behind, so that no ANALYZE replaces it -
+# is a sequential scan, and it stays one as the table grows (seen: the commit's
+# lock read scanning 100,000 entities per batch, three times the database's CPU
+# per timer fire). No sequential scan where an index serves, whatever the
+# planner believes of a table's size; a table with no such index is still scanned.
+# No JIT: the store's statements are short, and a scan left with no index costs
+# the planner's penalty for it, far above the threshold at which PostgreSQL
+# would compile each execution (tens of milliseconds, every time).
+_SESSION = {"application_name": "pachyderm", "enable_seqscan": "off", "jit": "off"}
+
+
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool reset that leaves the session as it is: the store keeps no session state.
 
@@ -266,7 +281,7 @@ class PostgresEventStore:
                 dsn,
                 min_size=min_size,
                 max_size=max_size,
-                server_settings={"search_path": schema, "application_name": "pachyderm"},
+                server_settings={"search_path": schema, **_SESSION},
                 reset=_keep_session,
                 command_timeout=statement_timeout,
                 **limits,

@@ -183,10 +183,18 @@ class _View:
 
     def add(self, row: Quarantined) -> None:
         key = (row.entity_id, row.command_id)
-        if row.policy == "park" and row.status in _BLOCKING:
+        if row.policy == "park" and (row.status in _BLOCKING or _stranded(row)):
             self.blocked.setdefault(row.entity_id, set()).add(row.command_id)
         if row.status in _REFUSED:
             self.refused[key] = row.attempts
+
+
+def _stranded(row: Quarantined) -> bool:
+    """Commands parked behind a command already skipped: a former owner of the
+    partition, still consuming while it moved (its view still parked the entity),
+    parked them after the new owner released the entity. Released as a skip's are,
+    in order, and the entity waits for them as it waited for the skip."""
+    return row.status == "skipped" and row.parked > 0
 
 
 def _key(delivery: Delivery) -> CommandKey | None:
@@ -273,6 +281,7 @@ class PartitionQuarantine:
         self._done: dict[int, None] = {}  # tags settled lately (an ordered set)
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
+        self._leaving = False
 
     # -- the inbox -------------------------------------------------------------
 
@@ -323,8 +332,13 @@ class PartitionQuarantine:
         partition's lock; safe to call again for the same deliveries (a retry after a
         store failure): those settled are left out."""
         deliveries = [d for d in deliveries if d.tag not in self._done]
-        if not self._loaded:
-            await self._reload()  # before the partition's first batch: what it must respect
+        if not self._loaded and any(d.tag >= 0 for d in deliveries):
+            # The partition's first deliveries from the broker: this worker has just
+            # become its consumer (it may have owned it a while, waiting for the former
+            # owner to let go, with a view read meanwhile): read what that owner
+            # quarantined and parked until it let go.
+            await self._reload()
+            self._loaded = True
         candidates = [
             (delivery, key)
             for delivery in deliveries
@@ -361,7 +375,7 @@ class PartitionQuarantine:
         batch's commands are suspects now, decided one by one until the poison among
         them is quarantined. The worker lives on."""
         pending: Sequence[Delivery] = deliveries
-        while pending:
+        while pending and not self._leaving:  # left unsettled: handed back
             batches = await self.admit(pending)
             pending = []
             for index, batch in enumerate(batches):
@@ -567,6 +581,10 @@ class PartitionQuarantine:
         )
 
     async def stop(self) -> None:
+        # The partition is moving to another worker, which may consume it already:
+        # what this one has not admitted yet goes back to the queue for it, rather
+        # than quarantined or parked here on a view that worker did not read.
+        self._leaving = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -576,8 +594,7 @@ class PartitionQuarantine:
         admitted meanwhile); the rows waiting to be carried out."""
         rows = await self.quarantine.quarantined(partitions=[self.partition], limit=100_000)
         self._view = _View.of(rows)
-        self._loaded = True
-        return [row for row in rows if row.status in ("resuming", "skipping")]
+        return [row for row in rows if row.status in ("resuming", "skipping") or _stranded(row)]
 
     async def _watch_forever(self, partition: Serialized) -> None:
         decided: list[Quarantined] = []
@@ -641,6 +658,14 @@ class PartitionQuarantine:
         key = (row.entity_id, row.command_id)
         if row.status == "resuming":
             self._view.refused.pop(key, None)
+        if row.status == "skipped":
+            log.warning(
+                "released the commands of %s %s parked behind command %s after it was skipped",
+                row.entity_type,
+                row.entity_id,
+                row.command_id,
+            )
+            return
         log.info(
             "%s command %s of %s %s",
             "resumed" if row.status == "resuming" else "skipped",
