@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._garbage_collection import DEFAULT_THRESHOLD
 from .store._shard_map import ShardMap
 
 SECRETS_DIR_VARIABLE = "PACHYDERM_SECRETS_DIR"
@@ -261,6 +262,15 @@ class Settings(BaseSettings):
         " partitions move, and a redelivered command's decision may take in a forked"
         " child before the child is killed and the attempt counted; 0: no limit for the"
         " loop, 30 s for a child",
+    )
+
+    gc_threshold: int = Field(
+        DEFAULT_THRESHOLD,
+        ge=0,
+        description="net allocations of tracked objects between a worker's garbage"
+        " collector passes (Python's first threshold; its default, 700, has the"
+        " collector scan the whole entity cache about once a second under load);"
+        " 0: Python's default",
     )
 
     @field_validator("database_shards")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .._expiry import CommandWindow
+from .._garbage_collection import tune_collector
 from .._loading import load_app
 from .._repartition import refuse_a_lower_count
 from .._settings import Settings
@@ -110,6 +111,7 @@ async def serve(
     """Serve until SIGTERM or SIGINT; the worker, its readiness checks included, sees
     the store and the transport as ``wrap_store`` and ``wrap_transport`` return them."""
     app = load_app(app_spec)
+    tune_collector(settings.gc_threshold)
     name = worker_id(settings)
     # Read on every request: "starting" until the worker exists.
     checks: dict[str, Check] = {"startup": starting}

@@ -54,7 +54,7 @@ log = logging.getLogger("pachyderm.timers")
 # a commit lasts up to a few hundred ms under load, and fires are gathered.
 _MAX_IN_FLIGHT = 32
 # While fires are in flight, a due timer waits this long for others to go with it.
-_GATHER = timedelta(milliseconds=10)
+_GATHER = timedelta(milliseconds=3)
 # The next read starts this share of the read-ahead before the horizon.
 _PREFETCH = 0.25
 _NEVER_READ = datetime.min.replace(tzinfo=UTC)
