@@ -4,8 +4,10 @@ The commit function plans its statements once per session (generic plans) and
 asyncpg prepares every other statement; a plan made while a table is small is a
 sequential scan, and when nothing analyzes the table (autovacuum off or behind)
 that plan stays as the table grows. Here autovacuum is off for the namespace's
-tables, the plans are made on empty tables, the tables grow by INSERT (no
-invalidation), and the hot statements then run: none may scan a table.
+tables, the plans are made while ``entities`` holds a thousand rows (a few pages:
+empty or much bigger, the planner would probe the index anyway), the tables grow
+by INSERT (which invalidates no plan), and the hot statements then run: none may
+scan a table.
 """
 
 from __future__ import annotations
