@@ -1,7 +1,8 @@
 """The timers benchmark keeps working: ``python -m bench.timers --quick`` on the real services.
 
 Tiny sizes, one run, nothing written in bench/; only that every measure came
-out, that every timer fired and none early (the run's exit status), and that
+out, in both namespaces (one with the pending timers inserted, one without),
+that every timer fired and none early (the run's exit status), and that
 the results page keeps the other sections when the Timers section is rewritten.
 """
 
@@ -27,7 +28,9 @@ def test_the_quick_timers_benchmark_measures_everything(
 
     assert all(results[name] > 0 for name in METRICS)
     (run,) = results["runs"]
-    for phase in run["phases"].values():
+    plain, loaded = run["namespaces"]["plain"], run["namespaces"]["with_pending"]
+    assert (plain["pending"], loaded["pending"]) == (0, run["pending"])
+    for phase in [*plain["phases"].values(), *loaded["phases"].values()]:
         assert phase["fired"] == phase["expected"]
         assert phase["early"] == 0
 
