@@ -10,13 +10,15 @@ a worker for each that exits, as Kubernetes would. The healthy calls are the RPC
 workload's (increments to 1,000 counters, interleaved, seeded, 256 in flight,
 through ``pachyderm.Client``). In the poisoned phase, ``--share`` of the calls are
 poison commands instead, spread evenly through the plan, each to an entity of its
-own, in turn one that kills its worker (``os._exit``) and one that hangs it (the
-watchdog ends it): each takes a worker down with its first attempt (unless it
-dies unrun with a worker another took down), its 2nd and 3rd attempts die in
-forked children of the next owner (see ``pachyderm.worker._isolation``), then it
-is quarantined and answered ``quarantined`` (its caller waits for that outside
-the 256 healthy ones in flight). Measured: healthy calls answered per second from the
-first call to the last healthy answer, their latencies, worker exits, and when
+own, in turn one that kills its worker (``os._exit``) and one that hangs it: the
+one that kills takes a worker down with its first attempt (unless it dies unrun
+with a worker another took down), the one that hangs is interrupted by the
+watchdog at the budget (see ``pachyderm.worker._interruption``) and its worker
+goes on; the 2nd and 3rd attempts of both die in forked children (see
+``pachyderm.worker._isolation``), then each is quarantined and answered
+``quarantined`` (its caller waits for that outside the 256 healthy ones in
+flight). Measured: healthy calls answered per second from the first call to the
+last healthy answer, their latencies, worker exits, and when
 the last poison was answered. The ratio of the two phases is within one run, so a
 loaded machine slows both alike (note the load: the lead re-runs it quietly).
 
@@ -217,10 +219,11 @@ The RPC workload ({last["calls"]:,} increments to counters, 256 in flight, two w
 processes on 16 partitions) without poison, then with {share:.0%} of the calls poison
 commands ({last["poisons"]} of them, each to an entity of its own, in turn one that
 kills its worker with `os._exit` and one that hangs its event loop until the watchdog
-ends the worker after `PACHYDERM_HANDLER_BUDGET=2` s). A supervisor starts a worker for
-each that exits. Each poison takes a worker down with its first attempt at most; its
-other attempts (`PACHYDERM_MAX_ATTEMPTS=3` in all) are decided in forked children of
-the next owner, which die instead; then it is quarantined.{note}
+interrupts it after `PACHYDERM_HANDLER_BUDGET=2` s). A supervisor starts a worker for
+each that exits. A killing poison takes a worker down with its first attempt at most,
+a hanging one none (interrupted, its worker goes on); their other attempts
+(`PACHYDERM_MAX_ATTEMPTS=3` in all) are decided in forked children, which die
+instead; then each is quarantined.{note}
 
 | Measure | Median | Runs |
 |---|---|---|

@@ -258,7 +258,8 @@ class Settings(BaseSettings):
         30.0,
         ge=0,
         description="seconds a worker's event loop may stay blocked (a handler that hangs)"
-        " before the worker gives its lease up and exits with status 75 so that its"
+        " before the handler is interrupted (its batch counts as an attempt) or, if it"
+        " cannot be, the worker gives its lease up and exits with status 75 so that its"
         " partitions move, and a redelivered command's decision may take in a forked"
         " child before the child is killed and the attempt counted; 0: no limit for the"
         " loop, 30 s for a child",

@@ -1,11 +1,12 @@
 """An app with poison commands: a :class:`Poison` misbehaves while its switch file
-exists (hangs its worker's event loop, kills its process, or raises past the
-worker's error handling), and applies normally once the file is gone, which is
+exists (hangs its worker's event loop, for good or for 20 s, kills its process,
+or raises past the worker's error handling), and applies normally once the file is gone, which is
 how a fix is deployed before an operator resumes it."""
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from pachyderm import App, Entity
@@ -24,7 +25,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Poison:
-    mode: str  # hang, exit or crash
+    mode: str  # hang, spin, exit or crash
     switch: str  # a file path: while it exists, the command misbehaves
 
 
@@ -59,6 +60,11 @@ def misbehave(mode: str) -> None:
         os._exit(3)
     if mode == "crash":
         raise Crash(mode)
+    if mode == "spin":  # hang, for a test in process: gives up after a while
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pass
+        return
     while True:  # hang: blocks the event loop for good
         pass
 

@@ -31,6 +31,7 @@ from pachyderm.worker import (
     WorkerHooks,
 )
 from pachyderm.worker._quarantine import PartitionQuarantine, Turns
+from pachyderm.worker._watchdog import Watchdog
 
 from .poison_app import APP, Crash, Lane, Poison, Step
 
@@ -151,6 +152,33 @@ async def test_a_command_that_takes_its_worker_down_is_quarantined_after_its_att
     assert (row.status, row.policy, row.attempts, row.partition) == ("quarantined", "park", 3, 0)
     assert decode_message(row.message).message_id == command_id
     assert world.hooks.quarantines == [("lane", "park")]
+    assert await world.steps(ref) == []
+
+
+async def test_a_hanging_handler_is_interrupted_and_quarantined_by_a_worker_that_lives_on(
+    world: World, switch: Path
+) -> None:
+    """The watchdog interrupts each attempt at the budget (see pachyderm.worker.
+    _interruption): the worker counts it and goes on, and the poison is quarantined
+    after its attempts; the command beside it is answered, the one behind it parked."""
+    stalls: list[float] = []
+    watching = asyncio.create_task(Watchdog(0.3, on_stall=stalls.append).run())
+    ref, other = Lane.ref(str(uuid.uuid4())), Lane.ref(str(uuid.uuid4()))
+    command_id = await world.send(ref, Poison("spin", str(switch)))
+    healthy = await world.send(other, Step(1))
+    later = await world.send(ref, Step(2))
+    try:
+        # One worker, every attempt (bounded: attempts that were not counted would go on).
+        assert await asyncio.wait_for(world.live(await world.worker()), 30)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+    assert stalls == []  # interrupted each time, never given up on
+    answer = await world.answer(command_id)
+    assert isinstance(answer, CommandQuarantinedError)
+    assert answer.attempts == 3
+    assert await world.answer(healthy) == (1, {"steps": [1]})
+    assert later not in world.replies
     assert await world.steps(ref) == []
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +56,7 @@ from ._cache import EntityCache
 from ._firing import fire_elsewhere
 from ._firing import with_timers as _with_timers
 from ._group_commit import GroupCommit
+from ._interruption import HandlerOverran, interruptible, settle
 from ._isolation import HandlerDiedError, survives
 
 log = logging.getLogger("pachyderm.worker")
@@ -194,9 +196,7 @@ class Engine:
             results.update((step.index, Done(error=error)) for step in lanes.pop(ref).steps)
         if isolate is not None and lanes:
             await self._probe(list(lanes.values()), partition, isolate)
-        with self.hooks.deciding():
-            for lane in lanes.values():
-                self._decide(lane, partition)
+        self._decide_interruptibly(list(lanes.values()), partition)
         changes = [change for lane in lanes.values() for change in lane.changes()]
         outcomes = iter(await self._commit(changes) if changes else ())
         settled = [self._settle(lane, outcomes, committed) for lane in lanes.values()]
@@ -217,6 +217,22 @@ class Engine:
         await self._recall_failed(final)
         results.update((step.index, step.result) for step in final if step.result)
         return sorted(retry, key=lambda step: step.index)
+
+    def _decide_interruptibly(self, lanes: list[_Lane], partition: int) -> None:
+        """Decide ``lanes`` here; :class:`HandlerDiedError` (nothing decided stays) if the
+        watchdog interrupts a handler that overran the budget (see :mod:`._interruption`).
+        Their cached states are dropped then: a handler may have changed one in place."""
+        try:
+            with self.hooks.deciding(), interruptible():
+                for lane in lanes:
+                    self._decide(lane, partition)
+        except HandlerOverran:
+            settle(threading.get_ident())
+            self.cache.forget([lane.ref for lane in lanes])
+            refs = ", ".join(str(lane.ref) for lane in lanes)
+            raise HandlerDiedError(
+                f"deciding for {refs} overran the handler budget and was interrupted"
+            ) from None
 
     async def _probe(self, lanes: list[_Lane], partition: int, limit: float) -> None:
         """Decide ``lanes`` in a forked child (its copies of them: these stay undecided)."""

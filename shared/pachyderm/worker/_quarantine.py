@@ -7,7 +7,9 @@ such deliveries are counted: a healthy fleet pays nothing. With ``isolation``
 forked child first (:mod:`._isolation`) and runs beside the worker's other
 batches; an attempt is counted when its child dies or overruns
 (:class:`HandlerDiedError`), and the batch and those after it are admitted
-again, so the worker survives every attempt but a poison's first. Without it,
+again, so the worker survives every attempt but a poison's first, and even that
+one if it hangs in Python code (the watchdog interrupts it: :mod:`._interruption`;
+the batch is then admitted again as if redelivered). Without it,
 they are counted (one statement per batch that has any) just before the batch
 is decided, so that an attempt that takes the worker down is on record before
 the handler runs again, and the batch runs alone (:class:`Turns`). A delivery whose
@@ -421,6 +423,10 @@ class PartitionQuarantine:
                 self._suspects.discard(delivery.tag)
             try:
                 yield None
+            except HandlerDiedError:  # interrupted (see ._interruption): its count stands
+                for delivery in batch:
+                    self._counted.pop(delivery.tag, None)
+                raise
             except Exception:
                 await self._survived(batch)
                 raise

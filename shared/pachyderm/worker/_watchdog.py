@@ -5,6 +5,11 @@ that loops forever blocks the loop, and with it the membership's heartbeats,
 every other partition and any async clean-up. So the watch cannot rely on the
 loop: a task on the loop stamps a heartbeat every ``budget / 10`` seconds and a
 daemon thread reads it. Once the heartbeat is older than the budget, the thread
+first interrupts the decision the loop is stuck in, if it is stuck in one
+(:mod:`._interruption`: the handler's batch then counts as a poison's attempt
+and the worker goes on; a structured ``worker.interrupted`` record). If the
+loop is stuck elsewhere, or still stuck ``budget / 4`` seconds after the
+interruption (a handler blocked in C code, or one that swallowed it), the thread
 logs the stall (a structured ``worker.stalled`` record) and ends the process
 with :data:`EXIT_STALLED` (``os._exit``: no clean-up can run on a blocked loop).
 
@@ -27,6 +32,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+
+from ._interruption import interrupt
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -51,12 +58,15 @@ class Watchdog:
         self.budget = budget
         self.on_stall = on_stall
         self._interval = budget / 10
+        self._grace = budget / 4  # for an interrupted decision to give the loop back
         self._beat = time.monotonic()
+        self._thread = threading.get_ident()  # the loop's, once run
         self._stopped = threading.Event()
 
     async def run(self) -> None:
         """Stamp the heartbeat until cancelled, watched by a thread meanwhile."""
         self._beat = time.monotonic()
+        self._thread = threading.get_ident()
         self._stopped.clear()
         thread = threading.Thread(target=self._watch, name="pachyderm-watchdog", daemon=True)
         thread.start()
@@ -68,17 +78,38 @@ class Watchdog:
             self._stopped.set()
 
     def _watch(self) -> None:
+        interrupted = None  # the heartbeat of the stall interrupted, if one was
         while not self._stopped.wait(self._interval):
-            stalled = time.monotonic() - self._beat
-            if stalled > self.budget:
-                log.critical(
-                    "the event loop has been blocked for %.1f s, past the handler budget of"
-                    " %.1f s (a handler that hangs?): leaving the fleet by exiting with"
-                    " status %d; its command is counted when it is delivered again",
-                    stalled,
-                    self.budget,
-                    EXIT_STALLED,
-                    extra={"event": "worker.stalled", "stalled": stalled, "budget": self.budget},
-                )
-                self.on_stall(stalled)
-                return
+            beat = self._beat
+            stalled = time.monotonic() - beat
+            if stalled <= self.budget:
+                continue
+            if interrupted != beat and interrupt(self._thread):
+                interrupted = beat
+                self._log_interrupted(stalled)
+                continue
+            if interrupted == beat and stalled <= self.budget + self._grace:
+                continue  # giving the interruption its chance
+            self._log_stalled(stalled)
+            self.on_stall(stalled)
+            return
+
+    def _log_interrupted(self, stalled: float) -> None:
+        log.error(
+            "a handler has blocked the event loop for %.1f s, past the handler budget of"
+            " %.1f s: interrupted; its batch counts as an attempt and is admitted again",
+            stalled,
+            self.budget,
+            extra={"event": "worker.interrupted", "stalled": stalled, "budget": self.budget},
+        )
+
+    def _log_stalled(self, stalled: float) -> None:
+        log.critical(
+            "the event loop has been blocked for %.1f s, past the handler budget of"
+            " %.1f s (a handler that hangs?): leaving the fleet by exiting with"
+            " status %d; its command is counted when it is delivered again",
+            stalled,
+            self.budget,
+            EXIT_STALLED,
+            extra={"event": "worker.stalled", "stalled": stalled, "budget": self.budget},
+        )
