@@ -13,10 +13,7 @@ import pytest
 from pachyderm.worker._interruption import HandlerOverran, interrupt, interruptible
 from pachyderm.worker._watchdog import Watchdog
 
-
-def block_in_c(seconds: float) -> None:
-    """A handler blocked in a C call, which an exception raised in its thread cannot stop."""
-    time.sleep(seconds)
+from .test_watchdog import Stalls, block
 
 
 def spin(stop: threading.Event) -> int:
@@ -94,18 +91,13 @@ async def test_the_watchdog_interrupts_a_stuck_decision_and_the_loop_goes_on() -
 
 
 async def test_the_watchdog_still_exits_when_the_interruption_cannot_land() -> None:
-    stalls: list[float] = []
-    noticed = threading.Event()
-
-    def on_stall(seconds: float) -> None:
-        stalls.append(seconds)
-        noticed.set()
-
-    watching = asyncio.create_task(Watchdog(0.2, on_stall=on_stall).run())
+    stalls = Stalls()
+    noticed = stalls.noticed
+    watching = asyncio.create_task(Watchdog(0.2, on_stall=stalls).run())
     await asyncio.sleep(0.05)
     # Delivered once the C call returns, still inside the decision.
     with pytest.raises(HandlerOverran), interruptible():
-        block_in_c(0.8)  # the exception waits for it to return
+        block(0.8)  # blocked in C: the exception waits for it to return
     assert noticed.is_set()  # the watchdog gave up waiting and ended it (here: recorded)
     watching.cancel()
     await asyncio.gather(watching, return_exceptions=True)

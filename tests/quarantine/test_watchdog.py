@@ -18,15 +18,22 @@ def block(seconds: float) -> None:
     time.sleep(seconds)
 
 
+class Stalls(list[float]):
+    """An ``on_stall`` that records the stalls and tells another thread of the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.noticed = threading.Event()
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        self.noticed.set()
+
+
 async def test_a_loop_blocked_past_the_budget_is_noticed_from_another_thread() -> None:
-    stalls: list[float] = []
-    noticed = threading.Event()
-
-    def on_stall(seconds: float) -> None:
-        stalls.append(seconds)
-        noticed.set()
-
-    watching = asyncio.create_task(Watchdog(0.2, on_stall=on_stall).run())
+    stalls = Stalls()
+    noticed = stalls.noticed
+    watching = asyncio.create_task(Watchdog(0.2, on_stall=stalls).run())
     await asyncio.sleep(0.05)
     block(0.6)  # a handler that hangs: nothing on the loop runs meanwhile
     assert noticed.is_set()  # noticed while the loop was still blocked
