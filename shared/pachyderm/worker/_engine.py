@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -227,7 +226,7 @@ class Engine:
                 for lane in lanes:
                     self._decide(lane, partition)
         except HandlerOverran:
-            settle(threading.get_ident())
+            settle()
             self.cache.forget([lane.ref for lane in lanes])
             refs = ", ".join(str(lane.ref) for lane in lanes)
             raise HandlerDiedError(
