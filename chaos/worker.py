@@ -195,8 +195,16 @@ class FaultyStore:
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
         return await self._store.entity_timers(entity_id)
 
-    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
-        await self._store.postpone_timers(delays)
+    async def postpone_timers(
+        self, delays: Mapping[tuple[uuid.UUID, str], float]
+    ) -> dict[tuple[uuid.UUID, str], int]:
+        return await self._store.postpone_timers(delays)
+
+    async def hold_timers(self, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
+        await self._store.hold_timers(keys)
+
+    async def release_timer(self, entity_id: uuid.UUID, key: str) -> bool:
+        return await self._store.release_timer(entity_id, key)
 
     async def count_timers(self) -> int:
         return await self._store.count_timers()

@@ -247,7 +247,8 @@ class Settings(BaseSettings):
         3,
         ge=1,
         description="deliveries of a command without an answer (its handler crashed, hung"
-        " or killed the worker) before it is quarantined (`pachyderm quarantine`)",
+        " or killed the worker) before it is quarantined (`pachyderm quarantine`); tries"
+        " of a timer's fire before it is held (`pachyderm timers release`)",
     )
     quarantine_policy: Literal["park", "skip"] = Field(
         "park",

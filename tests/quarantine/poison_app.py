@@ -1,15 +1,16 @@
 """An app with poison commands: a :class:`Poison` misbehaves while its switch file
 exists (hangs its worker's event loop, for good or for 20 s, kills its process,
 or raises past the worker's error handling), and applies normally once the file is gone, which is
-how a fix is deployed before an operator resumes it."""
+how a fix is deployed before an operator resumes it. :class:`Arm` makes one a timer's."""
 
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
-from pachyderm import App, Entity
+from pachyderm import App, Entity, HandleResult, Schedule
 
 LaneState = dict[str, list[int]]
 
@@ -30,6 +31,14 @@ class Poison:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """Schedule ``poison`` to fire at this lane in ``seconds`` (a poison timer)."""
+
+    poison: Poison
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Stepped:
     n: int
 
@@ -38,13 +47,16 @@ class Lane(Entity[LaneState]):
     """Records the steps it is given, in order; a cured poison records step -1."""
 
     type_name = "lane"
-    commands = (Step, Poison)
+    commands = (Step, Poison, Arm)
     events = (Stepped,)
 
     def init(self) -> LaneState:
         return {"steps": []}
 
-    def handle(self, message: Step | Poison, state: LaneState) -> list[Stepped]:
+    def handle(self, message: Step | Poison | Arm, state: LaneState) -> HandleResult:
+        if isinstance(message, Arm):
+            later = timedelta(seconds=message.seconds)
+            return [Stepped(0)], [Schedule(message.poison, after=later)]
         if isinstance(message, Poison):
             if os.path.exists(message.switch):
                 misbehave(message.mode)

@@ -27,7 +27,6 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,16 +35,15 @@ import pytest
 
 from pachyderm import Client, CommandQuarantinedError, Ref
 from pachyderm.store import PostgresEventStore
-from pachyderm.testing import ProcessFleet, process_fleet
+from pachyderm.testing import ProcessFleet
 from pachyderm.worker._watchdog import EXIT_STALLED
 
 from ..integration.harness import ROOT
+from .conftest import PARTITIONS
 from .poison_app import Lane, Poison, Step
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
-APP = "tests.quarantine.poison_app:APP"
-PARTITIONS = 6
 HEALTHY = 1000
 CALL_RATE = 60  # healthy calls offered per second
 SETTINGS = {"max_attempts": "3", "handler_budget": "2"}
@@ -115,18 +113,8 @@ class Supervisor:
             await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def fleet(
-    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
-) -> AsyncIterator[ProcessFleet]:
-    async with process_fleet(
-        tmp_path, namespace, postgres_dsn, rabbitmq_url, app=APP, partitions=PARTITIONS, cwd=ROOT
-    ) as running:
-        yield running
-
-
-async def pachyderm_quarantine(fleet: ProcessFleet, *arguments: str) -> Any:
-    """``pachyderm quarantine ...`` as an operator runs it; its JSON output."""
+async def pachyderm_cli(fleet: ProcessFleet, *arguments: str) -> Any:
+    """``pachyderm ARGUMENTS`` as an operator runs it; its JSON output."""
     environment = {
         **os.environ,
         "PACHYDERM_DATABASE_URL": fleet.dsn,
@@ -136,7 +124,6 @@ async def pachyderm_quarantine(fleet: ProcessFleet, *arguments: str) -> Any:
         sys.executable,
         "-m",
         "pachyderm",
-        "quarantine",
         *arguments,
         cwd=ROOT,
         env=environment,
@@ -218,7 +205,7 @@ async def operate(
     # Parked, not applied.
     assert await steps(client, exiting) == []
     assert await steps(client, hanging) == []
-    listed = await pachyderm_quarantine(fleet, "list", "--json")
+    listed = await pachyderm_cli(fleet, "quarantine", "list", "--json")
     assert {(row["entity_id"], row["command_id"]) for row in listed} == {
         (str(exiting.id), exit_id),
         (str(hanging.id), hang_id),
@@ -228,9 +215,9 @@ async def operate(
 
     # The fix is deployed; one is resumed, the other skipped.
     os.remove(switch)
-    resumed = await pachyderm_quarantine(fleet, "resume", str(exiting.id), exit_id)
+    resumed = await pachyderm_cli(fleet, "quarantine", "resume", str(exiting.id), exit_id)
     assert resumed["status"] == "resuming"
-    skipped = await pachyderm_quarantine(fleet, "skip", str(hanging.id), hang_id)
+    skipped = await pachyderm_cli(fleet, "quarantine", "skip", str(hanging.id), hang_id)
     assert skipped["status"] == "skipping"
 
     async def released() -> bool:

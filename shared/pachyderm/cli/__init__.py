@@ -42,6 +42,7 @@ _MODULES: Mapping[str, str] = {
     "effects": "._dispatch",
     "effects-dead-letters": "._effects_dead_letters",
     "quarantine": "._quarantine",
+    "timers": "._timers",
     "call": "._call",
     "gateway": "._gateway",
     "dev": "._gateway",

@@ -104,8 +104,7 @@ def parser() -> argparse.ArgumentParser:
         "--config", type=json_object, default={}, help="JSON object passed to every dispatch"
     )
     effects.add_argument("--group", default="handlers", help="consumer group (queue) name")
-    _add_dead_letters_command(add)
-    _add_quarantine_command(add)
+    _add_operator_commands(add)
     call = add("call", "send a command and print the reply")
     _add_entity_arguments(call)
     call.add_argument("command", nargs="?", help="the command's registered name")
@@ -226,6 +225,26 @@ def _add_dead_letters_command(add: Callable[[str, str], argparse.ArgumentParser]
     )
     which.add_argument("--all", action="store_true", help="replay every dead-lettered effect")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_operator_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """What operators do about what the workers set aside: dead-lettered effects,
+    quarantined commands, held timers."""
+    _add_dead_letters_command(add)
+    _add_quarantine_command(add)
+    _add_timers_command(add)
+
+
+def _add_timers_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``timers release``: a timer held after its attempts fires again."""
+    timers = add(
+        "timers",
+        "release a timer held after PACHYDERM_MAX_ATTEMPTS failed fires (its attempts start"
+        " over and it fires at once; `pachyderm inspect` shows the attempts)",
+    )
+    timers.add_argument("action", choices=("release",))
+    _add_entity_arguments(timers)
+    timers.add_argument("timer", help="the timer's key, as the entity scheduled it")
 
 
 def _add_quarantine_command(add: Callable[[str, str], argparse.ArgumentParser]) -> None:

@@ -19,8 +19,8 @@ from dataclasses import asdict
 from .. import _erasure
 from .._errors import PachydermError
 from .._settings import Settings
-from ..store import open_store
 from ._inspect import entity_ref
+from ._store import settings_store
 
 
 def _actor() -> str:
@@ -46,27 +46,15 @@ async def erase_command(settings: Settings, arguments: argparse.Namespace) -> in
     if not _confirmed(arguments, str(ref)):
         print("nothing erased", file=sys.stderr)
         return 1
-    store = await open_store(
-        settings.database_url.get_secret_value(),
-        namespace=settings.namespace,
-        shards=settings.shard_map(),
-    )
-    try:
+    async with settings_store(settings) as store:
         erasure = await _erasure.erase(store, ref, actor=_actor())
-    finally:
-        await store.close()
     found = asdict(erasure) | {"entity_id": str(erasure.entity_id)}
     print(json.dumps(found))
     return 0
 
 
 async def prune_ended_command(settings: Settings, arguments: argparse.Namespace) -> None:
-    store = await open_store(
-        settings.database_url.get_secret_value(),
-        namespace=settings.namespace,
-        shards=settings.shard_map(),
-    )
-    try:
+    async with settings_store(settings) as store:
         if arguments.dry_run:
             print(f"would prune {await store.count_prunable_ended()} events of ended entities")
             return
@@ -80,6 +68,4 @@ async def prune_ended_command(settings: Settings, arguments: argparse.Namespace)
             pruned += batch
             if batch < arguments.batch:
                 break
-    finally:
-        await store.close()
     print(f"pruned {pruned} events of ended entities")

@@ -17,7 +17,7 @@ from typing import IO
 from .._history_file import ExportFileError, Format, export_histories
 from .._loading import load_app
 from .._settings import Settings
-from ..store import open_store
+from ._store import settings_store
 
 
 def entity_types(settings: Settings, chosen: list[str] | None) -> list[str]:
@@ -59,16 +59,9 @@ def _output(name: str) -> Iterator[IO[bytes]]:
 
 async def export_command(settings: Settings, arguments: argparse.Namespace) -> None:
     types = entity_types(settings, arguments.type)
-    store = await open_store(
-        settings.database_url.get_secret_value(),
-        namespace=settings.namespace,
-        shards=settings.shard_map(),
-    )
-    try:
+    async with settings_store(settings) as store:
         with _output(arguments.output) as out:
             written = await export_histories(store, types, out, export_format(arguments))
-    finally:
-        await store.close()
     where = "stdout" if arguments.output == "-" else arguments.output
     print(
         f"exported {written.entities} entities, {written.events} events to {where}",

@@ -13,7 +13,8 @@ from .._loading import load_app
 from .._reference import Ref
 from .._scheduling import describe_timer
 from .._settings import Settings
-from ..store import ENDED, ERASED, LoadedEntity, RecordedEvent, open_store
+from ..store import ENDED, ERASED, LoadedEntity, RecordedEvent
+from ._store import settings_store
 
 
 def entity_ref(arguments: argparse.Namespace) -> Ref:
@@ -29,18 +30,11 @@ def entity_ref(arguments: argparse.Namespace) -> Ref:
 async def inspect_command(settings: Settings, arguments: argparse.Namespace) -> None:
     ref = entity_ref(arguments)
     entity_type = load_app(settings.app).entity_type(ref.type) if settings.app else None
-    store = await open_store(
-        settings.database_url.get_secret_value(),
-        namespace=settings.namespace,
-        shards=settings.shard_map(),
-    )
-    try:
+    async with settings_store(settings) as store:
         loaded = await store.load(ref, use_snapshot=False)
         # An ended entity's history may be pruned: its final snapshot is its state.
         final = await store.load(ref) if loaded.ended == ENDED else loaded
         timers = [describe_timer(timer) for timer in await store.entity_timers(ref.id)]
-    finally:
-        await store.close()
     events = [e for e in loaded.events if e.version >= arguments.from_version]
     state = None
     if entity_type is not None and loaded.ended != ERASED:
@@ -133,5 +127,6 @@ def _timers_text(timers: list[dict[str, Any]]) -> str:
         lines.append(
             f"  {timer['key']}: {timer.get('command')} {data} due {timer['due_at']}{every}"
             + (f" (tried {timer['attempts']} times)" if timer["attempts"] else "")
+            + (" HELD: pachyderm timers release to fire it again" if timer.get("held") else "")
         )
     return "\n".join(lines)

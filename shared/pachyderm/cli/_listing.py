@@ -12,9 +12,9 @@ import json
 
 from .._loading import load_app
 from .._settings import Settings
-from ..store import open_store
 from ..store._entity_cursor import cursor_text, parse_cursor
 from ..store._records import ListedEntity
+from ._store import settings_store
 
 
 async def list_command(settings: Settings, arguments: argparse.Namespace) -> None:
@@ -22,18 +22,11 @@ async def list_command(settings: Settings, arguments: argparse.Namespace) -> Non
         load_app(settings.app).entity_type(arguments.type)
     by_change = arguments.by_change
     after = None if arguments.after is None else parse_cursor(arguments.after, by_change=by_change)
-    store = await open_store(
-        settings.database_url.get_secret_value(),
-        namespace=settings.namespace,
-        shards=settings.shard_map(),
-    )
-    try:
+    async with settings_store(settings) as store:
         # One more than asked tells whether there is a next page.
         found = await store.list_entities(
             arguments.type, after=after, limit=arguments.limit + 1, by_change=by_change
         )
-    finally:
-        await store.close()
     page = found[: arguments.limit]
     more = cursor_text(page[-1], by_change=by_change) if len(found) > len(page) else None
     if arguments.json:

@@ -6,20 +6,13 @@ from __future__ import annotations
 import argparse
 
 from .._settings import Settings
-from ..store import open_store
 from ._runtime import broker
+from ._store import settings_store
 
 
 async def migrate_command(settings: Settings, _: argparse.Namespace) -> None:
-    store = await open_store(
-        settings.database_url.get_secret_value(),
-        namespace=settings.namespace,
-        shards=settings.shard_map(),
-    )
-    try:
+    async with settings_store(settings) as store:
         version = await store.migrate()
-    finally:
-        await store.close()
     print(f"schema of namespace {settings.namespace!r} is at version {version}")
 
 

@@ -11,19 +11,14 @@ from __future__ import annotations
 import argparse
 
 from .._settings import Settings
-from ..store import open_store
 from ..worker import Pruner
 from ._serve import prune_options
+from ._store import settings_store
 
 
 async def prune_command(settings: Settings, arguments: argparse.Namespace) -> None:
     options = prune_options(settings)
-    store = await open_store(
-        settings.database_url.get_secret_value(),
-        namespace=settings.namespace,
-        shards=settings.shard_map(),
-    )
-    try:
+    async with settings_store(settings) as store:
         pruner = Pruner(store, options)
         if arguments.dry_run:
             counts = await pruner.prunable()
@@ -31,8 +26,6 @@ async def prune_command(settings: Settings, arguments: argparse.Namespace) -> No
         else:
             counts = await pruner.run()
             verb = "pruned"
-    finally:
-        await store.close()
     windows = options.retention()
     for what, count in counts.items():
         print(f"{verb} {count} {what} older than {windows[what]:g}s")

@@ -116,7 +116,12 @@ class Timer(Body):
     key: str
     due_at: Timestamp = Field(description="When it falls due; it never fires before")
     next_try_at: Timestamp = Field(description="Later than due_at only after failed tries")
-    attempts: int = Field(ge=0, description="Failed tries so far")
+    attempts: int = Field(ge=0, description="Tries that failed, or that may have (counted first)")
+    held: bool = Field(
+        False,
+        description="Held after PACHYDERM_MAX_ATTEMPTS tries (a poison?) until an operator"
+        " releases it: pachyderm timers release",
+    )
     command: str | None = Field(None, description="The command it delivers, by registered name")
     data: Any = Field(None, description="The command's fields")
     to: dict[str, str] | None = Field(

@@ -149,9 +149,22 @@ class EventStore(Protocol):
         """The pending timers of one entity, soonest first."""
         ...
 
-    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
-        """Record a failed try of each ``(entity id, key)`` timer: one more attempt,
-        and no new try for ``delays[...]`` seconds. Its due time stays."""
+    async def postpone_timers(
+        self, delays: Mapping[tuple[uuid.UUID, str], float]
+    ) -> dict[tuple[uuid.UUID, str], int]:
+        """Record a try of each ``(entity id, key)`` timer: one more attempt, and no new
+        try for ``delays[...]`` seconds (its due time stays); the pending ones' attempts
+        now."""
+        ...
+
+    async def hold_timers(self, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
+        """Hold each ``(entity id, key)`` timer until released (:meth:`release_timer`):
+        no try for a century; its attempts and due time stay."""
+        ...
+
+    async def release_timer(self, entity_id: uuid.UUID, key: str) -> bool:
+        """Let a timer held after its attempts fire again: its attempts start over, its
+        next try is its due time; whether it is pending."""
         ...
 
     async def count_timers(self) -> int:

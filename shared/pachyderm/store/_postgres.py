@@ -478,16 +478,31 @@ class PostgresEventStore:
             rows = await conn.fetch(timers.OF_ENTITY, entity_id)
         return [timers.stored_timer(row) for row in rows]
 
-    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
+    async def postpone_timers(
+        self, delays: Mapping[tuple[uuid.UUID, str], float]
+    ) -> dict[tuple[uuid.UUID, str], int]:
         if not delays:
-            return
+            return {}
         async with translated_errors(), self._pool.acquire() as conn:
-            await conn.execute(
+            rows = await conn.fetch(
                 timers.POSTPONE,
                 [entity_id for entity_id, _ in delays],
                 [key for _, key in delays],
                 list(delays.values()),
             )
+        return {(row["entity_id"], row["timer_key"]): row["attempts"] for row in rows}
+
+    async def hold_timers(self, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
+        if not keys:
+            return
+        async with translated_errors(), self._pool.acquire() as conn:
+            await conn.execute(
+                timers.HOLD, [entity_id for entity_id, _ in keys], [k for _, k in keys]
+            )
+
+    async def release_timer(self, entity_id: uuid.UUID, key: str) -> bool:
+        async with translated_errors(), self._pool.acquire() as conn:
+            return await conn.fetchval(timers.RELEASE, entity_id, key) is not None
 
     async def count_timers(self) -> int:
         async with translated_errors(), self._pool.acquire() as conn:

@@ -20,6 +20,16 @@ POSTPONE = """
     UPDATE timers SET attempts = attempts + 1, fire_at = now() + make_interval(secs => d.delay)
       FROM unnest($1::uuid[], $2::text[], $3::float8[]) AS d(entity_id, timer_key, delay)
      WHERE timers.entity_id = d.entity_id AND timers.timer_key = d.timer_key
+    RETURNING timers.entity_id, timers.timer_key, timers.attempts
+"""
+HOLD = """
+    UPDATE timers SET fire_at = now() + interval '100 years'
+      FROM unnest($1::uuid[], $2::text[]) AS d(entity_id, timer_key)
+     WHERE timers.entity_id = d.entity_id AND timers.timer_key = d.timer_key
+"""
+RELEASE = """
+    UPDATE timers SET attempts = 0, fire_at = due_at
+     WHERE entity_id = $1 AND timer_key = $2 RETURNING 1
 """
 # Exact while small; above 100,000 rows the planner's estimate (kept by autovacuum),
 # which costs nothing, where a count would scan the table every time it is asked.

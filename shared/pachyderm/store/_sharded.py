@@ -296,13 +296,29 @@ class ShardedEventStore:
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
         return await self._of_entity(entity_id, lambda store: store.entity_timers(entity_id))
 
-    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
-        grouped = self._by_home(delays, _first)
+    async def hold_timers(self, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
+        grouped = self._by_home(keys, _first)
         await _all(
+            store.hold_timers(share)
+            for store, share in zip(self.stores, grouped, strict=True)
+            if share
+        )
+
+    async def release_timer(self, entity_id: uuid.UUID, key: str) -> bool:
+        home = self._homes.get(entity_id)
+        stores = [home] if home is not None else self.stores
+        return any(await _all(store.release_timer(entity_id, key) for store in stores))
+
+    async def postpone_timers(
+        self, delays: Mapping[tuple[uuid.UUID, str], float]
+    ) -> dict[tuple[uuid.UUID, str], int]:
+        grouped = self._by_home(delays, _first)
+        found = await _all(
             store.postpone_timers({key: delays[key] for key in share})
             for store, share in zip(self.stores, grouped, strict=True)
             if share
         )
+        return {key: attempts for counts in found for key, attempts in counts.items()}
 
     async def count_timers(self) -> int:
         return sum(await self._everywhere(lambda store: store.count_timers()))

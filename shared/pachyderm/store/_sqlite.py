@@ -548,10 +548,22 @@ class SqliteEventStore:
         """The pending timers of one entity, soonest first."""
         return await self._run(timers.entity_timers, entity_id)
 
-    async def postpone_timers(self, delays: Mapping[tuple[uuid.UUID, str], float]) -> None:
-        """Count a failed try of each timer and hold it back for its delay."""
-        if delays:
-            await self._run(timers.postpone_timers, dict(delays))
+    async def postpone_timers(
+        self, delays: Mapping[tuple[uuid.UUID, str], float]
+    ) -> dict[tuple[uuid.UUID, str], int]:
+        """Count a try of each timer and hold it back for its delay; their attempts now."""
+        if not delays:
+            return {}
+        return await self._run(timers.postpone_timers, dict(delays))
+
+    async def hold_timers(self, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
+        """Hold these timers until released (no try for a century)."""
+        if keys:
+            await self._run(timers.hold_timers, list(keys))
+
+    async def release_timer(self, entity_id: uuid.UUID, key: str) -> bool:
+        """Let a held timer fire again (attempts from 0, next try at its due time)."""
+        return await self._run(timers.release_timer, entity_id, key)
 
     async def count_timers(self) -> int:
         """How many timers are pending in all."""

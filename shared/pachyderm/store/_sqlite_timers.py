@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -107,17 +107,37 @@ def entity_timers(connection: sqlite3.Connection, entity_id: uuid.UUID) -> list[
 
 def postpone_timers(
     connection: sqlite3.Connection, delays: Mapping[tuple[uuid.UUID, str], float]
-) -> None:
-    now = datetime.now(UTC)
+) -> dict[tuple[uuid.UUID, str], int]:
+    now, attempts = datetime.now(UTC), {}
+    with transaction(connection, "BEGIN IMMEDIATE"):
+        for (entity_id, key), delay in delays.items():
+            row = connection.execute(
+                "UPDATE timers SET attempts = attempts + 1, fire_at = ?"
+                " WHERE entity_id = ? AND timer_key = ? RETURNING attempts",
+                (time_text(now + timedelta(seconds=delay)), entity_id.bytes, key),
+            ).fetchone()
+            if row is not None:
+                attempts[entity_id, key] = int(row[0])
+    return attempts
+
+
+def hold_timers(connection: sqlite3.Connection, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
+    held_until = time_text(datetime.now(UTC) + timedelta(days=36525))
     with transaction(connection, "BEGIN IMMEDIATE"):
         connection.executemany(
-            "UPDATE timers SET attempts = attempts + 1, fire_at = ?"
-            " WHERE entity_id = ? AND timer_key = ?",
-            [
-                (time_text(now + timedelta(seconds=delay)), entity_id.bytes, key)
-                for (entity_id, key), delay in delays.items()
-            ],
+            "UPDATE timers SET fire_at = ? WHERE entity_id = ? AND timer_key = ?",
+            [(held_until, entity_id.bytes, key) for entity_id, key in keys],
         )
+
+
+def release_timer(connection: sqlite3.Connection, entity_id: uuid.UUID, key: str) -> bool:
+    with transaction(connection, "BEGIN IMMEDIATE"):
+        cursor = connection.execute(
+            "UPDATE timers SET attempts = 0, fire_at = due_at"
+            " WHERE entity_id = ? AND timer_key = ?",
+            (entity_id.bytes, key),
+        )
+    return cursor.rowcount > 0
 
 
 def count_timers(connection: sqlite3.Connection) -> int:

@@ -157,12 +157,31 @@ class TimerStoreContract:
     async def test_postponing_moves_the_next_try_not_the_due_time(self, store: EventStore) -> None:
         ref, due = _ref(), _past()
         await store.commit([Change(ref, 0, "c1", timers=[_put("k", due)], partition=1)])
-        await store.postpone_timers({(ref.id, "k"): 3600.0})
+        assert await store.postpone_timers({(ref.id, "k"): 3600.0, (ref.id, "x"): 1.0}) == {
+            (ref.id, "k"): 1
+        }
         [timer] = await store.entity_timers(ref.id)
         assert (timer.due_at, timer.attempts) == (due, 1)
         assert timer.fire_at > datetime.now(UTC) + timedelta(minutes=59)
         assert await store.due_timers(1, datetime.now(UTC), 10) == []
-        await store.postpone_timers({})
+        assert await store.postpone_timers({}) == {}
+
+    async def test_releasing_a_held_timer_starts_its_attempts_over(self, store: EventStore) -> None:
+        ref, due = _ref(), _past()
+        await store.commit([Change(ref, 0, "c1", timers=[_put("k", due)], partition=1)])
+        await store.postpone_timers({(ref.id, "k"): 1.0})
+        await store.hold_timers([(ref.id, "k")])
+        [held] = await store.entity_timers(ref.id)
+        assert (held.attempts, held.due_at) == (1, due)
+        assert held.fire_at > datetime.now(UTC) + timedelta(days=365 * 99)
+        assert await store.due_timers(1, datetime.now(UTC) + timedelta(days=365), 10) == []
+        await store.hold_timers([])
+        assert await store.release_timer(ref.id, "k")
+        [timer] = await store.entity_timers(ref.id)
+        assert (timer.attempts, timer.fire_at, timer.due_at) == (0, due, due)
+        assert [t.key for t in await store.due_timers(1, datetime.now(UTC), 10)] == ["k"]
+        assert not await store.release_timer(ref.id, "other")
+        assert not await store.release_timer(_ref("nobody").id, "k")
 
     async def test_a_fire_and_a_cancel_never_both_commit(self, open_store: Factory) -> None:
         first, second = await open_store(), await open_store()

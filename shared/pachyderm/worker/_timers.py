@@ -24,7 +24,9 @@ its command id is deterministic, so a repeated fire applies once. Firing is
 paced by a rate limit shared by the worker's partitions, so an outage's backlog
 drains at a bounded rate instead of as a storm. A fire that fails (its handler
 raises, or this code cannot read the timer) is tried again with a back-off of
-its own (1 s doubling to 5 min), so the timers behind it go on.
+its own (1 s doubling to 5 min), so the timers behind it go on; one that keeps
+failing, takes its worker down or hangs it is held after its attempts (see
+:mod:`._timer_poison`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ from .._wire import Request
 from ..store import EventStore, StoredTimer
 from ._engine import Done
 from ._firing import fire_requests
+from ._isolation import HandlerDiedError
 from ._outbox import backoff
+from ._quarantine import DEFAULT_MAX_ATTEMPTS
+from ._timer_poison import TimerPoison
 
 log = logging.getLogger("pachyderm.timers")
 
@@ -128,7 +133,10 @@ class TimerFiring:
         limit: RateLimit,
         options: TimerOptions,
         hooks: WorkerHooks,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
+        """``max_attempts``: a fire's attempts before its timer is held (see
+        :mod:`._timer_poison`)."""
         self.partition = partition
         self.app = app
         self.store = store
@@ -136,6 +144,9 @@ class TimerFiring:
         self.limit = limit
         self.options = options
         self.hooks = hooks
+        self.poison = TimerPoison(
+            partition, store, hooks, max_attempts=max_attempts, since=_NEVER_READ
+        )
         self._wake = asyncio.Event()
         # The timers read ahead, soonest first, and how far the read covers: every
         # pending timer due before the horizon is among them (or was filed by a
@@ -154,6 +165,7 @@ class TimerFiring:
         self._in_flight: dict[asyncio.Task[set[Version]], list[StoredTimer]] = {}
 
     def start(self) -> None:
+        self.poison.since = datetime.now(UTC)  # timers due before: the former owner's
         self._task = asyncio.create_task(self._run(), name=f"timers-{self.partition}")
 
     async def stop(self) -> None:
@@ -304,13 +316,21 @@ class TimerFiring:
         """Fire ``due`` (an entity's first timer only: the next waits for the next
         round, on the state this one leaves); the versions of those tried."""
         requests, broken = fire_requests(self.app, due, now)
-        await self.limit.take(len(requests))  # what fires: an entity's first timer only
-        results = await self.fire([request for _, request in requests]) if requests else []
+        # Risky fires (see ._timer_poison) a group at a time, the rest left due for later.
+        tried, exhausted, _later = self.poison.split(requests)
+        await self.poison.hold(exhausted)
+        run = await self.poison.count(tried)
+        await self.limit.take(len(run))  # what fires: an entity's first timer only
+        try:
+            results = await self.fire([request for _, request in run]) if run else []
+        except HandlerDiedError as died:  # the watchdog interrupted one: nothing committed
+            await self.poison.interrupted(run, died)
+            return {_version(timer) for timer, _ in [*tried, *exhausted]}
         fired_at = datetime.now(UTC)
         delays: dict[tuple[uuid.UUID, str], float] = {}
-        for (timer, request), result in zip(requests, results, strict=True):
+        for (timer, request), result in zip(run, results, strict=True):
             if result.error is not None:
-                self._failed(timer, result.error, delays)
+                self._failed(timer, result.error, delays, counted=self.poison.risky(timer))
             elif not result.gone:
                 tick = request.timer.due if request.timer else timer.due_at
                 self.hooks.timer_fired(timer.entity_type, (fired_at - tick).total_seconds())
@@ -318,9 +338,17 @@ class TimerFiring:
             self._failed(timer, error, delays)
         if delays:
             await self.store.postpone_timers(delays)
-        return {_version(timer) for timer, _ in [*requests, *broken]}
+        return {_version(timer) for timer, _ in [*tried, *exhausted, *broken]}
 
-    def _failed(self, timer: StoredTimer, error: Exception, delays: dict[Key, float]) -> None:
+    def _failed(
+        self,
+        timer: StoredTimer,
+        error: Exception,
+        delays: dict[Key, float],
+        *,
+        counted: bool = False,
+    ) -> None:
+        """Log a failed fire; put its next try off (unless ``counted`` did already)."""
         log.warning(
             "partition %d: timer %r of %s failed (attempt %d): %s",
             self.partition,
@@ -330,7 +358,8 @@ class TimerFiring:
             error,
         )
         self.hooks.timer_failed(timer.entity_type, error)
-        delays[timer.entity_id, timer.key] = backoff(timer.attempts)
+        if not counted:
+            delays[timer.entity_id, timer.key] = backoff(timer.attempts)
 
 
 def _retrieved(task: asyncio.Task[list[StoredTimer]]) -> None:

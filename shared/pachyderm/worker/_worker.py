@@ -281,6 +281,7 @@ class Worker:
                         limit=self.timer_rate,
                         options=self.options.timers,
                         hooks=self.hooks,
+                        max_attempts=self.options.quarantine.max_attempts,
                     )
                 )
                 self.partitions[partition] = worker
