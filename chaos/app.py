@@ -18,7 +18,10 @@ worker's event loop for good (the worker's watchdog ends the process after
 (``os._exit``). Neither ever applies: after ``PACHYDERM_MAX_ATTEMPTS`` deliveries
 each is quarantined, its entity parked until the run's operator skips it (the
 checker's ``quarantine_violated``: nothing of the entity applied meanwhile, and
-no healthy entity stalled).
+no healthy entity stalled). ``Defer`` applies, and schedules a ``Crash`` half a
+second later: a poison timer, which takes a worker down on each of its
+``PACHYDERM_MAX_ATTEMPTS`` tries and is then held, for good (the checker's
+``quarantine_violated`` if it is not held at the end).
 
 ``EventCounts``, the run's projection (``pachyderm projections chaos.app:APP``,
 beside the workers), keeps exactly once, per entity, how many events it has and
@@ -202,19 +205,31 @@ class Crash:
 
 
 @dataclass(frozen=True)
+class Defer:
+    """Applies, and schedules a :class:`Crash` at its own entity: a poison timer."""
+
+
+@dataclass(frozen=True)
 class Bumped:
     pass
 
 
-POISONS = ("Hang", "Crash")
+@dataclass(frozen=True)
+class Deferred:
+    pass
+
+
+POISONS = ("Hang", "Crash")  # poison commands, as sent
+TIMER_POISON = "Defer"  # the command that sets a poison timer (key POISON_TIMER)
+POISON_TIMER = "poison"
 CRASH_EXIT = 3  # the status a Crash ends its worker with
 
 
 class Volatile(Entity[dict[str, int]]):
     """Bumped a few times, poisoned once (see the module's note), bumped again."""
 
-    commands = (Bump, Hang, Crash)
-    events = (Bumped,)
+    commands = (Bump, Hang, Crash, Defer)
+    events = (Bumped, Deferred)
 
     def init(self) -> dict[str, int]:
         return {"bumps": 0}
@@ -225,10 +240,12 @@ class Volatile(Entity[dict[str, int]]):
         if isinstance(message, Hang):
             while True:  # the event loop, heartbeats included, with it
                 pass
+        if isinstance(message, Defer):
+            return [Deferred()], [Schedule(Crash(), after=timedelta(seconds=0.5), key=POISON_TIMER)]
         return [Bumped()]
 
     def update(self, event: Any, state: dict[str, int]) -> dict[str, int]:
-        return {"bumps": state["bumps"] + 1}
+        return {"bumps": state["bumps"] + isinstance(event, Bumped)}
 
 
 ENTITIES = (counter.Counter, bank.Account, Reminder, Ticket, Volatile)

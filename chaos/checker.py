@@ -40,7 +40,8 @@ and the record, and returns every violation of the guarantees found, by kind:
 - ``quarantine_violated`` (runs with poison commands, ``chaos.app``'s
   ``Volatile``): an event of a poisoned entity committed while its poison was
   quarantined and the entity parked (from its quarantine to the operator's
-  decision); a poison that applied, or was never quarantined; a command left
+  decision); a poison that applied, or was never quarantined; a poison timer
+  (``Volatile``'s ``Defer``) not held at the end; a command left
   parked at the end; or, given a ``stall_bound``, a healthy entity stalled: a
   request to an entity no poison was sent to that its caller gave up on, or
   whose answer came more than ``stall_bound`` seconds after its first send.
@@ -63,7 +64,7 @@ from pachyderm import App, PachydermError
 from pachyderm import _codec as codec
 from pachyderm._execution import read_stored_reply
 
-from .app import POISONS, Ticket, Volatile
+from .app import POISON_TIMER, POISONS, TIMER_POISON, Ticket, Volatile
 from .record import OK, REJECTED, Attempt, Record, Request
 
 KINDS = (
@@ -149,11 +150,15 @@ class Stored:
     commands: list[CommandRow] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     snapshots: list[SnapshotRow] = field(default_factory=list)
-    timers: int = 0  # still pending
+    timers: int = 0  # still pending, held ones aside
+    held: set[tuple[uuid.UUID, str]] = field(default_factory=set)  # timers held as poisons
     # The read model: entity id -> (events, last version); None: no read model here.
     projected: dict[uuid.UUID, tuple[int, int]] | None = None
     quarantine: list[QuarantineRow] = field(default_factory=list)
     parked: int = 0  # commands of parked entities still waiting
+
+
+_HELD = "fire_at > now() + interval '50 years'"
 
 
 async def read_database(dsn: str, schema: str) -> Stored:
@@ -193,7 +198,12 @@ async def read_database(dsn: str, schema: str) -> Stored:
                 SnapshotRow(**row)
                 for row in await rows("SELECT entity_id, version, state FROM snapshots")
             ],
-            timers=int(await connection.fetchval("SELECT count(*) FROM timers")),
+            # Held (see pachyderm.worker._timer_poison): not tried again for a century.
+            timers=int(await connection.fetchval(f"SELECT count(*) FROM timers WHERE NOT {_HELD}")),
+            held={
+                (row["entity_id"], row["timer_key"])
+                for row in await rows(f"SELECT entity_id, timer_key FROM timers WHERE {_HELD}")
+            },
             projected=await _projected(connection),
             quarantine=[
                 QuarantineRow(**row)
@@ -627,6 +637,21 @@ def poisons(record: Record) -> list[Request]:
     return [r for r in record if r.entity_type == Volatile.type_name and r.command in POISONS]
 
 
+def _check_poison_timers(
+    record: Record,
+    stored: Stored,
+    commands: dict[tuple[uuid.UUID, str], CommandRow],
+    violations: Violations,
+) -> None:
+    """Each poison timer set (a ``Defer`` that applied) is held at the end."""
+    for request in record:
+        key = (uuid.UUID(request.entity_id), request.command_id)
+        set_ = request.command == TIMER_POISON and key in commands
+        if set_ and (key[0], POISON_TIMER) not in stored.held:
+            where = f"{request.command} {request.command_id} to {key[0]}"
+            violations.add("quarantine_violated", f"{where}: its poison timer is not held")
+
+
 def _check_quarantine(
     record: Record,
     stored: Stored,
@@ -647,6 +672,7 @@ def _check_quarantine(
             violations.add("quarantine_violated", f"{where}: a poison applied")
         if key not in rows:
             violations.add("quarantine_violated", f"{where}: never quarantined")
+    _check_poison_timers(record, stored, commands, violations)
     for row in stored.quarantine:
         for event in histories.events.get(row.entity_id, []):
             at = event.recorded_at

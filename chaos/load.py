@@ -41,7 +41,7 @@ from pachyderm import (
 )
 from pachyderm.transport import Topology, connect_to_broker
 
-from .app import POISONS, Reminder, Ticket, Volatile
+from .app import POISONS, TIMER_POISON, Reminder, Ticket, Volatile
 from .record import (
     ENDED,
     FAILED,
@@ -58,6 +58,7 @@ from .record import (
 
 # -- the workload ------------------------------------------------------------------------
 
+_POISONS = (*POISONS, TIMER_POISON)
 _VOLATILE_COMMANDS = 6  # a volatile entity's: 2 bumps, its poison, 3 bumps
 
 
@@ -79,7 +80,8 @@ class Workload:
     punched some more, each of those to be answered ``ended``; and, a
     ``poison_share``, poison commands (see :mod:`chaos.app`'s ``Volatile``): each to
     a fresh volatile entity, bumped twice before and three times after it (the later
-    bumps wait, parked, until the run's operator skips the poison).
+    bumps wait, parked, until the run's operator skips the poison); every third sets
+    a poison timer instead (``Defer``), which workers hold after its tries.
 
     Counters come and go: each gets a few increments, then a fresh one takes
     its place, so threshold effects keep being produced all through a run.
@@ -158,11 +160,12 @@ class Workload:
         return Command(ref, "Retire" if left == 4 else "Punch", {})
 
     def volatile(self) -> Command:
-        """Two bumps, a poison (hang or crash, in turn), three bumps, then a fresh one."""
+        """Two bumps, a poison (hang, crash or a poison timer, in turn), three bumps, then
+        a fresh one."""
         if self._volatile is None:
             number = next(self._volatiles)
             ref = Volatile.ref(f"v-{number}")
-            self._volatile = (ref, POISONS[number % len(POISONS)], _VOLATILE_COMMANDS)
+            self._volatile = (ref, _POISONS[number % len(_POISONS)], _VOLATILE_COMMANDS)
         ref, poison, left = self._volatile
         self._volatile = (ref, poison, left - 1) if left > 1 else None
         return Command(ref, poison if left == _VOLATILE_COMMANDS - 2 else "Bump", {})

@@ -1,7 +1,8 @@
 """Poison commands in the chaos load: a handler that hangs its worker and one that kills
-it, each quarantined after its attempts and skipped by the run's operator, while the
-rest of the load goes on: no quarantine violation (no healthy request held up past
-the run's bound), nothing else. The long run (``python -m chaos``) adds every fault."""
+it, each quarantined after its attempts and skipped by the run's operator, and a timer
+whose command kills its worker, held after its tries, while the rest of the load goes
+on: no quarantine violation (no healthy request held up past the run's bound, every
+poison timer held), nothing else. The long run (``python -m chaos``) adds every fault."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.app import CRASH_EXIT
+from chaos.app import CRASH_EXIT, TIMER_POISON
 from chaos.checker import poisons
 from chaos.record import QUARANTINED
 from chaos.run import Services, chaos_run
@@ -20,12 +21,14 @@ from .scenario import CI_OPTIONS, describe_unanswered
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.rabbitmq]
 
-# A few poisons (hangs and crashes in turn) in 1,200 commands, a short handler budget,
-# three workers (each poison takes one down with its first attempt; the others die in
-# forked children of the next owner).
+# A few poisons (hangs, crashes and poison timers in turn) in 1,200 commands, a short
+# handler budget, three workers (each poison command takes one down with its first
+# attempt, the others die in forked children of the next owner; a poison timer takes one
+# down on each of its 3 tries).
 OPTIONS = dataclasses.replace(
-    CI_OPTIONS, workers=3, poison_share=0.002, handler_budget=4.0, rate=100.0
+    CI_OPTIONS, workers=3, poison_share=0.003, handler_budget=4.0, rate=100.0
 )
+MAX_ATTEMPTS = OPTIONS.max_attempts
 
 
 async def test_poison_commands_are_quarantined_without_a_violation(
@@ -41,6 +44,8 @@ async def test_poison_commands_are_quarantined_without_a_violation(
         skipped = len(run.operator.skipped)
     sent = poisons(run.record)
     assert {request.command for request in sent} == {"Hang", "Crash"}
+    timers = [request for request in run.record if request.command == TIMER_POISON]
+    assert timers
     assert verdict.violations.clean, f"{verdict.violations.describe()}\n{logs}"
     assert verdict.unanswered == 0, f"{describe_unanswered(run.record)}\n{logs}"
     assert verdict.settled
@@ -50,5 +55,7 @@ async def test_poison_commands_are_quarantined_without_a_violation(
     # Each first delivery took a worker down once at most (unless it died unrun with a
     # worker another took down): redelivered, its attempts die in forked children. A
     # caller's retry is published anew, a first delivery again, unsuspected.
-    assert len(exits) <= sum(len(request.attempts) for request in sent), exits
+    # A poison timer: one on each of its tries, the first included.
+    bound = sum(len(request.attempts) for request in sent) + MAX_ATTEMPTS * len(timers)
+    assert len(exits) <= bound, exits
     assert set(exits) <= {CRASH_EXIT, EXIT_STALLED}
