@@ -172,8 +172,8 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr = Field(
         SecretStr(""),
-        description="the bearer token of the gateway's admin routes (erasing entities);"
-        " unset: every admin route answers 403",
+        description="the bearer token of the gateway's admin routes (erasing entities, the"
+        " quarantine, releasing held timers); unset: every admin route answers 403",
     )
     ended_history: Literal["keep", "prune"] = Field(
         "keep",

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ from pachyderm.gateway import GatewayOptions, Tokens, create_app
 from pachyderm.gateway._openapi import openapi_document
 from pachyderm.gateway._problems import Problem
 from pachyderm.store import (
+    Change,
     Erasure,
     EventStore,
     HasQuarantine,
@@ -33,6 +34,7 @@ from pachyderm.store import (
     RecordedEvent,
     SqliteEventStore,
     StoredTimer,
+    TimerWrite,
 )
 from pachyderm.store._records import ListedEntity
 from pachyderm.transport import InProcessTransport, Message, Topology
@@ -52,6 +54,9 @@ ALICE, METER = "/entities/account/key:alice", "/entities/meter/key:m"
 # Erased before the requests (see serving_fleet): every call to them is answered 410.
 GONE_ACCOUNT, GONE_METER = "/entities/account/key:gone", "/entities/meter/key:gone"
 ADMIN = "/admin/entities/{type}/{id}"
+RELEASE = f"{ADMIN}/timers/{{key}}/release"
+# Its timer "lapse" is held before the requests.
+HELD = "/admin/entities/account/key:held/timers"
 QUARANTINE = "/admin/quarantine"
 QUARANTINED = f"{QUARANTINE}/{{entity_id}}/{{command_id}}"
 # Its commands c-show, c-resume and c-skip are quarantined before the requests.
@@ -97,6 +102,10 @@ def get(status: int, template: str, path: str, **kw: Any) -> Exchange:
 
 def delete(status: int, path: str, token: str | None = "root") -> Exchange:
     return Exchange(status, "DELETE", ADMIN, path, token=token)
+
+
+def release(status: int, path: str, token: str | None = "root") -> Exchange:
+    return Exchange(status, "POST", RELEASE, path, b"", token=token)
 
 
 def admin(status: int, method: str, path: str, token: str | None = "root") -> Exchange:
@@ -204,11 +213,17 @@ SERVING = [
     delete(401, "/admin/entities/account/key:bob", token=None),
     delete(401, "/admin/entities/account/key:bob", token="both"),  # no admin token
     delete(404, "/admin/entities/nope/key:a"),
+    release(200, f"{HELD}/lapse/release"),
+    release(404, f"{HELD}/other/release"),  # no such timer pending
+    release(404, "/admin/entities/nope/key:a/timers/lapse/release"),
+    release(400, "/admin/entities/account/12345/timers/lapse/release"),
+    release(401, f"{HELD}/lapse/release", token=None),
     *quarantine_exchanges(),
 ]
 # Admin routes without PACHYDERM_ADMIN_TOKEN: closed.
 ADMIN_OFF = [
     delete(403, "/admin/entities/account/key:bob"),
+    release(403, f"{HELD}/lapse/release"),
     admin(403, "GET", QUARANTINE),
     admin(403, "GET", f"{POISONED}/c-show"),
     admin(403, "POST", f"{POISONED}/c-show/resume"),
@@ -231,6 +246,7 @@ FAILING_STORE = [
     get(503, EVENTS, f"{METER}/events"),
     get(500, EVENTS, f"{ALICE}/events"),
     delete(503, "/admin/entities/meter/key:m"),
+    release(503, "/admin/entities/meter/key:m/timers/lapse/release"),
 ]
 
 
@@ -251,6 +267,10 @@ class FailingStore(SqliteEventStore):
 
     async def erase(self, ref: Ref) -> Erasure:
         await self.history(ref.id)  # fails as history does
+        raise AssertionError("unreachable")
+
+    async def release_timer(self, entity_id: uuid.UUID, key: str) -> bool:
+        await self.history(entity_id)  # fails as history does
         raise AssertionError("unreachable")
 
     async def load(self, ref: Ref, *, use_snapshot: bool = True) -> LoadedEntity:
@@ -289,6 +309,14 @@ async def quarantine(store: EventStore, ref: Ref) -> None:
     await store.quarantine_store().quarantine(rows)
 
 
+async def held_timer(store: EventStore, ref: Ref) -> None:
+    """A timer "lapse" of ``ref``, held after its tries, as a worker holds a poison's."""
+    due = datetime.now(UTC)
+    timer = TimerWrite("lapse", due, "s1", b"\x80")
+    await store.commit([Change(ref, 0, "c-held", timers=[timer])])
+    await store.hold_timers([(ref.id, "lapse")])
+
+
 Gateway = Callable[[EmbeddedFleet], AbstractAsyncContextManager[httpx.AsyncClient]]
 OPTIONS = GatewayOptions(tokens=TOKENS, max_body=MAX_BODY, admin_token="root")
 
@@ -298,6 +326,7 @@ async def serving_fleet(fleet: EmbeddedFleet) -> AsyncIterator[httpx.AsyncClient
     for gone in (Ref.from_key("account", "gone"), Ref.from_key("meter", "gone")):
         await fleet.store.erase(gone)
     await quarantine(fleet.store, Ref.from_key("account", "poisoned"))
+    await held_timer(fleet.store, Ref.from_key("account", "held"))
     async with serving(create_app(fleet.client, fleet.store, OPTIONS, app=APP)) as http:
         yield http
 

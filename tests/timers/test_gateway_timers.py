@@ -53,3 +53,29 @@ async def test_timers_of_an_id_of_another_type_are_refused(
     answer = await client.get(f"/entities/subscription/{seat_id}/timers")
     assert answer.status_code == 404
     assert (await client.get("/entities/nope/key:x/timers")).status_code == 404
+
+
+async def test_a_held_timer_shows_held_and_an_operator_releases_it_over_http() -> None:
+    """As a worker holds a poison timer (pachyderm.worker._timer_poison), then the admin
+    route an operator calls: its tries start over, its next try is its due time."""
+    async with embedded(reservation.app) as fleet:
+        options = GatewayOptions(tokens=None, admin_token="root")
+        app = create_app(fleet.client, fleet.store, options, app=reservation.app)
+        async with serving(app) as client:
+            hold = await client.post(
+                "/entities/seat/key:6F/commands/Hold", json={"customer": "fay", "seconds": 600}
+            )
+            assert hold.status_code == 200, hold.text
+            seat = reservation.Seat.ref("6F")
+            await fleet.store.postpone_timers({(seat.id, "hold"): 1.0})
+            await fleet.store.hold_timers([(seat.id, "hold")])
+            [timer] = (await client.get("/entities/seat/key:6F/timers")).json()["timers"]
+            assert (timer["held"], timer["attempts"]) == (True, 1)
+            release = "/admin/entities/seat/key:6F/timers/hold/release"
+            assert (await client.post(release)).status_code == 401  # the admin token only
+            released = await client.post(release, headers={"Authorization": "Bearer root"})
+            assert released.status_code == 200, released.text
+            assert released.json() == {"entity": str(seat), "timer": "hold", "released": True}
+            [timer] = (await client.get("/entities/seat/key:6F/timers")).json()["timers"]
+            assert (timer["held"], timer["attempts"]) == (False, 0)
+            assert timer["next_try_at"] == timer["due_at"]

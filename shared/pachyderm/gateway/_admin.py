@@ -1,5 +1,7 @@
-"""The gateway's admin routes, for operators: erasing an entity (personal data), and
-the quarantine of poison commands (:mod:`._quarantine`).
+"""The gateway's admin routes, for operators: erasing an entity (personal data),
+releasing a timer held after its tries (a poison timer: see
+:mod:`pachyderm.worker._timer_poison`), and the quarantine of poison commands
+(:mod:`._quarantine`).
 
 Invariant: an admin route answers only a request bearing the admin token
 (``PACHYDERM_ADMIN_TOKEN``), compared in constant time; with no admin token set
@@ -11,6 +13,7 @@ store (a gateway with a PostgreSQL database); without one there are none.
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import asdict
 
 from starlette.requests import Request
@@ -19,6 +22,7 @@ from starlette.routing import Route
 
 from .. import _erasure
 from .._app import App
+from .._reference import Ref
 from ..store import EventStore
 from ._problems import Problem
 from ._quarantine import QuarantineEndpoints
@@ -26,7 +30,10 @@ from ._request_tracing import traced_endpoint
 from ._requests import entity_ref
 
 ADMIN_ENTITY = "/admin/entities/{type}/{id}"
+RELEASE_TIMER = ADMIN_ENTITY + "/timers/{key}/release"
 _REALM = 'Bearer realm="pachyderm-admin"'
+
+log = logging.getLogger("pachyderm.timers")
 
 
 class AdminEndpoints:
@@ -44,6 +51,11 @@ class AdminEndpoints:
                 ADMIN_ENTITY,
                 traced_endpoint("DELETE", ADMIN_ENTITY, self.erase),
                 methods=["DELETE"],
+            ),
+            Route(
+                RELEASE_TIMER,
+                traced_endpoint("POST", RELEASE_TIMER, self.release_timer),
+                methods=["POST"],
             ),
             *QuarantineEndpoints(self.store, self._admit).routes(),
         ]
@@ -65,13 +77,34 @@ class AdminEndpoints:
                 headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
             )
 
+    async def release_timer(self, request: Request) -> Response:
+        """``POST /admin/entities/{type}/{id}/timers/{key}/release``: let a held timer fire
+        again (its tries start over; the partition's owner finds it within a second)."""
+        self._admit(request)
+        ref, key = self._entity(request), request.path_params["key"]
+        if not await self.store.release_timer(ref.id, key):
+            raise Problem(404, f"{ref} has no pending timer {key!r}")
+        client = request.client.host if request.client else "unknown"
+        log.info(
+            "timer %r of %s released by the gateway admin token from %s",
+            key,
+            ref,
+            client,
+            extra={"event": "timer.released", "entity_id": str(ref.id), "timer_key": key},
+        )
+        return JSONResponse({"entity": str(ref), "timer": key, "released": True})
+
+    def _entity(self, request: Request) -> Ref:
+        ref = entity_ref(request)
+        if self.app is not None:
+            self.app.entity_type(ref.type)  # an unknown type is answered 404 here
+        return ref
+
     async def erase(self, request: Request) -> Response:
         """``DELETE /admin/entities/{type}/{id}``: erase the entity for good, leaving its
         tombstone; answers what went, in row counts (audited in the logs)."""
         self._admit(request)
-        ref = entity_ref(request)
-        if self.app is not None:
-            self.app.entity_type(ref.type)  # an unknown type is answered 404 here
+        ref = self._entity(request)
         client = request.client.host if request.client else "unknown"
         erasure = await _erasure.erase(self.store, ref, actor=f"gateway admin token from {client}")
         return JSONResponse(asdict(erasure) | {"entity_id": str(erasure.entity_id)})

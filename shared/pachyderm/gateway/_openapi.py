@@ -24,7 +24,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from .._app import App
 from ..telemetry._health import Liveness, Readiness
 from . import _following, _listing
-from ._admin import ADMIN_ENTITY
+from ._admin import ADMIN_ENTITY, RELEASE_TIMER
 from ._bodies import (
     Body,
     Entities,
@@ -298,6 +298,7 @@ def _paths(operations: _Operations, *, history: bool) -> dict[str, Any]:
         paths[ENTITIES] = {"get": operations.listing()}
         paths[EVENTS] = {"get": operations.following()}
         paths[ADMIN_ENTITY] = {"delete": _erase_operation()}
+        paths[RELEASE_TIMER] = {"post": _release_operation()}
         paths.update(quarantine_paths(lambda status: _ref("responses", status)))
     return paths
 
@@ -331,6 +332,35 @@ def _erase_operation() -> dict[str, Any]:
             "200": {
                 "description": "Erased: how many rows of each kind went",
                 "content": {"application/json": {"schema": erasure}},
+            },
+        }
+        | {status: _ref("responses", status) for status in ("400", "401", "403", "404", "503")},
+    }
+
+
+def _release_operation() -> dict[str, Any]:
+    """``POST /admin/entities/{type}/{id}/timers/{key}/release`` (see ``_admin``)."""
+    released = {
+        "type": "object",
+        "properties": {
+            "entity": {"type": "string", "description": "type/id"},
+            "timer": {"type": "string"},
+            "released": {"type": "boolean", "const": True},
+        },
+        "required": ["entity", "timer", "released"],
+    }
+    return {
+        "summary": "Release a timer held after PACHYDERM_MAX_ATTEMPTS tries (a poison: it"
+        " failed, hung or took its worker down each time): its tries start over and it fires"
+        " within a second, as a risky fire. Needs the admin token (PACHYDERM_ADMIN_TOKEN);"
+        " audited in the logs",
+        "tags": ["admin"],
+        "security": [{"admin": []}],
+        "parameters": [_ref("parameters", name) for name in ("type", "id", "key")],
+        "responses": {
+            "200": {
+                "description": "Released",
+                "content": {"application/json": {"schema": released}},
             },
         }
         | {status: _ref("responses", status) for status in ("400", "401", "403", "404", "503")},

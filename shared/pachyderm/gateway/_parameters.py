@@ -32,6 +32,7 @@ def parameters() -> dict[str, Any]:
         "id": _path("id", "The entity id: a UUID, or key:<natural key> (uuid5 of type and key)"),
         "command": _path("command", "The command's registered name, e.g. Deposit"),
         "query": _path("query", "The query's registered name"),
+        "key": _path("key", "The timer's key, as the entity scheduled it"),
         "idempotency-key": {
             "name": IDEMPOTENCY_KEY,
             "in": "header",
