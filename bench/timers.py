@@ -138,7 +138,28 @@ partition the broker's consistent hash gives its entity.
   window was slower with or without the million: the namespace's own growth, on a
   server with autovacuum off.) Growth: each run's p99 with them over its p99
   without, the median of those ratios.
+- the database in the steady windows, per run (without / with {pending} pending):
+{_io_lines(runs)}
 """
+
+
+def _io_lines(runs: list[dict[str, Any]]) -> str:
+    """Each run's WAL and blocks read in its two steady windows (see ``Io``)."""
+    lines = []
+    for number, run in enumerate(runs, start=1):
+        plain, loaded = (
+            run["namespaces"][name]["phases"]["steady"].get("io") or {}
+            for name in ("plain", "with_pending")
+        )
+        if not plain or not loaded:
+            continue
+        lines.append(
+            f"  run {number}: WAL {plain['wal_mb']:,.1f} / {loaded['wal_mb']:,.1f} MB, blocks"
+            f" read {plain['blocks_read']:,} / {loaded['blocks_read']:,}"
+            f" (of the timers table and indexes {plain['timers_blocks_read']:,}"
+            f" / {loaded['timers_blocks_read']:,})"
+        )
+    return "\n".join(lines) or "  (not measured)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

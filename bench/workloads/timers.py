@@ -37,7 +37,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,23 @@ class Lateness:
     early: int  # fires recorded before their due time: must be 0
     scheduled_before_due: bool  # else the window's first timers fired while others were armed
     rpc_per_s: float = 0.0
+    io: Io | None = None  # what the database did meanwhile (the steady window's)
+
+
+@dataclass(frozen=True)
+class Io:
+    """What the database did during a window: WAL written, and blocks read from outside
+    its buffer cache (all of the server's, and the namespace's timers table and indexes,
+    as the statistics had them: a backend reports its own at most a second late)."""
+
+    wal_mb: float
+    blocks_read: int
+    timers_blocks_read: int
+
+    @classmethod
+    def between(cls, before: tuple[int, int, int], after: tuple[int, int, int]) -> Io:
+        wal, blocks, timers = (b - a for a, b in zip(before, after, strict=True))
+        return cls(round(wal / 2**20, 1), blocks, timers)
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,7 @@ class Namespace:
             "schedule_per_s": self.schedule_per_s,
             "fire_per_s": self.fire_per_s,
             "burst_scheduled_before_due": self.burst_scheduled_before_due,
-            "phases": {"burst": self.burst.__dict__, "steady": self.steady.__dict__},
+            "phases": {"burst": asdict(self.burst), "steady": asdict(self.steady)},
         }
 
 
@@ -145,6 +162,18 @@ class Bench:
     def __init__(self, fleet: ProcessFleet, client: Client, db: asyncpg.Connection) -> None:
         self.fleet, self.client, self.db = fleet, client, db
         self.schema = fleet.topology.namespace
+
+    async def io_counters(self) -> tuple[int, int, int]:
+        """WAL position, and blocks read (the server's; the timers table's): see :class:`Io`."""
+        row = await self.db.fetchrow(
+            "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS wal,"
+            " (SELECT blks_read FROM pg_stat_database WHERE datname = current_database()) AS b,"
+            " (SELECT coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)), 0)"
+            "    FROM pg_statio_all_tables WHERE schemaname = $1 AND relname = 'timers') AS t",
+            self.schema,
+        )
+        assert row is not None
+        return int(row["wal"]), int(row["b"]), int(row["t"])
 
     async def timers(self) -> int:
         return int(await self.db.fetchval(f'SELECT count(*) FROM "{self.schema}".timers'))
@@ -273,9 +302,11 @@ async def _steady(bench: Bench, sizes: TimerSizes, rate: float) -> Lateness:
     end = start + sizes.steady_s
     await bench.arm(_spread(start, count, sizes.steady_s))
     before_due = time.time() < start
+    counters = await bench.io_counters()
     rpc_per_s = await _rpc_until(bench.client, end, sizes.in_flight)
     await bench.wait_fired(start - 1.0, count, timeout=120)
-    return _lateness(await bench.fires(start, end), count, before_due, rpc_per_s)
+    io = Io.between(counters, await bench.io_counters())
+    return replace(_lateness(await bench.fires(start, end), count, before_due, rpc_per_s), io=io)
 
 
 async def timers_run(
@@ -329,5 +360,11 @@ def _said(label: str, lateness: Lateness) -> str:
         f"{label}: {lateness.fired:,}/{lateness.expected:,} fired, lateness p50"
         f" {lateness.p50_ms:.1f} ms, p99 {lateness.p99_ms:.1f} ms, max {lateness.max_ms:.0f} ms,"
         f" {lateness.early} early; RPC {lateness.rpc_per_s:,.0f}/s meanwhile"
+        + (
+            f"; WAL {lateness.io.wal_mb:,.1f} MB, blocks read {lateness.io.blocks_read:,}"
+            f" ({lateness.io.timers_blocks_read:,} of timers)"
+            if lateness.io
+            else ""
+        )
         + ("" if lateness.scheduled_before_due else " (scheduling ran past the first due time)")
     )

@@ -33,6 +33,11 @@ def test_the_quick_timers_benchmark_measures_everything(
     for phase in [*plain["phases"].values(), *loaded["phases"].values()]:
         assert phase["fired"] == phase["expected"]
         assert phase["early"] == 0
+    # What the database did in each steady window: some WAL at least (the fires' commits).
+    for namespace in (plain, loaded):
+        io = namespace["phases"]["steady"]["io"]
+        assert io["wal_mb"] > 0
+        assert io["blocks_read"] >= io["timers_blocks_read"] >= 0
 
 
 def test_the_timers_section_is_replaced_and_the_rest_of_the_page_kept() -> None:
