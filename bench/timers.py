@@ -154,7 +154,7 @@ def _io_lines(runs: list[dict[str, Any]]) -> str:
         if not plain or not loaded:
             continue
         lines.append(
-            f"  run {number}: WAL {plain['wal_mb']:,.1f} / {loaded['wal_mb']:,.1f} MB, blocks"
+            f"  - run {number}: WAL {plain['wal_mb']:,.1f} / {loaded['wal_mb']:,.1f} MB, blocks"
             f" read {plain['blocks_read']:,} / {loaded['blocks_read']:,}"
             f" (of the timers table and indexes {plain['timers_blocks_read']:,}"
             f" / {loaded['timers_blocks_read']:,})"
