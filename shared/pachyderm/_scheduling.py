@@ -27,9 +27,6 @@ from .store import NewEffect, StoredTimer, TimerFire, TimerWrite
 
 _MICROSECOND = timedelta(microseconds=1)
 
-# A next try this far past the due time: a timer held after its attempts, not backed off.
-_HELD_AFTER = timedelta(days=365 * 50)
-
 
 @dataclass(frozen=True, slots=True)
 class TimerSpec:
@@ -164,8 +161,7 @@ def describe_timer(timer: StoredTimer) -> dict[str, Any]:
         "due_at": timer.due_at.isoformat(),
         "next_try_at": timer.fire_at.isoformat(),
         "attempts": timer.attempts,
-        # Held timers wait a century (see pachyderm.worker._timer_poison).
-        "held": timer.fire_at - timer.due_at > _HELD_AFTER,
+        "held": timer.held,
     }
     try:
         spec = TimerSpec.decode(timer.payload)

@@ -14,11 +14,12 @@ import pytest
 
 from examples import counter
 from pachyderm import Ref
-from pachyderm.testing import ProcessFleet, WorkerProcess, process_fleet
+from pachyderm.testing import ProcessFleet, WorkerProcess
+
+from ..integration.harness import ROOT, fleet_fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
-ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.demo:APP"
 PARTITIONS = 4
 HOST = socket.gethostname()  # in every worker's info, with its pid
@@ -27,14 +28,7 @@ HOST = socket.gethostname()  # in every worker's info, with its pid
 SETTINGS = {"heartbeat_interval": "0.2", "dead_after": "0.6", "health_port": "0"}
 
 
-@pytest.fixture
-async def running(
-    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
-) -> AsyncIterator[ProcessFleet]:
-    async with process_fleet(
-        tmp_path, namespace, postgres_dsn, rabbitmq_url, app=APP, partitions=PARTITIONS, cwd=ROOT
-    ) as started:
-        yield started
+running = fleet_fixture(APP, PARTITIONS, name="running")
 
 
 @pytest.fixture

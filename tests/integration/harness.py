@@ -3,12 +3,13 @@ checks every run ends with."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from pachyderm import Ref
 from pachyderm.store import PostgresEventStore
@@ -26,6 +27,30 @@ async def fleet(
         folder, namespace, dsn, amqp_url, app="examples.demo:APP", partitions=partitions, cwd=ROOT
     ) as running:
         yield running
+
+
+def fleet_fixture(
+    app: str, partitions: int, *, name: str = "fleet"
+) -> Callable[..., AsyncIterator[ProcessFleet]]:
+    """A test's fixture ``name``: a fleet of ``app`` on ``partitions`` in the test's own
+    namespace (no worker started), stopped and removed after the test."""
+
+    @pytest.fixture(name=name)
+    async def running(
+        tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
+    ) -> AsyncIterator[ProcessFleet]:
+        async with process_fleet(
+            tmp_path,
+            namespace,
+            postgres_dsn,
+            rabbitmq_url,
+            app=app,
+            partitions=partitions,
+            cwd=ROOT,
+        ) as started:
+            yield started
+
+    return running
 
 
 @asynccontextmanager

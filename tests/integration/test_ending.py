@@ -6,17 +6,15 @@ command leaves no entity row."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from pachyderm import Client, EntityEndedError, EntityErasedError, RejectedError
 from pachyderm.store import PostgresEventStore
-from pachyderm.testing import process_fleet
 
 from ..ending.membership import Close, Join, Membership, Visit
-from .harness import ROOT, Fleet
+from .harness import Fleet, fleet_fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -24,22 +22,14 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 _TABLES = ("entities", "events", "snapshots", "commands", "timers", "event_log", "outbox")
 
 
+fleet = fleet_fixture("tests.ending.membership:APP", 2)
+
+
 @pytest.fixture
-async def running(
-    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
-) -> AsyncIterator[Fleet]:
-    async with process_fleet(
-        tmp_path,
-        namespace,
-        postgres_dsn,
-        rabbitmq_url,
-        app="tests.ending.membership:APP",
-        partitions=2,
-        cwd=ROOT,
-    ) as started:
-        started.start_worker("w1")
-        await started.serving_everything()
-        yield started
+async def running(fleet: Fleet) -> Fleet:
+    fleet.start_worker("w1")
+    await fleet.serving_everything()
+    return fleet
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,12 +23,11 @@ from pachyderm import Client, Ref
 from pachyderm import _codec as codec
 from pachyderm._repartition import RepartitionError, grow_partitions
 from pachyderm.store import LoggedEvent, PostgresEventStore
-from pachyderm.testing import process_fleet
 from pachyderm.transport import RabbitMQTransport, Topology
 
 from ..waiting import eventually
 from . import sequence_app
-from .harness import ROOT, Fleet, fleet_store
+from .harness import Fleet, fleet_fixture, fleet_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -43,21 +41,8 @@ def ref(number: int) -> Ref:
     return Ref.from_key("sequence", f"entity-{number}")
 
 
-@pytest.fixture
-async def running(
-    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
-) -> AsyncIterator[Fleet]:
-    # Removed afterwards with the queues and the exchange a growth added.
-    async with process_fleet(
-        tmp_path,
-        namespace,
-        postgres_dsn,
-        rabbitmq_url,
-        app="tests.integration.sequence_app:app",
-        partitions=OLD,
-        cwd=ROOT,
-    ) as started:
-        yield started
+# Removed afterwards with the queues and the exchange a growth added.
+running = fleet_fixture("tests.integration.sequence_app:app", OLD, name="running")
 
 
 async def stream(client: Client, entity: int) -> None:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -35,10 +33,10 @@ from pachyderm import CallTimeoutError, Client, Ref
 from pachyderm._entity_type import EntityType
 from pachyderm.fleet import assign
 from pachyderm.store import PostgresEventStore
-from pachyderm.testing import ProcessFleet, process_fleet
+from pachyderm.testing import ProcessFleet
 
 from . import tally_v1, tally_v2
-from .harness import ROOT
+from .harness import fleet_fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -48,14 +46,7 @@ OLD, NEW, OLD_AGAIN = "old-v1", "new-v2", "old-v1-again"
 TALLIES = 24
 
 
-@pytest.fixture
-async def fleet(
-    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
-) -> AsyncIterator[ProcessFleet]:
-    async with process_fleet(
-        tmp_path, namespace, postgres_dsn, rabbitmq_url, app=V2, partitions=PARTITIONS, cwd=ROOT
-    ) as running:
-        yield running
+fleet = fleet_fixture(V2, PARTITIONS)
 
 
 def tally(number: int) -> Ref:

@@ -13,7 +13,6 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,24 +21,15 @@ from examples import reservation
 from pachyderm import Client, Ref, RejectedError
 from pachyderm import _codec as codec
 from pachyderm.store import PostgresEventStore, RecordedEvent, StoredTimer
-from pachyderm.testing import process_fleet
 
 from ..waiting import eventually
 from . import timer_app
-from .harness import ROOT, Fleet, fleet_store
+from .harness import Fleet, fleet_fixture, fleet_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
-@pytest.fixture
-async def running(
-    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
-) -> AsyncIterator[Fleet]:
-    app = "tests.integration.timer_app:app"
-    async with process_fleet(
-        tmp_path, namespace, postgres_dsn, rabbitmq_url, app=app, partitions=8, cwd=ROOT
-    ) as started:
-        yield started
+running = fleet_fixture("tests.integration.timer_app:app", 8, name="running")
 
 
 @pytest.fixture

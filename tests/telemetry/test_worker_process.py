@@ -23,8 +23,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from examples import counter
-from pachyderm.testing import ProcessFleet, process_fleet
+from pachyderm.testing import ProcessFleet
 
+from ..integration.harness import fleet_fixture
 from ..waiting import eventually
 from .collector import collector
 from .conftest import Recorded
@@ -35,14 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.demo:APP"
 
 
-@pytest.fixture
-async def running(
-    tmp_path: Path, namespace: str, postgres_dsn: str, rabbitmq_url: str
-) -> AsyncIterator[ProcessFleet]:
-    async with process_fleet(
-        tmp_path, namespace, postgres_dsn, rabbitmq_url, app=APP, partitions=4, cwd=ROOT
-    ) as fleet:
-        yield fleet
+running = fleet_fixture(APP, 4, name="running")
 
 
 def free_port() -> int:

@@ -32,6 +32,7 @@ from ._records import (
     ENDED,
     ERASED,
     ERASED_VERSION,
+    HELD_FOR,
     Change,
     CommitOutcome,
     Committed,
@@ -497,7 +498,7 @@ class PostgresEventStore:
             return
         async with translated_errors(), self._pool.acquire() as conn:
             await conn.execute(
-                timers.HOLD, [entity_id for entity_id, _ in keys], [k for _, k in keys]
+                timers.HOLD, [entity_id for entity_id, _ in keys], [k for _, k in keys], HELD_FOR
             )
 
     async def release_timer(self, entity_id: uuid.UUID, key: str) -> bool:

@@ -23,7 +23,7 @@ POSTPONE = """
     RETURNING timers.entity_id, timers.timer_key, timers.attempts
 """
 HOLD = """
-    UPDATE timers SET fire_at = now() + interval '100 years'
+    UPDATE timers SET fire_at = now() + $3::interval
       FROM unnest($1::uuid[], $2::text[]) AS d(entity_id, timer_key)
      WHERE timers.entity_id = d.entity_id AND timers.timer_key = d.timer_key
 """

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .._reference import Ref
 
@@ -170,6 +170,10 @@ class TimerFire:
     due_at: datetime
 
 
+# A held timer's next try is put off this long: it waits for an operator's release.
+HELD_FOR = timedelta(days=36_525)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredTimer:
     """A pending timer: of ``entity_id``, fired by the owner of ``partition``.
@@ -187,6 +191,11 @@ class StoredTimer:
     payload: bytes
     fire_at: datetime
     attempts: int = 0
+
+    @property
+    def held(self) -> bool:
+        """Held after its attempts (see :data:`HELD_FOR`), not merely backed off."""
+        return self.fire_at - self.due_at > HELD_FOR / 2
 
 
 @dataclass(frozen=True, slots=True)

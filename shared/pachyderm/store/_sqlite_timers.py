@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._records import Change, StoredTimer
+from ._records import HELD_FOR, Change, StoredTimer
 from ._sqlite_base import text_time, time_text, transaction
 
 _COLUMNS = (
@@ -122,7 +122,7 @@ def postpone_timers(
 
 
 def hold_timers(connection: sqlite3.Connection, keys: Sequence[tuple[uuid.UUID, str]]) -> None:
-    held_until = time_text(datetime.now(UTC) + timedelta(days=36525))
+    held_until = time_text(datetime.now(UTC) + HELD_FOR)
     with transaction(connection, "BEGIN IMMEDIATE"):
         connection.executemany(
             "UPDATE timers SET fire_at = ? WHERE entity_id = ? AND timer_key = ?",

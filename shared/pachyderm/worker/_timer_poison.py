@@ -77,7 +77,8 @@ class TimerPoison:
         left = [fire for fire in risky if self.made(fire[0]) < self.max_attempts]
         counted = [fire for fire in left if fire[0].attempts]
         group = counted[:1] or left[:GROUP]
-        return safe + group, exhausted, [fire for fire in left if fire not in group]
+        chosen = {_key(timer) for timer, _ in group}
+        return safe + group, exhausted, [fire for fire in left if _key(fire[0]) not in chosen]
 
     def risky(self, timer: StoredTimer) -> bool:
         return self.made(timer) > 0
@@ -96,10 +97,11 @@ class TimerPoison:
             and self.made(replace(timer, attempts=counted[_key(timer)] - 1)) >= self.max_attempts
         ]
         await self.hold(exhausted)
+        held = {_key(timer) for timer, _ in exhausted}
         return [
-            fire
-            for fire in fires
-            if fire not in exhausted and (_key(fire[0]) in counted or not self.risky(fire[0]))
+            (timer, request)
+            for timer, request in fires
+            if _key(timer) not in held and (_key(timer) in counted or not self.risky(timer))
         ]
 
     async def interrupted(self, fires: Sequence[Fire], error: Exception) -> None:
