@@ -21,7 +21,10 @@ checker's ``quarantine_violated``: nothing of the entity applied meanwhile, and
 no healthy entity stalled). ``Defer`` applies, and schedules a ``Crash`` half a
 second later: a poison timer, which takes a worker down on each of its
 ``PACHYDERM_MAX_ATTEMPTS`` tries and is then held, for good (the checker's
-``quarantine_violated`` if it is not held at the end).
+``quarantine_violated`` if it is not held at the end). From its first bump to its
+last, a periodic timer ticks it (``Tick``, twice a second): while it is parked its
+ticks wait too, so a tick applied between its quarantine and the skip is a
+``quarantine_violated`` as well.
 
 ``EventCounts``, the run's projection (``pachyderm projections chaos.app:APP``,
 beside the workers), keeps exactly once, per entity, how many events it has and
@@ -210,7 +213,17 @@ class Defer:
 
 
 @dataclass(frozen=True)
+class Tick:
+    """Sent by a volatile entity's periodic timer only (see :class:`Volatile`)."""
+
+
+@dataclass(frozen=True)
 class Bumped:
+    pass
+
+
+@dataclass(frozen=True)
+class Ticked:
     pass
 
 
@@ -223,16 +236,22 @@ POISONS = ("Hang", "Crash")  # poison commands, as sent
 TIMER_POISON = "Defer"  # the command that sets a poison timer (key POISON_TIMER)
 POISON_TIMER = "poison"
 CRASH_EXIT = 3  # the status a Crash ends its worker with
+BUMPS = 5  # a volatile entity's bumps: 2 before its poison, 3 after
+TICKS = "ticks"  # the key of a volatile entity's periodic timer
+TICK_EVERY = timedelta(seconds=0.5)
+MAX_TICKS = 30  # a tick timer ends by itself after these (a run may end mid-cycle)
 
 
 class Volatile(Entity[dict[str, int]]):
-    """Bumped a few times, poisoned once (see the module's note), bumped again."""
+    """Bumped a few times, poisoned once (see the module's note), bumped again; ticked
+    by a periodic timer from its first bump to its last, so that ticks fall due while
+    it is parked (none may apply before the skip: the checker's quarantine_violated)."""
 
-    commands = (Bump, Hang, Crash, Defer)
-    events = (Bumped, Deferred)
+    commands = (Bump, Hang, Crash, Defer, Tick)
+    events = (Bumped, Deferred, Ticked)
 
     def init(self) -> dict[str, int]:
-        return {"bumps": 0}
+        return {"bumps": 0, "ticks": 0}
 
     def handle(self, message: Any, state: dict[str, int]) -> HandleResult:
         if isinstance(message, Crash):
@@ -242,10 +261,17 @@ class Volatile(Entity[dict[str, int]]):
                 pass
         if isinstance(message, Defer):
             return [Deferred()], [Schedule(Crash(), after=timedelta(seconds=0.5), key=POISON_TIMER)]
-        return [Bumped()]
+        if isinstance(message, Tick):
+            return [Ticked()], [Cancel(TICKS)] if state["ticks"] + 1 >= MAX_TICKS else []
+        if state["bumps"] == 0:
+            return [Bumped()], [Schedule(Tick(), every=TICK_EVERY, key=TICKS)]
+        return [Bumped()], [Cancel(TICKS)] if state["bumps"] + 1 >= BUMPS else []
 
     def update(self, event: Any, state: dict[str, int]) -> dict[str, int]:
-        return {"bumps": state["bumps"] + isinstance(event, Bumped)}
+        return {
+            "bumps": state["bumps"] + isinstance(event, Bumped),
+            "ticks": state["ticks"] + isinstance(event, Ticked),
+        }
 
 
 ENTITIES = (counter.Counter, bank.Account, Reminder, Ticket, Volatile)

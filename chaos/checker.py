@@ -513,8 +513,13 @@ def _check_origins(
 ) -> None:
     """Every applied command was sent by a caller, or is an effect a committed command sent."""
     sent = {(uuid.UUID(request.entity_id), request.command_id) for request in record}
-    # Fired by a timer (whether some command set it is checked with the timers).
-    sent |= {(event.entity_id, event.command_id or "") for event in stored.events if is_ring(event)}
+    # Fired by a timer (whether some command set it is checked with the timers; a
+    # volatile entity's ticks, with the quarantine).
+    sent |= {
+        (event.entity_id, event.command_id or "")
+        for event in stored.events
+        if is_ring(event) or event.name == TICKED
+    }
     for row in stored.outbox:
         if is_send(row):
             sent.add((target(row), str(row.effect_id)))
@@ -523,6 +528,7 @@ def _check_origins(
 
 
 RESOLVED = {"Rang", "Forgot"}
+TICKED = "Ticked"  # a volatile entity's tick: its command is a timer's
 
 
 def is_ring(event: EventRow) -> bool:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from chaos.app import APP, Bumped, Volatile
+from chaos.app import APP, Bumped, Ticked, Volatile
 from chaos.checker import QuarantineRow, check
 from chaos.record import OK, QUARANTINED, Attempt, Request
 
@@ -54,6 +54,11 @@ def applied_while_parked(world: World) -> None:
     world.done()
 
 
+def ticked_while_parked(world: World) -> None:
+    world.commit(VOLATILE, "tick-7", [Ticked()], at=QUARANTINED_AT + timedelta(seconds=0.5))
+    world.done()
+
+
 def never_quarantined(world: World) -> None:
     world.stored.quarantine.clear()
 
@@ -78,6 +83,7 @@ def healthy_never_answered(world: World) -> None:
     ("breaking", "shown"),
     [
         (applied_while_parked, "while parked behind poison"),
+        (ticked_while_parked, "tick-7 applied at version 3 while parked behind poison"),
         (never_quarantined, "never quarantined"),
         (still_parked, "still parked"),
         (healthy_stalled, "answered after 69.0 s"),

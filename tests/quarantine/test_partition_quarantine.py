@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._stored_messages import decode_message, encode_message
 from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, command_message, read_reply
-from pachyderm.store import HasQuarantine, QuarantineStore, SqliteEventStore
+from pachyderm.store import HasQuarantine, QuarantineStore, SqliteEventStore, StoredTimer
 from pachyderm.store._quarantine import CommandKey
 from pachyderm.store._sqlite_quarantine import SqliteQuarantine
 from pachyderm.transport import InProcessTransport, Message, Topology
@@ -30,10 +31,13 @@ from pachyderm.worker import (
     QuarantineOptions,
     WorkerHooks,
 )
+from pachyderm.worker._engine import Done
+from pachyderm.worker._firing import fire_request
 from pachyderm.worker._quarantine import PartitionQuarantine, Turns
+from pachyderm.worker._timers import RateLimit, TimerFiring, TimerOptions
 from pachyderm.worker._watchdog import Watchdog
 
-from .poison_app import APP, Crash, Lane, Poison, Step
+from .poison_app import APP, Arm, Crash, Lane, Poison, Step
 
 
 class Recording(WorkerHooks):
@@ -281,6 +285,89 @@ async def test_resume_runs_the_command_then_the_parked_ones(world: World, switch
         await partition.stop()
     assert await world.steps(ref) == [-1, 1]
     assert await world.quarantine.quarantined() == []
+
+
+async def test_a_parked_entity_s_timers_wait_until_it_is_released(
+    world: World, switch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timer falling due while its entity is parked waits, uncounted, as the entity's
+    commands do; once released it fires, after the parked commands."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    benign = Poison("crash", str(tmp_path / "never-there"))  # applies: records -1
+    armed = await world.send(ref, Arm(benign, 0.3))
+    assert await world.live(await world.worker())
+    assert await world.answer(armed) == (1, {"steps": [0]})
+    command_id = await poison(world, ref, switch)
+    later = await world.send(ref, Step(1))
+    partition = await world.worker()
+    assert await world.live(partition)  # quarantined, and the step parked
+    await asyncio.sleep(0.4)  # the timer is due
+    assert isinstance(partition.quarantine, PartitionQuarantine)
+    timers = TimerFiring(
+        0,
+        APP,
+        world.store,
+        partition.fire,
+        limit=RateLimit(1_000),
+        options=TimerOptions(),
+        hooks=world.hooks,
+        parking=partition.quarantine,
+    )
+    reads = 0
+    due_timers = world.store.due_timers
+
+    async def counted(partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+        nonlocal reads
+        reads += 1
+        return await due_timers(partition, until, limit)
+
+    monkeypatch.setattr(world.store, "due_timers", counted)
+    partition.start(timers)
+    try:
+        await asyncio.sleep(0.5)
+        assert await world.steps(ref) == [0]
+        assert reads <= 3  # read again with the read-ahead, not in a loop
+        [timer] = await world.store.entity_timers(ref.id)
+        assert timer.attempts == 0  # waiting is not an attempt
+
+        await world.quarantine.decide(ref.id, command_id, "skip")
+        assert await world.answer(later) == (2, {"steps": [0, 1]})
+        for _ in range(200):
+            if await world.steps(ref) == [0, 1, -1]:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await partition.stop()
+    assert await world.steps(ref) == [0, 1, -1]
+    assert await world.store.entity_timers(ref.id) == []
+
+
+async def test_a_quarantine_waits_for_its_entity_s_fire_in_flight_and_stops_later_ones(
+    world: World, switch: Path, tmp_path: Path
+) -> None:
+    """A fire decided before its entity was parked commits before the quarantine is
+    recorded; one that starts after is left pending (the timers' own read may predate
+    the quarantine)."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    armed = await world.send(ref, Arm(Poison("crash", str(tmp_path / "never-there")), 0.01))
+    assert await world.live(await world.worker())
+    assert await world.answer(armed) == (1, {"steps": [0]})
+    command_id = await poison(world, ref, switch)
+    partition = await world.worker()
+    assert isinstance(partition.quarantine, PartitionQuarantine)
+    async with partition.quarantine.turns.holding([ref]):  # as a fire in flight does
+        live = asyncio.create_task(world.live(partition))
+        await asyncio.sleep(0.2)
+        assert not live.done()
+        assert await world.quarantine.quarantined() == []
+    assert await live
+    assert [row.command_id for row in await world.quarantine.quarantined()] == [command_id]
+
+    [timer] = await world.store.entity_timers(ref.id)
+    fire = fire_request(APP, timer, datetime.now(UTC))
+    assert await partition.fire([fire]) == [Done(gone=True)]
+    assert await world.steps(ref) == [0]
+    assert await world.store.entity_timers(ref.id) == [timer]
 
 
 async def test_a_resumed_command_that_still_fails_is_quarantined_again(

@@ -158,7 +158,7 @@ class PartitionWorker:
         self.hooks = hooks or WorkerHooks()
         self._exchange = transport.topology.commands_exchange
         self._handling = asyncio.Lock()
-        self._turns = EntityTurns()
+        self._turns = EntityTurns() if quarantine is None else quarantine.turns
         self._stopping = False
         # Deliveries left for the partition's next owner, by (entity id, command id).
         self._held: dict[tuple[str, str], Delivery] = {}
@@ -215,10 +215,18 @@ class PartitionWorker:
             return [Done(gone=True) for _ in requests]
         refs = [request.ref for request in requests]
         async with self._turns.holding(refs):
-            results, committed = await self.engine.run(requests, partition=self.partition)
+            # Parked since the timers were read (see PartitionQuarantine._record): left
+            # pending, to fire once the entity is released.
+            parked = {ref for ref in refs if self._parked(ref)}
+            running = [request for request in requests if request.ref not in parked]
+            done, committed = await self.engine.run(running, partition=self.partition)
         await self.effects.publish_committed(committed)
         self._filed(committed)
-        return results
+        results = iter(done)
+        return [Done(gone=True) if r.ref in parked else next(results) for r in requests]
+
+    def _parked(self, ref: Ref) -> bool:
+        return self.quarantine is not None and self.quarantine.parked(ref.id)
 
     def _filed(self, committed: Sequence[Change]) -> None:
         """Wake the timer firing for what these commits filed."""

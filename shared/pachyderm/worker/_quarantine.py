@@ -36,7 +36,8 @@ Policies (``PACHYDERM_QUARANTINE_POLICY``):
   is lost (stored before acknowledged) and per-entity order holds: while the
   entity is parked every one of its commands goes behind the parked ones, and
   releasing runs them in order, under the partition's lock, before any newer
-  delivery of the entity is admitted.
+  delivery of the entity is admitted. Its timers wait too (:meth:`parked`, read
+  by the partition's timer firing).
 * ``skip``: the command is set aside; the entity's later commands run.
 
 Operators decide (``pachyderm quarantine resume|skip``, the gateway's admin
@@ -63,12 +64,14 @@ from typing import Protocol
 
 from .._errors import CommandQuarantinedError, StoreError
 from .._hooks import WorkerHooks
+from .._reference import Ref
 from .._stored_messages import decode_message, encode_message
 from .._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, error_reply
 from ..store import EventStore, Parked, Quarantined, QuarantineStore
 from ..store._quarantine import CommandKey, Policy
 from ..transport import Delivery, Inbox, Transport
 from ._isolation import HandlerDiedError, can_isolate
+from ._turns import EntityTurns
 
 log = logging.getLogger("pachyderm.quarantine")
 
@@ -284,6 +287,10 @@ class PartitionQuarantine:
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
         self._leaving = False
+        self._read = asyncio.Event()  # the view was read once (see :meth:`read`)
+        # The partition's entity turns (its PartitionWorker runs with them): a quarantine
+        # that parks an entity is recorded while none of its timers' fires is in flight.
+        self.turns = EntityTurns()
 
     # -- the inbox -------------------------------------------------------------
 
@@ -532,8 +539,15 @@ class PartitionQuarantine:
         )
 
     async def _record(self, admission: _Admission) -> None:
-        """Store what was set aside, then answer and acknowledge it."""
-        await self.quarantine.quarantine(admission.quarantined)
+        """Store what was set aside, then answer and acknowledge it. An entity parked now
+        is parked in the store once no fire of its timers is in flight (the view parks
+        it already, so none starts meanwhile): a fire decided before never commits
+        after the quarantine."""
+        parking = [
+            Ref(e.entity_type, e.entity_id) for e in admission.quarantined if e.policy == "park"
+        ]
+        async with self.turns.holding(parking):
+            await self.quarantine.quarantine(admission.quarantined)
         await self.quarantine.park(
             [
                 Parked(key[0], key[1], encode_message(delivery.message))
@@ -579,6 +593,16 @@ class PartitionQuarantine:
 
     # -- operators' decisions --------------------------------------------------
 
+    # -- parked entities, for the partition's timers (see ._timers.Parking) ------------
+
+    async def read(self) -> None:
+        """Return once this worker has read the partition's quarantine."""
+        await self._read.wait()
+
+    def parked(self, entity_id: uuid.UUID) -> bool:
+        """The entity waits for an operator, or for its parked commands to run."""
+        return entity_id in self._view.blocked
+
     def start(self, partition: Serialized) -> None:
         """Read the partition's quarantine every ``poll`` seconds, carrying out the
         operators' decisions through ``partition``."""
@@ -600,6 +624,7 @@ class PartitionQuarantine:
         admitted meanwhile); the rows waiting to be carried out."""
         rows = await self.quarantine.quarantined(partitions=[self.partition], limit=100_000)
         self._view = _View.of(rows)
+        self._read.set()
         return [row for row in rows if row.status in ("resuming", "skipping") or _stranded(row)]
 
     async def _watch_forever(self, partition: Serialized) -> None:

@@ -26,7 +26,11 @@ drains at a bounded rate instead of as a storm. A fire that fails (its handler
 raises, or this code cannot read the timer) is tried again with a back-off of
 its own (1 s doubling to 5 min), so the timers behind it go on; one that keeps
 failing, takes its worker down or hangs it is held after its attempts (see
-:mod:`._timer_poison`).
+:mod:`._timer_poison`). The timers of an entity parked behind a quarantined command
+(see :mod:`._quarantine`) wait, unfired and uncounted, until it is released, as its
+commands do; the firing starts once the partition's quarantine has been read. (While a
+partition moves, the former owner may fire on its own view for up to a heartbeat, as
+it may admit commands: the same window.)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from .._app import App
 from .._errors import StoreError
@@ -76,6 +81,17 @@ def _version(timer: StoredTimer) -> Version:
 
 FireBatch = Callable[[list[Request]], Awaitable[list[Done]]]
 """Runs fire requests through the partition's engine; one result each."""
+
+
+class Parking(Protocol):
+    """Which entities of the partition are parked (their poison command quarantined:
+    see :mod:`._quarantine`): their timers wait, as their commands do, until released."""
+
+    async def read(self) -> None:
+        """Return once the partition's quarantine has been read."""
+        ...
+
+    def parked(self, entity_id: uuid.UUID) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +150,10 @@ class TimerFiring:
         options: TimerOptions,
         hooks: WorkerHooks,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        parking: Parking | None = None,
     ) -> None:
         """``max_attempts``: a fire's attempts before its timer is held (see
-        :mod:`._timer_poison`)."""
+        :mod:`._timer_poison`); ``parking``: the entities whose timers wait (none)."""
         self.partition = partition
         self.app = app
         self.store = store
@@ -144,6 +161,7 @@ class TimerFiring:
         self.limit = limit
         self.options = options
         self.hooks = hooks
+        self.parking = parking
         self.poison = TimerPoison(
             partition, store, hooks, max_attempts=max_attempts, since=_NEVER_READ
         )
@@ -188,6 +206,8 @@ class TimerFiring:
             self._wake.set()
 
     async def _run(self) -> None:
+        if self.parking is not None:
+            await self.parking.read()  # a parked entity's timer must not fire meanwhile
         failures = 0
         while True:
             try:
@@ -220,7 +240,7 @@ class TimerFiring:
         self._reap()
         now = datetime.now(UTC)
         busy = {timer.entity_id for timers in self._in_flight.values() for timer in timers}
-        waiting = [timer for timer in self._ahead if timer.entity_id not in busy]
+        waiting = self._waiting(busy)
         due = [timer for timer in waiting if timer.fire_at <= now]
         # Past the horizon, read again once what was read is all fired or in flight: a
         # backlog is read a batch at a time, not again on every round.
@@ -228,7 +248,7 @@ class TimerFiring:
             fresh, self._stale = self._stale, False  # a wake during the read marks it again
             await self._read(now, fresh=fresh)
             now = datetime.now(UTC)  # what fell due during the read is due: no sleep for it
-            waiting = [timer for timer in self._ahead if timer.entity_id not in busy]
+            waiting = self._waiting(busy)
             due = [timer for timer in waiting if timer.fire_at <= now]
         prefetch_at = self._prefetch(now)
         if due:
@@ -245,6 +265,18 @@ class TimerFiring:
             return self.options.poll
         until = min(waiting[0].fire_at if waiting else self._horizon, self._horizon, prefetch_at)
         return max((until - now).total_seconds(), 0.0)
+
+    def _waiting(self, busy: set[uuid.UUID]) -> list[StoredTimer]:
+        """The timers read ahead that may fire: not of an entity with one in flight, nor
+        of a parked one (those are read again with the next read-ahead, once a second,
+        until the entity is released)."""
+        parking = self.parking
+        return [
+            timer
+            for timer in self._ahead
+            if timer.entity_id not in busy
+            and (parking is None or not parking.parked(timer.entity_id))
+        ]
 
     def _reap(self) -> None:
         """Forget the timers the fires that ended tried; raise what one of them raised

@@ -282,6 +282,7 @@ class Worker:
                         options=self.options.timers,
                         hooks=self.hooks,
                         max_attempts=self.options.quarantine.max_attempts,
+                        parking=quarantine,
                     )
                 )
                 self.partitions[partition] = worker
