@@ -19,8 +19,9 @@ worker's event loop for good (the worker's watchdog ends the process after
 each is quarantined, its entity parked until the run's operator skips it (the
 checker's ``quarantine_violated``: nothing of the entity applied meanwhile, and
 no healthy entity stalled). ``Defer`` applies, and schedules a ``Crash`` half a
-second later: a poison timer, which takes a worker down on each of its
-``PACHYDERM_MAX_ATTEMPTS`` tries and is then held, for good (the checker's
+second later: a poison timer, which takes down the worker that fires it first
+and a forked child on each later try (the next owner finds it risky), and after
+``PACHYDERM_MAX_ATTEMPTS`` tries is held, for good (the checker's
 ``quarantine_violated`` if it is not held at the end). From its first bump to its
 last, a periodic timer ticks it (``Tick``, twice a second): while it is parked its
 ticks wait too, so a tick applied between its quarantine and the skip is a

@@ -370,6 +370,46 @@ async def test_a_quarantine_waits_for_its_entity_s_fire_in_flight_and_stops_late
     assert await world.store.entity_timers(ref.id) == [timer]
 
 
+async def test_a_poison_timer_kills_forked_children_not_its_owner(
+    world: World, switch: Path
+) -> None:
+    """A risky fire (its timer fell due before this owner began firing) is decided in a
+    forked child first: a timer whose command ends its process ends three children,
+    then is held, and the owner lives on (without isolation, this test's process would
+    end)."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    armed = await world.send(ref, Arm(Poison("exit", str(switch)), 0.01))
+    assert await world.live(await world.worker())
+    assert await world.answer(armed) == (1, {"steps": [0]})
+    await asyncio.sleep(0.05)  # due before the owner below begins: risky
+    partition = await world.worker()
+    timers = TimerFiring(
+        0,
+        APP,
+        world.store,
+        partition.fire,
+        limit=RateLimit(1_000),
+        options=TimerOptions(poll=0.05, read_ahead=0.05),
+        hooks=world.hooks,
+        max_attempts=3,
+        isolation=5.0,
+    )
+    partition.start(timers)
+    try:
+        for _ in range(300):
+            found = await world.store.entity_timers(ref.id)
+            if found and found[0].held:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await partition.stop()
+    [timer] = await world.store.entity_timers(ref.id)
+    assert timer.held
+    assert timer.attempts == 2  # and the former owner's try: three in all
+    assert world.hooks.quarantines == [("lane", "hold")]
+    assert await world.steps(ref) == [0]
+
+
 async def test_a_resumed_command_that_still_fails_is_quarantined_again(
     world: World, switch: Path
 ) -> None:

@@ -49,7 +49,7 @@ class Fires:
         self.calls: list[list[Ref]] = []
         self.release = asyncio.Event()
 
-    async def __call__(self, requests: list[Request]) -> list[Done]:
+    async def __call__(self, requests: list[Request], isolate: float | None = None) -> list[Done]:
         self.calls.append([request.ref for request in requests])
         if len(self.calls) <= self.held:
             await self.release.wait()
@@ -239,7 +239,7 @@ class Timed(Fires):
         super().__init__(engine, held=0)
         self.at: dict[Ref, float] = {}
 
-    async def __call__(self, requests: list[Request]) -> list[Done]:
+    async def __call__(self, requests: list[Request], isolate: float | None = None) -> list[Done]:
         self.at.update((request.ref, time.time()) for request in requests)
         return await super().__call__(requests)
 

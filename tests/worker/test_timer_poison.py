@@ -46,7 +46,7 @@ class Deadly:
         self.error = error or Crash(str(poison))
         self.calls: list[list[Ref]] = []
 
-    async def __call__(self, requests: list[Request]) -> list[Done]:
+    async def __call__(self, requests: list[Request], isolate: float | None = None) -> list[Done]:
         refs = [request.ref for request in requests]
         self.calls.append(refs)
         if self.armed and self.poison in refs:

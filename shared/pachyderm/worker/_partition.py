@@ -205,7 +205,7 @@ class PartitionWorker:
                     # must keep flowing rather than die with this batch.
                     log.exception("partition %d: settling a batch failed", self.partition)
 
-    async def fire(self, requests: list[Request]) -> list[Done]:
+    async def fire(self, requests: list[Request], isolate: float | None = None) -> list[Done]:
         """Apply fires of this partition's timers now, beside the batch in flight: they
         wait only while a run holds one of their entities (the batch being decided, if
         it has one), and their changes join the worker's next shared commit. Once the
@@ -219,7 +219,9 @@ class PartitionWorker:
             # pending, to fire once the entity is released.
             parked = {ref for ref in refs if self._parked(ref)}
             running = [request for request in requests if request.ref not in parked]
-            done, committed = await self.engine.run(running, partition=self.partition)
+            done, committed = await self.engine.run(
+                running, partition=self.partition, isolate=isolate if running else None
+            )
         await self.effects.publish_committed(committed)
         self._filed(committed)
         results = iter(done)

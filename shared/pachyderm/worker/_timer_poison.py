@@ -10,8 +10,12 @@ off by the back-off, in one statement for its group; so one that takes the worke
 down is on record for the next owner, which waits the back-off first (a crash
 loop is spaced out, not a storm). Risky fires go in small groups: those never
 counted, up to :data:`GROUP` together; those counted before, alone; so a poison
-makes suspects of its group only. A fire the watchdog interrupted
-(:class:`~._isolation.HandlerDiedError`: nothing committed) counts an attempt
+makes suspects of its group only. A call with a risky fire in it is decided in a
+forked child first where the worker isolates (as redelivered commands are: see
+:mod:`._quarantine`): a poison ends the child, not the worker, so a poison timer
+costs at most the worker that fired it first, when nothing made it suspect yet. A
+call that died so, or that the watchdog interrupted
+(:class:`~._isolation.HandlerDiedError`: nothing committed), counts an attempt
 against every fire of its call, which are all risky then, each alone next.
 
 Once the attempts made reach ``max_attempts``, the timer is *held*: its next try

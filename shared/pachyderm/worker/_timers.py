@@ -40,7 +40,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -79,8 +79,14 @@ def _version(timer: StoredTimer) -> Version:
     return timer.entity_id, timer.key, timer.fire_at
 
 
-FireBatch = Callable[[list[Request]], Awaitable[list[Done]]]
-"""Runs fire requests through the partition's engine; one result each."""
+class FireBatch(Protocol):
+    """Runs fire requests through the partition's engine; one result each. ``isolate``:
+    decide them in a forked child first, for at most that many seconds
+    (:class:`HandlerDiedError` if it dies or overruns: see ``Engine.run``)."""
+
+    def __call__(
+        self, requests: list[Request], isolate: float | None = None
+    ) -> Awaitable[list[Done]]: ...
 
 
 class Parking(Protocol):
@@ -151,9 +157,12 @@ class TimerFiring:
         hooks: WorkerHooks,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         parking: Parking | None = None,
+        isolation: float | None = None,
     ) -> None:
         """``max_attempts``: a fire's attempts before its timer is held (see
-        :mod:`._timer_poison`); ``parking``: the entities whose timers wait (none)."""
+        :mod:`._timer_poison`); ``parking``: the entities whose timers wait (none);
+        ``isolation``: risky fires are decided in a forked child first, for at most
+        that many seconds (None: in process)."""
         self.partition = partition
         self.app = app
         self.store = store
@@ -162,6 +171,7 @@ class TimerFiring:
         self.options = options
         self.hooks = hooks
         self.parking = parking
+        self.isolation = isolation
         self.poison = TimerPoison(
             partition, store, hooks, max_attempts=max_attempts, since=_NEVER_READ
         )
@@ -353,8 +363,12 @@ class TimerFiring:
         await self.poison.hold(exhausted)
         run = await self.poison.count(tried)
         await self.limit.take(len(run))  # what fires: an entity's first timer only
+        # A risky fire may be a poison's: decided in a child first, it kills that child,
+        # not the worker (counted already, it is held after its attempts all the same).
+        risky = any(self.poison.risky(timer) for timer, _ in run)
+        isolate = self.isolation if risky else None
         try:
-            results = await self.fire([request for _, request in run]) if run else []
+            results = await self.fire([request for _, request in run], isolate) if run else []
         except HandlerDiedError as died:  # the watchdog interrupted one: nothing committed
             await self.poison.interrupted(run, died)
             return {_version(timer) for timer, _ in [*tried, *exhausted]}

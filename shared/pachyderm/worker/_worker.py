@@ -20,6 +20,7 @@ from ..transport import Inbox, Transport
 from ._admission import Admission, AdmittedInbox
 from ._cache import EntityCache
 from ._engine import DEFAULT_MAX_ATTEMPTS, Engine
+from ._isolation import can_isolate
 from ._outbox import EffectPublisher
 from ._partition import DEFAULT_MAX_BATCH, PartitionWorker
 from ._pruning import PruneOptions, Pruner
@@ -283,12 +284,18 @@ class Worker:
                         hooks=self.hooks,
                         max_attempts=self.options.quarantine.max_attempts,
                         parking=quarantine,
+                        isolation=self._fire_isolation(),
                     )
                 )
                 self.partitions[partition] = worker
             if released or wanted:
                 log.info("serving partitions %s", self.owned)
             self.ready.set()
+
+    def _fire_isolation(self) -> float | None:
+        """How long a risky timer fire may be decided in a forked child (None: in
+        process), as the quarantine isolates redelivered commands."""
+        return self.options.quarantine.isolation if can_isolate() else None
 
     def _quarantine(self, inbox: Inbox) -> PartitionQuarantine | None:
         """The partition's inbox seen through the quarantine, if the store keeps one."""
