@@ -25,7 +25,6 @@ from .test_fleet_quarantine import Supervisor, eventually, pachyderm_cli, steps
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
-
 async def test_a_timer_that_kills_its_workers_is_held_then_released(
     fleet: ProcessFleet, tmp_path: Path
 ) -> None:
