@@ -20,7 +20,13 @@ import pytest
 from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._stored_messages import decode_message, encode_message
 from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, command_message, read_reply
-from pachyderm.store import HasQuarantine, QuarantineStore, SqliteEventStore, StoredTimer
+from pachyderm.store import (
+    HasQuarantine,
+    Quarantined,
+    QuarantineStore,
+    SqliteEventStore,
+    StoredTimer,
+)
 from pachyderm.store._quarantine import CommandKey
 from pachyderm.store._sqlite_quarantine import SqliteQuarantine
 from pachyderm.transport import InProcessTransport, Message, Topology
@@ -33,7 +39,7 @@ from pachyderm.worker import (
 )
 from pachyderm.worker._engine import Done
 from pachyderm.worker._firing import fire_request
-from pachyderm.worker._quarantine import PartitionQuarantine, Turns
+from pachyderm.worker._quarantine import PartitionQuarantine, Turns, _Admission
 from pachyderm.worker._timers import RateLimit, TimerFiring, TimerOptions
 from pachyderm.worker._watchdog import Watchdog
 
@@ -368,6 +374,21 @@ async def test_a_quarantine_waits_for_its_entity_s_fire_in_flight_and_stops_late
     assert await partition.fire([fire]) == [Done(gone=True)]
     assert await world.steps(ref) == [0]
     assert await world.store.entity_timers(ref.id) == [timer]
+
+
+async def test_a_quarantined_command_naming_no_entity_type_is_recorded(world: World) -> None:
+    """Its type header is the publisher's to send: one that names no type (missing, or not
+    a type name) still parks its entity id (no timer of it can fire to wait for)."""
+    partition = await world.worker()
+    assert isinstance(partition.quarantine, PartitionQuarantine)
+    entity_id = uuid.uuid4()
+    admission = _Admission()
+    admission.quarantined.append(
+        Quarantined(entity_id, "c-1", "", 0, "park", "quarantined", 3, "crashed", b"{}")
+    )
+    await partition.quarantine._record(admission)
+    [row] = await world.quarantine.quarantined()
+    assert (row.entity_id, row.entity_type, row.status) == (entity_id, "", "quarantined")
 
 
 async def test_a_poison_timer_kills_forked_children_not_its_owner(

@@ -62,7 +62,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from .._errors import CommandQuarantinedError, StoreError
+from .._errors import CommandQuarantinedError, DefinitionError, StoreError
 from .._hooks import WorkerHooks
 from .._reference import Ref
 from .._stored_messages import decode_message, encode_message
@@ -217,6 +217,15 @@ def _entity(delivery: Delivery) -> uuid.UUID | None:
     try:
         return uuid.UUID(delivery.message.routing_key)
     except ValueError:
+        return None
+
+
+def _fired_as(entry: Quarantined) -> Ref | None:
+    """The entity ``entry`` parks, as its timers' fires hold it; None if the command's type
+    header names no entity type (a publisher's mistake): no timer of it can fire."""
+    try:
+        return Ref(entry.entity_type, entry.entity_id)
+    except DefinitionError:
         return None
 
 
@@ -543,10 +552,8 @@ class PartitionQuarantine:
         is parked in the store once no fire of its timers is in flight (the view parks
         it already, so none starts meanwhile): a fire decided before never commits
         after the quarantine."""
-        parking = [
-            Ref(e.entity_type, e.entity_id) for e in admission.quarantined if e.policy == "park"
-        ]
-        async with self.turns.holding(parking):
+        parking = [_fired_as(e) for e in admission.quarantined if e.policy == "park"]
+        async with self.turns.holding(ref for ref in parking if ref is not None):
             await self.quarantine.quarantine(admission.quarantined)
         await self.quarantine.park(
             [
@@ -591,8 +598,6 @@ class PartitionQuarantine:
         )
         self.hooks.quarantined(entry.entity_type, entry.policy)
 
-    # -- operators' decisions --------------------------------------------------
-
     # -- parked entities, for the partition's timers (see ._timers.Parking) ------------
 
     async def read(self) -> None:
@@ -602,6 +607,8 @@ class PartitionQuarantine:
     def parked(self, entity_id: uuid.UUID) -> bool:
         """The entity waits for an operator, or for its parked commands to run."""
         return entity_id in self._view.blocked
+
+    # -- operators' decisions --------------------------------------------------
 
     def start(self, partition: Serialized) -> None:
         """Read the partition's quarantine every ``poll`` seconds, carrying out the
