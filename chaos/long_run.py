@@ -41,7 +41,8 @@ from typing import Any
 
 from pachyderm import _codec as codec
 
-from .checker import is_ring, poisons
+from .app import POISON_TIMER
+from .checker import TICKED, is_ring, poisons
 from .faults import available, kinds
 from .load import Patience
 from .poison import figures as poison_figures
@@ -98,7 +99,7 @@ def results(
             found.startswith("healthy ")
             for found in verdict.violations.found["quarantine_violated"]
         ),
-        "poisons": poison_summary(run),
+        "poisons": poison_summary(run, verdict),
         "timers": timer_figures(verdict),
         "recovery_s": {kind: summary(samples) for kind, samples in sorted(by_kind.items())},
         "unanswered": verdict.unanswered,
@@ -127,13 +128,18 @@ def results(
     }
 
 
-def poison_summary(run: ChaosRun) -> dict[str, Any]:
-    """The poison commands sent, how their callers were answered, what they cost."""
+def poison_summary(run: ChaosRun, verdict: Verdict) -> dict[str, Any]:
+    """The poison commands sent, how their callers were answered, what they cost; the
+    poison timers set and held; the volatile entities' ticks (none while parked)."""
     sent = poisons(run.record)
+    names = Counter(event.name for event in verdict.stored.events)
     figures: dict[str, Any] = {
         "share": run.options.poison_share,
         "sent": dict(sorted(Counter(request.command for request in sent).items())),
         "callers_told_quarantined": sum(QUARANTINED in r.outcomes() for r in sent),
+        "poison_timers_set": names["Deferred"],
+        "poison_timers_held": sum(key == POISON_TIMER for _, key in verdict.stored.held),
+        "ticks_applied": names[TICKED],
     }
     if run.operator is not None and run.supervisor is not None:
         figures |= poison_figures(run.operator, run.supervisor, run.fleet.exits())
@@ -203,6 +209,8 @@ def markdown(figures: dict[str, Any]) -> str:
         "a worker for each that goes; each poison is quarantined after 3 attempts,",
         "its entity's later bumps parked, and skipped by the run's operator a",
         "second later (`chaos/poison.py`); a poison timer is held after 3 tries.",
+        "From its first bump to its last a volatile entity is ticked by a periodic",
+        "timer, whose ticks wait while it is parked.",
         "`quarantine_violated` counts a poisoned",
         "entity's command applied between the quarantine and the skip, a poison",
         "applied or never quarantined, a poison timer not held at the end, a command",
@@ -272,6 +280,10 @@ def poison_rows(poisoned: dict[str, Any]) -> list[str]:
     rows = [
         f"| poison commands sent | {sent} |",
         f"| of which the caller was told quarantined | {poisoned['callers_told_quarantined']} |",
+        f"| poison timers set, held at the end | {poisoned.get('poison_timers_set', '-')},"
+        f" {poisoned.get('poison_timers_held', '-')} |",
+        f"| volatile entities' ticks applied (none while parked) |"
+        f" {poisoned.get('ticks_applied', '-')} |",
     ]
     if "skipped_by_operator" in poisoned:
         attempts = ", ".join(f"{n}x {a}" for a, n in poisoned["attempts_when_quarantined"].items())
