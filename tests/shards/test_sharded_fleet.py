@@ -29,7 +29,7 @@ from .conftest import PARTITIONS, spread
 
 pytestmark = [pytest.mark.shards, pytest.mark.rabbitmq]
 
-ENTITIES, EACH = 60, 12
+ENTITIES, EACH = 60, 30
 
 
 @pytest.fixture
@@ -119,7 +119,8 @@ async def test_a_worker_killed_mid_run_on_a_sharded_store_loses_nothing_and_doub
 
     async with running.client() as client:
         load = asyncio.gather(*(one(*command) for command in commands))
-        await asyncio.sleep(1.0)
+        # The kill lands once a tenth has answered (a fixed sleep raced a fast machine).
+        await eventually(lambda: _answered(replies, len(commands) // 10), timeout=60)
         assert not load.done(), "the load ended before the kill: make it longer"
         first.kill()
         await running.balanced(timeout=60)
@@ -138,6 +139,10 @@ async def test_a_worker_killed_mid_run_on_a_sharded_store_loses_nothing_and_doub
     counted = await _projected(sharded, shard_urls[0], namespace, len(commands))
     assert counted.repeated == 0
     assert sum(counted.seen.values()) == sum(amount for _, amount, _ in commands)
+
+
+async def _answered(replies: dict[str, Any], enough: int) -> bool:
+    return len(replies) >= enough
 
 
 async def _assert_exact(
