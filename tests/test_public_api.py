@@ -85,6 +85,7 @@ STORE = {
     "Ended",
     "Erasure",
     "EventStore",
+    "Fenced",
     "HasQuarantine",
     "ListedEntity",
     "LoadedEntity",

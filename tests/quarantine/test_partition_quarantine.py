@@ -376,6 +376,73 @@ async def test_a_quarantine_waits_for_its_entity_s_fire_in_flight_and_stops_late
     assert await world.store.entity_timers(ref.id) == [timer]
 
 
+def _parked_elsewhere(ref: Ref) -> Quarantined:
+    """The quarantine row another worker (the partition's new owner) wrote for ``ref``."""
+    message = encode_message(command_message(APP, ref, Step(-9), command_id="poison"))
+    return Quarantined(ref.id, "poison", "lane", 0, "park", "quarantined", 3, "hung", message)
+
+
+async def test_a_former_owner_s_command_to_an_entity_parked_meanwhile_is_fenced_and_parked(
+    world: World,
+) -> None:
+    """The former owner's view predates the park: the store fences its commit, and the
+    command is parked in its turn (stored, acknowledged, unanswered) instead of applied."""
+    ref, other = Lane.ref(str(uuid.uuid4())), Lane.ref(str(uuid.uuid4()))
+    former = await world.worker()
+    first = await world.send(ref, Step(1))
+    assert await world.live(former)  # it read the quarantine: nothing parked
+    assert await world.answer(first) == (1, {"steps": [1]})
+    await world.quarantine.quarantine([_parked_elsewhere(ref)])
+    later = await world.send(ref, Step(2))
+    beside = await world.send(other, Step(5))
+    assert await world.live(former)
+    assert await world.answer(beside) == (1, {"steps": [5]})
+    assert await world.steps(ref) == [1]
+    assert later not in world.replies
+    assert [p.command_id for p in await world.quarantine.parked(ref.id, 10)] == [later]
+    assert isinstance(former.quarantine, PartitionQuarantine)
+    assert former.quarantine.parked(ref.id)
+    newer = await world.send(ref, Step(3))  # parked by the view now, no fence needed
+    assert await world.live(former)
+    assert [p.command_id for p in await world.quarantine.parked(ref.id, 10)] == [later, newer]
+
+    await world.quarantine.decide(ref.id, "poison", "skip")
+    former.start()
+    try:
+        assert await world.answer(newer) == (3, {"steps": [1, 2, 3]})
+    finally:
+        await former.stop()
+    assert await world.answer(later) == (2, {"steps": [1, 2]})
+
+
+async def test_a_former_owner_s_fire_for_an_entity_parked_meanwhile_is_left_pending(
+    world: World, tmp_path: Path
+) -> None:
+    ref = Lane.ref(str(uuid.uuid4()))
+    armed = await world.send(ref, Arm(Poison("crash", str(tmp_path / "never-there")), 0.01))
+    former = await world.worker()
+    assert await world.live(former)
+    assert await world.answer(armed) == (1, {"steps": [0]})
+    await world.quarantine.quarantine([_parked_elsewhere(ref)])
+    await asyncio.sleep(0.05)
+    [timer] = await world.store.entity_timers(ref.id)
+    assert isinstance(former.quarantine, PartitionQuarantine)
+    assert not former.quarantine.parked(ref.id)  # its view is old
+    fire = fire_request(APP, timer, datetime.now(UTC))
+    assert await former.fire([fire]) == [Done(gone=True)]
+    assert await world.steps(ref) == [0]
+    assert await world.store.entity_timers(ref.id) == [timer]
+    former.start()  # its watch reads the quarantine at once
+    try:
+        for _ in range(100):
+            if former.quarantine.parked(ref.id):
+                break
+            await asyncio.sleep(0.01)
+        assert former.quarantine.parked(ref.id)
+    finally:
+        await former.stop()
+
+
 async def test_a_quarantined_command_naming_no_entity_type_is_recorded(world: World) -> None:
     """Its type header is the publisher's to send: one that names no type (missing, or not
     a type name) still parks its entity id (no timer of it can fire to wait for)."""

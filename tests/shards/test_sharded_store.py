@@ -14,6 +14,7 @@ from pachyderm.store import (
     Change,
     Committed,
     Duplicate,
+    Fenced,
     NewEvent,
     Quarantined,
     ShardedEventStore,
@@ -144,6 +145,22 @@ async def test_erasing_an_entity_deletes_its_poison_commands_on_the_coordination
     assert (erasure.version, erasure.events, erasure.quarantined) == (1, 1, 2)
     assert await quarantine.find(ref.id, "c2") is None
     assert (await store.load(ref)).ended == ERASED
+
+
+async def test_the_fence_at_commit_holds_on_the_coordination_server_only(
+    open_store: StoreFactory,
+) -> None:
+    # The documented limit: the quarantine lives on the coordination server, and no
+    # transaction spans two servers, so a commit on another server cannot see it.
+    store = await open_store()
+    assert isinstance(store, ShardedEventStore)
+    here, there = _counter("parked-here"), _counter("parked-there")
+    quarantine = store.quarantine_store()
+    for ref, partition in ((here, 0), (there, 9)):
+        entry = Quarantined(ref.id, "p", "counter", partition, "park", "quarantined", 3, "x", b"m")
+        await quarantine.quarantine([entry])
+    outcomes = await (await open_store()).commit([_change(here, "c", 0), _change(there, "c", 9)])
+    assert outcomes == [Fenced(), Committed(1)]
 
 
 async def test_a_server_that_cannot_be_reached_fails_the_connect(shard_urls: list[str]) -> None:

@@ -66,7 +66,10 @@ class EventStore(Protocol):
         with ``ends`` ends its entity and deletes its pending timers. A change that
         writes nothing but its reply to an entity that has no row, when every change
         of the batch to that entity is such, creates no entity: it commits at
-        version 0 recording only its command id and reply.
+        version 0 recording only its command id and reply. A change to an entity parked
+        behind a quarantined command writes nothing (:class:`Fenced`), whatever else
+        would become of it, unless it runs that command, resumed, or one parked behind
+        it; the entity's later changes in the batch are fenced too.
         Raises :class:`~pachyderm.StoreError` when the transaction fails as a
         whole; then nothing of the batch was written.
         """

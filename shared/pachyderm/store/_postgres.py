@@ -40,6 +40,7 @@ from ._records import (
     Duplicate,
     Ended,
     Erasure,
+    Fenced,
     ListedEntity,
     LoadedEntity,
     LoggedEvent,
@@ -55,16 +56,19 @@ from ._retention import Retained, check_limit, check_retained
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# Every batch commits through pachyderm_commit_batch (migration 0016), one function
-# that locks the batch's entity rows once and decides every change on that read: the
-# version check and the command-id inbox, refusals for ended and erased entities and for
-# fires of gone timers; then writes the entities, events, command replies, effects (with
-# their trace context), snapshots, timers, the log's positions and entity ends.
+# Every batch commits through pachyderm_commit_fenced (migration 0017): the work of
+# pachyderm_commit_batch (0016), one function that locks the batch's entity rows once
+# and decides every change on that read (the version check and the command-id inbox,
+# refusals for ended and erased entities and for fires of gone timers; then writes the
+# entities, events, command replies, effects with their trace context, snapshots,
+# timers, the log's positions and entity ends), refused as a whole (_FENCED) if it
+# would commit a change to a parked entity.
 _COMMIT = (
-    "SELECT outcome, version, reply FROM pachyderm_commit_batch("
+    "SELECT outcome, version, reply FROM pachyderm_commit_fenced("
     + ", ".join(f"${n}" for n in range(1, 29))
     + ")"
 )
+_FENCED = "PX001"  # its DETAIL: the fenced changes' positions, 1-based
 _LOG = """
     SELECT l.partition, l.position, n.entity_type, e.entity_id, e.version, e.name, e.data,
            e.command_id, e.recorded_at, e.schema_version
@@ -233,6 +237,21 @@ def _outbox_entry(row: Any) -> OutboxEntry:
     )
 
 
+def _fenced_positions(error: StoreError) -> list[int]:
+    """The positions (1-based) of the changes the fence refused, if that is what failed."""
+    cause = error.__cause__
+    if not isinstance(cause, asyncpg.PostgresError) or cause.sqlstate != _FENCED:
+        return []
+    return [int(n) for n in (cause.detail or "").split(",") if n]
+
+
+def _with_later(ordered: Sequence[Change], refused: set[int]) -> set[int]:
+    """``refused`` and every later change of the same entities (computed on top of them)."""
+    entities = {ordered[i].ref.id for i in refused}
+    first = min(refused)
+    return refused | {i for i in range(first, len(ordered)) if ordered[i].ref.id in entities}
+
+
 def _outcome(row: Any) -> CommitOutcome:
     kind = row["outcome"]
     if kind == "c":
@@ -368,11 +387,32 @@ class PostgresEventStore:
         # batches never deadlock, and decides each entity's changes as a run.
         order = sorted(range(len(changes)), key=lambda index: changes[index].ref.id)
         ordered = [changes[i] for i in order]
-        async with translated_errors(), self._pool.acquire() as conn:
-            rows = await conn.fetch(_COMMIT, *commit_arguments(ordered))
+        outcomes = await self._commit_sorted(ordered)
         self._notifier.committed(change.partition for change in changes if change.events)
-        by_index = dict(zip(order, map(_outcome, rows), strict=True))
+        by_index = dict(zip(order, outcomes, strict=True))
         return [by_index[index] for index in range(len(changes))]
+
+    async def _commit_sorted(self, ordered: list[Change]) -> list[CommitOutcome]:
+        """Commit ``ordered`` (sorted by entity id); a batch the fence refuses (it held
+        changes to parked entities) is committed again without those, and without the
+        later changes of their entities, which are :class:`Fenced` too."""
+        fenced: set[int] = set()
+        while True:
+            kept = [i for i in range(len(ordered)) if i not in fenced]
+            if not kept:
+                return [Fenced() for _ in ordered]
+            try:
+                async with translated_errors(), self._pool.acquire() as conn:
+                    rows = await conn.fetch(_COMMIT, *commit_arguments([ordered[i] for i in kept]))
+            except StoreError as error:
+                refused = _fenced_positions(error)
+                if not refused:
+                    raise
+                fenced |= _with_later(ordered, {kept[n - 1] for n in refused})
+                continue
+            outcomes: dict[int, CommitOutcome] = dict.fromkeys(fenced, Fenced())
+            outcomes.update(zip(kept, map(_outcome, rows), strict=True))
+            return [outcomes[i] for i in range(len(ordered))]
 
     async def recorded(
         self, commands: Sequence[tuple[uuid.UUID, str]]

@@ -40,12 +40,20 @@ _FORGET = """
      WHERE (entity_id, command_id) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
 """
 # A resumed command that fails again returns to 'quarantined'; any other row stays.
+# The entities' rows are locked first, as a commit locks them: a commit that locked
+# them before commits before this row appears; one after it waits, then its fence
+# (migration 0017) sees the row.
 _QUARANTINE = """
+    WITH locked AS (
+        SELECT 1 FROM entities l WHERE l.entity_id = ANY ($1::uuid[])
+         ORDER BY l.entity_id FOR SHARE
+    )
     INSERT INTO quarantine AS q (entity_id, command_id, entity_type, partition, policy,
                                  status, attempts, reason, message)
     SELECT e, c, t, p, y, 'quarantined', n, r, m
       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
                   $7::text[], $8::bytea[]) AS u(e, c, t, p, y, n, r, m)
+     WHERE (SELECT count(*) FROM locked) >= 0
     ON CONFLICT (entity_id, command_id) DO UPDATE
        SET status = 'quarantined', attempts = excluded.attempts, reason = excluded.reason,
            decided_at = NULL

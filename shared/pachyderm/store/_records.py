@@ -294,7 +294,16 @@ class Ended:
     how: str = ENDED
 
 
-CommitOutcome = Committed | Duplicate | Conflict | TimerGone | Ended
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """The entity is parked behind a quarantined command (policy ``park``), and this
+    change runs neither that command, resumed, nor one parked behind it: nothing was
+    written. The worker that made it decided on an old view of the quarantine (a
+    partition's former owner, still consuming while it moves): the command is to be
+    parked in its turn, the fire left pending."""
+
+
+CommitOutcome = Committed | Duplicate | Conflict | TimerGone | Ended | Fenced
 
 
 @dataclass(frozen=True, slots=True)

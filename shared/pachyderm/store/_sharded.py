@@ -21,7 +21,10 @@ committed; those changes are then recorded by command id, so the batch tried
 again finds them as :class:`~pachyderm.store.Duplicate` and writes nothing twice.
 Erasing an entity no server has written leaves its tombstone on every server, so
 whichever server its partition maps to refuses it. The quarantine and the fleet's
-own tables (membership, projection cursors) live on one coordination server.
+own tables (membership, projection cursors) live on one coordination server; so
+the fence at commit for parked entities (:class:`~pachyderm.store.Fenced`) holds
+for the partitions on that server only: a commit on another server cannot see the
+quarantine (the workers' own views of it still park those entities).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from .._reference import Ref
 from . import _sqlite_erasure as erasure
 from . import _sqlite_listing as listing
 from . import _sqlite_log as log
+from . import _sqlite_quarantine as quarantine
 from . import _sqlite_retention as retention
 from . import _sqlite_timers as timers
 from ._log_wakeups import LocalWakeups, LogWakeups
@@ -39,6 +40,7 @@ from ._records import (
     Conflict,
     Duplicate,
     Erasure,
+    Fenced,
     ListedEntity,
     LoadedEntity,
     LoggedEvent,
@@ -331,12 +333,18 @@ def _commit(connection: sqlite3.Connection, changes: Sequence[Change]) -> list[C
     # Holding the write lock from the start, each check sees every write
     # before it, including earlier changes of this batch.
     refused_entities: set[uuid.UUID] = set()
+    fenced_entities: set[uuid.UUID] = set()
     with _transaction(connection, "BEGIN IMMEDIATE"):
         outcomes: list[CommitOutcome] = []
         row_less = erasure.row_less(connection, changes)
         for change in changes:
-            if change.ref.id in refused_entities:
-                refused: CommitOutcome | None = Conflict(_version(connection, change.ref.id))
+            if change.ref.id in fenced_entities or quarantine.fenced(
+                connection, change.ref.id, change.command_id
+            ):
+                refused: CommitOutcome | None = Fenced()
+                fenced_entities.add(change.ref.id)
+            elif change.ref.id in refused_entities:
+                refused = Conflict(_version(connection, change.ref.id))
             else:
                 refused = _check(connection, change)
             if refused is None and timers.fire_refused(connection, change, now):

@@ -37,6 +37,30 @@ _COLUMNS = """
 _STATUS_OF: dict[Decision, str] = {"resume": "resuming", "skip": "skipping"}
 
 
+# PostgreSQL's pachyderm_commit_fenced (migration 0017), the same rule: the entity is
+# parked, and the command is neither the one being resumed nor one parked behind it.
+_FENCED = """
+    SELECT EXISTS (
+               SELECT 1 FROM quarantine q
+                WHERE q.entity_id = :e AND q.policy = 'park'
+                  AND (q.status IN ('quarantined', 'resuming', 'skipping')
+                       OR (q.status = 'skipped' AND EXISTS (
+                               SELECT 1 FROM parked_commands k WHERE k.entity_id = :e))))
+       AND NOT EXISTS (
+               SELECT 1 FROM quarantine q
+                WHERE q.entity_id = :e AND q.command_id = :c AND q.status = 'resuming')
+       AND NOT EXISTS (
+               SELECT 1 FROM parked_commands k WHERE k.entity_id = :e AND k.command_id = :c)
+"""
+
+
+def fenced(connection: sqlite3.Connection, entity_id: uuid.UUID, command_id: str) -> bool:
+    """A change by ``command_id`` to a parked entity may not commit (see
+    :class:`~pachyderm.store.Fenced`); called inside the commit's transaction."""
+    row = connection.execute(_FENCED, {"e": entity_id.bytes, "c": command_id}).fetchone()
+    return bool(row[0])
+
+
 def _quarantined(row: Any) -> Quarantined:
     entity_id, command_id, entity_type, partition, policy, status, attempts = row[:7]
     reason, message, quarantined_at, decided_at, parked = row[7:]

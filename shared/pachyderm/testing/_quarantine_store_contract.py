@@ -15,9 +15,15 @@ from typing import Any
 
 import pytest
 
+from .._reference import Ref
 from ..store import (
+    Change,
+    Committed,
+    Duplicate,
     EventStore,
+    Fenced,
     HasQuarantine,
+    NewEvent,
     NotQuarantinedError,
     Parked,
     Quarantined,
@@ -28,6 +34,10 @@ from ..store import (
 def _quarantine_of(store: EventStore) -> QuarantineStore:
     assert isinstance(store, HasQuarantine), "the store keeps no quarantine"
     return store.quarantine_store()
+
+
+def _bump(ref: Ref, version: int, command_id: str) -> Change:
+    return Change(ref, version, command_id, [NewEvent("bumped", b"")], b"r-" + command_id.encode())
 
 
 def _entry(entity_id: uuid.UUID, command_id: str = "c", *, partition: int = 3) -> Quarantined:
@@ -167,3 +177,61 @@ class QuarantineStoreContract:
         decision: Any = "retry"  # as an operator might type it
         with pytest.raises(ValueError, match="resumed or skipped"):
             await quarantine.decide(entity, "c", decision)
+
+    # -- the fence at commit (see pachyderm.store.Fenced) ----------------------
+
+    async def test_a_change_to_a_parked_entity_is_fenced_and_the_rest_commits(
+        self, store: EventStore, open_store: Callable[[], Awaitable[EventStore]]
+    ) -> None:
+        parked, other = Ref.from_key("counter", "parked"), Ref.from_key("counter", "other")
+        assert await store.commit([_bump(parked, 0, "1")]) == [Committed(1)]
+        await _quarantine_of(store).quarantine([_entry(parked.id, "poison")])
+        # A worker with an old view of the quarantine (another store: its connection).
+        stale = await open_store()
+        outcomes = await stale.commit(
+            [_bump(parked, 1, "2"), _bump(other, 0, "9"), _bump(parked, 2, "3")]
+        )
+        assert outcomes == [Fenced(), Committed(1), Fenced()]
+        assert (await store.load(parked)).version == 1
+        assert await store.recorded([(parked.id, "2"), (parked.id, "3")]) == {}
+        # Even a command that applied before waits (its record answers it once released).
+        assert await stale.commit([_bump(parked, 0, "1")]) == [Fenced()]
+        assert await store.recorded([(parked.id, "1")]) == {(parked.id, "1"): Duplicate(b"r-1", 1)}
+
+    async def test_the_resumed_command_and_those_parked_behind_it_commit(
+        self, store: EventStore
+    ) -> None:
+        ref = Ref.from_key("counter", "released")
+        quarantine = _quarantine_of(store)
+        await quarantine.quarantine([_entry(ref.id, "poison")])
+        await quarantine.park([Parked(ref.id, "later", b"m")])
+        assert await store.commit([_bump(ref, 0, "poison")]) == [Fenced()]
+        await quarantine.decide(ref.id, "poison", "resume")
+        assert await store.commit([_bump(ref, 0, "poison"), _bump(ref, 1, "later")]) == [
+            Committed(1),
+            Committed(2),
+        ]
+        assert await store.commit([_bump(ref, 2, "newer")]) == [Fenced()]
+        await quarantine.unpark([p.position for p in await quarantine.parked(ref.id, 10)])
+        await quarantine.settle(ref.id, "poison")
+        assert await store.commit([_bump(ref, 2, "newer")]) == [Committed(3)]
+
+    async def test_a_skipped_command_fences_its_entity_while_commands_wait_behind_it(
+        self, store: EventStore
+    ) -> None:
+        ref = Ref.from_key("counter", "skipped")
+        quarantine = _quarantine_of(store)
+        await quarantine.quarantine([_entry(ref.id, "poison")])
+        await quarantine.decide(ref.id, "poison", "skip")
+        await quarantine.settle(ref.id, "poison")
+        await quarantine.park([Parked(ref.id, "stranded", b"m")])
+        assert await store.commit([_bump(ref, 0, "newer")]) == [Fenced()]
+        assert await store.commit([_bump(ref, 0, "stranded")]) == [Committed(1)]
+        await quarantine.unpark([p.position for p in await quarantine.parked(ref.id, 10)])
+        assert await store.commit([_bump(ref, 1, "newer")]) == [Committed(2)]
+
+    async def test_the_skip_policy_fences_nothing(self, store: EventStore) -> None:
+        ref = Ref.from_key("counter", "skip-policy")
+        skip = Quarantined(ref.id, "poison", "counter", 3, "skip", "quarantined", 3, "hung", b"m")
+        await _quarantine_of(store).quarantine([skip])
+        assert await store.commit([_bump(ref, 0, "next")]) == [Committed(1)]

@@ -20,6 +20,9 @@ A lane whose entity has ended (or was erased) is not handled: its commands are
 answered :class:`~pachyderm.EntityEndedError` (see :mod:`pachyderm._ending`); a
 change the store refuses as :class:`~pachyderm.store.Ended` (the entity ended
 after this worker cached it) is decided again on the reloaded entity.
+A change the store fences (:class:`~pachyderm.store.Fenced`: its entity is parked behind
+a quarantined command this worker had not seen yet) ends its request and the lane's
+later ones as ``fenced``, unanswered: the partition parks them in order.
 A batch run with ``isolate`` (a suspect one, see :mod:`._quarantine`) is decided in
 a forked child first, each round, on the state loaded for it; only if the child
 survives does the worker decide it itself (:mod:`._isolation`).
@@ -49,6 +52,7 @@ from ..store import (
     Conflict,
     Duplicate,
     EventStore,
+    Fenced,
     TimerGone,
 )
 from ._cache import EntityCache
@@ -74,6 +78,9 @@ class Done:
     error: PachydermError | None = None
     duplicate: bool = False
     gone: bool = False  # a fire whose timer was cancelled, replaced or fired meanwhile
+    # The store's fence refused it: its entity is parked behind a quarantined command
+    # (this worker's view of the quarantine was old). Not answered: to be parked.
+    fenced: bool = False
 
 
 @dataclass(slots=True)
@@ -394,6 +401,11 @@ class Engine:
                 step.result = Done(outcome.version, gone=True)
                 settled.final.append(step)
                 settled.retry.extend(rest)
+            elif isinstance(outcome, Fenced):
+                # The entity's later requests wait behind this one, parked in order.
+                for later in (step, *rest):
+                    later.result = Done(fenced=True)
+                settled.final.extend([step, *rest])
             else:
                 # A conflict, or the entity ended meanwhile (Ended): decided again once
                 # reloaded, which then answers it as ended.

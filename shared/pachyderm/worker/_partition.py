@@ -77,6 +77,7 @@ class _Verdict:
     reply: Message | None
     dead_letter: bool = False
     held: bool = False  # left unsettled for the partition's next owner
+    fenced: bool = False  # its entity is parked: parked in turn, not answered
 
 
 def _reply_for(message: Message, result: Done) -> Message:
@@ -91,6 +92,8 @@ def _verdict(delivery: Delivery, outcome: Done | PachydermError) -> _Verdict:
     """Reply when asked to; a failure nobody will hear of goes to the dead-letter queue."""
     message = delivery.message
     result = outcome if isinstance(outcome, Done) else Done(error=outcome)
+    if result.fenced:
+        return _Verdict(delivery, None, fenced=True)
     if isinstance(result.error, NewerSchemaError):
         return _Verdict(delivery, None, held=True)
     if message.reply_to:
@@ -112,6 +115,8 @@ def _outcome_name(outcome: Done | PachydermError) -> str:
     if error is not None:
         return "invalid" if isinstance(error, InvalidInputError) else FAILED
     assert isinstance(outcome, Done)
+    if outcome.fenced:
+        return "fenced"
     if outcome.duplicate:
         return "duplicate"
     return "rejected" if outcome.rejection is not None else "ok"
@@ -224,8 +229,14 @@ class PartitionWorker:
             )
         await self.effects.publish_committed(committed)
         self._filed(committed)
+        if self.quarantine is not None and any(result.fenced for result in done):
+            self.quarantine.outdated()  # parked by another worker: read the view again
         results = iter(done)
-        return [Done(gone=True) if r.ref in parked else next(results) for r in requests]
+        # A fenced fire is left pending, as a parked one is.
+        return [
+            Done(gone=True) if r.ref in parked or (result := next(results)).fenced else result
+            for r in requests
+        ]
 
     def _parked(self, ref: Ref) -> bool:
         return self.quarantine is not None and self.quarantine.parked(ref.id)
@@ -271,12 +282,20 @@ class PartitionWorker:
         quarantine, poison commands and those of parked entities are set aside first,
         and redelivered ones are decided in a forked child first (see :mod:`._quarantine`)."""
         if self.quarantine is None:
-            await self._apply(deliveries)
+            # Without a quarantine of its own, no entity is parked but by another worker's:
+            # left unsettled for the partition's next owner, as a newer worker's are.
+            if fenced := await self._apply(deliveries):
+                log.warning("partition %d: %d commands fenced", self.partition, len(fenced))
+                await self.inbox.ack(self._hold(fenced))
             return
         await self.quarantine.handle(deliveries, self._apply)
 
-    async def _apply(self, deliveries: Sequence[Delivery], isolate: float | None = None) -> None:
-        """``isolate``: decide in a forked child first (:class:`HandlerDiedError` if it dies)."""
+    async def _apply(
+        self, deliveries: Sequence[Delivery], isolate: float | None = None
+    ) -> list[Delivery]:
+        """``isolate``: decide in a forked child first (:class:`HandlerDiedError` if it dies).
+        Returns the deliveries the store fenced (their entities are parked: the quarantine
+        parks them), neither answered nor settled."""
         with self.hooks.batch(self._exchange, self.partition, deliveries) as batch:
             decided = await self._decide_isolating(deliveries, isolate)
             verdicts = [
@@ -290,10 +309,12 @@ class PartitionWorker:
             await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
             superseded = self._hold([v.delivery for v in verdicts if v.held])
             await self.inbox.ack(
-                [v.delivery for v in verdicts if not (v.dead_letter or v.held)] + superseded
+                [v.delivery for v in verdicts if not (v.dead_letter or v.held or v.fenced)]
+                + superseded
             )
             if batch.measuring:
                 _report(batch, decided.requests, decided.outcomes)
+        return [v.delivery for v in verdicts if v.fenced]
 
     def _hold(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         """Leave ``deliveries`` unsettled for the partition's next owner; returns those

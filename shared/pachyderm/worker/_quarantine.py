@@ -54,6 +54,7 @@ Because all of it lives in the database, restarts and new owners respect it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -89,9 +90,10 @@ _CHUNK = 16
 _synthetic_tags = itertools.count(-1, -1)
 
 
-Apply = Callable[[Sequence[Delivery], "float | None"], Awaitable[None]]
+Apply = Callable[[Sequence[Delivery], "float | None"], Awaitable[Sequence[Delivery]]]
 """Applies a batch; the float: decide it in a forked child first, for at most that long
-(:class:`HandlerDiedError` if the child dies), None: in process."""
+(:class:`HandlerDiedError` if the child dies), None: in process. Returns the deliveries
+the store fenced (their entities parked by another worker), left unsettled."""
 
 
 class Serialized(Protocol):
@@ -297,6 +299,7 @@ class PartitionQuarantine:
         self._loaded = False
         self._leaving = False
         self._read = asyncio.Event()  # the view was read once (see :meth:`read`)
+        self._outdated = asyncio.Event()  # read it again now (see :meth:`outdated`)
         # The partition's entity turns (its PartitionWorker runs with them): a quarantine
         # that parks an entity is recorded while none of its timers' fires is in flight.
         self.turns = EntityTurns()
@@ -397,14 +400,30 @@ class PartitionQuarantine:
             batches = await self.admit(pending)
             pending = []
             for index, batch in enumerate(batches):
+                later = [delivery for rest in batches[index + 1 :] for delivery in rest]
                 try:
                     async with self.attempt(batch) as isolate:
-                        await apply(batch, isolate)
+                        fenced = await apply(batch, isolate)
                 except HandlerDiedError as died:
                     log.warning("partition %d: %s", self.partition, died)
-                    later = [delivery for rest in batches[index + 1 :] for delivery in rest]
                     pending = [_tried(delivery) for delivery in batch] + later
                     break
+                if fenced:
+                    pending = [*await self._fenced(fenced), *later]
+                    break
+
+    async def _fenced(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """The store fenced ``deliveries``: another worker parked their entities after this
+        one last read the quarantine. Read it again, with those entities parked even if
+        the rows that park them are filed under another partition (they will be released
+        from there), and admit the deliveries again: parked now, in order. Stored
+        commands run again are not parked again (their rows stay for the next release)."""
+        log.info("partition %d: %d fenced: reading the quarantine", self.partition, len(deliveries))
+        await self._reload()
+        for delivery in deliveries:
+            if (entity := _entity(delivery)) is not None:
+                self._view.blocked.setdefault(entity, set())
+        return [delivery for delivery in deliveries if delivery.tag >= 0]
 
     @asynccontextmanager
     async def attempt(self, batch: Sequence[Delivery]) -> AsyncIterator[float | None]:
@@ -608,6 +627,11 @@ class PartitionQuarantine:
         """The entity waits for an operator, or for its parked commands to run."""
         return entity_id in self._view.blocked
 
+    def outdated(self) -> None:
+        """The store fenced a fire: another worker parked its entity. Read the quarantine
+        again now rather than at the next poll (the fire is left pending meanwhile)."""
+        self._outdated.set()
+
     # -- operators' decisions --------------------------------------------------
 
     def start(self, partition: Serialized) -> None:
@@ -651,7 +675,9 @@ class PartitionQuarantine:
                 log.warning(
                     "partition %d: reading the quarantine failed: %s", self.partition, error
                 )
-            await asyncio.sleep(self.options.poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outdated.wait(), self.options.poll)
+            self._outdated.clear()
 
     async def carry_out(self, row: Quarantined, partition: Serialized) -> bool:
         """Resume or skip ``row``'s command, then run its entity's parked commands in
