@@ -1,0 +1,11 @@
+-- A worker's database session: each claim and renewal of a lease records the
+-- process id of the PostgreSQL backend it ran on (pg_backend_pid()), the
+-- membership's own connection. A worker process that dies (a crash, an OOM
+-- kill, os._exit) closes its connections with it, and their backends end; so a
+-- member whose heartbeat is late (older than a third of dead_after, about one
+-- heartbeat interval) and whose recorded backend is gone counts as dead at once,
+-- instead of when its lease lapses (fleet/_membership.py). A worker cut off from
+-- the database keeps its backend until TCP gives up on it, and a pooler keeps
+-- its server connections: both are judged by the lease alone, as before.
+-- NULL: a worker of an earlier release, judged by its lease alone.
+ALTER TABLE workers ADD COLUMN session_pid int;
