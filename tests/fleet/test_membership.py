@@ -213,6 +213,7 @@ async def test_a_worker_whose_process_died_loses_its_partitions_before_its_lease
     b = await fleet.watcher("b", dead_after=lease)
     await eventually(lambda: split_as_assigned([a, b]))
     await a.kill()  # its heartbeats stop, and its connections close with its process:
+    assert isinstance(a.membership, PostgresMembership)
     await a.membership.store.close()
     failover = await eventually(lambda: b.owned == list(range(PARTITIONS)))
     # Late by a third of the lease, its backend gone: dead at b's next look.
