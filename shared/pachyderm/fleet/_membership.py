@@ -21,30 +21,16 @@ from ..store._postgres import check_schema_name, translated_errors
 from ._leased import LeasedMembership, check_timing
 from ._store import Holder, Member, Roll
 
-
-def _session_gone(lease: str) -> str:
-    """Whether the member (alias w) died with its process: its heartbeat is late (older
-    than a third of the ``lease`` parameter, about a heartbeat interval) and the backend
-    its last heartbeat ran on is gone (migration 0018). Late is tested first, so that a
-    fleet whose members are on time never looks their sessions up. NULL: a worker of an
-    earlier release, judged by its lease alone."""
-    return f"""
-        (w.heartbeat_at <= now() - {lease}::interval / 3 AND w.session_pid IS NOT NULL
-         AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(w.session_pid)))"""
-
-
-# Claim: take the row if it is free, this instance's, or its holder's lease lapsed
-# or its holder's process died ($4 = the lease, by the database's clock, as _ROLL
-# judges); no row returned means another live instance holds this worker id.
-_CLAIM = f"""
-    INSERT INTO workers AS w (worker_id, info, instance, fleet, session_pid)
-    VALUES ($1, $2, $3, $5, pg_backend_pid())
+# Claim: take the row if it is free, this instance's, or its holder's lease
+# lapsed ($4 = the lease, by the database's clock, as _ROLL judges); no row
+# returned means another live instance holds this worker id.
+_CLAIM = """
+    INSERT INTO workers (worker_id, info, instance, fleet) VALUES ($1, $2, $3, $5)
     ON CONFLICT (worker_id) DO UPDATE
        SET info = excluded.info, instance = excluded.instance, fleet = excluded.fleet,
-           started_at = now(), heartbeat_at = now(), session_pid = excluded.session_pid
-     WHERE w.instance = excluded.instance
-        OR w.heartbeat_at <= now() - $4::interval
-        OR {_session_gone("$4")}
+           started_at = now(), heartbeat_at = now()
+     WHERE workers.instance = excluded.instance
+        OR workers.heartbeat_at <= now() - $4::interval
     RETURNING true
 """
 # An upsert, not an update: a worker whose row was pruned while it could not
@@ -52,35 +38,30 @@ _CLAIM = f"""
 # renews only this instance's row: no row returned means another process took
 # this worker id over while this one could not renew its lease.
 _RENEW = """
-    INSERT INTO workers (worker_id, info, instance, fleet, session_pid)
-    VALUES ($1, $2, $3, $4, pg_backend_pid())
-    ON CONFLICT (worker_id) DO UPDATE
-       SET heartbeat_at = now(), session_pid = excluded.session_pid
+    INSERT INTO workers (worker_id, info, instance, fleet) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()
      WHERE workers.instance = excluded.instance
     RETURNING true
 """
 # The heartbeat's one query: renew (as _RENEW), then list the fleet (as _ROLL). The
 # listing reads the table as it was before the renewal, so the renewed row is
 # listed from what the renewal returned.
-_RENEW_AND_ROLL = f"""
+_RENEW_AND_ROLL = """
     WITH renewed AS (
-        INSERT INTO workers (worker_id, info, instance, fleet, session_pid)
-        VALUES ($1, $2, $3, $4, pg_backend_pid())
-        ON CONFLICT (worker_id) DO UPDATE
-           SET heartbeat_at = now(), session_pid = excluded.session_pid
+        INSERT INTO workers (worker_id, info, instance, fleet) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()
          WHERE workers.instance = excluded.instance
         RETURNING worker_id, started_at, fleet
     ), live AS (
-        SELECT w.worker_id, w.started_at FROM workers w
-         WHERE w.heartbeat_at > now() - $5::interval AND w.fleet = $4 AND w.worker_id <> $1
-           AND NOT {_session_gone("$5")}
+        SELECT worker_id, started_at FROM workers
+         WHERE heartbeat_at > now() - $5::interval AND fleet = $4 AND worker_id <> $1
         UNION ALL
         SELECT worker_id, started_at FROM renewed WHERE fleet = $4
     )
     SELECT EXISTS (SELECT FROM renewed) AS renewed,
            extract(epoch FROM now())::float8 AS now,
-           coalesce(array_agg(worker_id ORDER BY worker_id), '{{}}') AS workers,
-           coalesce(array_agg(extract(epoch FROM started_at)::float8 ORDER BY worker_id), '{{}}')
+           coalesce(array_agg(worker_id ORDER BY worker_id), '{}') AS workers,
+           coalesce(array_agg(extract(epoch FROM started_at)::float8 ORDER BY worker_id), '{}')
                AS started
       FROM live
 """
@@ -89,13 +70,12 @@ _HOLDER = """
       FROM workers WHERE worker_id = $1
 """
 # One row whatever the fleet: the database's clock, and the live members' ids and starts.
-_ROLL = f"""
+_ROLL = """
     SELECT extract(epoch FROM now())::float8 AS now,
-           coalesce(array_agg(w.worker_id ORDER BY w.worker_id), '{{}}') AS workers,
-           coalesce(array_agg(extract(epoch FROM w.started_at)::float8 ORDER BY w.worker_id),
-                    '{{}}') AS started
-      FROM workers w
-     WHERE w.heartbeat_at > now() - $1::interval AND w.fleet = $2 AND NOT {_session_gone("$1")}
+           coalesce(array_agg(worker_id ORDER BY worker_id), '{}') AS workers,
+           coalesce(array_agg(extract(epoch FROM started_at)::float8 ORDER BY worker_id), '{}')
+               AS started
+      FROM workers WHERE heartbeat_at > now() - $1::interval AND fleet = $2
 """
 _PRUNE = "DELETE FROM workers WHERE heartbeat_at < now() - $1::interval"
 _LEAVE = "DELETE FROM workers WHERE worker_id = $1 AND instance = $2"
@@ -195,13 +175,9 @@ class PostgresMembership(LeasedMembership):
     """:class:`Membership` in the ``workers`` table of a namespace on PostgreSQL.
 
     A worker is live while its last heartbeat is younger than ``dead_after``
-    seconds by the database's clock, so workers' clocks never need to agree,
-    and while the database session of its last heartbeat lives once that heartbeat
-    is a third of ``dead_after`` old (migration 0018): a worker whose process ends
-    (a crash, an OOM kill) closes its connections and so loses its partitions to
-    the others within about ``dead_after / 3 + heartbeat_interval`` (0.8 s by
-    default); one cut off from the database, or behind a pooler that keeps its
-    server connections, within ``dead_after + heartbeat_interval`` (1.6 s). Every worker
+    seconds by the database's clock, so workers' clocks never need to agree.
+    A worker killed outright therefore loses its partitions to the others
+    within ``dead_after + heartbeat_interval`` (2 s by default). Every worker
     of a namespace must use the same ``dead_after`` and ``join_delay``, or
     they disagree on who is live and so on the assignment.
 
