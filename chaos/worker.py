@@ -30,7 +30,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -189,8 +189,10 @@ class FaultyStore:
     async def postpone_effects(self, delays: Mapping[uuid.UUID, float]) -> None:
         await self._store.postpone_effects(delays)
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
-        return await self._store.due_timers(partition, until, limit)
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
+        return await self._store.due_timers(partition, until, limit, skip=skip)
 
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
         return await self._store.entity_timers(entity_id)

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -322,10 +322,12 @@ async def test_a_parked_entity_s_timers_wait_until_it_is_released(
     reads = 0
     due_timers = world.store.due_timers
 
-    async def counted(partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+    async def counted(
+        partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
         nonlocal reads
         reads += 1
-        return await due_timers(partition, until, limit)
+        return await due_timers(partition, until, limit, skip=skip)
 
     monkeypatch.setattr(world.store, "due_timers", counted)
     partition.start(timers)

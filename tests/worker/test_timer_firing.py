@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
 
 import pytest
@@ -176,9 +177,11 @@ class CountingReads(SqliteEventStore):
 
     reads = 0
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
         self.reads += 1
-        return await super().due_timers(partition, until, limit)
+        return await super().due_timers(partition, until, limit, skip=skip)
 
 
 async def test_a_backlog_is_read_a_batch_at_a_time() -> None:
@@ -227,9 +230,11 @@ class SlowReads(SqliteEventStore):
 
     delay = 0.0
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
         await asyncio.sleep(self.delay)
-        return await super().due_timers(partition, until, limit)
+        return await super().due_timers(partition, until, limit, skip=skip)
 
 
 class Timed(Fires):
@@ -316,8 +321,10 @@ class EarlyReads(SqliteEventStore):
 
     delay = 0.0
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
-        found = await super().due_timers(partition, until, limit)
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
+        found = await super().due_timers(partition, until, limit, skip=skip)
         await asyncio.sleep(self.delay)
         return found
 
@@ -347,3 +354,46 @@ async def test_a_timer_filed_during_the_read_ahead_of_the_next_window_is_not_mis
         await timers.stop()
         await store.close()
     assert fires.at[ref] - timer.fire_at.timestamp() < 0.5
+
+
+class Parking:
+    """The partition's quarantine as the firing sees it: these entities are parked."""
+
+    def __init__(self, refs: list[Ref]) -> None:
+        self.ids = frozenset(ref.id for ref in refs)
+
+    async def read(self) -> None:
+        return None
+
+    def parked(self, entity_id: uuid.UUID) -> bool:
+        return entity_id in self.ids
+
+    def parked_entities(self) -> frozenset[uuid.UUID]:
+        return self.ids
+
+
+async def test_a_batch_s_worth_of_parked_timers_does_not_keep_the_others_unread(
+    engine: Engine,
+) -> None:
+    # More parked entities' due timers than a read takes, all due before the free one:
+    # read with them, a batch would hold nothing that may fire, for as long as they wait.
+    parked = [await hold(engine, f"parked-{n}", 0.01) for n in range(3)]
+    free = await hold(engine, "free", 0.05)
+    fires = Fires(engine, held=0)
+    timers = TimerFiring(
+        0,
+        APP,
+        engine.store,
+        fires,
+        limit=RateLimit(1000.0),
+        options=TimerOptions(batch=2),
+        hooks=WorkerHooks(),
+        parking=Parking(parked),
+    )
+    timers.start()
+    try:
+        await eventually(lambda: lapsed(engine, free), timeout=5)
+    finally:
+        await timers.stop()
+    assert fires.calls == [[free]]
+    assert [await lapsed(engine, ref) for ref in parked] == [False, False, False]

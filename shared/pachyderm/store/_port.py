@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -143,9 +143,13 @@ class EventStore(Protocol):
         for ``delays[effect_id]`` seconds. Published or unknown ids are ignored."""
         ...
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
         """The pending timers of ``partition`` whose next try is at ``until`` or
-        earlier, soonest first, at most ``limit``."""
+        earlier, soonest first, at most ``limit``; none of the entities in ``skip``
+        (parked ones, whose timers wait: however many they are, they do not fill the
+        batch and keep the others from being read)."""
         ...
 
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:

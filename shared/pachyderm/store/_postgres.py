@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -509,9 +509,11 @@ class PostgresEventStore:
             rows = await conn.fetch("SELECT partition, position FROM log_heads")
         return {row["partition"]: row["position"] for row in rows}
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
         async with translated_errors(), self._pool.acquire() as conn:
-            rows = await conn.fetch(timers.DUE, partition, until, limit)
+            rows = await conn.fetch(timers.DUE, partition, until, limit, list(skip))
         return [timers.stored_timer(row) for row in rows]
 
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:

@@ -13,7 +13,7 @@ _COLUMNS = (
 )
 DUE = (
     f"SELECT {_COLUMNS} FROM timers WHERE partition = $1 AND fire_at <= $2"
-    " ORDER BY fire_at LIMIT $3"
+    " AND entity_id <> ALL ($4::uuid[]) ORDER BY fire_at LIMIT $3"
 )
 OF_ENTITY = f"SELECT {_COLUMNS} FROM timers WHERE entity_id = $1 ORDER BY due_at, timer_key"
 POSTPONE = """

@@ -33,7 +33,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -293,8 +293,10 @@ class ShardedEventStore:
             if share
         )
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
-        return await self.store_of(partition).due_timers(partition, until, limit)
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
+        return await self.store_of(partition).due_timers(partition, until, limit, skip=skip)
 
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
         return await self._of_entity(entity_id, lambda store: store.entity_timers(entity_id))

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -548,9 +548,12 @@ class SqliteEventStore:
         """The last position of each partition's log that has one."""
         return await self._run(log.log_heads)
 
-    async def due_timers(self, partition: int, until: datetime, limit: int) -> list[StoredTimer]:
-        """The pending timers of ``partition`` to try by ``until``, soonest first."""
-        return await self._run(timers.due_timers, partition, until, limit)
+    async def due_timers(
+        self, partition: int, until: datetime, limit: int, *, skip: Collection[uuid.UUID] = ()
+    ) -> list[StoredTimer]:
+        """The pending timers of ``partition`` to try by ``until``, soonest first, none of
+        the entities in ``skip``."""
+        return await self._run(timers.due_timers, partition, until, limit, list(skip))
 
     async def entity_timers(self, entity_id: uuid.UUID) -> list[StoredTimer]:
         """The pending timers of one entity, soonest first."""

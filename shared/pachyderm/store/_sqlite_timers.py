@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,12 +87,18 @@ def _timer(row: Any) -> StoredTimer:
 
 
 def due_timers(
-    connection: sqlite3.Connection, partition: int, until: datetime, limit: int
+    connection: sqlite3.Connection,
+    partition: int,
+    until: datetime,
+    limit: int,
+    skip: Collection[uuid.UUID] = (),
 ) -> list[StoredTimer]:
+    skipped = [entity_id.bytes for entity_id in skip]
+    marks = ",".join("?" * len(skipped))
     rows = connection.execute(
         f"SELECT {_COLUMNS} FROM timers WHERE partition = ? AND fire_at <= ?"
-        " ORDER BY fire_at LIMIT ?",
-        (partition, time_text(until), limit),
+        f" AND entity_id NOT IN ({marks}) ORDER BY fire_at LIMIT ?",
+        (partition, time_text(until), *skipped, limit),
     )
     return [_timer(row) for row in rows]
 

@@ -107,6 +107,10 @@ class TimerStoreContract:
         assert [timer.due_at for timer in found] == sorted(dues[:3])[:2]
         later = await store.due_timers(0, now + timedelta(hours=2), 10)
         assert len(later) == 4
+        # Parked entities' timers left out: the limit counts the others only.
+        skipped = {changes[1].ref.id, changes[2].ref.id}
+        found = await store.due_timers(0, now + timedelta(hours=2), 2, skip=skipped)
+        assert [timer.due_at for timer in found] == [dues[0], dues[3]]
 
     async def test_a_fire_consumes_its_timer_with_its_events(self, store: EventStore) -> None:
         ref, due = _ref(), _past()

@@ -627,6 +627,10 @@ class PartitionQuarantine:
         """The entity waits for an operator, or for its parked commands to run."""
         return entity_id in self._view.blocked
 
+    def parked_entities(self) -> frozenset[uuid.UUID]:
+        """Every parked entity of the partition, as last read."""
+        return frozenset(self._view.blocked)
+
     def outdated(self) -> None:
         """The store fenced a fire: another worker parked its entity. Read the quarantine
         again now rather than at the next poll (the fire is left pending meanwhile)."""

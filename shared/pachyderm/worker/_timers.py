@@ -28,9 +28,11 @@ its own (1 s doubling to 5 min), so the timers behind it go on; one that keeps
 failing, takes its worker down or hangs it is held after its attempts (see
 :mod:`._timer_poison`). The timers of an entity parked behind a quarantined command
 (see :mod:`._quarantine`) wait, unfired and uncounted, until it is released, as its
-commands do; the firing starts once the partition's quarantine has been read. (While a
-partition moves, the former owner may fire on its own view for up to a heartbeat, as
-it may admit commands: the same window.)
+commands do; the firing starts once the partition's quarantine has been read, and reads
+leave their timers out (however many, they never fill a batch and keep the others
+unread). A former owner of the partition, firing on its older view while the partition
+moves, has such a fire refused at commit (:class:`~pachyderm.store.Fenced`): it stays
+pending, and the view is read again at once.
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ class Parking(Protocol):
         ...
 
     def parked(self, entity_id: uuid.UUID) -> bool: ...
+
+    def parked_entities(self) -> frozenset[uuid.UUID]:
+        """Every parked entity of the partition, as last read."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +294,12 @@ class TimerFiring:
             and (parking is None or not parking.parked(timer.entity_id))
         ]
 
+    async def _due(self, until: datetime) -> list[StoredTimer]:
+        """Read the partition's timers due by ``until``, a batch at most, those of parked
+        entities left out: a batch full of them would keep the others unread."""
+        skip = frozenset() if self.parking is None else self.parking.parked_entities()
+        return await self.store.due_timers(self.partition, until, self.options.batch, skip=skip)
+
     def _reap(self) -> None:
         """Forget the timers the fires that ended tried; raise what one of them raised
         (its timers stay, to be tried again after the back-off)."""
@@ -318,7 +330,7 @@ class TimerFiring:
         if now >= at:
             self._next_reach, self._tried = now + self._span(), set()
             self._next = asyncio.create_task(
-                self.store.due_timers(self.partition, self._next_reach, self.options.batch),
+                self._due(self._next_reach),
                 name=f"timers-read-{self.partition}",
             )
             return datetime.max.replace(tzinfo=UTC)
@@ -332,7 +344,7 @@ class TimerFiring:
         if self._next is None or fresh:
             self._drop_next(cancel=False)
             reach = now + self._span()
-            timers = await self.store.due_timers(self.partition, reach, self.options.batch)
+            timers = await self._due(reach)
             kept = timers
         else:
             next_read, reach, tried = self._next, self._next_reach, self._tried
