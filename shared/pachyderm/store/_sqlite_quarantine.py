@@ -38,7 +38,8 @@ _STATUS_OF: dict[Decision, str] = {"resume": "resuming", "skip": "skipping"}
 
 
 # PostgreSQL's pachyderm_commit_fenced (migration 0017), the same rule: the entity is
-# parked, and the command is neither the one being resumed nor one parked behind it.
+# parked, and the command is neither the one being resumed nor one parked behind it
+# while no command of the entity waits for an operator.
 _FENCED = """
     SELECT EXISTS (
                SELECT 1 FROM quarantine q
@@ -49,8 +50,12 @@ _FENCED = """
        AND NOT EXISTS (
                SELECT 1 FROM quarantine q
                 WHERE q.entity_id = :e AND q.command_id = :c AND q.status = 'resuming')
-       AND NOT EXISTS (
-               SELECT 1 FROM parked_commands k WHERE k.entity_id = :e AND k.command_id = :c)
+       AND NOT (
+               EXISTS (
+                   SELECT 1 FROM parked_commands k WHERE k.entity_id = :e AND k.command_id = :c)
+               AND NOT EXISTS (
+                   SELECT 1 FROM quarantine q
+                    WHERE q.entity_id = :e AND q.policy = 'park' AND q.status = 'quarantined'))
 """
 
 

@@ -216,6 +216,20 @@ class QuarantineStoreContract:
         await quarantine.settle(ref.id, "poison")
         assert await store.commit([_bump(ref, 2, "newer")]) == [Committed(3)]
 
+    async def test_a_parked_command_is_fenced_while_another_waits_for_an_operator(
+        self, store: EventStore
+    ) -> None:
+        # A former owner's old view releases it after the first skip, unaware of the second.
+        ref = Ref.from_key("counter", "twice")
+        quarantine = _quarantine_of(store)
+        await quarantine.quarantine([_entry(ref.id, "first")])
+        await quarantine.park([Parked(ref.id, "later", b"m")])
+        await quarantine.decide(ref.id, "first", "skip")
+        await quarantine.quarantine([_entry(ref.id, "second")])
+        assert await store.commit([_bump(ref, 0, "later")]) == [Fenced()]
+        await quarantine.decide(ref.id, "second", "skip")
+        assert await store.commit([_bump(ref, 0, "later")]) == [Committed(1)]
+
     async def test_a_skipped_command_fences_its_entity_while_commands_wait_behind_it(
         self, store: EventStore
     ) -> None:

@@ -10,9 +10,10 @@
 --
 -- An entity is parked while a row of its quarantine has policy 'park' and status
 -- quarantined, resuming or skipping, or skipped with commands still parked
--- behind it (pachyderm.worker's _View, the same rule). A committed change to it
--- is fenced unless it runs the command being resumed or one parked behind it
--- (the release, which the owner runs before anything newer).
+-- behind it (pachyderm.worker's _View, the same rule). A change to it is fenced
+-- unless it runs the command being resumed, or one parked behind it while no
+-- command of the entity waits for an operator (status quarantined): the release,
+-- which the owner runs before anything newer, and only then.
 --
 -- Ordering: pachyderm_commit_batch locks the batch's entity rows; the check
 -- below is a statement after it, with a snapshot of its own (this function is
@@ -66,9 +67,14 @@ BEGIN
                  SELECT 1 FROM quarantine q
                   WHERE q.entity_id = c_entity_ids[c] AND q.command_id = c_command_ids[c]
                     AND q.status = 'resuming')
-           AND NOT EXISTS (
-                 SELECT 1 FROM parked_commands k
-                  WHERE k.entity_id = c_entity_ids[c] AND k.command_id = c_command_ids[c]);
+           AND NOT (
+                 EXISTS (
+                     SELECT 1 FROM parked_commands k
+                      WHERE k.entity_id = c_entity_ids[c] AND k.command_id = c_command_ids[c])
+                 AND NOT EXISTS (
+                     SELECT 1 FROM quarantine q
+                      WHERE q.entity_id = c_entity_ids[c] AND q.policy = 'park'
+                        AND q.status = 'quarantined'));
         IF fenced IS NOT NULL THEN
             RAISE EXCEPTION 'pachyderm: changes to parked entities'
                   USING ERRCODE = 'PX001', DETAIL = array_to_string(fenced, ',');
