@@ -231,6 +231,11 @@ def _fired_as(entry: Quarantined) -> Ref | None:
         return None
 
 
+def _after(batches: Sequence[Sequence[Delivery]], index: int) -> list[Delivery]:
+    """The deliveries of the batches after ``index``, in order (to be admitted again)."""
+    return [delivery for rest in batches[index + 1 :] for delivery in rest]
+
+
 def _tried(delivery: Delivery) -> Delivery:
     """``delivery`` as the broker would hand it out again after its attempt: redelivered
     (so that it is counted from now on, its first attempt standing for the broker's
@@ -400,16 +405,15 @@ class PartitionQuarantine:
             batches = await self.admit(pending)
             pending = []
             for index, batch in enumerate(batches):
-                later = [delivery for rest in batches[index + 1 :] for delivery in rest]
                 try:
                     async with self.attempt(batch) as isolate:
                         fenced = await apply(batch, isolate)
                 except HandlerDiedError as died:
                     log.warning("partition %d: %s", self.partition, died)
-                    pending = [_tried(delivery) for delivery in batch] + later
+                    pending = [_tried(delivery) for delivery in batch] + _after(batches, index)
                     break
                 if fenced:
-                    pending = [*await self._fenced(fenced), *later]
+                    pending = [*await self._fenced(fenced), *_after(batches, index)]
                     break
 
     async def _fenced(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
