@@ -288,7 +288,7 @@ class PartitionWorker:
                 log.warning("partition %d: %d commands fenced", self.partition, len(fenced))
                 await self.inbox.ack(self._hold(fenced))
             return
-        await self.quarantine.handle(deliveries, self._apply)
+        await self.quarantine.handle(deliveries, self._apply, self)
 
     async def _apply(
         self, deliveries: Sequence[Delivery], isolate: float | None = None

@@ -5,8 +5,9 @@ never answered, so the broker delivers it again, marked *redelivered*. Only
 such deliveries are counted: a healthy fleet pays nothing. With ``isolation``
 (the default where the platform forks), a batch holding them is decided in a
 forked child first (:mod:`._isolation`) and runs beside the worker's other
-batches; an attempt is counted when its child dies or overruns
-(:class:`HandlerDiedError`), and the batch and those after it are admitted
+batches and its own partition's (:mod:`._suspect_runs`: only its entities' later
+deliveries wait for it); an attempt is counted when its child dies or overruns
+(:class:`HandlerDiedError`), and the batch and those that waited for it are admitted
 again, so the worker survives every attempt but a poison's first, and even that
 one if it hangs in Python code (the watchdog interrupts it: :mod:`._interruption`;
 the batch is then admitted again as if redelivered). Without it,
@@ -61,6 +62,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol
 
 from .._errors import CommandQuarantinedError, DefinitionError, StoreError
@@ -72,12 +74,14 @@ from ..store import EventStore, Parked, Quarantined, QuarantineStore
 from ..store._quarantine import CommandKey, Policy
 from ..transport import Delivery, Inbox, Transport
 from ._isolation import HandlerDiedError, can_isolate
+from ._suspect_runs import SuspectRun, SuspectRuns, entity_of
 from ._turns import EntityTurns
 
 log = logging.getLogger("pachyderm.quarantine")
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_ISOLATION = 30.0  # seconds, as the handler budget's default
+_STORE_RETRY = 0.5  # seconds before a suspect batch whose commit failed goes again
 _BLOCKING = ("quarantined", "resuming", "skipping")
 _REMEMBERED = 10_000  # settled tags kept, for admit() called again after a store failure
 _REFUSED = ("quarantined", "skipping", "skipped")
@@ -85,6 +89,8 @@ _REFUSED = ("quarantined", "skipping", "skipped")
 # takes the worker down again counts an attempt against its batch only, so at most
 # this many healthy commands become suspects (run one at a time) with it.
 _CHUNK = 16
+# Suspect batches a worker decides in forked children at once (see Turns.isolated).
+_CHILDREN = 8
 # Synthetic deliveries (stored commands run again) have tags below zero, which no
 # broker hands out: settling them is the quarantine's business, not the inbox's.
 _synthetic_tags = itertools.count(-1, -1)
@@ -118,8 +124,9 @@ class Turns:
     would otherwise count an attempt against every command of it, and a healthy
     command unlucky enough to be beside a poison three times would be quarantined."""
 
-    def __init__(self) -> None:
+    def __init__(self, children: int = _CHILDREN) -> None:
         self._running = 0  # uncounted batches in flight
+        self._children = asyncio.Semaphore(children)
         self._idle = asyncio.Event()
         self._idle.set()
         self._open = asyncio.Event()  # no counted batch waits or runs
@@ -139,6 +146,14 @@ class Turns:
             self._running -= 1
             if not self._running:
                 self._idle.set()
+
+    @asynccontextmanager
+    async def isolated(self) -> AsyncIterator[None]:
+        """Around a batch decided in a forked child first: it runs with the others, but
+        no more than ``children`` such batches of the worker's at once (a broker's
+        restart redelivers every partition's batch in flight, each then a suspect)."""
+        async with self._children, self.together():
+            yield
 
     @asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
@@ -212,14 +227,6 @@ def _key(delivery: Delivery) -> CommandKey | None:
         return uuid.UUID(message.routing_key), message.message_id
     except ValueError:
         return None  # bad input: parsing answers it, it cannot poison anything
-
-
-def _entity(delivery: Delivery) -> uuid.UUID | None:
-    """The entity ``delivery`` is addressed to (None: not a valid id)."""
-    try:
-        return uuid.UUID(delivery.message.routing_key)
-    except ValueError:
-        return None
 
 
 def _fired_as(entry: Quarantined) -> Ref | None:
@@ -308,6 +315,7 @@ class PartitionQuarantine:
         # The partition's entity turns (its PartitionWorker runs with them): a quarantine
         # that parks an entity is recorded while none of its timers' fires is in flight.
         self.turns = EntityTurns()
+        self.runs = SuspectRuns()  # suspect batches decided beside the partition
 
     # -- the inbox -------------------------------------------------------------
 
@@ -357,7 +365,7 @@ class PartitionQuarantine:
         a batch of its own, applied inside :meth:`attempt`. Called under the
         partition's lock; safe to call again for the same deliveries (a retry after a
         store failure): those settled are left out."""
-        deliveries = [d for d in deliveries if d.tag not in self._done]
+        deliveries = [d for d in deliveries if d.tag not in self._done and not self.runs.aside(d)]
         if not self._loaded and any(d.tag >= 0 for d in deliveries):
             # The partition's first deliveries from the broker: this worker has just
             # become its consumer (it may have owned it a while, waiting for the former
@@ -393,18 +401,26 @@ class PartitionQuarantine:
         await self._record(admission)
         return admission.batches
 
-    async def handle(self, deliveries: Sequence[Delivery], apply: Apply) -> None:
+    async def handle(
+        self, deliveries: Sequence[Delivery], apply: Apply, partition: Serialized
+    ) -> None:
         """Admit ``deliveries``, then apply the batches in order, each inside
-        :meth:`attempt`. When a batch's child dies (:class:`HandlerDiedError`: its attempt is
-        counted), that batch and all after it are admitted again, as if redelivered:
-        each entity's order holds (nothing of it ran after the dead batch), and the dead
-        batch's commands are suspects now, decided one by one until the poison among
-        them is quarantined. The worker lives on."""
+        :meth:`attempt`. A batch decided in a forked child runs beside the partition
+        (:mod:`._suspect_runs`): only its entities' later deliveries wait for it. When a
+        batch's child dies (:class:`HandlerDiedError`: its attempt is counted), that batch
+        and all after it that waited for it are admitted again, as if redelivered: each
+        entity's order holds, and the dead batch's commands are suspects now, decided one
+        by one until the poison among them is quarantined. The worker lives on."""
         pending: Sequence[Delivery] = deliveries
         while pending and not self._leaving:  # left unsettled: handed back
             batches = await self.admit(pending)
             pending = []
-            for index, batch in enumerate(batches):
+            for index, admitted in enumerate(batches):
+                if not (batch := self.runs.free(admitted)):
+                    continue
+                if (limit := self._isolating(batch)) is not None and min(d.tag for d in batch) >= 0:
+                    self.runs.start(batch, partial(self._beside, apply, partition, limit))
+                    continue
                 try:
                     async with self.attempt(batch) as isolate:
                         fenced = await apply(batch, isolate)
@@ -416,6 +432,38 @@ class PartitionQuarantine:
                     pending = [*await self._fenced(fenced), *_after(batches, index)]
                     break
 
+    async def _beside(
+        self, apply: Apply, partition: Serialized, limit: float, run: SuspectRun
+    ) -> None:
+        """Decide ``run``'s batch in a child, then, under the partition's lock, handle
+        what must go again and what waited for it (see :mod:`._suspect_runs`)."""
+        again: list[Delivery] = []
+        fenced: Sequence[Delivery] = ()
+        try:
+            async with self._isolated(run.batch, limit):
+                fenced = await apply(run.batch, limit)
+        except HandlerDiedError as died:
+            log.warning("partition %d: %s", self.partition, died)
+            again = [_tried(delivery) for delivery in run.batch]
+        except StoreError as error:
+            log.warning("partition %d: store failed, retrying: %s", self.partition, error)
+            await asyncio.sleep(_STORE_RETRY)
+            again = list(run.batch)
+        except Exception:  # as a batch of the partition's own (PartitionWorker._run)
+            log.exception("partition %d: settling a batch failed", self.partition)
+
+        async def wind_up() -> None:
+            ahead = [*again, *(await self._fenced(fenced) if fenced else ())]
+            await partition.apply([*ahead, *self.runs.finish(run)])
+
+        await partition.exclusively(wind_up)
+
+    def _isolating(self, batch: Sequence[Delivery]) -> float | None:
+        """How long ``batch`` may take in a forked child; None: it is decided in process."""
+        if not any(d.tag in self._counted for d in batch) or not can_isolate():
+            return None
+        return self.options.isolation
+
     async def _fenced(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         """The store fenced ``deliveries``: another worker parked their entities after this
         one last read the quarantine. Read it again, with those entities parked even if
@@ -425,7 +473,7 @@ class PartitionQuarantine:
         log.info("partition %d: %d fenced: reading the quarantine", self.partition, len(deliveries))
         await self._reload()
         for delivery in deliveries:
-            if (entity := _entity(delivery)) is not None:
+            if (entity := entity_of(delivery)) is not None:
                 self._view.blocked.setdefault(entity, set())
         return [delivery for delivery in deliveries if delivery.tag >= 0]
 
@@ -447,8 +495,7 @@ class PartitionQuarantine:
             async with self.options.turns.together():
                 yield None  # the healthy path: first deliveries, nothing to count
             return
-        isolation = self.options.isolation if can_isolate() else None
-        if isolation is not None:
+        if (isolation := self._isolating(batch)) is not None:
             async with self._isolated(batch, isolation) as limit:
                 yield limit
             return
@@ -477,7 +524,7 @@ class PartitionQuarantine:
         for delivery in batch:
             self._uncounted.discard(delivery.tag)
             self._suspects.discard(delivery.tag)
-        async with self.options.turns.together():
+        async with self.options.turns.isolated():
             try:
                 yield limit
             except HandlerDiedError:
@@ -506,7 +553,7 @@ class PartitionQuarantine:
         blocked_now: set[uuid.UUID] = set()  # parked by this very batch
         # Entities with a delivery that may be a poison's: theirs keep their order, after
         # the first deliveries of all the others (``first``), which go ahead together.
-        risky = {_entity(d) for d in deliveries if d.tag in made}
+        risky = {entity_of(d) for d in deliveries if d.tag in made}
         first: list[Delivery] = []
         for delivery in deliveries:
             key = _key(delivery)
@@ -550,7 +597,7 @@ class PartitionQuarantine:
         refused nor parked: nothing to set aside, nothing to count. One addressed to no
         entity keeps its place: a fence of ``pachyderm repartition`` says that all
         before it is settled (see :mod:`pachyderm._repartition`)."""
-        entity = _entity(delivery)
+        entity = entity_of(delivery)
         if delivery.tag in made or entity is None or entity in risky:
             return False
         return key is None or not (key in self._view.refused or key[0] in self._view.blocked)
@@ -657,6 +704,7 @@ class PartitionQuarantine:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.runs.stop()
 
     async def _reload(self) -> list[Quarantined]:
         """Read the partition's quarantine (under the partition's lock: no batch is being

@@ -1,0 +1,171 @@
+"""Suspect batches decided beside their partition (in process: SQLite, the in-process
+broker): while a redelivered poison's child hangs, the partition's other entities
+are answered; the poisoned entity's later commands wait behind it in order, and a
+request naming no entity (a repartition fence) waits with everything after it.
+The bookkeeping itself (:class:`SuspectRuns`) is tested on its own below."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pachyderm import CommandQuarantinedError, Ref
+from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
+from pachyderm.transport import Delivery, Message
+from pachyderm.worker import PartitionWorker
+from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
+
+from .poison_app import Lane, Poison, Step
+from .test_partition_quarantine import World, switch, world
+
+__all__ = ["switch", "world"]  # the fixtures, shared with the in-process tests
+
+FENCE = Message(
+    b"null",
+    routing_key="pachyderm.commands.00",
+    message_id="fence",
+    content_type="application/json",
+    headers={KIND_HEADER: QUERY, ENTITY_TYPE_HEADER: "pachyderm.fence"},
+)
+
+
+async def _redelivered_hang(world: World, switch: Path) -> tuple[Ref, str]:
+    """A hanging poison whose worker died with it in hand: the next owner decides it in
+    a child, which hangs (killed at the limit) twice before it is quarantined."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await world.send(ref, Poison("hang", str(switch)))
+    dead = await world.worker()
+    await asyncio.wait_for(dead.inbox.take(100), 2)
+    await dead.inbox.close()
+    return ref, command_id
+
+
+async def _owner(world: World) -> PartitionWorker:
+    owner = await world.worker(isolation=1.0)
+    owner.start()
+    await asyncio.sleep(0.3)  # the poison's child hangs now
+    return owner
+
+
+async def _answer(world: World, command_id: str, seconds: float = 15) -> Any:
+    for _ in range(int(seconds * 100)):
+        if command_id in world.replies:
+            return world.replies[command_id]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no reply to {command_id}")
+
+
+async def test_other_entities_flow_while_a_suspect_s_child_hangs(
+    world: World, switch: Path
+) -> None:
+    poisoned, command_id = await _redelivered_hang(world, switch)
+    owner = await _owner(world)
+    try:
+        healthy = await world.send(Lane.ref(str(uuid.uuid4())), Step(1))
+        later = await world.send(poisoned, Step(2))
+        assert await world.answer(healthy) == (1, {"steps": [1]})
+        # Answered while the poison's attempts go on (two children of a second each).
+        assert command_id not in world.replies
+        answer = await _answer(world, command_id)
+        assert isinstance(answer, CommandQuarantinedError)
+        assert answer.attempts == 3
+        await asyncio.sleep(0.1)
+        # Its later command waited behind it, then was parked behind it, not run.
+        assert later not in world.replies
+        [parked] = await world.quarantine.parked(poisoned.id, 10)
+        assert parked.command_id == later
+        assert await world.steps(poisoned) == []
+    finally:
+        await owner.stop()
+
+
+async def test_a_request_naming_no_entity_waits_for_the_suspects_with_all_after_it(
+    world: World, switch: Path
+) -> None:
+    """A repartition fence says that everything before it in its queue is settled: it is
+    answered only after the suspect batch before it, and what came after it waits too."""
+    _, command_id = await _redelivered_hang(world, switch)
+    owner = await _owner(world)
+    try:
+        before = await world.send(Lane.ref(str(uuid.uuid4())), Step(1))
+        await world.transport.publish_command(dataclasses.replace(FENCE, reply_to=world.address))
+        after = await world.send(Lane.ref(str(uuid.uuid4())), Step(2))
+        assert await world.answer(before) == (1, {"steps": [1]})
+        assert command_id not in world.replies
+        await _answer(world, "fence")
+        assert command_id in world.replies
+        assert await world.answer(after) == (1, {"steps": [2]})
+    finally:
+        await owner.stop()
+
+
+async def test_stopping_cancels_a_run_and_hands_its_deliveries_back(
+    world: World, switch: Path
+) -> None:
+    poisoned, command_id = await _redelivered_hang(world, switch)
+    owner = await _owner(world)
+    later = await world.send(poisoned, Step(2))
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(owner.stop(), 2)  # not after the child's second
+    assert command_id not in world.replies and later not in world.replies
+    successor = await world.worker()
+    deliveries = await asyncio.wait_for(successor.inbox.take(100), 2)
+    assert [d.message.message_id for d in deliveries] == [command_id, later]
+    assert all(d.redelivered for d in deliveries)
+    await successor.inbox.close()
+
+
+# -- the bookkeeping ---------------------------------------------------------------
+
+_tags = iter(range(1, 1_000_000))
+
+
+def _delivery(entity: uuid.UUID | None) -> Delivery:
+    key = "not-an-entity" if entity is None else str(entity)
+    return Delivery(Message(b"{}", routing_key=key, message_id=str(next(_tags))), 0, next(_tags))
+
+
+async def _forever(run: SuspectRun) -> None:
+    await asyncio.Event().wait()
+
+
+async def test_an_entity_s_deliveries_wait_behind_its_run_and_the_others_go() -> None:
+    runs = SuspectRuns()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    suspect = _delivery(a)
+    runs.start([suspect], _forever)
+    [run] = runs._runs
+    first, other, second = _delivery(a), _delivery(b), _delivery(a)
+    assert runs.free([first, other, second]) == [other]
+    assert runs.aside(suspect) and runs.aside(first) and not runs.aside(other)
+    assert runs.finish(run) == [first, second]
+    assert not runs.aside(first)
+    assert runs.free([_delivery(a)]) != []  # let go
+    await runs.stop()
+    await asyncio.wait_for(runs.idle(), 1)
+
+
+async def test_the_barrier_holds_everything_after_it_until_no_run_is_left() -> None:
+    runs = SuspectRuns()
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    runs.start([_delivery(a)], _forever)
+    runs.start([_delivery(b)], _forever)
+    first, second = sorted(runs._runs, key=lambda run: run.batch[0].tag)
+    behind_a, fence, fresh, behind_b = _delivery(a), _delivery(None), _delivery(c), _delivery(b)
+    assert runs.free([behind_a, fence, fresh, behind_b]) == []
+    assert runs.finish(first) == [behind_a]  # a run is left: the barrier stays
+    assert runs.finish(second) == [fence, fresh, behind_b]
+    assert runs.free([_delivery(None)]) != []  # no run: nothing to wait for
+    await runs.stop()
+
+
+async def test_stored_commands_run_again_are_never_set_aside() -> None:
+    runs = SuspectRuns()
+    a = uuid.uuid4()
+    runs.start([_delivery(a)], _forever)
+    stored = dataclasses.replace(_delivery(a), tag=-5)
+    assert runs.free([stored]) == [stored]
+    await runs.stop()
