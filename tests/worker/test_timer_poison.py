@@ -7,6 +7,7 @@ loop ends, as the process would), and the next owner a new :class:`TimerFiring`.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -67,7 +68,9 @@ async def engine() -> AsyncIterator[Engine]:
     await store.close()
 
 
-def owner(engine: Engine, fires: Deadly, hooks: WorkerHooks) -> TimerFiring:
+def owner(
+    engine: Engine, fires: Deadly, hooks: WorkerHooks, isolation: float | None = None
+) -> TimerFiring:
     """A new owner of partition 0, firing."""
     timers = TimerFiring(
         0,
@@ -78,6 +81,7 @@ def owner(engine: Engine, fires: Deadly, hooks: WorkerHooks) -> TimerFiring:
         options=TimerOptions(poll=0.05, read_ahead=0.05),
         hooks=hooks,
         max_attempts=3,
+        isolation=isolation,
     )
     timers.start()
     return timers
@@ -158,6 +162,59 @@ async def test_a_timer_that_hangs_its_worker_is_held_by_the_same_worker(engine: 
     assert with_poison[1:] == [[poison], [poison]]  # alone once counted
     [timer] = await engine.store.entity_timers(poison.id)
     assert timer.attempts == 3
+
+
+class Isolated(Deadly):
+    """Risky calls go to a forked child: one holding ``poison`` kills its child (while
+    ``armed``); the first call of ``victim`` alone loses its worker (killed from outside,
+    as a chaos fault does, while the call's child runs)."""
+
+    def __init__(self, engine: Engine, poison: Ref, victim: Ref) -> None:
+        super().__init__(engine, poison, HandlerDiedError("the child died"))
+        self.victim, self.spared = victim, False
+
+    async def __call__(self, requests: list[Request], isolate: float | None = None) -> list[Done]:
+        assert isolate is not None or self.poison not in [r.ref for r in requests]
+        if [request.ref for request in requests] == [self.victim] and not self.spared:
+            self.spared = True
+            self.calls.append([self.victim])
+            raise Crash("the worker was killed")
+        return await super().__call__(requests, isolate)
+
+
+async def test_only_a_dead_child_counts_a_timer_beside_a_poison(engine: Engine) -> None:
+    """Decided in children, fires are counted when their child dies, not before they run:
+    a healthy timer in a poison's group, whose worker is then killed while it runs alone,
+    has one attempt counted (the group's), not three, and fires on the next owner; the
+    poison is held after two dead children (and its former owner's try)."""
+    hooks = Quarantines()
+    poison = await hold(engine, "poison", 0.05)
+    healthy = await hold(engine, "healthy", 0.05)
+    fires = Isolated(engine, poison, healthy)
+    await asyncio.sleep(0.1)  # due before the owner below began: risky, its group's
+    first = owner(engine, fires, hooks, isolation=5.0)
+    try:
+
+        async def killed() -> bool:
+            return fires.spared
+
+        await eventually(killed, timeout=10)
+    finally:
+        await first.stop()
+    assert fires.calls[0] in ([poison, healthy], [healthy, poison])
+    [timer] = await engine.store.entity_timers(healthy.id)
+    assert timer.attempts == 1  # its group's dead child; not its own try, cut short
+    second = owner(engine, fires, hooks, isolation=5.0)
+    try:
+        await eventually(lambda: lapsed(engine, healthy), timeout=10)
+
+        async def held() -> bool:
+            return hooks.held == [("seat", "hold")]
+
+        await eventually(held, timeout=15)
+    finally:
+        await second.stop()
+    assert fires.deaths == 2
 
 
 def _fire(attempts: int, due: datetime) -> Fire:

@@ -5,18 +5,21 @@ A fire runs in the worker's process (the timers' fast path). One that may be a
 poison's is *risky*: its timer failed before (``attempts``, counted durably), or
 fell due before this owner began firing the partition (the former owner may have
 died firing it: an attempt never counted, as a broker's first delivery is not).
-A risky fire is counted before it runs: one more attempt, and its next try put
-off by the back-off, in one statement for its group; so one that takes the worker
-down is on record for the next owner, which waits the back-off first (a crash
-loop is spaced out, not a storm). Risky fires go in small groups: those never
-counted, up to :data:`GROUP` together; those counted before, alone; so a poison
-makes suspects of its group only. A call with a risky fire in it is decided in a
-forked child first where the worker isolates (as redelivered commands are: see
-:mod:`._quarantine`): a poison ends the child, not the worker, so a poison timer
-costs at most the worker that fired it first, when nothing made it suspect yet. A
-call that died so, or that the watchdog interrupted
-(:class:`~._isolation.HandlerDiedError`: nothing committed), counts an attempt
-against every fire of its call, which are all risky then, each alone next.
+Risky fires go in small groups: those never counted, up to :data:`GROUP`
+together; those counted before, alone; so a poison makes suspects of its group
+only. A call with a risky fire in it is decided in a forked child first where the
+worker isolates (as redelivered commands are: see :mod:`._quarantine`): a poison
+ends the child, not the worker, so a poison timer costs at most the worker that
+fired it first, when nothing made it suspect yet. A call whose child died, or
+that the watchdog interrupted (:class:`~._isolation.HandlerDiedError`: nothing
+committed), counts an attempt against every fire of its call, which are all
+risky then, each alone next, and each next try waits the back-off (a crash loop
+is spaced out, not a storm). Only a dead child's call counts: a healthy timer
+beside a poison, or on a worker killed meanwhile, is not counted in vain (it
+was, when every risky fire was counted before it ran, and a healthy timer could
+be held). Where the worker does not isolate, a risky fire is counted before it
+runs (one more attempt, the back-off, one statement for its group), so that one
+that takes the worker down is on record for the next owner.
 
 Once the attempts made reach ``max_attempts``, the timer is *held*: its next try
 is put off for a century (``EventStore.hold_timers``; its ``attempts`` say why),
@@ -108,10 +111,16 @@ class TimerPoison:
             if _key(timer) not in held and (_key(timer) in counted or not self.risky(timer))
         ]
 
-    async def interrupted(self, fires: Sequence[Fire], error: Exception) -> None:
-        """A call of ``fires`` was interrupted: count an attempt of those not counted."""
+    async def died(self, fires: Sequence[Fire], error: Exception, *, counted: bool) -> None:
+        """A call of ``fires`` killed its child or was interrupted: count an attempt of
+        each not counted yet (``counted``: the risky ones were, before they ran); those
+        decided in a child wait the back-off before their next try, as counted ones do."""
         log.warning("partition %d: %s; its timers count an attempt each", self.partition, error)
-        delays = {_key(timer): 0.0 for timer, _ in fires if not self.risky(timer)}
+        delays = {
+            _key(timer): 0.0 if counted else backoff(timer.attempts)
+            for timer, _ in fires
+            if not (counted and self.risky(timer))
+        }
         await self.store.postpone_timers(delays)
 
     async def hold(self, fires: Sequence[Fire]) -> None:

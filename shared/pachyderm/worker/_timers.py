@@ -373,22 +373,25 @@ class TimerFiring:
         # Risky fires (see ._timer_poison) a group at a time, the rest left due for later.
         tried, exhausted, _later = self.poison.split(requests)
         await self.poison.hold(exhausted)
-        run = await self.poison.count(tried)
-        await self.limit.take(len(run))  # what fires: an entity's first timer only
         # A risky fire may be a poison's: decided in a child first, it kills that child,
-        # not the worker (counted already, it is held after its attempts all the same).
-        risky = any(self.poison.risky(timer) for timer, _ in run)
+        # not the worker, and is counted when it does; in process, it is counted first.
+        risky = any(self.poison.risky(timer) for timer, _ in tried)
         isolate = self.isolation if risky else None
+        counted = isolate is None
+        run = await self.poison.count(tried) if counted else tried
+        await self.limit.take(len(run))  # what fires: an entity's first timer only
         try:
             results = await self.fire([request for _, request in run], isolate) if run else []
-        except HandlerDiedError as died:  # the watchdog interrupted one: nothing committed
-            await self.poison.interrupted(run, died)
+        except HandlerDiedError as died:  # nothing committed
+            await self.poison.died(run, died, counted=counted)
             return {_version(timer) for timer, _ in [*tried, *exhausted]}
         fired_at = datetime.now(UTC)
         delays: dict[tuple[uuid.UUID, str], float] = {}
         for (timer, request), result in zip(run, results, strict=True):
             if result.error is not None:
-                self._failed(timer, result.error, delays, counted=self.poison.risky(timer))
+                self._failed(
+                    timer, result.error, delays, counted=counted and self.poison.risky(timer)
+                )
             elif not result.gone:
                 tick = request.timer.due if request.timer else timer.due_at
                 self.hooks.timer_fired(timer.entity_type, (fired_at - tick).total_seconds())
