@@ -110,7 +110,8 @@ async def test_stopping_cancels_a_run_and_hands_its_deliveries_back(
     later = await world.send(poisoned, Step(2))
     await asyncio.sleep(0.1)
     await asyncio.wait_for(owner.stop(), 2)  # not after the child's second
-    assert command_id not in world.replies and later not in world.replies
+    assert command_id not in world.replies
+    assert later not in world.replies
     successor = await world.worker()
     deliveries = await asyncio.wait_for(successor.inbox.take(100), 2)
     assert [d.message.message_id for d in deliveries] == [command_id, later]
@@ -140,7 +141,9 @@ async def test_an_entity_s_deliveries_wait_behind_its_run_and_the_others_go() ->
     [run] = runs._runs
     first, other, second = _delivery(a), _delivery(b), _delivery(a)
     assert runs.free([first, other, second]) == [other]
-    assert runs.aside(suspect) and runs.aside(first) and not runs.aside(other)
+    assert runs.aside(suspect)
+    assert runs.aside(first)
+    assert not runs.aside(other)
     assert runs.finish(run) == [first, second]
     assert not runs.aside(first)
     assert runs.free([_delivery(a)]) != []  # let go
