@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from pachyderm.transport import Delivery, Message
 from pachyderm.worker import PartitionWorker
 from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
+from pachyderm.worker._watchdog import Watchdog
 
 from .poison_app import Lane, Poison, Step
 from .test_partition_quarantine import World, switch, world
@@ -172,3 +176,30 @@ async def test_stored_commands_run_again_are_never_set_aside() -> None:
     stored = dataclasses.replace(_delivery(a), tag=-5)
     assert runs.free([stored]) == [stored]
     await runs.stop()
+
+
+async def test_after_an_interrupted_batch_each_of_its_commands_goes_alone(
+    world: World, switch: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hanging poison's first attempt, in process, is interrupted by the watchdog with
+    its batch: the one that hung is among them, so each goes alone into a child next
+    (not the whole batch again, whose child would hang too): no child that died held a
+    healthy command, and the healthy ones are answered."""
+    stalls: list[float] = []
+    watching = asyncio.create_task(Watchdog(0.3, on_stall=stalls.append).run())
+    poisoned = Lane.ref(str(uuid.uuid4()))
+    lanes = [Lane.ref(str(uuid.uuid4())) for _ in range(5)]
+    command_id = await world.send(poisoned, Poison("spin", str(switch)))
+    healthy = [await world.send(ref, Step(n)) for n, ref in enumerate(lanes)]
+    try:
+        with caplog.at_level(logging.WARNING, "pachyderm.quarantine"):
+            assert await asyncio.wait_for(world.live(await world.worker(isolation=0.5)), 30)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+    answer = await world.answer(command_id)
+    assert isinstance(answer, CommandQuarantinedError)
+    assert [await world.answer(c) for c in healthy] == [(1, {"steps": [n]}) for n in range(5)]
+    died = [r.getMessage() for r in caplog.records if "killed or hung the child" in r.getMessage()]
+    assert len(died) == 2  # its second and third attempts
+    assert all(str(ref.id) not in line for line in died for ref in lanes)

@@ -304,7 +304,7 @@ class PartitionQuarantine:
         self._counted: dict[int, CommandKey] = {}  # delivery tag -> its counted attempts
         self._stored: dict[int, int | None] = {}  # synthetic tag -> parked position
         self._requarantined: set[CommandKey] = set()
-        self._suspects: set[int] = set()  # tags of deliveries to run alone
+        self._suspects: set[int] = set()  # tags of deliveries to run alone (once)
         self._uncounted: set[int] = set()  # tags whose attempt is counted when it starts
         self._done: dict[int, None] = {}  # tags settled lately (an ordered set)
         self._task: asyncio.Task[None] | None = None
@@ -426,6 +426,9 @@ class PartitionQuarantine:
                         fenced = await apply(batch, isolate)
                 except HandlerDiedError as died:
                     log.warning("partition %d: %s", self.partition, died)
+                    # The one that hung is among them: each goes alone next, not in a
+                    # batch of first deliveries again (whose child would hang as well).
+                    self._suspects.update(delivery.tag for delivery in batch)
                     pending = [_tried(delivery) for delivery in batch] + _after(batches, index)
                     break
                 if fenced:
@@ -576,8 +579,11 @@ class PartitionQuarantine:
                 self._view.add(entry)
                 if entry.policy == "park":
                     blocked_now.add(entity_id)
-            elif made.get(delivery.tag, 0) - (delivery.tag >= 0) > 0:
-                # An attempt of it was counted and never answered: it may be the poison.
+            elif made.get(delivery.tag, 0) - (delivery.tag >= 0) > 0 or (
+                delivery.tag in self._suspects
+            ):
+                # An attempt of it was counted and never answered, or its batch was just
+                # interrupted: it may be the poison.
                 self._suspects.add(delivery.tag)
                 admission.admit(delivery, alone=True)
             else:
