@@ -203,3 +203,18 @@ async def test_after_an_interrupted_batch_each_of_its_commands_goes_alone(
     died = [r.getMessage() for r in caplog.records if "killed or hung the child" in r.getMessage()]
     assert len(died) == 2  # its second and third attempts
     assert all(str(ref.id) not in line for line in died for ref in lanes)
+
+
+async def test_once_stopped_a_batch_is_set_aside_not_run() -> None:
+    runs = SuspectRuns()
+    await runs.stop()
+    started: list[SuspectRun] = []
+
+    async def record(run: SuspectRun) -> None:
+        started.append(run)
+
+    suspect = _delivery(uuid.uuid4())
+    runs.start([suspect], record)
+    await asyncio.sleep(0)
+    assert started == []
+    assert runs.aside(suspect)

@@ -66,6 +66,7 @@ class SuspectRuns:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopped = False
 
     def aside(self, delivery: Delivery) -> bool:
         """Whether ``delivery`` is in a run or waits behind one."""
@@ -100,11 +101,13 @@ class SuspectRuns:
         decide: Callable[[SuspectRun], Coroutine[Any, Any, None]],
     ) -> None:
         """Run ``decide`` for ``batch`` as a task; its entities wait for it (until
-        :meth:`finish`)."""
+        :meth:`finish`). Once stopped, ``batch`` is only set aside (left unsettled)."""
         run = SuspectRun(batch, frozenset(entity_of(d) for d in batch))
         self._runs.add(run)
         self._held.update(dict.fromkeys(run.entities, run))
         self._aside.update(d.tag for d in batch)
+        if self._stopped:
+            return
         task = asyncio.create_task(decide(run), name="suspect-run")
         self._tasks.add(task)
         self._idle.clear()
@@ -135,6 +138,7 @@ class SuspectRuns:
     async def stop(self) -> None:
         """Cancel the runs: their deliveries, and those behind them, stay unsettled (the
         partition's inbox hands them back when it closes)."""
+        self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
