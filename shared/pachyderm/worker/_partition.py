@@ -9,9 +9,12 @@ owner, which reads it. Its caller, if waiting, may time out meanwhile and retry
 with the same command id, as after any timeout: the retry is held in its place.
 
 Invariant: a delivery is answered only once every delivery ahead of it in the queue
-is settled (committed, set aside or held): batches are applied one after another
-and replies go out after the commit. ``pachyderm repartition`` relies on it (its
-fences, :mod:`pachyderm._repartition`): pipelining batches must keep it.
+to its entity is settled (committed, set aside or held), and a delivery naming no
+entity only once every delivery ahead of it is: batches are applied one after
+another and replies go out after the commit, except a suspect batch decided in a
+forked child, which runs beside the partition with its entities' later deliveries
+queued behind it (:mod:`._suspect_runs`). ``pachyderm repartition`` relies on it
+(its fences, :mod:`pachyderm._repartition`): pipelining batches must keep it.
 
 Fires do not take the partition's turn: a fire runs as soon as none of its
 entities is being decided on (:class:`EntityTurns`), beside the batch in flight,
