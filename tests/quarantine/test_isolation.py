@@ -125,6 +125,35 @@ async def test_a_child_ends_by_itself_once_its_worker_is_dead() -> None:
         await asyncio.sleep(0.1)
 
 
+_REPORTING_TO_THE_DEAD = """
+import asyncio, os, time
+from pachyderm.worker._isolation import survives
+
+async def main():
+    asyncio.create_task(survives(lambda: time.sleep(0.5), 5))
+    await asyncio.sleep(0.2)
+    os._exit(0)  # the worker dies; its child's report then finds no reader
+
+asyncio.run(main())
+print("the child ran the worker's code on")
+"""
+
+
+async def test_a_child_whose_worker_died_leaves_quietly_after_its_decision() -> None:
+    """Its report fails (a broken pipe): the child still leaves at once, rather than
+    unwinding into its copy of the worker's stack (which then ran on without a loop)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _REPORTING_TO_THE_DEAD,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # The child keeps the standard streams: they close once it has ended too.
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert (out, err) == (b"", b"")
+
+
 @pytest.mark.parametrize("mode", ["exit", "hang", "crash"])
 async def test_a_redelivered_poison_is_quarantined_and_its_worker_lives(
     world: World, switch: Path, mode: str

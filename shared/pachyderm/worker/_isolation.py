@@ -70,9 +70,14 @@ def _decide_and_leave(decide: Callable[[], object], report: int, limit: float) -
         survived = True
     finally:
         # No clean-up (atexit, finalizers): nothing of the worker's is the child's to tidy.
-        if survived:
-            os.write(report, _SURVIVED)
-        os._exit(0)
+        # And never back into the worker's code, whatever happens here: a report that
+        # fails (the worker died meanwhile: a broken pipe) once let a child unwind into
+        # its copy of the worker's stack, which ran on without a loop until it aborted.
+        try:
+            if survived:
+                os.write(report, _SURVIVED)
+        finally:
+            os._exit(0)
 
 
 def _fork() -> int:
