@@ -263,3 +263,23 @@ async def test_a_retried_command_gets_its_first_answer_whatever_happened_since(
     assert all(r.duplicate for r in retried)
     assert committed == []
     await assert_replay_matches(store, APP, ALICE, bank.AccountState(owner="alice", balance=100))
+
+
+async def test_an_entity_unloaded_while_its_batch_is_decided_in_a_child_is_loaded_again(
+    store: EventStore,
+) -> None:
+    """A suspect batch's child takes a while; meanwhile the worker's other runs go on,
+    and the cache may drop the entity (unloaded as idle, evicted): the worker's own
+    decision after the child's loads it again rather than failing the batch."""
+    engine = Engine(APP, store)
+    await engine.run([request(ALICE, bank.Open(owner="alice"))])
+    probing = engine._probe
+
+    async def probe_then_unload(*args: Any) -> None:
+        await probing(*args)
+        engine.cache.forget([ALICE])  # as an idle unload during the child's run
+
+    engine._probe = probe_then_unload  # type: ignore[method-assign]
+    [result], _ = await engine.run([request(ALICE, bank.Deposit(amount=5))], isolate=5.0)
+    assert result.error is None
+    assert result.reply == {"owner": "alice", "balance": 5}

@@ -198,10 +198,12 @@ class Engine:
             lanes.setdefault(step.request.ref, _Lane(step.request.ref)).steps.append(
                 _Step(step.index, step.request)
             )
-        for ref, error in (await self._load_missing(list(lanes))).items():
-            results.update((step.index, Done(error=error)) for step in lanes.pop(ref).steps)
+        await self._load(lanes, results)
         if isolate is not None and lanes:
             await self._probe(list(lanes.values()), partition, isolate)
+            # Other runs went on while the child decided (the partition's other batches,
+            # the cache's unloading of idle entities): cached again what they dropped.
+            await self._load(lanes, results)
         self._decide_interruptibly(list(lanes.values()), partition)
         changes = [change for lane in lanes.values() for change in lane.changes()]
         outcomes = iter(await self._commit(changes) if changes else ())
@@ -271,6 +273,12 @@ class Engine:
             if stored is not None:
                 reply, rejection = read_stored_reply(stored.reply)
                 step.result = Done(stored.version, reply, rejection, duplicate=True)
+
+    async def _load(self, lanes: dict[Ref, _Lane], results: dict[int, Done]) -> None:
+        """Cache the lanes' entities; a lane whose entity cannot be decided on here is
+        answered with the reason and dropped."""
+        for ref, error in (await self._load_missing(list(lanes))).items():
+            results.update((step.index, Done(error=error)) for step in lanes.pop(ref).steps)
 
     async def _load_missing(self, refs: list[Ref]) -> dict[Ref, PachydermError]:
         """Cache the entities not in the cache yet; returns those that cannot be decided
