@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from examples import bank, counter
 from pachyderm import App, EntityTypeMismatchError, HandlerError, Ref, Reject
 from pachyderm._wire import COMMAND, QUERY, Request
@@ -266,7 +268,7 @@ async def test_a_retried_command_gets_its_first_answer_whatever_happened_since(
 
 
 async def test_an_entity_unloaded_while_its_batch_is_decided_in_a_child_is_loaded_again(
-    store: EventStore,
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A suspect batch's child takes a while; meanwhile the worker's other runs go on,
     and the cache may drop the entity (unloaded as idle, evicted): the worker's own
@@ -279,7 +281,7 @@ async def test_an_entity_unloaded_while_its_batch_is_decided_in_a_child_is_loade
         await probing(*args)
         engine.cache.forget([ALICE])  # as an idle unload during the child's run
 
-    engine._probe = probe_then_unload  # type: ignore[method-assign]
+    monkeypatch.setattr(engine, "_probe", probe_then_unload)
     [result], _ = await engine.run([request(ALICE, bank.Deposit(amount=5))], isolate=5.0)
     assert result.error is None
     assert result.reply == {"owner": "alice", "balance": 5}
