@@ -201,9 +201,9 @@ class Engine:
         await self._load(lanes, results)
         if isolate is not None and lanes:
             await self._probe(list(lanes.values()), partition, isolate)
-            # Other runs went on while the child decided (the partition's other batches,
-            # the cache's unloading of idle entities): cached again what they dropped.
-            await self._load(lanes, results)
+        # Other runs went on while this one waited (for the child's decision, for the
+        # loads): cached again what they may have dropped.
+        await self._load(lanes, results)
         self._decide_interruptibly(list(lanes.values()), partition)
         changes = [change for lane in lanes.values() for change in lane.changes()]
         outcomes = iter(await self._commit(changes) if changes else ())
