@@ -285,3 +285,23 @@ async def test_an_entity_unloaded_while_its_batch_is_decided_in_a_child_is_loade
     [result], _ = await engine.run([request(ALICE, bank.Deposit(amount=5))], isolate=5.0)
     assert result.error is None
     assert result.reply == {"owner": "alice", "balance": 5}
+
+
+async def test_an_entity_dropped_again_while_it_loads_goes_round_once_more(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(APP, store)
+    await engine.run([request(ALICE, bank.Open(owner="alice"))])
+    loading = engine._load
+    drops = [2]  # after the first load and the one before deciding
+
+    async def load_then_drop(*args: Any) -> None:
+        await loading(*args)
+        if drops[0]:
+            drops[0] -= 1
+            engine.cache.forget([ALICE])
+
+    monkeypatch.setattr(engine, "_load", load_then_drop)
+    [result], _ = await engine.run([request(ALICE, bank.Deposit(amount=5))])
+    assert result.error is None
+    assert result.reply == {"owner": "alice", "balance": 5}

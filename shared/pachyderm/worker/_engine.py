@@ -202,8 +202,10 @@ class Engine:
         if isolate is not None and lanes:
             await self._probe(list(lanes.values()), partition, isolate)
         # Other runs went on while this one waited (for the child's decision, for the
-        # loads): cached again what they may have dropped.
+        # loads): cached again what they may have dropped; what is dropped again meanwhile
+        # goes round once more rather than failing the batch.
         await self._load(lanes, results)
+        dropped = [lanes.pop(ref) for ref in list(lanes) if ref not in self.cache]
         self._decide_interruptibly(list(lanes.values()), partition)
         changes = [change for lane in lanes.values() for change in lane.changes()]
         outcomes = iter(await self._commit(changes) if changes else ())
@@ -212,7 +214,7 @@ class Engine:
         stale = await self._stale(
             [lane for lane, s in zip(lanes.values(), settled, strict=True) if s.unverified]
         )
-        retry: list[_Step] = []
+        retry: list[_Step] = [step for lane in dropped for step in lane.steps]
         final: list[_Step] = []
         for lane, outcome in zip(lanes.values(), settled, strict=True):
             if lane.ref in stale:
