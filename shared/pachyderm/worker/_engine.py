@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -153,6 +154,7 @@ class Engine:
         # Entities whose stored snapshot this code does not trust: their next change
         # with events snapshots them again.
         self._resnapshot: set[Ref] = set()
+        self._in_run: dict[Ref, list[int]] = {}  # entities in a run -> their runs' partitions
 
     async def run(
         self, requests: Sequence[Request], *, partition: int = 0, isolate: float | None = None
@@ -164,6 +166,36 @@ class Engine:
         forked child first, for at most that many seconds; :class:`HandlerDiedError` (nothing
         committed) if the child dies or overruns.
         """
+        with self._running({request.ref for request in requests}, partition):
+            return await self._run(requests, partition, isolate)
+
+    @contextmanager
+    def _running(self, refs: set[Ref], partition: int) -> Iterator[None]:
+        """Mark ``refs`` as in a run; log an error if one already is in another run (an
+        entity is in at most one run: its partition's turns see to that, and only a
+        partition served twice, or an entity routed to two partitions, breaks it)."""
+        if clash := refs & self._in_run.keys():
+            log.error(
+                "partition %d: %s already in a run (of partition %s): decided twice at once",
+                partition,
+                ", ".join(sorted(map(str, clash))),
+                ", ".join(sorted({str(self._in_run[ref][0]) for ref in clash})),
+                extra={"event": "engine.concurrent_run"},
+            )
+        for ref in refs:
+            self._in_run.setdefault(ref, []).append(partition)
+        try:
+            yield
+        finally:
+            for ref in refs:
+                holders = self._in_run[ref]
+                holders.remove(partition)
+                if not holders:
+                    del self._in_run[ref]
+
+    async def _run(
+        self, requests: Sequence[Request], partition: int, isolate: float | None
+    ) -> tuple[list[Done], list[Change]]:
         results: dict[int, Done] = {}
         committed: list[Change] = []
         copies = _copies(requests)
