@@ -75,6 +75,8 @@ class SuspectRuns:
     def free(self, batch: Sequence[Delivery]) -> list[Delivery]:
         """The deliveries of ``batch`` that may go now, in order; the others are queued
         behind the runs they must wait for."""
+        if not self._runs and self._barrier is None:
+            return list(batch)  # the healthy path: nothing to wait for
         free: list[Delivery] = []
         for delivery in batch:
             waiting = None if delivery.tag < 0 else self._behind(delivery)
