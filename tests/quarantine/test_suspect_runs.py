@@ -19,6 +19,7 @@ from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from pachyderm.transport import Delivery, Message
 from pachyderm.worker import PartitionWorker
+from pachyderm.worker._quarantine import Turns
 from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
 from pachyderm.worker._watchdog import Watchdog
 
@@ -218,3 +219,25 @@ async def test_once_stopped_a_batch_is_set_aside_not_run() -> None:
     await asyncio.sleep(0)
     assert started == []
     assert runs.aside(suspect)
+
+
+async def test_no_more_children_at_once_than_the_worker_allows() -> None:
+    turns = Turns(children=2)
+    inside: list[int] = []
+    most = 0
+    release = asyncio.Event()
+
+    async def isolated() -> None:
+        nonlocal most
+        async with turns.isolated():
+            inside.append(1)
+            most = max(most, len(inside))
+            await release.wait()
+            inside.pop()
+
+    tasks = [asyncio.create_task(isolated()) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert len(inside) == 2  # the other three wait for a child's slot
+    release.set()
+    await asyncio.gather(*tasks)
+    assert most == 2
