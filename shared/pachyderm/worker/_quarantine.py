@@ -183,6 +183,10 @@ class QuarantineOptions:
     alone (where forking is not available, too)."""
     turns: Turns = field(default_factory=Turns, compare=False, repr=False)
     """How the worker's batches take turns (its partitions share it)."""
+    entity_turns: EntityTurns = field(default_factory=EntityTurns, compare=False, repr=False)
+    """Which entities the worker's runs hold (its partitions share it: an entity that two
+    of its partitions serve, as after a broker restart moved it (docs/scaling.md, "The
+    hash ring across a restart"), is decided by one run at a time all the same)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -312,9 +316,10 @@ class PartitionQuarantine:
         self._leaving = False
         self._read = asyncio.Event()  # the view was read once (see :meth:`read`)
         self._outdated = asyncio.Event()  # read it again now (see :meth:`outdated`)
-        # The partition's entity turns (its PartitionWorker runs with them): a quarantine
-        # that parks an entity is recorded while none of its timers' fires is in flight.
-        self.turns = EntityTurns()
+        # The entity turns (its PartitionWorker runs with them; the worker's partitions
+        # share them): a quarantine that parks an entity is recorded while none of its
+        # timers' fires is in flight.
+        self.turns = self.options.entity_turns
         self.runs = SuspectRuns()  # suspect batches decided beside the partition
 
     # -- the inbox -------------------------------------------------------------
