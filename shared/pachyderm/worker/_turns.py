@@ -11,9 +11,9 @@ partitions share one :class:`EntityTurns`: an entity is normally served by one
 partition, but a broker restart can move it to another while its old queue still
 holds some of its commands), so each run decides on the state the one before it
 left (never on one that a run in flight is about to replace), as in a partition
-applying everything one at a time. The order between a fire and a batch wanting the same entity is the order
-they get it in (a timer's command has no place in any queue); the order of
-deliveries is their batches' order, which the partition keeps.
+applying everything one at a time. The order between a fire and a batch wanting
+the same entity is the order they get it in (a timer's command has no place in any
+queue); the order of deliveries is their batches' order, which the partition keeps.
 """
 
 from __future__ import annotations
