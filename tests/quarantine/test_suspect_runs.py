@@ -10,16 +10,20 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pachyderm import CommandQuarantinedError, Ref
+from pachyderm._errors import StoreError
 from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
+from pachyderm.store import Quarantined
 from pachyderm.transport import Delivery, Message
 from pachyderm.worker import PartitionWorker
-from pachyderm.worker._quarantine import Turns
+from pachyderm.worker._quarantine import PartitionQuarantine, Turns
 from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
 from pachyderm.worker._watchdog import Watchdog
 
@@ -241,3 +245,40 @@ async def test_no_more_children_at_once_than_the_worker_allows() -> None:
     release.set()
     await asyncio.gather(*tasks)
     assert most == 2
+
+
+async def test_a_run_whose_winding_up_fails_lets_its_entity_go(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Winding a run up can fail (the store fenced it and cannot be read, the broker went
+    away while replying): the failure is logged as for any batch, and the entity's later
+    deliveries are not held behind a run that is over."""
+    inbox = await world.transport.open_inbox(0, prefetch=10)
+    gate = PartitionQuarantine(inbox, world.quarantine, world.store, world.transport)
+    entity = uuid.uuid4()
+
+    async def unreadable() -> list[Quarantined]:
+        raise StoreError("PostgreSQL unavailable")
+
+    monkeypatch.setattr(gate, "_reload", unreadable)
+
+    class Failing:
+        async def exclusively(self, work: Callable[[], Awaitable[None]]) -> bool:
+            await work()
+            return True
+
+        async def apply(self, deliveries: Sequence[Delivery]) -> None:
+            raise RuntimeError("the broker went away while replying")
+
+    async def decided(batch: Sequence[Delivery], limit: float | None) -> list[Delivery]:
+        return list(batch)  # fenced: its entity was parked by another worker
+
+    suspect = _delivery(entity)
+    gate.runs.start([suspect], partial(gate._beside, decided, Failing(), 1.0))
+    behind = _delivery(entity)
+    assert gate.runs.free([behind]) == []
+    await asyncio.wait_for(gate.runs.idle(), 5)
+    later = _delivery(entity)
+    assert gate.runs.free([later]) == [later]
+    assert not gate.runs.aside(behind)
+    await inbox.close()

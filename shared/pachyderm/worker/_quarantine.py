@@ -461,8 +461,16 @@ class PartitionQuarantine:
             log.exception("partition %d: settling a batch failed", self.partition)
 
         async def wind_up() -> None:
-            ahead = [*again, *(await self._fenced(fenced) if fenced else ())]
-            await partition.apply([*ahead, *self.runs.finish(run)])
+            waited = self.runs.finish(run)
+            ahead = [*again, *fenced]
+            try:
+                if fenced:
+                    with contextlib.suppress(StoreError):  # else fenced again, then read
+                        ahead = [*again, *await self._fenced(fenced)]
+                await partition.apply([*ahead, *waited])
+            except Exception:  # as a batch of the partition's own (PartitionWorker._run)
+                # What was not acknowledged comes back (or goes to the next owner).
+                log.exception("partition %d: settling a batch failed", self.partition)
 
         await partition.exclusively(wind_up)
 
