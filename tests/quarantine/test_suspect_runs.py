@@ -52,8 +52,8 @@ async def _redelivered_hang(world: World, switch: Path) -> tuple[Ref, str]:
     return ref, command_id
 
 
-async def _owner(world: World) -> PartitionWorker:
-    owner = await world.worker(isolation=1.0)
+async def _owner(world: World, isolation: float = 1.0) -> PartitionWorker:
+    owner = await world.worker(isolation=isolation)
     owner.start()
     await asyncio.sleep(0.3)  # the poison's child hangs now
     return owner
@@ -115,10 +115,10 @@ async def test_stopping_cancels_a_run_and_hands_its_deliveries_back(
     world: World, switch: Path
 ) -> None:
     poisoned, command_id = await _redelivered_hang(world, switch)
-    owner = await _owner(world)
+    owner = await _owner(world, isolation=10.0)
     later = await world.send(poisoned, Step(2))
     await asyncio.sleep(0.1)
-    await asyncio.wait_for(owner.stop(), 2)  # not after the child's second
+    await asyncio.wait_for(owner.stop(), 5)  # the child killed, not waited for (10 s)
     assert command_id not in world.replies
     assert later not in world.replies
     successor = await world.worker()
