@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         description="seconds without a heartbeat before a worker counts as dead; the same"
         " for every worker of a namespace",
     )
+    pause_tolerance: float = Field(
+        3.0,
+        ge=0,
+        description="seconds a worker's event loop may stay blocked (a hanging handler"
+        " before the handler budget interrupts it, a long collector pass) while a thread"
+        " of its own renews its lease, so its partitions stay put rather than move away"
+        " and back; at most the handler budget; a killed worker still counts as dead"
+        " after PACHYDERM_DEAD_AFTER; 0: no renewal while blocked",
+    )
     broker_patience: float = Field(
         1.0,
         gt=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing, suppress
@@ -17,6 +18,7 @@ import pytest
 from pachyderm import DuplicateWorkerError
 from pachyderm.fleet import Membership, PostgresMembership, SoloMembership, assign
 from pachyderm.store import PostgresEventStore, SqliteEventStore
+from tests.blocked_loop import block
 
 PARTITIONS = 16
 # Short enough to keep the tests fast, long enough for a loaded CI machine.
@@ -92,10 +94,12 @@ class Fleet:
     async def member(
         self,
         worker_id: str,
+        *,
         interval: float = INTERVAL,
         dead_after: float = DEAD_AFTER,
         info: str | None = None,
         join_delay: float | None = None,
+        pause_tolerance: float = 0.0,
     ) -> PostgresMembership:
         member = await PostgresMembership.connect(
             self.dsn,
@@ -105,6 +109,7 @@ class Fleet:
             heartbeat_interval=interval,
             dead_after=dead_after,
             join_delay=join_delay,
+            pause_tolerance=pause_tolerance,
         )
         self._members.append(member)
         return member
@@ -332,6 +337,91 @@ async def test_a_failed_hand_over_is_retried(
 async def holder_info(fleet: Fleet, worker_id: str) -> list[str]:
     rows = await fleet.query(f"SELECT info FROM workers WHERE worker_id = '{worker_id}'")
     return [row["info"] for row in rows]
+
+
+class Silence:
+    """How long ago a worker last renewed its lease, read from a thread at ``after``
+    seconds: while the test's event loop is blocked."""
+
+    def __init__(self, fleet: Fleet, worker_id: str, after: float) -> None:
+        self.seconds: float | None = None
+        sql = (
+            "SELECT extract(epoch FROM now() - heartbeat_at)::float8 AS silent"
+            f" FROM workers WHERE worker_id = '{worker_id}'"
+        )
+
+        def read() -> None:
+            time.sleep(after)
+            [row] = asyncio.run(fleet.query(sql))
+            self.seconds = row["silent"]
+
+        self._thread = threading.Thread(target=read)
+        self._thread.start()
+
+    def read(self) -> float:
+        self._thread.join()
+        assert self.seconds is not None
+        return self.seconds
+
+
+# A lease of five intervals: the keeper's first renewal, and its connection, have
+# time to spare on a loaded machine.
+PAUSED = {"interval": 0.2, "dead_after": 1.0, "join_delay": 0}
+
+
+@postgres
+async def test_a_blocked_loop_keeps_its_lease_and_partitions_within_the_tolerance(
+    fleet: Fleet,
+) -> None:
+    watcher = await fleet.watcher("blocked", pause_tolerance=3.0, **PAUSED)
+    await eventually(lambda: watcher.owned == list(range(PARTITIONS)))
+    reports = watcher.calls
+    silence = Silence(fleet, "blocked", after=1.6)
+    block(2.0)  # the event loop blocked, as by a hanging handler, twice dead_after
+    assert silence.read() < PAUSED["dead_after"]
+    await asyncio.sleep(3 * PAUSED["interval"])
+    assert watcher.calls == reports  # never reported its partitions lost
+    assert watcher.owned == list(range(PARTITIONS))
+
+
+@postgres
+async def test_a_heartbeat_overtaken_by_a_pause_does_not_count_the_lease_lapsed(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watcher = await fleet.watcher("blocked", pause_tolerance=3.0, **PAUSED)
+    await eventually(lambda: watcher.owned == list(range(PARTITIONS)))
+    reports = watcher.calls
+    store = watcher.membership.store  # type: ignore[attr-defined]
+    renew_and_roll = store.renew_and_roll
+    paused = asyncio.Event()
+
+    async def overtaken(*arguments: Any, **options: Any) -> Any:
+        roll = await renew_and_roll(*arguments, **options)
+        if not paused.is_set():
+            paused.set()
+            block(2.0)  # the loop blocked with the heartbeat's time limit running
+            await asyncio.sleep(0.01)  # its limit passed: the heartbeat times out here
+        return roll
+
+    monkeypatch.setattr(store, "renew_and_roll", overtaken)
+    await paused.wait()
+    await asyncio.sleep(3 * PAUSED["interval"])
+    assert watcher.calls == reports  # the thread renewed it meanwhile: not lapsed
+    assert watcher.owned == list(range(PARTITIONS))
+
+
+@postgres
+async def test_a_loop_blocked_past_the_tolerance_loses_its_lease(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pachyderm.fleet")
+    watcher = await fleet.watcher("blocked", pause_tolerance=0.6, **PAUSED)
+    await eventually(lambda: watcher.owned == list(range(PARTITIONS)))
+    silence = Silence(fleet, "blocked", after=2.2)
+    block(2.5)
+    assert silence.read() > PAUSED["dead_after"]
+    await eventually(lambda: watcher.owned == list(range(PARTITIONS)))  # back once it beats
+    assert "is still blocked: its lease is let go" in caplog.text
 
 
 @postgres

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
 from pachyderm.worker._watchdog import EXIT_STALLED, Watchdog
+from tests.blocked_loop import block
 from tests.python_process import run_python
-
-
-def block(seconds: float) -> None:
-    """Block the thread, event loop and all, as a handler's own code does."""
-    time.sleep(seconds)
 
 
 class Stalls(list[float]):

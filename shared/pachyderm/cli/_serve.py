@@ -78,7 +78,15 @@ async def membership_of(settings: Settings, name: str, *, fleet: str = "worker")
         heartbeat_interval=settings.heartbeat_interval,
         dead_after=settings.dead_after,
         fleet=fleet,
+        pause_tolerance=pause_tolerance(settings),
     )
+
+
+def pause_tolerance(settings: Settings) -> float:
+    """How long a blocked loop keeps its lease: never past the handler budget, when the
+    watchdog interrupts the handler (or ends the worker, giving the lease up)."""
+    budget = settings.handler_budget
+    return min(settings.pause_tolerance, budget) if budget else settings.pause_tolerance
 
 
 def readiness(worker: Worker) -> dict[str, Check]:

@@ -38,6 +38,7 @@ import uuid
 
 from .._errors import DuplicateWorkerError, StoreError
 from ._assignment import owned_by, prepare
+from ._lease_keeper import LeaseKeeper
 from ._port import OnChange
 from ._settling import next_settling, settled
 from ._store import Holder, Member, MembershipStore, Roll
@@ -99,6 +100,9 @@ class LeasedMembership:
         self.prune_every = prune_every
         # This run of the worker: it holds the worker id's row with this token.
         self.instance = uuid.uuid4()
+        # Renews the lease from a thread while the loop is blocked, if set (the
+        # backend sets it: it needs a connection of its own).
+        self.keeper: LeaseKeeper | None = None
 
     @property
     def worker_id(self) -> str:
@@ -201,6 +205,8 @@ class LeasedMembership:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._keep_alive(live))
                 tasks.create_task(self._report(live, on_change, partitions))
+                if self.keeper is not None:
+                    tasks.create_task(self.keeper.run())
         except ExceptionGroup as group:
             # Only _keep_alive ends on its own, and only with this error: raise it as such.
             match group.exceptions:
@@ -236,12 +242,19 @@ class LeasedMembership:
                         renewed = sent
             except (StoreError, TimeoutError) as error:
                 outage.failed(error)
+                renewed = self._kept_since(renewed)
                 if joined and _now() - renewed >= self.dead_after:
                     outage.lapsed(error, _now() - renewed)
                     live.lapse()
             else:
                 outage.ended()
             await asyncio.sleep(self.heartbeat_interval)
+
+    def _kept_since(self, renewed: float) -> float:
+        """When the lease was last renewed, by this loop (``renewed``) or by the keeper's
+        thread while the loop was blocked (a heartbeat then times out on waking)."""
+        ago = None if self.keeper is None else self.keeper.renewed_ago()
+        return renewed if ago is None else max(renewed, _now() - ago)
 
     async def _report(self, live: _Latest, on_change: OnChange, partitions: int) -> None:
         reported: list[int] | None = None

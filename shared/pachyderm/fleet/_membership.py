@@ -18,6 +18,7 @@ from datetime import timedelta
 import asyncpg
 
 from ..store._postgres import check_schema_name, translated_errors
+from ._lease_keeper import LeaseKeeper
 from ._leased import LeasedMembership, check_timing
 from ._store import Holder, Member, Roll
 
@@ -79,6 +80,13 @@ _ROLL = """
 """
 _PRUNE = "DELETE FROM workers WHERE heartbeat_at < now() - $1::interval"
 _LEAVE = "DELETE FROM workers WHERE worker_id = $1 AND instance = $2"
+# The lease keeper's renewal (._lease_keeper): this instance's row only, only while its
+# lease holds ($3), and never a new row (one given up by abandon() stays gone).
+_RENEW_HELD = """
+    UPDATE workers SET heartbeat_at = now()
+     WHERE worker_id = $1 AND instance = $2 AND heartbeat_at > now() - $3::interval
+    RETURNING true
+"""
 # Seconds abandon() may take to connect and to delete: it runs while its worker is
 # stalled, just before the process ends; the lease lapses by itself anyway.
 _ABANDON_TIMEOUT = 1.0
@@ -225,11 +233,14 @@ class PostgresMembership(LeasedMembership):
         dead_after: float = 1.5,
         join_delay: float | None = None,
         fleet: str = "worker",
+        pause_tolerance: float = 0.0,
     ) -> PostgresMembership:
         """Join ``fleet`` (its group) of namespace ``schema`` (migrated) as ``worker_id``, on
         a pool of its own.
 
-        ``info`` (by default the host name and process id) is shown to operators.
+        ``info`` (by default the host name and process id) is shown to operators. While
+        the event loop is blocked, a thread renews the lease for up to ``pause_tolerance``
+        seconds (0: not at all; see :mod:`._lease_keeper`).
         """
         check_schema_name(schema)
         check_timing(heartbeat_interval, dead_after, join_delay)
@@ -246,7 +257,15 @@ class PostgresMembership(LeasedMembership):
             fleet=fleet,
         )
         membership._address = (dsn, schema)
+        if pause_tolerance > 0:
+            membership.keeper = LeaseKeeper(
+                membership._renewal, interval=heartbeat_interval, tolerance=pause_tolerance
+            )
         return membership
+
+    def _renewal(self) -> _HeldRenewal:
+        assert self._address is not None, "made by connect()"
+        return _HeldRenewal(*self._address, self.worker_id, self.instance, self.dead_after)
 
     def abandon(self) -> None:
         """Give the lease up at once, from any thread, on a connection of its own: the
@@ -260,11 +279,7 @@ class PostgresMembership(LeasedMembership):
         dsn, schema = self._address
 
         async def leave() -> None:
-            connection = await asyncpg.connect(
-                dsn,
-                timeout=_ABANDON_TIMEOUT,
-                server_settings={"search_path": schema, "application_name": "pachyderm-fleet"},
-            )
+            connection = await _aside(dsn, schema)
             try:
                 await connection.execute(
                     _LEAVE, self.worker_id, self.instance, timeout=_ABANDON_TIMEOUT
@@ -282,3 +297,34 @@ class PostgresMembership(LeasedMembership):
         thread = threading.Thread(target=run, name="pachyderm-abandon", daemon=True)
         thread.start()
         thread.join(3 * _ABANDON_TIMEOUT)
+
+
+async def _aside(dsn: str, schema: str) -> asyncpg.Connection:
+    """A connection beside the membership's pool, for a thread whose loop is not the pool's."""
+    return await asyncpg.connect(
+        dsn,
+        timeout=_ABANDON_TIMEOUT,
+        server_settings={"search_path": schema, "application_name": "pachyderm-fleet"},
+    )
+
+
+class _HeldRenewal:
+    """The :class:`~._lease_keeper.Renewal` of one instance's lease, on a connection of its
+    own (made at the first renewal, on the keeper thread's loop)."""
+
+    def __init__(
+        self, dsn: str, schema: str, worker_id: str, instance: uuid.UUID, lease: float
+    ) -> None:
+        self._address = (dsn, schema)
+        self._row = (worker_id, instance, timedelta(seconds=lease))
+        self._connection: asyncpg.Connection | None = None
+
+    async def renew(self) -> bool:
+        if self._connection is None:
+            self._connection = await _aside(*self._address)
+        renewed = await self._connection.fetchval(_RENEW_HELD, *self._row, timeout=_ABANDON_TIMEOUT)
+        return bool(renewed)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close(timeout=_ABANDON_TIMEOUT)

@@ -26,13 +26,13 @@ until it is quarantined. A process supervisor (Kubernetes) starts the worker aga
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
+from .._loop_watch import LoopWatch
 from ._interruption import interrupt
 
 log = logging.getLogger("pachyderm.worker")
@@ -57,30 +57,20 @@ class Watchdog:
             raise ValueError(f"the handler budget is a positive number of seconds, not {budget}")
         self.budget = budget
         self.on_stall = on_stall
-        self._interval = budget / 10
         self._grace = budget / 4  # for an interrupted decision to give the loop back
-        self._beat = time.monotonic()
+        self._loop = LoopWatch(budget / 10, self._watch, name="pachyderm-watchdog")
         self._thread = threading.get_ident()  # the loop's, once run
-        self._stopped = threading.Event()
 
     async def run(self) -> None:
         """Stamp the heartbeat until cancelled, watched by a thread meanwhile."""
-        self._beat = time.monotonic()
         self._thread = threading.get_ident()
-        self._stopped.clear()
-        thread = threading.Thread(target=self._watch, name="pachyderm-watchdog", daemon=True)
-        thread.start()
-        try:
-            while True:
-                self._beat = time.monotonic()
-                await asyncio.sleep(self._interval)
-        finally:
-            self._stopped.set()
+        await self._loop.run()
 
     def _watch(self) -> None:
+        loop = self._loop
         interrupted = None  # the heartbeat of the stall interrupted, if one was
-        while not self._stopped.wait(self._interval):
-            beat = self._beat
+        while not loop.stopped.wait(loop.interval):
+            beat = loop.stamp
             stalled = time.monotonic() - beat
             if stalled <= self.budget:
                 continue
