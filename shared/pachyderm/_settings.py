@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         " and back; at most the handler budget; a killed worker still counts as dead"
         " after PACHYDERM_DEAD_AFTER; 0: no renewal while blocked",
     )
+    stop_limit: float = Field(
+        180.0,
+        ge=0,
+        description="seconds a partition leaving a worker may take to stop (its batch in"
+        " flight finishing) before the worker counts itself wedged, logs its tasks' stacks,"
+        " gives its lease up and exits with status 75 so that its partitions move; 0: no"
+        " limit",
+    )
     broker_patience: float = Field(
         1.0,
         gt=0,

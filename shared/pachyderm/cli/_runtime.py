@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from .._client import topology_of
 from .._errors import PachydermError
 from .._settings import Settings
+from .._stack_dumps import dump_on_signal
 from ..telemetry import Check, HealthServer, Telemetry, install_telemetry, setup_telemetry
 from ..telemetry._logging import logging_configured
 from ..transport import RabbitMQTransport
@@ -81,11 +82,13 @@ async def health_endpoints(checks: Mapping[str, Check], settings: Settings) -> A
 
 
 def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT: the process then shuts down cleanly."""
+    """An event set by SIGTERM or SIGINT: the process then shuts down cleanly. (And
+    SIGUSR2 dumps the process's stacks, :mod:`pachyderm._stack_dumps`.)"""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    dump_on_signal()
     return stop
 
 

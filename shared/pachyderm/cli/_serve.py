@@ -45,6 +45,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         idle_timeout=settings.idle_timeout,
         effects_grace=settings.effects_grace,
         broker_patience=settings.broker_patience,
+        stop_limit=settings.stop_limit or None,
         window=CommandWindow(settings.command_retention, settings.command_expiry_margin),
         pruning=prune_options(settings),
         quarantine=QuarantineOptions(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -12,6 +12,7 @@ from .._app import App
 from .._errors import StoreError
 from .._expiry import CommandWindow
 from .._hooks import WorkerHooks
+from .._stack_dumps import task_stacks
 from ..fleet import Membership
 from ..fleet._port import Abandons
 from ..store import EventStore, HasQuarantine
@@ -27,13 +28,17 @@ from ._pruning import PruneOptions, Pruner
 from ._quarantine import PartitionQuarantine, QuarantineOptions
 from ._reachability import Reachability
 from ._timers import RateLimit, TimerFiring, TimerOptions
-from ._watchdog import Watchdog, exit_stalled
+from ._watchdog import EXIT_STALLED, Watchdog, exit_stalled
 
 log = logging.getLogger("pachyderm.worker")
 
 # 16 partitions' full batches: no bound on one worker of a default fleet, a bound on
 # one that serves many more partitions.
 DEFAULT_MAX_IN_FLIGHT = 4096
+# A partition's stop waits for its batch in flight: a decision (the handler budget,
+# 30 s by default), a commit retried after failures (statement timeouts of 15 s), the
+# replies published across a broker's reconnection. Far past all of these.
+DEFAULT_STOP_LIMIT = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,11 @@ class WorkerOptions:
     """Seconds the broker may stay out of reach before the worker gives up its lease (so
     the others take its partitions) until it reaches the broker again
     (``PACHYDERM_BROKER_PATIENCE``); see :meth:`Worker.run`."""
+    stop_limit: float | None = DEFAULT_STOP_LIMIT
+    """Seconds a partition leaving this worker may take to stop (its batch in flight
+    finishing) before the worker counts itself wedged, logs its tasks' stacks, gives its
+    lease up and exits with status 75, so that all its partitions move (None: no limit;
+    ``PACHYDERM_STOP_LIMIT``)."""
 
 
 async def _until_either(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
@@ -124,6 +134,9 @@ class Worker:
         self.pending_timers = 0  # as last counted
         self.partitions: dict[int, PartitionWorker] = {}
         self._assigning = asyncio.Lock()
+        # What ends a worker that is stuck (the watchdog, a wedged stop), after it gave
+        # its lease up; tests replace it.
+        self.on_stall: Callable[[float], None] = exit_stalled
         self._assignment: frozenset[int] | None = None  # the latest, once there is one
         self._leaving = False
         self._releasing: asyncio.Task[None] | None = None  # stepping aside, see _step_aside
@@ -229,16 +242,41 @@ class Worker:
         """The handler budget's watch, if the options set one (see :mod:`._watchdog`)."""
         if not self.options.handler_budget:
             return []
-        membership = self.membership
-
-        def stalled(seconds: float) -> None:
-            # The others take the partitions at once instead of after the lease's lapse.
-            if isinstance(membership, Abandons):
-                membership.abandon()
-            exit_stalled(seconds)
-
-        watchdog = Watchdog(self.options.handler_budget, on_stall=stalled)
+        watchdog = Watchdog(self.options.handler_budget, on_stall=self._stalled)
         return [asyncio.create_task(watchdog.run())]
+
+    def _stalled(self, seconds: float) -> None:
+        """Give the lease up and end the process (:data:`EXIT_STALLED`): the worker is
+        stuck. The others take the partitions at once instead of after the lease's lapse."""
+        if isinstance(self.membership, Abandons):
+            self.membership.abandon()
+        self.on_stall(seconds)
+
+    async def _stop(self, partition: PartitionWorker) -> None:
+        """Stop a partition leaving this worker; the worker ends if it does not stop in time.
+
+        A stop waits for the batch in flight, which the handler budget, the statement
+        timeout and the broker's reconnection each bound; one that waits past
+        ``stop_limit`` waits on something that never ends, and would hold every later
+        assignment behind it (``_assigning``) while the worker's lease stays live: its
+        other partitions would be served by nobody. Ending the process hands everything
+        back (its unsettled deliveries return to their queues, its lease is given up).
+        """
+        try:
+            async with asyncio.timeout(self.options.stop_limit):
+                await partition.stop()
+        except TimeoutError:
+            log.critical(
+                "partition %d did not stop within %g s: the worker is wedged; giving its"
+                " lease up and exiting with status %d so that its partitions move. Its"
+                " tasks:\n%s",
+                partition.partition,
+                self.options.stop_limit,
+                EXIT_STALLED,
+                task_stacks(),
+                extra={"event": "worker.wedged", "partition": partition.partition},
+            )
+            self._stalled(self.options.stop_limit or 0.0)
 
     def _observing_in_flight(self) -> AbstractContextManager[object]:
         admission = self.admission
@@ -252,7 +290,7 @@ class Worker:
         async with self._assigning:
             wanted = set(owned)
             released = [p for p in self.partitions if p not in wanted]
-            await asyncio.gather(*(self.partitions.pop(p).stop() for p in released))
+            await asyncio.gather(*(self._stop(self.partitions.pop(p)) for p in released))
             new = sorted(wanted - set(self.partitions))
             # Open every inbox before serving any: once the first partitions pour
             # their backlog in, opening the rest one by one would wait behind it.
