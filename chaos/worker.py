@@ -275,6 +275,9 @@ class FaultyInbox:
     async def dead_letter(self, deliveries: Sequence[Delivery]) -> None:
         await self._inbox.dead_letter(deliveries)
 
+    async def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        await self._inbox.requeue(deliveries)
+
     async def close(self) -> None:
         await self._inbox.close()
 

@@ -283,6 +283,23 @@ class TransportContract:
         [dead] = await dead_lettered(1)
         assert (dead.body, dead.message_id) == (poison.message.body, poison.message.message_id)
 
+    async def test_requeued_deliveries_come_again_in_order_and_settled_ones_do_not(
+        self, transport: InspectableTransport
+    ) -> None:
+        bodies = await publish_commands(transport, "requeued", 4)
+        inbox = await transport.open_inbox(await only_ready_partition(transport), prefetch=10)
+        taken = await collect(inbox, 4)
+        await inbox.ack(taken[1:2])
+        await inbox.requeue(taken[:3])  # the acknowledged one is skipped
+        again = await collect(inbox, 2)
+        assert [(d.message.body, d.redelivered) for d in again] == [
+            (bodies[0], True),
+            (bodies[2], True),
+        ]
+        await inbox.ack([*again, taken[3]])
+        await inbox.requeue(taken)  # all settled (or handed back before): nothing
+        await nothing_more(inbox)
+
     async def test_settling_a_delivery_twice_is_refused(
         self, transport: InspectableTransport
     ) -> None:

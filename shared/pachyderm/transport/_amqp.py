@@ -187,10 +187,10 @@ async def ack(message: DeliveredMessage, *, multiple: bool = False) -> None:
     await message.channel.basic_ack(message.delivery_tag, multiple=multiple)
 
 
-async def reject(message: DeliveredMessage) -> None:
-    """Reject without requeueing: the queue dead-letters it."""
+async def reject(message: DeliveredMessage, *, requeue: bool = False) -> None:
+    """Reject: the queue dead-letters it, or with ``requeue`` delivers it again."""
     assert message.delivery_tag is not None  # a delivery has one
-    await message.channel.basic_reject(message.delivery_tag, requeue=False)
+    await message.channel.basic_reject(message.delivery_tag, requeue=requeue)
 
 
 class Subscription:

@@ -16,7 +16,7 @@ from functools import partial
 from itertools import count
 
 from .._errors import TransportError
-from ._message import Delivery, Message, pop_unsettled
+from ._message import Delivery, Message, pop_still_unsettled, pop_unsettled
 from ._port import Inbox, MessageHandler, RoutedAgain
 from ._topology import Topology
 
@@ -109,6 +109,13 @@ class _InProcessInbox:
     async def dead_letter(self, deliveries: Sequence[Delivery]) -> None:
         """Move these deliveries to the transport's ``dead_letters``."""
         self._dead_letters.extend(delivery.message for delivery in self._settle(deliveries))
+        await self._queue.notify()
+
+    async def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Put those still unsettled back at the front of the queue, in order, marked
+        redelivered (RabbitMQ puts each back in its place: here, nothing older waits)."""
+        returned = pop_still_unsettled(self._unsettled, deliveries)
+        self._queue.ready.extendleft(reversed([(d.message, True) for d in returned]))
         await self._queue.notify()
 
     def _settle(self, deliveries: Sequence[Delivery]) -> list[Delivery]:

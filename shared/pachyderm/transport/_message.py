@@ -56,3 +56,9 @@ def pop_unsettled(
             f" {partition}: settled before, or returned when it closed"
         )
     return [unsettled.pop(tag) for tag in tags]
+
+
+def pop_still_unsettled(unsettled: dict[int, T], deliveries: Sequence[Delivery]) -> list[T]:
+    """Take those of these deliveries still unsettled out of ``unsettled``, oldest first."""
+    tags = sorted({delivery.tag for delivery in deliveries} & unsettled.keys())
+    return [unsettled.pop(tag) for tag in tags]

@@ -40,6 +40,12 @@ class Inbox(Protocol):
         """Reject these deliveries without requeueing: the queue dead-letters them."""
         ...
 
+    async def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand these deliveries back unsettled: they are delivered again, marked
+        redelivered. Those settled already, or returned when the inbox closed, are
+        skipped: for a batch that failed part way through settling."""
+        ...
+
     async def close(self) -> None:
         """Stop consuming; deliveries not yet settled go back to the queue."""
         ...

@@ -14,7 +14,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from ._amqp import Subscription, ack, delivered, reject, translated_errors
-from ._message import Delivery, pop_unsettled
+from ._message import Delivery, pop_still_unsettled, pop_unsettled
 from ._rabbitmq_topology import declare_partition_queue
 from ._topology import Topology
 
@@ -115,6 +115,13 @@ class RabbitMQInbox:
         messages = self._settle(deliveries)
         async with translated_errors("dead-lettering deliveries"):
             await _settle_each(messages, reject)
+
+    async def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Reject those still unsettled with requeueing: the broker puts each back in
+        its place (or nearer the head) and delivers it again, marked redelivered."""
+        messages = pop_still_unsettled(self._unsettled, deliveries)
+        async with translated_errors("requeueing deliveries"):
+            await _settle_each(messages, partial(reject, requeue=True))
 
     def _are_oldest(self, deliveries: Sequence[Delivery]) -> bool:
         """Whether these are exactly the oldest unsettled deliveries: then a

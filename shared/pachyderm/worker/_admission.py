@@ -146,6 +146,9 @@ class AdmittedInbox:
     async def dead_letter(self, deliveries: Sequence[Delivery]) -> None:
         await self.inbox.dead_letter(deliveries)
 
+    async def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        await self.inbox.requeue(deliveries)
+
     async def close(self) -> None:
         """Give the room back and close the wrapped inbox: what waits here returns to
         the queue with its other unsettled deliveries."""

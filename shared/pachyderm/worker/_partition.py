@@ -40,6 +40,7 @@ from .._errors import (
     NewerSchemaError,
     PachydermError,
     StoreError,
+    TransportError,
 )
 from .._expiry import CommandWindow
 from .._hooks import BatchHooks, WorkerHooks
@@ -304,20 +305,31 @@ class PartitionWorker:
             verdicts = [
                 _verdict(delivery, decided.outcomes[i]) for i, delivery in enumerate(deliveries)
             ]
-            await self.transport.publish_replies(
-                [verdict.reply for verdict in verdicts if verdict.reply is not None]
-            )
-            await self.effects.publish_committed(decided.committed, batch=batch)
-            self._filed(decided.committed)
-            await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
-            superseded = self._hold([v.delivery for v in verdicts if v.held])
-            await self.inbox.ack(
-                [v.delivery for v in verdicts if not (v.dead_letter or v.held or v.fenced)]
-                + superseded
-            )
+            try:
+                await self._settle(verdicts, decided, batch)
+            except TransportError:
+                # Committed, but the replies or the settling could not go out, on a
+                # channel that may live on (the connection's loss returns them anyway):
+                # handed back, they come again and find their stored replies, rather
+                # than hold their prefetch places until the partition moves.
+                await self.inbox.requeue([v.delivery for v in verdicts if not (v.held or v.fenced)])
+                raise
             if batch.measuring:
                 _report(batch, decided.requests, decided.outcomes)
         return [v.delivery for v in verdicts if v.fenced]
+
+    async def _settle(self, verdicts: list[_Verdict], decided: _Decided, batch: BatchHooks) -> None:
+        """Reply, publish the effects, dead-letter, hold and acknowledge, as decided."""
+        await self.transport.publish_replies(
+            [verdict.reply for verdict in verdicts if verdict.reply is not None]
+        )
+        await self.effects.publish_committed(decided.committed, batch=batch)
+        self._filed(decided.committed)
+        await self.inbox.dead_letter([v.delivery for v in verdicts if v.dead_letter])
+        superseded = self._hold([v.delivery for v in verdicts if v.held])
+        await self.inbox.ack(
+            [v.delivery for v in verdicts if not (v.dead_letter or v.held or v.fenced)] + superseded
+        )
 
     def _hold(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         """Leave ``deliveries`` unsettled for the partition's next owner; returns those

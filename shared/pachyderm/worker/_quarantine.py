@@ -336,6 +336,14 @@ class PartitionQuarantine:
                 log.warning("stored command %s failed again", delivery.message.message_id)
         await self._settle(deliveries, self.inbox.dead_letter)
 
+    async def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand back those from the broker (a stored command stays stored, to run again
+        on release); they come again under other tags, so what was noted under these
+        goes (an attempt counted stays counted: it is one)."""
+        for delivery in deliveries:
+            self._counted.pop(delivery.tag, None)
+        await self.inbox.requeue([d for d in deliveries if d.tag >= 0])
+
     async def close(self) -> None:
         await self.inbox.close()
 
