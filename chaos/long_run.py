@@ -19,7 +19,9 @@ be credited; then the effects sink binds its queue and has them routed again
 (see ``chaos.run``). A ``--poison-share`` of the load are poison commands (a
 handler that hangs its worker, one that kills it: see ``chaos.poison``),
 quarantined and skipped while the load runs, with the quarantine violations
-counted. Writes ``chaos/results.json`` and ``chaos/results.md``.
+counted. Writes ``chaos/results.json`` and ``chaos/results.md``. ``--keep`` keeps
+the run's folder (the workers' logs) and names it; ``--show`` sets how many
+violations of each kind are described at the end.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -329,17 +332,29 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
         assert private.postgres is not None
         assert private.rabbitmq is not None
         services = Services(private.postgres.dsn, private.rabbitmq.url, private)
-        with tempfile.TemporaryDirectory(prefix="chaos-run-") as folder:
-            async with chaos_run(Path(folder), services, options) as run:
+        with run_folder(arguments.keep) as folder:
+            async with chaos_run(folder, services, options) as run:
                 await run.setup()
                 faults = schedule(run, arguments.faults, random.Random(arguments.seed))
                 await run.scenario(arguments.commands, faults, gap=arguments.gap)
                 verdict = await run.finish(settle_timeout=120)
                 if not verdict.violations.clean:
-                    print(verdict.violations.describe(), file=sys.stderr)
+                    print(verdict.violations.describe(arguments.show), file=sys.stderr)
                 return results(run, verdict, arguments, time.monotonic() - started)
     finally:
         await asyncio.to_thread(private.close)
+
+
+@contextmanager
+def run_folder(keep: bool) -> Iterator[Path]:
+    """The run's folder (its workers' logs): removed afterwards, or kept and named."""
+    if not keep:
+        with tempfile.TemporaryDirectory(prefix="chaos-run-") as folder:
+            yield Path(folder)
+        return
+    kept = Path(tempfile.mkdtemp(prefix="chaos-run-"))
+    print(f"the run's folder, kept: {kept}", file=sys.stderr)
+    yield kept
 
 
 def entry() -> None:
@@ -364,6 +379,12 @@ def entry() -> None:
         type=int,
         default=len(kinds()),
         help="faults before the effects sink binds its queue (default: one of each kind)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's folder (its workers' logs)"
+    )
+    parser.add_argument(
+        "--show", type=int, default=5, help="violations of each kind described at the end"
     )
     arguments = parser.parse_args()
     figures = asyncio.run(main(arguments))
