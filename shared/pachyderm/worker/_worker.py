@@ -262,10 +262,13 @@ class Worker:
         other partitions would be served by nobody. Ending the process hands everything
         back (its unsettled deliveries return to their queues, its lease is given up).
         """
+        limit = asyncio.timeout(self.options.stop_limit)
         try:
-            async with asyncio.timeout(self.options.stop_limit):
+            async with limit:
                 await partition.stop()
         except TimeoutError:
+            if not limit.expired():
+                raise  # the stop's own, not the limit's
             log.critical(
                 "partition %d did not stop within %g s: the worker is wedged; giving its"
                 " lease up and exiting with status %d so that its partitions move. Its"
