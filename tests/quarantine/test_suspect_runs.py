@@ -23,7 +23,7 @@ from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from pachyderm.store import Quarantined
 from pachyderm.transport import Delivery, Message
 from pachyderm.worker import PartitionWorker
-from pachyderm.worker._quarantine import PartitionQuarantine, Turns
+from pachyderm.worker._quarantine import PartitionQuarantine, Turns, _Admission
 from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
 from pachyderm.worker._watchdog import Watchdog
 
@@ -87,6 +87,28 @@ async def test_other_entities_flow_while_a_suspect_s_child_hangs(
         [parked] = await world.quarantine.parked(poisoned.id, 10)
         assert parked.command_id == later
         assert await world.steps(poisoned) == []
+    finally:
+        await owner.stop()
+
+
+async def test_a_healthy_command_redelivered_beside_a_poison_does_not_wait_for_its_child(
+    world: World, switch: Path
+) -> None:
+    """Both were in hand when their worker died: each entity's redelivered commands are
+    decided in a child of their own, so the healthy one is answered while the poison's
+    child still hangs (in one child together, it waited the whole limit, 10 s here)."""
+    poisoned = Lane.ref(str(uuid.uuid4()))
+    command_id = await world.send(poisoned, Poison("hang", str(switch)))
+    healthy_ref = Lane.ref(str(uuid.uuid4()))
+    healthy = await world.send(healthy_ref, Step(1))
+    dead = await world.worker()
+    assert len(await asyncio.wait_for(dead.inbox.take(100), 2)) == 2
+    await dead.inbox.close()
+    owner = await _owner(world, isolation=10.0)
+    try:
+        assert await world.answer(healthy) == (1, {"steps": [1]})
+        assert command_id not in world.replies
+        assert await world.quarantine.attempts([(healthy_ref.id, healthy)]) == {}
     finally:
         await owner.stop()
 
@@ -282,3 +304,18 @@ async def test_a_run_whose_winding_up_fails_lets_its_entity_go(
     assert gate.runs.free([later]) == [later]
     assert not gate.runs.aside(behind)
     await inbox.close()
+
+
+def test_isolated_admission_keeps_each_entity_in_batches_of_its_own() -> None:
+    """Each entity's order holds, a suspect goes alone with its entity's later ones after
+    it, and one addressed to no entity keeps its place: nothing after it joins before."""
+    a, b = uuid.uuid4(), uuid.uuid4()
+    a1, b1, a2, b2, a3 = (_delivery(e) for e in (a, b, a, b, a))
+    fence, a4, b3 = _delivery(None), _delivery(a), _delivery(b)
+    admission = _Admission(by_entity=True)
+    for delivery in (a1, b1, a2):
+        admission.admit(delivery)
+    admission.admit(b2, alone=True)
+    for delivery in (a3, fence, a4, b3):
+        admission.admit(delivery)
+    assert admission.batches == [[a1, a2, a3], [b1], [b2], [fence], [a4], [b3]]

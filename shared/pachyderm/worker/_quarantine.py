@@ -26,7 +26,10 @@ commit before the risky ones run, so a poison that takes the worker down again
 takes none of them along (they are not redelivered, counted and suspected with
 it). An entity's own deliveries keep their order behind its risky one. The risky
 ones run in batches of at most 16, so a poison among them makes suspects of its
-batch only (each then decided alone).
+batch only (each then decided alone). Decided in forked children, each entity's
+risky ones go in batches of their own: a poison's child that hangs or dies holds up,
+and counts an attempt against, its own entity only, never a healthy one that was
+redelivered beside it (the others' children run meanwhile, a few at a time).
 
 Policies (``PACHYDERM_QUARANTINE_POLICY``):
 
@@ -271,16 +274,40 @@ class _Admission:
     refused: list[tuple[Delivery, CommandKey, int]] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
     last_alone: bool = False
+    # Isolated: each entity's deliveries in batches of their own (see _by_entity).
+    by_entity: bool = False
+    _joinable: dict[uuid.UUID, list[Delivery]] = field(default_factory=dict)
 
     def admit(self, delivery: Delivery, *, alone: bool = False) -> None:
         """Apply ``delivery`` after those admitted before (in a batch of its own if
         ``alone``, else in batches of at most :data:`_CHUNK`): the order of the
         deliveries is kept, and with it each entity's."""
-        if alone or self.last_alone or not self.batches or len(self.batches[-1]) >= _CHUNK:
+        if self.by_entity:
+            self._by_entity(delivery, alone)
+        elif alone or self.last_alone or not self.batches or len(self.batches[-1]) >= _CHUNK:
             self.batches.append([delivery])
         else:
             self.batches[-1].append(delivery)
         self.last_alone = alone
+
+    def _by_entity(self, delivery: Delivery, alone: bool) -> None:
+        """Apply ``delivery`` after its entity's earlier deliveries, in a batch of that
+        entity only: each entity's order is kept, not the order between entities (their
+        batches run beside each other). One addressed to no entity (a repartition fence)
+        keeps its place: nothing after it joins a batch before it."""
+        entity = entity_of(delivery)
+        batch = None if alone or entity is None else self._joinable.get(entity)
+        if batch is None or len(batch) >= _CHUNK:
+            batch = [delivery]
+            self.batches.append(batch)
+        else:
+            batch.append(delivery)
+        if entity is None:
+            self._joinable.clear()
+        elif alone:
+            self._joinable.pop(entity, None)
+        else:
+            self._joinable[entity] = batch
 
 
 class PartitionQuarantine:
@@ -573,7 +600,7 @@ class PartitionQuarantine:
         made: dict[int, int],
         exhausted: set[CommandKey],
     ) -> _Admission:
-        admission = _Admission()
+        admission = _Admission(by_entity=self.options.isolation is not None and can_isolate())
         blocked_now: set[uuid.UUID] = set()  # parked by this very batch
         # Entities with a delivery that may be a poison's: theirs keep their order, after
         # the first deliveries of all the others (``first``), which go ahead together.
