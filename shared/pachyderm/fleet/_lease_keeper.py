@@ -72,10 +72,14 @@ class LeaseKeeper:
         if interval <= 0 or tolerance <= 0:
             raise ValueError(f"need a positive interval and tolerance, not {interval}, {tolerance}")
         self._renewal = renewal
-        self.interval = interval
         self.tolerance = tolerance
         self._loop = LoopWatch(interval, self._watch, name="pachyderm-lease-keeper")
         self._renewed: float | None = None  # when the thread's last renewal was sent
+
+    @property
+    def interval(self) -> float:
+        """The heartbeat's interval (its loop stamp's)."""
+        return self._loop.interval
 
     def renewed_ago(self) -> float | None:
         """Seconds since the thread's last renewal that took was sent; None if none took."""

@@ -114,9 +114,7 @@ class _InProcessInbox:
     async def requeue(self, deliveries: Sequence[Delivery]) -> None:
         """Put those still unsettled back at the front of the queue, in order, marked
         redelivered (RabbitMQ puts each back in its place: here, nothing older waits)."""
-        returned = pop_still_unsettled(self._unsettled, deliveries)
-        self._queue.ready.extendleft(reversed([(d.message, True) for d in returned]))
-        await self._queue.notify()
+        await self._put_back(pop_still_unsettled(self._unsettled, deliveries))
 
     def _settle(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         return pop_unsettled(self._unsettled, deliveries, self.partition)
@@ -127,11 +125,14 @@ class _InProcessInbox:
             return
         self._closed = True
         self._forget(self)
-        # As a broker does when a consumer goes away: marked redelivered, and
-        # ahead of the messages never delivered.
-        returned = [(delivery.message, True) for delivery in self._unsettled.values()]
-        self._queue.ready.extendleft(reversed(returned))
+        returned = list(self._unsettled.values())
         self._unsettled.clear()
+        await self._put_back(returned)
+
+    async def _put_back(self, deliveries: Sequence[Delivery]) -> None:
+        """As a broker does when a consumer goes away: marked redelivered, in order, and
+        ahead of the messages never delivered."""
+        self._queue.ready.extendleft(reversed([(d.message, True) for d in deliveries]))
         await self._queue.notify()
 
 
