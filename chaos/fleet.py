@@ -27,17 +27,21 @@ from .worker import CONTROL_VARIABLE
 
 
 def client_ports(pid: int, server_port: int) -> set[int]:
-    """The local ports of process ``pid``'s TCP connections to ``server_port``."""
+    """The local ports of process ``pid``'s TCP connections to ``server_port`` (none once
+    it has ended: a poison may end the victim between its choice and this look)."""
     inodes = set()
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):  # closed meanwhile
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-            if target.startswith("socket:["):
-                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # closed meanwhile
+                target = os.readlink(f"/proc/{pid}/fd/{name}")
+                if target.startswith("socket:["):
+                    inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+        # Rows: sl local_address rem_address st ... inode, addresses as HEXIP:HEXPORT.
+        tables = (Path(f"/proc/{pid}/net/{table}") for table in ("tcp", "tcp6"))
+        rows = [row for table in tables for row in table.read_text().splitlines()[1:]]
+    except FileNotFoundError:
+        return set()
     ports = set()
-    # Rows: sl local_address rem_address st ... inode, addresses as HEXIP:HEXPORT.
-    tables = (Path(f"/proc/{pid}/net/{table}") for table in ("tcp", "tcp6"))
-    rows = [row for table in tables for row in table.read_text().splitlines()[1:]]
     for row in rows:
         fields = row.split()
         local, remote, inode = fields[1], fields[2], fields[9]

@@ -4,6 +4,8 @@ engine and partition code as a fleet of workers, without services) where they ca
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from chaos.fleet import client_ports
 from examples import bank
 from pachyderm import (
     App,
@@ -143,3 +146,12 @@ async def test_a_terminated_postgresql_backend_is_a_store_outage_never_an_intern
         await store.drop_namespace()
         await store.close()
     assert untranslated == []
+
+
+def test_an_ended_worker_has_no_client_ports() -> None:
+    """A poison may end the victim of a backend termination before its ports are read:
+    nothing to terminate then, and the run goes on (it once ended the whole run)."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    assert client_ports(ended.pid, 5432) == set()
+    assert client_ports(os.getpid(), 1) == set()  # a live process, no such connection
