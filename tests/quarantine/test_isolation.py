@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pachyderm import CommandQuarantinedError
-from pachyderm.worker._isolation import survives
+from pachyderm.worker._isolation import first_to_die, survives
 
 from .poison_app import Crash, Lane, Poison, Step
 from .test_partition_quarantine import World, switch, world
@@ -52,6 +52,17 @@ async def test_a_child_that_dies_or_overruns_did_not(decide: object) -> None:
     started = time.monotonic()
     assert not await survives(decide, 0.3)
     assert time.monotonic() - started < 10  # the looping one was killed, not waited for
+
+
+@pytest.mark.parametrize("poison", [_exit, _crash, _loop_forever])
+async def test_a_child_names_the_step_it_died_in(poison: object) -> None:
+    """Steps that return or raise an ordinary error are gone through (an error does not
+    end the child's tries: a poison after it is still found there), the one it died or
+    overran in is named."""
+    assert callable(poison)
+    assert await first_to_die([_fail, lambda: None, poison, lambda: None], 0.5) == 2
+    assert await first_to_die([poison], 0.5) == 0
+    assert await first_to_die([_fail, lambda: None], 5) is None
 
 
 def _children() -> set[str]:

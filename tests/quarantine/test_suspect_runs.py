@@ -21,8 +21,9 @@ from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._errors import StoreError
 from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from pachyderm.store import Quarantined
+from pachyderm.store._sqlite_quarantine import SqliteQuarantine
 from pachyderm.transport import Delivery, Message
-from pachyderm.worker import PartitionWorker
+from pachyderm.worker import PartitionWorker, _quarantine
 from pachyderm.worker._quarantine import PartitionQuarantine, Turns, _Admission
 from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
 from pachyderm.worker._watchdog import Watchdog
@@ -111,6 +112,35 @@ async def test_a_healthy_command_redelivered_beside_a_poison_does_not_wait_for_i
         assert await world.quarantine.attempts([(healthy_ref.id, healthy)]) == {}
     finally:
         await owner.stop()
+
+
+async def test_a_dead_child_counts_the_entity_it_died_deciding_only(
+    world: World, switch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many entities redelivered at once go in batches of several entities: the child
+    names the one it died deciding, and only its command is counted (a healthy command
+    beside it was counted too, and a third such death quarantined it)."""
+    monkeypatch.setattr(_quarantine, "_BY_ENTITY", 0)
+    counted: list[str] = []
+    count_attempts = SqliteQuarantine.count_attempts
+
+    async def counting(self: SqliteQuarantine, keys: Sequence[Any]) -> Any:
+        counted.extend(command_id for _, command_id in keys)
+        return await count_attempts(self, keys)
+
+    monkeypatch.setattr(SqliteQuarantine, "count_attempts", counting)
+    healthy = await world.send(Lane.ref(str(uuid.uuid4())), Step(1))
+    poison = await world.send(Lane.ref(str(uuid.uuid4())), Poison("exit", str(switch)))
+    dead = await world.worker()
+    assert len(await asyncio.wait_for(dead.inbox.take(100), 2)) == 2
+    await dead.inbox.close()
+    owner = await _owner(world, isolation=5.0)
+    try:
+        assert await world.answer(healthy) == (1, {"steps": [1]})
+        assert isinstance(await _answer(world, poison), CommandQuarantinedError)
+    finally:
+        await owner.stop()
+    assert counted == [poison, poison]  # its two children's deaths, never the healthy one
 
 
 async def test_a_request_naming_no_entity_waits_for_the_suspects_with_all_after_it(

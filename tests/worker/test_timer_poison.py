@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -204,7 +204,14 @@ async def test_only_a_dead_child_counts_a_timer_beside_a_poison(engine: Engine) 
     assert fires.calls[0] in ([poison, healthy], [healthy, poison])
     [timer] = await engine.store.entity_timers(healthy.id)
     assert timer.attempts == 1  # its group's dead child; not its own try, cut short
-    second = owner(engine, fires, hooks, isolation=5.0)
+    await fires_then_holds(owner(engine, fires, hooks, isolation=5.0), engine, healthy, hooks)
+    assert fires.deaths == 2
+
+
+async def fires_then_holds(
+    timers: TimerFiring, engine: Engine, healthy: Ref, hooks: Quarantines
+) -> None:
+    """Wait for ``timers`` to fire ``healthy``'s timer and hold the poison's, then stop it."""
     try:
         await eventually(lambda: lapsed(engine, healthy), timeout=10)
 
@@ -213,8 +220,7 @@ async def test_only_a_dead_child_counts_a_timer_beside_a_poison(engine: Engine) 
 
         await eventually(held, timeout=15)
     finally:
-        await second.stop()
-    assert fires.deaths == 2
+        await timers.stop()
 
 
 def _fire(attempts: int, due: datetime) -> Fire:
@@ -245,3 +251,29 @@ async def test_risky_fires_go_a_group_at_a_time_and_the_exhausted_are_held(
     assert run == [*own, *inherited[:16]]
     assert held == []
     assert later == inherited[16:]
+
+
+async def test_a_dead_child_that_names_its_poison_counts_that_timer_only(engine: Engine) -> None:
+    """A child names the entity it died deciding: the healthy timer of its group goes again
+    uncounted and fires; the poison alone is counted, then held."""
+    hooks = Quarantines()
+    poison = await hold(engine, "poison", 0.05)
+    healthy = await hold(engine, "healthy", 0.05)
+    fires = Deadly(engine, poison, HandlerDiedError("the child died", culprit=poison))
+    counted: list[uuid.UUID] = []
+    postpone = engine.store.postpone_timers
+
+    async def postpone_timers(
+        delays: Mapping[tuple[uuid.UUID, str], float],
+    ) -> dict[tuple[uuid.UUID, str], int]:
+        counted.extend(entity_id for entity_id, _ in delays)
+        return await postpone(delays)
+
+    engine.store.postpone_timers = postpone_timers  # type: ignore[method-assign]
+    await asyncio.sleep(0.1)  # due before the owner below began: risky, one group
+    await fires_then_holds(owner(engine, fires, hooks, isolation=5.0), engine, healthy, hooks)
+    assert fires.calls[0] in ([poison, healthy], [healthy, poison])
+    assert healthy.id not in counted  # fired, never counted
+    assert poison.id in counted
+    [timer] = await engine.store.entity_timers(poison.id)
+    assert (timer.attempts, fires.deaths) == (2, 2)  # and its former owner's try

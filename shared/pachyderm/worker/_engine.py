@@ -25,7 +25,8 @@ a quarantined command this worker had not seen yet) ends its request and the lan
 later ones as ``fenced``, unanswered: the partition parks them in order.
 A batch run with ``isolate`` (a suspect one, see :mod:`._quarantine`) is decided in
 a forked child first, each round, on the state loaded for it; only if the child
-survives does the worker decide it itself (:mod:`._isolation`).
+survives does the worker decide it itself (:mod:`._isolation`); one that dies names the
+entity it died deciding (:attr:`HandlerDiedError.culprit`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from .._app import App
@@ -61,7 +63,7 @@ from ._firing import fire_elsewhere
 from ._firing import with_timers as _with_timers
 from ._group_commit import GroupCommit
 from ._interruption import HandlerOverran, interruptible, settle
-from ._isolation import HandlerDiedError, survives
+from ._isolation import HandlerDiedError, first_to_die
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -279,13 +281,16 @@ class Engine:
     async def _probe(self, lanes: list[_Lane], partition: int, limit: float) -> None:
         """Decide ``lanes`` in a forked child (its copies of them: these stay undecided)."""
 
-        def decide() -> None:
-            for lane in lanes:
-                self._decide(lane, partition)
-
-        if not await survives(decide, limit):
-            refs = ", ".join(str(lane.ref) for lane in lanes)
-            raise HandlerDiedError(f"deciding for {refs} killed or hung the child it ran in")
+        steps = [partial(self._decide, lane, partition) for lane in lanes]
+        died = await first_to_die(steps, limit)
+        if died is not None:
+            culprit = lanes[died].ref
+            others = ", ".join(str(lane.ref) for lane in lanes if lane.ref != culprit)
+            raise HandlerDiedError(
+                f"deciding for {culprit} killed or hung the child it ran in"
+                + (f" (decided beside it: {others})" if others else ""),
+                culprit,
+            )
 
     async def _recall_failed(self, steps: list[_Step]) -> None:
         """A command whose handler failed now but which was committed before (a retry

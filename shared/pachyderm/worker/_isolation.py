@@ -20,7 +20,10 @@ deliveries unreturned), runs the decision, writes one byte and leaves with
 ``os._exit`` (no clean-up, no ``atexit``); it never outlives its time limit by
 more than a second, even once its worker is dead (an alarm ends it). The worker
 commits only its own decision, never the child's, so nothing crosses the pipe
-but the byte (no pickling of states).
+but bytes (no pickling of states): one after each step of the decision (an
+entity's commands, or its fires), one at the end. A child that dies or hangs thus
+names the step it died in (:func:`first_to_die`), and the quarantine counts an
+attempt against that entity only, not against every entity decided beside it.
 Handlers are decided twice for a suspect batch (a log line in a handler shows
 twice); a handler that is not deterministic may still pass in the child and
 fail in the worker, where the worker's own death then counts it as before.
@@ -33,17 +36,29 @@ import contextlib
 import os
 import signal
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .._errors import PachydermError
+from .._reference import Ref
 
 _SURVIVED = b"1"
+_STEPPED = b"."
 _ORPHAN_MARGIN = 1.0  # seconds a child outlives its limit at most, its worker dead
 _MAX_FILES = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
 class HandlerDiedError(PachydermError):
-    """A suspect batch's decision killed or hung the child it ran in: a poison's attempt."""
+    """A suspect batch's decision killed or hung the child it ran in: a poison's attempt.
+
+    ``culprit``: the entity whose decision it died in, when known (None: any of them)."""
+
+    def __init__(self, message: str, culprit: Ref | None = None) -> None:
+        super().__init__(message)
+        self.culprit = culprit
+
+    def blames(self, entity_id: object) -> bool:
+        """Whether this death may be ``entity_id``'s doing (counts an attempt of it)."""
+        return self.culprit is None or self.culprit.id == entity_id
 
 
 def can_isolate() -> bool:
@@ -51,9 +66,9 @@ def can_isolate() -> bool:
     return hasattr(os, "fork") and hasattr(os, "pidfd_open")
 
 
-def _decide_and_leave(decide: Callable[[], object], report: int, limit: float) -> None:
-    """The child's whole life: let go of the worker's files, decide, report, exit (never
-    returns)."""
+def _decide_and_leave(steps: Sequence[Callable[[], object]], report: int, limit: float) -> None:
+    """The child's whole life: let go of the worker's files, decide step by step,
+    reporting each, exit (never returns)."""
     survived = False
     try:
         # Its copies of the worker's sockets would keep them open past the worker's
@@ -64,9 +79,13 @@ def _decide_and_leave(decide: Callable[[], object], report: int, limit: float) -
         # And it ends by itself past the limit, should the worker die before killing it.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.setitimer(signal.ITIMER_REAL, limit + _ORPHAN_MARGIN)
-        # An ordinary exception is no poison's: the worker answers it as a failure.
-        with contextlib.suppress(Exception):
-            decide()
+        for step in steps:
+            # An ordinary exception is no poison's: the worker answers it as a failure,
+            # and the next step is tried here all the same (else a poison after it
+            # would run first in the worker's own process).
+            with contextlib.suppress(Exception):
+                step()
+            os.write(report, _STEPPED)
         survived = True
     finally:
         # No clean-up (atexit, finalizers): nothing of the worker's is the child's to tidy.
@@ -93,11 +112,19 @@ async def survives(decide: Callable[[], object], limit: float) -> bool:
     """Run ``decide`` in a forked child: True if it returned (or raised an
     :class:`Exception`) within ``limit`` seconds, False if the child died without
     saying so or overran (it is killed then)."""
+    return await first_to_die([decide], limit) is None
+
+
+async def first_to_die(steps: Sequence[Callable[[], object]], limit: float) -> int | None:
+    """Run ``steps`` one after another in a forked child, for at most ``limit`` seconds
+    in all: None if it got through them (each returned or raised an
+    :class:`Exception`), else the index of the step it died in or overran in (the
+    child is killed then)."""
     read, write = os.pipe()
     pid = _fork()
     if pid == 0:  # the child
         os.close(read)
-        _decide_and_leave(decide, write, limit)
+        _decide_and_leave(steps, write, limit)
     os.close(write)
     try:
         try:
@@ -107,14 +134,22 @@ async def survives(decide: Callable[[], object], limit: float) -> bool:
             raise
         if not ended:
             _kill(pid)
-            return False
-        os.set_blocking(read, False)
-        try:
-            return os.read(read, 1) == _SURVIVED
-        except BlockingIOError:
-            return False
+        report = _report(read)
+        if ended and report.endswith(_SURVIVED):
+            return None
+        return min(report.count(_STEPPED), len(steps) - 1)
     finally:
         os.close(read)
+
+
+def _report(read: int) -> bytes:
+    """All a child that has ended wrote on its report pipe."""
+    os.set_blocking(read, False)
+    report = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(read, 4096):
+            report += chunk
+    return report
 
 
 def _kill(pid: int) -> None:

@@ -26,10 +26,14 @@ commit before the risky ones run, so a poison that takes the worker down again
 takes none of them along (they are not redelivered, counted and suspected with
 it). An entity's own deliveries keep their order behind its risky one. The risky
 ones run in batches of at most 16, so a poison among them makes suspects of its
-batch only (each then decided alone). Decided in forked children, each entity's
-risky ones go in batches of their own: a poison's child that hangs or dies holds up,
-and counts an attempt against, its own entity only, never a healthy one that was
-redelivered beside it (the others' children run meanwhile, a few at a time).
+batch only (each then decided alone). Decided in forked children, a poison's
+child that dies or hangs names the entity it died deciding (see :mod:`._isolation`):
+only that entity's commands are counted and become suspects, the others go again
+as they were. And while a batch has few entities with risky deliveries (a poison's
+redelivery, up to :data:`_BY_ENTITY`), each entity's go in children of their own,
+so that a hanging poison holds up no other entity for the budget; past that (a
+loaded worker died: hundreds of entities redelivered at once), in batches of 16, so
+that the fork per child does not multiply.
 
 Policies (``PACHYDERM_QUARANTINE_POLICY``):
 
@@ -92,6 +96,9 @@ _REFUSED = ("quarantined", "skipping", "skipped")
 # takes the worker down again counts an attempt against its batch only, so at most
 # this many healthy commands become suspects (run one at a time) with it.
 _CHUNK = 16
+# Entities with risky deliveries in one batch up to which each entity's are decided in
+# children of their own (a fork costs the worker about 2 to 6 ms of CPU, by its size).
+_BY_ENTITY = 32
 # Suspect batches a worker decides in forked children at once (see Turns.isolated).
 _CHILDREN = 8
 # Synthetic deliveries (stored commands run again) have tags below zero, which no
@@ -466,9 +473,10 @@ class PartitionQuarantine:
                         fenced = await apply(batch, isolate)
                 except HandlerDiedError as died:
                     log.warning("partition %d: %s", self.partition, died)
-                    # The one that hung is among them: each goes alone next, not in a
-                    # batch of first deliveries again (whose child would hang as well).
-                    self._suspects.update(delivery.tag for delivery in batch)
+                    # The one that hung is among them (its entity's, if named): each goes
+                    # alone next, not in a batch of first deliveries again (whose child
+                    # would hang as well).
+                    self._suspects.update(d.tag for d in batch if died.blames(entity_of(d)))
                     pending = [_tried(delivery) for delivery in batch] + _after(batches, index)
                     break
                 if fenced:
@@ -578,8 +586,13 @@ class PartitionQuarantine:
         async with self.options.turns.isolated():
             try:
                 yield limit
-            except HandlerDiedError:
-                died = [key for d in batch if (key := self._counted.pop(d.tag, None))]
+            except HandlerDiedError as error:
+                # Only the entity it died deciding, if named: the others are no suspects.
+                died = [
+                    key
+                    for d in batch
+                    if (key := self._counted.pop(d.tag, None)) and error.blames(entity_of(d))
+                ]
                 await self.quarantine.count_attempts(died)
                 raise
             except Exception:
@@ -600,11 +613,12 @@ class PartitionQuarantine:
         made: dict[int, int],
         exhausted: set[CommandKey],
     ) -> _Admission:
-        admission = _Admission(by_entity=self.options.isolation is not None and can_isolate())
         blocked_now: set[uuid.UUID] = set()  # parked by this very batch
         # Entities with a delivery that may be a poison's: theirs keep their order, after
         # the first deliveries of all the others (``first``), which go ahead together.
         risky = {entity_of(d) for d in deliveries if d.tag in made}
+        isolating = self.options.isolation is not None and can_isolate()
+        admission = _Admission(by_entity=isolating and len(risky) <= _BY_ENTITY)
         first: list[Delivery] = []
         for delivery in deliveries:
             key = _key(delivery)

@@ -12,14 +12,16 @@ worker isolates (as redelivered commands are: see :mod:`._quarantine`): a poison
 ends the child, not the worker, so a poison timer costs at most the worker that
 fired it first, when nothing made it suspect yet. A call whose child died, or
 that the watchdog interrupted (:class:`~._isolation.HandlerDiedError`: nothing
-committed), counts an attempt against every fire of its call, which are all
-risky then, each alone next, and each next try waits the back-off (a crash loop
+committed), counts an attempt against every fire of its call it may be blamed on
+(see below), risky then, each alone next, and each next try waits the back-off (a crash loop
 is spaced out, not a storm). Only a dead child's call counts: a healthy timer
 beside a poison, or on a worker killed meanwhile, is not counted in vain (it
 was, when every risky fire was counted before it ran, and a healthy timer could
 be held). Where the worker does not isolate, a risky fire is counted before it
 runs (one more attempt, the back-off, one statement for its group), so that one
-that takes the worker down is on record for the next owner.
+that takes the worker down is on record for the next owner. A child that dies
+names the entity it died deciding (:mod:`._isolation`): only that fire is counted;
+the others of its call go again in the next group, uncounted.
 
 Once the attempts made reach ``max_attempts``, the timer is *held*: its next try
 is put off for a century (``EventStore.hold_timers``; its ``attempts`` say why),
@@ -41,6 +43,7 @@ from datetime import datetime
 from .._hooks import WorkerHooks
 from .._wire import Request
 from ..store import EventStore, StoredTimer
+from ._isolation import HandlerDiedError
 from ._outbox import backoff
 
 log = logging.getLogger("pachyderm.timers")
@@ -111,15 +114,17 @@ class TimerPoison:
             if _key(timer) not in held and (_key(timer) in counted or not self.risky(timer))
         ]
 
-    async def died(self, fires: Sequence[Fire], error: Exception, *, counted: bool) -> None:
+    async def died(self, fires: Sequence[Fire], error: HandlerDiedError, *, counted: bool) -> None:
         """A call of ``fires`` killed its child or was interrupted: count an attempt of
-        each not counted yet (``counted``: the risky ones were, before they ran); those
-        decided in a child wait the back-off before their next try, as counted ones do."""
-        log.warning("partition %d: %s; its timers count an attempt each", self.partition, error)
+        each not counted yet (``counted``: the risky ones were, before they ran) that
+        the death is blamed on (the entity its child died deciding, if named: the
+        others go again uncounted); those decided in a child wait the back-off before
+        their next try, as counted ones do."""
+        log.warning("partition %d: %s; its timers count an attempt", self.partition, error)
         delays = {
             _key(timer): 0.0 if counted else backoff(timer.attempts)
             for timer, _ in fires
-            if not (counted and self.risky(timer))
+            if not (counted and self.risky(timer)) and error.blames(timer.entity_id)
         }
         await self.store.postpone_timers(delays)
 
