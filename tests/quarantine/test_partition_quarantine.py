@@ -22,6 +22,7 @@ from pachyderm._stored_messages import decode_message, encode_message
 from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, command_message, read_reply
 from pachyderm.store import (
     HasQuarantine,
+    Parked,
     Quarantined,
     QuarantineStore,
     SqliteEventStore,
@@ -240,6 +241,37 @@ async def test_a_parked_entity_waits_in_order_while_the_others_flow_then_skip_re
     skipped = await world.quarantine.find(ref.id, command_id)
     assert skipped is not None
     assert (skipped.status, skipped.parked) == ("skipped", 0)
+
+
+async def test_a_parked_copy_of_a_skipped_command_is_answered_quarantined_not_run(
+    world: World, switch: Path
+) -> None:
+    """A caller's retry of the poison, parked where the view did not refuse it yet (the
+    partition that parked it had not read the quarantine: an entity served by two
+    partitions after a broker restart), is answered ``quarantined`` when the skip
+    releases it. Run, it was decided in the worker's process, uncounted (its key was
+    refused): a hanging poison was interrupted and run again every budget, for good."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await poison(world, ref, switch)
+    partition = await world.worker()
+    assert await world.live(partition)
+    assert isinstance(await world.answer(command_id), CommandQuarantinedError)
+    del world.replies[command_id]
+    copy = command_message(APP, ref, Poison("crash", str(switch)), command_id=command_id)
+    copy = dataclasses.replace(copy, reply_to=world.address)
+    await world.quarantine.park([Parked(ref.id, command_id, encode_message(copy))])
+    later = await world.send(ref, Step(1))
+    assert await world.live(partition)  # parked behind it
+    os.remove(switch)  # run, the copy would now apply (a step of -1)
+    await world.quarantine.decide(ref.id, command_id, "skip")
+    partition.start()
+    try:
+        assert await world.answer(later) == (1, {"steps": [1]})
+    finally:
+        await partition.stop()
+    assert isinstance(world.replies[command_id], CommandQuarantinedError)
+    assert await world.steps(ref) == [1]
+    assert not await world.quarantine.parked(ref.id, 10)
 
 
 async def test_commands_a_former_owner_parked_after_the_skip_are_released_in_order(

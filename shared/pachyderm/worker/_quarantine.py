@@ -630,7 +630,10 @@ class PartitionQuarantine:
                 continue
             entity_id = key[0]
             synthetic = delivery.tag < 0
-            if key in self._view.refused and not synthetic:
+            if key in self._view.refused:
+                # A stored one too: a copy of a refused command parked where the view
+                # did not refuse it yet. Run, it would go uncounted (a refused key is
+                # no candidate), in the worker's own process.
                 admission.refused.append((delivery, key, self._view.refused[key]))
             elif entity_id in blocked_now or (entity_id in self._view.blocked and not synthetic):
                 admission.parked.append((delivery, key))
