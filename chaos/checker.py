@@ -704,6 +704,7 @@ def _check_quarantine(
         took = answered[-1] - first if answered and request.answered else None
         if took is None or took > stall_bound:
             shown = "never answered" if took is None else f"answered after {took:.1f} s"
+            shown += f" (first sent at {record.clock(first)} UTC)"
             violations.add(
                 "quarantine_violated",
                 f"healthy {request.command} {request.command_id} to {request.entity_id}: {shown}",

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,16 @@ class Record:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self._started = time.monotonic()
+        self._started_at = time.time()
 
     def now(self) -> float:
         return time.monotonic() - self._started
+
+    def clock(self, at: float) -> str:
+        """``at`` (a time of this record's) as the workers' logs show the time (UTC), to
+        find what they did then."""
+        moment = datetime.fromtimestamp(self._started_at + at, UTC)
+        return moment.strftime("%H:%M:%S.%f")[:-3]
 
     def add(self, request: Request) -> Request:
         self.requests.append(request)

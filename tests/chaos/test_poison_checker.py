@@ -86,7 +86,7 @@ def healthy_never_answered(world: World) -> None:
         (ticked_while_parked, "tick-7 applied at version 3 while parked behind poison"),
         (never_quarantined, "never quarantined"),
         (still_parked, "still parked"),
-        (healthy_stalled, "answered after 69.0 s"),
+        (healthy_stalled, "answered after 69.0 s (first sent at "),
         (healthy_never_answered, "never answered"),
     ],
 )
