@@ -47,10 +47,16 @@ async def _redelivered_hang(world: World, switch: Path) -> tuple[Ref, str]:
     a child, which hangs (killed at the limit) twice before it is quarantined."""
     ref = Lane.ref(str(uuid.uuid4()))
     command_id = await world.send(ref, Poison("hang", str(switch)))
-    dead = await world.worker()
-    await asyncio.wait_for(dead.inbox.take(100), 2)
-    await dead.inbox.close()
+    await _die_holding(world, 1)
     return ref, command_id
+
+
+async def _die_holding(world: World, count: int) -> None:
+    """A worker takes the ``count`` commands waiting, then dies with them in hand: the
+    broker hands them to the next owner, redelivered."""
+    dead = await world.worker()
+    assert len(await asyncio.wait_for(dead.inbox.take(100), 2)) == count
+    await dead.inbox.close()
 
 
 async def _owner(world: World, isolation: float = 1.0) -> PartitionWorker:
@@ -102,9 +108,7 @@ async def test_a_healthy_command_redelivered_beside_a_poison_does_not_wait_for_i
     command_id = await world.send(poisoned, Poison("hang", str(switch)))
     healthy_ref = Lane.ref(str(uuid.uuid4()))
     healthy = await world.send(healthy_ref, Step(1))
-    dead = await world.worker()
-    assert len(await asyncio.wait_for(dead.inbox.take(100), 2)) == 2
-    await dead.inbox.close()
+    await _die_holding(world, 2)
     owner = await _owner(world, isolation=10.0)
     try:
         assert await world.answer(healthy) == (1, {"steps": [1]})
@@ -131,9 +135,7 @@ async def test_a_dead_child_counts_the_entity_it_died_deciding_only(
     monkeypatch.setattr(SqliteQuarantine, "count_attempts", counting)
     healthy = await world.send(Lane.ref(str(uuid.uuid4())), Step(1))
     poison = await world.send(Lane.ref(str(uuid.uuid4())), Poison("exit", str(switch)))
-    dead = await world.worker()
-    assert len(await asyncio.wait_for(dead.inbox.take(100), 2)) == 2
-    await dead.inbox.close()
+    await _die_holding(world, 2)
     owner = await _owner(world, isolation=5.0)
     try:
         assert await world.answer(healthy) == (1, {"steps": [1]})

@@ -16,7 +16,7 @@ delivery, which nobody suspects yet, costs a worker.
 Invariants: the child never touches the worker's connections, event loop or
 files: it first closes its copies of the worker's descriptors (else a worker
 that dies while a child runs would leave its broker connection open, its
-deliveries unreturned), runs the decision, writes one byte and leaves with
+deliveries unreturned), runs the decision, reports on its pipe and leaves with
 ``os._exit`` (no clean-up, no ``atexit``); it never outlives its time limit by
 more than a second, even once its worker is dead (an alarm ends it). The worker
 commits only its own decision, never the child's, so nothing crosses the pipe
@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -56,7 +57,7 @@ class HandlerDiedError(PachydermError):
         super().__init__(message)
         self.culprit = culprit
 
-    def blames(self, entity_id: object) -> bool:
+    def blames(self, entity_id: uuid.UUID | None) -> bool:
         """Whether this death may be ``entity_id``'s doing (counts an attempt of it)."""
         return self.culprit is None or self.culprit.id == entity_id
 
