@@ -123,10 +123,14 @@ def _no_wakeup(_notifier: object, _partitions: object) -> None:
     return None
 
 
+async def _never_one_change(_store: object, _change: object) -> None:
+    return None
+
+
 def _switch_off() -> None:
     """Capabilities a variant switches off (``BENCH_STAGES_OFF=notify,telemetry``), to
     measure what each costs on this path."""
-    from pachyderm.store import _postgres_wakeups  # noqa: PLC0415
+    from pachyderm.store import _postgres, _postgres_wakeups  # noqa: PLC0415
     from pachyderm.worker import WorkerHooks, _worker  # noqa: PLC0415
 
     off = set(filter(None, os.environ.get("BENCH_STAGES_OFF", "").split(",")))
@@ -134,6 +138,8 @@ def _switch_off() -> None:
         vars(_postgres_wakeups)["LogNotifier"].committed = _no_wakeup
     if "telemetry" in off:  # metrics and traces: the hooks that do nothing
         vars(_worker)["TelemetryHooks"] = WorkerHooks
+    if "one_change" in off:  # every commit through the fenced function (migration 0017)
+        vars(_postgres)["PostgresEventStore"]._commit_one = _never_one_change
 
 
 def instrument_client() -> None:

@@ -30,8 +30,8 @@ DUE = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 async def _hot_path(store: PostgresEventStore, refs: list[Ref], round_: int) -> None:
-    """What a worker runs for a batch: load, duplicates check, commit (with a timer),
-    and the firing loop's read."""
+    """What a worker runs for a batch: load, duplicates check, commit (with a timer;
+    then one of events alone), and the firing loop's read."""
     for ref in refs:
         loaded = await store.load(ref)
         await store.recorded([(ref.id, f"c{round_}")])
@@ -39,6 +39,9 @@ async def _hot_path(store: PostgresEventStore, refs: list[Ref], round_: int) -> 
         change = Change(ref, loaded.version, f"c{round_}", [NewEvent("e", b"x")], timers=[timer])
         [outcome] = await store.commit([change])
         assert isinstance(outcome, Committed), outcome
+        # Events alone: the one-change statement (migration 0018).
+        plain = Change(ref, outcome.version, f"p{round_}", [NewEvent("e", b"x")])
+        assert await store.commit([plain]) == [Committed(outcome.version + 1)]
     await store.versions([ref.id for ref in refs])
     await store.due_timers(0, DUE, 10)
 

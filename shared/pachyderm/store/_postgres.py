@@ -21,6 +21,7 @@ from .._errors import EntityTypeMismatchError, MigrationError, StoreError, Store
 from .._reference import Ref
 from . import _postgres_erasure as erasure
 from . import _postgres_listing as listing
+from . import _postgres_one_change as one_change
 from . import _postgres_retention as retention
 from . import _postgres_timers as timers
 from ._log_wakeups import LogWakeups
@@ -56,7 +57,8 @@ from ._retention import Retained, check_limit, check_retained
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# Every batch commits through pachyderm_commit_fenced (migration 0017): the work of
+# A batch commits through pachyderm_commit_fenced (migration 0017), unless it is one
+# change the one-change statement commits (0018, _postgres_one_change): the work of
 # pachyderm_commit_batch (0016), one function that locks the batch's entity rows once
 # and decides every change on that read (the version check and the command-id inbox,
 # refusals for ended and erased entities and for fires of gone timers; then writes the
@@ -396,6 +398,8 @@ class PostgresEventStore:
         """Commit ``ordered`` (sorted by entity id); a batch the fence refuses (it held
         changes to parked entities) is committed again without those, and without the
         later changes of their entities, which are :class:`Fenced` too."""
+        if one_change.eligible(ordered) and (version := await self._commit_one(ordered[0])):
+            return [Committed(version)]
         fenced: set[int] = set()
         while True:
             kept = [i for i in range(len(ordered)) if i not in fenced]
@@ -413,6 +417,18 @@ class PostgresEventStore:
             outcomes: dict[int, CommitOutcome] = dict.fromkeys(fenced, Fenced())
             outcomes.update(zip(kept, map(_outcome, rows), strict=True))
             return [outcomes[i] for i in range(len(ordered))]
+
+    async def _commit_one(self, change: Change) -> int | None:
+        """The version ``change`` committed at through the one-change statement, or
+        None: it committed nothing, and the fenced function decides the change."""
+        try:
+            async with translated_errors(), self._pool.acquire() as conn:
+                version = await conn.fetchval(one_change.ONE_CHANGE, *one_change.arguments(change))
+        except StoreError as error:
+            if not isinstance(error.__cause__, asyncpg.UniqueViolationError):
+                raise
+            return None  # its command id was recorded meanwhile: a duplicate, answered so
+        return None if version is None else int(version)
 
     async def recorded(
         self, commands: Sequence[tuple[uuid.UUID, str]]

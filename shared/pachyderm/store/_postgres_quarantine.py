@@ -42,11 +42,14 @@ _FORGET = """
 # A resumed command that fails again returns to 'quarantined'; any other row stays.
 # The entities' rows are locked first, as a commit locks them: a commit that locked
 # them before commits before this row appears; one after it waits, then its fence
-# (migration 0017) sees the row.
+# (migration 0017) sees the row, or its one-change statement the mark the row's
+# trigger sets on the entity (0018). FOR UPDATE, not FOR SHARE: the trigger updates
+# the entity's row, and two quarantines of one entity each upgrading a shared lock
+# would deadlock.
 _QUARANTINE = """
     WITH locked AS (
         SELECT 1 FROM entities l WHERE l.entity_id = ANY ($1::uuid[])
-         ORDER BY l.entity_id FOR SHARE
+         ORDER BY l.entity_id FOR UPDATE
     )
     INSERT INTO quarantine AS q (entity_id, command_id, entity_type, partition, policy,
                                  status, attempts, reason, message)
