@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pachyderm import CommandQuarantinedError
-from pachyderm.worker._isolation import first_to_die, survives
+from pachyderm import CommandQuarantinedError, Ref
+from pachyderm._wire import Request
+from pachyderm.worker import Engine
+from pachyderm.worker._isolation import HandlerDiedError, first_to_die, survives
 
-from .poison_app import Crash, Lane, Poison, Step
+from .poison_app import APP, Crash, Lane, Poison, Step
 from .test_partition_quarantine import World, switch, world
 
 __all__ = ["switch", "world"]  # the fixtures, shared with the in-process tests
@@ -63,6 +65,36 @@ async def test_a_child_names_the_step_it_died_in(poison: object) -> None:
     assert await first_to_die([_fail, lambda: None, poison, lambda: None], 0.5) == 2
     assert await first_to_die([poison], 0.5) == 0
     assert await first_to_die([_fail, lambda: None], 5) is None
+
+
+def _request(ref: Ref, command: object) -> Request:
+    return Request(ref, APP.entity_type(ref.type), command, str(uuid.uuid4()))
+
+
+@pytest.mark.parametrize("mode", ["exit", "hang"])
+async def test_a_dead_child_names_the_command_it_died_deciding(
+    world: World, switch: Path, mode: str
+) -> None:
+    """The child decides an entity's commands one at a time, in order: the one it died
+    (or overran) deciding is named, not its entity's others, decided before it or never
+    reached (nor another entity's). A timer's fire is blamed by its entity (one a call)."""
+    ref, other = Lane.ref(str(uuid.uuid4())), Lane.ref(str(uuid.uuid4()))
+    requests = [
+        _request(ref, Step(1)),
+        _request(other, Step(2)),
+        _request(ref, Poison(mode, str(switch))),
+        _request(ref, Step(3)),
+    ]
+    with pytest.raises(HandlerDiedError) as raised:
+        await Engine(APP, world.store).run(requests, isolate=1.0)
+    died, poison = raised.value, requests[2].command_id
+    assert (died.culprit, died.command_id) == (ref, poison)
+    blamed = [died.blames(r.ref.id, r.command_id) for r in requests]
+    assert blamed == [False, False, True, False]
+    assert died.blames(ref.id)
+    assert not died.blames(other.id)
+    assert str(died).startswith(f"deciding command {poison!r} for {ref} killed or hung")
+    assert await world.steps(ref) == []  # the child only probes: nothing committed
 
 
 def _children() -> set[str]:

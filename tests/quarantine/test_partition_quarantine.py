@@ -75,12 +75,15 @@ class World:
         assert message.message_id is not None
         return message.message_id
 
-    async def worker(self, policy: str = "park", isolation: float | None = None) -> PartitionWorker:
-        """A new worker's partition (a fresh engine: nothing cached); ``isolation``: see
-        :class:`QuarantineOptions` (none by default: these tests count the worker's deaths)."""
+    async def worker(
+        self, policy: str = "park", isolation: float | None = None, attempts: int = 3
+    ) -> PartitionWorker:
+        """A new worker's partition (a fresh engine: nothing cached); ``isolation`` and
+        ``attempts`` (its ``max_attempts``): see :class:`QuarantineOptions` (no isolation
+        by default: these tests count the worker's deaths)."""
         inbox = await self.transport.open_inbox(0, prefetch=100)
         options = QuarantineOptions(
-            3, "park" if policy == "park" else "skip", poll=0.02, isolation=isolation
+            attempts, "park" if policy == "park" else "skip", poll=0.02, isolation=isolation
         )
         gate = PartitionQuarantine(
             inbox, self.quarantine, self.store, self.transport, options, hooks=self.hooks

@@ -118,13 +118,9 @@ async def test_a_healthy_command_redelivered_beside_a_poison_does_not_wait_for_i
         await owner.stop()
 
 
-async def test_a_dead_child_counts_the_entity_it_died_deciding_only(
-    world: World, switch: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Many entities redelivered at once go in batches of several entities: the child
-    names the one it died deciding, and only its command is counted (a healthy command
-    beside it was counted too, and a third such death quarantined it)."""
-    monkeypatch.setattr(_quarantine, "_BY_ENTITY", 0)
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The command ids of the attempts counted, in order (once per count)."""
     counted: list[str] = []
     count_attempts = SqliteQuarantine.count_attempts
 
@@ -133,6 +129,16 @@ async def test_a_dead_child_counts_the_entity_it_died_deciding_only(
         return await count_attempts(self, keys)
 
     monkeypatch.setattr(SqliteQuarantine, "count_attempts", counting)
+    return counted
+
+
+async def test_a_dead_child_counts_the_entity_it_died_deciding_only(
+    world: World, switch: Path, monkeypatch: pytest.MonkeyPatch, counted: list[str]
+) -> None:
+    """Many entities redelivered at once go in batches of several entities: the child
+    names the one it died deciding, and only its command is counted (a healthy command
+    beside it was counted too, and a third such death quarantined it)."""
+    monkeypatch.setattr(_quarantine, "_BY_ENTITY", 0)
     healthy = await world.send(Lane.ref(str(uuid.uuid4())), Step(1))
     poison = await world.send(Lane.ref(str(uuid.uuid4())), Poison("exit", str(switch)))
     await _die_holding(world, 2)
@@ -143,6 +149,33 @@ async def test_a_dead_child_counts_the_entity_it_died_deciding_only(
     finally:
         await owner.stop()
     assert counted == [poison, poison]  # its two children's deaths, never the healthy one
+
+
+@pytest.mark.parametrize("attempts", [2, 3])
+async def test_a_healthy_command_behind_a_poison_of_its_entity_is_never_counted(
+    world: World, switch: Path, counted: list[str], attempts: int
+) -> None:
+    """An entity's redelivered commands go in one child, decided one at a time: the child
+    names the poison it died deciding, so neither its entity's command decided before it
+    nor the one it never reached is counted, and with ``skip`` both are answered (blamed
+    with their entity, each was counted beside the poison; with 2 attempts, all three
+    were quarantined after the first child's death)."""
+    ref = Lane.ref(str(uuid.uuid4()))
+    before = await world.send(ref, Step(1))
+    poison = await world.send(ref, Poison("exit", str(switch)))
+    after = await world.send(ref, Step(2))
+    await _die_holding(world, 3)
+    owner = await world.worker("skip", isolation=5.0, attempts=attempts)
+    owner.start()
+    try:
+        answer = await _answer(world, poison)
+        assert isinstance(answer, CommandQuarantinedError)
+        assert answer.attempts == attempts
+        assert await _answer(world, before) == (1, {"steps": [1]})
+        assert await _answer(world, after) == (2, {"steps": [1, 2]})
+    finally:
+        await owner.stop()
+    assert counted == [poison] * (attempts - 1)  # the first attempt: the dead worker's
 
 
 async def test_a_request_naming_no_entity_waits_for_the_suspects_with_all_after_it(

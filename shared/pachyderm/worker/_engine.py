@@ -25,15 +25,16 @@ a quarantined command this worker had not seen yet) ends its request and the lan
 later ones as ``fenced``, unanswered: the partition parks them in order.
 A batch run with ``isolate`` (a suspect one, see :mod:`._quarantine`) is decided in
 a forked child first, each round, on the state loaded for it; only if the child
-survives does the worker decide it itself (:mod:`._isolation`); one that dies names the
-entity it died deciding (:attr:`HandlerDiedError.culprit`).
+survives does the worker decide it itself (:mod:`._isolation`); the child decides it
+one request at a time, so one that dies names the command it died deciding
+(:attr:`HandlerDiedError.culprit` and :attr:`HandlerDiedError.command_id`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -84,6 +85,10 @@ class Done:
     # The store's fence refused it: its entity is parked behind a quarantined command
     # (this worker's view of the quarantine was old). Not answered: to be parked.
     fenced: bool = False
+
+
+_Basis = tuple[Any, int, str | None]
+"""What a lane's next step is decided on: the state, its version, how the entity ended."""
 
 
 @dataclass(slots=True)
@@ -279,17 +284,23 @@ class Engine:
             ) from None
 
     async def _probe(self, lanes: list[_Lane], partition: int, limit: float) -> None:
-        """Decide ``lanes`` in a forked child (its copies of them: these stay undecided)."""
-
-        steps = [partial(self._decide, lane, partition) for lane in lanes]
+        """Decide ``lanes`` in a forked child (its copies of them: these stay undecided),
+        one request at a time, each lane's in order, so that a child that dies names the
+        command it died deciding (the lane's earlier ones were decided, its later ones not
+        reached: neither is blamed)."""
+        steps: list[Callable[[], object]] = []
+        for lane in lanes:
+            deciding = self._deciding(lane, partition)  # advanced in the child only
+            steps.extend(partial(next, deciding, None) for _ in lane.steps)
         died = await first_to_die(steps, limit)
         if died is not None:
-            culprit = lanes[died].ref
-            others = ", ".join(str(lane.ref) for lane in lanes if lane.ref != culprit)
+            culprit = [step.request for lane in lanes for step in lane.steps][died]
+            others = ", ".join(str(lane.ref) for lane in lanes if lane.ref != culprit.ref)
             raise HandlerDiedError(
-                f"deciding for {culprit} killed or hung the child it ran in"
-                + (f" (decided beside it: {others})" if others else ""),
-                culprit,
+                f"deciding command {culprit.command_id!r} for {culprit.ref} killed or hung"
+                " the child it ran in" + (f" (decided beside it: {others})" if others else ""),
+                culprit.ref,
+                culprit.command_id,
             )
 
     async def _recall_failed(self, steps: list[_Step]) -> None:
@@ -363,33 +374,44 @@ class Engine:
 
     def _decide(self, lane: _Lane, partition: int) -> None:
         """Decide each step on the state the previous one left (provisionally)."""
+        for _ in self._deciding(lane, partition):
+            pass
+
+    def _deciding(self, lane: _Lane, partition: int) -> Iterator[_Step]:
+        """Decide the lane's steps one at a time, each on the state the previous one left
+        (provisionally), yielding each once decided (a child reports each: :meth:`_probe`)."""
         hot = self.cache.get(lane.ref)
         assert hot is not None
-        state, version, ended = hot.state, hot.version, hot.ended
-        lane.base_version = version
+        basis: _Basis = (hot.state, hot.version, hot.ended)
+        lane.base_version = hot.version
         for step in lane.steps:
-            request = step.request
-            if answers_ended(ended, query=request.kind == QUERY):
-                assert ended is not None
-                step.result = Done(version, error=ended_error(lane.ref, ended, version))
-                continue
-            try:
-                if request.kind == QUERY:
-                    answer = request.entity_type.answer(state, request.message)
-                    step.result = Done(version, answer)
-                    continue
-                execution = self._execute(request, lane.ref, state, version, partition)
-            except PachydermError as error:
-                step.result = Done(version, error=error)
-                continue
-            step.result = Done(execution.version, execution.reply, execution.rejection)
-            step.change = _with_timers(request, execution.change)
-            if request.trace and step.change.effects:
-                # Kept with its effects, which then continue its trace even from the sweep.
-                step.change = replace(step.change, trace=request.trace)
-            step.state = execution.state
-            state, version = execution.state, execution.version
-            ended = ENDED if step.change.ends else None
+            basis = self._decide_step(lane.ref, step, basis, partition)
+            yield step
+
+    def _decide_step(self, ref: Ref, step: _Step, basis: _Basis, partition: int) -> _Basis:
+        """Decide ``step`` on ``basis``; the basis it leaves for the next step."""
+        state, version, ended = basis
+        request = step.request
+        if answers_ended(ended, query=request.kind == QUERY):
+            assert ended is not None
+            step.result = Done(version, error=ended_error(ref, ended, version))
+            return basis
+        try:
+            if request.kind == QUERY:
+                answer = request.entity_type.answer(state, request.message)
+                step.result = Done(version, answer)
+                return basis
+            execution = self._execute(request, ref, state, version, partition)
+        except PachydermError as error:
+            step.result = Done(version, error=error)
+            return basis
+        step.result = Done(execution.version, execution.reply, execution.rejection)
+        step.change = _with_timers(request, execution.change)
+        if request.trace and step.change.effects:
+            # Kept with its effects, which then continue its trace even from the sweep.
+            step.change = replace(step.change, trace=request.trace)
+        step.state = execution.state
+        return execution.state, execution.version, ENDED if step.change.ends else None
 
     def _execute(
         self, request: Request, ref: Ref, state: Any, version: int, partition: int

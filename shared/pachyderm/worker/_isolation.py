@@ -20,10 +20,12 @@ deliveries unreturned), runs the decision, reports on its pipe and leaves with
 ``os._exit`` (no clean-up, no ``atexit``); it never outlives its time limit by
 more than a second, even once its worker is dead (an alarm ends it). The worker
 commits only its own decision, never the child's, so nothing crosses the pipe
-but bytes (no pickling of states): one after each step of the decision (an
-entity's commands, or its fires), one at the end. A child that dies or hangs thus
-names the step it died in (:func:`first_to_die`), and the quarantine counts an
-attempt against that entity only, not against every entity decided beside it.
+but bytes (no pickling of states): one after each step of the decision (a
+command, or a fire), one at the end. A child that dies or hangs thus names the
+step it died in (:func:`first_to_die`), and the quarantine counts an attempt
+against that command only: not against the commands decided beside it, nor
+against its entity's others (those before it were decided, those after it not
+reached).
 Handlers are decided twice for a suspect batch (a log line in a handler shows
 twice); a handler that is not deterministic may still pass in the child and
 fail in the worker, where the worker's own death then counts it as before.
@@ -51,15 +53,26 @@ _MAX_FILES = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 class HandlerDiedError(PachydermError):
     """A suspect batch's decision killed or hung the child it ran in: a poison's attempt.
 
-    ``culprit``: the entity whose decision it died in, when known (None: any of them)."""
+    ``culprit``: the entity whose decision it died in, when known (None: any of them);
+    ``command_id``: the very command it died deciding, when known (None: any of the
+    entity's)."""
 
-    def __init__(self, message: str, culprit: Ref | None = None) -> None:
+    def __init__(
+        self, message: str, culprit: Ref | None = None, command_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.culprit = culprit
+        self.command_id = command_id
 
-    def blames(self, entity_id: uuid.UUID | None) -> bool:
-        """Whether this death may be ``entity_id``'s doing (counts an attempt of it)."""
-        return self.culprit is None or self.culprit.id == entity_id
+    def blames(self, entity_id: uuid.UUID | None, command_id: str | None = None) -> bool:
+        """Whether this death may be the doing of ``entity_id``'s command ``command_id``
+        (counts an attempt of it); without ``command_id``, of any command or fire of
+        ``entity_id`` (a timer's fires: one per entity in a call)."""
+        if self.culprit is None:
+            return True
+        if self.culprit.id != entity_id:
+            return False
+        return command_id is None or self.command_id is None or self.command_id == command_id
 
 
 def can_isolate() -> bool:

@@ -27,9 +27,11 @@ takes none of them along (they are not redelivered, counted and suspected with
 it). An entity's own deliveries keep their order behind its risky one. The risky
 ones run in batches of at most 16, so a poison among them makes suspects of its
 batch only (each then decided alone). Decided in forked children, a poison's
-child that dies or hangs names the entity it died deciding (see :mod:`._isolation`):
-only that entity's commands are counted and become suspects, the others go again
-as they were. And while a batch has few entities with risky deliveries (a poison's
+child that dies or hangs names the command it died deciding (see :mod:`._isolation`):
+only that command is counted and becomes a suspect; the others go again as they
+were, its entity's too (those before it were decided, those after it not reached),
+so a healthy command is never counted for a poison beside it, nor quarantined in
+its name. And while a batch has few entities with risky deliveries (a poison's
 redelivery, up to :data:`_BY_ENTITY`), each entity's go in children of their own,
 so that a hanging poison holds up no other entity for the budget; past that (a
 loaded worker died: hundreds of entities redelivered at once), in batches of 16, so
@@ -257,6 +259,12 @@ def _after(batches: Sequence[Sequence[Delivery]], index: int) -> list[Delivery]:
     return [delivery for rest in batches[index + 1 :] for delivery in rest]
 
 
+def _blamed(died: HandlerDiedError, delivery: Delivery) -> bool:
+    """Whether ``delivery``'s command may be what killed or hung the child (the command
+    the child names, else any of the entity it names, else any)."""
+    return died.blames(entity_of(delivery), delivery.message.message_id or None)
+
+
 def _tried(delivery: Delivery) -> Delivery:
     """``delivery`` as the broker would hand it out again after its attempt: redelivered
     (so that it is counted from now on, its first attempt standing for the broker's
@@ -473,10 +481,10 @@ class PartitionQuarantine:
                         fenced = await apply(batch, isolate)
                 except HandlerDiedError as died:
                     log.warning("partition %d: %s", self.partition, died)
-                    # The one that hung is among them (its entity's, if named): each goes
-                    # alone next, not in a batch of first deliveries again (whose child
-                    # would hang as well).
-                    self._suspects.update(d.tag for d in batch if died.blames(entity_of(d)))
+                    # The one that hung is among them (the command named, if any): each
+                    # goes alone next, not in a batch of first deliveries again (whose
+                    # child would hang as well).
+                    self._suspects.update(d.tag for d in batch if _blamed(died, d))
                     pending = [_tried(delivery) for delivery in batch] + _after(batches, index)
                     break
                 if fenced:
@@ -587,11 +595,11 @@ class PartitionQuarantine:
             try:
                 yield limit
             except HandlerDiedError as error:
-                # Only the entity it died deciding, if named: the others are no suspects.
+                # Only the command it died deciding, if named: the others are no suspects.
                 died = [
                     key
                     for d in batch
-                    if (key := self._counted.pop(d.tag, None)) and error.blames(entity_of(d))
+                    if (key := self._counted.pop(d.tag, None)) and _blamed(error, d)
                 ]
                 await self.quarantine.count_attempts(died)
                 raise

@@ -20,8 +20,9 @@ was, when every risky fire was counted before it ran, and a healthy timer could
 be held). Where the worker does not isolate, a risky fire is counted before it
 runs (one more attempt, the back-off, one statement for its group), so that one
 that takes the worker down is on record for the next owner. A child that dies
-names the entity it died deciding (:mod:`._isolation`): only that fire is counted;
-the others of its call go again in the next group, uncounted.
+names the fire it died deciding (:mod:`._isolation`), blamed here by its entity (a
+call fires an entity's first timer only): only that fire is counted; the others of
+its call go again in the next group, uncounted.
 
 Once the attempts made reach ``max_attempts``, the timer is *held*: its next try
 is put off for a century (``EventStore.hold_timers``; its ``attempts`` say why),
