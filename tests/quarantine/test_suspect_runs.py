@@ -23,7 +23,8 @@ from pachyderm._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from pachyderm.store import Quarantined
 from pachyderm.store._sqlite_quarantine import SqliteQuarantine
 from pachyderm.transport import Delivery, Message
-from pachyderm.worker import PartitionWorker, _quarantine
+from pachyderm.worker import PartitionWorker, _engine, _quarantine
+from pachyderm.worker._isolation import first_to_die
 from pachyderm.worker._quarantine import PartitionQuarantine, Turns, _Admission
 from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
 from pachyderm.worker._watchdog import Watchdog
@@ -176,6 +177,27 @@ async def test_a_healthy_command_behind_a_poison_of_its_entity_is_never_counted(
     finally:
         await owner.stop()
     assert counted == [poison] * (attempts - 1)  # the first attempt: the dead worker's
+
+
+async def test_an_entity_s_redelivered_commands_go_in_one_child_however_many(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hot entity's backlog, redelivered: one fork for all of it (a child that dies names
+    its command), not one per 16 in sequence, each waiting for the one before."""
+    children: list[int] = []
+
+    async def counting(steps: Sequence[Callable[[], object]], limit: float) -> int | None:
+        children.append(len(steps))
+        return await first_to_die(steps, limit)
+
+    monkeypatch.setattr(_engine, "first_to_die", counting)
+    ref = Lane.ref(str(uuid.uuid4()))
+    sent = [await world.send(ref, Step(n)) for n in range(20)]
+    await _die_holding(world, 20)
+    assert await world.live(await world.worker(isolation=5.0))
+    answers = [await world.answer(command_id) for command_id in sent]
+    assert answers == [(n + 1, {"steps": list(range(n + 1))}) for n in range(20)]
+    assert children == [20]
 
 
 async def test_a_request_naming_no_entity_waits_for_the_suspects_with_all_after_it(

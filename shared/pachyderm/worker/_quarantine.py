@@ -32,10 +32,11 @@ only that command is counted and becomes a suspect; the others go again as they
 were, its entity's too (those before it were decided, those after it not reached),
 so a healthy command is never counted for a poison beside it, nor quarantined in
 its name. And while a batch has few entities with risky deliveries (a poison's
-redelivery, up to :data:`_BY_ENTITY`), each entity's go in children of their own,
-so that a hanging poison holds up no other entity for the budget; past that (a
-loaded worker died: hundreds of entities redelivered at once), in batches of 16, so
-that the fork per child does not multiply.
+redelivery, up to :data:`_BY_ENTITY`), each entity's go in one child of their own,
+however many (a hot entity's redelivered backlog costs one fork), so that a hanging
+poison holds up no other entity for the budget; past that (a loaded worker died:
+hundreds of entities redelivered at once), in batches of 16, so that the fork per
+child does not multiply.
 
 Policies (``PACHYDERM_QUARANTINE_POLICY``):
 
@@ -94,9 +95,10 @@ _STORE_RETRY = 0.5  # seconds before a suspect batch whose commit failed goes ag
 _BLOCKING = ("quarantined", "resuming", "skipping")
 _REMEMBERED = 10_000  # settled tags kept, for admit() called again after a store failure
 _REFUSED = ("quarantined", "skipping", "skipped")
-# Redelivered commands run in batches of at most this many: a poison among them that
-# takes the worker down again counts an attempt against its batch only, so at most
-# this many healthy commands become suspects (run one at a time) with it.
+# Redelivered commands run in batches of at most this many, unless each entity's go in a
+# child of their own (see _BY_ENTITY): a poison among them that takes the worker down again
+# (or its child, unnamed) counts an attempt against its batch only, so at most this many
+# healthy commands become suspects (run one at a time) with it.
 _CHUNK = 16
 # Entities with risky deliveries in one batch up to which each entity's are decided in
 # children of their own (a fork costs the worker about 2 to 6 ms of CPU, by its size).
@@ -295,8 +297,9 @@ class _Admission:
 
     def admit(self, delivery: Delivery, *, alone: bool = False) -> None:
         """Apply ``delivery`` after those admitted before (in a batch of its own if
-        ``alone``, else in batches of at most :data:`_CHUNK`): the order of the
-        deliveries is kept, and with it each entity's."""
+        ``alone``; ``by_entity``, with its entity's others however many; else in batches
+        of at most :data:`_CHUNK`): the order of the deliveries is kept, and with it each
+        entity's."""
         if self.by_entity:
             self._by_entity(delivery, alone)
         elif alone or self.last_alone or not self.batches or len(self.batches[-1]) >= _CHUNK:
@@ -312,7 +315,9 @@ class _Admission:
         keeps its place: nothing after it joins a batch before it."""
         entity = entity_of(delivery)
         batch = None if alone or entity is None else self._joinable.get(entity)
-        if batch is None or len(batch) >= _CHUNK:
+        # However many: a child that dies names the command it died deciding, so the
+        # entity's others decided beside it are not counted (no cap: one fork per entity).
+        if batch is None:
             batch = [delivery]
             self.batches.append(batch)
         else:
