@@ -356,6 +356,32 @@ async def test_no_more_children_at_once_than_the_worker_allows() -> None:
     assert most == 2
 
 
+async def test_a_wait_for_a_child_s_slot_is_logged_with_how_long(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """To trace stalls under churn: a debug line when a suspect batch waited for a slot
+    (none when one was free)."""
+    turns = Turns(children=1)
+    release = asyncio.Event()
+
+    async def isolated() -> None:
+        async with turns.isolated(7):
+            await release.wait()
+
+    with caplog.at_level(logging.DEBUG, "pachyderm.quarantine"):
+        first = asyncio.create_task(isolated())
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(isolated())
+        await asyncio.sleep(0.2)
+        release.set()
+        await asyncio.gather(first, second)
+    [waited] = [r for r in caplog.records if getattr(r, "event", "") == "quarantine.child_wait"]
+    assert waited.levelno == logging.DEBUG
+    assert getattr(waited, "partition", None) == 7
+    assert getattr(waited, "waited", 0) >= 0.15
+    assert waited.getMessage().startswith("partition 7: a suspect batch waited 0.")
+
+
 async def test_a_run_whose_winding_up_fails_lets_its_entity_go(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,6 +68,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -141,6 +142,7 @@ class Turns:
     def __init__(self, children: int = _CHILDREN) -> None:
         self._running = 0  # uncounted batches in flight
         self._children = asyncio.Semaphore(children)
+        self._most = children
         self._idle = asyncio.Event()
         self._idle.set()
         self._open = asyncio.Event()  # no counted batch waits or runs
@@ -162,12 +164,30 @@ class Turns:
                 self._idle.set()
 
     @asynccontextmanager
-    async def isolated(self) -> AsyncIterator[None]:
-        """Around a batch decided in a forked child first: it runs with the others, but
-        no more than ``children`` such batches of the worker's at once (a broker's
-        restart redelivers every partition's batch in flight, each then a suspect)."""
-        async with self._children, self.together():
-            yield
+    async def isolated(self, partition: int = 0) -> AsyncIterator[None]:
+        """Around a batch of ``partition`` decided in a forked child first: it runs with
+        the others, but no more than ``children`` such batches of the worker's at once (a
+        broker's restart redelivers every partition's batch in flight, each a suspect)."""
+        # Timed only when it must wait (to trace stalls under churn): a free slot costs
+        # nothing more.
+        waiting = time.monotonic() if self._children.locked() else None
+        async with self._children:
+            if waiting is not None:
+                waited = time.monotonic() - waiting
+                log.debug(
+                    "partition %d: a suspect batch waited %.3f s for a child's slot"
+                    " (%d at most at once)",
+                    partition,
+                    waited,
+                    self._most,
+                    extra={
+                        "event": "quarantine.child_wait",
+                        "partition": partition,
+                        "waited": waited,
+                    },
+                )
+            async with self.together():
+                yield
 
     @asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
@@ -596,7 +616,7 @@ class PartitionQuarantine:
         for delivery in batch:
             self._uncounted.discard(delivery.tag)
             self._suspects.discard(delivery.tag)
-        async with self.options.turns.isolated():
+        async with self.options.turns.isolated(self.partition):
             try:
                 yield limit
             except HandlerDiedError as error:
