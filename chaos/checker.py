@@ -45,6 +45,11 @@ and the record, and returns every violation of the guarantees found, by kind:
   parked at the end; or, given a ``stall_bound``, a healthy entity stalled: a
   request to an entity no poison was sent to that its caller gave up on, or
   whose answer came more than ``stall_bound`` seconds after its first send.
+- ``split_entity``: an entity whose events were committed by more than one
+  partition (the event log's partition column): its commands reached two
+  partition queues, as when a broker restart rebuilt the hash ring in another
+  order. (A run that grows the partition count would move entities on purpose;
+  the chaos runs do not.)
 
 The ``timer_*`` kinds are the run's *timer violations*.
 """
@@ -82,6 +87,7 @@ KINDS = (
     "projection_mismatch",
     "applied_after_end",
     "quarantine_violated",
+    "split_entity",
 )
 TIMER_KINDS = tuple(kind for kind in KINDS if kind.startswith("timer_"))
 
@@ -156,6 +162,8 @@ class Stored:
     projected: dict[uuid.UUID, tuple[int, int]] | None = None
     quarantine: list[QuarantineRow] = field(default_factory=list)
     parked: int = 0  # commands of parked entities still waiting
+    # Entities whose events more than one partition committed: entity id -> partitions.
+    split: dict[uuid.UUID, list[int]] = field(default_factory=dict)
 
 
 _HELD = "fire_at > now() + interval '50 years'"
@@ -213,6 +221,13 @@ async def read_database(dsn: str, schema: str) -> Stored:
                 )
             ],
             parked=int(await connection.fetchval("SELECT count(*) FROM parked_commands")),
+            split={
+                row["entity_id"]: sorted(row["partitions"])
+                for row in await rows(
+                    "SELECT entity_id, array_agg(DISTINCT partition) AS partitions FROM event_log"
+                    " GROUP BY entity_id HAVING count(DISTINCT partition) > 1"
+                )
+            },
         )
     finally:
         await connection.close()
@@ -741,4 +756,6 @@ def check(
     _check_projection(histories, stored, violations)
     _check_ends(app, stored, histories, commands, violations)
     _check_quarantine(record, stored, histories, commands, violations, stall_bound=stall_bound)
+    for entity_id, partitions in stored.split.items():
+        violations.add("split_entity", f"{entity_id}: events committed by partitions {partitions}")
     return violations

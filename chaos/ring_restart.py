@@ -12,7 +12,10 @@ exchange's ring (bucket -> queue, from ``rabbitmqctl eval``) before and after.
 What it showed on RabbitMQ 3.10 (session 13, docs/scaling.md "The hash ring across a
 restart"): after each restart 384 of 400 entities landed elsewhere; the ring, bucket
 i -> queue i when the bindings were made, came back with queue 01 moved to the last
-bucket. A diagnostic, not a test: it prints what the broker does.
+bucket. Since session 16 the ring is a transient exchange that the topology's
+declaration rebuilds in order after a restart: 0 moved (the test of it is
+tests/chaos/test_ring_restart.py). A diagnostic, not a test: it prints what the
+broker does.
 """
 
 from __future__ import annotations

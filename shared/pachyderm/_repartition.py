@@ -1,17 +1,17 @@
 """Growing the partition count of a running fleet without reordering any entity's commands.
 
-The commands exchange spreads entity ids over its bound partition queues by jump
-consistent hashing over the ring's buckets (one per queue). Growing the ring from
-``old`` to ``new`` buckets moves some entities from an old queue to a new one and
-none between old queues. Growing it one binding at a time, as declaring the new
-queues would, moves an entity up to once per binding, from new queue to new
-queue, while commands keep coming. So :func:`grow_partitions` first declares the
-new queues bound to an exchange of their own (``<ns>.commands.<old>-<new>``, a
-consistent-hash exchange nobody publishes to), then binds that exchange to the
-commands exchange with weight ``new - old``: one binding, one step of the ring,
-each moved entity moving once. A partition queue is bound only by the
-declaration that creates it (see :mod:`pachyderm.transport._rabbitmq_topology`),
-so processes started later with the new count keep this layout.
+The hash ring spreads entity ids over its bound partition queues by jump
+consistent hashing over its buckets (one per queue; see
+:mod:`pachyderm.transport._rabbitmq_ring`). Growing the ring from ``old`` to
+``new`` buckets moves some entities from an old queue to a new one and none
+between old queues. Growing it one binding at a time would move an entity up to
+once per binding, from new queue to new queue, while commands keep coming. So
+:func:`grow_partitions` declares the growth's durable record
+(``<ns>.commands.<old>-<new>``, an exchange nobody publishes to), the new queues,
+then rebuilds the ring with it: the growth's own ring exchange, holding the new queues, is bound
+to the ring with weight ``new - old``: one binding, one step of the ring, each
+moved entity moving once. Every process rebuilds the ring from those records on
+(re)connect, so processes started later, with either count, keep this layout.
 
 A moved entity's commands published after that step wait in its new queue;
 those published before may still wait in its old one. Its order holds if no new
@@ -48,18 +48,14 @@ from ._errors import TransportError
 from ._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from .transport import Topology, connect_to_broker
 from .transport._amqp import translated_errors
-from .transport._rabbitmq_topology import (
-    declare_partition_queue,
-    exchange_exists,
-    partitions_past,
-)
+from .transport._rabbitmq_ring import CONSISTENT_HASH, build_ring, exchange_exists
+from .transport._rabbitmq_topology import declare_partition_queue, partitions_past
 
 if TYPE_CHECKING:
     from .store import ShardMap
 
 # Names no entity type (they are identifiers): every app answers it as invalid.
 FENCE_ENTITY_TYPE = "pachyderm.fence"
-_CONSISTENT_HASH = "x-consistent-hash"
 _NAMED = {"connection_name": "repartition"}
 _FULL_QUEUE_RETRY = 0.5
 
@@ -122,12 +118,13 @@ async def grow_partitions(
         await _refuse_if_taken(
             connection, grown, added, resumed=await exchange_exists(channel, name)
         )
-        growth = await channel.declare_exchange(name, _CONSISTENT_HASH, durable=True)
+        # The growth's durable record first (run again after a failure, this growth is
+        # then resumed), its queues, then the step: the ring rebuilt with the growth,
+        # which binds its ring exchange, holding every added queue, to the ring at once.
+        await channel.declare_exchange(name, CONSISTENT_HASH, durable=True)
         for partition in added:
-            queue = await declare_partition_queue(channel, partition, grown)
-            await queue.bind(growth, routing_key="1")
-        # The step: every added bucket at once (a binding's key is its weight).
-        await growth.bind(topology.commands_exchange, routing_key=str(len(added)))
+            await declare_partition_queue(channel, partition, grown)
+        await build_ring(channel, grown)
         await asyncio.sleep(grace)
         started = time.monotonic()
         await _fence(channel, topology, timeout)
@@ -141,7 +138,7 @@ async def _refuse_if_taken(
 ) -> None:
     """Raise if a worker consumes one of the ``added`` partitions, or (unless ``resumed``:
     this growth began before) one is declared: a process on the new count made it,
-    bound straight to the commands exchange."""
+    bound into the hash ring one by one."""
     declared, consumed = [], []
     for partition in added:
         try:
@@ -163,7 +160,7 @@ async def _refuse_if_taken(
     if declared and not resumed:
         raise RepartitionError(
             f"partitions {declared} were declared by a process started with {new} before"
-            " this command, bound straight to the commands exchange (one step of the ring"
+            " this command, bound into the hash ring one by one (one step of the ring"
             " each). Stop such processes; see docs/scaling.md to recover"
         )
 

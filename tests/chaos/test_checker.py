@@ -322,6 +322,11 @@ def rang_unscheduled(world: World) -> None:
     world.done()
 
 
+def committed_by_two_partitions(world: World) -> None:
+    world.done()
+    world.stored.split = {TICKET.id: [3, 4]}  # as read_database finds it in the log
+
+
 @pytest.mark.parametrize(
     ("breaking", "kinds"),
     [
@@ -347,6 +352,7 @@ def rang_unscheduled(world: World) -> None:
         (rang_after_its_cancel, {"timer_repeated"}),
         (rang_early, {"timer_early"}),
         (rang_unscheduled, {"timer_unscheduled"}),
+        (committed_by_two_partitions, {"split_entity"}),
         (punched_after_its_end, {"applied_after_end"}),
         (ended_not_marked_in_the_store, {"applied_after_end"}),
         (told_ended_but_applied, {"refused_applied", "applied_after_end"}),

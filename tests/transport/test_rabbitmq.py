@@ -27,10 +27,12 @@ from pachyderm.transport import (
     RabbitMQTransport,
     Topology,
     _rabbitmq_inbox,
+    _rabbitmq_ring,
     _rabbitmq_topology,
     connect_to_broker,
 )
 from pachyderm.transport import _rabbitmq as rabbitmq_transport
+from pachyderm.transport._topology import MAX_PARTITIONS
 
 PARTITIONS = 4
 TransportFactory = Callable[[], Awaitable[RabbitMQTransport]]
@@ -144,12 +146,47 @@ async def test_a_consumer_the_broker_cancels_consumes_again(
 
 
 async def test_a_command_no_partition_queue_takes_raises(
-    transport: RabbitMQTransport, broker: aio_pika.abc.AbstractChannel
+    transport: RabbitMQTransport,
+    broker: aio_pika.abc.AbstractChannel,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for partition in range(PARTITIONS):
-        await broker.queue_delete(transport.topology.partition_queue(partition))
+    # The ring unbound, and rebuilding it does not help (as if it failed to bind).
+    topology = transport.topology
+    ring = await broker.get_exchange(topology.ring_exchange, ensure=False)
+    await ring.unbind(topology.commands_exchange, routing_key=str(MAX_PARTITIONS))
+
+    async def unbound(_channel: object, _topology: Topology) -> None:
+        return None
+
+    monkeypatch.setattr(rabbitmq_transport, "build_ring", unbound)
     with pytest.raises(TransportError, match="no queue is bound"):
         await transport.publish_command(command("lost"))
+
+
+async def test_a_command_published_after_the_ring_was_lost_rebuilds_it(
+    transport: RabbitMQTransport, broker: aio_pika.abc.AbstractChannel
+) -> None:
+    # A broker restart drops the transient ring exchange, and its bindings with it.
+    topology = transport.topology
+    entities = [f"entity-{n}" for n in range(40)]
+    before = await _landed(transport, broker, entities)
+    assert len(set(before.values())) == PARTITIONS
+    await broker.exchange_delete(topology.ring_exchange)
+    assert await _landed(transport, broker, entities) == before
+
+
+async def _landed(
+    transport: RabbitMQTransport, broker: aio_pika.abc.AbstractChannel, entities: list[str]
+) -> dict[str, int]:
+    """Publish a command to each of ``entities``; the partition each landed in."""
+    for entity in entities:
+        await transport.publish_command(Message(entity.encode(), routing_key=entity))
+    landed: dict[str, int] = {}
+    for partition in range(transport.topology.partitions):
+        queue = await broker.get_queue(transport.topology.partition_queue(partition))
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            landed[message.body.decode()] = partition
+    return landed
 
 
 async def test_a_queue_declared_otherwise_is_reported(
@@ -169,7 +206,7 @@ async def test_a_missing_exchange_type_names_its_plugin(
 ) -> None:
     # The broker's plugin cannot be disabled from a test; an exchange type no
     # plugin provides gets the same answer from the broker.
-    monkeypatch.setattr(_rabbitmq_topology, "_CONSISTENT_HASH", "x-pachyderm-test-missing")
+    monkeypatch.setattr(_rabbitmq_topology, "CONSISTENT_HASH", "x-pachyderm-test-missing")
     with pytest.raises(TransportError, match="rabbitmq-plugins enable rabbitmq_consistent_hash"):
         await open_transport()
 
@@ -215,13 +252,17 @@ async def test_deleting_a_grown_topology_leaves_no_growth_behind(
                 rabbitmq_url, replace(topology, partitions=old), new, grace=0, timeout=0.2
             )
     grown = replace(topology, partitions=16)
-    growths = [replace(topology, partitions=8).growth_exchange(16), topology.growth_exchange(8)]
     async with await connect_to_broker(rabbitmq_url) as connection:
-        assert await _rabbitmq_topology.growth_exchanges(await connection.channel(), grown) == (
-            growths
-        )
+        found = await _rabbitmq_ring.layout(await connection.channel(), topology)
+    assert found == _rabbitmq_ring.Layout(PARTITIONS, ((PARTITIONS, 8), (8, 16)))
+    growths = [topology.growth_exchange(8), replace(topology, partitions=8).growth_exchange(16)]
+    rings = [
+        topology.ring_growth_exchange(8),
+        replace(topology, partitions=8).ring_growth_exchange(16),
+    ]
     await transport.delete_topology()
-    await assert_gone(rabbitmq_url, map(grown.partition_queue, range(16)), growths)
+    exchanges = [*growths, *rings, topology.ring_exchange]
+    await assert_gone(rabbitmq_url, map(grown.partition_queue, range(16)), exchanges)
 
 
 async def assert_gone(url: str, queues: Iterable[str], exchanges: Iterable[str]) -> None:

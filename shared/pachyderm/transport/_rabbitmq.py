@@ -45,12 +45,11 @@ from ._rabbitmq_dead_letters import (
     replay_dead_lettered_effects,
 )
 from ._rabbitmq_inbox import RabbitMQInbox
+from ._rabbitmq_ring import build_ring, layout, partitioning_exchanges, publish_routed
 from ._rabbitmq_topology import (
     declare_topology,
     declare_work_queue,
-    growth_exchanges,
     partition_queues,
-    partitions_past,
 )
 from ._rabbitmq_unrouted import route_again
 from ._topology import Topology
@@ -125,6 +124,7 @@ class RabbitMQTransport:
         self._inboxes: set[RabbitMQInbox] = set()
         self._effect_groups: set[str] = set()
         self._tags = count(1)
+        self._rebuilding: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Connect and declare the namespace (idempotent, safe from many processes).
@@ -153,7 +153,31 @@ class RabbitMQTransport:
         except BaseException:
             await connection.close()
             raise
+        connection.reconnect_callbacks.add(self._on_reconnect)
         return _Session(connection, publisher, replier, consumer, effects)
+
+    def _on_reconnect(self, _connection: object, /) -> None:
+        """The broker may have restarted, and its transient hash ring with it
+        (:mod:`._rabbitmq_ring`): until a process rebuilds it, commands are returned
+        unroutable. Rebuilt in a task: the reconnect completes first."""
+        if self._session is not None:
+            connection = self._session.connection
+            self._rebuilding = asyncio.ensure_future(self._rebuild_after_reconnect(connection))
+
+    async def _rebuild_after_reconnect(self, connection: AbstractRobustConnection) -> None:
+        try:
+            await self._rebuild_ring(connection)
+        except TransportError as error:  # publishing rebuilds it again
+            log.warning("the hash ring was not rebuilt after a reconnect: %s", error)
+
+    async def _rebuild_ring(self, connection: AbstractRobustConnection) -> None:
+        """Rebuild the hash ring on a channel of its own: its probes close the channel
+        they ask on, which must not be one that others publish on meanwhile."""
+        async with (
+            translated_errors("rebuilding the hash ring"),
+            connection.channel(publisher_confirms=False) as channel,
+        ):
+            await build_ring(channel, self.topology)
 
     async def close(self) -> None:
         """Close inboxes, consumers and the connection (idempotent).
@@ -176,15 +200,12 @@ class RabbitMQTransport:
         """Publish to the commands exchange, persistent; returns once confirmed.
 
         Raises :class:`~pachyderm.TransportError` if no partition queue is
-        bound to take it, rather than let it vanish.
+        bound to take it, rather than let it vanish (once the hash ring, gone with
+        a broker restart, was rebuilt: see :mod:`._rabbitmq_ring`).
         """
         session = self._started()
-        await publish(
-            session.publisher,
-            self.topology.commands_exchange,
-            message,
-            "publishing a command",
-        )
+        rebuild = partial(self._rebuild_ring, session.connection)
+        await publish_routed(session.publisher, self.topology, message, rebuild)
 
     async def publish_effect(self, message: Message) -> None:
         """Publish to the effects exchange, persistent; returns once confirmed.
@@ -335,10 +356,10 @@ class RabbitMQTransport:
             translated_errors("deleting the topology"),
             await connect_to_broker(self._url) as connection,
         ):
-            grown = [partition async for partition, _ in partitions_past(connection, self.topology)]
-            # The namespace's own count, if `pachyderm repartition` grew it past this one's.
-            topology = replace(self.topology, partitions=grown[-1] + 1) if grown else self.topology
             channel = await connection.channel()
+            found = await layout(channel, self.topology)
+            # The namespace's own count, if `pachyderm repartition` grew it past this one's.
+            topology = replace(self.topology, partitions=found.partitions)
             queues = [
                 *partition_queues(topology),
                 topology.dead_letter_queue,
@@ -346,7 +367,7 @@ class RabbitMQTransport:
                 *map(topology.effects_queue, sorted(self._effect_groups)),
             ]
             exchanges = [
-                *await growth_exchanges(channel, topology),
+                *partitioning_exchanges(self.topology, found),
                 topology.commands_exchange,
                 topology.effects_exchange,
                 topology.unrouted_effects_exchange,

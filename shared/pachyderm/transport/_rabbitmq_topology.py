@@ -23,10 +23,10 @@ from aio_pika.abc import (
 from pamqp.commands import Queue
 
 from .._errors import TransportError
+from ._rabbitmq_ring import CONSISTENT_HASH, build_ring
 from ._topology import MAX_PARTITIONS, Topology
 
 # The exchange type that spreads commands over the partitions comes with a plugin.
-_CONSISTENT_HASH = "x-consistent-hash"
 _CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
 # A message delivered this many times without being settled is dead-lettered: a
 # backstop against a poison message that crashes worker after worker.
@@ -77,33 +77,6 @@ async def partitions_past(
         yield partition, queue.declaration_result
 
 
-async def growth_exchanges(channel: AbstractChannel, topology: Topology) -> list[str]:
-    """The exchanges of the growths that brought the namespace to ``topology``'s count,
-    newest first. Each growth started from the count the one before ended on, so the
-    walk goes down from the count, asking for the exchange from each lower count."""
-    found = []
-    new = topology.partitions
-    while True:
-        for old in range(new - 1, 0, -1):
-            name = replace(topology, partitions=old).growth_exchange(new)
-            if await exchange_exists(channel, name):
-                found.append(name)
-                new = old
-                break
-        else:
-            return found
-
-
-async def exchange_exists(channel: AbstractChannel, name: str) -> bool:
-    """Whether the exchange ``name`` is declared."""
-    try:
-        await channel.declare_exchange(name, _CONSISTENT_HASH, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        await channel.reopen()  # the broker closes a channel asking about a missing one
-        return False
-    return True
-
-
 async def declare_partition_queue(
     channel: AbstractChannel, partition: int, topology: Topology
 ) -> AbstractQueue:
@@ -146,18 +119,14 @@ async def declare_work_queue(
     return await channel.declare_queue(name, durable=True, arguments=arguments)
 
 
-async def _declare_commands_exchange(
-    channel: AbstractChannel, topology: Topology
-) -> AbstractExchange:
+async def _declare_commands_exchange(channel: AbstractChannel, topology: Topology) -> None:
     try:
-        return await channel.declare_exchange(
-            topology.commands_exchange, _CONSISTENT_HASH, durable=True
-        )
+        await channel.declare_exchange(topology.commands_exchange, CONSISTENT_HASH, durable=True)
     except aiormq.exceptions.ConnectionCommandInvalid as error:
         if "unknown exchange type" not in str(error):
             raise
         raise TransportError(
-            f"RabbitMQ lacks the {_CONSISTENT_HASH!r} exchange type: enable its plugin"
+            f"RabbitMQ lacks the {CONSISTENT_HASH!r} exchange type: enable its plugin"
             f" with `rabbitmq-plugins enable {_CONSISTENT_HASH_PLUGIN}`"
         ) from error
 
@@ -168,7 +137,7 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     Declaring is idempotent, so every process of a fleet does it on start.
     """
     # First, so that a broker without the plugin fails before anything is declared.
-    commands = await _declare_commands_exchange(channel, topology)
+    await _declare_commands_exchange(channel, topology)
     dead_letter = await channel.declare_exchange(
         topology.dead_letter_exchange, ExchangeType.FANOUT, durable=True
     )
@@ -177,26 +146,9 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     )
     await dead_letter_queue.bind(dead_letter)
     for partition in range(topology.partitions):
-        created = not await _queue_exists(channel, topology.partition_queue(partition))
-        queue = await declare_partition_queue(channel, partition, topology)
-        if created:
-            # A consistent-hash binding key is the queue's weight on the hash ring.
-            await queue.bind(commands, routing_key="1")
+        await declare_partition_queue(channel, partition, topology)
+    await build_ring(channel, topology)
     return await _declare_effects_exchange(channel, topology)
-
-
-async def _queue_exists(channel: AbstractChannel, name: str) -> bool:
-    """Whether ``name`` is declared. A partition queue is bound by the declaration that
-    creates it only: one that exists is bound already, to the commands exchange or,
-    in a fleet grown by ``pachyderm repartition``, to the exchange of its growth
-    (:mod:`pachyderm._repartition`). Binding it again would add a bucket to the
-    exchange's ring, and move entities from queue to queue."""
-    try:
-        await channel.declare_queue(name, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        await channel.reopen()  # the broker closes a channel asking about a missing queue
-        return False
-    return True
 
 
 async def declare_events_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:

@@ -18,13 +18,19 @@ OVERFLOWS = (REJECT_PUBLISH, "drop-head")
 class Topology:
     """The exchanges and queues of one namespace (one isolated fleet).
 
-    - ``<ns>.commands``: ``x-consistent-hash`` exchange; routing key = entity id.
+    - ``<ns>.commands``: durable ``x-consistent-hash`` exchange; routing key = entity
+      id. Bound to the ring exchange only (weight :data:`MAX_PARTITIONS`).
+    - ``<ns>.commands.ring``: the hash ring, a transient ``x-consistent-hash``
+      exchange every process binds in order on each (re)connect (see
+      :mod:`pachyderm.transport._rabbitmq_ring`): the partition queues, weight "1"
+      each, then each growth's ring exchange.
     - ``<ns>.commands.<i>``: ``partitions`` durable quorum queues (``i`` from 0,
-      zero-padded to two digits), each bound to the commands exchange with weight "1".
-    - ``<ns>.commands.<old>-<new>`` (counts zero-padded likewise): the
-      ``x-consistent-hash`` exchange of a growth from ``old`` to ``new`` partitions
-      (``pachyderm repartition``), bound to the commands exchange with weight
-      ``new - old``; the queues it added are bound to it, not to the commands exchange.
+      zero-padded to two digits).
+    - ``<ns>.commands.<old>-<new>`` (counts zero-padded likewise): a durable exchange
+      that records a growth from ``old`` to ``new`` partitions (``pachyderm
+      repartition``); nothing is published to it. Its ring exchange,
+      ``<ns>.commands.ring.<old>-<new>``, transient, holds the queues it added and is
+      bound to the ring with weight ``new - old``.
     - ``<ns>.effects``: topic exchange; routing keys ``effect.<handler>``. Its
       alternate exchange is ``<ns>.effects-unrouted``.
     - ``<ns>.effects.<group>``: the durable quorum queue of an effect-handler
@@ -74,6 +80,15 @@ class Topology:
     def growth_exchange(self, partitions: int) -> str:
         """The exchange of a growth from this topology's count to ``partitions``."""
         return f"{self.commands_exchange}.{self.partitions:02d}-{partitions:02d}"
+
+    @property
+    def ring_exchange(self) -> str:
+        """The transient exchange whose bindings are the hash ring."""
+        return f"{self.commands_exchange}.ring"
+
+    def ring_growth_exchange(self, partitions: int) -> str:
+        """The transient ring exchange of a growth from this count to ``partitions``."""
+        return f"{self.ring_exchange}.{self.partitions:02d}-{partitions:02d}"
 
     @property
     def effects_exchange(self) -> str:
