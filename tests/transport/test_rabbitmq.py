@@ -175,6 +175,28 @@ async def test_a_command_published_after_the_ring_was_lost_rebuilds_it(
     assert await _landed(transport, broker, entities) == before
 
 
+async def test_commands_returned_together_rebuild_the_ring_once_between_them(
+    transport: RabbitMQTransport,
+    broker: aio_pika.abc.AbstractChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topology = transport.topology
+    entities = [f"entity-{n}" for n in range(40)]
+    before = await _landed(transport, broker, entities)
+    builds = []
+
+    async def counted(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> object:
+        builds.append(topology)
+        return await _rabbitmq_ring.build_ring(channel, topology)
+
+    monkeypatch.setattr(rabbitmq_transport, "build_ring", counted)
+    await broker.exchange_delete(topology.ring_exchange)
+    sent = [Message(entity.encode(), routing_key=entity) for entity in entities]
+    await asyncio.gather(*map(transport.publish_command, sent))
+    assert 1 <= len(builds) < len(entities) / 4
+    assert await _landed(transport, broker, []) == before
+
+
 async def _landed(
     transport: RabbitMQTransport, broker: aio_pika.abc.AbstractChannel, entities: list[str]
 ) -> dict[str, int]:

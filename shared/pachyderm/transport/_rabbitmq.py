@@ -161,18 +161,19 @@ class RabbitMQTransport:
         (:mod:`._rabbitmq_ring`): until a process rebuilds it, commands are returned
         unroutable. Rebuilt in a task: the reconnect completes first."""
         if self._session is not None:
-            connection = self._session.connection
-            self._rebuilding = asyncio.ensure_future(self._rebuild_after_reconnect(connection))
-
-    async def _rebuild_after_reconnect(self, connection: AbstractRobustConnection) -> None:
-        try:
-            await self._rebuild_ring(connection)
-        except TransportError as error:  # publishing rebuilds it again
-            log.warning("the hash ring was not rebuilt after a reconnect: %s", error)
+            self._rebuilding = asyncio.ensure_future(self._build_ring(self._session.connection))
+            self._rebuilding.add_done_callback(_report_unbuilt)
 
     async def _rebuild_ring(self, connection: AbstractRobustConnection) -> None:
-        """Rebuild the hash ring on a channel of its own: its probes close the channel
-        they ask on, which must not be one that others publish on meanwhile."""
+        """Rebuild the hash ring, once for every caller that asks while it is rebuilt
+        (every publish the ring's loss returned asks)."""
+        if self._rebuilding is None or self._rebuilding.done():
+            self._rebuilding = asyncio.ensure_future(self._build_ring(connection))
+        await asyncio.shield(self._rebuilding)
+
+    async def _build_ring(self, connection: AbstractRobustConnection) -> None:
+        """On a channel of its own: its probes close the channel they ask on, which
+        must not be one that others publish on meanwhile."""
         async with (
             translated_errors("rebuilding the hash ring"),
             connection.channel(publisher_confirms=False) as channel,
@@ -185,6 +186,8 @@ class RabbitMQTransport:
         Unsettled deliveries go back to their queues.
         """
         session, self._session = self._session, None
+        if self._rebuilding is not None:
+            self._rebuilding.cancel()
         for inbox in tuple(self._inboxes):
             inbox.abandon()
         if session is not None:
@@ -378,6 +381,12 @@ class RabbitMQTransport:
                 await channel.queue_delete(queue)
             for exchange in exchanges:
                 await channel.exchange_delete(exchange)
+
+
+def _report_unbuilt(rebuilt: asyncio.Future[None]) -> None:
+    """Log a rebuild after a reconnect that failed: the next publish rebuilds it again."""
+    if not rebuilt.cancelled() and (error := rebuilt.exception()) is not None:
+        log.warning("the hash ring was not rebuilt after a reconnect: %s", error)
 
 
 async def _declared(channel: AbstractChannel, queue: str) -> Queue.DeclareOk:
