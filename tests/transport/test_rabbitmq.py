@@ -32,6 +32,7 @@ from pachyderm.transport import (
     connect_to_broker,
 )
 from pachyderm.transport import _rabbitmq as rabbitmq_transport
+from pachyderm.transport._amqp import underlay
 from pachyderm.transport._topology import MAX_PARTITIONS
 
 PARTITIONS = 4
@@ -195,6 +196,24 @@ async def test_commands_returned_together_rebuild_the_ring_once_between_them(
     await asyncio.gather(*map(transport.publish_command, sent))
     assert 1 <= len(builds) < len(entities) / 4
     assert await _landed(transport, broker, []) == before
+
+
+async def test_a_reply_waiting_for_a_dead_connection_s_write_queue_fails_not_hangs(
+    transport: RabbitMQTransport,
+) -> None:
+    # The connection's short write queue full, and nobody draining it any more: what a
+    # broker restart leaves behind a write that was waiting for room in it.
+    replier = await underlay(transport._started().replier)
+    assert isinstance(replier, aiormq.Channel)
+    stuck: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+    stuck.put_nowait(object())
+    replier.write_queue = stuck
+    reply = asyncio.ensure_future(transport.publish_replies([Message(b"r", routing_key="x")]))
+    await asyncio.sleep(0.2)
+    assert not reply.done()
+    await replier.connection.close()  # the connection dies (aio-pika reconnects)
+    with pytest.raises(TransportError):
+        await asyncio.wait_for(reply, 5)
 
 
 async def _landed(

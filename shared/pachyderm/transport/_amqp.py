@@ -14,6 +14,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -156,13 +157,40 @@ async def publish_transient(
         for message in messages:
             frames += _publish_frames(current, message)
         written = current.create_future()
-        async with current.lock:
-            await current.write_queue.put(
-                ChannelFrame.marshall(current.number, frames, drain_future=written)
-            )
+        frame = ChannelFrame.marshall(current.number, frames, drain_future=written)
+        await _on_channel(current, partial(_queued, current, frame))
         await written
     except FAILURES as error:
         raise translated(error, action) from error
+
+
+async def _queued(channel: aiormq.Channel, frame: ChannelFrame) -> None:
+    async with channel.lock:
+        await channel.write_queue.put(frame)
+
+
+async def _on_channel(
+    channel: aiormq.abc.AbstractChannel, work: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``work`` as a task of ``channel``, which its closing ends (with the reason it
+    closed). A write that waits for room in the connection's short write queue waits for
+    good if the connection dies meanwhile: nobody drains that queue any more, and the
+    wait holds the channel's lock, so every later write waits behind it (seen: a worker's
+    replies stuck for 180 s after a broker restart, until its stop limit ended it)."""
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+
+    async def run() -> None:
+        await work()
+
+    try:
+        await channel.create_task(run())
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the caller's own cancellation
+        # The channel's closing cancels its tasks: a failure to the caller.
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed") from None
 
 
 def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType]:
@@ -184,13 +212,15 @@ def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType
 
 async def ack(message: DeliveredMessage, *, multiple: bool = False) -> None:
     assert message.delivery_tag is not None  # a delivery has one
-    await message.channel.basic_ack(message.delivery_tag, multiple=multiple)
+    channel = message.channel
+    await _on_channel(channel, partial(channel.basic_ack, message.delivery_tag, multiple=multiple))
 
 
 async def reject(message: DeliveredMessage, *, requeue: bool = False) -> None:
     """Reject: the queue dead-letters it, or with ``requeue`` delivers it again."""
     assert message.delivery_tag is not None  # a delivery has one
-    await message.channel.basic_reject(message.delivery_tag, requeue=requeue)
+    channel = message.channel
+    await _on_channel(channel, partial(channel.basic_reject, message.delivery_tag, requeue=requeue))
 
 
 class Subscription:
