@@ -139,7 +139,9 @@ serving `bench.projection_app:APP` (the benchmark's counter, and `CounterTotals`
   projection running) as the product commits, and in the same namespace with
   `pachyderm_commit_batch` (the commit function) replaced, in that namespace's schema
   only (`CREATE OR REPLACE`, the product's code untouched), by its own definition with
-  the log's step cut out (no positions, no log rows); then the original is restored.
+  the log's step cut out (no positions, no log rows), and the log's heads taken out (the
+  one-change statement of migration 0018, which writes the log itself, then leaves every
+  commit to the function); then the original and the heads are restored.
   On one fleet, back to back, in two rounds A B B A of half the workload each
   (which comes first alternates between runs); a run's rate is the mean of its four, its
   cost 1 - with / without.

@@ -8,7 +8,9 @@ statement per batch) on 16 partitions. In order:
    as the product commits (``pachyderm_commit_batch`` assigns positions)
    and with, in this namespace's schema only, ``pachyderm_commit_batch``
    replaced (``CREATE OR REPLACE``) by its own definition with the log's step
-   cut out; then the original is put back (from
+   cut out, and the log's heads taken out so that the one-change statement (which
+   writes the log itself where its partition's head is) leaves every commit to it;
+   then the original and the heads are put back (from
    ``pg_get_functiondef``): in two rounds A B B A of half the RPC workload each
    (which comes first alternates between runs), each side's rate the mean of its four.
 2. catch-up: ``catch_up_events`` events stored straight through the store's
@@ -39,7 +41,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,11 +162,24 @@ class Bench:
                 self.expected[call.ref.id] = self.expected.get(call.ref.id, 0) + call.amount
         return result.per_s
 
-    async def without_log(self) -> str:
-        """Replace the commit by one that skips the log; the original's definition."""
+    async def without_log(self) -> Callable[[], Awaitable[None]]:
+        """Replace the commit by one that skips the log; what puts the original back.
+
+        The log's heads are taken out meanwhile: the one-change statement (migration
+        0018), which writes the log itself, commits only where its partition's head is,
+        so every commit goes through the replaced function."""
         original: str = await self.db.fetchval(_DEFINITION, self.schema)
+        heads = await self.db.fetch("DELETE FROM log_heads RETURNING partition, position")
         await self.db.execute(without_log_step(original))
-        return original
+
+        async def restore() -> None:
+            await self.db.execute(original)
+            await self.db.executemany(
+                "INSERT INTO log_heads (partition, position) VALUES ($1, $2)",
+                [(row["partition"], row["position"]) for row in heads],
+            )
+
+        return restore
 
     async def store_events(self) -> float:
         """Commit ``catch_up_events`` straight through the store; events per second."""
@@ -281,11 +296,11 @@ async def _log_cost(bench: Bench, with_log_first: bool) -> tuple[float, float]:
         if logged:
             rates[True].append(await bench.rpc(share=LOG_COST_ROUNDS))
             continue
-        original = await bench.without_log()
+        restore = await bench.without_log()
         try:
             rates[False].append(await bench.rpc(logged=False, share=LOG_COST_ROUNDS))
         finally:
-            await bench.db.execute(original)
+            await restore()
     return statistics.mean(rates[True]), statistics.mean(rates[False])
 
 
