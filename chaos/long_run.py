@@ -120,6 +120,7 @@ def results(
         "sink_after_faults": run.options.sink_after,
         "effects_waited_for_dispatcher": run.effects_waited,
         "effects_routed_again": verdict.effects_routed_again,
+        "sink_queue_at_end": verdict.sink_queue,
         "dead_letters": len(verdict.observed.dead_letters),
         "snapshots": len(verdict.stored.snapshots),
         "missed_faults": run.missed,
@@ -261,6 +262,7 @@ def markdown(figures: dict[str, Any]) -> str:
         f" | {figures['effects_waited_for_dispatcher']:,} |",
         "| taken from the unrouted-effects queue and routed again"
         f" | {figures['effects_routed_again']:,} |",
+        f"| the sink's queue at the end | {figures['sink_queue_at_end']} |",
         f"| dead letters | {figures['dead_letters']:,} |",
         f"| snapshots | {figures['snapshots']:,} |",
         *timer_rows(figures["timers"]),

@@ -89,6 +89,7 @@ class Verdict:
     unanswered: int
     settled: bool
     effects_routed_again: int  # taken from the unrouted-effects queue by the sink's passes
+    sink_queue: dict[str, int] | None = None  # its ready messages and consumers at the end
 
 
 @dataclass(slots=True)
@@ -285,7 +286,8 @@ class ChaosRun:
         for kind, found in self.early.found.items():
             violations.found[kind].extend(found)
         unanswered = len(self.record.unanswered())
-        return Verdict(violations, stored, observed, unanswered, settled, self.sink.routed_again)
+        routed_again, sink_queue = self.sink.routed_again, await self.sink.queue_state()
+        return Verdict(violations, stored, observed, unanswered, settled, routed_again, sink_queue)
 
     async def _poisons_resolved(self, timeout: float) -> bool:
         """Wait until every poison sent is quarantined, none waits for a decision or for

@@ -1,10 +1,16 @@
-"""The effects sink: a plain aio-pika consumer of everything a namespace's entities
-publish to its effects exchange, and a reader of its dead-letter queue.
+"""The effects sink: an effect group of its own that consumes everything a namespace's
+entities publish to its effects exchange, and a reader of its dead-letter queue.
 
-Its queue is a durable quorum queue (``<ns>.effects.chaos_sink``) bound with
-``effect.#``, consumed with acks: an effect confirmed to a worker before a
-broker restart is still there after it, so the sink sees every effect that
-reached the broker, and nothing the run did to the broker can fake a loss.
+Its queue is the product's effects queue of group ``chaos_sink``
+(``<ns>.effects.chaos_sink``, durable, quorum) bound with ``effect.#``, consumed
+through :meth:`~pachyderm.transport.Transport.consume_effects`, the path every
+dispatcher takes (acks written as the product writes them, a consumer restored
+after each reconnect): an effect confirmed to a worker before a broker restart
+is still there after it, so the sink sees every effect that reached the broker,
+and an effect it misses is one a dispatcher would have missed. (Session 16's
+first long run lost 1,704 effects to a plain aio-pika consumer here, whose acks
+and restores were the harness's own; :meth:`EffectSink.queue_state` tells at the
+end whether the missing ones still sat in the queue.)
 
 It binds its queue when told (:meth:`EffectSink.bind`), as a dispatcher does
 when it starts: until then no queue is bound for any effect to a handler, and
@@ -23,9 +29,9 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
-from pachyderm.transport import RabbitMQTransport, Topology, connect_to_broker
+from pachyderm.transport import Message, RabbitMQTransport, Topology, connect_to_broker
 
 from .checker import SeenEffect
 
@@ -56,21 +62,11 @@ class EffectSink:
     async def bind(self) -> None:
         """Bind and consume the sink's queue, then route the waiting effects again, as a
         dispatcher starting does."""
-        assert self._connection is not None
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=256)
-        queue = await channel.declare_queue(
-            self.topology.effects_queue(SINK_GROUP),
-            durable=True,
-            arguments={"x-queue-type": "quorum"},
-        )
-        # The workers declared the exchange (with its alternate exchange).
-        await queue.bind(self.topology.effects_exchange, routing_key="effect.#")
-        await queue.consume(self._on_effect)
         self._dispatcher = RabbitMQTransport(
             self.amqp_url, self.topology, connection_name="chaos-sink-dispatcher"
         )
         await self._dispatcher.start()
+        await self._dispatcher.consume_effects(SINK_GROUP, ["effect.#"], self._on_effect)
         await self.route_waiting()
 
     async def route_waiting(self) -> None:
@@ -79,18 +75,30 @@ class EffectSink:
         routed = await self._dispatcher.route_waiting_effects()
         self.routed_again += routed.taken
 
-    async def _on_effect(self, message: AbstractIncomingMessage) -> None:
+    async def _on_effect(self, message: Message) -> None:
         headers = message.headers
         self.seen.append(
             SeenEffect(
                 effect_id=message.message_id or "",
-                routing_key=message.routing_key or "",
+                routing_key=message.routing_key,
                 source_entity=str(headers.get("pachyderm-source-entity-id", "")),
                 source_command=str(headers.get("pachyderm-source-command-id", "")),
                 payload=message.body,
             )
         )
-        await message.ack()
+
+    async def queue_state(self) -> dict[str, int] | None:
+        """The sink queue's ready messages and consumers now (None before it is bound):
+        effects never seen but still ready there point at the consumer, not the outbox."""
+        if not self.bound:
+            return None
+        assert self._connection is not None
+        async with self._connection.channel() as channel:
+            queue = await channel.declare_queue(
+                self.topology.effects_queue(SINK_GROUP), passive=True
+            )
+        result = queue.declaration_result
+        return {"ready": result.message_count or 0, "consumers": result.consumer_count or 0}
 
     async def dead_letters(self) -> set[tuple[str, str]]:
         """(entity id, message id) of each command in the dead-letter queue, left in place."""
