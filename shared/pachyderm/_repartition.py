@@ -42,12 +42,13 @@ from typing import TYPE_CHECKING
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from ._errors import TransportError
 from ._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY
 from .transport import Topology, connect_to_broker
 from .transport._amqp import translated_errors
+from .transport._probe import probing
 from .transport._rabbitmq_ring import CONSISTENT_HASH, build_ring, exchange_exists
 from .transport._rabbitmq_topology import declare_partition_queue, partitions_past
 
@@ -115,9 +116,7 @@ async def grow_partitions(
         await connect_to_broker(url, client_properties=_NAMED) as connection,
     ):
         channel = await connection.channel()
-        await _refuse_if_taken(
-            connection, grown, added, resumed=await exchange_exists(channel, name)
-        )
+        await _refuse_if_taken(channel, grown, added, resumed=await exchange_exists(channel, name))
         # The growth's durable record first (run again after a failure, this growth is
         # then resumed), its queues, then the step: the ring rebuilt with the growth,
         # which binds its ring exchange, holding every added queue, to the ring at once.
@@ -129,27 +128,24 @@ async def grow_partitions(
         started = time.monotonic()
         await _fence(channel, topology, timeout)
         fenced_in = time.monotonic() - started
-        await _refuse_if_taken(connection, grown, added, resumed=True)
+        await _refuse_if_taken(channel, grown, added, resumed=True)
     return Grown(topology.partitions, partitions, fenced_in)
 
 
 async def _refuse_if_taken(
-    connection: AbstractConnection, topology: Topology, added: range, *, resumed: bool
+    channel: AbstractChannel, topology: Topology, added: range, *, resumed: bool
 ) -> None:
     """Raise if a worker consumes one of the ``added`` partitions, or (unless ``resumed``:
     this growth began before) one is declared: a process on the new count made it,
     bound into the hash ring one by one."""
     declared, consumed = [], []
-    for partition in added:
-        try:
-            # A channel of its own: asking about a missing queue closes it.
-            async with connection.channel(publisher_confirms=False) as probe:
-                queue = await probe.declare_queue(topology.partition_queue(partition), passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            continue
-        declared.append(partition)
-        if queue.declaration_result.consumer_count:
-            consumed.append(partition)
+    async with probing(channel) as probe:
+        for partition in added:
+            if (queue := await probe.queue(topology.partition_queue(partition))) is None:
+                continue
+            declared.append(partition)
+            if queue.consumer_count:
+                consumed.append(partition)
     new = f"PACHYDERM_PARTITIONS={topology.partitions}"
     if consumed:
         raise RepartitionError(
@@ -229,9 +225,10 @@ async def refuse_a_lower_count(url: str, topology: Topology) -> None:
         translated_errors("checking the partition count"),
         await connect_to_broker(url, client_properties=_NAMED) as connection,
     ):
+        channel = await connection.channel()
         served = [
             partition
-            async for partition, queue in partitions_past(connection, topology)
+            async for partition, queue in partitions_past(channel, topology)
             if queue.consumer_count
         ]
     if served:

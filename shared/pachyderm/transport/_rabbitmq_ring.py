@@ -42,6 +42,7 @@ from aio_pika.abc import AbstractChannel
 from .._errors import TransportError
 from ._amqp import publish, underlay
 from ._message import Message
+from ._probe import Probe, probing
 from ._topology import MAX_PARTITIONS, Topology
 
 CONSISTENT_HASH = "x-consistent-hash"
@@ -61,38 +62,6 @@ class Layout:
         return self.growths[-1][1] if self.growths else self.base
 
 
-class _Probe:
-    """Asks the broker whether queues and exchanges exist, on a channel of its own:
-    asking about a missing one closes the channel, which is then opened again."""
-
-    def __init__(self, connection: aiormq.abc.AbstractConnection) -> None:
-        self._connection = connection
-        self._channel: aiormq.abc.AbstractChannel | None = None
-
-    async def _ask(self, ask: Callable[[aiormq.abc.AbstractChannel], Awaitable[object]]) -> bool:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=False)
-        try:
-            await ask(self._channel)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return False
-        return True
-
-    async def queue(self, name: str) -> bool:
-        return await self._ask(lambda channel: channel.queue_declare(name, passive=True))
-
-    async def exchange(self, name: str) -> bool:
-        return await self._ask(
-            lambda channel: channel.exchange_declare(
-                name, exchange_type=CONSISTENT_HASH, passive=True
-            )
-        )
-
-    async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
-
-
 async def layout(channel: AbstractChannel, topology: Topology) -> Layout:
     """The namespace's layout: its count (``topology``'s, or more where a growth
     recorded by ``pachyderm repartition`` declared queues past it) and the growths
@@ -102,17 +71,16 @@ async def layout(channel: AbstractChannel, topology: Topology) -> Layout:
     its queues: its record names a count not reached yet) are left out: the growth
     binds them itself.
     """
-    probe = _Probe((await underlay(channel)).connection)
-    try:
+    async with probing(channel) as probe:
         return await _layout(probe, topology)
-    finally:
-        await probe.close()
 
 
-async def _layout(probe: _Probe, topology: Topology) -> Layout:
+async def _layout(probe: Probe, topology: Topology) -> Layout:
     declared = topology.partitions
-    while declared < MAX_PARTITIONS and await probe.queue(
-        replace(topology, partitions=declared + 1).partition_queue(declared)
+    while (
+        declared < MAX_PARTITIONS
+        and await probe.queue(replace(topology, partitions=declared + 1).partition_queue(declared))
+        is not None
     ):
         declared += 1
     new = declared
@@ -125,7 +93,7 @@ async def _layout(probe: _Probe, topology: Topology) -> Layout:
     return Layout(new, tuple(reversed(growths)))
 
 
-async def _grown_from(probe: _Probe, topology: Topology, new: int) -> int | None:
+async def _grown_from(probe: Probe, topology: Topology, new: int) -> int | None:
     for old in range(new - 1, 0, -1):
         if await probe.exchange(replace(topology, partitions=old).growth_exchange(new)):
             return old
@@ -134,11 +102,8 @@ async def _grown_from(probe: _Probe, topology: Topology, new: int) -> int | None
 
 async def exchange_exists(channel: AbstractChannel, name: str) -> bool:
     """Whether the exchange ``name`` is declared."""
-    probe = _Probe((await underlay(channel)).connection)
-    try:
+    async with probing(channel) as probe:
         return await probe.exchange(name)
-    finally:
-        await probe.close()
 
 
 async def build_ring(channel: AbstractChannel, topology: Topology) -> Layout:

@@ -15,7 +15,6 @@ from typing import Any
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractConnection,
     AbstractExchange,
     AbstractQueue,
     ExchangeType,
@@ -23,6 +22,7 @@ from aio_pika.abc import (
 from pamqp.commands import Queue
 
 from .._errors import TransportError
+from ._probe import probing
 from ._rabbitmq_ring import CONSISTENT_HASH, build_ring
 from ._topology import MAX_PARTITIONS, Topology
 
@@ -62,19 +62,17 @@ def partition_queues(topology: Topology) -> list[str]:
 
 
 async def partitions_past(
-    connection: AbstractConnection, topology: Topology
+    channel: AbstractChannel, topology: Topology
 ) -> AsyncIterator[tuple[int, Queue.DeclareOk]]:
     """Each partition queue declared past ``topology``'s count (a namespace grown by
-    ``pachyderm repartition``) and what the broker says of it, up to the first missing."""
-    for partition in range(topology.partitions, MAX_PARTITIONS):
-        name = replace(topology, partitions=partition + 1).partition_queue(partition)
-        try:
-            # A channel of its own: asking about a missing queue closes it.
-            async with connection.channel(publisher_confirms=False) as probe:
-                queue = await probe.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return  # the namespace's last partition queue is behind
-        yield partition, queue.declaration_result
+    ``pachyderm repartition``) and what the broker says of it, up to the first missing.
+    Asked beside ``channel``, on its connection."""
+    async with probing(channel) as probe:
+        for partition in range(topology.partitions, MAX_PARTITIONS):
+            name = replace(topology, partitions=partition + 1).partition_queue(partition)
+            if (queue := await probe.queue(name)) is None:
+                return  # the namespace's last partition queue is behind
+            yield partition, queue
 
 
 async def declare_partition_queue(
