@@ -164,6 +164,8 @@ class Stored:
     parked: int = 0  # commands of parked entities still waiting
     # Entities whose events more than one partition committed: entity id -> partitions.
     split: dict[uuid.UUID, list[int]] = field(default_factory=dict)
+    # Each entity's partition in the event log (its lowest, if split).
+    partitions: dict[uuid.UUID, int] = field(default_factory=dict)
 
 
 _HELD = "fire_at > now() + interval '50 years'"
@@ -226,6 +228,13 @@ async def read_database(dsn: str, schema: str) -> Stored:
                 for row in await rows(
                     "SELECT entity_id, array_agg(DISTINCT partition) AS partitions FROM event_log"
                     " GROUP BY entity_id HAVING count(DISTINCT partition) > 1"
+                )
+            },
+            partitions={
+                row["entity_id"]: row["partition"]
+                for row in await rows(
+                    "SELECT entity_id, min(partition) AS partition FROM event_log"
+                    " GROUP BY entity_id"
                 )
             },
         )
@@ -684,7 +693,7 @@ def _check_quarantine(
 ) -> None:
     """Poisons set aside, their entities parked meanwhile; the healthy never held up."""
     rows = {(row.entity_id, row.command_id): row for row in stored.quarantine}
-    poisoned = set()
+    poisoned: set[uuid.UUID] = set()
     for request in poisons(record):
         key = (uuid.UUID(request.entity_id), request.command_id)
         poisoned.add(key[0])
@@ -709,21 +718,45 @@ def _check_quarantine(
                 )
     if stored.parked:
         violations.add("quarantine_violated", f"{stored.parked} commands still parked")
-    if stall_bound is None:
-        return
+    if stall_bound is not None:
+        _check_stalls(record, stored, histories, poisoned, violations, stall_bound=stall_bound)
+
+
+def _check_stalls(
+    record: Record,
+    stored: Stored,
+    histories: _Histories,
+    poisoned: set[uuid.UUID],
+    violations: Violations,
+    *,
+    stall_bound: float,
+) -> None:
+    """Healthy requests answered past ``stall_bound`` seconds, or never; each shown with
+    its entity's partition and when its first event committed, to tell a late commit
+    (the partition's owner) from a late answer (the reply's way back) in the logs."""
+    committed = {
+        (event.entity_id, event.command_id): event.recorded_at
+        for events in histories.events.values()
+        for event in reversed(events)
+    }
     for request in record:
-        if uuid.UUID(request.entity_id) in poisoned:
+        entity_id = uuid.UUID(request.entity_id)
+        if entity_id in poisoned:
             continue
         answered = [a.answered_at for a in request.attempts if a.answered_at is not None]
         first = request.attempts[0].sent_at if request.attempts else 0.0
         took = answered[-1] - first if answered and request.answered else None
-        if took is None or took > stall_bound:
-            shown = "never answered" if took is None else f"answered after {took:.1f} s"
-            shown += f" (first sent at {record.clock(first)} UTC)"
-            violations.add(
-                "quarantine_violated",
-                f"healthy {request.command} {request.command_id} to {request.entity_id}: {shown}",
-            )
+        if took is not None and took <= stall_bound:
+            continue
+        shown = "never answered" if took is None else f"answered after {took:.1f} s"
+        shown += f" (first sent at {record.clock(first)} UTC"
+        shown += f", partition {stored.partitions.get(entity_id, '?')}"
+        if (at := committed.get((entity_id, request.command_id))) is not None:
+            shown += f", committed after {record.since(at) - first:.1f} s"
+        violations.add(
+            "quarantine_violated",
+            f"healthy {request.command} {request.command_id} to {entity_id}: {shown})",
+        )
 
 
 def check(

@@ -98,6 +98,10 @@ class Record:
         moment = datetime.fromtimestamp(self._started_at + at, UTC)
         return moment.strftime("%H:%M:%S.%f")[:-3]
 
+    def since(self, moment: datetime) -> float:
+        """A wall-clock ``moment`` (a commit's ``recorded_at``) as a time of this record's."""
+        return moment.timestamp() - self._started_at
+
     def add(self, request: Request) -> Request:
         self.requests.append(request)
         return request

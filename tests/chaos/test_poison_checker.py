@@ -4,11 +4,11 @@ aside as it should be, found for each way a quarantine can fail."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chaos.app import APP, Bumped, Ticked, Volatile
+from chaos.app import APP, Bumped, Ticked, Volatile, counter
 from chaos.checker import QuarantineRow, check
 from chaos.record import OK, QUARANTINED, Attempt, Request
 
@@ -104,3 +104,19 @@ def test_stalls_are_looked_for_only_given_a_bound() -> None:
     world = poisoned()
     healthy_never_answered(world)
     assert violations(world, stall_bound=None) == []
+
+
+def test_a_stall_shows_its_partition_and_when_it_committed() -> None:
+    # A late answer to a command committed in time is the reply's way back, not its
+    # partition's owner: the line says which, for the workers' logs.
+    world = poisoned()
+    committed_at = datetime.now(UTC) + timedelta(seconds=30)
+    world.commit(VISITS, "late", [counter.Increased(amount=1)], at=committed_at)
+    request = world.record.add(Request("late", VISITS.type, str(VISITS.id), "Cmd", {}, "raw"))
+    request.attempts.append(Attempt(1.0, OK, 80.0, reply=world.states[VISITS]))
+    world.done()
+    world.stored.partitions = {VISITS.id: 5}
+    (found,) = violations(world)
+    took = world.record.since(committed_at) - 1.0
+    assert f"answered after 79.0 s (first sent at {world.record.clock(1.0)} UTC" in found
+    assert f", partition 5, committed after {took:.1f} s)" in found
