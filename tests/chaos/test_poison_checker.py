@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chaos.app import APP, Bumped, Ticked, Volatile, counter
+from chaos.app import APP, Bumped, Ticked, Volatile
 from chaos.checker import QuarantineRow, check
 from chaos.record import OK, QUARANTINED, Attempt, Request
+from examples import counter
 
 from .test_checker import DUE, VISITS, World, sound
 
