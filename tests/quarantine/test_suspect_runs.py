@@ -356,11 +356,13 @@ async def test_no_more_children_at_once_than_the_worker_allows() -> None:
     assert most == 2
 
 
+@pytest.mark.parametrize(("long_wait", "level"), [(1.0, logging.DEBUG), (0.1, logging.WARNING)])
 async def test_a_wait_for_a_child_s_slot_is_logged_with_how_long(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, long_wait: float, level: int
 ) -> None:
     """To trace stalls under churn: a debug line when a suspect batch waited for a slot
-    (none when one was free)."""
+    (none when one was free), a warning when it waited long."""
+    monkeypatch.setattr(_quarantine, "_LONG_CHILD_WAIT", long_wait)
     turns = Turns(children=1)
     release = asyncio.Event()
 
@@ -376,7 +378,7 @@ async def test_a_wait_for_a_child_s_slot_is_logged_with_how_long(
         release.set()
         await asyncio.gather(first, second)
     [waited] = [r for r in caplog.records if getattr(r, "event", "") == "quarantine.child_wait"]
-    assert waited.levelno == logging.DEBUG
+    assert waited.levelno == level
     assert getattr(waited, "partition", None) == 7
     assert getattr(waited, "waited", 0) >= 0.15
     assert waited.getMessage().startswith("partition 7: a suspect batch waited 0.")

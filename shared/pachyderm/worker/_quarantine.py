@@ -106,6 +106,9 @@ _CHUNK = 16
 _BY_ENTITY = 32
 # Suspect batches a worker decides in forked children at once (see Turns.isolated).
 _CHILDREN = 8
+# A wait for a child's slot this long (seconds) is a warning, not a debug line: the
+# worker's isolation is saturated, and an entity's redelivered commands wait with it.
+_LONG_CHILD_WAIT = 1.0
 # Synthetic deliveries (stored commands run again) have tags below zero, which no
 # broker hands out: settling them is the quarantine's business, not the inbox's.
 _synthetic_tags = itertools.count(-1, -1)
@@ -169,12 +172,13 @@ class Turns:
         the others, but no more than ``children`` such batches of the worker's at once (a
         broker's restart redelivers every partition's batch in flight, each a suspect)."""
         # Timed only when it must wait (to trace stalls under churn): a free slot costs
-        # nothing more.
+        # nothing more. A long wait is a warning (saturated isolation), a short one debug.
         waiting = time.monotonic() if self._children.locked() else None
         async with self._children:
             if waiting is not None:
                 waited = time.monotonic() - waiting
-                log.debug(
+                log.log(
+                    logging.WARNING if waited >= _LONG_CHILD_WAIT else logging.DEBUG,
                     "partition %d: a suspect batch waited %.3f s for a child's slot"
                     " (%d at most at once)",
                     partition,
