@@ -753,10 +753,22 @@ def _check_stalls(
         shown += f", partition {stored.partitions.get(entity_id, '?')}"
         if (at := committed.get((entity_id, request.command_id))) is not None:
             shown += f", committed after {record.since(at) - first:.1f} s"
+        shown += f"; by {request.caller}, {_attempts(request, first)}"
         violations.add(
             "quarantine_violated",
             f"healthy {request.command} {request.command_id} to {entity_id}: {shown})",
         )
+
+
+def _attempts(request: Request, first: float) -> str:
+    """Each attempt as seconds after the first send: sent, then how it ended (and when)."""
+    shown = []
+    for attempt in request.attempts:
+        ended = attempt.outcome
+        if attempt.answered_at is not None:
+            ended += f" +{attempt.answered_at - first:.1f}"
+        shown.append(f"+{attempt.sent_at - first:.1f} {ended}")
+    return f"attempts: {', '.join(shown)}"
 
 
 def check(

@@ -124,6 +124,11 @@ def results(
         "dead_letters": len(verdict.observed.dead_letters),
         "snapshots": len(verdict.stored.snapshots),
         "missed_faults": run.missed,
+        # When each took effect (the workers' logs' clock, UTC), to line stalls up with.
+        "faults_in_order": [
+            {"kind": f.kind, "at": run.record.clock(f.at), "recovery_s": round(f.recovery_s, 1)}
+            for f in run.faults
+        ],
         "duration_s": round(seconds, 1),
         "seed": arguments.seed,
         "command": " ".join(["python -m chaos", *sys.argv[1:]]),
@@ -275,6 +280,12 @@ def markdown(figures: dict[str, Any]) -> str:
             for kind, examples in figures["examples"].items()
             for example in examples
         ]
+    lines += ["", "## Faults in order", "", "| took effect (UTC) | fault | recovery s |"]
+    lines += ["|---|---|---:|"]
+    lines += [
+        f"| {fault['at']} | {fault['kind']} | {fault['recovery_s']} |"
+        for fault in figures["faults_in_order"]
+    ]
     if figures["missed_faults"]:
         lines += ["", "Faults that did not take effect (not counted):", ""]
         lines += [f"- {missed}" for missed in figures["missed_faults"]]
