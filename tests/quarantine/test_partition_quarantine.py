@@ -765,3 +765,29 @@ async def test_a_redelivered_poison_makes_suspects_of_its_chunk_only(
     counted = await world.quarantine.attempts([*keys, (poisoned.id, command_id)])
     assert len(counted) == 16
     assert counted[(poisoned.id, command_id)] == 1
+
+
+async def test_a_redelivered_command_that_applied_before_is_answered_from_its_stored_reply(
+    world: World, tmp_path: Path
+) -> None:
+    """Not decided again (see pachyderm.worker._repeats): its handler, a poison by now,
+    does not run (it would take the worker down), the attempt a worker counted for it
+    before it died goes, and its entity's next command is decided as usual."""
+    switch = tmp_path / "poisoned"  # absent: the command applies
+    ref = Lane.ref(str(uuid.uuid4()))
+    command_id = await world.send(ref, Poison("crash", str(switch)))
+    assert await world.live(await world.worker())
+    first = await world.answer(command_id)
+    assert first == (1, {"steps": [-1]})
+    switch.touch()  # decided again now, it would crash its worker
+    del world.replies[command_id]
+    await world.send(ref, Poison("crash", str(switch)), command_id=command_id)  # a retry
+    later = await world.send(ref, Step(2))
+    dying = await world.worker()
+    assert len(await dying.inbox.take(100)) == 2
+    await world.quarantine.count_attempts([(ref.id, command_id)])  # it died deciding them
+    await dying.inbox.close()  # both come again, redelivered
+    assert await world.live(await world.worker())
+    assert await world.answer(command_id) == first
+    assert await world.answer(later) == (2, {"steps": [-1, 2]})
+    assert await world.quarantine.attempts([(ref.id, command_id)]) == {}

@@ -84,6 +84,7 @@ from .._wire import ENTITY_TYPE_HEADER, KIND_HEADER, QUERY, error_reply
 from ..store import EventStore, Parked, Quarantined, QuarantineStore
 from ..store._quarantine import CommandKey, Policy
 from ..transport import Delivery, Inbox, Transport
+from . import _repeats
 from ._isolation import HandlerDiedError, can_isolate
 from ._suspect_runs import SuspectRun, SuspectRuns, entity_of
 from ._turns import EntityTurns
@@ -468,13 +469,25 @@ class PartitionQuarantine:
         if not candidates and not self._view.blocked and not self._view.refused:
             return [deliveries] if deliveries else []  # the healthy path: no statement
         counts = await self.quarantine.attempts([key for _, key in candidates])
+        # A command that applied and was answered, but not acknowledged before its
+        # worker died, is a repeat: its stored reply answers it (see ._repeats).
+        recorded = await self.store.recorded([key for _, key in candidates])
+        repeated = [(d, key) for d, key in candidates if d.tag >= 0 and key in recorded]
+        if repeated:
+            await self._answer_repeats(
+                [(d, recorded[key]) for d, key in repeated],
+                [key for _, key in repeated if key in counts],
+            )
+            answered = {d.tag for d, _ in repeated}
+            deliveries = [d for d in deliveries if d.tag not in answered]
+            candidates = [(d, key) for d, key in candidates if d.tag not in answered]
         # Attempts made: those counted, and a broker's first delivery, which is not.
         made = {d.tag: counts.get(key, 0) + (d.tag >= 0) for d, key in candidates}
-        exhausted = {key for d, key in candidates if made[d.tag] >= self.options.max_attempts}
-        if exhausted:
-            # A command that applied and was answered, but not acknowledged before its
-            # worker died, is a repeat: its stored reply answers it.
-            exhausted -= (await self.store.recorded(list(exhausted))).keys()
+        exhausted = {
+            key
+            for d, key in candidates
+            if made[d.tag] >= self.options.max_attempts and key not in recorded
+        }
         admission = self._admission(deliveries, made, exhausted)
         # Counted in attempt(), just before they run, a batch's at once.
         admitted = {d.tag for batch in admission.batches for d in batch}
@@ -484,6 +497,18 @@ class PartitionQuarantine:
                 self._uncounted.add(delivery.tag)
         await self._record(admission)
         return admission.batches
+
+    async def _answer_repeats(
+        self, repeats: Sequence[_repeats.Repeat], counted: list[CommandKey]
+    ) -> None:
+        """Answer and acknowledge redelivered commands that applied before; attempts
+        counted for them (a worker died deciding their batch after it committed) go."""
+        await _repeats.answer(repeats, self.transport, self.hooks, self.partition)
+        await self._settle([delivery for delivery, _ in repeats], self.inbox.ack)
+        try:
+            await self.quarantine.forget_attempts(counted)
+        except StoreError as error:  # answered already: a stale count is not worth failing
+            log.warning("partition %d: forgetting attempts failed: %s", self.partition, error)
 
     async def handle(
         self, deliveries: Sequence[Delivery], apply: Apply, partition: Serialized
