@@ -123,6 +123,28 @@ async def test_deliveries_of_a_lost_channel_come_again_and_settle_harmlessly(
     await nothing_more(await transport.open_inbox(partition, prefetch=10))
 
 
+async def test_settlements_running_at_once_never_ack_another_s_delivery(
+    transport: RabbitMQTransport,
+) -> None:
+    """A batch acknowledged one by one (not the oldest: a suspect run holds one between)
+    while that run's own batch, now the oldest, goes in one ``multiple`` ack: the wide
+    ack must not overtake the narrow one's later deliveries (the broker would refuse
+    their acks, "unknown delivery tag", and close the channel; a requeue or dead-letter
+    overtaken so would be acknowledged instead, a command lost). Seen in chaos runs."""
+    await publish_commands(transport, "interleaved", 4)
+    partition = await only_ready_partition(transport)
+    inbox = await transport.open_inbox(partition, prefetch=10)
+    first, run, third, run_later = await collect(inbox, 4)
+    assert isinstance(inbox, _rabbitmq_inbox.RabbitMQInbox)
+    channel = await inbox._channel.get_underlay_channel()
+    # The partition's own batch, then the run's, at once (as a run's wind-up does).
+    await asyncio.gather(inbox.ack([first, third]), inbox.ack([run, run_later]))
+    await asyncio.sleep(0.3)  # an ack is not answered: the broker's refusal closes it
+    assert not channel.is_closed  # else: PRECONDITION_FAILED - unknown delivery tag 3
+    await inbox.close()
+    await nothing_more(await transport.open_inbox(partition, prefetch=10))
+
+
 async def test_a_consumer_the_broker_cancels_consumes_again(
     transport: RabbitMQTransport, broker: aio_pika.abc.AbstractChannel, rabbitmq_url: str
 ) -> None:

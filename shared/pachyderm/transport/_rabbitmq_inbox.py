@@ -28,6 +28,14 @@ class RabbitMQInbox:
     :class:`Delivery` is the transport's own sequence number, not the AMQP
     delivery tag: AMQP tags restart on the channel a reconnect opens, and a
     delivery taken before must never settle another message under the same tag.
+
+    Settlements (ack, dead-letter, requeue) run one at a time, each written before
+    the next is chosen: one that settles its deliveries one by one takes them out
+    of the unsettled ones first, so another's ``multiple`` ack chosen meanwhile
+    (its batch now the oldest) would cover those not yet written; their own acks
+    would then be refused and close the channel, and a requeue or dead-letter so
+    covered would be an ack (seen in chaos runs: a suspect run's batch settled
+    beside its partition's).
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class RabbitMQInbox:
         self._arrived = asyncio.Event()
         self._closed = False
         self._subscription: Subscription | None = None
+        self._settling = asyncio.Lock()  # see the class docstring
 
     @classmethod
     async def open(
@@ -97,9 +106,9 @@ class RabbitMQInbox:
         A delivery whose channel was lost is skipped: the broker took it back
         and delivers it again.
         """
-        oldest = self._are_oldest(deliveries)
-        messages = self._settle(deliveries)
-        async with translated_errors("acknowledging deliveries"):
+        async with self._settling, translated_errors("acknowledging deliveries"):
+            oldest = self._are_oldest(deliveries)
+            messages = self._settle(deliveries)
             if oldest and messages:
                 # Of a lost channel only the older ones can be: if the newest
                 # one's is live, this settles all that need it.
@@ -112,15 +121,14 @@ class RabbitMQInbox:
 
         A delivery whose channel was lost is skipped, as by :meth:`ack`.
         """
-        messages = self._settle(deliveries)
-        async with translated_errors("dead-lettering deliveries"):
-            await _settle_each(messages, reject)
+        async with self._settling, translated_errors("dead-lettering deliveries"):
+            await _settle_each(self._settle(deliveries), reject)
 
     async def requeue(self, deliveries: Sequence[Delivery]) -> None:
         """Reject those still unsettled with requeueing: the broker puts each back in
         its place (or nearer the head) and delivers it again, marked redelivered."""
-        messages = pop_still_unsettled(self._unsettled, deliveries)
-        async with translated_errors("requeueing deliveries"):
+        async with self._settling, translated_errors("requeueing deliveries"):
+            messages = pop_still_unsettled(self._unsettled, deliveries)
             await _settle_each(messages, partial(reject, requeue=True))
 
     def _are_oldest(self, deliveries: Sequence[Delivery]) -> bool:
