@@ -476,7 +476,7 @@ class PartitionQuarantine:
         if repeated:
             await self._answer_repeats(
                 [(d, recorded[key]) for d, key in repeated],
-                [key for _, key in repeated if key in counts],
+                {d.tag: key for d, key in repeated if key in counts},
             )
             answered = {d.tag for d, _ in repeated}
             deliveries = [d for d in deliveries if d.tag not in answered]
@@ -499,16 +499,14 @@ class PartitionQuarantine:
         return admission.batches
 
     async def _answer_repeats(
-        self, repeats: Sequence[_repeats.Repeat], counted: list[CommandKey]
+        self, repeats: Sequence[_repeats.Repeat], counted: dict[int, CommandKey]
     ) -> None:
-        """Answer and acknowledge redelivered commands that applied before; attempts
-        counted for them (a worker died deciding their batch after it committed) go."""
+        """Answer and acknowledge redelivered commands that applied before; settling
+        them forgets the attempts counted for them (``counted``, by delivery tag: a
+        worker died deciding their batch after it committed), as for any answered."""
         await _repeats.answer(repeats, self.transport, self.hooks, self.partition)
+        self._counted.update(counted)
         await self._settle([delivery for delivery, _ in repeats], self.inbox.ack)
-        try:
-            await self.quarantine.forget_attempts(counted)
-        except StoreError as error:  # answered already: a stale count is not worth failing
-            log.warning("partition %d: forgetting attempts failed: %s", self.partition, error)
 
     async def handle(
         self, deliveries: Sequence[Delivery], apply: Apply, partition: Serialized
