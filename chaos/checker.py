@@ -432,6 +432,7 @@ def _check_request(
     violations: Violations,
     *,
     quarantined: Mapping[tuple[uuid.UUID, str], str],
+    record: Record,
 ) -> None:
     """What the caller was told against what the store recorded for its command id."""
     entity_id = uuid.UUID(request.entity_id)
@@ -444,9 +445,11 @@ def _check_request(
         where += f" (in quarantine, {status})"
     dead = (request.entity_id, request.command_id) in observed.dead_letters
     if request.acknowledged and not applied:
-        violations.add("lost", f"{where}: acknowledged, stored as {stored}")
+        violations.add("lost", f"{where}: acknowledged, stored as {stored}{_when(request, record)}")
     elif request.confirmed and not applied and not dead:
-        violations.add("lost", f"{where}: confirmed by the broker, stored as {stored}")
+        violations.add(
+            "lost", f"{where}: confirmed by the broker, stored as {stored}{_when(request, record)}"
+        )
     elif request.refused and applied:
         violations.add("refused_applied", f"{where}: told {request.outcomes()}, applied")
     for attempt in request.attempts:
@@ -749,7 +752,7 @@ def _check_stalls(
         if took is not None and took <= stall_bound:
             continue
         shown = "never answered" if took is None else f"answered after {took:.1f} s"
-        shown += f" (first sent at {record.clock(first)} UTC"
+        shown += f" (first sent at {_sent(request, record)}"
         shown += f", partition {stored.partitions.get(entity_id, '?')}"
         if (at := committed.get((entity_id, request.command_id))) is not None:
             shown += f", committed after {record.since(at) - first:.1f} s"
@@ -758,6 +761,18 @@ def _check_stalls(
             "quarantine_violated",
             f"healthy {request.command} {request.command_id} to {entity_id}: {shown})",
         )
+
+
+def _sent(request: Request, record: Record) -> str:
+    """When ``request`` was first sent, as the run's faults and the workers' logs say it."""
+    first = request.attempts[0].sent_at if request.attempts else 0.0
+    return f"{first:.1f} s into the run, {record.clock(first)} UTC"
+
+
+def _when(request: Request, record: Record) -> str:
+    """A lost request's timeline, to set beside the faults' times and the logs."""
+    first = request.attempts[0].sent_at if request.attempts else 0.0
+    return f" (first sent at {_sent(request, record)}; {_attempts(request, first)})"
 
 
 def _attempts(request: Request, first: float) -> str:
@@ -793,7 +808,15 @@ def check(
     _check_snapshots(histories, app, stored.snapshots, violations)
     quarantined = {(row.entity_id, row.command_id): row.status for row in stored.quarantine}
     for request in record:
-        _check_request(request, histories, commands, observed, violations, quarantined=quarantined)
+        _check_request(
+            request,
+            histories,
+            commands,
+            observed,
+            violations,
+            quarantined=quarantined,
+            record=record,
+        )
     _check_effects(stored, commands, observed, violations)
     _check_origins(record, stored, commands, violations)
     _check_queries(histories, observed, violations)

@@ -37,7 +37,10 @@ async def assert_survives(
     assert not run.missed, run.missed
     assert [fault.kind for fault in run.faults] == faults
     for fault in run.faults:
-        print(f"\n{fault.kind}: {fault.detail}; recovered in {fault.recovery_s:.2f}s")
+        print(
+            f"\n{fault.kind} at {fault.at:.1f} s ({run.record.clock(fault.at)} UTC):"
+            f" {fault.detail}; recovered in {fault.recovery_s:.2f}s"
+        )
     after_faults = [r for r in run.record if r.attempts[0].sent_at > run.faults[0].at]
     assert after_faults, "the load ended before the first fault"
     assert verdict.violations.clean, f"{verdict.violations.describe()}\n{logs}"

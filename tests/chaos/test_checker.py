@@ -402,4 +402,14 @@ def test_a_confirmed_command_lost_to_the_quarantine_says_so() -> None:
     world.told(VISITS, "set-aside", SENT)
     world.stored.quarantine.append(QuarantineRow(VISITS.id, "set-aside", "quarantined", DUE, None))
     (lost,) = check(APP, world.record, world.done().stored, world.observed).found["lost"]
-    assert lost.endswith("(in quarantine, quarantined): confirmed by the broker, stored as None")
+    said = "(in quarantine, quarantined): confirmed by the broker, stored as None (first sent at"
+    assert said in lost
+
+
+def test_a_lost_command_says_when_it_was_sent_and_each_attempt() -> None:
+    world = sound()
+    world.told(VISITS, "dropped", SENT)
+    (lost,) = check(APP, world.record, world.done().stored, world.observed).found["lost"]
+    # Beside the faults' times (the scenario prints them so) it says which fault it met.
+    assert "stored as None (first sent at 0.0 s into the run, " in lost
+    assert lost.endswith("; attempts: +0.0 sent +0.1)")
