@@ -33,6 +33,7 @@ from pachyderm.transport import (
 )
 from pachyderm.transport import _rabbitmq as rabbitmq_transport
 from pachyderm.transport._amqp import underlay
+from pachyderm.transport._rabbitmq_topology import declare_partition_queue
 from pachyderm.transport._topology import MAX_PARTITIONS
 
 PARTITIONS = 4
@@ -326,6 +327,20 @@ async def test_deleting_a_grown_topology_leaves_no_growth_behind(
     await transport.delete_topology()
     exchanges = [*growths, *rings, topology.ring_exchange]
     await assert_gone(rabbitmq_url, map(grown.partition_queue, range(16)), exchanges)
+
+
+async def test_deleting_removes_the_queues_of_a_growth_stopped_before_its_record(
+    transport: RabbitMQTransport, rabbitmq_url: str
+) -> None:
+    """A growth declares its queues first: stopped there, the namespace's layout says
+    the old count, and its queues are deleted all the same."""
+    grown = replace(transport.topology, partitions=8)
+    async with await connect_to_broker(rabbitmq_url) as connection:
+        channel = await connection.channel()
+        for partition in range(PARTITIONS, 8):
+            await declare_partition_queue(channel, partition, grown)
+    await transport.delete_topology()
+    await assert_gone(rabbitmq_url, map(grown.partition_queue, range(8)), [])
 
 
 async def assert_gone(url: str, queues: Iterable[str], exchanges: Iterable[str]) -> None:

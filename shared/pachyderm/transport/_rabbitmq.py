@@ -49,7 +49,9 @@ from ._rabbitmq_ring import build_ring, layout, partitioning_exchanges, publish_
 from ._rabbitmq_topology import (
     declare_topology,
     declare_work_queue,
+    grown_queue,
     partition_queues,
+    partitions_past,
 )
 from ._rabbitmq_unrouted import route_again
 from ._topology import Topology
@@ -365,6 +367,9 @@ class RabbitMQTransport:
             topology = replace(self.topology, partitions=found.partitions)
             queues = [
                 *partition_queues(topology),
+                # A growth stopped before its record (its queues declared first) has
+                # queues past the count the layout says.
+                *[grown_queue(topology, p) async for p, _ in partitions_past(channel, topology)],
                 topology.dead_letter_queue,
                 topology.unrouted_effects_queue,
                 *map(topology.effects_queue, sorted(self._effect_groups)),

@@ -61,6 +61,12 @@ def partition_queues(topology: Topology) -> list[str]:
     return [topology.partition_queue(partition) for partition in range(topology.partitions)]
 
 
+def grown_queue(topology: Topology, partition: int) -> str:
+    """The queue of ``partition`` once ``topology`` grew to hold it (a name's width
+    follows the count)."""
+    return replace(topology, partitions=partition + 1).partition_queue(partition)
+
+
 async def partitions_past(
     channel: AbstractChannel, topology: Topology
 ) -> AsyncIterator[tuple[int, Queue.DeclareOk]]:
@@ -69,7 +75,7 @@ async def partitions_past(
     Asked beside ``channel``, on its connection."""
     async with probing(channel) as probe:
         for partition in range(topology.partitions, MAX_PARTITIONS):
-            name = replace(topology, partitions=partition + 1).partition_queue(partition)
+            name = grown_queue(topology, partition)
             if (queue := await probe.queue(name)) is None:
                 return  # the namespace's last partition queue is behind
             yield partition, queue
