@@ -6,19 +6,21 @@ answered; what the child reports is tested on :func:`survives` itself."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pachyderm import CommandQuarantinedError, Ref
 from pachyderm._wire import Request
-from pachyderm.worker import Engine
-from pachyderm.worker._isolation import HandlerDiedError, first_to_die, survives
+from pachyderm.worker import Engine, _isolation
+from pachyderm.worker._isolation import Children, HandlerDiedError, first_to_die, survives
 
 from .poison_app import APP, Crash, Lane, Poison, Step
 from .test_partition_quarantine import World, switch, world
@@ -95,6 +97,85 @@ async def test_a_dead_child_names_the_command_it_died_deciding(
     assert not died.blames(other.id)
     assert str(died).startswith(f"deciding command {poison!r} for {ref} killed or hung")
     assert await world.steps(ref) == []  # the child only probes: nothing committed
+
+
+async def test_no_more_children_at_once_than_the_worker_allows() -> None:
+    children = Children(2)
+    inside: list[int] = []
+    most = 0
+    release = asyncio.Event()
+
+    async def isolated() -> None:
+        nonlocal most
+        async with children.slot(0):
+            inside.append(1)
+            most = max(most, len(inside))
+            await release.wait()
+            inside.pop()
+
+    tasks = [asyncio.create_task(isolated()) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert len(inside) == 2  # the other three wait for a child's slot
+    release.set()
+    await asyncio.gather(*tasks)
+    assert most == 2
+
+
+@pytest.mark.parametrize(("long_wait", "level"), [(1.0, logging.DEBUG), (0.1, logging.WARNING)])
+async def test_a_wait_for_a_child_s_slot_is_logged_with_how_long(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, long_wait: float, level: int
+) -> None:
+    """To trace stalls under churn: a debug line when a suspect batch's child waited for a slot
+    (none when one was free), a warning when it waited long."""
+    monkeypatch.setattr(_isolation, "LONG_CHILD_WAIT", long_wait)
+    children = Children(1)
+    release = asyncio.Event()
+
+    async def isolated() -> None:
+        async with children.slot(7):
+            await release.wait()
+
+    with caplog.at_level(logging.DEBUG, "pachyderm.quarantine"):
+        first = asyncio.create_task(isolated())
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(isolated())
+        await asyncio.sleep(0.2)
+        release.set()
+        await asyncio.gather(first, second)
+    [waited] = [r for r in caplog.records if getattr(r, "event", "") == "quarantine.child_wait"]
+    assert waited.levelno == level
+    assert getattr(waited, "partition", None) == 7
+    assert getattr(waited, "waited", 0) >= 0.15
+    assert waited.getMessage().startswith("partition 7: a suspect batch waited 0.")
+
+
+async def test_a_child_s_slot_is_free_again_before_its_batch_commits(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot bounds forked children, not suspect batches: held from the fork to the
+    child's end, it is free while the worker decides and commits the batch itself
+    (held for all of it, redelivered batches queued under churn for slots no child
+    used: session 18's poison benchmark)."""
+    children = Children(1)
+    committing, may_commit = asyncio.Event(), asyncio.Event()
+    commit = world.store.commit
+
+    async def held_commit(*args: Any, **kwargs: Any) -> Any:
+        committing.set()
+        await may_commit.wait()
+        return await commit(*args, **kwargs)
+
+    monkeypatch.setattr(world.store, "commit", held_commit)
+    engine = Engine(APP, world.store, children=children)
+    ref = Lane.ref(str(uuid.uuid4()))
+    batch = asyncio.create_task(engine.run([_request(ref, Step(1))], isolate=5.0))
+    await asyncio.wait_for(committing.wait(), 10)
+    async with asyncio.timeout(1):  # its child has ended: another may fork
+        async with children.slot(0):
+            pass
+    may_commit.set()
+    await batch
+    assert await world.steps(ref) == [1]
 
 
 def _children() -> set[str]:

@@ -25,7 +25,7 @@ from pachyderm.store._sqlite_quarantine import SqliteQuarantine
 from pachyderm.transport import Delivery, Message
 from pachyderm.worker import PartitionWorker, _engine, _quarantine
 from pachyderm.worker._isolation import first_to_die
-from pachyderm.worker._quarantine import PartitionQuarantine, Turns, _Admission
+from pachyderm.worker._quarantine import PartitionQuarantine, _Admission
 from pachyderm.worker._suspect_runs import SuspectRun, SuspectRuns
 from pachyderm.worker._watchdog import Watchdog
 
@@ -332,56 +332,6 @@ async def test_once_stopped_a_batch_is_set_aside_not_run() -> None:
     await asyncio.sleep(0)
     assert started == []
     assert runs.aside(suspect)
-
-
-async def test_no_more_children_at_once_than_the_worker_allows() -> None:
-    turns = Turns(children=2)
-    inside: list[int] = []
-    most = 0
-    release = asyncio.Event()
-
-    async def isolated() -> None:
-        nonlocal most
-        async with turns.isolated():
-            inside.append(1)
-            most = max(most, len(inside))
-            await release.wait()
-            inside.pop()
-
-    tasks = [asyncio.create_task(isolated()) for _ in range(5)]
-    await asyncio.sleep(0.05)
-    assert len(inside) == 2  # the other three wait for a child's slot
-    release.set()
-    await asyncio.gather(*tasks)
-    assert most == 2
-
-
-@pytest.mark.parametrize(("long_wait", "level"), [(1.0, logging.DEBUG), (0.1, logging.WARNING)])
-async def test_a_wait_for_a_child_s_slot_is_logged_with_how_long(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, long_wait: float, level: int
-) -> None:
-    """To trace stalls under churn: a debug line when a suspect batch waited for a slot
-    (none when one was free), a warning when it waited long."""
-    monkeypatch.setattr(_quarantine, "_LONG_CHILD_WAIT", long_wait)
-    turns = Turns(children=1)
-    release = asyncio.Event()
-
-    async def isolated() -> None:
-        async with turns.isolated(7):
-            await release.wait()
-
-    with caplog.at_level(logging.DEBUG, "pachyderm.quarantine"):
-        first = asyncio.create_task(isolated())
-        await asyncio.sleep(0.01)
-        second = asyncio.create_task(isolated())
-        await asyncio.sleep(0.2)
-        release.set()
-        await asyncio.gather(first, second)
-    [waited] = [r for r in caplog.records if getattr(r, "event", "") == "quarantine.child_wait"]
-    assert waited.levelno == level
-    assert getattr(waited, "partition", None) == 7
-    assert getattr(waited, "waited", 0) >= 0.15
-    assert waited.getMessage().startswith("partition 7: a suspect batch waited 0.")
 
 
 async def test_a_run_whose_winding_up_fails_lets_its_entity_go(

@@ -64,7 +64,7 @@ from ._firing import fire_elsewhere
 from ._firing import with_timers as _with_timers
 from ._group_commit import GroupCommit
 from ._interruption import HandlerOverran, interruptible, settle
-from ._isolation import HandlerDiedError, first_to_die
+from ._isolation import Children, HandlerDiedError, first_to_die
 
 log = logging.getLogger("pachyderm.worker")
 
@@ -150,9 +150,13 @@ class Engine:
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         hooks: WorkerHooks | None = None,
+        children: Children | None = None,
     ) -> None:
+        """``children``: the forked children deciding suspect batches at once (see
+        :mod:`._isolation`)."""
         self.app = app
         self.hooks = hooks or WorkerHooks()
+        self.children = children or Children()
         self.store = store
         self._group_commit = GroupCommit(store)
         self.cache = cache if cache is not None else EntityCache()
@@ -292,7 +296,8 @@ class Engine:
         for lane in lanes:
             deciding = self._deciding(lane, partition)  # advanced in the child only
             steps.extend(partial(next, deciding, None) for _ in lane.steps)
-        died = await first_to_die(steps, limit)
+        async with self.children.slot(partition):
+            died = await first_to_die(steps, limit)
         if died is not None:
             culprit = [step.request for lane in lanes for step in lane.steps][died]
             others = ", ".join(str(lane.ref) for lane in lanes if lane.ref != culprit.ref)

@@ -35,19 +35,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
+import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from .._errors import PachydermError
 from .._reference import Ref
+
+log = logging.getLogger("pachyderm.quarantine")
 
 _SURVIVED = b"1"
 _STEPPED = b"."
 _ORPHAN_MARGIN = 1.0  # seconds a child outlives its limit at most, its worker dead
 _MAX_FILES = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
+# Forked children a worker runs at once (a broker's restart redelivers every partition's
+# batch in flight, each a suspect).
+CHILDREN = 8
+# A wait for a child's slot this long (seconds) is a warning, not a debug line: the
+# worker's isolation is saturated, and an entity's redelivered commands wait with it.
+LONG_CHILD_WAIT = 1.0
 
 
 class HandlerDiedError(PachydermError):
@@ -73,6 +83,41 @@ class HandlerDiedError(PachydermError):
         if self.culprit.id != entity_id:
             return False
         return command_id is None or self.command_id is None or self.command_id == command_id
+
+
+class Children:
+    """How many forked children a worker runs at once: ``most``.
+
+    A slot is held from the fork to the child's end only, not while the worker then
+    decides, commits and answers the batch itself, which under churn takes several
+    times as long as the child (poison benchmark, session 18: a child 31 ms at the
+    median, the whole suspect batch 167 ms): held for all of it, the slots, not the
+    children, were what the redelivered batches queued for."""
+
+    def __init__(self, most: int = CHILDREN) -> None:
+        self.most = most
+        self._slots = asyncio.Semaphore(most)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, partition: int) -> AsyncIterator[None]:
+        """Around one child of ``partition``'s; a wait for the slot is logged with how
+        long it took (to trace stalls under churn), a free slot costs nothing more."""
+        waiting = time.monotonic() if self._slots.locked() else None
+        async with self._slots:
+            if waiting is not None:
+                _log_wait(partition, time.monotonic() - waiting, self.most)
+            yield
+
+
+def _log_wait(partition: int, waited: float, most: int) -> None:
+    log.log(
+        logging.WARNING if waited >= LONG_CHILD_WAIT else logging.DEBUG,
+        "partition %d: a suspect batch waited %.3f s for a child's slot (%d at most at once)",
+        partition,
+        waited,
+        most,
+        extra={"event": "quarantine.child_wait", "partition": partition, "waited": waited},
+    )
 
 
 def can_isolate() -> bool:

@@ -68,7 +68,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -105,11 +104,6 @@ _CHUNK = 16
 # Entities with risky deliveries in one batch up to which each entity's are decided in
 # children of their own (a fork costs the worker about 2 to 6 ms of CPU, by its size).
 _BY_ENTITY = 32
-# Suspect batches a worker decides in forked children at once (see Turns.isolated).
-_CHILDREN = 8
-# A wait for a child's slot this long (seconds) is a warning, not a debug line: the
-# worker's isolation is saturated, and an entity's redelivered commands wait with it.
-_LONG_CHILD_WAIT = 1.0
 # Synthetic deliveries (stored commands run again) have tags below zero, which no
 # broker hands out: settling them is the quarantine's business, not the inbox's.
 _synthetic_tags = itertools.count(-1, -1)
@@ -143,10 +137,8 @@ class Turns:
     would otherwise count an attempt against every command of it, and a healthy
     command unlucky enough to be beside a poison three times would be quarantined."""
 
-    def __init__(self, children: int = _CHILDREN) -> None:
+    def __init__(self) -> None:
         self._running = 0  # uncounted batches in flight
-        self._children = asyncio.Semaphore(children)
-        self._most = children
         self._idle = asyncio.Event()
         self._idle.set()
         self._open = asyncio.Event()  # no counted batch waits or runs
@@ -166,33 +158,6 @@ class Turns:
             self._running -= 1
             if not self._running:
                 self._idle.set()
-
-    @asynccontextmanager
-    async def isolated(self, partition: int = 0) -> AsyncIterator[None]:
-        """Around a batch of ``partition`` decided in a forked child first: it runs with
-        the others, but no more than ``children`` such batches of the worker's at once (a
-        broker's restart redelivers every partition's batch in flight, each a suspect)."""
-        # Timed only when it must wait (to trace stalls under churn): a free slot costs
-        # nothing more. A long wait is a warning (saturated isolation), a short one debug.
-        waiting = time.monotonic() if self._children.locked() else None
-        async with self._children:
-            if waiting is not None:
-                waited = time.monotonic() - waiting
-                log.log(
-                    logging.WARNING if waited >= _LONG_CHILD_WAIT else logging.DEBUG,
-                    "partition %d: a suspect batch waited %.3f s for a child's slot"
-                    " (%d at most at once)",
-                    partition,
-                    waited,
-                    self._most,
-                    extra={
-                        "event": "quarantine.child_wait",
-                        "partition": partition,
-                        "waited": waited,
-                    },
-                )
-            async with self.together():
-                yield
 
     @asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
@@ -643,7 +608,9 @@ class PartitionQuarantine:
         for delivery in batch:
             self._uncounted.discard(delivery.tag)
             self._suspects.discard(delivery.tag)
-        async with self.options.turns.isolated(self.partition):
+        # Beside the others; its child waits for one of the worker's slots (see
+        # :class:`~._isolation.Children`), the rest of it for nothing.
+        async with self.options.turns.together():
             try:
                 yield limit
             except HandlerDiedError as error:
