@@ -58,6 +58,10 @@ HERE = Path(__file__).parent
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "results.md"
 _REFUSED_SETTLEMENT = re.compile(r"PRECONDITION_FAILED - unknown delivery tag \d+")
+# quarantine.child_wait as a warning: a wait of a second or more for a child's slot.
+_LONG_CHILD_WAIT = re.compile(
+    r"WARNING pachyderm\.quarantine: partition \d+: a suspect batch waited"
+)
 
 
 def schedule(run: ChaosRun, target: int, rng: random.Random) -> Iterator[str]:
@@ -273,6 +277,8 @@ def markdown(figures: dict[str, Any]) -> str:
         f"| dead letters | {figures['dead_letters']:,} |",
         "| acks and rejects the broker refused (in the workers' logs)"
         f" | {figures.get('refused_settlements', '-')} |",
+        "| waits of a second or more for a child's slot (in the workers' logs)"
+        f" | {figures.get('long_child_waits', '-')} |",
         f"| snapshots | {figures['snapshots']:,} |",
         *timer_rows(figures["timers"]),
         *poison_rows(figures["poisons"]),
@@ -360,6 +366,7 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
                     print(verdict.violations.describe(arguments.show), file=sys.stderr)
                 figures = results(run, verdict, arguments, time.monotonic() - started)
                 figures["refused_settlements"] = refused_settlements(folder)
+                figures["long_child_waits"] = long_child_waits(folder)
                 return figures
     finally:
         await asyncio.to_thread(private.close)
@@ -372,6 +379,16 @@ def refused_settlements(folder: Path) -> int:
     # Every settlement waiting on the channel fails with the one refusal: counted once.
     return sum(
         len(set(_REFUSED_SETTLEMENT.findall(log.read_text(errors="replace"))))
+        for log in folder.glob("*.log")
+    )
+
+
+def long_child_waits(folder: Path) -> int:
+    """Suspect batches that waited a second or more for a child's slot, in the workers'
+    logs: the isolation saturated (2,144 in a run before ee69e83, which holds a slot
+    for the child only)."""
+    return sum(
+        len(_LONG_CHILD_WAIT.findall(log.read_text(errors="replace")))
         for log in folder.glob("*.log")
     )
 

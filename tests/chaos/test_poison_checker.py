@@ -119,5 +119,6 @@ def test_a_stall_shows_its_partition_and_when_it_committed() -> None:
     world.stored.partitions = {VISITS.id: 5}
     (found,) = violations(world)
     took = world.record.since(committed_at) - 1.0
-    assert f"answered after 79.0 s (first sent at {world.record.clock(1.0)} UTC" in found
+    clock = world.record.clock(1.0)
+    assert f"answered after 79.0 s (first sent at 1.0 s into the run, {clock} UTC" in found
     assert f", partition 5, committed after {took:.1f} s; by raw, attempts: +0.0 ok +79.0)" in found
