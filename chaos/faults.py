@@ -52,7 +52,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected fault: what, when (seconds into the run), and the recovery it took."""
+    """One injected fault: what, when it took effect (seconds into the run), and the
+    recovery it took."""
 
     kind: str
     at: float
@@ -330,9 +331,10 @@ async def inject(target: Target, name: str, clock: Callable[[], float]) -> Fault
     run's time, for the record.
     """
     kind = kinds()[name]()
-    at = clock()
     detail = await kind.start(target)
-    effective = time.monotonic()
+    # When it took effect, not when it was asked for: a cluster node's fault first asks
+    # the cluster which node leads the most queues, which can take seconds.
+    at, effective = clock(), time.monotonic()
     ending = asyncio.create_task(kind.end(target))
     try:
         await target.probe()

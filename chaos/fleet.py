@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,7 +208,15 @@ class ChaosFleet:
         return [code for w in self.fleet.workers if (code := w.process.poll()) is not None]
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {w.name}\n{w.log.read_text(errors='replace')[-3000:]}"
-            for w in [*self.fleet.workers, *self.projections]
-        )
+        """Each process's log: its lines on commands set aside (dead-lettered, fenced,
+        whose settlement the broker refused or whose channel was lost), then its end."""
+        shown = []
+        for w in [*self.fleet.workers, *self.projections]:
+            said = w.log.read_text(errors="replace")
+            noted = [line for line in said.splitlines() if _NOTED.search(line)][-40:]
+            shown.append(f"--- {w.name}\n" + "".join(f"{line}\n" for line in noted))
+            shown.append(f"(the end)\n{said[-3000:]}")
+        return "\n".join(shown)
+
+
+_NOTED = re.compile(r"dead-lettering|fenced|refused \(|lost its channel|gave up")

@@ -62,7 +62,7 @@ from .load import ClientCaller, Command, Load, Patience, RawCaller, Sender, Work
 from .poison import Operator, Supervisor
 from .rabbitmq_cluster import RabbitMQCluster
 from .record import Record
-from .services import PrivateServices
+from .services import PrivateServices, ServiceUnavailableError
 from .sink import EffectSink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,9 @@ class Verdict:
     settled: bool
     effects_routed_again: int  # taken from the unrouted-effects queue by the sink's passes
     sink_queue: dict[str, int] | None = None  # its ready messages and consumers at the end
+    # The namespace's queues as a private broker lists them, when the run did not settle:
+    # a confirmed command never stored may yet be in one (stuck, not lost).
+    queues: str = ""
 
 
 @dataclass(slots=True)
@@ -287,7 +290,27 @@ class ChaosRun:
             violations.found[kind].extend(found)
         unanswered = len(self.record.unanswered())
         routed_again, sink_queue = self.sink.routed_again, await self.sink.queue_state()
-        return Verdict(violations, stored, observed, unanswered, settled, routed_again, sink_queue)
+        queues = "" if settled else await asyncio.to_thread(self._queues)
+        return Verdict(
+            violations, stored, observed, unanswered, settled, routed_again, sink_queue, queues
+        )
+
+    def _queues(self) -> str:
+        """The namespace's queues (messages ready and unacknowledged, consumers, leader) as
+        the private broker's ``rabbitmqctl`` lists them; "" on the machine's broker."""
+        services = self.services
+        private = services.private.rabbitmq if services.private is not None else None
+        ctl = services.cluster.ctl if services.cluster is not None else None
+        ctl = ctl or (private.ctl if private is not None else None)
+        if ctl is None:
+            return ""
+        columns = ("name", "messages_ready", "messages_unacknowledged", "consumers", "leader")
+        try:
+            listed = ctl("list_queues", *columns, "-q")
+        except ServiceUnavailableError as error:
+            return f"the queues could not be listed: {error}"
+        namespace = self.fleet.namespace
+        return "\n".join(line for line in listed.splitlines() if line.startswith(namespace))
 
     async def _poisons_resolved(self, timeout: float) -> bool:
         """Wait until every poison sent is quarantined, none waits for a decision or for

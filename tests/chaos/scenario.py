@@ -43,7 +43,7 @@ async def assert_survives(
         )
     after_faults = [r for r in run.record if r.attempts[0].sent_at > run.faults[0].at]
     assert after_faults, "the load ended before the first fault"
-    assert verdict.violations.clean, f"{verdict.violations.describe()}\n{logs}"
+    assert verdict.violations.clean, f"{verdict.violations.describe()}\n{verdict.queues}\n{logs}"
     assert verdict.unanswered == 0, f"{describe_unanswered(run.record)}\n{logs}"
     assert verdict.settled, "effects or commands were still on their way"
     if options.ticket_share:

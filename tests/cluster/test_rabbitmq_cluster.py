@@ -7,6 +7,7 @@ benchmark, ``python -m bench.cluster``, records it)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -65,6 +66,27 @@ FAULTS = [
 
 
 async def test_the_fleet_serves_on_through_a_node_lost_paused_and_a_rolling_restart(
-    tmp_path: Path, services: Services
+    tmp_path: Path, services: Services, rabbitmq_cluster: RabbitMQCluster
 ) -> None:
-    await assert_survives(tmp_path, services, FAULTS, commands=1_000)
+    try:
+        await assert_survives(tmp_path, services, FAULTS, commands=1_000)
+    except AssertionError as failed:
+        # An intermittent loss of a confirmed command (2 CI runs of 3 in sessions 17 and
+        # 18): what the broker holds and says, to tell a message stuck in a queue from
+        # one the broker lost.
+        raise AssertionError(f"{failed}\n{broker_account(rabbitmq_cluster)}") from None
+
+
+def broker_account(cluster: RabbitMQCluster) -> str:
+    """The nodes' log lines on quorum queues, leaders and partitions (the queues as they
+    were before the namespace was deleted are in the verdict, ``Verdict.queues``)."""
+    lines = []
+    for node in cluster.nodes:
+        log = node.folder / "log" / f"{node.node}.log"
+        said = log.read_text(errors="replace").splitlines() if log.exists() else []
+        lines.append(f"--- {node.node}: {len(said)} lines, those on queues and leaders:")
+        lines += [line for line in said if _NOTED.search(line)][-60:]
+    return "\n".join(lines)
+
+
+_NOTED = re.compile(r"leader|quorum|partition|enqueue|dropp|lost|error", re.IGNORECASE)
