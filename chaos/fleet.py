@@ -207,6 +207,14 @@ class ChaosFleet:
         """The exit statuses of the workers that ended, in start order."""
         return [code for w in self.fleet.workers if (code := w.process.poll()) is not None]
 
+    async def log_stacks(self) -> None:
+        """Have every live worker log its tasks' stacks (SIGUSR2, as an operator would),
+        to see where a partition that stopped taking its deliveries waits."""
+        for worker in self.live():
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGUSR2)
+        await asyncio.sleep(1.0)
+
     def logs(self) -> str:
         """Each process's log: its lines on commands set aside (dead-lettered, fenced,
         whose settlement the broker refused or whose channel was lost), then its end."""
@@ -219,4 +227,4 @@ class ChaosFleet:
         return "\n".join(shown)
 
 
-_NOTED = re.compile(r"dead-lettering|fenced|refused \(|lost its channel|gave up")
+_NOTED = re.compile(r"dead-lettering|fenced|refused \(|lost its channel|gave up|stacks of")

@@ -290,7 +290,10 @@ class ChaosRun:
             violations.found[kind].extend(found)
         unanswered = len(self.record.unanswered())
         routed_again, sink_queue = self.sink.routed_again, await self.sink.queue_state()
-        queues = "" if settled else await asyncio.to_thread(self._queues)
+        queues = ""
+        if not settled:
+            queues = await asyncio.to_thread(self._queues)
+            await self.fleet.log_stacks()  # where a partition holding deliveries waits
         return Verdict(
             violations, stored, observed, unanswered, settled, routed_again, sink_queue, queues
         )

@@ -291,6 +291,10 @@ class FaultyTransport:
         self._faults = faults
         self.topology = transport.topology
 
+    @property
+    def reconnects(self) -> int:
+        return getattr(self._transport, "reconnects", 0)  # see worker._reachability
+
     async def publish_command(self, message: Message) -> None:
         # The worker publishes commands only as effects: a Send to another entity.
         self._faults.reached("before_effects")

@@ -11,6 +11,7 @@ import aio_pika
 import aiormq
 import pytest
 
+from chaos.worker import cut_broker_sockets
 from pachyderm import TransportError, TransportUnavailableError
 from pachyderm._repartition import RepartitionError, grow_partitions
 from pachyderm.testing import DeadLetters, TransportContract
@@ -367,3 +368,18 @@ async def test_racing_starts_share_one_connection(
     monkeypatch.setattr(rabbitmq_transport, "connect_to_broker", counted)
     await asyncio.gather(transport.start(), transport.start())
     assert len(connected) == 1
+
+
+async def test_a_connection_made_again_is_counted(
+    transport: RabbitMQTransport, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker opens its partitions again once its connection was made again (its
+    channels were restored, not opened anew: pachyderm.worker._reachability)."""
+    assert transport.reconnects == 0
+    monkeypatch.setenv("PACHYDERM_AMQP_URL", rabbitmq_url)
+    assert cut_broker_sockets() >= 1  # this process's sockets to the broker
+    for _ in range(300):  # 30 s: aio-pika tries again after 5 s
+        if transport.reconnects:
+            break
+        await asyncio.sleep(0.1)
+    assert transport.reconnects == 1

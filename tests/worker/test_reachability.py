@@ -60,3 +60,23 @@ async def test_the_broker_is_lost_after_its_patience_and_back_once_it_answers(wa
 def test_the_patience_must_be_positive() -> None:
     with pytest.raises(ValueError, match="patience"):
         Reachability(Unplugged(), 0)
+
+
+class Reconnected(Unplugged):
+    """Reachable throughout, but its connection is made again now and then."""
+
+    reconnects = 0
+
+
+async def test_a_connection_made_again_counts_as_lost_though_the_broker_answers() -> None:
+    """Its channels were restored, not opened again: a partition so restored was seen
+    to take no delivery again (see the module). Not so for a transport that does not
+    count its reconnects."""
+    transport = Reconnected()
+    await transport.start()
+    probe = Reachability(transport, PATIENCE)
+    lost = asyncio.create_task(probe.lost())
+    await asyncio.sleep(PATIENCE * 2)
+    assert not lost.done()
+    transport.reconnects += 1
+    await asyncio.wait_for(lost, PATIENCE * 2)

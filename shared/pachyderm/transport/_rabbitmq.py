@@ -123,6 +123,7 @@ class RabbitMQTransport:
         self._connection_name = connection_name
         self._session: _Session | None = None
         self._starting = asyncio.Lock()
+        self._reconnects = 0
         self._inboxes: set[RabbitMQInbox] = set()
         self._effect_groups: set[str] = set()
         self._tags = count(1)
@@ -158,10 +159,17 @@ class RabbitMQTransport:
         connection.reconnect_callbacks.add(self._on_reconnect)
         return _Session(connection, publisher, replier, consumer, effects)
 
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was lost and made again: its channels were then
+        restored by aio-pika, not opened anew (a worker opens its partitions again)."""
+        return self._reconnects
+
     def _on_reconnect(self, _connection: object, /) -> None:
         """The broker may have restarted, and its transient hash ring with it
         (:mod:`._rabbitmq_ring`): until a process rebuilds it, commands are returned
         unroutable. Rebuilt in a task: the reconnect completes first."""
+        self._reconnects += 1
         if self._session is not None:
             self._rebuilding = asyncio.ensure_future(self._build_ring(self._session.connection))
             self._rebuilding.add_done_callback(_report_unbuilt)

@@ -8,17 +8,33 @@ times out. A connection that is up but silent (a network cut that drops packets
 rather than refusing them) is noticed only once the AMQP heartbeat gives it up:
 put ``heartbeat=<seconds>`` in the AMQP URL to bound that (aiormq closes the
 connection after about three heartbeats; the default, 60, takes three minutes).
+
+A connection lost and made again within the patience counts as lost too, on a
+transport that counts its reconnects (:class:`Reconnecting`: RabbitMQ's): aio-pika
+restores the channels of the old connection, consumers included, and a partition so
+restored was seen to take no delivery again while its queue held dozens for it,
+unacknowledged (a three-node cluster's rolling restart, session 18); a worker that
+left and opened its partitions again never was. So the worker leaves and joins again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol, runtime_checkable
 
 from ..telemetry import broker_check
 from ..transport import Transport
 
 log = logging.getLogger("pachyderm.worker")
+
+
+@runtime_checkable
+class Reconnecting(Protocol):
+    """A transport that counts the times its connection was made again."""
+
+    @property
+    def reconnects(self) -> int: ...
 
 
 class Reachability:
@@ -29,12 +45,21 @@ class Reachability:
             raise ValueError(f"broker patience must be positive, not {patience}")
         self._probe = broker_check(transport)
         self._patience = patience
+        self._transport = transport
+
+    def _reconnects(self) -> int:
+        return self._transport.reconnects if isinstance(self._transport, Reconnecting) else 0
 
     async def lost(self) -> None:
-        """Return once the broker has been out of reach for ``patience`` seconds."""
+        """Return once the broker has been out of reach for ``patience`` seconds, or
+        the connection was made again (see the module)."""
         loop = asyncio.get_running_loop()
         since: float | None = None
+        reconnects = self._reconnects()
         while True:
+            if self._reconnects() != reconnects:
+                log.warning("the broker connection was lost and made again")
+                return
             if await self._reaches():
                 since = None
             elif since is None:
