@@ -103,7 +103,8 @@ class Settings(BaseSettings):
         description="seconds a worker may stay without reaching the broker (its connection"
         " lost, reconnecting in vain) before it gives up its partitions to the others until"
         " it reaches the broker again; longer rides out a cluster node's failover or a broker"
-        " blocking publishers, at the cost of partitions unserved meanwhile",
+        " blocking publishers, at the cost of partitions unserved meanwhile; a connection"
+        " made again sooner counts too (the worker then opens its partitions anew)",
     )
     effects_grace: float = Field(
         5.0,

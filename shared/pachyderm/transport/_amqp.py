@@ -36,6 +36,12 @@ OnDelivery = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 
 # What aio-pika and aiormq raise when the broker refuses or cannot be reached.
 FAILURES = (OSError, aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError)
+# Seconds a confirmed publish waits for the broker's confirm. A quorum queue confirms
+# once a majority wrote the message, seconds at most while a leader is elected; but
+# RabbitMQ 3.10's sometimes never confirms a publish sent around a leader's move (a
+# worker's batch waited on one for good in the cluster test, session 18). Its outcome
+# is then unknown: the publisher tries again with the same id, which dedupes it.
+CONFIRM_PATIENCE = 15.0
 
 
 def translated(error: BaseException, action: str) -> TransportError | OverloadedError:
@@ -134,7 +140,13 @@ async def publish(channel: AbstractChannel, exchange: str, message: Message, act
             routing_key=message.routing_key,
             properties=properties(message, DeliveryMode.PERSISTENT),
             mandatory=True,
+            timeout=CONFIRM_PATIENCE,
         )
+    except TimeoutError:
+        raise TransportUnavailableError(
+            f"{action}: RabbitMQ did not confirm it within {CONFIRM_PATIENCE:g} s;"
+            " whether it was published is unknown"
+        ) from None
     except FAILURES as error:
         raise translated(error, action) from error
 
