@@ -30,6 +30,7 @@ from pachyderm.store import OutboxEntry
 from pachyderm.telemetry import Telemetry, TelemetryHooks, install_telemetry
 from pachyderm.telemetry._messaging import publishing
 from pachyderm.transport import Message
+from pachyderm.transport._reply_bundles import bundled, bundling_address, unbundled
 
 from .document import Json, content_type, declared_headers, document, mismatches
 
@@ -73,6 +74,13 @@ def assert_is(spec: Json, name: str, message: Message) -> None:
         headers=message.headers,
     )
     assert problems == []
+
+
+def reply_problems(spec: Json, reply: Message) -> list[str]:
+    """How a reply, in either content type, differs from the document's."""
+    return mismatches(
+        spec, "Reply", body=reply.body, content_type=reply.content_type, headers=reply.headers
+    )
 
 
 def commands() -> list[Message]:
@@ -214,6 +222,20 @@ def test_replies_are_the_document_s_replies(spec: Json) -> None:
         assert reply.correlation_id == "corr-1"
 
 
+def test_replies_bundled_for_one_caller_are_the_document_s_bundle(spec: Json) -> None:
+    address = bundling_address("pachyderm", "caller")
+    request = replace(commands()[1], reply_to=address, correlation_id="corr-1")
+    json_request = replace(request, body=b'{"owner": "Alice"}', content_type=codec.JSON)
+    replies = [*_replies(request), *_replies(json_request)]
+    [bundle] = bundled("pachyderm", replies)
+    assert bundle.content_type == content_type(spec, "ReplyBundle")
+    # Its body is msgpack; its content type names the bundle, not the codec.
+    assert mismatches(spec, "ReplyBundle", body=bundle.body, content_type=None, headers={}) == []
+    for reply in unbundled(bundle):
+        assert reply_problems(spec, reply) == []
+    assert list(unbundled(bundle)) == replies
+
+
 def test_a_json_request_gets_a_json_reply_the_document_describes(spec: Json) -> None:
     request = replace(
         commands()[1],
@@ -223,16 +245,7 @@ def test_a_json_request_gets_a_json_reply_the_document_describes(spec: Json) -> 
     )
     for reply in _replies(request):
         assert reply.content_type == codec.JSON
-        assert (
-            mismatches(
-                spec,
-                "Reply",
-                body=reply.body,
-                content_type=reply.content_type,
-                headers=reply.headers,
-            )
-            == []
-        )
+        assert reply_problems(spec, reply) == []
 
 
 def test_the_check_catches_messages_the_document_does_not_describe(spec: Json) -> None:

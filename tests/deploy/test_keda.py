@@ -181,6 +181,7 @@ def test_the_queue_pattern_matches_every_partition_queue_and_nothing_else(
         topology.effects_queue("handlers"),
         topology.dead_letter_queue,
         f"{namespace}.replies.0123456789abcdef0123456789abcdef",
+        f"{namespace}.replies.bundled.0123456789abcdef0123456789abcdef",
         Topology(f"{namespace}_b", topology.partitions).partition_queue(0),
         Topology(f"x{namespace}", topology.partitions).partition_queue(0),
         f"{topology.partition_queue(0)}.x",

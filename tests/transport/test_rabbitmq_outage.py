@@ -4,24 +4,15 @@ part of aio-pika or aiormq notices it first: callers retry outages and nothing e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 
 from pachyderm import TransportUnavailableError
-from pachyderm.transport import Message, RabbitMQTransport, Topology, _amqp
+from pachyderm.transport import Message, RabbitMQTransport, _amqp
 from pachyderm.transport._amqp import translated_errors
 
 pytestmark = pytest.mark.rabbitmq
-
-
-@pytest.fixture
-async def transport(rabbitmq_url: str, namespace: str) -> AsyncIterator[RabbitMQTransport]:
-    transport = RabbitMQTransport(rabbitmq_url, Topology(namespace, 2))
-    await transport.start()
-    yield transport
-    await transport.delete_topology()
 
 
 async def test_a_pass_over_waiting_effects_on_a_lost_connection_is_an_outage(

@@ -54,6 +54,7 @@ from ._rabbitmq_topology import (
     partitions_past,
 )
 from ._rabbitmq_unrouted import route_again
+from ._reply_bundles import bundled, bundling_address, unbundled
 from ._topology import Topology
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ _EFFECT_PREFETCH = 16
 
 async def _deliver_reply(handler: MessageHandler, incoming: DeliveredMessage) -> None:
     try:
-        await handler(delivered(incoming))
+        for reply in unbundled(delivered(incoming)):
+            await handler(reply)
     except Exception:
         # Replies are consumed without acks: there is nothing to settle.
         log.exception(
@@ -265,12 +267,15 @@ class RabbitMQTransport:
 
         The default exchange routes by queue name, and the broker drops a
         reply whose queue is gone, since replies are not mandatory. All of them
-        go out in one write; returns once it is done, unconfirmed: while the
-        connection is lost, it waits for the reconnect.
+        go out in one write, those to one caller that reads bundles (as this
+        transport's listeners do) as few messages (:mod:`._reply_bundles`); returns once
+        it is done, unconfirmed: while the connection is lost, it waits for the reconnect.
         """
         session = self._started()
         if messages:
-            await publish_transient(session.replier, messages, "publishing replies")
+            await publish_transient(
+                session.replier, bundled(self.topology.namespace, messages), "publishing replies"
+            )
 
     async def open_inbox(self, partition: int, prefetch: int) -> Inbox:
         """Consume one partition queue with at most ``prefetch`` unsettled deliveries."""
@@ -294,7 +299,7 @@ class RabbitMQTransport:
         session = self._started()
         # Named here rather than by the broker so that the address survives a
         # reconnect: aio-pika declares the queue again under the same name.
-        name = f"{self.topology.namespace}.replies.{uuid.uuid4().hex}"
+        name = bundling_address(self.topology.namespace, uuid.uuid4().hex)
         async with translated_errors("listening for replies"):
             await session.consumer.declare_queue(name, exclusive=True, auto_delete=True)
             deliver = partial(_deliver_reply, handler)
