@@ -146,7 +146,7 @@ def _switch_off() -> None:
     if "one_change" in off:  # every commit through the fenced function (migration 0017)
         vars(_postgres)["PostgresEventStore"]._commit_one = _never_one_change
     if "channel_tasks" in off:  # replies and acks written in place, not as channel tasks
-        vars(_amqp)["_on_channel"] = _directly
+        vars(_amqp)["on_channel"] = _directly
 
 
 def instrument_client() -> None:

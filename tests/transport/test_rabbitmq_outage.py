@@ -3,9 +3,6 @@ part of aio-pika or aiormq notices it first: callers retry outages and nothing e
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, cast
-
 import pytest
 
 from pachyderm import TransportUnavailableError
@@ -34,23 +31,18 @@ async def test_other_runtime_errors_are_not_taken_for_an_outage() -> None:
             raise RuntimeError("a bug")
 
 
-class _Unconfirmed:
-    """A channel whose publishes the broker never confirms (see CONFIRM_PATIENCE)."""
-
-    async def get_underlay_channel(self) -> _Unconfirmed:
-        return self
-
-    async def basic_publish(self, *_: object, timeout: float, **__: object) -> None:
-        async with asyncio.timeout(timeout):  # as aiormq waits for the confirm
-            await asyncio.Event().wait()
-
-
 async def test_a_publish_never_confirmed_is_an_outage_once_its_patience_ran_out(
-    monkeypatch: pytest.MonkeyPatch,
+    transport: RabbitMQTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rather than wait for good (a worker's batch did, behind a confirm RabbitMQ 3.10
     never sent after a leader moved): the publisher tries again with the same id."""
-    monkeypatch.setattr(_amqp, "CONFIRM_PATIENCE", 0.05)
-    message = Message(b"{}", routing_key="entity", message_id="an-effect")
-    with pytest.raises(TransportUnavailableError, match=r"did not confirm it within 0\.05 s"):
-        await _amqp.publish(cast(Any, _Unconfirmed()), "effects", message, "publishing an effect")
+    monkeypatch.setattr(_amqp, "CONFIRM_PATIENCE", 0.2)
+    channel = await _amqp.underlay(transport._started().publisher)
+
+    async def confirm_lost(_frame: object) -> None:
+        pass  # the broker's ack reaches nobody
+
+    monkeypatch.setattr(channel, "_on_confirm_frame", confirm_lost)
+    message = Message(b"{}", routing_key="effect.x", message_id="an-effect")
+    with pytest.raises(TransportUnavailableError, match=r"did not confirm it within 0\.2 s"):
+        await transport.publish_effect(message)

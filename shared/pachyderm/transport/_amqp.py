@@ -27,7 +27,9 @@ from pamqp.header import ContentHeader
 
 from .._errors import TransportError, TransportUnavailableError
 from .._overload import OverloadedError
+from ._channel_tasks import on_channel
 from ._message import Message
+from ._publish_batches import publish_confirmed
 
 log = logging.getLogger("pachyderm.transport")
 
@@ -130,18 +132,22 @@ async def underlay(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:
 
 
 async def publish(channel: AbstractChannel, exchange: str, message: Message, action: str) -> None:
-    """Publish persistent and mandatory on ``channel`` (publisher confirms on); returns
-    once the broker confirmed it. An unroutable message raises :class:`TransportError`."""
+    """Publish persistent and mandatory on ``channel`` (publisher confirms on), in one
+    write with the others asked for meanwhile (:mod:`._publish_batches`); returns once
+    the broker confirmed it. An unroutable message raises :class:`TransportError`."""
     # A plain try rather than translated_errors: this runs once per message.
     try:
-        await (await underlay(channel)).basic_publish(
-            message.body,
-            exchange=exchange,
-            routing_key=message.routing_key,
-            properties=properties(message, DeliveryMode.PERSISTENT),
-            mandatory=True,
-            timeout=CONFIRM_PATIENCE,
-        )
+        current = await underlay(channel)
+        if not isinstance(current, aiormq.Channel):
+            raise TypeError(f"not an aiormq channel: {current!r}")
+        async with asyncio.timeout(CONFIRM_PATIENCE):
+            await publish_confirmed(
+                current,
+                exchange=exchange,
+                routing_key=message.routing_key,
+                body=message.body,
+                properties=properties(message, DeliveryMode.PERSISTENT),
+            )
     except TimeoutError:
         raise TransportUnavailableError(
             f"{action}: RabbitMQ did not confirm it within {CONFIRM_PATIENCE:g} s;"
@@ -170,7 +176,7 @@ async def publish_transient(
             frames += _publish_frames(current, message)
         written = current.create_future()
         frame = ChannelFrame.marshall(current.number, frames, drain_future=written)
-        await _on_channel(current, partial(_queued, current, frame))
+        await on_channel(current, partial(_queued, current, frame))
         await written
     except FAILURES as error:
         raise translated(error, action) from error
@@ -179,30 +185,6 @@ async def publish_transient(
 async def _queued(channel: aiormq.Channel, frame: ChannelFrame) -> None:
     async with channel.lock:
         await channel.write_queue.put(frame)
-
-
-async def _on_channel(
-    channel: aiormq.abc.AbstractChannel, work: Callable[[], Awaitable[None]]
-) -> None:
-    """Run ``work`` as a task of ``channel``, which its closing ends (with the reason it
-    closed). A write that waits for room in the connection's short write queue waits for
-    good if the connection dies meanwhile: nobody drains that queue any more, and the
-    wait holds the channel's lock, so every later write waits behind it (seen: a worker's
-    replies stuck for 180 s after a broker restart, until its stop limit ended it)."""
-    if channel.is_closed:
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-
-    async def run() -> None:
-        await work()
-
-    try:
-        await channel.create_task(run())
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # the caller's own cancellation
-        # The channel's closing cancels its tasks: a failure to the caller.
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed") from None
 
 
 def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType]:
@@ -225,14 +207,14 @@ def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType
 async def ack(message: DeliveredMessage, *, multiple: bool = False) -> None:
     assert message.delivery_tag is not None  # a delivery has one
     channel = message.channel
-    await _on_channel(channel, partial(channel.basic_ack, message.delivery_tag, multiple=multiple))
+    await on_channel(channel, partial(channel.basic_ack, message.delivery_tag, multiple=multiple))
 
 
 async def reject(message: DeliveredMessage, *, requeue: bool = False) -> None:
     """Reject: the queue dead-letters it, or with ``requeue`` delivers it again."""
     assert message.delivery_tag is not None  # a delivery has one
     channel = message.channel
-    await _on_channel(channel, partial(channel.basic_reject, message.delivery_tag, requeue=requeue))
+    await on_channel(channel, partial(channel.basic_reject, message.delivery_tag, requeue=requeue))
 
 
 class Subscription:
