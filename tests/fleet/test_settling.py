@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pachyderm.fleet._settling import counts_from, settled
+from pachyderm.fleet._settling import counts_from, next_settling, settled
 from pachyderm.fleet._store import Member, Roll
 
 
@@ -41,3 +41,25 @@ def test_a_member_is_settled_from_when_it_counts(
     now = counts_from(started, join_delay) + after * join_delay
     assert settled(roll(now, a=started), join_delay) == ["a"]
     assert settled(roll(started + join_delay * 0.999, a=started), join_delay) == []
+
+
+def test_a_cold_fleet_counts_together_those_that_joined_by_half_a_delay_before() -> None:
+    # a and b started a moment apart, across a window's edge; c too close to the first
+    # count for every member to have seen it: it waits for its own window.
+    live = roll(0.0, a=10.8, b=11.1, c=11.6)
+    assert [counts_from(m.started, 1.0) for m in live.members] == [12.0, 13.0, 13.0]
+    assert settled(Roll(11.99, live.members), 1.0) == []
+    assert next_settling(Roll(11.99, live.members), 1.0) == 12.0
+    assert settled(Roll(12.0, live.members), 1.0) == ["a", "b"]
+    assert next_settling(Roll(12.0, live.members), 1.0) == 13.0
+    assert settled(Roll(13.0, live.members), 1.0) == ["a", "b", "c"]
+    assert next_settling(Roll(13.0, live.members), 1.0) is None
+
+
+def test_a_running_fleet_s_newcomers_count_by_their_own_window() -> None:
+    live = roll(0.0, old=3.0, a=10.8, b=11.1)
+    assert settled(Roll(12.0, live.members), 1.0) == ["a", "old"]
+    assert next_settling(Roll(12.0, live.members), 1.0) == 13.0
+    # Once the old member is gone, the newcomers are a cold fleet of their own.
+    cold = roll(0.0, a=10.8, b=11.1)
+    assert settled(Roll(12.0, cold.members), 1.0) == ["a", "b"]

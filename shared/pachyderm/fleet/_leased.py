@@ -67,7 +67,8 @@ class LeasedMembership:
     A worker is live while its last heartbeat is younger than ``dead_after``
     seconds by the store's clock, and counted in the assignment once it has
     settled: ``join_delay`` (by default ``dead_after``) to twice that after it
-    joined (0: at once). Every member of a fleet must use the same
+    joined (0: at once; a cold fleet's members that joined together count with
+    its first, see :mod:`._settling`). Every member of a fleet must use the same
     ``dead_after`` and ``join_delay``, or they disagree on the assignment.
     Each member prunes long-dead rows once every ``prune_every`` heartbeats
     (any live member may: one pruning is enough).

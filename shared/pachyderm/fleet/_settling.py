@@ -8,6 +8,14 @@ A fleet started together (or scaled up by many at once) therefore rebalances
 once per window, not once per start: without it the first worker claims every
 partition and hands them over again as each of the others arrives.
 
+A fleet that starts cold (no member counts yet) counts together every member
+that joined by half a join delay before the first one counts, whatever window
+each started in: workers started a moment apart across a window's edge then
+take their partitions at once, rather than the first claiming all of them and
+handing half over a window later. By default (the join delay is ``dead_after``,
+three heartbeat intervals) half a join delay is longer than a heartbeat interval,
+so every member has seen the ones it counts with before they count.
+
 Leaving and dying are never delayed: a member that is not live does not count,
 so its partitions go to the others at once. Nor is a settled member's standing
 touched by a join: until the newcomers count, the others keep their partitions.
@@ -31,10 +39,21 @@ def settled(roll: Roll, join_delay: float) -> list[str]:
     """
     if join_delay <= 0:
         return roll.workers
-    # counts_from(started) <= now, for every member at the cost of one comparison:
-    # every member that started before the window before the current one.
+    return [
+        member.worker_id for member in roll.members if member.started < _cutoff(roll, join_delay)
+    ]
+
+
+def _cutoff(roll: Roll, join_delay: float) -> float:
+    """Members that started before this count at ``roll.now``: those that started before
+    the window before the current one (counts_from(started) <= now, at the cost of one
+    comparison); once the first member counts, also those that joined by half a join
+    delay before it did."""
     cutoff = (math.floor(roll.now / join_delay) - 1) * join_delay
-    return [member.worker_id for member in roll.members if member.started < cutoff]
+    earliest = min((member.started for member in roll.members), default=math.inf)
+    if earliest < cutoff:
+        cutoff = max(cutoff, counts_from(earliest, join_delay) - join_delay / 2)
+    return cutoff
 
 
 def next_settling(roll: Roll, join_delay: float) -> float | None:
@@ -42,11 +61,12 @@ def next_settling(roll: Roll, join_delay: float) -> float | None:
     clock); None if every member counts."""
     if join_delay <= 0:
         return None
-    cutoff = (math.floor(roll.now / join_delay) - 1) * join_delay
+    cutoff = _cutoff(roll, join_delay)
     pending = [member.started for member in roll.members if member.started >= cutoff]
     return counts_from(min(pending), join_delay) if pending else None
 
 
 def counts_from(started: float, join_delay: float) -> float:
-    """When a member started at ``started`` counts: the end of the window after its own."""
+    """When a member started at ``started`` counts by its own window: the end of the
+    window after its own (a cold fleet's may count sooner: see the module's note)."""
     return (math.floor(started / join_delay) + 2) * join_delay
