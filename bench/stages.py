@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,19 +123,19 @@ def _no_wakeup(_notifier: object, _partitions: object) -> None:
     return None
 
 
+def _never(_channel: object) -> bool:
+    return False
+
+
 async def _never_one_change(_store: object, _change: object) -> None:
     return None
-
-
-async def _directly(_channel: object, work: Callable[[], Awaitable[None]]) -> None:
-    await work()
 
 
 def _switch_off() -> None:
     """Capabilities a variant switches off (``BENCH_STAGES_OFF=notify,telemetry``), to
     measure what each costs on this path."""
     from pachyderm.store import _postgres, _postgres_wakeups  # noqa: PLC0415
-    from pachyderm.transport import _amqp  # noqa: PLC0415
+    from pachyderm.transport import _channel_writes, _publish_batches  # noqa: PLC0415
     from pachyderm.worker import WorkerHooks, _worker  # noqa: PLC0415
 
     off = set(filter(None, os.environ.get("BENCH_STAGES_OFF", "").split(",")))
@@ -145,8 +145,9 @@ def _switch_off() -> None:
         vars(_worker)["TelemetryHooks"] = WorkerHooks
     if "one_change" in off:  # every commit through the fenced function (migration 0017)
         vars(_postgres)["PostgresEventStore"]._commit_one = _never_one_change
-    if "channel_tasks" in off:  # replies and acks written in place, not as channel tasks
-        vars(_amqp)["on_channel"] = _directly
+    if "writes_at_once" in off:  # every frame written as a channel task, as in session 18
+        for module in (_channel_writes, _publish_batches):
+            vars(module)["can_write_now"] = _never
 
 
 def instrument_client() -> None:

@@ -52,13 +52,14 @@ async def test_publishes_asked_for_together_go_in_one_write_each_confirmed(
     underlay = await _amqp.underlay(transport._started().publisher)
     assert isinstance(underlay, aiormq.Channel)
     writes: list[object] = []
-    put = underlay.write_queue.put
+    put_nowait = underlay.write_queue.put_nowait
 
-    async def counted(frame: object) -> None:
+    def counted(frame: object) -> None:
         writes.append(frame)
-        await put(frame)
+        put_nowait(frame)
 
-    monkeypatch.setattr(underlay.write_queue, "put", counted)
+    # (put() calls put_nowait() too, once there is room)
+    monkeypatch.setattr(underlay.write_queue, "put_nowait", counted)
     await asyncio.gather(*(publish(transport, name, n) for n in range(5)))
     assert len(writes) == 1
     assert await ready(channel, name) == 5

@@ -14,20 +14,19 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from types import MappingProxyType
 from typing import Any
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, DeliveryMode
-from aiormq.abc import ChannelFrame, DeliveredMessage, FrameType
+from aiormq.abc import DeliveredMessage, FrameType
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from .._errors import TransportError, TransportUnavailableError
 from .._overload import OverloadedError
-from ._channel_tasks import on_channel
+from ._channel_writes import write
 from ._message import Message
 from ._publish_batches import publish_confirmed
 
@@ -174,17 +173,9 @@ async def publish_transient(
         frames: list[FrameType] = []
         for message in messages:
             frames += _publish_frames(current, message)
-        written = current.create_future()
-        frame = ChannelFrame.marshall(current.number, frames, drain_future=written)
-        await on_channel(current, partial(_queued, current, frame))
-        await written
+        await write(current, frames)
     except FAILURES as error:
         raise translated(error, action) from error
-
-
-async def _queued(channel: aiormq.Channel, frame: ChannelFrame) -> None:
-    async with channel.lock:
-        await channel.write_queue.put(frame)
 
 
 def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType]:
@@ -199,22 +190,27 @@ def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType
     ]
 
 
-# Acks and publishes wait until their frame is written: aiormq's write queue
-# is short, and a frame queued without waiting on a connection that dies
-# leaves the next writer blocked on that queue for good.
+# Acks and rejects are queued at once, or wait for room as a task of their channel
+# (._channel_writes): never on a dead connection's full write queue for good.
 
 
 async def ack(message: DeliveredMessage, *, multiple: bool = False) -> None:
     assert message.delivery_tag is not None  # a delivery has one
-    channel = message.channel
-    await on_channel(channel, partial(channel.basic_ack, message.delivery_tag, multiple=multiple))
+    frame = Basic.Ack(delivery_tag=message.delivery_tag, multiple=multiple)
+    await write(_aiormq(message.channel), [frame])
 
 
 async def reject(message: DeliveredMessage, *, requeue: bool = False) -> None:
     """Reject: the queue dead-letters it, or with ``requeue`` delivers it again."""
     assert message.delivery_tag is not None  # a delivery has one
-    channel = message.channel
-    await on_channel(channel, partial(channel.basic_reject, message.delivery_tag, requeue=requeue))
+    frame = Basic.Reject(delivery_tag=message.delivery_tag, requeue=requeue)
+    await write(_aiormq(message.channel), [frame])
+
+
+def _aiormq(channel: aiormq.abc.AbstractChannel) -> aiormq.Channel:
+    if not isinstance(channel, aiormq.Channel):
+        raise TypeError(f"not an aiormq channel: {channel!r}")
+    return channel
 
 
 class Subscription:

@@ -1,4 +1,4 @@
-"""Confirmed publishes made in one turn of the event loop go out in one write.
+"""Confirmed publishes asked for in one turn of the event loop go out in one write.
 
 aiormq publishes one message at a time: each takes the channel's lock, queues its
 frame, waits until the connection's writer has written it (a turn of the loop),
@@ -6,15 +6,18 @@ and only then lets the next publish on the channel queue its own. Under load (a
 client with hundreds of calls in flight, an outbox publishing a batch's effects)
 publishes queue behind one another on that lock, a socket write and two task
 switches each. Here the publishes asked for on one channel while a write is
-being put together join it: one lock, one write, one wait, for all of them.
+being put together join it: one write for all of them, queued at once when the
+channel's write queue has room (the usual case: nothing waits but each publisher
+for its confirm), else by a task that waits for room behind the channel's lock.
 
 Invariants: each message keeps aiormq's own bookkeeping for publisher confirms
 (its delivery tag, in the order the messages were asked for, and its message id
 for a returned message), so the broker's ack, nack or return reaches its
 publisher exactly as through ``basic_publish``; a write that fails before any
 frame of it was queued takes its delivery tags back, as ``basic_publish`` does; and
-the write runs as a task of its channel (:func:`._channel_tasks.on_channel`), so a channel
-that closes meanwhile fails its publishers instead of leaving them waiting.
+a write that has to wait runs as a task of its channel
+(:mod:`._channel_writes`), so a channel that closes meanwhile fails its
+publishers instead of leaving them waiting.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from ._channel_tasks import on_channel
+from ._channel_writes import can_write_now, waiting_write
 
 
 @dataclass(slots=True)
@@ -46,15 +49,8 @@ class _Publish:
     )
 
 
-@dataclass(slots=True)
-class _Batch:
-    """The publishes waiting for their channel's next write, and the task that writes."""
-
-    publishes: list[_Publish] = field(default_factory=list)
-    writing: asyncio.Task[None] | None = None
-
-
-_waiting: dict[aiormq.Channel, _Batch] = {}
+# The publishes waiting for their channel's next write, by channel.
+_waiting: dict[aiormq.Channel, list[_Publish]] = {}
 
 
 async def publish_confirmed(
@@ -77,40 +73,41 @@ async def publish_confirmed(
     publish = _Publish(exchange, routing_key, body, properties)
     batch = _waiting.get(channel)
     if batch is None:
-        batch = _waiting[channel] = _Batch()
-        batch.writing = asyncio.ensure_future(_write_soon(channel))
-    batch.publishes.append(publish)
+        batch = _waiting[channel] = []
+        asyncio.get_running_loop().call_soon(_flush, channel)
+    batch.append(publish)
     return await publish.confirmed
 
 
-async def _write_soon(channel: aiormq.Channel) -> None:
-    """Write the publishes asked for by the time this task runs (the next turn)."""
-    batch = [p for p in _waiting.pop(channel).publishes if not p.confirmed.done()]
+def _flush(channel: aiormq.Channel) -> None:
+    """Write the publishes asked for by now (the next turn of the loop): at once when
+    the channel's write queue has room and no earlier write waits for it (nothing can
+    come between the look and the write: no await), else in a task that waits for room
+    behind the channel's lock (:mod:`._channel_writes`)."""
+    batch = [p for p in _waiting.pop(channel) if not p.confirmed.done()]
     if not batch:
         return  # every publisher gave up before its turn
-    try:
-        await on_channel(channel, partial(_write, channel, batch))
-    except Exception as error:
-        _fail(batch, error)
-    except BaseException:
-        # Not the publishers' own cancellation: theirs must not look like one.
+    if not can_write_now(channel):
+        task = waiting_write(channel, partial(_write, channel, batch))
+        task.add_done_callback(partial(_failed, batch))
+        return
+    frames = _registered(channel, batch)
+    channel.write_queue.put_nowait(ChannelFrame.marshall(channel.number, frames))
+
+
+def _failed(batch: Sequence[_Publish], write: asyncio.Task[None]) -> None:
+    """Fail the publishes of a waiting write that failed (not with their own cancellation:
+    the write's is the channel's closing or the loop's end)."""
+    if write.cancelled():
         _fail(batch, aiormq.exceptions.ChannelInvalidStateError("the write was cancelled"))
-        raise
-
-
-def _fail(batch: Sequence[_Publish], error: Exception) -> None:
-    for publish in batch:
-        if not publish.confirmed.done():
-            publish.confirmed.set_exception(error)
+    elif (error := write.exception()) is not None:
+        _fail(batch, error if isinstance(error, Exception) else RuntimeError(repr(error)))
 
 
 async def _write(channel: aiormq.Channel, batch: Sequence[_Publish]) -> None:
-    frames: list[FrameType] = []
     async with channel.lock:
         first = channel.delivery_tag + 1
-        for publish in batch:
-            frames += _frames(channel, publish)
-            _expect_confirm(channel, publish)
+        frames = _registered(channel, batch)
         written = channel.create_future()
         try:
             await channel.write_queue.put(
@@ -120,6 +117,21 @@ async def _write(channel: aiormq.Channel, batch: Sequence[_Publish]) -> None:
             _take_back(channel, batch, first)
             raise
         await written
+
+
+def _registered(channel: aiormq.Channel, batch: Sequence[_Publish]) -> list[FrameType]:
+    """The frames of ``batch``, each publish registered for its confirm."""
+    frames: list[FrameType] = []
+    for publish in batch:
+        frames += _frames(channel, publish)
+        _expect_confirm(channel, publish)
+    return frames
+
+
+def _fail(batch: Sequence[_Publish], error: Exception) -> None:
+    for publish in batch:
+        if not publish.confirmed.done():
+            publish.confirmed.set_exception(error)
 
 
 def _frames(channel: aiormq.Channel, publish: _Publish) -> list[FrameType]:
