@@ -165,4 +165,4 @@ def _take_back(channel: aiormq.Channel, batch: Sequence[_Publish], first: int) -
     channel.delivery_tag = first - 1
     for tag in range(first, first + len(batch)):
         channel.confirmations.pop(tag, None)
-    # Each publisher then gets the failure (_write_soon), and forget() drops its id.
+    # Each publisher then gets the failure (_failed), and forget() drops its id.
