@@ -39,9 +39,8 @@ def settled(roll: Roll, join_delay: float) -> list[str]:
     """
     if join_delay <= 0:
         return roll.workers
-    return [
-        member.worker_id for member in roll.members if member.started < _cutoff(roll, join_delay)
-    ]
+    cutoff = _cutoff(roll, join_delay)
+    return [member.worker_id for member in roll.members if member.started < cutoff]
 
 
 def _cutoff(roll: Roll, join_delay: float) -> float:

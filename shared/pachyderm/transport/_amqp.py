@@ -20,13 +20,11 @@ from typing import Any
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, DeliveryMode
 from aiormq.abc import DeliveredMessage, FrameType
-from pamqp.body import ContentBody
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
 from .._errors import TransportError, TransportUnavailableError
 from .._overload import OverloadedError
-from ._channel_writes import write
+from ._channel_writes import publish_frames, write
 from ._message import Message
 from ._publish_batches import publish_confirmed
 
@@ -136,12 +134,9 @@ async def publish(channel: AbstractChannel, exchange: str, message: Message, act
     the broker confirmed it. An unroutable message raises :class:`TransportError`."""
     # A plain try rather than translated_errors: this runs once per message.
     try:
-        current = await underlay(channel)
-        if not isinstance(current, aiormq.Channel):
-            raise TypeError(f"not an aiormq channel: {current!r}")
         async with asyncio.timeout(CONFIRM_PATIENCE):
             await publish_confirmed(
-                current,
+                _aiormq(await underlay(channel)),
                 exchange=exchange,
                 routing_key=message.routing_key,
                 body=message.body,
@@ -172,22 +167,12 @@ async def publish_transient(
             raise TypeError(f"not a channel without publisher confirms: {current!r}")
         frames: list[FrameType] = []
         for message in messages:
-            frames += _publish_frames(current, message)
+            method = Basic.Publish(exchange="", routing_key=message.routing_key)
+            transient = properties(message, DeliveryMode.NOT_PERSISTENT)
+            frames += publish_frames(current, method, transient, message.body)
         await write(current, frames)
     except FAILURES as error:
         raise translated(error, action) from error
-
-
-def _publish_frames(channel: aiormq.Channel, message: Message) -> list[FrameType]:
-    body = message.body
-    size = channel.max_content_size
-    return [
-        Basic.Publish(exchange="", routing_key=message.routing_key),
-        ContentHeader(
-            properties=properties(message, DeliveryMode.NOT_PERSISTENT), body_size=len(body)
-        ),
-        *(ContentBody(body[start : start + size]) for start in range(0, len(body), size)),
-    ]
 
 
 # Acks and rejects are queued at once, or wait for room as a task of their channel

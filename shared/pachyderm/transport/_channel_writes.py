@@ -25,6 +25,9 @@ from functools import partial
 
 import aiormq
 from aiormq.abc import ChannelFrame, FrameType
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 # The writes waiting for room in their channel's write queue, by channel.
 _waiting: dict[aiormq.Channel, set[asyncio.Task[None]]] = {}
@@ -58,9 +61,31 @@ async def write(channel: aiormq.Channel, frames: Sequence[FrameType]) -> None:
     writes: at once if it can be (returns without waiting for the socket), else once
     there is room (returns when written)."""
     if can_write_now(channel):
-        channel.write_queue.put_nowait(ChannelFrame.marshall(channel.number, list(frames)))
+        queue_now(channel, frames)
         return
     await waiting_write(channel, partial(_queued, channel, frames))
+
+
+def queue_now(channel: aiormq.Channel, frames: Sequence[FrameType]) -> None:
+    """Queue ``frames`` in one write; only when :func:`can_write_now` said so, with no
+    await since."""
+    channel.write_queue.put_nowait(ChannelFrame.marshall(channel.number, list(frames)))
+
+
+def publish_frames(
+    channel: aiormq.Channel,
+    publish: Basic.Publish,
+    properties: Basic.Properties,
+    body: bytes,
+) -> list[FrameType]:
+    """What aiormq's ``basic_publish`` sends for one message: the method, the content
+    header and the body in pieces of the connection's frame size."""
+    size = channel.max_content_size
+    return [
+        publish,
+        ContentHeader(properties=properties, body_size=len(body)),
+        *(ContentBody(body[start : start + size]) for start in range(0, len(body), size)),
+    ]
 
 
 async def _queued(channel: aiormq.Channel, frames: Sequence[FrameType]) -> None:

@@ -31,11 +31,9 @@ from uuid import UUID
 
 import aiormq
 from aiormq.abc import ChannelFrame, ConfirmationFrameType, FrameType
-from pamqp.body import ContentBody
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
-from ._channel_writes import can_write_now, waiting_write
+from ._channel_writes import can_write_now, publish_frames, queue_now, waiting_write
 
 
 @dataclass(slots=True)
@@ -91,8 +89,7 @@ def _flush(channel: aiormq.Channel) -> None:
         task = waiting_write(channel, partial(_write, channel, batch))
         task.add_done_callback(partial(_failed, batch))
         return
-    frames = _registered(channel, batch)
-    channel.write_queue.put_nowait(ChannelFrame.marshall(channel.number, frames))
+    queue_now(channel, _registered(channel, batch))
 
 
 def _failed(batch: Sequence[_Publish], write: asyncio.Task[None]) -> None:
@@ -123,7 +120,10 @@ def _registered(channel: aiormq.Channel, batch: Sequence[_Publish]) -> list[Fram
     """The frames of ``batch``, each publish registered for its confirm."""
     frames: list[FrameType] = []
     for publish in batch:
-        frames += _frames(channel, publish)
+        method = Basic.Publish(
+            exchange=publish.exchange, routing_key=publish.routing_key, mandatory=True
+        )
+        frames += publish_frames(channel, method, publish.properties, publish.body)
         _expect_confirm(channel, publish)
     return frames
 
@@ -132,16 +132,6 @@ def _fail(batch: Sequence[_Publish], error: Exception) -> None:
     for publish in batch:
         if not publish.confirmed.done():
             publish.confirmed.set_exception(error)
-
-
-def _frames(channel: aiormq.Channel, publish: _Publish) -> list[FrameType]:
-    size = channel.max_content_size
-    body = publish.body
-    return [
-        Basic.Publish(exchange=publish.exchange, routing_key=publish.routing_key, mandatory=True),
-        ContentHeader(properties=publish.properties, body_size=len(body)),
-        *(ContentBody(body[start : start + size]) for start in range(0, len(body), size)),
-    ]
 
 
 def _expect_confirm(channel: aiormq.Channel, publish: _Publish) -> None:

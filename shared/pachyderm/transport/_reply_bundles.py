@@ -20,6 +20,7 @@ for one message holds for bundles too.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -42,23 +43,33 @@ def bundled(namespace: str, messages: Sequence[Message]) -> list[Message]:
     together where they can be (see the module's invariants); the others as they are."""
     mark = bundling_address(namespace, "")
     out: list[Message] = []
-    open_bundles: dict[str, list[Message]] = {}
+    open_bundles: dict[str, _Open] = {}
     for message in messages:
         address = message.routing_key
         if not address.startswith(mark):
             out.append(message)
         elif not _bundleable(message):
-            out += _closed(open_bundles.pop(address, []))
+            if (group := open_bundles.pop(address, None)) is not None:
+                out += _closed(group.replies)
             out.append(message)
         else:
-            group = open_bundles.setdefault(address, [])
-            if sum(len(m.body) for m in group) + len(message.body) > MAX_BUNDLE_BYTES:
-                out += _closed(group)
-                group = open_bundles[address] = []
-            group.append(message)
+            group = open_bundles.setdefault(address, _Open())
+            if group.size + len(message.body) > MAX_BUNDLE_BYTES:
+                out += _closed(group.replies)
+                group = open_bundles[address] = _Open()
+            group.replies.append(message)
+            group.size += len(message.body)
     for group in open_bundles.values():
-        out += _closed(group)
+        out += _closed(group.replies)
     return out
+
+
+@dataclass(slots=True)
+class _Open:
+    """A bundle being put together: its replies and the sum of their bodies' sizes."""
+
+    replies: list[Message] = field(default_factory=list)
+    size: int = 0
 
 
 def _bundleable(message: Message) -> bool:
