@@ -199,9 +199,16 @@ class ChaosFleet:
         return started
 
     async def restore(self, size: int) -> None:
-        """Start workers until ``size`` of the fleet's own are live, then wait for balance."""
+        """Start workers until ``size`` of the fleet's own are live, then wait for balance
+        (when it does not come, the failure shows where each worker's tasks wait)."""
         self.replace_dead(size)
-        await self.fleet.balanced(timeout=60)
+        try:
+            await self.fleet.balanced(timeout=60)
+        except AssertionError as unbalanced:
+            await self.log_stacks()
+            await asyncio.sleep(2.0)  # each worker writes its stacks to its log
+            stacks = {w.name: _last_stacks(w.log.read_text()) for w in self.live()}
+            raise AssertionError(f"{unbalanced}\nwhere they wait: {stacks}") from None
 
     def exits(self) -> list[int]:
         """The exit statuses of the workers that ended, in start order."""
@@ -228,3 +235,9 @@ class ChaosFleet:
 
 
 _NOTED = re.compile(r"dead-lettering|fenced|refused \(|lost its channel|gave up|stacks of")
+
+
+def _last_stacks(log: str) -> str:
+    """The last task stacks a worker's log holds (SIGUSR2), the first 8,000 characters."""
+    start = log.rfind("as asked (SIGUSR2)")
+    return log[start : start + 8_000] if start >= 0 else "(none logged)"

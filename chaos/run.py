@@ -67,6 +67,10 @@ from .sink import EffectSink
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_SPEC = "chaos.app:APP"
+# What a run that did not settle lists of the private broker's consumers and channels
+# (the channels that hold unacknowledged deliveries or consumers: their last two columns).
+_CONSUMER_COLUMNS = ("queue_name", "channel_pid", "consumer_tag", "prefetch_count", "active")
+_CHANNEL_COLUMNS = ("pid", "name", "prefetch_count", "messages_unacknowledged", "consumer_count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,10 +314,19 @@ class ChaosRun:
         columns = ("name", "messages_ready", "messages_unacknowledged", "consumers", "leader")
         try:
             listed = ctl("list_queues", *columns, "-q")
+            # Who holds the unacknowledged: a consumer's channel that counts them (the
+            # client's to settle) or none (the broker's own orphans).
+            consumers = ctl("list_consumers", *_CONSUMER_COLUMNS, "-q")
+            channels = ctl("list_channels", *_CHANNEL_COLUMNS, "-q")
         except ServiceUnavailableError as error:
             return f"the queues could not be listed: {error}"
         namespace = self.fleet.namespace
-        return "\n".join(line for line in listed.splitlines() if line.startswith(namespace))
+        ours = [line for line in listed.splitlines() if line.startswith(namespace)]
+        ours += ["consumers: " + " ".join(_CONSUMER_COLUMNS)]
+        ours += [line for line in consumers.splitlines() if line.startswith(namespace)]
+        ours += ["channels: " + " ".join(_CHANNEL_COLUMNS)]
+        ours += [line for line in channels.splitlines() if not line.rstrip().endswith("\t0\t0")]
+        return "\n".join(ours)
 
     async def _poisons_resolved(self, timeout: float) -> bool:
         """Wait until every poison sent is quarantined, none waits for a decision or for

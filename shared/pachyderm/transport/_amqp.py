@@ -204,8 +204,11 @@ class Subscription:
     aio-pika restores only the consumers it started itself, so a subscription
     consumes again whenever aio-pika opens its channel again (after a
     reconnect), and has the channel opened again when the broker cancels the
-    consumer (its queue deleted, say). The queue must be declared through the
-    aio-pika channel, which declares it again before consuming resumes.
+    consumer (its queue deleted, say) or when asked to (:meth:`renew`). The queue
+    must be declared through the aio-pika channel, which declares it again before
+    consuming resumes. A consume that completes after :meth:`stop` (a reconnect's,
+    racing the stop) closes its channel again at once rather than leave a consumer
+    nobody reads holding deliveries.
     """
 
     def __init__(
@@ -218,6 +221,7 @@ class Subscription:
         self._tag: str | None = None
         self._stopped = False
         self._pending: set[asyncio.Task[None]] = set()
+        self._renewing = False
 
     async def start(self) -> None:
         await self._consume()
@@ -228,11 +232,22 @@ class Subscription:
         self._stopped = True
         self._channel.reopen_callbacks.discard(self._consume_again)
 
+    def renew(self, channel: aiormq.abc.AbstractChannel | None = None) -> None:
+        """Close ``channel`` (by default the current one), at most one at a time, to
+        consume again on a new one: closing returns to the queue whatever the broker
+        counts as delivered on it, and aio-pika opens another unless the channel was
+        closed for good (:meth:`stop`)."""
+        if not self._renewing:
+            self._renewing = True
+            self._in_background(self._channel_closed(channel), "renewing the consumer of")
+
     async def _consume(self) -> None:
         channel = await underlay(self._channel)
         channel.on_consumer_cancel_callbacks.add(self._cancelled)
         consuming = await channel.basic_consume(self._queue, self._on_delivery, no_ack=self._no_ack)
         self._tag = consuming.consumer_tag
+        if self._stopped:
+            await channel.close()  # stopped meanwhile: nobody would read it
 
     def _consume_again(self, _channel: object) -> None:
         # In a task of its own, which waits for the connection to be ready: aio-pika
@@ -248,10 +263,13 @@ class Subscription:
         )
         # Closing the channel makes the robust connection open it again, declare the
         # queue and call _consume_again. Not from here: the channel's reader runs this.
-        self._in_background(self._channel_closed(), "reopening a channel")
+        self.renew()
 
-    async def _channel_closed(self) -> None:
-        await (await underlay(self._channel)).close()
+    async def _channel_closed(self, channel: aiormq.abc.AbstractChannel | None) -> None:
+        try:
+            await (channel or await underlay(self._channel)).close()
+        finally:
+            self._renewing = False
 
     def _in_background(self, work: Awaitable[None], what: str) -> None:
         task = asyncio.ensure_future(work)
