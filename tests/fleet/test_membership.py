@@ -331,6 +331,30 @@ async def test_a_failed_hand_over_is_retried(
             await task
 
 
+async def test_a_hand_over_failing_with_a_stray_cancellation_is_retried(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiormq raises CancelledError at whatever waits on a channel it closes: the
+    membership's reports must not end with it (the worker would keep heartbeating on
+    partitions it never hands over)."""
+    calls: list[list[int]] = []
+
+    async def cut_off(owned: list[int]) -> None:
+        calls.append(owned)
+        if len(calls) == 1:
+            raise asyncio.CancelledError  # as aiormq's, from a channel it closed
+
+    task = asyncio.create_task((await fleet.member("a")).watch(cut_off, PARTITIONS))
+    try:
+        await eventually(lambda: len(calls) == 2)
+        assert "on_change" in caplog.text
+        assert "CancelledError" in caplog.text
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 # -- one process per worker id --------------------------------------------------------
 
 

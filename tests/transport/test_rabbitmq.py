@@ -125,32 +125,6 @@ async def test_deliveries_of_a_lost_channel_come_again_and_settle_harmlessly(
     await nothing_more(await transport.open_inbox(partition, prefetch=10))
 
 
-async def test_an_idle_inbox_consumes_anew_and_gets_back_what_the_broker_counts_delivered(
-    transport: RabbitMQTransport, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A settlement the broker lost (RabbitMQ 3.10's quorum queues around a leader's
-    move): the worker holds nothing, the queue counts the delivery as still out. An
-    inbox idle for IDLE_RENEWAL consumes on a new channel, which gets it back."""
-    monkeypatch.setattr(_rabbitmq_inbox, "IDLE_RENEWAL", 0.3)
-    [body] = await publish_commands(transport, "forgotten", 1)
-    partition = await only_ready_partition(transport)
-    inbox = await transport.open_inbox(partition, prefetch=10)
-    [delivery] = await collect(inbox, 1)
-    with monkeypatch.context() as lost:
-        lost.setattr(_rabbitmq_inbox, "ack", _never_heard)
-        await inbox.ack([delivery])
-    [again] = await collect(inbox, 1)
-    assert (again.message.body, again.redelivered) == (body, True)
-    assert "consuming on a new channel delivered them again" in caplog.text
-    await inbox.ack([again])
-    await inbox.close()
-    await nothing_more(await transport.open_inbox(partition, prefetch=10))
-
-
-async def _never_heard(_message: object, *, multiple: bool = False) -> None:
-    """An acknowledgement the broker never heard of."""
-
-
 async def test_a_closed_inbox_whose_channel_still_consumes_closes_it_at_its_first_delivery(
     transport: RabbitMQTransport,
 ) -> None:

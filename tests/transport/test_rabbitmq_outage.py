@@ -3,6 +3,8 @@ part of aio-pika or aiormq notices it first: callers retry outages and nothing e
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from pachyderm import TransportUnavailableError
@@ -29,6 +31,29 @@ async def test_other_runtime_errors_are_not_taken_for_an_outage() -> None:
     with pytest.raises(RuntimeError, match="a bug"):
         async with translated_errors("doing something"):
             raise RuntimeError("a bug")
+
+
+async def test_a_cancellation_raised_from_a_closed_channel_is_an_outage() -> None:
+    """aiormq fails what waits on a channel it closes with CancelledError; in a task
+    nobody cancelled, that is an outage, not the task's end."""
+    with pytest.raises(TransportUnavailableError, match="closed the channel under it"):
+        async with translated_errors("acknowledging deliveries"):
+            raise asyncio.CancelledError
+
+
+async def test_a_task_s_own_cancellation_passes_through() -> None:
+    entered = asyncio.Event()
+
+    async def waiting() -> None:
+        async with translated_errors("publishing replies"):
+            entered.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(waiting())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_a_publish_never_confirmed_is_an_outage_once_its_patience_ran_out(

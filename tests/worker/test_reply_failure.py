@@ -24,16 +24,18 @@ APP = App([counter.Counter])
 
 class Flaky(InProcessTransport):
     """A partition's first publishing of replies fails, as on a channel that closed on
-    its own."""
+    its own (by default with the transport's error; or with the CancelledError aiormq
+    raises at a task nobody cancelled, should one get past the transport)."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: BaseException | None = None) -> None:
         super().__init__(Topology(partitions=1))
         self.failed = 0
+        self.error = error or TransportUnavailableError("publishing replies: the channel closed")
 
     async def publish_replies(self, messages: Sequence[Message]) -> None:
         if in_a_partition() and not self.failed:
             self.failed += 1
-            raise TransportUnavailableError("publishing replies: the channel closed")
+            raise self.error
         await super().publish_replies(messages)
 
 
@@ -61,6 +63,35 @@ async def test_a_batch_whose_replies_fail_comes_again_and_gets_its_stored_reply(
     assert read_reply(reply) == (1, {"count": 5})
     loaded = await store.load(ref)
     assert loaded.version == 1  # applied once: the second delivery found its stored reply
+
+
+async def test_a_partition_outlives_a_cancellation_nobody_asked_for(store: EventStore) -> None:
+    """A CancelledError raised at the partition's task from below (aiormq's, had the
+    transport let it through) fails that batch, not the partition: the next command is
+    answered."""
+    transport = Flaky(asyncio.CancelledError())
+    await transport.start()
+    address, replies = await listening(transport)
+    inbox = await transport.open_inbox(0, prefetch=10)
+    partition = PartitionWorker(
+        inbox, APP, Engine(APP, store), transport, EffectPublisher(store, transport)
+    )
+    partition.start()
+    try:
+        for command_id in ("cut-off", "next"):
+            message = command_message(
+                APP,
+                counter.Counter.ref(command_id),
+                counter.Increment(amount=1),
+                command_id=command_id,
+            )
+            await transport.publish_command(replace(message, reply_to=address))
+            await asyncio.sleep(0.1)  # one batch each
+        await eventually(lambda: len(replies) == 1)
+    finally:
+        await partition.stop()
+        await transport.close()
+    assert [reply.correlation_id for reply in replies] == ["next"]
 
 
 async def test_so_it_does_through_a_workers_admission_and_quarantine(store: EventStore) -> None:

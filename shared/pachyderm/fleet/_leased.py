@@ -36,6 +36,7 @@ import asyncio
 import logging
 import uuid
 
+from .._cancellation import cancelled_itself
 from .._errors import DuplicateWorkerError, StoreError
 from ._assignment import owned_by, prepare
 from ._lease_keeper import LeaseKeeper
@@ -269,19 +270,25 @@ class LeasedMembership:
             # Until this worker has settled, it owns nothing and reports nothing.
             if reported is not None or self.worker_id in workers:
                 owned = owned_by(partitions, workers, self.worker_id)
-                if owned != reported:
-                    try:
-                        await on_change(owned)
-                    except Exception:
-                        log.exception(
-                            "worker %s: on_change(%s) failed; retrying", self.worker_id, owned
-                        )
-                    else:
-                        log.info(
-                            "worker %s owns partitions %s of %s", self.worker_id, owned, workers
-                        )
-                        reported = owned
+                if owned != reported and await self._changed(on_change, owned):
+                    log.info("worker %s owns partitions %s of %s", self.worker_id, owned, workers)
+                    reported = owned
             roll, received = await self._next_roll(live, roll, received)
+
+    async def _changed(self, on_change: OnChange, owned: list[int]) -> bool:
+        """Whether ``on_change(owned)`` succeeded; a failure is logged and retried after
+        the next heartbeat. So is a ``CancelledError`` this task was not asked for
+        (:mod:`pachyderm._cancellation`): ending the reports with it would leave the
+        worker heartbeating on an assignment it never changes again, since a task
+        group takes no notice of a child that ends cancelled."""
+        try:
+            await on_change(owned)
+        except (Exception, asyncio.CancelledError) as error:
+            if isinstance(error, asyncio.CancelledError) and cancelled_itself():
+                raise
+            log.exception("worker %s: on_change(%s) failed; retrying", self.worker_id, owned)
+            return False
+        return True
 
     async def _next_roll(self, live: _Latest, roll: Roll, received: float) -> tuple[Roll, float]:
         """The next heartbeat's roll; or this one at the instant the next newcomer settles,

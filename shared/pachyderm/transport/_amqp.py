@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustChannel, DeliveryMode
 from aiormq.abc import DeliveredMessage, FrameType
 from pamqp.commands import Basic
 
+from .._cancellation import cancelled_itself
 from .._errors import TransportError, TransportUnavailableError
 from .._overload import OverloadedError
 from ._channel_writes import publish_frames, write
@@ -70,12 +71,22 @@ async def translated_errors(action: str) -> AsyncIterator[None]:
         yield
     except FAILURES as error:
         raise translated(error, action) from error
+    except asyncio.CancelledError as error:
+        if cancelled_itself():
+            raise
+        raise closed_under(action) from error
     except RuntimeError as error:
         # aiormq's answer to a channel asked of a connection that is closed, or not
         # open again yet after a broker restart: the broker is away, not a bug.
         if not _connection_gone(error):
             raise
         raise TransportUnavailableError(f"{action}: RabbitMQ is unavailable ({error})") from error
+
+
+def closed_under(action: str) -> TransportUnavailableError:
+    """The error for a ``CancelledError`` that aiormq raised at a task nobody cancelled:
+    the channel or connection it waited on was closed (:mod:`pachyderm._cancellation`)."""
+    return TransportUnavailableError(f"{action}: RabbitMQ closed the channel under it")
 
 
 def _connection_gone(error: RuntimeError) -> bool:
@@ -149,6 +160,10 @@ async def publish(channel: AbstractChannel, exchange: str, message: Message, act
         ) from None
     except FAILURES as error:
         raise translated(error, action) from error
+    except asyncio.CancelledError as error:
+        if cancelled_itself():
+            raise
+        raise closed_under(action) from error
 
 
 async def publish_transient(
@@ -173,6 +188,10 @@ async def publish_transient(
         await write(current, frames)
     except FAILURES as error:
         raise translated(error, action) from error
+    except asyncio.CancelledError as error:
+        if cancelled_itself():
+            raise
+        raise closed_under(action) from error
 
 
 # Acks and rejects are queued at once, or wait for room as a task of their channel

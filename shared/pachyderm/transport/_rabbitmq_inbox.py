@@ -20,17 +20,6 @@ from ._topology import Topology
 
 log = logging.getLogger("pachyderm.transport")
 
-# Seconds an inbox waits with nothing delivered, buffered or unsettled before it
-# consumes again on a new channel. RabbitMQ 3.10's quorum queues can lose the
-# settlements a consumer sends around a leader's move (seen in the cluster test:
-# prefetch-many deliveries counted unacknowledged by the queue, ready 0, none held by
-# the worker, its partition waiting for deliveries, the last commands sent never
-# delivered): the queue counts them as still out, and once they fill the prefetch
-# window it delivers nothing more to that consumer, for good. Closing the channel
-# returns them; they come again, redelivered, and the entities' inboxes drop the
-# repeats. An idle partition so costs a channel's close and open now and then.
-IDLE_RENEWAL = 20.0
-
 
 class RabbitMQInbox:
     """One partition queue, consumed on a channel of its own whose QoS is the prefetch.
@@ -67,7 +56,6 @@ class RabbitMQInbox:
         self._closed = False
         self._subscription: Subscription | None = None
         self._settling = asyncio.Lock()  # see the class docstring
-        self._renewed = False  # consuming on a new channel, nothing delivered on it yet
 
     @classmethod
     async def open(
@@ -104,8 +92,6 @@ class RabbitMQInbox:
         tag = next(self._tags)
         self._unsettled[tag] = incoming
         redelivered = bool(getattr(incoming.delivery, "redelivered", False))
-        if self._renewed:
-            self._came_again(redelivered)
         self._buffer.append(Delivery(delivered(incoming), self.partition, tag, redelivered))
         self._arrived.set()
 
@@ -115,38 +101,9 @@ class RabbitMQInbox:
             raise ValueError("max_count must be at least 1")
         while not self._buffer and not self._closed:
             self._arrived.clear()
-            if not await self._arrives_within(IDLE_RENEWAL):
-                self._renew_if_idle()
+            await self._arrived.wait()
         # Closing empties the buffer for good: a closed inbox returns [].
         return [self._buffer.popleft() for _ in range(min(max_count, len(self._buffer)))]
-
-    async def _arrives_within(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._arrived.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def _renew_if_idle(self) -> None:
-        """Consume on a new channel when this one holds nothing of ours (see
-        :data:`IDLE_RENEWAL`); not while it is lost, which renews it anyway."""
-        idle = not (self._buffer or self._unsettled or self._closed)
-        if idle and self._subscription is not None and not self._channel.is_closed:
-            log.debug("partition %d: consuming on a new channel", self.partition)
-            self._renewed = True
-            self._subscription.renew()
-
-    def _came_again(self, redelivered: bool) -> None:
-        """The first delivery after a renewal: redelivered, it is one the broker still
-        counted as out although this inbox held none (a settlement it lost)."""
-        self._renewed = False
-        if redelivered:
-            log.warning(
-                "partition %d: idle, it held deliveries the broker still counted as"
-                " unacknowledged; consuming on a new channel delivered them again",
-                self.partition,
-            )
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge, in one ``multiple`` ack when they are the oldest unsettled ones.

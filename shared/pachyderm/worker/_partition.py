@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .._app import App
+from .._cancellation import cancelled_itself
 from .._errors import (
     CommandExpiredError,
     EntityEndedError,
@@ -187,8 +188,14 @@ class PartitionWorker:
         if self.quarantine is not None:
             self.quarantine.start(self)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` began (it may not have ended: cancelled midway)."""
+        return self._stopping
+
     async def stop(self) -> None:
-        """Finish the batch in flight, then hand the rest back to the queue."""
+        """Finish the batch in flight, then hand the rest back to the queue (safe to
+        call again after a stop that was cancelled midway)."""
         self._stopping = True
         if self.timers is not None:
             await self.timers.stop()
@@ -206,12 +213,13 @@ class PartitionWorker:
                     return  # closing the inbox hands these back
                 try:
                     await self._handle_until_done(deliveries)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
+                except (Exception, asyncio.CancelledError) as error:
                     # Replying or settling failed after the commit. Whatever was not
                     # acknowledged comes back and finds its stored reply: the partition
-                    # must keep flowing rather than die with this batch.
+                    # must keep flowing rather than die with this batch (or with a
+                    # CancelledError nobody asked for: pachyderm._cancellation).
+                    if isinstance(error, asyncio.CancelledError) and cancelled_itself():
+                        raise
                     log.exception("partition %d: settling a batch failed", self.partition)
 
     async def fire(self, requests: list[Request], isolate: float | None = None) -> list[Done]:

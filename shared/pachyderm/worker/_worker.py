@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
 from .._app import App
-from .._errors import StoreError
+from .._errors import PachydermError, StoreError
 from .._expiry import CommandWindow
 from .._hooks import WorkerHooks
 from .._stack_dumps import task_stacks
@@ -288,18 +289,23 @@ class Worker:
         return self.hooks.in_flight(lambda: admission.in_flight)
 
     async def _assign(self, owned: Sequence[int]) -> None:
-        """Start serving newly owned partitions; finish and release the others."""
+        """Start serving newly owned partitions; finish and release the others.
+
+        Safe to cancel or fail midway (the membership's watch is cancelled when the
+        broker is lost, maybe during one): a partition is forgotten only once it has
+        stopped, one whose stop began is stopped (and served anew) by the next call,
+        and inboxes opened for an assignment that did not complete are closed. Else
+        an inbox nobody takes from keeps consuming, aio-pika restoring its channel
+        after each reconnect, and holds a prefetch window of deliveries for good
+        (the cluster test's lost commands, sessions 17 to 20).
+        """
         self._assignment = frozenset(owned)
         async with self._assigning:
             wanted = set(owned)
-            released = [p for p in self.partitions if p not in wanted]
-            await asyncio.gather(*(self._stop(self.partitions.pop(p)) for p in released))
+            released = [p for p, w in self.partitions.items() if p not in wanted or w.stopping]
+            await self._stop_all(released)
             new = sorted(wanted - set(self.partitions))
-            # Open every inbox before serving any: once the first partitions pour
-            # their backlog in, opening the rest one by one would wait behind it.
-            inboxes = await asyncio.gather(
-                *(self.transport.open_inbox(partition, self.options.prefetch) for partition in new)
-            )
+            inboxes = await self._open_all(new)
             for partition, inbox in zip(new, inboxes, strict=True):
                 admitted = inbox if self.admission is None else AdmittedInbox(inbox, self.admission)
                 quarantine = self._quarantine(admitted)
@@ -332,6 +338,34 @@ class Worker:
             if released or wanted:
                 log.info("serving partitions %s", self.owned)
             self.ready.set()
+
+    async def _stop_all(self, partitions: Sequence[int]) -> None:
+        """Stop these partitions, forgetting each once it stopped; the first failure is
+        raised once all were tried (those that failed stay, to be stopped again)."""
+        outcomes = await asyncio.gather(
+            *(self._stop(self.partitions[p]) for p in partitions), return_exceptions=True
+        )
+        for partition, outcome in zip(partitions, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                del self.partitions[partition]
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _open_all(self, partitions: Sequence[int]) -> list[Inbox]:
+        """Open the inboxes of these partitions, all before serving any: once the first
+        pour their backlog in, opening the rest one by one would wait behind it. If
+        one fails, or this is cancelled, those that opened are closed again."""
+        prefetch = self.options.prefetch
+        opening = [
+            asyncio.ensure_future(self.transport.open_inbox(p, prefetch)) for p in partitions
+        ]
+        try:
+            return await asyncio.gather(*opening)
+        except BaseException:
+            await asyncio.gather(*opening, return_exceptions=True)
+            await _close_opened(opening)
+            raise
 
     def _fire_isolation(self) -> float | None:
         """How long a risky timer fire may be decided in a forked child (None: in
@@ -366,3 +400,12 @@ class Worker:
             except StoreError as error:
                 log.debug("counting timers failed: %s", error)
             await asyncio.sleep(self.options.count_timers_every)
+
+
+async def _close_opened(opening: Sequence[asyncio.Future[Inbox]]) -> None:
+    """Close the inboxes that did open; one that fails to close has stopped consuming
+    all the same (its channel is gone, or goes with its connection)."""
+    for task in opening:
+        if task.done() and not task.cancelled() and task.exception() is None:
+            with contextlib.suppress(PachydermError):
+                await task.result().close()
