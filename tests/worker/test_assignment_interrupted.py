@@ -76,7 +76,7 @@ async def test_inboxes_opened_for_an_assignment_that_failed_are_closed(
     transport.refused = {2}
     with pytest.raises(TransportUnavailableError):
         await worker._assign([0, 1, 2, 3])
-    assert len(transport.opened) == 3
+    await eventually(lambda: len(transport.opened) == 3)
     assert [await closed(inbox) for inbox in transport.opened] == [True] * 3
     assert worker.partitions == {}
     transport.refused.clear()

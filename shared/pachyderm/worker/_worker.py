@@ -135,6 +135,7 @@ class Worker:
         self.pending_timers = 0  # as last counted
         self.partitions: dict[int, PartitionWorker] = {}
         self._assigning = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()  # inboxes of unfinished assignments
         # What ends a worker that is stuck (the watchdog, a wedged stop), after it gave
         # its lease up; tests replace it.
         self.on_stall: Callable[[float], None] = exit_stalled
@@ -363,8 +364,11 @@ class Worker:
         try:
             return await asyncio.gather(*opening)
         except BaseException:
-            await asyncio.gather(*opening, return_exceptions=True)
-            await _close_opened(opening)
+            # In the background: on a lost connection a close waits out its RPC's
+            # timeout (a heartbeat), and a caller cancelling this must not wait for it.
+            closing = asyncio.create_task(_close_opened(opening))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
             raise
 
     def _fire_isolation(self) -> float | None:
@@ -403,8 +407,10 @@ class Worker:
 
 
 async def _close_opened(opening: Sequence[asyncio.Future[Inbox]]) -> None:
-    """Close the inboxes that did open; one that fails to close has stopped consuming
-    all the same (its channel is gone, or goes with its connection)."""
+    """Close the inboxes that did open, once every opening ended; one that fails to
+    close has stopped consuming all the same (its channel is gone, or goes with its
+    connection, and is not restored)."""
+    await asyncio.gather(*opening, return_exceptions=True)
     for task in opening:
         if task.done() and not task.cancelled() and task.exception() is None:
             with contextlib.suppress(PachydermError):
