@@ -20,3 +20,11 @@ def cancelled_itself() -> bool:
     """Whether the current task has been asked to stop (True outside a task)."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
+
+
+def is_failure(error: BaseException) -> bool:
+    """Whether ``error``, caught by code that outlives failures, is one to handle as a
+    failure: any ``Exception``, or a ``CancelledError`` its task was not asked for."""
+    if isinstance(error, asyncio.CancelledError):
+        return not cancelled_itself()
+    return isinstance(error, Exception)

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import uuid
 
-from .._cancellation import cancelled_itself
+from .._cancellation import is_failure
 from .._errors import DuplicateWorkerError, StoreError
 from ._assignment import owned_by, prepare
 from ._lease_keeper import LeaseKeeper
@@ -284,7 +284,7 @@ class LeasedMembership:
         try:
             await on_change(owned)
         except (Exception, asyncio.CancelledError) as error:
-            if isinstance(error, asyncio.CancelledError) and cancelled_itself():
+            if not is_failure(error):
                 raise
             log.exception("worker %s: on_change(%s) failed; retrying", self.worker_id, owned)
             return False

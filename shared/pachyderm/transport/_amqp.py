@@ -15,7 +15,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, DeliveryMode
@@ -72,9 +72,7 @@ async def translated_errors(action: str) -> AsyncIterator[None]:
     except FAILURES as error:
         raise translated(error, action) from error
     except asyncio.CancelledError as error:
-        if cancelled_itself():
-            raise
-        raise closed_under(action) from error
+        _raise_closed_under(error, action)
     except RuntimeError as error:
         # aiormq's answer to a channel asked of a connection that is closed, or not
         # open again yet after a broker restart: the broker is away, not a bug.
@@ -83,10 +81,13 @@ async def translated_errors(action: str) -> AsyncIterator[None]:
         raise TransportUnavailableError(f"{action}: RabbitMQ is unavailable ({error})") from error
 
 
-def closed_under(action: str) -> TransportUnavailableError:
-    """The error for a ``CancelledError`` that aiormq raised at a task nobody cancelled:
-    the channel or connection it waited on was closed (:mod:`pachyderm._cancellation`)."""
-    return TransportUnavailableError(f"{action}: RabbitMQ closed the channel under it")
+def _raise_closed_under(error: asyncio.CancelledError, action: str) -> NoReturn:
+    """Raise ``error`` again if this task was asked to stop; else the outage it stands
+    for: aiormq raised it because the channel or connection waited on was closed
+    (:mod:`pachyderm._cancellation`)."""
+    if cancelled_itself():
+        raise error
+    raise TransportUnavailableError(f"{action}: RabbitMQ closed the channel under it") from error
 
 
 def _connection_gone(error: RuntimeError) -> bool:
@@ -161,9 +162,7 @@ async def publish(channel: AbstractChannel, exchange: str, message: Message, act
     except FAILURES as error:
         raise translated(error, action) from error
     except asyncio.CancelledError as error:
-        if cancelled_itself():
-            raise
-        raise closed_under(action) from error
+        _raise_closed_under(error, action)
 
 
 async def publish_transient(
@@ -189,9 +188,7 @@ async def publish_transient(
     except FAILURES as error:
         raise translated(error, action) from error
     except asyncio.CancelledError as error:
-        if cancelled_itself():
-            raise
-        raise closed_under(action) from error
+        _raise_closed_under(error, action)
 
 
 # Acks and rejects are queued at once, or wait for room as a task of their channel

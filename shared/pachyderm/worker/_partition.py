@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .._app import App
-from .._cancellation import cancelled_itself
+from .._cancellation import is_failure
 from .._errors import (
     CommandExpiredError,
     EntityEndedError,
@@ -218,7 +218,7 @@ class PartitionWorker:
                     # acknowledged comes back and finds its stored reply: the partition
                     # must keep flowing rather than die with this batch (or with a
                     # CancelledError nobody asked for: pachyderm._cancellation).
-                    if isinstance(error, asyncio.CancelledError) and cancelled_itself():
+                    if not is_failure(error):
                         raise
                     log.exception("partition %d: settling a batch failed", self.partition)
 
