@@ -139,6 +139,18 @@ def gave_up(worker: WorkerProcess) -> bool:
     return worker.owned() == set() or "leaving the fleet" in worker.log.read_text()
 
 
+async def takeover_state(monitor: RabbitMQTransport, a: WorkerProcess, b: WorkerProcess) -> str:
+    """What a takeover that did not end in time had reached, and the workers' logs."""
+    consumers = await monitor.partition_consumers()
+    logs = "\n".join(
+        f"--- {w.name}.log:\n{w.log.read_text(errors='replace')[-6000:]}" for w in (a, b)
+    )
+    return (
+        f"takeover not done: b serves {b.owned()}, a serves {a.owned()}"
+        f" (gave up: {gave_up(a)}), partition consumers {consumers}\n{logs}"
+    )
+
+
 def record(figures: Figures) -> None:
     print(f"\n{json.dumps(asdict(figures))}")
     if path := os.environ.get(RESULTS_VARIABLE):
@@ -171,11 +183,14 @@ async def test_a_worker_cut_from_a_component_hands_over_and_loses_nothing(
             await asyncio.sleep(1.0)
             proxies[component].cut(how)
             cut = time.monotonic()
-            b_serves_all, a_gave_up, a_consumers_gone = await asyncio.gather(
-                until(lambda: b.owned() == EVERYTHING, cut),
-                until(lambda: gave_up(a), cut),
-                until(lambda: only_consumers_of(monitor, b), cut),
-            )
+            try:
+                b_serves_all, a_gave_up, a_consumers_gone = await asyncio.gather(
+                    until(lambda: b.owned() == EVERYTHING, cut),
+                    until(lambda: gave_up(a), cut),
+                    until(lambda: only_consumers_of(monitor, b), cut),
+                )
+            except AssertionError as error:
+                raise AssertionError(await takeover_state(monitor, a, b)) from error
             replies = await load
             proxies[component].heal()
             healed = time.monotonic()

@@ -331,6 +331,35 @@ async def test_a_failed_hand_over_is_retried(
             await task
 
 
+@postgres
+async def test_a_hand_back_failing_while_the_database_is_away_is_retried_meanwhile(
+    fleet: Fleet,
+) -> None:
+    """Its lease lapsed, a worker hands its partitions back; that failing (a channel
+    closing under it), it tries again a heartbeat interval on, though no heartbeat gets
+    through: else it would keep saying it serves them until the database came back.
+    (The cuts test, session 21.)"""
+    calls: list[list[int]] = []
+
+    async def flaky(owned: list[int]) -> None:
+        calls.append(owned)
+        if owned == [] and calls.count([]) == 1:
+            raise RuntimeError("closing an inbox failed")
+
+    task = asyncio.create_task((await fleet.member("a")).watch(flaky, PARTITIONS))
+    try:
+        await eventually(lambda: calls == [list(range(PARTITIONS))])
+        await fleet.query("ALTER TABLE workers RENAME TO workers_away")  # every heartbeat fails
+        try:
+            await eventually(lambda: calls.count([]) == 2)
+        finally:
+            await fleet.query("ALTER TABLE workers_away RENAME TO workers")
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_a_hand_over_failing_with_a_stray_cancellation_is_retried(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -141,6 +141,58 @@ async def test_a_closed_inbox_whose_channel_still_consumes_closes_it_at_its_firs
     assert (delivery.message.body, delivery.redelivered) == (b"after", True)
 
 
+async def test_a_delivery_arriving_while_the_inbox_closes_leaves_the_close_to_end_it(
+    transport: RabbitMQTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deliveries the broker sent before it saw the close arrive while the close waits
+    for its answer: that close ends the channel; none closes it a second time. (A second
+    close fails the first now and then, aiormq rejecting its wait: the partition's stop
+    failed with it, and the worker went on saying it served partitions it had left; the
+    cuts test, session 21.)"""
+    inbox = await transport.open_inbox(0, prefetch=10)
+    assert isinstance(inbox, _rabbitmq_inbox.RabbitMQInbox)
+    assert inbox._subscription is not None
+    channel = await underlay(inbox._channel)
+    await channel.basic_publish(b"early", routing_key=transport.topology.partition_queue(0))
+    await collect(inbox, 1)
+    [incoming] = inbox._unsettled.values()
+    renewed: list[object] = []
+    monkeypatch.setattr(inbox._subscription, "renew", renewed.append)
+    close_channel = inbox._channel.close
+
+    async def delivered_meanwhile(exc: object = None) -> None:
+        closing = asyncio.ensure_future(close_channel())
+        await asyncio.sleep(0)  # the close is sent; it waits for the broker's answer
+        await inbox._on_delivery(incoming)
+        await closing
+
+    monkeypatch.setattr(inbox._channel, "close", delivered_meanwhile)
+    await inbox.close()
+    assert channel.is_closed
+    assert renewed == []
+    [again] = await collect(await transport.open_inbox(0, prefetch=10), 1)
+    assert (again.message.body, again.redelivered) == (b"early", True)
+
+
+async def test_an_inbox_whose_channel_closes_under_its_close_is_closed(
+    transport: RabbitMQTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The close's wait failed (aiormq cancels it when the channel closes another way)
+    but the channel closed: the close did what it was for, and says so."""
+    inbox = await transport.open_inbox(0, prefetch=10)
+    assert isinstance(inbox, _rabbitmq_inbox.RabbitMQInbox)
+    channel = await underlay(inbox._channel)
+    close_channel = inbox._channel.close
+
+    async def closed_under(exc: object = None) -> None:
+        await close_channel()
+        raise asyncio.CancelledError  # as aiormq fails a close that another one ended
+
+    monkeypatch.setattr(inbox._channel, "close", closed_under)
+    await inbox.close()
+    assert channel.is_closed
+
+
 async def test_settlements_running_at_once_never_ack_another_s_delivery(
     transport: RabbitMQTransport,
 ) -> None:

@@ -200,7 +200,8 @@ class LeasedMembership:
           rather than keep deliveries it cannot commit) and logs an error. It
           reports its partitions again once a heartbeat gets through.
         - When ``on_change`` raises, it logs that and calls it again after the
-          next heartbeat, until it succeeds.
+          next heartbeat, or a heartbeat interval on if none gets through (the store
+          away), until it succeeds.
         """
         live = _Latest()
         try:
@@ -267,13 +268,19 @@ class LeasedMembership:
                 await prepare(partitions, roll.workers)
                 prepared = roll.members
             workers = settled(roll, self.join_delay)
+            failed = False
             # Until this worker has settled, it owns nothing and reports nothing.
             if reported is not None or self.worker_id in workers:
                 owned = owned_by(partitions, workers, self.worker_id)
-                if owned != reported and await self._changed(on_change, owned):
-                    log.info("worker %s owns partitions %s of %s", self.worker_id, owned, workers)
-                    reported = owned
-            roll, received = await self._next_roll(live, roll, received)
+                if owned != reported:
+                    if await self._changed(on_change, owned):
+                        log.info(
+                            "worker %s owns partitions %s of %s", self.worker_id, owned, workers
+                        )
+                        reported = owned
+                    else:
+                        failed = True
+            roll, received = await self._next_roll(live, roll, received, retrying=failed)
 
     async def _changed(self, on_change: OnChange, owned: list[int]) -> bool:
         """Whether ``on_change(owned)`` succeeded; a failure is logged and retried after
@@ -290,9 +297,13 @@ class LeasedMembership:
             return False
         return True
 
-    async def _next_roll(self, live: _Latest, roll: Roll, received: float) -> tuple[Roll, float]:
+    async def _next_roll(
+        self, live: _Latest, roll: Roll, received: float, *, retrying: bool = False
+    ) -> tuple[Roll, float]:
         """The next heartbeat's roll; or this one at the instant the next newcomer settles,
-        if that comes first.
+        or a heartbeat interval on when ``retrying`` a failed ``on_change``, whichever
+        comes first. (No roll comes while the store is away: a hand-over that failed
+        then, its lease lapsed, must not wait for the store to be retried.)
 
         Every member reads from the roll when a newcomer will count
         (:func:`~pachyderm.fleet._settling.next_settling`, on the store's clock):
@@ -301,11 +312,14 @@ class LeasedMembership:
         or none for about a round trip rather than up to a heartbeat interval.
         """
         settles = next_settling(roll, self.join_delay)
-        if settles is None:
+        waits = [self.heartbeat_interval] if retrying else []
+        if settles is not None:
+            # The store's clock read roll.now when this worker received the roll (give
+            # or take the reply's trip): it reads `settles` that much later on this one.
+            waits.append(settles - roll.now - (_now() - received))
+        if not waits:
             return await live.next()
-        # The store's clock read roll.now when this worker received the roll (give or
-        # take the reply's trip): it reads `settles` that much later on this one.
-        wait = settles - roll.now - (_now() - received)
+        wait = min(waits)
         try:
             # (at least a millisecond: the clock must move for a rounding at the instant)
             async with asyncio.timeout(max(wait, 0.001)):

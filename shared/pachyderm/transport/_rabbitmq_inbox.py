@@ -13,6 +13,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
+from .._errors import TransportError
 from ._amqp import Subscription, ack, delivered, reject, translated_errors
 from ._message import Delivery, pop_still_unsettled, pop_unsettled
 from ._rabbitmq_topology import declare_partition_queue
@@ -54,6 +55,7 @@ class RabbitMQInbox:
         self._unsettled: dict[int, DeliveredMessage] = {}
         self._arrived = asyncio.Event()
         self._closed = False
+        self._closing = False  # its own close waits for the broker's answer
         self._subscription: Subscription | None = None
         self._settling = asyncio.Lock()  # see the class docstring
 
@@ -83,11 +85,15 @@ class RabbitMQInbox:
 
     async def _on_delivery(self, incoming: DeliveredMessage) -> None:
         if self._closed:
-            # Its channel is closing, which returns it to the queue; or a reconnect's
-            # consume raced the close and it stays open: closed now, not left holding
-            # a prefetch window's deliveries that nobody reads.
-            if self._subscription is not None and not incoming.channel.is_closed:
-                self._subscription.renew(incoming.channel)
+            # Its channel is closing, which returns it to the queue: the broker sent it
+            # before it saw the close. Or a reconnect's consume raced the close and
+            # the channel stays open: closed now, not left holding a prefetch window's
+            # deliveries that nobody reads. Never while the close waits for its answer:
+            # a second close of the channel fails the first (aiormq rejects the first's
+            # wait with CancelledError; the worker's stop failed so, session 21).
+            subscription = self._subscription
+            if not self._closing and subscription is not None and not incoming.channel.is_closed:
+                subscription.renew(incoming.channel)
             return
         tag = next(self._tags)
         self._unsettled[tag] = incoming
@@ -151,10 +157,20 @@ class RabbitMQInbox:
         if self._closed:
             return
         self.abandon()
-        async with translated_errors("closing an inbox"):
-            # Closing the channel cancels its consumer and makes the broker
-            # return its unsettled deliveries, as one step.
-            await self._channel.close()
+        self._closing = True
+        try:
+            async with translated_errors("closing an inbox"):
+                # Closing the channel cancels its consumer and makes the broker
+                # return its unsettled deliveries, as one step.
+                await self._channel.close()
+        except TransportError:
+            # Closed under the close (by the broker, with the connection, or by another
+            # close) is what the close was for: aio-pika opens it no more once asked to
+            # close, and the broker took its deliveries back.
+            if not self._channel.is_closed:
+                raise
+        finally:
+            self._closing = False
 
     def abandon(self) -> None:
         """Hand out nothing more; for when the whole connection is closing."""
