@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         description="seconds without a heartbeat before a worker counts as dead; the same"
         " for every worker of a namespace",
     )
+    fleet_size: int | None = Field(
+        None,
+        ge=1,
+        description="how many workers the deployment runs (a StatefulSet's replicas), the"
+        " same for every worker of a namespace: a fleet starting cold takes its partitions"
+        " as soon as that many joined, and a worker replaced in a running fleet its share"
+        " at once, rather than each after a join delay (one to two PACHYDERM_DEAD_AFTER);"
+        " unset: the join delay always",
+    )
     pause_tolerance: float = Field(
         3.0,
         ge=0,

@@ -99,6 +99,7 @@ class Fleet:
         dead_after: float = DEAD_AFTER,
         info: str | None = None,
         join_delay: float | None = None,
+        fleet_size: int | None = None,
         pause_tolerance: float = 0.0,
     ) -> PostgresMembership:
         member = await PostgresMembership.connect(
@@ -109,6 +110,7 @@ class Fleet:
             heartbeat_interval=interval,
             dead_after=dead_after,
             join_delay=join_delay,
+            fleet_size=fleet_size,
             pause_tolerance=pause_tolerance,
         )
         self._members.append(member)
@@ -250,6 +252,29 @@ async def test_workers_started_together_are_counted_together(fleet: Fleet) -> No
     await c.kill()
     await c.membership.leave()
     assert await eventually(lambda: split_as_assigned([a, b])) <= INTERVAL + SLACK
+
+
+@postgres
+async def test_a_fleet_told_its_size_counts_once_all_joined_not_a_join_delay_later(
+    fleet: Fleet,
+) -> None:
+    # A join delay of 5 s: without the size, neither would count for 5 to 10 s.
+    join_delay = 5.0
+    start = time.monotonic()
+    a = await fleet.watcher("a", join_delay=join_delay, fleet_size=2)
+    await asyncio.sleep(3 * INTERVAL)
+    assert a.owned is None  # alone of two: it waits
+    b = await fleet.watcher("b", join_delay=join_delay, fleet_size=2)
+    await eventually(lambda: split_as_assigned([a, b]))
+    assert (a.calls, b.calls) == (1, 1)  # nobody claimed all to hand half over
+    assert time.monotonic() - start < join_delay
+
+    # b replaced (a rolling restart): the new run takes b's share at once.
+    await b.kill()
+    await b.membership.leave()
+    await eventually(lambda: a.owned == list(range(PARTITIONS)))
+    again = await fleet.watcher("b2", join_delay=join_delay, fleet_size=2)
+    assert await eventually(lambda: split_as_assigned([a, again])) < join_delay
 
 
 @postgres

@@ -78,6 +78,8 @@ async def membership_of(settings: Settings, name: str, *, fleet: str = "worker")
         worker_id=name,
         heartbeat_interval=settings.heartbeat_interval,
         dead_after=settings.dead_after,
+        # The deployment's size is its workers'; projection processes join when they may.
+        fleet_size=settings.fleet_size if fleet == "worker" else None,
         fleet=fleet,
         pause_tolerance=pause_tolerance(settings),
     )

@@ -41,7 +41,7 @@ from .._errors import DuplicateWorkerError, StoreError
 from ._assignment import owned_by, prepare
 from ._lease_keeper import LeaseKeeper
 from ._port import OnChange
-from ._settling import next_settling, settled
+from ._settling import Counted, next_settling
 from ._store import Holder, Member, MembershipStore, Roll
 
 log = logging.getLogger("pachyderm.fleet")
@@ -69,8 +69,9 @@ class LeasedMembership:
     seconds by the store's clock, and counted in the assignment once it has
     settled: ``join_delay`` (by default ``dead_after``) to twice that after it
     joined (0: at once; a cold fleet's members that joined together count with
-    its first, see :mod:`._settling`). Every member of a fleet must use the same
-    ``dead_after`` and ``join_delay``, or they disagree on the assignment.
+    its first, see :mod:`._settling`; told ``fleet_size``, the first that many count as
+    soon as all joined). Every member of a fleet must use the same ``dead_after``,
+    ``join_delay`` and ``fleet_size``, or they disagree on the assignment.
     Each member prunes long-dead rows once every ``prune_every`` heartbeats
     (any live member may: one pruning is enough).
 
@@ -86,10 +87,13 @@ class LeasedMembership:
         heartbeat_interval: float = 0.5,
         dead_after: float = 1.5,
         join_delay: float | None = None,
+        fleet_size: int | None = None,
         fleet: str = "worker",
         prune_every: int = _PRUNE_EVERY,
     ) -> None:
         check_timing(heartbeat_interval, dead_after, join_delay)
+        if fleet_size is not None and fleet_size < 1:
+            raise ValueError(f"fleet_size must be at least 1, not {fleet_size}")
         if prune_every < 1:
             raise ValueError(f"prune_every must be at least 1, not {prune_every}")
         self.store = store
@@ -98,6 +102,7 @@ class LeasedMembership:
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
         self.join_delay = dead_after if join_delay is None else join_delay
+        self.fleet_size = fleet_size
         self.fleet = fleet
         self.prune_every = prune_every
         # This run of the worker: it holds the worker id's row with this token.
@@ -262,12 +267,13 @@ class LeasedMembership:
     async def _report(self, live: _Latest, on_change: OnChange, partitions: int) -> None:
         reported: list[int] | None = None
         prepared: tuple[Member, ...] = ()
+        counted = Counted(self.join_delay, self.fleet_size)
         roll, received = await live.next()
         while True:
             if roll.members != prepared:  # newcomers' preferences, before they count
                 await prepare(partitions, roll.workers)
                 prepared = roll.members
-            workers = settled(roll, self.join_delay)
+            workers = counted(roll)
             failed = False
             # Until this worker has settled, it owns nothing and reports nothing.
             if reported is not None or self.worker_id in workers:
@@ -311,7 +317,7 @@ class LeasedMembership:
         switch together, so a partition changing hands to a newcomer has two holders
         or none for about a round trip rather than up to a heartbeat interval.
         """
-        settles = next_settling(roll, self.join_delay)
+        settles = next_settling(roll, self.join_delay, self.fleet_size)
         waits = [self.heartbeat_interval] if retrying else []
         if settles is not None:
             # The store's clock read roll.now when this worker received the roll (give

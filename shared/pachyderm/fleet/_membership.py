@@ -204,6 +204,7 @@ class PostgresMembership(LeasedMembership):
         heartbeat_interval: float = 0.5,
         dead_after: float = 1.5,
         join_delay: float | None = None,
+        fleet_size: int | None = None,
         fleet: str = "worker",
     ) -> None:
         """Use :meth:`connect`; ``pool``'s sessions must see the namespace's schema first.
@@ -217,6 +218,7 @@ class PostgresMembership(LeasedMembership):
             heartbeat_interval=heartbeat_interval,
             dead_after=dead_after,
             join_delay=join_delay,
+            fleet_size=fleet_size,
             fleet=fleet,
         )
         self._address: tuple[str, str] | None = None  # (dsn, schema), for abandon()
@@ -232,13 +234,16 @@ class PostgresMembership(LeasedMembership):
         heartbeat_interval: float = 0.5,
         dead_after: float = 1.5,
         join_delay: float | None = None,
+        fleet_size: int | None = None,
         fleet: str = "worker",
         pause_tolerance: float = 0.0,
     ) -> PostgresMembership:
         """Join ``fleet`` (its group) of namespace ``schema`` (migrated) as ``worker_id``, on
         a pool of its own.
 
-        ``info`` (by default the host name and process id) is shown to operators. While
+        ``fleet_size``: how many members the deployment runs, if known (see
+        :mod:`._settling`). ``info`` (by default the host name and process id) is shown
+        to operators. While
         the event loop is blocked, a thread renews the lease for up to ``pause_tolerance``
         seconds (0: not at all; see :mod:`._lease_keeper`).
         """
@@ -254,6 +259,7 @@ class PostgresMembership(LeasedMembership):
             heartbeat_interval=heartbeat_interval,
             dead_after=dead_after,
             join_delay=join_delay,
+            fleet_size=fleet_size,
             fleet=fleet,
         )
         membership._address = (dsn, schema)
