@@ -243,9 +243,8 @@ class PostgresMembership(LeasedMembership):
 
         ``fleet_size``: how many members the deployment runs, if known (see
         :mod:`._settling`). ``info`` (by default the host name and process id) is shown
-        to operators. While
-        the event loop is blocked, a thread renews the lease for up to ``pause_tolerance``
-        seconds (0: not at all; see :mod:`._lease_keeper`).
+        to operators. While the event loop is blocked, a thread renews the lease for up
+        to ``pause_tolerance`` seconds (0: not at all; see :mod:`._lease_keeper`).
         """
         check_schema_name(schema)
         check_timing(heartbeat_interval, dead_after, join_delay)

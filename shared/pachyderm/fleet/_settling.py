@@ -27,9 +27,11 @@ Leaving and dying are never delayed: a member that is not live does not count,
 so its partitions go to the others at once. Nor is a settled member's standing
 touched by a join: until the newcomers count, the others keep their partitions.
 
-Invariant: a pure function of the roll (starts and the store's time, which
-every member reads from the same store), so members agree on it as they agree
-on :func:`~pachyderm.fleet.assign`, within a heartbeat of one another.
+Invariant: :func:`settled` is a pure function of the roll (starts and the store's
+time, which every member reads from the same store), so members agree on it as they
+agree on :func:`~pachyderm.fleet.assign`, within a heartbeat of one another; and a
+member once counted stays counted while it lives (:class:`Counted` keeps it so when
+members leave; see there why members still agree).
 """
 
 from __future__ import annotations
