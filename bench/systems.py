@@ -65,8 +65,8 @@ class Pachyderm:
     name = PACHYDERM
 
     def start_worker(self, fleet: ProcessFleet, name: str, names: Sequence[str]) -> WorkerProcess:
-        # Port 0: several workers (and other people's) share this host. The fleet's size
-        # as a deployment of a fixed count says it: they count as soon as all joined.
+        # Port 0: several workers (and other people's) share this host. Told their count,
+        # as a deployment of a fixed count would tell them: they count once all joined.
         return fleet.start_worker(name, health_port="0", fleet_size=str(len(names)))
 
     async def committed(self, deployment: Deployment) -> int:

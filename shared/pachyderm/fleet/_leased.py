@@ -279,21 +279,17 @@ class LeasedMembership:
             if reported is not None or self.worker_id in workers:
                 owned = owned_by(partitions, workers, self.worker_id)
                 if owned != reported:
-                    if await self._changed(on_change, owned):
-                        log.info(
-                            "worker %s owns partitions %s of %s", self.worker_id, owned, workers
-                        )
-                        reported = owned
-                    else:
-                        failed = True
+                    failed = not await self._changed(on_change, owned, workers)
+                    reported = reported if failed else owned
             roll, received = await self._next_roll(live, roll, received, retrying=failed)
 
-    async def _changed(self, on_change: OnChange, owned: list[int]) -> bool:
-        """Whether ``on_change(owned)`` succeeded; a failure is logged and retried after
-        the next heartbeat. So is a ``CancelledError`` this task was not asked for
-        (:mod:`pachyderm._cancellation`): ending the reports with it would leave the
-        worker heartbeating on an assignment it never changes again, since a task
-        group takes no notice of a child that ends cancelled."""
+    async def _changed(self, on_change: OnChange, owned: list[int], workers: list[str]) -> bool:
+        """Whether ``on_change(owned)`` succeeded (of ``workers``, those counted); either
+        is logged, and a failure retried after the next heartbeat. So is a
+        ``CancelledError`` this task was not asked for (:mod:`pachyderm._cancellation`):
+        ending the reports with it would leave the worker heartbeating on an assignment
+        it never changes again, since a task group takes no notice of a child that ends
+        cancelled."""
         try:
             await on_change(owned)
         except (Exception, asyncio.CancelledError) as error:
@@ -301,6 +297,7 @@ class LeasedMembership:
                 raise
             log.exception("worker %s: on_change(%s) failed; retrying", self.worker_id, owned)
             return False
+        log.info("worker %s owns partitions %s of %s", self.worker_id, owned, workers)
         return True
 
     async def _next_roll(
